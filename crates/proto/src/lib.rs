@@ -1,0 +1,108 @@
+//! The tutela contract as Rust: generated messages, clients and servers, plus the encoded file
+//! descriptor set (for reflection) and the data-category annotation of every field, which the
+//! guard's redaction, the exporters and the audit record read.
+
+use std::sync::LazyLock;
+
+use prost_reflect::{DescriptorPool, FieldDescriptor, Value};
+
+/// Generated code, one module per proto package (prost's relative paths need this nesting).
+pub mod tutela {
+    pub mod common {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/tutela.common.v1.rs"));
+        }
+    }
+    pub mod privacy {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/tutela.privacy.v1.rs"));
+        }
+    }
+}
+
+pub use tutela::common::v1 as common;
+pub use tutela::privacy::v1 as privacy;
+
+use common::DataCategory;
+
+/// The encoded `FileDescriptorSet` of every tutela proto and its imports, custom options included.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tutela_descriptor.bin"));
+
+/// Full name of the field option that carries a field's data category.
+pub const CATEGORY_OPTION: &str = "tutela.common.v1.category";
+
+static POOL: LazyLock<Result<DescriptorPool, prost_reflect::DescriptorError>> =
+    LazyLock::new(|| DescriptorPool::decode(FILE_DESCRIPTOR_SET));
+
+/// The descriptor pool of the contract. It is built once from bytes compiled into this crate, so
+/// it only fails if the build produced a broken set, which the crate's tests rule out.
+pub fn descriptor_pool() -> Result<&'static DescriptorPool, &'static prost_reflect::DescriptorError>
+{
+    POOL.as_ref()
+}
+
+/// The data category a field is annotated with, or `None` when the annotation is missing (or
+/// holds a value this build does not know).
+pub fn field_category(field: &FieldDescriptor) -> Option<DataCategory> {
+    let options = field.options();
+    let pool = field.parent_pool();
+    let ext = pool.get_extension_by_name(CATEGORY_OPTION)?;
+    if !options.has_extension(&ext) {
+        return None;
+    }
+    match options.get_extension(&ext).as_ref() {
+        Value::EnumNumber(n) => DataCategory::try_from(*n)
+            .ok()
+            .filter(|c| *c != DataCategory::Unspecified),
+        _ => None,
+    }
+}
+
+/// Names of the fields of `tutela.*` messages that lack a data-category annotation, as
+/// `package.Message.field`. The contract requires this to be empty.
+pub fn unannotated_fields(pool: &DescriptorPool) -> Vec<String> {
+    pool.all_messages()
+        .filter(|m| m.package_name().starts_with("tutela."))
+        // Map entries are synthesised by protoc; the map field itself carries the annotation.
+        .filter(|m| !m.is_map_entry())
+        .flat_map(|m| m.fields().collect::<Vec<_>>())
+        .filter(|f| field_category(f).is_none())
+        .map(|f| f.full_name().to_owned())
+        .collect()
+}
+
+/// Short, lower-case names of the categories as configuration, the register and audit records
+/// spell them. A test checks this table against the proto enum, so the two cannot drift.
+pub const CATEGORY_NAMES: [(DataCategory, &str); 12] = [
+    (DataCategory::None, "none"),
+    (DataCategory::Identity, "identity"),
+    (DataCategory::Contact, "contact"),
+    (DataCategory::Demographic, "demographic"),
+    (DataCategory::SpecialCategory, "special_category"),
+    (DataCategory::Employment, "employment"),
+    (DataCategory::IdentityDocument, "identity_document"),
+    (DataCategory::Education, "education"),
+    (DataCategory::Assessment, "assessment"),
+    (DataCategory::SurveyResponse, "survey_response"),
+    (DataCategory::Communication, "communication"),
+    (DataCategory::Technical, "technical"),
+];
+
+impl DataCategory {
+    /// The short name (e.g. `special_category`); `unspecified` for the zero value.
+    pub fn short_name(self) -> &'static str {
+        CATEGORY_NAMES
+            .iter()
+            .find(|(c, _)| *c == self)
+            .map_or("unspecified", |(_, n)| n)
+    }
+
+    /// The category with this short name.
+    pub fn from_short_name(name: &str) -> Option<Self> {
+        CATEGORY_NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(c, _)| *c)
+    }
+}

@@ -1,0 +1,64 @@
+//! The contract's own guarantees: every field is annotated, names match the proto enums.
+
+use prost_reflect::DescriptorPool;
+use tutela_proto::common::DataCategory;
+use tutela_proto::{CATEGORY_NAMES, descriptor_pool, unannotated_fields};
+
+#[test]
+fn every_field_of_every_tutela_message_has_a_data_category() {
+    let pool = descriptor_pool().expect("descriptor set decodes");
+    let missing = unannotated_fields(pool);
+    assert!(
+        missing.is_empty(),
+        "fields without a data category: {missing:?}"
+    );
+    // The walk must actually have visited something, or the check above proves nothing.
+    let tutela_fields = pool
+        .all_messages()
+        .filter(|m| m.package_name().starts_with("tutela."))
+        .map(|m| m.fields().count())
+        .sum::<usize>();
+    assert!(tutela_fields > 20, "walked only {tutela_fields} fields");
+}
+
+/// The test of the test: compile the real protos with one annotation removed, and the check
+/// names exactly that field.
+#[test]
+fn the_annotation_check_names_a_field_whose_annotation_was_removed() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let original = std::fs::read_to_string(root.join("tutela/common/v1/common.proto")).unwrap();
+    let annotated = "uint32 page_size = 1 [(category) = DATA_CATEGORY_NONE];";
+    assert!(original.contains(annotated));
+    let edited = original.replace(annotated, "uint32 page_size = 1;");
+
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("tutela/common/v1");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::write(copy.join("common.proto"), edited).unwrap();
+    let mut compiler = protox::Compiler::new([dir.path()]).unwrap();
+    compiler.include_imports(true);
+    compiler.open_file("tutela/common/v1/common.proto").unwrap();
+    let broken = DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap();
+
+    assert_eq!(
+        unannotated_fields(&broken),
+        vec!["tutela.common.v1.PageRequest.page_size".to_owned()]
+    );
+}
+
+#[test]
+fn category_short_names_match_the_proto_enum() {
+    for (category, short) in CATEGORY_NAMES {
+        let proto = category
+            .as_str_name()
+            .strip_prefix("DATA_CATEGORY_")
+            .unwrap();
+        assert_eq!(proto.to_ascii_lowercase(), short);
+        assert_eq!(DataCategory::from_short_name(short), Some(category));
+    }
+    // Every proto value but UNSPECIFIED is in the table.
+    let proto_values = (0..64)
+        .filter(|n| DataCategory::try_from(*n).is_ok())
+        .count();
+    assert_eq!(proto_values, CATEGORY_NAMES.len() + 1);
+}

@@ -1,0 +1,99 @@
+//! Connecting by URL. SQLite is tuned for a server (WAL, `synchronous=NORMAL`, foreign keys, a busy
+//! timeout, and `secure_delete` so that erased rows do not linger in free pages); PostgreSQL is
+//! used as it comes.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+
+use crate::error::{StoreError, StoreResult};
+
+/// The database engines tutela runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite: the default for one process.
+    Sqlite,
+    /// PostgreSQL: production, and any number of processes.
+    Postgres,
+}
+
+impl Backend {
+    /// The engine a URL names, or an error naming the accepted schemes.
+    pub fn of_url(url: &str) -> StoreResult<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::Config(
+                "database url must start with sqlite: or postgres://".into(),
+            ))
+        }
+    }
+}
+
+/// Opens a connection pool for `url` (`sqlite://path?mode=rwc` or `postgres://…`).
+pub async fn connect(url: &str, max_connections: u32) -> StoreResult<DatabaseConnection> {
+    let backend = Backend::of_url(url)?;
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .max_connections(max_connections.max(1))
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10))
+        // Statements can hold personal data in bound values and literals: never log them.
+        .sqlx_logging(false);
+    if backend == Backend::Sqlite {
+        options.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+                .pragma("secure_delete", "ON")
+        });
+    }
+    Ok(Database::connect(options).await?)
+}
+
+/// Whether a database error is a unique-constraint violation, on SQLite and PostgreSQL alike.
+/// Callers turn it into ALREADY_EXISTS.
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+/// After an erasure on SQLite, folds the write-ahead log back into the database and truncates it,
+/// so that pre-erasure pages do not survive in the `-wal` file. A no-op on PostgreSQL, whose
+/// vacuum is the operator's.
+pub async fn purge_freed_pages(db: &DatabaseConnection) -> StoreResult<()> {
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_backend() {
+        assert_eq!(
+            Backend::of_url("sqlite://x.db?mode=rwc").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Backend::of_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::of_url("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert!(Backend::of_url("mysql://u@h/db").is_err());
+    }
+}

@@ -1,0 +1,17 @@
+//! Data at rest for every tutela service: one way to connect (SQLite or PostgreSQL by URL), one
+//! migrations runner that composes each service's migrator, an injectable clock, and the
+//! per-subject key vault that makes erasure final (crypto-shredding).
+
+pub mod clock;
+pub mod db;
+pub mod error;
+pub mod migration;
+pub mod vault;
+
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use db::{Backend, connect, is_unique_violation, purge_freed_pages};
+pub use error::{StoreError, StoreResult};
+pub use migration::{Migrations, migrate, migrations_of};
+pub use vault::{KeyVault, Keyring, SubjectKey};
+#[cfg(feature = "testing")]
+pub mod testing;

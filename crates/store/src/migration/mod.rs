@@ -1,0 +1,77 @@
+//! One runner for every service's migrations. Each service brings its own sea-orm migrator with
+//! its own history table (so that services sharing one database, as `tutela serve` does with
+//! SQLite, do not see each other's migrations as unknown); the store's own tables come first.
+
+use std::marker::PhantomData;
+
+use futures::future::BoxFuture;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
+use sea_orm_migration::MigratorTrait;
+
+use crate::error::StoreResult;
+
+mod m20261124_000001_subject_keys;
+
+/// A set of migrations that can be applied to a database.
+pub trait Migrations: Send + Sync {
+    /// The owner of the migrations (a service name, or `store`), for logs.
+    fn name(&self) -> &'static str;
+    /// Applies every pending migration.
+    fn up<'a>(&'a self, db: &'a DatabaseConnection) -> BoxFuture<'a, Result<(), DbErr>>;
+}
+
+struct MigratorSet<M>(&'static str, PhantomData<fn() -> M>);
+
+impl<M: MigratorTrait + 'static> Migrations for MigratorSet<M> {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn up<'a>(&'a self, db: &'a DatabaseConnection) -> BoxFuture<'a, Result<(), DbErr>> {
+        Box::pin(async move {
+            if db.get_database_backend() == DbBackend::Postgres {
+                // Several pods may start at once: one migrates, the others wait and then find
+                // nothing pending. The lock is released when the transaction ends.
+                let txn = db.begin().await?;
+                txn.execute_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock(7238561120934)",
+                ))
+                .await?;
+                M::up(&txn, None).await?;
+                txn.commit().await
+            } else {
+                M::up(db, None).await
+            }
+        })
+    }
+}
+
+/// Wraps a sea-orm migrator as a [`Migrations`] set named `name`. The migrator must override
+/// `migration_table_name` so that its history does not mix with another service's.
+pub fn migrations_of<M: MigratorTrait + 'static>(name: &'static str) -> Box<dyn Migrations> {
+    Box::new(MigratorSet::<M>(name, PhantomData))
+}
+
+/// The store's own tables (the key vault), which every service database needs.
+pub(crate) struct StoreMigrator;
+
+impl MigratorTrait for StoreMigrator {
+    fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
+        vec![Box::new(m20261124_000001_subject_keys::Migration)]
+    }
+
+    fn migration_table_name() -> sea_orm::DynIden {
+        sea_orm::sea_query::Alias::new("tutela_migrations_store").into()
+    }
+}
+
+/// Applies the store's migrations and then each set in order.
+pub async fn migrate(db: &DatabaseConnection, sets: &[Box<dyn Migrations>]) -> StoreResult<()> {
+    let store = migrations_of::<StoreMigrator>("store");
+    for set in std::iter::once(&store).chain(sets) {
+        tracing::debug!(owner = set.name(), "applying migrations");
+        set.up(db).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! The per-subject key vault. Each data subject gets a random AES-256-GCM data key per scope (one
+//! scope per service, so that services hosted together behave exactly as services deployed apart),
+//! stored only wrapped by a key-encryption key (KEK) from configuration. Ciphertexts are bound to
+//! scope, tenant, subject and field through associated data, so a value copied to another learner
+//! or another column fails to decrypt instead of reading as someone else's data.
+//!
+//! Erasure destroys the wrapped key and leaves a tombstone: from then on every ciphertext of that
+//! subject, in any table or backup, is unreadable, and the vault answers [`StoreError::Erased`]
+//! rather than garbage or "not found".
+
+mod entity;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::Engine;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use zeroize::Zeroizing;
+
+use crate::clock::SharedClock;
+use crate::error::{StoreError, StoreResult};
+
+const FORMAT_V1: u8 = 1;
+const NONCE_LEN: usize = 12;
+
+/// Key-encryption keys: the current one wraps new data keys; older ones still unwrap keys they
+/// wrapped until [`KeyVault::rewrap_all`] has moved them to the current one.
+pub struct Keyring {
+    current: String,
+    keys: HashMap<String, SecretBox<[u8; 32]>>,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ids: Vec<&String> = self.keys.keys().collect();
+        ids.sort();
+        f.debug_struct("Keyring")
+            .field("current", &self.current)
+            .field("ids", &ids)
+            .field("keys", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Keyring {
+    /// A keyring from `(id, base64 of 32 bytes)` pairs; the first is the current key.
+    pub fn from_base64<'a>(
+        keys: impl IntoIterator<Item = (&'a str, &'a SecretString)>,
+    ) -> StoreResult<Self> {
+        let mut current = None;
+        let mut map = HashMap::new();
+        for (id, encoded) in keys {
+            if id.is_empty() || id.len() > 64 {
+                return Err(StoreError::Config(
+                    "kek id must be 1 to 64 characters".into(),
+                ));
+            }
+            let bytes = Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded.expose_secret().trim())
+                    .map_err(|_| StoreError::Config(format!("kek {id:?} is not valid base64")))?,
+            );
+            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                StoreError::Config(format!("kek {id:?} must decode to exactly 32 bytes"))
+            })?;
+            if map
+                .insert(id.to_owned(), SecretBox::new(Box::new(key)))
+                .is_some()
+            {
+                return Err(StoreError::Config(format!("kek {id:?} is listed twice")));
+            }
+            current.get_or_insert_with(|| id.to_owned());
+        }
+        let current =
+            current.ok_or_else(|| StoreError::Config("at least one kek is required".into()))?;
+        Ok(Self { current, keys: map })
+    }
+
+    /// A fresh random 32-byte key, base64-encoded, for `tutela` to put in a new configuration.
+    pub fn generate_base64() -> StoreResult<SecretString> {
+        let key = Key::<Aes256Gcm>::try_generate().map_err(|_| StoreError::Random)?;
+        Ok(SecretString::from(
+            base64::engine::general_purpose::STANDARD.encode(key.as_slice()),
+        ))
+    }
+
+    fn cipher(&self, id: &str) -> StoreResult<Aes256Gcm> {
+        let key = self
+            .keys
+            .get(id)
+            .ok_or_else(|| StoreError::UnknownKek(id.to_owned()))?;
+        Aes256Gcm::new_from_slice(key.expose_secret()).map_err(|_| StoreError::Decrypt)
+    }
+}
+
+/// Associated data binding a ciphertext to where it belongs. Length prefixes keep
+/// ("ab","c") and ("a","bc") apart.
+fn binding(label: &[u8], parts: &[&str]) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(64);
+    aad.extend_from_slice(label);
+    for part in parts {
+        aad.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        aad.extend_from_slice(part.as_bytes());
+    }
+    aad
+}
+
+fn seal_with(cipher: &Aes256Gcm, aad: &[u8], plaintext: &[u8]) -> StoreResult<Vec<u8>> {
+    let nonce = Nonce::try_generate().map_err(|_| StoreError::Random)?;
+    let sealed = cipher
+        .encrypt(
+            &nonce,
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
+        .map_err(|_| StoreError::Decrypt)?;
+    let mut out = Vec::with_capacity(1 + NONCE_LEN + sealed.len());
+    out.push(FORMAT_V1);
+    out.extend_from_slice(nonce.as_slice());
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+fn open_with(cipher: &Aes256Gcm, aad: &[u8], ciphertext: &[u8]) -> StoreResult<Zeroizing<Vec<u8>>> {
+    if ciphertext.len() < 1 + NONCE_LEN || ciphertext[0] != FORMAT_V1 {
+        return Err(StoreError::Decrypt);
+    }
+    let nonce = Nonce::try_from(&ciphertext[1..1 + NONCE_LEN]).map_err(|_| StoreError::Decrypt)?;
+    cipher
+        .decrypt(
+            &nonce,
+            Payload {
+                msg: &ciphertext[1 + NONCE_LEN..],
+                aad,
+            },
+        )
+        .map(Zeroizing::new)
+        .map_err(|_| StoreError::Decrypt)
+}
+
+/// The vault of one scope (service) over one database.
+#[derive(Clone)]
+pub struct KeyVault {
+    db: DatabaseConnection,
+    keyring: Arc<Keyring>,
+    scope: &'static str,
+    clock: SharedClock,
+}
+
+impl fmt::Debug for KeyVault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyVault")
+            .field("scope", &self.scope)
+            .field("keyring", &self.keyring)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyVault {
+    /// A vault for `scope` (the owning service's name).
+    pub fn new(
+        db: DatabaseConnection,
+        keyring: Arc<Keyring>,
+        scope: &'static str,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            db,
+            keyring,
+            scope,
+            clock,
+        }
+    }
+
+    fn wrap_aad(&self, tenant: &str, subject: &str) -> Vec<u8> {
+        binding(b"tutela/dek/v1", &[self.scope, tenant, subject])
+    }
+
+    fn unwrap(&self, row: entity::Model) -> StoreResult<SubjectKey> {
+        let wrapped = row.wrapped_key.ok_or(StoreError::Erased)?;
+        let kek = self.keyring.cipher(&row.kek_id)?;
+        let raw = open_with(&kek, &self.wrap_aad(&row.tenant, &row.subject_id), &wrapped)?;
+        let cipher = Aes256Gcm::new_from_slice(&raw).map_err(|_| StoreError::Decrypt)?;
+        Ok(SubjectKey {
+            cipher,
+            scope: self.scope,
+            tenant: row.tenant,
+            subject: row.subject_id,
+        })
+    }
+
+    async fn row(&self, tenant: &str, subject: &str) -> StoreResult<Option<entity::Model>> {
+        Ok(entity::Entity::find_by_id((
+            self.scope.to_owned(),
+            tenant.to_owned(),
+            subject.to_owned(),
+        ))
+        .one(&self.db)
+        .await?)
+    }
+
+    /// The subject's data key, created on first use. Concurrent first uses agree on one key.
+    /// Fails with [`StoreError::Erased`] for a subject whose key was shredded.
+    pub async fn get_or_create(&self, tenant: &str, subject: &str) -> StoreResult<SubjectKey> {
+        if let Some(row) = self.row(tenant, subject).await? {
+            return self.unwrap(row);
+        }
+        let raw = Key::<Aes256Gcm>::try_generate().map_err(|_| StoreError::Random)?;
+        let raw = Zeroizing::new(<[u8; 32]>::from(raw));
+        let kek_id = self.keyring.current.clone();
+        let wrapped = seal_with(
+            &self.keyring.cipher(&kek_id)?,
+            &self.wrap_aad(tenant, subject),
+            raw.as_slice(),
+        )?;
+        let row = entity::ActiveModel {
+            scope: Set(self.scope.to_owned()),
+            tenant: Set(tenant.to_owned()),
+            subject_id: Set(subject.to_owned()),
+            kek_id: Set(kek_id),
+            wrapped_key: Set(Some(wrapped)),
+            created_at: Set(self.clock.now()),
+            shredded_at: Set(None),
+        };
+        // Whoever inserts first wins; everyone then reads the winner's key.
+        entity::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([
+                    entity::Column::Scope,
+                    entity::Column::Tenant,
+                    entity::Column::SubjectId,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
+        self.get(tenant, subject).await
+    }
+
+    /// The subject's existing data key: [`StoreError::KeyNotFound`] if none was ever made,
+    /// [`StoreError::Erased`] if it was shredded.
+    pub async fn get(&self, tenant: &str, subject: &str) -> StoreResult<SubjectKey> {
+        let row = self
+            .row(tenant, subject)
+            .await?
+            .ok_or(StoreError::KeyNotFound)?;
+        self.unwrap(row)
+    }
+
+    /// Destroys the subject's data key (crypto-shredding) and leaves a tombstone, so that the
+    /// subject cannot silently get a new key. Returns whether a live key was destroyed.
+    pub async fn shred(&self, tenant: &str, subject: &str) -> StoreResult<bool> {
+        let now = self.clock.now();
+        let destroyed = entity::Entity::update_many()
+            .col_expr(
+                entity::Column::WrappedKey,
+                sea_orm::sea_query::Expr::value(Option::<Vec<u8>>::None),
+            )
+            .col_expr(
+                entity::Column::ShreddedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(entity::Column::Scope.eq(self.scope))
+            .filter(entity::Column::Tenant.eq(tenant))
+            .filter(entity::Column::SubjectId.eq(subject))
+            .filter(entity::Column::WrappedKey.is_not_null())
+            .exec(&self.db)
+            .await?
+            .rows_affected
+            > 0;
+        if !destroyed {
+            let tombstone = entity::ActiveModel {
+                scope: Set(self.scope.to_owned()),
+                tenant: Set(tenant.to_owned()),
+                subject_id: Set(subject.to_owned()),
+                kek_id: Set(self.keyring.current.clone()),
+                wrapped_key: Set(None),
+                created_at: Set(now),
+                shredded_at: Set(Some(now)),
+            };
+            entity::Entity::insert(tombstone)
+                .on_conflict(
+                    OnConflict::columns([
+                        entity::Column::Scope,
+                        entity::Column::Tenant,
+                        entity::Column::SubjectId,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .exec_without_returning(&self.db)
+                .await?;
+        }
+        Ok(destroyed)
+    }
+
+    /// Re-wraps every live data key of this scope under the current KEK (after a KEK rotation), so
+    /// that the old KEK can be removed from configuration. Returns how many keys moved.
+    pub async fn rewrap_all(&self) -> StoreResult<u64> {
+        let current = self.keyring.current.clone();
+        let rows = entity::Entity::find()
+            .filter(entity::Column::Scope.eq(self.scope))
+            .filter(entity::Column::KekId.ne(current.as_str()))
+            .filter(entity::Column::WrappedKey.is_not_null())
+            .all(&self.db)
+            .await?;
+        let kek = self.keyring.cipher(&current)?;
+        let mut moved = 0;
+        for row in rows {
+            let Some(wrapped) = row.wrapped_key.as_deref() else {
+                continue;
+            };
+            let aad = self.wrap_aad(&row.tenant, &row.subject_id);
+            let raw = open_with(&self.keyring.cipher(&row.kek_id)?, &aad, wrapped)?;
+            let rewrapped = seal_with(&kek, &aad, &raw)?;
+            // Only replace what we read: a concurrent shred must win.
+            moved += entity::Entity::update_many()
+                .col_expr(
+                    entity::Column::WrappedKey,
+                    sea_orm::sea_query::Expr::value(Some(rewrapped)),
+                )
+                .col_expr(
+                    entity::Column::KekId,
+                    sea_orm::sea_query::Expr::value(current.clone()),
+                )
+                .filter(entity::Column::Scope.eq(self.scope))
+                .filter(entity::Column::Tenant.eq(row.tenant.as_str()))
+                .filter(entity::Column::SubjectId.eq(row.subject_id.as_str()))
+                .filter(entity::Column::KekId.eq(row.kek_id.as_str()))
+                .filter(entity::Column::WrappedKey.is_not_null())
+                .exec(&self.db)
+                .await?
+                .rows_affected;
+        }
+        Ok(moved)
+    }
+}
+
+/// One subject's unwrapped data key, ready to seal and open that subject's fields. It lives only
+/// in memory for the duration of a request.
+pub struct SubjectKey {
+    cipher: Aes256Gcm,
+    scope: &'static str,
+    tenant: String,
+    subject: String,
+}
+
+impl fmt::Debug for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubjectKey([redacted])")
+    }
+}
+
+impl SubjectKey {
+    fn field_aad(&self, field: &str) -> Vec<u8> {
+        binding(
+            b"tutela/field/v1",
+            &[self.scope, &self.tenant, &self.subject, field],
+        )
+    }
+
+    /// Encrypts `plaintext` for `field` (e.g. `learner.email`) of this subject.
+    pub fn seal(&self, field: &str, plaintext: &[u8]) -> StoreResult<Vec<u8>> {
+        seal_with(&self.cipher, &self.field_aad(field), plaintext)
+    }
+
+    /// Decrypts a value sealed for `field` of this subject. Another subject's or another field's
+    /// ciphertext fails with [`StoreError::Decrypt`].
+    pub fn open(&self, field: &str, ciphertext: &[u8]) -> StoreResult<Zeroizing<Vec<u8>>> {
+        open_with(&self.cipher, &self.field_aad(field), ciphertext)
+    }
+
+    /// [`Self::open`] for text fields.
+    pub fn open_string(&self, field: &str, ciphertext: &[u8]) -> StoreResult<String> {
+        let bytes = self.open(field, ciphertext)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Decrypt)
+    }
+}

@@ -1,0 +1,3 @@
+//! The store against a real database: SQLite always, PostgreSQL when `TEST_DATABASE_URL` is set.
+
+mod vault;
