@@ -1,1 +1,9 @@
+//! The `tutela` binary as a library: configuration, the server and the operator commands, so that
+//! tests and the testkit run exactly what `tutela serve` runs.
 
+pub mod config;
+pub mod keys;
+pub mod server;
+pub mod services;
+
+pub use config::{Config, Overrides};

@@ -1,1 +1,126 @@
-fn main() {}
+//! `tutela`: parses arguments, loads configuration, starts telemetry, and hands over to the
+//! library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tutela::{Config, Overrides, server};
+
+/// tutela: learner data for training organisations, kept to their privacy policy on every call.
+#[derive(Debug, Parser)]
+#[command(name = "tutela", version, about)]
+struct Cli {
+    /// Configuration file (TOML) over the documented defaults.
+    #[arg(long, global = true, env = "TUTELA_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the hosted services, health and reflection on one gRPC port.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Address to listen on (default 127.0.0.1:50051).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Host only this service (repeatable): enrolment, sharing, survey, subscription.
+        /// Without it, every service is hosted.
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+        /// Migrate only this service's tables (repeatable); default: every service.
+        #[arg(long = "service", value_name = "NAME")]
+        services: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Database URL: sqlite://PATH?mode=rwc or postgres://USER@HOST/DB.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Directory for the embedded database and generated development keys (default ./data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn load(cli_config: Option<&PathBuf>, overrides: Overrides) -> anyhow::Result<Config> {
+    Ok(Config::load(
+        cli_config.map(PathBuf::as_path),
+        std::env::vars(),
+        &overrides,
+    )?)
+}
+
+async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            common,
+            listen,
+            services,
+        } => {
+            let config = load(
+                cli.config.as_ref(),
+                Overrides {
+                    data_dir: common.data_dir,
+                    listen,
+                    database_url: common.database_url,
+                    services,
+                },
+            )?;
+            let telemetry = tutela_telemetry::init(
+                "tutela",
+                config.telemetry.format.into(),
+                &config.telemetry.filter,
+            )?;
+            let listener = tokio::net::TcpListener::bind(config.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            let result = server::run(config, listener, server::shutdown_signal()).await;
+            telemetry.shutdown();
+            result
+        }
+        Command::Migrate { common, services } => {
+            let config = load(
+                cli.config.as_ref(),
+                Overrides {
+                    data_dir: common.data_dir,
+                    database_url: common.database_url,
+                    services,
+                    ..Overrides::default()
+                },
+            )?;
+            let _telemetry = tutela_telemetry::init(
+                "tutela",
+                config.telemetry.format.into(),
+                &config.telemetry.filter,
+            )?;
+            tutela::services::resolve(&config.server.services)?;
+            server::migrate(&config).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match main_inner(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tutela: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

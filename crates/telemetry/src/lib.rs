@@ -1,1 +1,273 @@
+//! Tracing for every tutela process: a terminal or JSON log, OpenTelemetry export switched on by
+//! the standard `OTEL_EXPORTER_OTLP_*` variables, and W3C trace context carried across gRPC calls.
+//!
+//! Spans and log lines carry ids and pseudonyms only. The server span records the RPC's method and
+//! nothing of the request; handlers use `#[instrument(skip_all, fields(..))]` with ids.
 
+use std::fmt;
+
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
+}
+
+/// Errors setting telemetry up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The log filter did not parse.
+    #[error("invalid log filter: {0}")]
+    Filter(String),
+    /// The OTLP exporter could not be built from the `OTEL_EXPORTER_OTLP_*` settings.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+    /// A global subscriber was already installed.
+    #[error("telemetry was already initialised")]
+    AlreadyInitialised,
+}
+
+/// Keeps the exporter alive; dropping it (or calling [`Telemetry::shutdown`]) flushes spans.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("otlp", &self.provider.is_some())
+            .finish()
+    }
+}
+
+impl Telemetry {
+    /// Whether spans are exported over OTLP.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Flushes pending spans and stops the exporter.
+    pub fn shutdown(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("tutela: flushing traces failed: {err}");
+        }
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Whether the environment asks for OTLP export (the standard variables, as the OpenTelemetry
+/// specification names them). `OTEL_SDK_DISABLED=true` turns it off.
+pub fn otlp_requested(env: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |k: &str| env(k).is_some_and(|v| !v.trim().is_empty());
+    let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// Installs the global subscriber: `filter` (overridden by `RUST_LOG`) to standard error in
+/// `format`, plus OTLP export of spans when the environment asks for it. Call once, from `main`.
+pub fn init(
+    service_name: &str,
+    format: LogFormat,
+    filter: &str,
+) -> Result<Telemetry, TelemetryError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(from_env),
+        _ => EnvFilter::try_new(filter),
+    }
+    .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let provider = if otlp_requested(|k| std::env::var(k).ok()) {
+        // The builder reads OTEL_EXPORTER_OTLP_{,TRACES_}{ENDPOINT,HEADERS,TIMEOUT} itself.
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build();
+        Some(
+            SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource)
+                .build(),
+        )
+    } else {
+        None
+    };
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("tutela")));
+
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let installed = match format {
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    installed.map_err(|_| TelemetryError::AlreadyInitialised)?;
+    Ok(Telemetry { provider })
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// The span of one incoming gRPC call, a child of the caller's W3C trace context when the request
+/// carries one. It names the method only: requests are never recorded.
+pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let path = request.uri().path();
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""));
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = %path,
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.service = %service,
+        rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(request.headers()))
+    });
+    // Without an OpenTelemetry layer there is nothing to attach to; that is fine.
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Writes the current span's trace context into outgoing call metadata (`traceparent`,
+/// `tracestate`), so that the next service's spans join the same trace.
+pub fn inject_context(metadata: &mut tonic::metadata::MetadataMap) {
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut MetadataInjector(metadata));
+    });
+}
+
+/// A client interceptor that propagates the trace context on every outgoing call.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateContext;
+
+impl tonic::service::Interceptor for PropagateContext {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        inject_context(request.metadata_mut());
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn otlp_is_on_only_when_an_endpoint_is_configured() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        assert!(!otlp_requested(env(&[])));
+        assert!(otlp_requested(env(&[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://c:4317"
+        )])));
+        assert!(otlp_requested(env(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://c:4317"
+        )])));
+        assert!(!otlp_requested(env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_SDK_DISABLED", "true")
+        ])));
+    }
+
+    #[test]
+    fn an_incoming_trace_context_is_continued_on_outgoing_calls() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+            let request = http::Request::builder()
+                .uri("/tutela.privacy.v1.SubjectData/ExportSubject")
+                .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+                .body(())
+                .unwrap();
+            let span = server_span(&request);
+            let _entered = span.enter();
+
+            let mut outgoing = tonic::metadata::MetadataMap::new();
+            inject_context(&mut outgoing);
+            let traceparent = outgoing.get("traceparent").unwrap().to_str().unwrap();
+            assert!(
+                traceparent.starts_with(&format!("00-{trace_id}-")),
+                "{traceparent}"
+            );
+            // A new span id: this process's span, not the caller's.
+            assert!(!traceparent.contains("00f067aa0ba902b7"));
+        });
+    }
+}

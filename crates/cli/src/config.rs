@@ -1,0 +1,299 @@
+//! Configuration: documented defaults (`config.default.toml`, embedded), then an optional file,
+//! then `TUTELA_` environment variables, then command-line flags. Unknown keys are errors, so a
+//! typo cannot silently fall back to a default. The loader takes the environment as a parameter.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use serde::Deserialize;
+
+/// The documented defaults, compiled in.
+pub const DEFAULTS: &str = include_str!("../config.default.toml");
+
+/// The prefix of environment variables that configure tutela.
+pub const ENV_PREFIX: &str = "TUTELA_";
+
+/// Environment variables with the prefix that are not settings.
+const NOT_SETTINGS: &[&str] = &["TUTELA_CONFIG"];
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the embedded database and generated development keys live.
+    pub data_dir: PathBuf,
+    /// The gRPC endpoint.
+    pub server: ServerConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// Key material.
+    pub keys: KeysConfig,
+    /// Logs and traces.
+    pub telemetry: TelemetryConfig,
+}
+
+/// Settings of the gRPC endpoint (see `config.default.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub services: Vec<String>,
+    pub reflection: bool,
+    pub max_message_bytes: usize,
+    pub concurrency_limit: usize,
+    pub max_concurrent_streams: u32,
+    pub request_timeout_secs: u64,
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    pub drain_delay_secs: u64,
+    pub shutdown_grace_secs: u64,
+}
+
+/// Settings of the database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+/// Where key material comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysConfig {
+    pub kek_file: PathBuf,
+}
+
+/// Settings of logs and traces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub format: LogFormatSetting,
+    pub filter: String,
+}
+
+/// `text` or `json`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatSetting {
+    Text,
+    Json,
+}
+
+impl From<LogFormatSetting> for tutela_telemetry::LogFormat {
+    fn from(f: LogFormatSetting) -> Self {
+        match f {
+            LogFormatSetting::Text => Self::Text,
+            LogFormatSetting::Json => Self::Json,
+        }
+    }
+}
+
+/// Settings given on the command line; they win over everything else.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
+}
+
+/// A configuration that could not be loaded; the message names the setting and its source.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(String);
+
+/// `TUTELA_SERVER__LISTEN=x` becomes `server.listen = x`; values parse as TOML-ish scalars or
+/// arrays (`[enrolment, survey]`), like figment's own environment provider.
+fn env_dict(env: impl IntoIterator<Item = (String, String)>) -> Dict {
+    let mut root = Dict::new();
+    for (key, raw) in env {
+        if NOT_SETTINGS.contains(&key.as_str()) {
+            continue;
+        }
+        let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
+        let mut dict = &mut root;
+        for (i, part) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                dict.insert(part.clone(), value.clone());
+            } else {
+                let entry = dict
+                    .entry(part.clone())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                if entry.as_dict().is_none() {
+                    *entry = Value::from(Dict::new());
+                }
+                let Value::Dict(_, inner) = entry else { break };
+                dict = inner;
+            }
+        }
+    }
+    root
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the `TUTELA_` variables of `env`, then
+    /// `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} not found",
+                    file.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Serialized::defaults(env_dict(env)));
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("data_dir", dir));
+        }
+        if let Some(listen) = overrides.listen {
+            figment = figment.merge(Serialized::default("server.listen", listen));
+        }
+        if let Some(url) = &overrides.database_url {
+            figment = figment.merge(Serialized::default("database.url", url));
+        }
+        if !overrides.services.is_empty() {
+            figment = figment.merge(Serialized::default("server.services", &overrides.services));
+        }
+        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.max_message_bytes < 1024 {
+            return Err(ConfigError(
+                "server.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        if s.concurrency_limit == 0 || s.max_concurrent_streams == 0 {
+            return Err(ConfigError(
+                "server.concurrency_limit and server.max_concurrent_streams must be positive"
+                    .into(),
+            ));
+        }
+        if s.request_timeout_secs == 0 {
+            return Err(ConfigError(
+                "server.request_timeout_secs must be positive".into(),
+            ));
+        }
+        if !self.database.url.is_empty() {
+            tutela_store::Backend::of_url(&self.database.url)
+                .map_err(|e| ConfigError(format!("database.url: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The database URL: as configured, or SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("tutela.db").display()
+            )
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_defaults_load_on_their_own() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:50051");
+        assert!(c.server.reflection);
+        assert!(c.database_url().starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn environment_overrides_file_and_flags_override_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tutela.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"0.0.0.0:1\"\nreflection = false\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                ("TUTELA_SERVER__LISTEN", "0.0.0.0:2"),
+                ("TUTELA_SERVER__SERVICES", "[enrolment, survey]"),
+                ("TUTELA_DATABASE__MAX_CONNECTIONS", "3"),
+                ("OTHER", "ignored"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "0.0.0.0:2");
+        assert!(!c.server.reflection);
+        assert_eq!(c.server.services, ["enrolment", "survey"]);
+        assert_eq!(c.database.max_connections, 3);
+
+        let flags = Overrides {
+            listen: Some("127.0.0.1:3".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = Config::load(
+            Some(&file),
+            env(&[("TUTELA_SERVER__LISTEN", "0.0.0.0:2")]),
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:3");
+    }
+
+    #[test]
+    fn an_unknown_setting_is_an_error_naming_it() {
+        let err = Config::load(
+            None,
+            env(&[("TUTELA_SERVER__LISTN", "x")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_database_url_is_refused() {
+        let err = Config::load(
+            None,
+            env(&[("TUTELA_DATABASE__URL", "mysql://x")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("database.url"), "{err}");
+    }
+}

@@ -1,0 +1,166 @@
+//! The one gRPC endpoint of a tutela process: the hosted services, health and reflection behind
+//! explicit limits, with a graceful shutdown. `run` takes an already-bound listener, so that tests
+//! run the real server on port 0.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::RoutesBuilder;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::Config;
+use crate::{keys, services};
+
+/// Health service name that reports the whole process.
+const OVERALL: &str = "";
+
+/// gRPC service names this process always serves (reflection only when configured).
+const HEALTH: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+
+/// Connects to the configured database and applies every hosted service's migrations.
+pub async fn migrate(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let url = config.database_url();
+    if tutela_store::Backend::of_url(&url)? == tutela_store::Backend::Sqlite {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    }
+    let db = tutela_store::connect(&url, config.database.max_connections)
+        .await
+        .context("cannot connect to the database")?;
+    tutela_store::migrate(&db, &[])
+        .await
+        .context("migrations failed")?;
+    Ok(db)
+}
+
+fn reflection_builder<'a>(names: &[&str]) -> tonic_reflection::server::Builder<'a> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tutela_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    // Advertise what this process serves, not every service in the contract.
+    for name in names {
+        builder = builder.with_service_name(*name);
+    }
+    builder
+}
+
+async fn set_all(reporter: &HealthReporter, names: &[String], status: ServingStatus) {
+    for name in names {
+        reporter.set_service_status(name.as_str(), status).await;
+    }
+}
+
+/// Serves until `shutdown` resolves, then drains: health turns NOT_SERVING at once, new calls
+/// stop after `drain_delay_secs`, and in-flight calls get `shutdown_grace_secs` to finish.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let hosted = services::resolve(&config.server.services)?;
+    let _keyring = Arc::new(keys::load_keyring(&config)?);
+    let _db = migrate(&config).await?;
+    let s = &config.server;
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    // Overall status, plus one entry per hosted service under its short name (the name the
+    // Kubernetes probes ask for).
+    let mut health_names = vec![OVERALL.to_owned()];
+    health_names.extend(hosted.iter().map(|s| (*s).to_owned()));
+    set_all(&reporter, &health_names, ServingStatus::Serving).await;
+
+    let mut routes = RoutesBuilder::default();
+    routes.add_service(
+        health
+            .max_decoding_message_size(s.max_message_bytes)
+            .max_encoding_message_size(s.max_message_bytes),
+    );
+    let mut advertised = vec![HEALTH];
+    if s.reflection {
+        advertised.extend([REFLECTION_V1, REFLECTION_V1ALPHA]);
+        routes.add_service(
+            reflection_builder(&advertised)
+                .build_v1()?
+                .max_decoding_message_size(s.max_message_bytes)
+                .max_encoding_message_size(s.max_message_bytes),
+        );
+        routes.add_service(
+            reflection_builder(&advertised)
+                .build_v1alpha()?
+                .max_decoding_message_size(s.max_message_bytes)
+                .max_encoding_message_size(s.max_message_bytes),
+        );
+    }
+
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, services = ?hosted, reflection = s.reflection, "tutela serving");
+
+    let stopping = Arc::new(Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        let reporter = reporter.clone();
+        let drain = Duration::from_secs(s.drain_delay_secs);
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: health is NOT_SERVING, draining in-flight calls");
+            set_all(&reporter, &health_names, ServingStatus::NotServing).await;
+            stopping.notify_one();
+            tokio::time::sleep(drain).await;
+        }
+    };
+
+    let serve = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(s.keepalive_interval_secs)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(s.keepalive_timeout_secs)))
+        .max_concurrent_streams(s.max_concurrent_streams)
+        .timeout(Duration::from_secs(s.request_timeout_secs))
+        .trace_fn(tutela_telemetry::server_span)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            s.concurrency_limit,
+        ))
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+    let grace = Duration::from_secs(s.shutdown_grace_secs + s.drain_delay_secs);
+    tokio::select! {
+        served = serve => served.context("server failed")?,
+        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "calls still in flight after the grace period; exiting anyway");
+        }
+    }
+    tracing::info!("tutela stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+}
