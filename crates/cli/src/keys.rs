@@ -35,10 +35,8 @@ pub fn read_keyring(path: &Path) -> anyhow::Result<Keyring> {
             SecretString::from(key.trim().to_owned()),
         ));
     }
-    Ok(
-        Keyring::from_base64(entries.iter().map(|(id, k)| (id.as_str(), k)))
-            .with_context(|| format!("kek file {}", path.display()))?,
-    )
+    Keyring::from_base64(entries.iter().map(|(id, k)| (id.as_str(), k)))
+        .with_context(|| format!("kek file {}", path.display()))
 }
 
 /// The keyring `config` names; see `keys.kek_file` in `config.default.toml`.

@@ -1,5 +1,8 @@
 //! The contract's own guarantees: every field is annotated, names match the proto enums.
 
+// Test helpers may fail loudly: a panic here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use prost_reflect::DescriptorPool;
 use tutela_proto::common::DataCategory;
 use tutela_proto::{CATEGORY_NAMES, descriptor_pool, unannotated_fields};

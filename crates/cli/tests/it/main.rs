@@ -1,0 +1,7 @@
+//! `tutela` end to end: the real server over a real socket, in-process and as a binary.
+
+// Test helpers may fail loudly: a panic here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod binary;
+mod serve;
