@@ -23,7 +23,7 @@ pub mod tutela {
 pub use tutela::common::v1 as common;
 pub use tutela::privacy::v1 as privacy;
 
-use common::DataCategory;
+use common::{DataCategory, LegalBasis, Purpose};
 
 /// The encoded `FileDescriptorSet` of every tutela proto and its imports, custom options included.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -104,5 +104,73 @@ impl DataCategory {
             .iter()
             .find(|(_, n)| *n == name)
             .map(|(c, _)| *c)
+    }
+}
+
+/// Short names of the purposes, as the `x-tutela-purpose` metadata, the register and audit
+/// records spell them. A test checks this table against the proto enum.
+pub const PURPOSE_NAMES: [(Purpose, &str); 14] = [
+    (Purpose::CourseAdministration, "course_administration"),
+    (Purpose::Certification, "certification"),
+    (Purpose::ExamBooking, "exam_booking"),
+    (Purpose::ExamResults, "exam_results"),
+    (Purpose::FunderReporting, "funder_reporting"),
+    (Purpose::QualityAssurance, "quality_assurance"),
+    (Purpose::Marketing, "marketing"),
+    (Purpose::ResearchStatistics, "research_statistics"),
+    (Purpose::LegalObligation, "legal_obligation"),
+    (
+        Purpose::MalpracticeInvestigation,
+        "malpractice_investigation",
+    ),
+    (Purpose::SecurityInvestigation, "security_investigation"),
+    (Purpose::SubjectRights, "subject_rights"),
+    (Purpose::ServiceCommunication, "service_communication"),
+    (Purpose::ThirdPartyDisclosure, "third_party_disclosure"),
+];
+
+impl Purpose {
+    /// The short name (e.g. `exam_booking`); `unspecified` for the zero value.
+    pub fn short_name(self) -> &'static str {
+        PURPOSE_NAMES
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map_or("unspecified", |(_, n)| n)
+    }
+
+    /// The purpose with this short name.
+    pub fn from_short_name(name: &str) -> Option<Self> {
+        PURPOSE_NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(p, _)| *p)
+    }
+}
+
+/// Short names of the legal bases (GDPR Art. 6(1)).
+pub const LEGAL_BASIS_NAMES: [(LegalBasis, &str); 6] = [
+    (LegalBasis::Consent, "consent"),
+    (LegalBasis::Contract, "contract"),
+    (LegalBasis::LegalObligation, "legal_obligation"),
+    (LegalBasis::VitalInterests, "vital_interests"),
+    (LegalBasis::PublicTask, "public_task"),
+    (LegalBasis::LegitimateInterests, "legitimate_interests"),
+];
+
+impl LegalBasis {
+    /// The short name (e.g. `legitimate_interests`).
+    pub fn short_name(self) -> &'static str {
+        LEGAL_BASIS_NAMES
+            .iter()
+            .find(|(b, _)| *b == self)
+            .map_or("unspecified", |(_, n)| n)
+    }
+
+    /// The basis with this short name.
+    pub fn from_short_name(name: &str) -> Option<Self> {
+        LEGAL_BASIS_NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(b, _)| *b)
     }
 }

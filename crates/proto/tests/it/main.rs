@@ -4,8 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use prost_reflect::DescriptorPool;
-use tutela_proto::common::DataCategory;
-use tutela_proto::{CATEGORY_NAMES, descriptor_pool, unannotated_fields};
+use tutela_proto::common::{DataCategory, LegalBasis, Purpose};
+use tutela_proto::{
+    CATEGORY_NAMES, LEGAL_BASIS_NAMES, PURPOSE_NAMES, descriptor_pool, unannotated_fields,
+};
 
 #[test]
 fn every_field_of_every_tutela_message_has_a_data_category() {
@@ -64,4 +66,26 @@ fn category_short_names_match_the_proto_enum() {
         .filter(|n| DataCategory::try_from(*n).is_ok())
         .count();
     assert_eq!(proto_values, CATEGORY_NAMES.len() + 1);
+}
+
+#[test]
+fn purpose_and_legal_basis_short_names_match_the_proto_enums() {
+    for (purpose, short) in PURPOSE_NAMES {
+        let proto = purpose.as_str_name().strip_prefix("PURPOSE_").unwrap();
+        assert_eq!(proto.to_ascii_lowercase(), short);
+        assert_eq!(Purpose::from_short_name(short), Some(purpose));
+    }
+    assert_eq!(
+        (0..64).filter(|n| Purpose::try_from(*n).is_ok()).count(),
+        PURPOSE_NAMES.len() + 1
+    );
+    for (basis, short) in LEGAL_BASIS_NAMES {
+        let proto = basis.as_str_name().strip_prefix("LEGAL_BASIS_").unwrap();
+        assert_eq!(proto.to_ascii_lowercase(), short);
+        assert_eq!(LegalBasis::from_short_name(short), Some(basis));
+    }
+    assert_eq!(
+        (0..64).filter(|n| LegalBasis::try_from(*n).is_ok()).count(),
+        LEGAL_BASIS_NAMES.len() + 1
+    );
 }

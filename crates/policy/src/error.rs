@@ -1,0 +1,386 @@
+//! The one mapping from what can go wrong in a tutela call to a gRPC status. Every service
+//! converts its errors into [`Error`]; `From<Error> for Status` is the only place codes, messages
+//! and google.rpc details are chosen, so a client can switch on the same `ErrorInfo` reasons
+//! everywhere. Messages never carry personal data: fields are named, values are not repeated.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+/// The `ErrorInfo.domain` of every tutela error.
+pub const ERROR_DOMAIN: &str = "tutela";
+
+/// The metadata header that names the purpose of a call.
+pub const PURPOSE_HEADER: &str = "x-tutela-purpose";
+
+/// Why a credential was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `authorization: Bearer` header.
+    Missing,
+    /// The token is malformed, forged, or for another issuer or audience.
+    Invalid,
+    /// The token has expired (or is not valid yet).
+    Expired,
+}
+
+/// One invalid field of a request: its path (e.g. `learner.email`) and what is wrong, in words
+/// that never repeat the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// Path of the field in the request, as in the proto.
+    pub field: String,
+    /// What is wrong with it.
+    pub description: String,
+}
+
+impl Violation {
+    /// A violation of `field`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Everything a tutela call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No usable credential.
+    #[error("authentication failed: {0:?}")]
+    Unauthenticated(AuthFailure),
+    /// No `x-tutela-purpose` metadata on a call that needs one.
+    #[error("the call names no purpose")]
+    PurposeMissing,
+    /// The purpose is not in the closed vocabulary.
+    #[error("unknown purpose")]
+    PurposeUnknown,
+    /// The purpose is known but the operator's register does not list it, so nothing may be
+    /// processed for it.
+    #[error("purpose {0} is not in the processing register")]
+    PurposeNotRegistered(&'static str),
+    /// The access rules do not permit this call.
+    #[error("access denied")]
+    Denied,
+    /// The caller may make the call but not touch this category of data.
+    #[error("access to {0} data is not permitted")]
+    CategoryDenied(&'static str),
+    /// The purpose needs the subject's consent and there is none (or it was withdrawn).
+    #[error("consent for {purpose} is required")]
+    ConsentRequired {
+        /// The purpose's short name.
+        purpose: &'static str,
+        /// The recipient the consent must name, if any.
+        recipient: Option<String>,
+    },
+    /// Processing of the subject's data is restricted (GDPR Art. 18).
+    #[error("processing of this subject's data is restricted")]
+    Restricted,
+    /// A legal hold protects the data.
+    #[error("a legal hold protects this data")]
+    LegalHold,
+    /// The request is well-formed but the resource's state forbids it (e.g. an enrolment
+    /// transition). `reason` is an ErrorInfo reason, `message` a sentence without personal data.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// Machine-readable reason.
+        reason: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
+    /// Bad input: one entry per offending field.
+    #[error("invalid request")]
+    InvalidArgument(Vec<Violation>),
+    /// No such resource in the caller's tenant (also what another tenant's resource looks like).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The resource exists already, or an idempotency key was reused for another request.
+    #[error("{0} already exists")]
+    AlreadyExists(&'static str),
+    /// The audit record could not be written, so the call must not succeed.
+    #[error("the audit log is unavailable")]
+    AuditUnavailable,
+    /// A dependency (database, another service) is unavailable; retrying may help.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// A bug or an unexpected failure; the cause is logged, never returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Result of a tutela operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Bad input in one field.
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![Violation::new(field, description)])
+    }
+
+    /// An internal failure; `cause` is logged by the mapping, not sent.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        Self::Internal(cause.to_string())
+    }
+
+    /// The machine-readable reason a client can switch on.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(AuthFailure::Missing) => "TOKEN_MISSING",
+            Self::Unauthenticated(AuthFailure::Invalid) => "TOKEN_INVALID",
+            Self::Unauthenticated(AuthFailure::Expired) => "TOKEN_EXPIRED",
+            Self::PurposeMissing => "PURPOSE_MISSING",
+            Self::PurposeUnknown => "PURPOSE_UNKNOWN",
+            Self::PurposeNotRegistered(_) => "PURPOSE_NOT_REGISTERED",
+            Self::Denied => "ACCESS_DENIED",
+            Self::CategoryDenied(_) => "CATEGORY_DENIED",
+            Self::ConsentRequired { .. } => "CONSENT_REQUIRED",
+            Self::Restricted => "PROCESSING_RESTRICTED",
+            Self::LegalHold => "LEGAL_HOLD",
+            Self::FailedPrecondition { reason, .. } => reason,
+            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::AlreadyExists(_) => "ALREADY_EXISTS",
+            Self::AuditUnavailable => "AUDIT_UNAVAILABLE",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The gRPC code, as the gRPC status-code guide assigns them.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PurposeMissing | Self::PurposeUnknown | Self::InvalidArgument(_) => {
+                Code::InvalidArgument
+            }
+            Self::Denied | Self::CategoryDenied(_) => Code::PermissionDenied,
+            Self::PurposeNotRegistered(_)
+            | Self::ConsentRequired { .. }
+            | Self::Restricted
+            | Self::LegalHold
+            | Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::NotFound(_) => Code::NotFound,
+            Self::AlreadyExists(_) => Code::AlreadyExists,
+            Self::AuditUnavailable | Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let code = err.code();
+        let reason = err.reason();
+        let mut metadata = HashMap::new();
+        let mut details = ErrorDetails::new();
+        let message = match &err {
+            Error::PurposeMissing => {
+                details.add_bad_request_violation(
+                    PURPOSE_HEADER,
+                    "every data call must name its purpose of processing in this metadata",
+                );
+                format!("missing {PURPOSE_HEADER} metadata")
+            }
+            Error::PurposeUnknown => {
+                details.add_bad_request_violation(
+                    PURPOSE_HEADER,
+                    "not a purpose of the closed vocabulary (see tutela.common.v1.Purpose)",
+                );
+                format!("unknown purpose in {PURPOSE_HEADER}")
+            }
+            Error::InvalidArgument(violations) => {
+                let fields: Vec<FieldViolation> = violations
+                    .iter()
+                    .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
+                    .collect();
+                details.set_bad_request(fields);
+                let names: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+                format!("invalid request: {}", names.join(", "))
+            }
+            Error::PurposeNotRegistered(purpose) => {
+                metadata.insert("purpose".into(), (*purpose).to_owned());
+                details.add_precondition_failure_violation(
+                    "REGISTER",
+                    *purpose,
+                    "the processing register does not list this purpose",
+                );
+                err.to_string()
+            }
+            Error::ConsentRequired { purpose, recipient } => {
+                metadata.insert("purpose".into(), (*purpose).to_owned());
+                let subject = match recipient {
+                    Some(r) => {
+                        metadata.insert("recipient".into(), r.clone());
+                        format!("{purpose}/{r}")
+                    }
+                    None => (*purpose).to_owned(),
+                };
+                details.add_precondition_failure_violation(
+                    "CONSENT",
+                    subject,
+                    "the subject has not given (or has withdrawn) consent for this purpose",
+                );
+                err.to_string()
+            }
+            Error::CategoryDenied(category) => {
+                metadata.insert("category".into(), (*category).to_owned());
+                err.to_string()
+            }
+            Error::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                "internal error".to_owned()
+            }
+            Error::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "dependency unavailable");
+                "temporarily unavailable; retry later".to_owned()
+            }
+            _ => err.to_string(),
+        };
+        details.set_error_info(reason, ERROR_DOMAIN, metadata);
+        Status::with_error_details(code, message, details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_its_code_and_reason() {
+        let table: Vec<(Error, Code, &str)> = vec![
+            (
+                Error::Unauthenticated(AuthFailure::Missing),
+                Code::Unauthenticated,
+                "TOKEN_MISSING",
+            ),
+            (
+                Error::Unauthenticated(AuthFailure::Invalid),
+                Code::Unauthenticated,
+                "TOKEN_INVALID",
+            ),
+            (
+                Error::Unauthenticated(AuthFailure::Expired),
+                Code::Unauthenticated,
+                "TOKEN_EXPIRED",
+            ),
+            (
+                Error::PurposeMissing,
+                Code::InvalidArgument,
+                "PURPOSE_MISSING",
+            ),
+            (
+                Error::PurposeUnknown,
+                Code::InvalidArgument,
+                "PURPOSE_UNKNOWN",
+            ),
+            (
+                Error::PurposeNotRegistered("marketing"),
+                Code::FailedPrecondition,
+                "PURPOSE_NOT_REGISTERED",
+            ),
+            (Error::Denied, Code::PermissionDenied, "ACCESS_DENIED"),
+            (
+                Error::CategoryDenied("special_category"),
+                Code::PermissionDenied,
+                "CATEGORY_DENIED",
+            ),
+            (
+                Error::ConsentRequired {
+                    purpose: "marketing",
+                    recipient: None,
+                },
+                Code::FailedPrecondition,
+                "CONSENT_REQUIRED",
+            ),
+            (
+                Error::Restricted,
+                Code::FailedPrecondition,
+                "PROCESSING_RESTRICTED",
+            ),
+            (Error::LegalHold, Code::FailedPrecondition, "LEGAL_HOLD"),
+            (
+                Error::FailedPrecondition {
+                    reason: "INVALID_TRANSITION",
+                    message: "no".into(),
+                },
+                Code::FailedPrecondition,
+                "INVALID_TRANSITION",
+            ),
+            (
+                Error::invalid("learner.email", "not an email address"),
+                Code::InvalidArgument,
+                "INVALID_ARGUMENT",
+            ),
+            (Error::NotFound("learner"), Code::NotFound, "NOT_FOUND"),
+            (
+                Error::AlreadyExists("learner"),
+                Code::AlreadyExists,
+                "ALREADY_EXISTS",
+            ),
+            (
+                Error::AuditUnavailable,
+                Code::Unavailable,
+                "AUDIT_UNAVAILABLE",
+            ),
+            (
+                Error::Unavailable("db".into()),
+                Code::Unavailable,
+                "UNAVAILABLE",
+            ),
+            (Error::internal("boom"), Code::Internal, "INTERNAL"),
+        ];
+        for (err, code, reason) in table {
+            let status = Status::from(err);
+            assert_eq!(status.code(), code, "{status:?}");
+            let info = status
+                .get_details_error_info()
+                .expect("every status has ErrorInfo");
+            assert_eq!(info.reason, reason);
+            assert_eq!(info.domain, ERROR_DOMAIN);
+        }
+    }
+
+    #[test]
+    fn a_missing_purpose_names_the_metadata_key_as_the_bad_field() {
+        let status = Status::from(Error::PurposeMissing);
+        let bad = status.get_details_bad_request().unwrap();
+        assert_eq!(bad.field_violations[0].field, PURPOSE_HEADER);
+    }
+
+    #[test]
+    fn field_violations_are_returned_one_per_field() {
+        let status = Status::from(Error::InvalidArgument(vec![
+            Violation::new("learner.email", "not an email address"),
+            Violation::new("learner.notes", "contains a prohibited identifier"),
+        ]));
+        let fields: Vec<_> = status
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["learner.email", "learner.notes"]);
+    }
+
+    #[test]
+    fn consent_required_names_the_purpose_and_recipient() {
+        let status = Status::from(Error::ConsentRequired {
+            purpose: "funder_reporting",
+            recipient: Some("jobcentre".into()),
+        });
+        let pf = status.get_details_precondition_failure().unwrap();
+        assert_eq!(pf.violations[0].r#type, "CONSENT");
+        assert_eq!(pf.violations[0].subject, "funder_reporting/jobcentre");
+    }
+
+    #[test]
+    fn internal_causes_are_not_sent_to_the_client() {
+        let status = Status::from(Error::internal(
+            "connection to 10.0.0.3 refused: secret detail",
+        ));
+        assert_eq!(status.message(), "internal error");
+    }
+}

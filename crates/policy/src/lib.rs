@@ -1,0 +1,13 @@
+//! The guard that stands in front of every tutela RPC: who is calling (principal), why (purpose),
+//! whether the processing register and the access rules allow it, whether the learner consented,
+//! and an audit record of it all. Services receive only what the guard has authorised.
+
+pub mod categories;
+pub mod error;
+pub mod principal;
+pub mod register;
+
+pub use categories::CategorySet;
+pub use error::{AuthFailure, Error, Result, Violation};
+pub use principal::{Principal, PrincipalKind};
+pub use register::{PurposeRule, Register};

@@ -1,0 +1,527 @@
+//! The processing register: per purpose, its legal bases, the data categories it may touch,
+//! whether consent is needed, how long data is kept and to whom it may go. The operator owns the
+//! file; the guard enforces it, and `tutela register` prints it, so the record of processing and
+//! what the software does cannot drift apart (X4). A register that names an unknown purpose,
+//! category, basis or recipient refuses to load, naming the line.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use tutela_proto::common::{DataCategory, LegalBasis, Purpose};
+use tutela_proto::{LEGAL_BASIS_NAMES, PURPOSE_NAMES};
+
+use crate::categories::CategorySet;
+
+/// The register shipped with tutela, built from the seed privacy policies.
+pub const DEFAULT_REGISTER: &str = include_str!("../register.default.toml");
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegister {
+    organisation: Organisation,
+    #[serde(default)]
+    recipients: BTreeMap<Spanned<String>, Recipient>,
+    purposes: BTreeMap<Spanned<String>, RawPurpose>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPurpose {
+    description: String,
+    legal_bases: Vec<Spanned<String>>,
+    #[serde(default)]
+    art9_condition: Option<String>,
+    categories: Vec<Spanned<String>>,
+    consent_required: bool,
+    retention: Spanned<String>,
+    retention_from: Spanned<String>,
+    #[serde(default)]
+    recipients: Vec<Spanned<String>>,
+}
+
+/// Who the controller is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organisation {
+    /// The organisation's name.
+    pub name: String,
+    /// Where rights requests go.
+    pub privacy_contact: String,
+}
+
+/// Someone data may be disclosed to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipient {
+    /// Who they are.
+    pub description: String,
+    /// Where they are (ISO country code or region).
+    pub country: String,
+    /// The safeguard for a transfer there (S7): domestic, adequacy, scc, bcr.
+    pub transfer_safeguard: String,
+}
+
+/// The event a retention period counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetentionFrom {
+    /// When the data was collected.
+    Collection,
+    /// When the learner's programme ended.
+    ProgrammeEnd,
+    /// The learner's last activity.
+    LastActivity,
+    /// When consent was withdrawn.
+    Withdrawal,
+}
+
+/// How long data is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Retention {
+    /// Calendar months (years count twelve).
+    pub months: u32,
+    /// Days on top.
+    pub days: u32,
+    /// What the period counts from.
+    pub from: RetentionFrom,
+}
+
+impl Retention {
+    /// When data whose clock started at `start` is due for removal.
+    pub fn due(&self, start: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+        let after_months = start
+            .checked_add_months(chrono::Months::new(self.months))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+        after_months
+            .checked_add_days(chrono::Days::new(u64::from(self.days)))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+    }
+
+    fn describe(&self) -> String {
+        let period = match (self.months, self.days) {
+            (m, 0) if m % 12 == 0 => format!("{} year(s)", m / 12),
+            (m, 0) => format!("{m} month(s)"),
+            (0, d) => format!("{d} day(s)"),
+            (m, d) => format!("{m} month(s) and {d} day(s)"),
+        };
+        let from = match self.from {
+            RetentionFrom::Collection => "collection",
+            RetentionFrom::ProgrammeEnd => "the end of the programme",
+            RetentionFrom::LastActivity => "the last activity",
+            RetentionFrom::Withdrawal => "withdrawal of consent",
+        };
+        format!("{period} after {from}")
+    }
+}
+
+/// What the register says about one purpose.
+#[derive(Debug, Clone, Serialize)]
+pub struct PurposeRule {
+    /// The purpose.
+    #[serde(serialize_with = "ser_purpose")]
+    pub purpose: Purpose,
+    /// What the processing is.
+    pub description: String,
+    /// Its Art. 6 bases.
+    #[serde(serialize_with = "ser_bases")]
+    pub legal_bases: Vec<LegalBasis>,
+    /// Its Art. 9 condition, when special-category data is touched.
+    pub art9_condition: Option<String>,
+    /// The categories it may touch.
+    #[serde(serialize_with = "ser_categories")]
+    pub categories: CategorySet,
+    /// Whether the learner's consent is checked.
+    pub consent_required: bool,
+    /// How long data is kept.
+    pub retention: Retention,
+    /// Recipient ids.
+    pub recipients: Vec<String>,
+}
+
+fn ser_purpose<S: serde::Serializer>(p: &Purpose, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(p.short_name())
+}
+
+fn ser_bases<S: serde::Serializer>(b: &[LegalBasis], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(b.iter().map(|b| b.short_name()))
+}
+
+fn ser_categories<S: serde::Serializer>(c: &CategorySet, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(c.names())
+}
+
+/// A loaded, validated register.
+#[derive(Debug, Clone, Serialize)]
+pub struct Register {
+    /// The controller.
+    pub organisation: Organisation,
+    /// Recipients by id.
+    pub recipients: BTreeMap<String, Recipient>,
+    /// Rules by purpose, in the vocabulary's order.
+    pub purposes: Vec<PurposeRule>,
+}
+
+/// Why a register did not load: the line and what is wrong.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("register {source_name}, line {line}: {message}")]
+pub struct RegisterError {
+    /// The file (or `default`).
+    pub source_name: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+fn parse_retention(text: &str) -> Option<(u32, u32)> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u32 = number.parse().ok()?;
+    match unit {
+        "y" => Some((n.checked_mul(12)?, 0)),
+        "m" => Some((n, 0)),
+        "d" => Some((0, n)),
+        _ => None,
+    }
+}
+
+impl Register {
+    /// The default register.
+    pub fn default_register() -> Result<Self, RegisterError> {
+        Self::parse(DEFAULT_REGISTER, "default")
+    }
+
+    /// Parses and validates a register; `source_name` is used in errors.
+    pub fn parse(text: &str, source_name: &str) -> Result<Self, RegisterError> {
+        let err = |span: std::ops::Range<usize>, message: String| RegisterError {
+            source_name: source_name.to_owned(),
+            line: line_of(text, span.start),
+            message,
+        };
+        let raw: RawRegister = toml::from_str(text)
+            .map_err(|e| err(e.span().unwrap_or(0..0), e.message().to_owned()))?;
+
+        let recipients: BTreeMap<String, Recipient> = raw
+            .recipients
+            .into_iter()
+            .map(|(k, v)| (k.into_inner(), v))
+            .collect();
+
+        let mut purposes = Vec::new();
+        for (name, rule) in raw.purposes {
+            let purpose = Purpose::from_short_name(name.get_ref()).ok_or_else(|| {
+                let known: Vec<&str> = PURPOSE_NAMES.iter().map(|(_, n)| *n).collect();
+                err(
+                    name.span(),
+                    format!(
+                        "unknown purpose {:?}; purposes are {}",
+                        name.get_ref(),
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            let mut legal_bases = Vec::new();
+            for b in &rule.legal_bases {
+                let basis = LegalBasis::from_short_name(b.get_ref()).ok_or_else(|| {
+                    let known: Vec<&str> = LEGAL_BASIS_NAMES.iter().map(|(_, n)| *n).collect();
+                    err(
+                        b.span(),
+                        format!(
+                            "unknown legal basis {:?}; bases are {}",
+                            b.get_ref(),
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+                legal_bases.push(basis);
+            }
+            if legal_bases.is_empty() {
+                return Err(err(
+                    name.span(),
+                    format!("purpose {} has no legal basis", name.get_ref()),
+                ));
+            }
+            let mut categories = CategorySet::EMPTY;
+            for c in &rule.categories {
+                match DataCategory::from_short_name(c.get_ref()) {
+                    Some(DataCategory::None) | None => {
+                        return Err(err(
+                            c.span(),
+                            format!("unknown data category {:?}", c.get_ref()),
+                        ));
+                    }
+                    Some(category) => categories.insert(category),
+                }
+            }
+            if categories.contains(DataCategory::SpecialCategory)
+                && rule
+                    .art9_condition
+                    .as_deref()
+                    .is_none_or(|c| c.trim().is_empty())
+            {
+                return Err(err(
+                    name.span(),
+                    format!(
+                        "purpose {} touches special_category data but names no art9_condition",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            let consents = legal_bases.contains(&LegalBasis::Consent);
+            if rule.consent_required && !consents {
+                return Err(err(
+                    name.span(),
+                    format!(
+                        "purpose {} requires consent, so its legal_bases must include consent",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            if consents && legal_bases.len() == 1 && !rule.consent_required {
+                return Err(err(
+                    name.span(),
+                    format!(
+                        "purpose {} rests on consent alone, so consent_required must be true",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            let (months, days) = parse_retention(rule.retention.get_ref()).ok_or_else(|| {
+                err(
+                    rule.retention.span(),
+                    "retention must be <n>d, <n>m or <n>y".to_owned(),
+                )
+            })?;
+            let from = match rule.retention_from.get_ref().as_str() {
+                "collection" => RetentionFrom::Collection,
+                "programme_end" => RetentionFrom::ProgrammeEnd,
+                "last_activity" => RetentionFrom::LastActivity,
+                "withdrawal" => RetentionFrom::Withdrawal,
+                other => {
+                    return Err(err(
+                        rule.retention_from.span(),
+                        format!(
+                            "retention_from {other:?} must be collection, programme_end, last_activity or withdrawal"
+                        ),
+                    ));
+                }
+            };
+            let mut recipient_ids = Vec::new();
+            for r in &rule.recipients {
+                if !recipients.contains_key(r.get_ref()) {
+                    return Err(err(
+                        r.span(),
+                        format!("unknown recipient {:?}", r.get_ref()),
+                    ));
+                }
+                recipient_ids.push(r.get_ref().clone());
+            }
+            purposes.push(PurposeRule {
+                purpose,
+                description: rule.description,
+                legal_bases,
+                art9_condition: rule.art9_condition,
+                categories,
+                consent_required: rule.consent_required,
+                retention: Retention { months, days, from },
+                recipients: recipient_ids,
+            });
+        }
+        purposes.sort_by_key(|p| p.purpose as i32);
+        Ok(Self {
+            organisation: raw.organisation,
+            recipients,
+            purposes,
+        })
+    }
+
+    /// Loads the register at `path`.
+    pub fn load(path: &std::path::Path) -> Result<Self, RegisterError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RegisterError {
+            source_name: path.display().to_string(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The rule for `purpose`, if the register lists it.
+    pub fn rule(&self, purpose: Purpose) -> Option<&PurposeRule> {
+        self.purposes.iter().find(|r| r.purpose == purpose)
+    }
+
+    /// The register as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The register as a Markdown record of processing activities.
+    pub fn to_markdown(&self) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "# Record of processing activities: {}\n",
+            self.organisation.name
+        );
+        let _ = writeln!(
+            md,
+            "Rights requests: {}\n",
+            self.organisation.privacy_contact
+        );
+        let _ = writeln!(
+            md,
+            "| purpose | description | legal bases | Art. 9 condition | data categories | consent checked | retention | recipients |"
+        );
+        let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+        for r in &self.purposes {
+            let bases: Vec<&str> = r.legal_bases.iter().map(|b| b.short_name()).collect();
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
+                r.purpose.short_name(),
+                r.description,
+                bases.join(", "),
+                r.art9_condition.as_deref().unwrap_or("—"),
+                r.categories.names().join(", "),
+                if r.consent_required { "yes" } else { "no" },
+                r.retention.describe(),
+                if r.recipients.is_empty() {
+                    "—".to_owned()
+                } else {
+                    r.recipients.join(", ")
+                },
+            );
+        }
+        if !self.recipients.is_empty() {
+            let _ = writeln!(md, "\n## Recipients\n");
+            let _ = writeln!(md, "| id | who | country | transfer safeguard |");
+            let _ = writeln!(md, "| --- | --- | --- | --- |");
+            for (id, r) in &self.recipients {
+                let _ = writeln!(
+                    md,
+                    "| `{id}` | {} | {} | {} |",
+                    r.description, r.country, r.transfer_safeguard
+                );
+            }
+        }
+        md
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_register_loads_and_lists_every_purpose() {
+        let register = Register::default_register().unwrap();
+        for (purpose, name) in PURPOSE_NAMES {
+            assert!(
+                register.rule(purpose).is_some(),
+                "default register lacks {name}"
+            );
+        }
+        let md = register.to_markdown();
+        assert!(md.contains("`exam_booking`"));
+        let json: serde_json::Value = serde_json::from_str(&register.to_json()).unwrap();
+        assert_eq!(
+            json["purposes"].as_array().unwrap().len(),
+            PURPOSE_NAMES.len()
+        );
+    }
+
+    #[test]
+    fn marketing_needs_consent_and_cannot_touch_special_category_data() {
+        let register = Register::default_register().unwrap();
+        let marketing = register.rule(Purpose::Marketing).unwrap();
+        assert!(marketing.consent_required);
+        assert!(!marketing.categories.contains(DataCategory::SpecialCategory));
+    }
+
+    fn broken(from: &str, to: &str) -> RegisterError {
+        assert!(DEFAULT_REGISTER.contains(from), "{from}");
+        Register::parse(&DEFAULT_REGISTER.replacen(from, to, 1), "test").unwrap_err()
+    }
+
+    fn line_containing(text: &str, needle: &str) -> usize {
+        text.lines().position(|l| l.contains(needle)).unwrap() + 1
+    }
+
+    #[test]
+    fn an_unknown_purpose_is_refused_naming_its_line() {
+        let e = broken("[purposes.exam_booking]", "[purposes.exam_bookings]");
+        assert!(
+            e.message.contains("unknown purpose \"exam_bookings\""),
+            "{e}"
+        );
+        assert_eq!(e.line, line_of_default("[purposes.exam_booking]"));
+    }
+
+    fn line_of_default(needle: &str) -> usize {
+        line_containing(DEFAULT_REGISTER, needle)
+    }
+
+    #[test]
+    fn an_unknown_category_is_refused_naming_its_line() {
+        let e = broken(
+            "categories = [\"identity\", \"assessment\"]",
+            "categories = [\"identity\", \"asessment\"]",
+        );
+        assert!(
+            e.message.contains("unknown data category \"asessment\""),
+            "{e}"
+        );
+        assert_eq!(
+            e.line,
+            line_of_default("categories = [\"identity\", \"assessment\"]")
+        );
+    }
+
+    #[test]
+    fn special_category_data_needs_an_art9_condition() {
+        let text = DEFAULT_REGISTER.replacen(
+            "art9_condition = \"Art. 9(2)(b)/(g): access arrangements for disabilities required by the exam body\"\n",
+            "",
+            1,
+        );
+        let e = Register::parse(&text, "test").unwrap_err();
+        assert!(e.message.contains("art9_condition"), "{e}");
+    }
+
+    #[test]
+    fn consent_alone_as_a_basis_requires_the_consent_check() {
+        let e = broken(
+            "legal_bases = [\"consent\"]\ncategories = [\"identity\", \"contact\", \"communication\"]\nconsent_required = true",
+            "legal_bases = [\"consent\"]\ncategories = [\"identity\", \"contact\", \"communication\"]\nconsent_required = false",
+        );
+        assert!(e.message.contains("consent_required must be true"), "{e}");
+    }
+
+    #[test]
+    fn retention_parses_calendar_units() {
+        assert_eq!(parse_retention("1y"), Some((12, 0)));
+        assert_eq!(parse_retention("18m"), Some((18, 0)));
+        assert_eq!(parse_retention("90d"), Some((0, 90)));
+        assert_eq!(parse_retention("1w"), None);
+        assert_eq!(parse_retention(""), None);
+        let r = Retention {
+            months: 12,
+            days: 0,
+            from: RetentionFrom::ProgrammeEnd,
+        };
+        let end = chrono::DateTime::parse_from_rfc3339("2026-02-28T00:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(r.due(end).to_rfc3339(), "2027-02-28T00:00:00+00:00");
+    }
+}
