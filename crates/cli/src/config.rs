@@ -19,6 +19,9 @@ pub const ENV_PREFIX: &str = "TUTELA_";
 /// Environment variables with the prefix that are not settings.
 const NOT_SETTINGS: &[&str] = &["TUTELA_CONFIG"];
 
+/// Environment variables whose names do not follow the `__` nesting, and the setting each sets.
+const ALIASES: &[(&str, &str)] = &[("TUTELA_AUTH_DEV_SECRET", "TUTELA_AUTH__DEV_SECRET")];
+
 /// All settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,8 +34,30 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Key material.
     pub keys: KeysConfig,
+    /// Bearer-token verification.
+    pub auth: AuthConfig,
+    /// The processing register.
+    pub register: RegisterConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+}
+
+/// Bearer-token settings (see `config.default.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub dev_secret: secrecy::SecretString,
+    pub jwks_file: PathBuf,
+    pub leeway_secs: u64,
+}
+
+/// Where the processing register comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterConfig {
+    pub file: PathBuf,
 }
 
 /// Settings of the gRPC endpoint (see `config.default.toml`).
@@ -118,11 +143,20 @@ fn env_dict(env: impl IntoIterator<Item = (String, String)>) -> Dict {
         if NOT_SETTINGS.contains(&key.as_str()) {
             continue;
         }
+        let key = ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == key)
+            .map_or(key.as_str(), |(_, setting)| setting);
         let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
             continue;
         };
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
-        let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
+        // Secrets stay strings: a secret that happens to parse as a number must not change.
+        let value: Value = if path.last().is_some_and(|p| p.contains("secret")) {
+            Value::from(raw.clone())
+        } else {
+            raw.parse().unwrap_or_else(|_| Value::from(raw.clone()))
+        };
         let mut dict = &mut root;
         for (i, part) in path.iter().enumerate() {
             if i + 1 == path.len() {
@@ -271,6 +305,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:3");
+    }
+
+    #[test]
+    fn the_dev_secret_variable_sets_the_auth_secret() {
+        use secrecy::ExposeSecret;
+        let c = Config::load(
+            None,
+            env(&[("TUTELA_AUTH_DEV_SECRET", "0123456789")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.auth.dev_secret.expose_secret(), "0123456789");
     }
 
     #[test]

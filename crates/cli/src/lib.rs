@@ -1,6 +1,7 @@
 //! The `tutela` binary as a library: configuration, the server and the operator commands, so that
 //! tests and the testkit run exactly what `tutela serve` runs.
 
+pub mod auth;
 pub mod config;
 pub mod keys;
 pub mod server;

@@ -34,6 +34,17 @@ enum Command {
         #[arg(long = "service", value_name = "NAME")]
         services: Vec<String>,
     },
+    /// Print the processing register (record of processing activities) the guard enforces.
+    Register {
+        /// Print JSON instead of Markdown.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Development tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -41,6 +52,39 @@ enum Command {
         /// Migrate only this service's tables (repeatable); default: every service.
         #[arg(long = "service", value_name = "NAME")]
         services: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Sign a development token (HS256, with the development secret) and print it on the last
+    /// line of standard output.
+    Issue {
+        /// The tenant (training organisation).
+        #[arg(long)]
+        tenant: String,
+        /// A role (repeatable): registrar, tutor, exam_officer, marketing, dpo, partner,
+        /// learner, guardian, service.
+        #[arg(long = "role", value_name = "ROLE", required = true)]
+        roles: Vec<String>,
+        /// The principal id (for a learner: their learner id). Default: a new random id.
+        #[arg(long)]
+        subject: Option<String>,
+        /// The partner id, for partner tokens.
+        #[arg(long)]
+        partner: Option<String>,
+        /// A learner the guardian acts for (repeatable).
+        #[arg(long = "ward", value_name = "LEARNER_ID")]
+        wards: Vec<String>,
+        /// The principal kind; default: implied by the first role.
+        #[arg(long, value_parser = ["staff", "service", "partner", "learner", "guardian"])]
+        kind: Option<String>,
+        /// Lifetime, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Directory holding a generated development secret (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -89,6 +133,49 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let result = server::run(config, listener, server::shutdown_signal()).await;
             telemetry.shutdown();
             result
+        }
+        Command::Register { json } => {
+            let config = load(cli.config.as_ref(), Overrides::default())?;
+            let register = tutela::guard::load_register(&config)?;
+            if json {
+                println!("{}", register.to_json());
+            } else {
+                print!("{}", register.to_markdown());
+            }
+            Ok(())
+        }
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    tenant,
+                    roles,
+                    subject,
+                    partner,
+                    wards,
+                    kind,
+                    ttl,
+                    data_dir,
+                },
+        } => {
+            let config = load(
+                cli.config.as_ref(),
+                Overrides {
+                    data_dir,
+                    ..Overrides::default()
+                },
+            )?;
+            let kind = kind.map(|k| tutela_policy::PrincipalKind::for_role(&k));
+            let request = tutela_policy::principal::TokenRequest {
+                tenant,
+                subject: subject.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                kind,
+                roles,
+                partner,
+                wards,
+                ttl: chrono::Duration::from_std(ttl).context("ttl is too long")?,
+            };
+            println!("{}", tutela::auth::issue(&config, &request)?);
+            Ok(())
         }
         Command::Migrate { common, services } => {
             let config = load(

@@ -2,11 +2,13 @@
 //! whether the processing register and the access rules allow it, whether the learner consented,
 //! and an audit record of it all. Services receive only what the guard has authorised.
 
+pub mod access;
 pub mod categories;
 pub mod error;
 pub mod principal;
 pub mod register;
 
+pub use access::{AccessRules, Decision, DecisionKey};
 pub use categories::CategorySet;
 pub use error::{AuthFailure, Error, Result, Violation};
 pub use principal::{Principal, PrincipalKind};
