@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod guard;
 pub mod keys;
 pub mod server;
 pub mod services;

@@ -24,6 +24,7 @@ const OVERALL: &str = "";
 const HEALTH: &str = "grpc.health.v1.Health";
 const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
+const SUBJECT_DATA: &str = "tutela.privacy.v1.SubjectData";
 
 /// Connects to the configured database and applies every hosted service's migrations.
 pub async fn migrate(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnection> {
@@ -67,6 +68,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let hosted = services::resolve(&config.server.services)?;
     let _keyring = Arc::new(keys::load_keyring(&config)?);
+    let guard = Arc::new(crate::guard::build(&config, true)?);
+    announce_dev_token(&config)?;
     let _db = migrate(&config).await?;
     let s = &config.server;
 
@@ -83,7 +86,15 @@ pub async fn run(
             .max_decoding_message_size(s.max_message_bytes)
             .max_encoding_message_size(s.max_message_bytes),
     );
-    let mut advertised = vec![HEALTH];
+    // One SubjectData endpoint with a provider per hosted service.
+    routes.add_service(
+        tutela_proto::privacy::subject_data_server::SubjectDataServer::new(
+            tutela_policy::rights::SubjectDataDispatcher::new(Vec::new()),
+        )
+        .max_decoding_message_size(s.max_message_bytes)
+        .max_encoding_message_size(s.max_message_bytes),
+    );
+    let mut advertised = vec![HEALTH, SUBJECT_DATA];
     if s.reflection {
         advertised.extend([REFLECTION_V1, REFLECTION_V1ALPHA]);
         routes.add_service(
@@ -127,6 +138,8 @@ pub async fn run(
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             s.concurrency_limit,
         ))
+        // Around the whole router: no RPC is reachable except through the guard.
+        .layer(tutela_policy::GuardLayer::new(guard))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
 
@@ -138,6 +151,31 @@ pub async fn run(
         }
     }
     tracing::info!("tutela stopped");
+    Ok(())
+}
+
+/// In development (a generated secret in the data dir), prints a ready admin token so that a
+/// newcomer can call the suite at once.
+fn announce_dev_token(config: &Config) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let generated = config.auth.dev_secret.expose_secret().is_empty()
+        && config.auth.jwks_file.as_os_str().is_empty();
+    if !generated {
+        return Ok(());
+    }
+    let request = tutela_policy::principal::TokenRequest {
+        tenant: "default".into(),
+        subject: "dev-admin".into(),
+        kind: Some(tutela_policy::PrincipalKind::Staff),
+        roles: vec!["dpo".into(), "registrar".into()],
+        partner: None,
+        wards: Vec::new(),
+        ttl: chrono::Duration::hours(12),
+    };
+    let token = crate::auth::issue(config, &request)?;
+    println!(
+        "development admin token (tenant \"default\", roles dpo and registrar, valid 12 h):\n{token}"
+    );
     Ok(())
 }
 

@@ -3,13 +3,21 @@
 //! and an audit record of it all. Services receive only what the guard has authorised.
 
 pub mod access;
+pub mod authorized;
 pub mod categories;
 pub mod error;
+pub mod guard;
+pub mod methods;
 pub mod principal;
+pub mod redact;
 pub mod register;
+pub mod rights;
 
 pub use access::{AccessRules, Decision, DecisionKey};
+pub use authorized::Authorized;
 pub use categories::CategorySet;
 pub use error::{AuthFailure, Error, Result, Violation};
+pub use guard::{Guard, GuardLayer};
+pub use methods::MethodTable;
 pub use principal::{Principal, PrincipalKind};
 pub use register::{PurposeRule, Register};

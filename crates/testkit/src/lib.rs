@@ -7,14 +7,70 @@ use std::net::SocketAddr;
 use secrecy::ExposeSecret;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tutela::{Config, Overrides};
+use tutela_policy::principal::TokenRequest;
+use tutela_proto::privacy::subject_data_client::SubjectDataClient;
 use tutela_store::testing::TestDatabase;
 
 pub use tonic_health::pb::health_client::HealthClient;
 pub use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 pub use tutela_store::testing;
+
+/// The token secret of every test suite.
+pub const DEV_SECRET: &str = "tutela-testkit-development-secret-0123456789";
+
+/// Adds the bearer token and purpose to every call of a client.
+#[derive(Clone)]
+pub struct Credentials {
+    authorization: Option<MetadataValue<Ascii>>,
+    purpose: Option<MetadataValue<Ascii>>,
+}
+
+impl Credentials {
+    /// No token and no purpose (for testing refusals).
+    pub fn none() -> Self {
+        Self {
+            authorization: None,
+            purpose: None,
+        }
+    }
+
+    /// `token` for `purpose` (any string, so tests can send unknown ones).
+    pub fn new(token: &str, purpose: &str) -> Self {
+        Self {
+            authorization: format!("Bearer {token}").parse().ok(),
+            purpose: purpose.parse().ok(),
+        }
+    }
+
+    /// The same token without a purpose.
+    pub fn without_purpose(mut self) -> Self {
+        self.purpose = None;
+        self
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.authorization {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        if let Some(v) = &self.purpose {
+            request.metadata_mut().insert("x-tutela-purpose", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A client channel that sends [`Credentials`].
+pub type Authed = InterceptedService<Channel, Credentials>;
 
 /// A running suite. Dropping it stops the server; [`TestSuite::stop`] also reports how it ended.
 pub struct TestSuite {
@@ -59,6 +115,8 @@ impl TestSuite {
         let kek = tutela_store::Keyring::generate_base64()?;
         std::fs::write(&kek_file, format!("test-1:{}\n", kek.expose_secret()))?;
         config.keys.kek_file = kek_file;
+        // A known development secret, so tests can sign tokens for any principal.
+        config.auth.dev_secret = secrecy::SecretString::from(DEV_SECRET);
         adjust(&mut config);
 
         let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
@@ -130,6 +188,29 @@ impl TestSuite {
     /// A `grpc.reflection.v1` client.
     pub fn reflection(&self) -> ServerReflectionClient<Channel> {
         ServerReflectionClient::new(self.channel())
+    }
+
+    /// A token for a principal of `tenant` with `roles` (kind implied by the first role).
+    pub fn token(&self, tenant: &str, subject: &str, roles: &[&str]) -> String {
+        self.token_for(TokenRequest {
+            tenant: tenant.to_owned(),
+            subject: subject.to_owned(),
+            kind: None,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            partner: None,
+            wards: Vec::new(),
+            ttl: chrono::Duration::hours(1),
+        })
+    }
+
+    /// A token for any principal.
+    pub fn token_for(&self, request: TokenRequest) -> String {
+        tutela::auth::issue(&self.config, &request).unwrap_or_default()
+    }
+
+    /// A `tutela.privacy.v1.SubjectData` client sending `credentials`.
+    pub fn subject_data(&self, credentials: Credentials) -> SubjectDataClient<Authed> {
+        SubjectDataClient::with_interceptor(self.channel(), credentials)
     }
 
     /// Signals shutdown (as SIGTERM does) without waiting for it.

@@ -29,6 +29,7 @@ async fn sigterm_lets_the_call_in_flight_finish_and_exits_zero() {
         .env("TUTELA_TELEMETRY__FORMAT", "json")
         .env("RUST_LOG", "info")
         .env_remove("TEST_DATABASE_URL")
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -125,4 +126,83 @@ fn migrate_prepares_an_empty_database_and_can_run_again() {
         );
     }
     assert!(dir.path().join("tutela.db").exists());
+}
+
+#[test]
+fn register_prints_every_purpose_as_a_record_of_processing() {
+    let out = Command::new(BIN).arg("register").output().unwrap();
+    assert!(out.status.success());
+    let md = String::from_utf8(out.stdout).unwrap();
+    for (_, purpose) in tutela_proto::PURPOSE_NAMES {
+        assert!(md.contains(&format!("`{purpose}`")), "missing {purpose}");
+    }
+    let out = Command::new(BIN)
+        .args(["register", "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        json["purposes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["purpose"] == "exam_booking")
+    );
+}
+
+#[test]
+fn a_register_with_an_unknown_category_refuses_to_load_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("register.toml");
+    let text = tutela_policy::register::DEFAULT_REGISTER.replacen(
+        "\"survey_response\"",
+        "\"survey_answers\"",
+        1,
+    );
+    std::fs::write(&file, &text).unwrap();
+    let out = Command::new(BIN)
+        .arg("register")
+        .env("TUTELA_REGISTER__FILE", &file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = text
+        .lines()
+        .position(|l| l.contains("survey_answers"))
+        .unwrap()
+        + 1;
+    assert!(err.contains(&format!("line {line}")), "{err}");
+    assert!(err.contains("survey_answers"), "{err}");
+}
+
+#[test]
+fn token_issue_prints_a_token_the_guard_accepts() {
+    let secret = "a-development-secret-for-this-test-0123456789";
+    let out = Command::new(BIN)
+        .args([
+            "token", "issue", "--tenant", "acme", "--role", "dpo", "--ttl", "15m",
+        ])
+        .env("TUTELA_AUTH_DEV_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap();
+    let verifier =
+        tutela_policy::principal::TokenVerifier::new(&tutela_policy::principal::AuthSettings {
+            issuer: "tutela".into(),
+            audience: "tutela".into(),
+            hs256_secret: Some(secret.into()),
+            jwks: None,
+            leeway_secs: 0,
+        })
+        .unwrap();
+    let principal = verifier.verify(token).unwrap();
+    assert_eq!(principal.tenant, "acme");
+    assert_eq!(principal.roles, ["dpo"]);
 }

@@ -56,7 +56,8 @@ async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection"
+            "grpc.reflection.v1alpha.ServerReflection",
+            "tutela.privacy.v1.SubjectData",
         ]
     );
     suite.stop().await.unwrap();

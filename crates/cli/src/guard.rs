@@ -1,0 +1,34 @@
+//! Building the guard from configuration: the register (operator's file or the default), the
+//! Cedar rules, the token verifier and the contract's RPCs, all validated before serving.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tutela_policy::{AccessRules, Guard, MethodTable, Register};
+
+use crate::config::Config;
+
+/// The processing register `config` names.
+pub fn load_register(config: &Config) -> anyhow::Result<Register> {
+    if config.register.file.as_os_str().is_empty() {
+        Ok(Register::default_register()?)
+    } else {
+        Ok(Register::load(&config.register.file)?)
+    }
+}
+
+/// The guard for `config`; `generate_dev_secret` lets a development secret be created.
+pub fn build(config: &Config, generate_dev_secret: bool) -> anyhow::Result<Guard> {
+    let register = Arc::new(load_register(config)?);
+    let rules = Arc::new(AccessRules::default_rules().context("access rules")?);
+    let settings = crate::auth::settings(config, generate_dev_secret)?;
+    let verifier =
+        tutela_policy::principal::TokenVerifier::new(&settings).map_err(anyhow::Error::msg)?;
+    let pool = tutela_proto::descriptor_pool().map_err(|e| anyhow::anyhow!("descriptors: {e}"))?;
+    Ok(Guard::new(
+        verifier,
+        register,
+        rules,
+        MethodTable::from_pool(pool),
+    )?)
+}
