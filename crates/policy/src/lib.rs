@@ -3,6 +3,7 @@
 //! and an audit record of it all. Services receive only what the guard has authorised.
 
 pub mod access;
+pub mod audit;
 pub mod authorized;
 pub mod categories;
 pub mod error;

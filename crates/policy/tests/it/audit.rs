@@ -1,0 +1,171 @@
+use std::sync::Arc;
+
+use chrono::DateTime;
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use tutela_policy::audit::migration::AuditMigrator;
+use tutela_policy::audit::{
+    AuditKeys, AuditLog, AuditRecord, EventKind, Outcome, Verification, verify,
+};
+use tutela_store::testing::TestDatabase;
+use tutela_store::{ManualClock, migrate, migrations_of};
+
+async fn setup() -> (TestDatabase, DatabaseConnection, AuditLog, AuditKeys) {
+    let db = TestDatabase::create().await.unwrap();
+    let conn = db.connect().await.unwrap();
+    migrate(&conn, &[migrations_of::<AuditMigrator>("audit")])
+        .await
+        .unwrap();
+    let keys = AuditKeys::from_secret(b"an audit secret of at least thirty-two bytes");
+    let clock = Arc::new(ManualClock::new(
+        DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+    ));
+    let log = AuditLog::start(conn.clone(), keys.clone(), clock);
+    (db, conn, log, keys)
+}
+
+fn record(log: &AuditLog, n: usize) -> AuditRecord {
+    let subject = format!("learner-{n}");
+    AuditRecord {
+        at: log.now(),
+        kind: EventKind::Access,
+        tenant: "acme".into(),
+        principal: "staff-1".into(),
+        principal_kind: "staff".into(),
+        roles: "registrar".into(),
+        rpc: "tutela.privacy.v1.SubjectData/ExportSubject".into(),
+        purpose: "subject_rights".into(),
+        subject: Some(log.keys().pseudonym("acme", &subject)),
+        categories: "identity,contact".into(),
+        decision: Outcome::Allow,
+        reason: "dpo-handles-rights-requests".into(),
+        trace_id: String::new(),
+    }
+}
+
+async fn append_many(log: &AuditLog, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let r = record(&log, i);
+                log.append(r, Some(("acme".into(), format!("learner-{i}"))))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+}
+
+async fn exec(conn: &DatabaseConnection, sql: &str) {
+    conn.execute_raw(Statement::from_string(
+        conn.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_appends_form_one_intact_chain() {
+    let (_db, conn, log, keys) = setup().await;
+    append_many(&log, 300).await;
+    assert_eq!(
+        verify(&conn, &keys).await.unwrap(),
+        Verification::Intact { records: 300 }
+    );
+}
+
+#[tokio::test]
+async fn an_edited_record_is_caught() {
+    let (_db, conn, log, keys) = setup().await;
+    append_many(&log, 20).await;
+    exec(
+        &conn,
+        "UPDATE tutela_audit_log SET purpose = 'marketing' WHERE seq = 7",
+    )
+    .await;
+    match verify(&conn, &keys).await.unwrap() {
+        Verification::Broken { seq, problem } => {
+            assert_eq!(seq, 7);
+            assert!(problem.contains("edited"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_record_is_caught() {
+    let (_db, conn, log, keys) = setup().await;
+    append_many(&log, 20).await;
+    exec(&conn, "DELETE FROM tutela_audit_log WHERE seq = 11").await;
+    match verify(&conn, &keys).await.unwrap() {
+        Verification::Broken { seq, problem } => {
+            assert_eq!(seq, 11);
+            assert!(problem.contains("missing"), "{problem}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reordered_records_are_caught() {
+    let (_db, conn, log, keys) = setup().await;
+    append_many(&log, 20).await;
+    // Swap records 5 and 6 by renumbering them.
+    exec(&conn, "UPDATE tutela_audit_log SET seq = -5 WHERE seq = 5").await;
+    exec(&conn, "UPDATE tutela_audit_log SET seq = 5 WHERE seq = 6").await;
+    exec(&conn, "UPDATE tutela_audit_log SET seq = 6 WHERE seq = -5").await;
+    match verify(&conn, &keys).await.unwrap() {
+        Verification::Broken { seq, .. } => assert_eq!(seq, 5),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_truncated_tail_is_caught() {
+    let (_db, conn, log, keys) = setup().await;
+    append_many(&log, 20).await;
+    exec(&conn, "DELETE FROM tutela_audit_log WHERE seq > 18").await;
+    match verify(&conn, &keys).await.unwrap() {
+        Verification::Broken { problem, .. } => assert!(problem.contains("head"), "{problem}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_record_forged_without_the_key_is_caught() {
+    let (_db, conn, log, keys) = setup().await;
+    append_many(&log, 5).await;
+    let other = AuditKeys::from_secret(b"someone else's secret, also long enough");
+    assert!(matches!(
+        verify(&conn, &other).await.unwrap(),
+        Verification::Broken { seq: 1, .. }
+    ));
+    assert_eq!(
+        verify(&conn, &keys).await.unwrap(),
+        Verification::Intact { records: 5 }
+    );
+}
+
+#[tokio::test]
+async fn appends_fail_closed_when_the_log_cannot_be_written() {
+    let (_db, conn, log, _keys) = setup().await;
+    append_many(&log, 3).await;
+    exec(&conn, "DROP TABLE tutela_audit_log").await;
+    let err = log.append(record(&log, 99), None).await.unwrap_err();
+    assert_eq!(err.reason(), "AUDIT_UNAVAILABLE");
+}
+
+#[tokio::test]
+async fn pseudonyms_are_stable_keyed_and_not_the_id() {
+    let keys = AuditKeys::from_secret(b"an audit secret of at least thirty-two bytes");
+    let a = keys.pseudonym("acme", "learner-1");
+    assert_eq!(a, keys.pseudonym("acme", "learner-1"));
+    assert_ne!(a, keys.pseudonym("globex", "learner-1"));
+    assert!(!a.contains("learner"));
+    let other = AuditKeys::from_secret(b"another audit secret, also thirty-two bytes");
+    assert_ne!(a, other.pseudonym("acme", "learner-1"));
+    assert_eq!(format!("{keys:?}"), "AuditKeys([redacted])");
+}
