@@ -2,55 +2,28 @@
 //! `auth.dev_secret` / `TUTELA_AUTH_DEV_SECRET`, or generated once into the data directory when
 //! tutela runs on its embedded SQLite database, so a newcomer gets working tokens with no setup.
 
-use std::io::Write;
-use std::path::PathBuf;
-
-use anyhow::{Context, bail};
+use crate::config::Config;
+use crate::keys::{generated_secret_file, read_secret_file};
+use anyhow::bail;
 use secrecy::{ExposeSecret, SecretString};
 use tutela_policy::principal::{AuthSettings, TokenRequest, issue_hs256};
-use tutela_store::Backend;
 
-use crate::config::Config;
-
-/// File in the data dir holding a generated development secret.
-const DEV_SECRET_FILE: &str = "dev-secret";
-
-fn dev_secret_path(config: &Config) -> PathBuf {
-    config.data_dir.join(DEV_SECRET_FILE)
-}
-
-/// The development secret: configured, or previously generated in the data dir, or (when
-/// `generate` is set and the database is the embedded SQLite) generated now.
+/// The development secret: configured, or generated once in the data dir (when `generate` is
+/// set, no JWKS is configured, and the database is the embedded SQLite).
 pub fn dev_secret(config: &Config, generate: bool) -> anyhow::Result<Option<SecretString>> {
     if !config.auth.dev_secret.expose_secret().is_empty() {
         return Ok(Some(config.auth.dev_secret.clone()));
     }
-    let path = dev_secret_path(config);
+    let path = config.data_dir.join("dev-secret");
     if path.exists() {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        return Ok(Some(SecretString::from(text.trim().to_owned())));
+        return read_secret_file(&path).map(Some);
     }
     if !generate || !config.auth.jwks_file.as_os_str().is_empty() {
         return Ok(None);
     }
-    if Backend::of_url(&config.database_url())? != Backend::Sqlite {
-        return Ok(None);
-    }
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    // 32 random bytes, base64: the KEK generator is the random source we already trust.
-    let secret = tutela_store::Keyring::generate_base64()?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    writeln!(file, "{}", secret.expose_secret())?;
-    tracing::warn!(path = %path.display(), "generated a development token secret");
-    Ok(Some(secret))
+    generated_secret_file(config, "dev-secret", str::to_owned)?
+        .map(|p| read_secret_file(&p))
+        .transpose()
 }
 
 /// The verification settings `serve` uses; `generate` allows creating the development secret.

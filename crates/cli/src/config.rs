@@ -90,6 +90,7 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct KeysConfig {
     pub kek_file: PathBuf,
+    pub audit_key_file: PathBuf,
 }
 
 /// Settings of logs and traces.

@@ -18,7 +18,11 @@ pub fn load_register(config: &Config) -> anyhow::Result<Register> {
 }
 
 /// The guard for `config`; `generate_dev_secret` lets a development secret be created.
-pub fn build(config: &Config, generate_dev_secret: bool) -> anyhow::Result<Guard> {
+pub fn build(
+    config: &Config,
+    generate_dev_secret: bool,
+    audit: tutela_policy::audit::AuditLog,
+) -> anyhow::Result<Guard> {
     let register = Arc::new(load_register(config)?);
     let rules = Arc::new(AccessRules::default_rules().context("access rules")?);
     let settings = crate::auth::settings(config, generate_dev_secret)?;
@@ -26,6 +30,7 @@ pub fn build(config: &Config, generate_dev_secret: bool) -> anyhow::Result<Guard
         tutela_policy::principal::TokenVerifier::new(&settings).map_err(anyhow::Error::msg)?;
     let pool = tutela_proto::descriptor_pool().map_err(|e| anyhow::anyhow!("descriptors: {e}"))?;
     Ok(Guard::new(
+        audit,
         verifier,
         register,
         rules,

@@ -34,6 +34,11 @@ enum Command {
         #[arg(long = "service", value_name = "NAME")]
         services: Vec<String>,
     },
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print the processing register (record of processing activities) the guard enforces.
     Register {
         /// Print JSON instead of Markdown.
@@ -52,6 +57,15 @@ enum Command {
         /// Migrate only this service's tables (repeatable); default: every service.
         #[arg(long = "service", value_name = "NAME")]
         services: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the whole hash chain; exits non-zero naming the first broken record.
+    Verify {
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -133,6 +147,29 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let result = server::run(config, listener, server::shutdown_signal()).await;
             telemetry.shutdown();
             result
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { common },
+        } => {
+            let config = load(
+                cli.config.as_ref(),
+                Overrides {
+                    data_dir: common.data_dir,
+                    database_url: common.database_url,
+                    ..Overrides::default()
+                },
+            )?;
+            let keys = tutela::keys::load_audit_keys(&config)?;
+            let db = tutela_store::connect(&config.database_url(), 2).await?;
+            match tutela_policy::audit::verify(&db, &keys).await? {
+                tutela_policy::audit::Verification::Intact { records } => {
+                    println!("audit log intact: {records} records");
+                    Ok(())
+                }
+                tutela_policy::audit::Verification::Broken { seq, problem } => {
+                    anyhow::bail!("audit log broken at record {seq}: {problem}")
+                }
+            }
         }
         Command::Register { json } => {
             let config = load(cli.config.as_ref(), Overrides::default())?;

@@ -36,9 +36,15 @@ pub async fn migrate(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnect
     let db = tutela_store::connect(&url, config.database.max_connections)
         .await
         .context("cannot connect to the database")?;
-    tutela_store::migrate(&db, &[])
-        .await
-        .context("migrations failed")?;
+    // The audit log's tables live in every service database, beside the data they account for.
+    tutela_store::migrate(
+        &db,
+        &[tutela_store::migrations_of::<
+            tutela_policy::audit::migration::AuditMigrator,
+        >("audit")],
+    )
+    .await
+    .context("migrations failed")?;
     Ok(db)
 }
 
@@ -68,9 +74,12 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let hosted = services::resolve(&config.server.services)?;
     let _keyring = Arc::new(keys::load_keyring(&config)?);
-    let guard = Arc::new(crate::guard::build(&config, true)?);
+    let audit_keys = keys::load_audit_keys(&config)?;
+    let db = migrate(&config).await?;
+    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
+    let audit = tutela_policy::audit::AuditLog::start(db.clone(), audit_keys, clock);
+    let guard = Arc::new(crate::guard::build(&config, true, audit)?);
     announce_dev_token(&config)?;
-    let _db = migrate(&config).await?;
     let s = &config.server;
 
     let (reporter, health) = tonic_health::server::health_reporter();

@@ -3,7 +3,7 @@
 //! the categories the caller may read. Only the guard can make one; a handler reached without it
 //! (a wiring mistake) fails closed.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tutela_proto::common::{DataCategory, Purpose};
 
@@ -20,6 +20,7 @@ struct Inner {
     readable: CategorySet,
     rpc: String,
     policies: Vec<String>,
+    accesses: Mutex<Vec<(String, CategorySet)>>,
 }
 
 /// An authorised call. Cheap to clone.
@@ -42,6 +43,7 @@ impl Authorized {
             readable,
             rpc,
             policies,
+            accesses: Mutex::new(Vec::new()),
         }))
     }
 
@@ -126,5 +128,22 @@ impl Authorized {
         } else {
             Err(Error::NotFound("subject"))
         }
+    }
+}
+
+impl Authorized {
+    /// Notes that this call read or changed `categories` of `subject_id`'s data. The guard writes
+    /// one audit record per subject before the response leaves, and fails the call if it cannot.
+    pub fn record_access(&self, subject_id: &str, categories: CategorySet) {
+        let mut accesses = self.0.accesses.lock().unwrap_or_else(|p| p.into_inner());
+        match accesses.iter_mut().find(|(s, _)| s == subject_id) {
+            Some((_, seen)) => *seen = seen.union(categories),
+            None => accesses.push((subject_id.to_owned(), categories)),
+        }
+    }
+
+    /// The accesses recorded so far, emptied.
+    pub(crate) fn take_accesses(&self) -> Vec<(String, CategorySet)> {
+        std::mem::take(&mut *self.0.accesses.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }

@@ -13,9 +13,12 @@ use tower::{Layer, Service};
 use tutela_proto::common::Purpose;
 
 use crate::access::{AccessRules, DecisionKey};
+use crate::audit::{AuditLog, AuditRecord, EventKind, Outcome as AuditOutcome};
 use crate::authorized::Authorized;
+use crate::categories::CategorySet;
 use crate::error::{Error, PURPOSE_HEADER, Result};
 use crate::methods::{Authorisation, MethodInfo, MethodTable, is_exempt};
+use crate::principal::{Principal, PrincipalKind};
 use crate::principal::{TokenVerifier, bearer};
 use crate::redact::RedactBody;
 use crate::register::Register;
@@ -34,6 +37,7 @@ pub enum Outcome<'a> {
 /// The guard's configuration, validated as a whole at start-up.
 #[derive(Debug)]
 pub struct Guard {
+    audit: AuditLog,
     verifier: TokenVerifier,
     register: Arc<Register>,
     rules: Arc<AccessRules>,
@@ -49,6 +53,7 @@ impl Guard {
     /// A guard over every RPC of `methods`. Refuses to start when an RPC has no Cedar action, so
     /// that a new RPC cannot ship without rules.
     pub fn new(
+        audit: AuditLog,
         verifier: TokenVerifier,
         register: Arc<Register>,
         rules: Arc<AccessRules>,
@@ -67,6 +72,7 @@ impl Guard {
             )));
         }
         Ok(Self {
+            audit,
             verifier,
             register,
             rules,
@@ -180,26 +186,43 @@ where
         // The clone that was made ready serves this call; the fresh clone waits for the next.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let outcome = self.guard.check(request.uri().path(), request.headers());
-        let redaction = match outcome {
+        let guard = self.guard.clone();
+        let path = request.uri().path().to_owned();
+        let (authorized, redaction) = match guard.check(&path, request.headers()) {
             Err(err) => {
-                tracing::info!(
-                    rpc = request.uri().path(),
-                    reason = err.reason(),
-                    "call refused"
-                );
-                return Box::pin(async move { Ok(tonic::Status::from(err).into_http()) });
+                tracing::info!(rpc = %path, reason = err.reason(), "call refused");
+                let purpose = purpose(request.headers())
+                    .map(|p| p.short_name())
+                    .unwrap_or("");
+                let principal = bearer(request.headers())
+                    .ok()
+                    .and_then(|t| guard.verifier.verify(t).ok());
+                let record = guard.refusal_record(principal.as_ref(), &path, purpose, &err);
+                return Box::pin(async move {
+                    // The call fails either way; a refusal that cannot be audited is logged.
+                    if guard.audit.append(record, None).await.is_err() {
+                        tracing::error!(rpc = %path, "refusal could not be audited");
+                    }
+                    Ok(tonic::Status::from(err).into_http())
+                });
             }
-            Ok(Outcome::Exempt | Outcome::MessageToken) => None,
+            Ok(Outcome::Exempt | Outcome::MessageToken) => {
+                return Box::pin(inner.call(request));
+            }
             Ok(Outcome::Authorized(authorized, method)) => {
                 let readable = authorized.readable();
-                request.extensions_mut().insert(authorized);
-                (!readable.contains_all(method.output_categories))
-                    .then(|| (method.output.clone(), readable))
+                request.extensions_mut().insert(authorized.clone());
+                let redaction = (!readable.contains_all(method.output_categories))
+                    .then(|| (method.output.clone(), readable));
+                (authorized, redaction)
             }
         };
         Box::pin(async move {
             let response = inner.call(request).await?;
+            // The response leaves only once its audit records are durable (fail closed).
+            if let Err(err) = guard.audit_call(&authorized).await {
+                return Ok(tonic::Status::from(err).into_http());
+            }
             Ok(match redaction {
                 None => response,
                 Some((descriptor, readable)) => {
@@ -208,6 +231,86 @@ where
             })
         })
     }
+}
+
+impl Guard {
+    /// How a principal appears in the audit log: staff, service and partner ids as they are;
+    /// learners and guardians only by pseudonym.
+    fn principal_ref(&self, p: &Principal) -> String {
+        match p.kind {
+            PrincipalKind::Learner | PrincipalKind::Guardian => {
+                self.audit.keys().pseudonym(&p.tenant, &p.id)
+            }
+            _ => p.id.clone(),
+        }
+    }
+
+    fn refusal_record(
+        &self,
+        principal: Option<&Principal>,
+        path: &str,
+        purpose: &str,
+        err: &Error,
+    ) -> AuditRecord {
+        AuditRecord {
+            at: self.audit.now(),
+            kind: EventKind::Decision,
+            tenant: principal.map(|p| p.tenant.clone()).unwrap_or_default(),
+            principal: principal
+                .map(|p| self.principal_ref(p))
+                .unwrap_or_else(|| "-".into()),
+            principal_kind: principal.map(|p| p.kind.as_str()).unwrap_or("-").to_owned(),
+            roles: principal.map(|p| p.roles.join(",")).unwrap_or_default(),
+            rpc: path.trim_start_matches('/').to_owned(),
+            purpose: purpose.to_owned(),
+            subject: None,
+            categories: String::new(),
+            decision: AuditOutcome::Deny,
+            reason: err.reason().to_owned(),
+            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
+        }
+    }
+
+    /// Writes the decision record of an allowed call and one record per subject it accessed.
+    async fn audit_call(&self, authorized: &Authorized) -> Result<()> {
+        let p = authorized.principal();
+        let base = AuditRecord {
+            at: self.audit.now(),
+            kind: EventKind::Decision,
+            tenant: p.tenant.clone(),
+            principal: self.principal_ref(p),
+            principal_kind: p.kind.as_str().to_owned(),
+            roles: p.roles.join(","),
+            rpc: authorized.rpc().to_owned(),
+            purpose: authorized.purpose().short_name().to_owned(),
+            subject: None,
+            categories: String::new(),
+            decision: AuditOutcome::Allow,
+            reason: authorized.policies().join(","),
+            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
+        };
+        let accesses = authorized.take_accesses();
+        let mut appends = Vec::with_capacity(accesses.len() + 1);
+        for (subject, categories) in accesses {
+            let record = AuditRecord {
+                kind: EventKind::Access,
+                subject: Some(self.audit.keys().pseudonym(&p.tenant, &subject)),
+                categories: join(categories),
+                ..base.clone()
+            };
+            appends.push(self.audit.append(record, Some((p.tenant.clone(), subject))));
+        }
+        appends.push(self.audit.append(base, None));
+        // Queued together, so they land in the same batch.
+        for result in futures::future::join_all(appends).await {
+            result?;
+        }
+        Ok(())
+    }
+}
+
+fn join(categories: CategorySet) -> String {
+    categories.names().join(",")
 }
 
 #[cfg(test)]
@@ -235,6 +338,10 @@ mod tests {
         );
     }
 
+    fn audit_log_for_tests() -> AuditLog {
+        AuditLog::detached(crate::audit::AuditKeys::from_secret(b"test"))
+    }
+
     #[test]
     fn a_guard_refuses_to_start_when_an_rpc_has_no_action() {
         let pool = tutela_proto::descriptor_pool().unwrap();
@@ -251,6 +358,7 @@ mod tests {
         })
         .unwrap();
         let err = Guard::new(
+            audit_log_for_tests(),
             verifier,
             Arc::new(Register::default_register().unwrap()),
             Arc::new(rules),

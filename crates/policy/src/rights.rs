@@ -104,6 +104,8 @@ impl SubjectDataDispatcher {
         let access = Authorized::of(request)?;
         let id = subject_id(subject)?;
         access.require_subject(&id)?;
+        // Looking a subject up is itself an access, whatever the providers return.
+        access.record_access(&id, crate::categories::CategorySet::EMPTY);
         Ok((access, id))
     }
 }
@@ -129,7 +131,14 @@ impl SubjectData for SubjectDataDispatcher {
         let (access, id) = Self::prepare(&request, request.get_ref().subject.as_ref())?;
         let mut exports = Vec::new();
         for p in self.select(&request.get_ref().services)? {
-            exports.push(p.export(&access, &id).await?);
+            let export = p.export(&access, &id).await?;
+            let categories = export
+                .categories
+                .iter()
+                .filter_map(|c| tutela_proto::common::DataCategory::try_from(*c).ok())
+                .collect();
+            access.record_access(&id, categories);
+            exports.push(export);
         }
         Ok(Response::new(ExportSubjectResponse { exports }))
     }

@@ -214,6 +214,16 @@ impl tonic::service::Interceptor for PropagateContext {
     }
 }
 
+/// The W3C trace id of the current span, when tracing is exported (for audit records, which tie
+/// an access to its trace).
+pub fn current_trace_id() -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let id = span.span_context().trace_id();
+    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,14 +280,4 @@ mod tests {
             assert!(!traceparent.contains("00f067aa0ba902b7"));
         });
     }
-}
-
-/// The W3C trace id of the current span, when tracing is exported (for audit records, which tie
-/// an access to its trace).
-pub fn current_trace_id() -> Option<String> {
-    use opentelemetry::trace::TraceContextExt;
-    let context = tracing::Span::current().context();
-    let span = context.span();
-    let id = span.span_context().trace_id();
-    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
 }

@@ -115,6 +115,10 @@ impl TestSuite {
         let kek = tutela_store::Keyring::generate_base64()?;
         std::fs::write(&kek_file, format!("test-1:{}\n", kek.expose_secret()))?;
         config.keys.kek_file = kek_file;
+        let audit_key_file = data_dir.path().join("audit-key.test");
+        let audit_key = tutela_store::Keyring::generate_base64()?;
+        std::fs::write(&audit_key_file, format!("{}\n", audit_key.expose_secret()))?;
+        config.keys.audit_key_file = audit_key_file;
         // A known development secret, so tests can sign tokens for any principal.
         config.auth.dev_secret = secrecy::SecretString::from(DEV_SECRET);
         adjust(&mut config);

@@ -3,6 +3,7 @@
 // Test helpers may fail loudly: a panic here is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
 mod binary;
 mod guard;
 mod serve;

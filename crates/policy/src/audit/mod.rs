@@ -216,6 +216,17 @@ impl AuditLog {
         Self { tx, keys, clock }
     }
 
+    /// A log whose writer is gone: every append fails (fail closed). For tests of start-up
+    /// validation that never append.
+    pub fn detached(keys: AuditKeys) -> Self {
+        let (tx, _rx) = mpsc::channel(1);
+        Self {
+            tx,
+            keys: Arc::new(keys),
+            clock: Arc::new(tutela_store::SystemClock),
+        }
+    }
+
     /// The keys (for pseudonyms).
     pub fn keys(&self) -> &AuditKeys {
         &self.keys
