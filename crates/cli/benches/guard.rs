@@ -90,9 +90,12 @@ async fn bench_decision(suite: &TestSuite) {
 
 async fn bench_audit(label: &str, db: TestDatabase) {
     let conn = db.connect().await.unwrap();
-    tutela_store::migrate(&conn, &[tutela_store::migrations_of::<AuditMigrator>("audit")])
-        .await
-        .unwrap();
+    tutela_store::migrate(
+        &conn,
+        &[tutela_store::migrations_of::<AuditMigrator>("audit")],
+    )
+    .await
+    .unwrap();
     let log = AuditLog::start(
         conn,
         AuditKeys::from_secret(b"an audit secret of at least thirty-two bytes"),
@@ -147,9 +150,16 @@ impl SubjectData for Unguarded {
         &self,
         request: Request<DescribeSubjectRequest>,
     ) -> Result<Response<DescribeSubjectResponse>, Status> {
-        let id = request.get_ref().subject.as_ref().map(|s| s.subject_id.as_str()).unwrap_or("");
+        let id = request
+            .get_ref()
+            .subject
+            .as_ref()
+            .map(|s| s.subject_id.as_str())
+            .unwrap_or("");
         uuid::Uuid::parse_str(id).map_err(|_| Status::invalid_argument("subject"))?;
-        Ok(Response::new(DescribeSubjectResponse { services: Vec::new() }))
+        Ok(Response::new(DescribeSubjectResponse {
+            services: Vec::new(),
+        }))
     }
     async fn export_subject(
         &self,
@@ -175,16 +185,19 @@ async fn drive(channel: tonic::transport::Channel, credentials: Credentials, sec
     let in_flight = 64;
     let deadline = Instant::now() + Duration::from_secs(secs);
     let request = DescribeSubjectRequest {
-        subject: Some(SubjectRef { subject_id: "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77".into() }),
+        subject: Some(SubjectRef {
+            subject_id: "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77".into(),
+        }),
         services: Vec::new(),
     };
     let start = Instant::now();
     let handles: Vec<_> = (0..in_flight)
         .map(|_| {
-            let mut client = tutela_proto::privacy::subject_data_client::SubjectDataClient::with_interceptor(
-                channel.clone(),
-                credentials.clone(),
-            );
+            let mut client =
+                tutela_proto::privacy::subject_data_client::SubjectDataClient::with_interceptor(
+                    channel.clone(),
+                    credentials.clone(),
+                );
             let request = request.clone();
             tokio::spawn(async move {
                 let mut calls = 0u64;
@@ -206,8 +219,17 @@ async fn drive(channel: tonic::transport::Channel, credentials: Credentials, sec
 async fn bench_rpc(suite: &TestSuite) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    // The same server settings as `tutela serve`, minus the guard.
+    let s = &suite.config().server;
     tokio::spawn(
         tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .max_concurrent_streams(s.max_concurrent_streams)
+            .timeout(Duration::from_secs(s.request_timeout_secs))
+            .trace_fn(tutela_telemetry::server_span)
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                s.concurrency_limit,
+            ))
             .add_service(SubjectDataServer::new(Unguarded))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
@@ -231,13 +253,20 @@ async fn bench_rpc(suite: &TestSuite) {
     let (u, g) = (unguarded[1], guarded[1]);
     println!(
         "DescribeSubject over loopback, 64 in flight: unguarded {u:.0} calls/s, guarded + audited ({} database) {g:.0} calls/s = {:.0}%",
-        if std::env::var("TEST_DATABASE_URL").is_ok() { "PostgreSQL" } else { "SQLite" },
+        if std::env::var("TEST_DATABASE_URL").is_ok() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         g / u * 100.0
     );
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let suite = TestSuite::start().await.unwrap();
         bench_decision(&suite).await;

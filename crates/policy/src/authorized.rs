@@ -16,7 +16,7 @@ use crate::register::PurposeRule;
 struct Inner {
     principal: Principal,
     purpose: Purpose,
-    rule: PurposeRule,
+    rule: Arc<PurposeRule>,
     readable: CategorySet,
     rpc: String,
     policies: Vec<String>,
@@ -31,7 +31,7 @@ impl Authorized {
     pub(crate) fn new(
         principal: Principal,
         purpose: Purpose,
-        rule: PurposeRule,
+        rule: Arc<PurposeRule>,
         readable: CategorySet,
         rpc: String,
         policies: Vec<String>,

@@ -290,7 +290,12 @@ impl Guard {
             trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
         };
         let accesses = authorized.take_accesses();
-        let mut appends = Vec::with_capacity(accesses.len() + 1);
+        if accesses.is_empty() {
+            return self.audit.append(base, None).await;
+        }
+        // An access record carries the decision too (principal, RPC, purpose, deciding
+        // policies), so a call that touched subjects needs no separate decision record.
+        let mut appends = Vec::with_capacity(accesses.len());
         for (subject, categories) in accesses {
             let record = AuditRecord {
                 kind: EventKind::Access,
@@ -300,7 +305,6 @@ impl Guard {
             };
             appends.push(self.audit.append(record, Some((p.tenant.clone(), subject))));
         }
-        appends.push(self.audit.append(base, None));
         // Queued together, so they land in the same batch.
         for result in futures::future::join_all(appends).await {
             result?;

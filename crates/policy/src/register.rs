@@ -160,7 +160,7 @@ pub struct Register {
     /// Recipients by id.
     pub recipients: BTreeMap<String, Recipient>,
     /// Rules by purpose, in the vocabulary's order.
-    pub purposes: Vec<PurposeRule>,
+    pub purposes: Vec<std::sync::Arc<PurposeRule>>,
 }
 
 /// Why a register did not load: the line and what is wrong.
@@ -326,7 +326,7 @@ impl Register {
                 }
                 recipient_ids.push(r.get_ref().clone());
             }
-            purposes.push(PurposeRule {
+            purposes.push(std::sync::Arc::new(PurposeRule {
                 purpose,
                 description: rule.description,
                 legal_bases,
@@ -335,7 +335,7 @@ impl Register {
                 consent_required: rule.consent_required,
                 retention: Retention { months, days, from },
                 recipients: recipient_ids,
-            });
+            }));
         }
         purposes.sort_by_key(|p| p.purpose as i32);
         Ok(Self {
@@ -356,7 +356,7 @@ impl Register {
     }
 
     /// The rule for `purpose`, if the register lists it.
-    pub fn rule(&self, purpose: Purpose) -> Option<&PurposeRule> {
+    pub fn rule(&self, purpose: Purpose) -> Option<&std::sync::Arc<PurposeRule>> {
         self.purposes.iter().find(|r| r.purpose == purpose)
     }
 

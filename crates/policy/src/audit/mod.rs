@@ -262,6 +262,9 @@ impl AuditLog {
 
 async fn writer(db: DatabaseConnection, keys: Arc<AuditKeys>, mut rx: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Pseudonyms whose mapping row this process has written: most accesses are to subjects
+    // seen before, and skipping them spares a statement per batch.
+    let mut mapped = std::collections::HashSet::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -270,7 +273,10 @@ async fn writer(db: DatabaseConnection, keys: Arc<AuditKeys>, mut rx: mpsc::Rece
                 Err(_) => break,
             }
         }
-        let ok = match write_batch(&db, &keys, &batch).await {
+        if mapped.len() > 100_000 {
+            mapped.clear();
+        }
+        let ok = match write_batch(&db, &keys, &batch, &mut mapped).await {
             Ok(()) => true,
             Err(err) => {
                 tracing::error!(error = %err, records = batch.len(), "audit batch could not be written");
@@ -287,6 +293,7 @@ async fn write_batch(
     db: &DatabaseConnection,
     keys: &AuditKeys,
     batch: &[Pending],
+    mapped: &mut std::collections::HashSet<String>,
 ) -> std::result::Result<(), sea_orm::DbErr> {
     let txn = db.begin().await?;
     let backend = db.get_database_backend();
@@ -332,7 +339,9 @@ async fn write_batch(
             prev_hash: Set(std::mem::replace(&mut hash, next.clone())),
             hash: Set(next),
         });
-        if let (Some(pseudonym), Some((tenant, id))) = (&r.subject, &pending.subject) {
+        if let (Some(pseudonym), Some((tenant, id))) = (&r.subject, &pending.subject)
+            && !mapped.contains(pseudonym)
+        {
             subjects.push(entity::subject::ActiveModel {
                 pseudonym: Set(pseudonym.clone()),
                 tenant: Set(tenant.clone()),
@@ -372,7 +381,13 @@ async fn write_batch(
         )
         .exec_without_returning(&txn)
         .await?;
-    txn.commit().await
+    txn.commit().await?;
+    for s in subjects {
+        if let sea_orm::ActiveValue::Set(p) = s.pseudonym {
+            mapped.insert(p);
+        }
+    }
+    Ok(())
 }
 
 /// What `verify` found.
