@@ -67,6 +67,33 @@ enum AuditCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Whose data, of which categories, a principal accessed in a time window (breach question).
+    /// Subjects are listed by pseudonym; `--resolve` with a dpo token lists their ids.
+    Accessed {
+        #[command(flatten)]
+        common: Common,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The principal id (as in its token's `sub`).
+        #[arg(long)]
+        principal: String,
+        /// Start of the window (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End of the window (RFC 3339).
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Resolve pseudonyms to subject ids; needs `--token` of the tenant's dpo.
+        #[arg(long, requires = "token")]
+        resolve: bool,
+        /// A bearer token (for `--resolve`).
+        #[arg(long, env = "TUTELA_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +197,82 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     anyhow::bail!("audit log broken at record {seq}: {problem}")
                 }
             }
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Accessed {
+                    common,
+                    tenant,
+                    principal,
+                    from,
+                    to,
+                    resolve,
+                    token,
+                    json,
+                },
+        } => {
+            let config = load(
+                cli.config.as_ref(),
+                Overrides {
+                    data_dir: common.data_dir,
+                    database_url: common.database_url,
+                    ..Overrides::default()
+                },
+            )?;
+            // Only the tenant's dpo may turn pseudonyms back into subject ids.
+            if resolve {
+                let settings = tutela::auth::settings(&config, false)?;
+                let verifier = tutela_policy::principal::TokenVerifier::new(&settings)
+                    .map_err(anyhow::Error::msg)?;
+                let caller = verifier
+                    .verify(token.as_deref().unwrap_or_default())
+                    .map_err(|e| anyhow::anyhow!("--token: {e}"))?;
+                if caller.tenant != tenant || !caller.roles.iter().any(|r| r == "dpo") {
+                    anyhow::bail!(
+                        "resolving pseudonyms to subject ids needs a dpo token of tenant {tenant:?}"
+                    );
+                }
+            }
+            let db = tutela_store::connect(&config.database_url(), 2).await?;
+            let summary =
+                tutela_policy::audit::accessed_by(&db, &tenant, &principal, from, to).await?;
+            let resolved = if resolve {
+                let pseudonyms: Vec<String> = summary.iter().map(|s| s.subject.clone()).collect();
+                tutela_policy::audit::resolve_pseudonyms(&db, &tenant, &pseudonyms).await?
+            } else {
+                Default::default()
+            };
+            let rows: Vec<serde_json::Value> = summary
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "subject": s.subject,
+                        "subject_id": resolved.get(&s.subject),
+                        "categories": s.categories,
+                        "accesses": s.accesses,
+                        "first": s.first.to_rfc3339(),
+                        "last": s.last.to_rfc3339(),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::Value::Array(rows));
+            } else {
+                println!("subject\tsubject_id\tcategories\taccesses\tfirst\tlast");
+                for s in &summary {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        s.subject,
+                        resolved.get(&s.subject).map_or("-", String::as_str),
+                        s.categories.join(","),
+                        s.accesses,
+                        s.first.to_rfc3339(),
+                        s.last.to_rfc3339()
+                    );
+                }
+                println!("{} subject(s)", summary.len());
+            }
+            Ok(())
         }
         Command::Register { json } => {
             let config = load(cli.config.as_ref(), Overrides::default())?;

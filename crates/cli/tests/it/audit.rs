@@ -145,3 +145,84 @@ async fn calls_fail_closed_when_the_audit_log_cannot_be_written() {
         "AUDIT_UNAVAILABLE"
     );
 }
+
+#[tokio::test]
+async fn the_breach_question_lists_pseudonyms_and_only_the_dpo_resolves_them() {
+    let suite = TestSuite::start().await.unwrap();
+    let staff = suite.token("acme", "staff-7", &["dpo"]);
+    let other = "5d0c1f8e-2b3a-4c4d-8e9f-a0b1c2d3e4f5";
+    for subject in [SUBJECT, other, SUBJECT] {
+        suite
+            .subject_data(Credentials::new(&staff, "subject_rights"))
+            .describe_subject(DescribeSubjectRequest {
+                subject: Some(SubjectRef {
+                    subject_id: subject.to_owned(),
+                }),
+                services: Vec::new(),
+            })
+            .await
+            .unwrap();
+    }
+    let accessed = |extra: &[&str]| {
+        Command::new(BIN)
+            .args([
+                "audit",
+                "accessed",
+                "--json",
+                "--tenant",
+                "acme",
+                "--principal",
+                "staff-7",
+            ])
+            .args([
+                "--from",
+                "2000-01-01T00:00:00Z",
+                "--to",
+                "2100-01-01T00:00:00Z",
+            ])
+            .args(["--database-url", suite.database().url()])
+            .args(extra)
+            .env("TUTELA_AUTH_DEV_SECRET", tutela_testkit::DEV_SECRET)
+            .output()
+            .unwrap()
+    };
+
+    let out = accessed(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains(SUBJECT) && !text.contains(other), "{text}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["accesses"].as_u64().unwrap())
+            .sum::<u64>(),
+        3
+    );
+
+    let tutor = suite.token("acme", "tutor-1", &["tutor"]);
+    let out = accessed(&["--resolve", "--token", &tutor]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dpo token"));
+
+    let dpo = suite.token("acme", "dpo-1", &["dpo"]);
+    let out = accessed(&["--resolve", "--token", &dpo]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["subject_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut expected = [SUBJECT, other];
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+}
