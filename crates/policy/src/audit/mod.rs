@@ -351,15 +351,19 @@ async fn write_batch(
     }
     // Both backends bind at most 32766/65535 parameters per statement; 16 columns × 1000 rows
     // stays well within either.
-    for chunk in rows.chunks(1000) {
-        entity::record::Entity::insert_many(chunk.to_vec())
-            .exec_without_returning(&txn)
-            .await?;
+    if backend == DbBackend::Postgres {
+        insert_unnest(&txn, rows).await?;
+    } else {
+        for chunk in statement_chunks(rows) {
+            entity::record::Entity::insert_many(chunk)
+                .exec_without_returning(&txn)
+                .await?;
+        }
     }
     subjects.sort_by(|a, b| a.pseudonym.as_ref().cmp(b.pseudonym.as_ref()));
     subjects.dedup_by(|a, b| a.pseudonym.as_ref() == b.pseudonym.as_ref());
-    for chunk in subjects.chunks(1000) {
-        entity::subject::Entity::insert_many(chunk.to_vec())
+    for chunk in statement_chunks(subjects.clone()) {
+        entity::subject::Entity::insert_many(chunk)
             .on_conflict(
                 OnConflict::column(entity::subject::Column::Pseudonym)
                     .do_nothing()
@@ -388,6 +392,72 @@ async fn write_batch(
         }
     }
     Ok(())
+}
+
+/// PostgreSQL: one INSERT of the whole batch from column arrays (16 parameters, whatever the batch
+/// size). Row-wise multi-VALUES inserts with thousands of parameters cost the driver far more
+/// than the database (measured: ~30x slower per row), so this one place branches on the backend.
+async fn insert_unnest(
+    txn: &sea_orm::DatabaseTransaction,
+    rows: Vec<entity::record::ActiveModel>,
+) -> std::result::Result<(), sea_orm::DbErr> {
+    let n = rows.len();
+    let (mut seq, mut at) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut text: [Vec<String>; 14] = Default::default();
+    for row in rows {
+        let m: entity::record::Model = sea_orm::TryIntoModel::try_into_model(row)?;
+        seq.push(m.seq);
+        at.push(m.at);
+        for (column, value) in text.iter_mut().zip([
+            m.kind,
+            m.tenant,
+            m.principal,
+            m.principal_kind,
+            m.roles,
+            m.rpc,
+            m.purpose,
+            m.subject.unwrap_or_default(),
+            m.categories,
+            m.decision,
+            m.reason,
+            m.trace_id,
+            m.prev_hash,
+            m.hash,
+        ]) {
+            column.push(value);
+        }
+    }
+    let mut values: Vec<sea_orm::Value> = vec![seq.into(), at.into()];
+    values.extend(text.into_iter().map(Into::into));
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO tutela_audit_log (seq, at, kind, tenant, principal, principal_kind, roles, \
+         rpc, purpose, subject, categories, decision, reason, trace_id, prev_hash, hash) \
+         SELECT seq, at, kind, tenant, principal, principal_kind, roles, rpc, purpose, \
+         NULLIF(subject, ''), categories, decision, reason, trace_id, prev_hash, hash \
+         FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], \
+         $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+         $13::text[], $14::text[], $15::text[], $16::text[]) \
+         AS t(seq, at, kind, tenant, principal, principal_kind, roles, rpc, purpose, subject, \
+         categories, decision, reason, trace_id, prev_hash, hash)",
+        values,
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Splits rows into chunks of a few fixed sizes (256, 64, 16, 4, 1), so that a multi-row INSERT
+/// has one of five shapes: the database and the driver then reuse prepared statements instead of
+/// parsing and planning a new statement of a new size for every batch.
+fn statement_chunks<T>(mut rows: Vec<T>) -> Vec<Vec<T>> {
+    let mut chunks = Vec::new();
+    for size in [256, 64, 16, 4, 1] {
+        while rows.len() >= size {
+            let rest = rows.split_off(size);
+            chunks.push(std::mem::replace(&mut rows, rest));
+        }
+    }
+    chunks
 }
 
 /// What `verify` found.

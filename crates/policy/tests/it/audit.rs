@@ -71,9 +71,10 @@ async fn exec(conn: &DatabaseConnection, sql: &str) {
 async fn concurrent_appends_form_one_intact_chain() {
     let (_db, conn, log, keys) = setup().await;
     append_many(&log, 300).await;
+    append_many(&log, 300).await;
     assert_eq!(
         verify(&conn, &keys).await.unwrap(),
-        Verification::Intact { records: 300 }
+        Verification::Intact { records: 600 }
     );
 }
 
