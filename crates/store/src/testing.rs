@@ -58,9 +58,15 @@ impl TestDatabase {
             ))
             .await?;
         admin.close().await?;
-        let base = admin_url.split('?').next().unwrap_or(admin_url);
+        // Same server and options, another database: replace the path, keep `?...`.
+        let (base, query) = admin_url
+            .split_once('?')
+            .map_or((admin_url, None), |(b, q)| (b, Some(q)));
         let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
-        let url = format!("{server}/{name}");
+        let url = match query {
+            Some(q) => format!("{server}/{name}?{q}"),
+            None => format!("{server}/{name}"),
+        };
         Ok(Self {
             url,
             backend: Backend::Postgres,
