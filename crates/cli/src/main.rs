@@ -139,6 +139,17 @@ struct Common {
     data_dir: Option<PathBuf>,
 }
 
+impl Common {
+    /// The settings these flags override.
+    fn overrides(self) -> Overrides {
+        Overrides {
+            data_dir: self.data_dir,
+            database_url: self.database_url,
+            ..Overrides::default()
+        }
+    }
+}
+
 fn load(cli_config: Option<&PathBuf>, overrides: Overrides) -> anyhow::Result<Config> {
     Ok(Config::load(
         cli_config.map(PathBuf::as_path),
@@ -178,14 +189,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Verify { common },
         } => {
-            let config = load(
-                cli.config.as_ref(),
-                Overrides {
-                    data_dir: common.data_dir,
-                    database_url: common.database_url,
-                    ..Overrides::default()
-                },
-            )?;
+            let config = load(cli.config.as_ref(), common.overrides())?;
             let keys = tutela::keys::load_audit_keys(&config)?;
             let db = tutela_store::connect(&config.database_url(), 2).await?;
             match tutela_policy::audit::verify(&db, &keys).await? {
@@ -211,14 +215,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            let config = load(
-                cli.config.as_ref(),
-                Overrides {
-                    data_dir: common.data_dir,
-                    database_url: common.database_url,
-                    ..Overrides::default()
-                },
-            )?;
+            let config = load(cli.config.as_ref(), common.overrides())?;
             // Only the tenant's dpo may turn pseudonyms back into subject ids.
             if resolve {
                 let settings = tutela::auth::settings(&config, false)?;
@@ -321,10 +318,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let config = load(
                 cli.config.as_ref(),
                 Overrides {
-                    data_dir: common.data_dir,
-                    database_url: common.database_url,
                     services,
-                    ..Overrides::default()
+                    ..common.overrides()
                 },
             )?;
             let _telemetry = tutela_telemetry::init(

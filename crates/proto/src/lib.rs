@@ -72,6 +72,27 @@ pub fn unannotated_fields(pool: &DescriptorPool) -> Vec<String> {
         .collect()
 }
 
+/// `short_name` / `from_short_name` for a proto enum from its table of short names (the spelling
+/// configuration, metadata, the register and audit records use).
+macro_rules! short_names {
+    ($enum:ty, $table:ident) => {
+        impl $enum {
+            /// The short, lower-case name; `unspecified` for the zero value.
+            pub fn short_name(self) -> &'static str {
+                $table
+                    .iter()
+                    .find(|(v, _)| *v == self)
+                    .map_or("unspecified", |(_, n)| n)
+            }
+
+            /// The value with this short name.
+            pub fn from_short_name(name: &str) -> Option<Self> {
+                $table.iter().find(|(_, n)| *n == name).map(|(v, _)| *v)
+            }
+        }
+    };
+}
+
 /// Short, lower-case names of the categories as configuration, the register and audit records
 /// spell them. A test checks this table against the proto enum, so the two cannot drift.
 pub const CATEGORY_NAMES: [(DataCategory, &str); 12] = [
@@ -89,23 +110,7 @@ pub const CATEGORY_NAMES: [(DataCategory, &str); 12] = [
     (DataCategory::Technical, "technical"),
 ];
 
-impl DataCategory {
-    /// The short name (e.g. `special_category`); `unspecified` for the zero value.
-    pub fn short_name(self) -> &'static str {
-        CATEGORY_NAMES
-            .iter()
-            .find(|(c, _)| *c == self)
-            .map_or("unspecified", |(_, n)| n)
-    }
-
-    /// The category with this short name.
-    pub fn from_short_name(name: &str) -> Option<Self> {
-        CATEGORY_NAMES
-            .iter()
-            .find(|(_, n)| *n == name)
-            .map(|(c, _)| *c)
-    }
-}
+short_names!(DataCategory, CATEGORY_NAMES);
 
 /// Short names of the purposes, as the `x-tutela-purpose` metadata, the register and audit
 /// records spell them. A test checks this table against the proto enum.
@@ -129,23 +134,7 @@ pub const PURPOSE_NAMES: [(Purpose, &str); 14] = [
     (Purpose::ThirdPartyDisclosure, "third_party_disclosure"),
 ];
 
-impl Purpose {
-    /// The short name (e.g. `exam_booking`); `unspecified` for the zero value.
-    pub fn short_name(self) -> &'static str {
-        PURPOSE_NAMES
-            .iter()
-            .find(|(p, _)| *p == self)
-            .map_or("unspecified", |(_, n)| n)
-    }
-
-    /// The purpose with this short name.
-    pub fn from_short_name(name: &str) -> Option<Self> {
-        PURPOSE_NAMES
-            .iter()
-            .find(|(_, n)| *n == name)
-            .map(|(p, _)| *p)
-    }
-}
+short_names!(Purpose, PURPOSE_NAMES);
 
 /// Short names of the legal bases (GDPR Art. 6(1)).
 pub const LEGAL_BASIS_NAMES: [(LegalBasis, &str); 6] = [
@@ -157,20 +146,4 @@ pub const LEGAL_BASIS_NAMES: [(LegalBasis, &str); 6] = [
     (LegalBasis::LegitimateInterests, "legitimate_interests"),
 ];
 
-impl LegalBasis {
-    /// The short name (e.g. `legitimate_interests`).
-    pub fn short_name(self) -> &'static str {
-        LEGAL_BASIS_NAMES
-            .iter()
-            .find(|(b, _)| *b == self)
-            .map_or("unspecified", |(_, n)| n)
-    }
-
-    /// The basis with this short name.
-    pub fn from_short_name(name: &str) -> Option<Self> {
-        LEGAL_BASIS_NAMES
-            .iter()
-            .find(|(_, n)| *n == name)
-            .map(|(b, _)| *b)
-    }
-}
+short_names!(LegalBasis, LEGAL_BASIS_NAMES);
