@@ -17,4 +17,5 @@ status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest
 assert status.status == health_pb2.HealthCheckResponse.SERVING, status
 services = ProtoReflectionDescriptorDatabase(channel).get_services()
 assert "grpc.health.v1.Health" in services, services
+assert "tutela.consent.v1.ConsentLedger" in services, services
 print(f"smoke: SERVING, services: {', '.join(sorted(services))}")

@@ -30,7 +30,14 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn bench_decision(suite: &TestSuite) {
     let audit = AuditLog::detached(AuditKeys::from_secret(b"bench"));
-    let guard = tutela::guard::build(suite.config(), false, audit).unwrap();
+    let guard = tutela::guard::build(
+        suite.config(),
+        false,
+        audit,
+        Arc::new(tutela::guard::load_register(suite.config()).unwrap()),
+        Arc::new(tutela_policy::ConsentGate::without_ledger()),
+    )
+    .unwrap();
     let roles: [&[&str]; 3] = [&["dpo"], &["learner"], &["tutor"]];
     let tokens: Vec<http::HeaderMap> = roles
         .iter()

@@ -17,13 +17,15 @@ pub fn load_register(config: &Config) -> anyhow::Result<Register> {
     }
 }
 
-/// The guard for `config`; `generate_dev_secret` lets a development secret be created.
+/// The guard for `config`, enforcing `register` and checking consent through `consent`;
+/// `generate_dev_secret` lets a development secret be created.
 pub fn build(
     config: &Config,
     generate_dev_secret: bool,
     audit: tutela_policy::audit::AuditLog,
+    register: Arc<Register>,
+    consent: Arc<tutela_policy::ConsentGate>,
 ) -> anyhow::Result<Guard> {
-    let register = Arc::new(load_register(config)?);
     let rules = Arc::new(AccessRules::default_rules().context("access rules")?);
     let settings = crate::auth::settings(config, generate_dev_secret)?;
     let verifier =
@@ -35,5 +37,6 @@ pub fn build(
         register,
         rules,
         MethodTable::from_pool(pool),
+        consent,
     )?)
 }

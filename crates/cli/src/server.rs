@@ -25,9 +25,12 @@ const HEALTH: &str = "grpc.health.v1.Health";
 const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 const SUBJECT_DATA: &str = "tutela.privacy.v1.SubjectData";
+const CONSENT_LEDGER: &str = "tutela.consent.v1.ConsentLedger";
 
-/// Connects to the configured database and applies every hosted service's migrations.
+/// Connects to the configured database and applies the audit log's and every hosted service's
+/// migrations.
 pub async fn migrate(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let hosted = services::resolve(&config.server.services)?;
     let url = config.database_url();
     if tutela_store::Backend::of_url(&url)? == tutela_store::Backend::Sqlite {
         std::fs::create_dir_all(&config.data_dir)
@@ -37,14 +40,17 @@ pub async fn migrate(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnect
         .await
         .context("cannot connect to the database")?;
     // The audit log's tables live in every service database, beside the data they account for.
-    tutela_store::migrate(
-        &db,
-        &[tutela_store::migrations_of::<
-            tutela_policy::audit::migration::AuditMigrator,
-        >("audit")],
-    )
-    .await
-    .context("migrations failed")?;
+    let mut sets = vec![tutela_store::migrations_of::<
+        tutela_policy::audit::migration::AuditMigrator,
+    >("audit")];
+    if hosted.contains(&tutela_subscription::SERVICE) {
+        sets.push(tutela_store::migrations_of::<
+            tutela_subscription::SubscriptionMigrator,
+        >(tutela_subscription::SERVICE));
+    }
+    tutela_store::migrate(&db, &sets)
+        .await
+        .context("migrations failed")?;
     Ok(db)
 }
 
@@ -73,12 +79,34 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let hosted = services::resolve(&config.server.services)?;
-    let _keyring = Arc::new(keys::load_keyring(&config)?);
+    let keyring = Arc::new(keys::load_keyring(&config)?);
     let audit_keys = keys::load_audit_keys(&config)?;
     let db = migrate(&config).await?;
     let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
-    let audit = tutela_policy::audit::AuditLog::start(db.clone(), audit_keys, clock);
-    let guard = Arc::new(crate::guard::build(&config, true, audit)?);
+    let audit = tutela_policy::audit::AuditLog::start(db.clone(), audit_keys, clock.clone());
+    let register = Arc::new(crate::guard::load_register(&config)?);
+    // The ledger is read in-process where this process hosts it; elsewhere consent-based
+    // purposes fail closed until a remote ledger is configured.
+    let ledger = hosted.contains(&tutela_subscription::SERVICE).then(|| {
+        Arc::new(tutela_subscription::Ledger::new(
+            db.clone(),
+            keyring.clone(),
+            clock.clone(),
+        ))
+    });
+    let consent = Arc::new(match &ledger {
+        Some(ledger) => {
+            tutela_policy::ConsentGate::new(ledger.clone(), tutela_policy::consent::MAX_TTL)
+        }
+        None => tutela_policy::ConsentGate::without_ledger(),
+    });
+    let guard = Arc::new(crate::guard::build(
+        &config,
+        true,
+        audit,
+        register.clone(),
+        consent.clone(),
+    )?);
     announce_dev_token(&config)?;
     let s = &config.server;
 
@@ -87,6 +115,11 @@ pub async fn run(
     // Kubernetes probes ask for).
     let mut health_names = vec![OVERALL.to_owned()];
     health_names.extend(hosted.iter().map(|s| (*s).to_owned()));
+    // ...and under the full gRPC names of the services they expose, as generic clients ask.
+    health_names.push(SUBJECT_DATA.to_owned());
+    if ledger.is_some() {
+        health_names.push(CONSENT_LEDGER.to_owned());
+    }
     set_all(&reporter, &health_names, ServingStatus::Serving).await;
 
     let mut routes = RoutesBuilder::default();
@@ -104,6 +137,16 @@ pub async fn run(
         .max_encoding_message_size(s.max_message_bytes),
     );
     let mut advertised = vec![HEALTH, SUBJECT_DATA];
+    if let Some(ledger) = ledger {
+        routes.add_service(
+            tutela_proto::consent::consent_ledger_server::ConsentLedgerServer::new(
+                tutela_subscription::ConsentLedgerService::new(ledger, consent, register),
+            )
+            .max_decoding_message_size(s.max_message_bytes)
+            .max_encoding_message_size(s.max_message_bytes),
+        );
+        advertised.push(CONSENT_LEDGER);
+    }
     if s.reflection {
         advertised.extend([REFLECTION_V1, REFLECTION_V1ALPHA]);
         routes.add_service(

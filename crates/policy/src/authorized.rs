@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tutela_proto::common::{DataCategory, Purpose};
 
 use crate::categories::CategorySet;
+use crate::consent::ConsentGate;
 use crate::error::{Error, Result};
 use crate::principal::Principal;
 use crate::register::PurposeRule;
@@ -20,7 +21,9 @@ struct Inner {
     readable: CategorySet,
     rpc: String,
     policies: Vec<String>,
+    consent: Arc<ConsentGate>,
     accesses: Mutex<Vec<(String, CategorySet)>>,
+    refusal: Mutex<Option<(String, &'static str)>>,
 }
 
 /// An authorised call. Cheap to clone.
@@ -35,6 +38,7 @@ impl Authorized {
         readable: CategorySet,
         rpc: String,
         policies: Vec<String>,
+        consent: Arc<ConsentGate>,
     ) -> Self {
         Self(Arc::new(Inner {
             principal,
@@ -43,7 +47,9 @@ impl Authorized {
             readable,
             rpc,
             policies,
+            consent,
             accesses: Mutex::new(Vec::new()),
+            refusal: Mutex::new(None),
         }))
     }
 
@@ -112,10 +118,34 @@ impl Authorized {
 }
 
 impl Authorized {
-    /// Fails unless the caller may act on `subject_id` at all: a learner only on themselves, a
-    /// guardian only on their wards; staff, services and partners are limited by the access rules
-    /// and the tenant instead. A subject out of reach looks the same as one that does not exist.
-    pub fn require_subject(&self, subject_id: &str) -> Result<()> {
+    /// Access to one subject's personal data for this call: the only way to a [`SubjectAccess`],
+    /// which every read or write of a subject's data takes. Fails unless the caller may act on the
+    /// subject at all (a learner only on themselves, a guardian only on their wards: anyone else
+    /// is NOT_FOUND, like a subject that does not exist) and, where the register says the purpose
+    /// needs consent, the subject currently consents (else CONSENT_REQUIRED).
+    pub async fn subject(&self, subject_id: &str) -> Result<SubjectAccess> {
+        self.subject_for(subject_id, None).await
+    }
+
+    /// Like [`Authorized::subject`] for processing that discloses to `recipient` (e.g. a named
+    /// employer): consent must cover that recipient.
+    pub async fn subject_for(
+        &self,
+        subject_id: &str,
+        recipient: Option<&str>,
+    ) -> Result<SubjectAccess> {
+        let checked = self.check_subject(subject_id, recipient).await;
+        if let Err(err) = &checked {
+            let mut refusal = self.0.refusal.lock().unwrap_or_else(|p| p.into_inner());
+            *refusal = Some((subject_id.to_owned(), err.reason()));
+        }
+        checked.map(|()| SubjectAccess {
+            call: self.clone(),
+            subject: subject_id.to_owned(),
+        })
+    }
+
+    async fn check_subject(&self, subject_id: &str, recipient: Option<&str>) -> Result<()> {
         use crate::principal::PrincipalKind;
         let p = &self.0.principal;
         let reachable = match p.kind {
@@ -123,18 +153,28 @@ impl Authorized {
             PrincipalKind::Guardian => p.wards.iter().any(|w| w == subject_id),
             _ => true,
         };
-        if reachable {
-            Ok(())
-        } else {
-            Err(Error::NotFound("subject"))
+        if !reachable {
+            return Err(Error::NotFound("subject"));
         }
+        if self.0.rule.consent_required {
+            self.0
+                .consent
+                .require(&p.tenant, subject_id, self.0.purpose, recipient)
+                .await?;
+        }
+        Ok(())
     }
-}
 
-impl Authorized {
-    /// Notes that this call read or changed `categories` of `subject_id`'s data. The guard writes
-    /// one audit record per subject before the response leaves, and fails the call if it cannot.
-    pub fn record_access(&self, subject_id: &str, categories: CategorySet) {
+    /// The subject a check of this call refused, with the reason, for the audit record.
+    pub(crate) fn take_refusal(&self) -> Option<(String, &'static str)> {
+        self.0
+            .refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    fn record_access(&self, subject_id: &str, categories: CategorySet) {
         let mut accesses = self.0.accesses.lock().unwrap_or_else(|p| p.into_inner());
         match accesses.iter_mut().find(|(s, _)| s == subject_id) {
             Some((_, seen)) => *seen = seen.union(categories),
@@ -145,5 +185,47 @@ impl Authorized {
     /// The accesses recorded so far, emptied.
     pub(crate) fn take_accesses(&self) -> Vec<(String, CategorySet)> {
         std::mem::take(&mut *self.0.accesses.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Permission, within one authorised call, to process one subject's personal data: proof that
+/// the subject is within the caller's reach and that consent was checked where the purpose needs
+/// it. Only [`Authorized::subject`] makes one, so a data access that skips the check does not
+/// compile. Its Debug output never shows the subject id.
+#[derive(Clone)]
+pub struct SubjectAccess {
+    call: Authorized,
+    subject: String,
+}
+
+impl std::fmt::Debug for SubjectAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SubjectAccess")
+            .field("subject", &"[redacted]")
+            .field("rpc", &self.call.rpc())
+            .finish()
+    }
+}
+
+impl SubjectAccess {
+    /// The subject's id.
+    pub fn subject_id(&self) -> &str {
+        &self.subject
+    }
+
+    /// The tenant to scope every query by.
+    pub fn tenant(&self) -> &str {
+        self.call.tenant()
+    }
+
+    /// The call this access belongs to.
+    pub fn call(&self) -> &Authorized {
+        &self.call
+    }
+
+    /// Notes that the call read or changed `categories` of the subject's data. The guard writes
+    /// one audit record per subject before the response leaves, and fails the call if it cannot.
+    pub fn record(&self, categories: CategorySet) {
+        self.call.record_access(&self.subject, categories);
     }
 }

@@ -23,6 +23,11 @@ impl CategorySet {
             .collect()
     }
 
+    /// The set of `categories`.
+    pub fn of(categories: &[DataCategory]) -> Self {
+        categories.iter().copied().collect()
+    }
+
     fn bit(c: DataCategory) -> u32 {
         1u32 << (c as i32 as u32 & 31)
     }

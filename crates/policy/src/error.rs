@@ -169,6 +169,33 @@ impl Error {
     }
 }
 
+impl From<sea_orm::DbErr> for Error {
+    fn from(err: sea_orm::DbErr) -> Self {
+        match err {
+            // The pool could not hand out a connection: the database is down or overloaded.
+            sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_) => {
+                Self::Unavailable(format!("database: {err}"))
+            }
+            other => Self::Internal(format!("database: {other}")),
+        }
+    }
+}
+
+impl From<tutela_store::StoreError> for Error {
+    fn from(err: tutela_store::StoreError) -> Self {
+        use tutela_store::StoreError;
+        match err {
+            StoreError::Database(db) => db.into(),
+            StoreError::Erased => Self::FailedPrecondition {
+                reason: "SUBJECT_ERASED",
+                message: "the subject's data was erased".into(),
+            },
+            StoreError::KeyNotFound => Self::NotFound("subject"),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
         let code = err.code();

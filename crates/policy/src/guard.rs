@@ -16,6 +16,7 @@ use crate::access::{AccessRules, DecisionKey};
 use crate::audit::{AuditLog, AuditRecord, EventKind, Outcome as AuditOutcome};
 use crate::authorized::Authorized;
 use crate::categories::CategorySet;
+use crate::consent::ConsentGate;
 use crate::error::{Error, PURPOSE_HEADER, Result};
 use crate::methods::{Authorisation, MethodInfo, MethodTable, is_exempt};
 use crate::principal::{Principal, PrincipalKind};
@@ -42,6 +43,7 @@ pub struct Guard {
     register: Arc<Register>,
     rules: Arc<AccessRules>,
     methods: MethodTable,
+    consent: Arc<ConsentGate>,
 }
 
 /// Why the guard cannot start.
@@ -50,14 +52,15 @@ pub struct Guard {
 pub struct GuardError(String);
 
 impl Guard {
-    /// A guard over every RPC of `methods`. Refuses to start when an RPC has no Cedar action, so
-    /// that a new RPC cannot ship without rules.
+    /// A guard over every RPC of `methods`, checking consent through `consent`. Refuses to start
+    /// when an RPC has no Cedar action, so that a new RPC cannot ship without rules.
     pub fn new(
         audit: AuditLog,
         verifier: TokenVerifier,
         register: Arc<Register>,
         rules: Arc<AccessRules>,
         methods: MethodTable,
+        consent: Arc<ConsentGate>,
     ) -> std::result::Result<Self, GuardError> {
         let mut missing: Vec<&str> = methods
             .iter()
@@ -77,6 +80,7 @@ impl Guard {
             register,
             rules,
             methods,
+            consent,
         })
     }
 
@@ -122,6 +126,7 @@ impl Guard {
                 readable,
                 method.rpc.clone(),
                 decision.policies.clone(),
+                self.consent.clone(),
             ),
             method,
         ))
@@ -290,7 +295,22 @@ impl Guard {
             trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
         };
         let accesses = authorized.take_accesses();
-        if accesses.is_empty() {
+        if let Some((subject, reason)) = authorized.take_refusal() {
+            // The handler was refused a subject (out of reach, no consent): that decision is a
+            // deny, whatever else the call did.
+            let record = AuditRecord {
+                subject: Some(self.audit.keys().pseudonym(&p.tenant, &subject)),
+                decision: AuditOutcome::Deny,
+                reason: reason.to_owned(),
+                ..base.clone()
+            };
+            self.audit
+                .append(record, Some((p.tenant.clone(), subject)))
+                .await?;
+            if accesses.is_empty() {
+                return Ok(());
+            }
+        } else if accesses.is_empty() {
             return self.audit.append(base, None).await;
         }
         // An access record carries the decision too (principal, RPC, purpose, deciding
@@ -367,6 +387,7 @@ mod tests {
             Arc::new(Register::default_register().unwrap()),
             Arc::new(rules),
             MethodTable::from_pool(pool),
+            Arc::new(ConsentGate::without_ledger()),
         )
         .unwrap_err();
         assert!(

@@ -13,31 +13,25 @@ use tutela_proto::privacy::{
     ServiceErasure, ServiceExport, ServiceHoldings,
 };
 
-use crate::authorized::Authorized;
+use crate::authorized::{Authorized, SubjectAccess};
 use crate::error::{Error, Result, Violation};
 
 /// One service's part in rights handling. Implementations scope everything to
-/// `access.tenant()` and include in exports only categories in `access.readable()`.
+/// `access.tenant()` and include in exports only categories in `access.call().readable()`.
 #[async_trait::async_trait]
 pub trait SubjectDataProvider: Send + Sync + 'static {
     /// The service's short name (e.g. `enrolment`).
     fn service(&self) -> &'static str;
     /// Which categories the service holds for the subject.
-    async fn describe(&self, access: &Authorized, subject_id: &str) -> Result<ServiceHoldings>;
+    async fn describe(&self, access: &SubjectAccess) -> Result<ServiceHoldings>;
     /// Everything the service holds for the subject, as JSON.
-    async fn export(&self, access: &Authorized, subject_id: &str) -> Result<ServiceExport>;
+    async fn export(&self, access: &SubjectAccess) -> Result<ServiceExport>;
     /// Erases the subject's data except what a legal hold keeps.
-    async fn erase(
-        &self,
-        access: &Authorized,
-        subject_id: &str,
-        reason: &str,
-    ) -> Result<ServiceErasure>;
+    async fn erase(&self, access: &SubjectAccess, reason: &str) -> Result<ServiceErasure>;
     /// Restricts (or lifts the restriction of) processing of the subject's data.
     async fn restrict(
         &self,
-        access: &Authorized,
-        subject_id: &str,
+        access: &SubjectAccess,
         restricted: bool,
         reason: &str,
     ) -> Result<ServiceHoldings>;
@@ -59,13 +53,10 @@ impl std::fmt::Debug for SubjectDataDispatcher {
 }
 
 fn subject_id(subject: Option<&tutela_proto::common::SubjectRef>) -> Result<String> {
-    let id = subject.map(|s| s.subject_id.trim()).unwrap_or_default();
-    if id.is_empty() {
-        return Err(Error::invalid("subject.subject_id", "required"));
-    }
-    uuid::Uuid::parse_str(id)
-        .map_err(|_| Error::invalid("subject.subject_id", "must be a UUID"))?;
-    Ok(id.to_owned())
+    let mut checks = crate::validate::Checks::new();
+    let id = checks.subject_id(subject, "subject");
+    checks.finish()?;
+    id.ok_or_else(|| Error::internal("subject id checked but missing"))
 }
 
 impl SubjectDataDispatcher {
@@ -97,16 +88,16 @@ impl SubjectDataDispatcher {
         }
     }
 
-    fn prepare<T>(
+    async fn prepare<T>(
         request: &Request<T>,
         subject: Option<&tutela_proto::common::SubjectRef>,
-    ) -> Result<(Authorized, String)> {
-        let access = Authorized::of(request)?;
+    ) -> Result<SubjectAccess> {
+        let call = Authorized::of(request)?;
         let id = subject_id(subject)?;
-        access.require_subject(&id)?;
+        let access = call.subject(&id).await?;
         // Looking a subject up is itself an access, whatever the providers return.
-        access.record_access(&id, crate::categories::CategorySet::EMPTY);
-        Ok((access, id))
+        access.record(crate::categories::CategorySet::EMPTY);
+        Ok(access)
     }
 }
 
@@ -116,10 +107,10 @@ impl SubjectData for SubjectDataDispatcher {
         &self,
         request: Request<DescribeSubjectRequest>,
     ) -> std::result::Result<Response<DescribeSubjectResponse>, Status> {
-        let (access, id) = Self::prepare(&request, request.get_ref().subject.as_ref())?;
+        let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
         let mut services = Vec::new();
         for p in self.select(&request.get_ref().services)? {
-            services.push(p.describe(&access, &id).await?);
+            services.push(p.describe(&access).await?);
         }
         Ok(Response::new(DescribeSubjectResponse { services }))
     }
@@ -128,16 +119,16 @@ impl SubjectData for SubjectDataDispatcher {
         &self,
         request: Request<ExportSubjectRequest>,
     ) -> std::result::Result<Response<ExportSubjectResponse>, Status> {
-        let (access, id) = Self::prepare(&request, request.get_ref().subject.as_ref())?;
+        let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
         let mut exports = Vec::new();
         for p in self.select(&request.get_ref().services)? {
-            let export = p.export(&access, &id).await?;
+            let export = p.export(&access).await?;
             let categories = export
                 .categories
                 .iter()
                 .filter_map(|c| tutela_proto::common::DataCategory::try_from(*c).ok())
                 .collect();
-            access.record_access(&id, categories);
+            access.record(categories);
             exports.push(export);
         }
         Ok(Response::new(ExportSubjectResponse { exports }))
@@ -147,14 +138,14 @@ impl SubjectData for SubjectDataDispatcher {
         &self,
         request: Request<EraseSubjectRequest>,
     ) -> std::result::Result<Response<EraseSubjectResponse>, Status> {
-        let (access, id) = Self::prepare(&request, request.get_ref().subject.as_ref())?;
+        let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
         let reason = request.get_ref().reason.trim();
         if reason.is_empty() {
             return Err(Error::invalid("reason", "required: why the data is erased").into());
         }
         let mut services = Vec::new();
         for p in self.select(&request.get_ref().services)? {
-            services.push(p.erase(&access, &id, reason).await?);
+            services.push(p.erase(&access, reason).await?);
         }
         Ok(Response::new(EraseSubjectResponse { services }))
     }
@@ -163,7 +154,7 @@ impl SubjectData for SubjectDataDispatcher {
         &self,
         request: Request<RestrictSubjectRequest>,
     ) -> std::result::Result<Response<RestrictSubjectResponse>, Status> {
-        let (access, id) = Self::prepare(&request, request.get_ref().subject.as_ref())?;
+        let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
         let body = request.get_ref();
         if body.reason.trim().is_empty() {
             return Err(Error::invalid("reason", "required: why processing is restricted").into());
@@ -171,7 +162,7 @@ impl SubjectData for SubjectDataDispatcher {
         let mut services = Vec::new();
         for p in self.select(&body.services)? {
             services.push(
-                p.restrict(&access, &id, body.restricted, body.reason.trim())
+                p.restrict(&access, body.restricted, body.reason.trim())
                     .await?,
             );
         }

@@ -13,6 +13,11 @@ pub mod tutela {
             include!(concat!(env!("OUT_DIR"), "/tutela.common.v1.rs"));
         }
     }
+    pub mod consent {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/tutela.consent.v1.rs"));
+        }
+    }
     pub mod privacy {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/tutela.privacy.v1.rs"));
@@ -21,6 +26,7 @@ pub mod tutela {
 }
 
 pub use tutela::common::v1 as common;
+pub use tutela::consent::v1 as consent;
 pub use tutela::privacy::v1 as privacy;
 
 use common::{DataCategory, LegalBasis, Purpose};
@@ -114,7 +120,7 @@ short_names!(DataCategory, CATEGORY_NAMES);
 
 /// Short names of the purposes, as the `x-tutela-purpose` metadata, the register and audit
 /// records spell them. A test checks this table against the proto enum.
-pub const PURPOSE_NAMES: [(Purpose, &str); 14] = [
+pub const PURPOSE_NAMES: [(Purpose, &str); 15] = [
     (Purpose::CourseAdministration, "course_administration"),
     (Purpose::Certification, "certification"),
     (Purpose::ExamBooking, "exam_booking"),
@@ -132,6 +138,7 @@ pub const PURPOSE_NAMES: [(Purpose, &str); 14] = [
     (Purpose::SubjectRights, "subject_rights"),
     (Purpose::ServiceCommunication, "service_communication"),
     (Purpose::ThirdPartyDisclosure, "third_party_disclosure"),
+    (Purpose::ConsentManagement, "consent_management"),
 ];
 
 short_names!(Purpose, PURPOSE_NAMES);

@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tutela::{Config, Overrides};
 use tutela_policy::principal::TokenRequest;
+use tutela_proto::consent::consent_ledger_client::ConsentLedgerClient;
 use tutela_proto::privacy::subject_data_client::SubjectDataClient;
 use tutela_store::testing::TestDatabase;
 
@@ -215,6 +216,11 @@ impl TestSuite {
     /// A `tutela.privacy.v1.SubjectData` client sending `credentials`.
     pub fn subject_data(&self, credentials: Credentials) -> SubjectDataClient<Authed> {
         SubjectDataClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.consent.v1.ConsentLedger` client sending `credentials`.
+    pub fn consent_ledger(&self, credentials: Credentials) -> ConsentLedgerClient<Authed> {
+        ConsentLedgerClient::with_interceptor(self.channel(), credentials)
     }
 
     /// Signals shutdown (as SIGTERM does) without waiting for it.

@@ -57,9 +57,22 @@ async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
+            "tutela.consent.v1.ConsentLedger",
             "tutela.privacy.v1.SubjectData",
         ]
     );
+    for service in ["subscription", "tutela.consent.v1.ConsentLedger"] {
+        let status = suite
+            .health()
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service}");
+    }
     suite.stop().await.unwrap();
 }
 

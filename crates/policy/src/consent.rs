@@ -1,0 +1,310 @@
+//! Consent, as the guard sees it: the current state of a subject's consents folded from the
+//! append-only ledger, read through a short-lived cache.
+//!
+//! How a withdrawal takes effect: in the process that hosts the ledger, the ledger invalidates
+//! the subject's cache entry after its append commits, so the next call sees it. Every other
+//! process (another replica, or a service deployed on its own that reads the ledger remotely)
+//! keeps a cached state for at most [`MAX_TTL`] (one second), so a withdrawal reaches it within
+//! that time. A read that raced an invalidation never repopulates the cache with the state from
+//! before it (see [`ConsentGate::invalidate`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tutela_proto::common::Purpose;
+
+use crate::error::{Error, Result};
+
+/// The longest time a cached consent state is trusted. Cross-process withdrawals take effect
+/// within this bound.
+pub const MAX_TTL: Duration = Duration::from_secs(1);
+
+/// Most cached subjects before the cache is emptied.
+const CACHE_LIMIT: usize = 100_000;
+
+/// The current consent of one purpose and recipient, with the ledger entry that decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsentFact {
+    /// Whether consent is currently given.
+    pub granted: bool,
+    /// The sequence number of the deciding entry in the ledger.
+    pub entry: i64,
+}
+
+/// A subject's current consents, folded from their ledger entries in order. The recipient `""`
+/// stands for the purpose as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsentSnapshot {
+    facts: BTreeMap<(i32, String), ConsentFact>,
+}
+
+impl ConsentSnapshot {
+    /// Applies the next entry of the history. A withdrawal for the purpose as a whole withdraws
+    /// every recipient's grant of that purpose too.
+    pub fn apply(&mut self, purpose: Purpose, recipient: &str, granted: bool, entry: i64) {
+        let p = purpose as i32;
+        if !granted && recipient.is_empty() {
+            for ((fp, _), fact) in self.facts.iter_mut() {
+                if *fp == p {
+                    *fact = ConsentFact { granted, entry };
+                }
+            }
+        }
+        self.facts
+            .insert((p, recipient.to_owned()), ConsentFact { granted, entry });
+    }
+
+    /// Whether processing for `purpose` (and the named `recipient`) is consented to: granted for
+    /// that recipient, or granted for the purpose as a whole and not withdrawn for the recipient.
+    /// Without a recipient, only a grant for the purpose as a whole counts.
+    pub fn permits(&self, purpose: Purpose, recipient: Option<&str>) -> bool {
+        let p = purpose as i32;
+        let whole = || {
+            self.facts
+                .get(&(p, String::new()))
+                .is_some_and(|f| f.granted)
+        };
+        match recipient.filter(|r| !r.is_empty()) {
+            None => whole(),
+            Some(r) => match self.facts.get(&(p, r.to_owned())) {
+                Some(fact) => fact.granted,
+                None => whole(),
+            },
+        }
+    }
+
+    /// Every purpose and recipient with an entry, ordered by purpose, then recipient.
+    pub fn facts(&self) -> impl Iterator<Item = (Purpose, &str, ConsentFact)> {
+        self.facts.iter().filter_map(|((p, r), fact)| {
+            Purpose::try_from(*p)
+                .ok()
+                .map(|purpose| (purpose, r.as_str(), *fact))
+        })
+    }
+
+    /// Whether the ledger holds no entry for the subject.
+    pub fn is_empty(&self) -> bool {
+        self.facts.is_empty()
+    }
+}
+
+/// Where the guard reads the ledger from: the ledger's own store in the process that hosts it,
+/// or the ledger service over gRPC.
+#[async_trait::async_trait]
+pub trait ConsentSource: Send + Sync + 'static {
+    /// The current consents of `subject` in `tenant` (empty when the ledger has no entry).
+    async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot>;
+}
+
+/// The source of a process that neither hosts the ledger nor knows where it is: every purpose
+/// that needs consent fails closed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoLedger;
+
+#[async_trait::async_trait]
+impl ConsentSource for NoLedger {
+    async fn snapshot(&self, _tenant: &str, _subject: &str) -> Result<ConsentSnapshot> {
+        Err(Error::Unavailable(
+            "this process has no consent ledger to check consent against".into(),
+        ))
+    }
+}
+
+type CacheKey = (String, String);
+
+/// The consent check with its cache. Shared by the guard (which reads) and the ledger (which
+/// invalidates).
+pub struct ConsentGate {
+    source: Arc<dyn ConsentSource>,
+    ttl: Duration,
+    cache: Mutex<HashMap<CacheKey, (Instant, Arc<ConsentSnapshot>)>>,
+    /// Bumped by every invalidation; a read only fills the cache if none happened meanwhile.
+    epoch: AtomicU64,
+}
+
+impl std::fmt::Debug for ConsentGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsentGate")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsentGate {
+    /// A gate reading `source`, caching for `ttl` (capped at [`MAX_TTL`]; zero disables the
+    /// cache).
+    pub fn new(source: Arc<dyn ConsentSource>, ttl: Duration) -> Self {
+        Self {
+            source,
+            ttl: ttl.min(MAX_TTL),
+            cache: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// A gate for a process without a ledger (see [`NoLedger`]).
+    pub fn without_ledger() -> Self {
+        Self::new(Arc::new(NoLedger), Duration::ZERO)
+    }
+
+    fn cache(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<CacheKey, (Instant, Arc<ConsentSnapshot>)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The subject's current consents, from the cache while fresh.
+    pub async fn snapshot(&self, tenant: &str, subject: &str) -> Result<Arc<ConsentSnapshot>> {
+        let key = (tenant.to_owned(), subject.to_owned());
+        if let Some((at, snapshot)) = self.cache().get(&key)
+            && at.elapsed() < self.ttl
+        {
+            return Ok(snapshot.clone());
+        }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let read_at = Instant::now();
+        let snapshot = Arc::new(self.source.snapshot(tenant, subject).await?);
+        if !self.ttl.is_zero() {
+            let mut cache = self.cache();
+            // Checked under the lock that `invalidate` also takes, so a state read before an
+            // invalidation can never be stored after it.
+            if self.epoch.load(Ordering::Acquire) == epoch {
+                if cache.len() >= CACHE_LIMIT {
+                    cache.clear();
+                }
+                cache.insert(key, (read_at, snapshot.clone()));
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// Fails with CONSENT_REQUIRED unless the subject currently consents to `purpose` (for
+    /// `recipient`, when the processing discloses to one).
+    pub async fn require(
+        &self,
+        tenant: &str,
+        subject: &str,
+        purpose: Purpose,
+        recipient: Option<&str>,
+    ) -> Result<()> {
+        if self
+            .snapshot(tenant, subject)
+            .await?
+            .permits(purpose, recipient)
+        {
+            Ok(())
+        } else {
+            Err(Error::ConsentRequired {
+                purpose: purpose.short_name(),
+                recipient: recipient.filter(|r| !r.is_empty()).map(str::to_owned),
+            })
+        }
+    }
+
+    /// Forgets the cached state of `subject`: called by the ledger after an entry for them
+    /// commits, so the next check in this process reads the new state.
+    pub fn invalidate(&self, tenant: &str, subject: &str) {
+        let mut cache = self.cache();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        cache.remove(&(tenant.to_owned(), subject.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_whole_purpose_withdrawal_withdraws_every_recipient() {
+        let mut s = ConsentSnapshot::default();
+        s.apply(Purpose::ThirdPartyDisclosure, "acme", true, 1);
+        s.apply(Purpose::ThirdPartyDisclosure, "", true, 2);
+        assert!(s.permits(Purpose::ThirdPartyDisclosure, Some("acme")));
+        assert!(s.permits(Purpose::ThirdPartyDisclosure, Some("other")));
+        s.apply(Purpose::ThirdPartyDisclosure, "", false, 3);
+        assert!(!s.permits(Purpose::ThirdPartyDisclosure, Some("acme")));
+        assert!(!s.permits(Purpose::ThirdPartyDisclosure, None));
+        s.apply(Purpose::ThirdPartyDisclosure, "acme", true, 4);
+        assert!(s.permits(Purpose::ThirdPartyDisclosure, Some("acme")));
+        assert!(!s.permits(Purpose::ThirdPartyDisclosure, Some("other")));
+    }
+
+    #[test]
+    fn a_recipient_withdrawal_leaves_the_others() {
+        let mut s = ConsentSnapshot::default();
+        s.apply(Purpose::Marketing, "", true, 1);
+        s.apply(Purpose::Marketing, "acme", false, 2);
+        assert!(!s.permits(Purpose::Marketing, Some("acme")));
+        assert!(s.permits(Purpose::Marketing, Some("other")));
+        assert!(s.permits(Purpose::Marketing, None));
+        assert!(!s.permits(Purpose::FunderReporting, None));
+    }
+
+    #[test]
+    fn a_recipient_grant_alone_does_not_permit_the_whole_purpose() {
+        let mut s = ConsentSnapshot::default();
+        s.apply(Purpose::Marketing, "acme", true, 1);
+        assert!(!s.permits(Purpose::Marketing, None));
+        assert!(!s.permits(Purpose::Marketing, Some("")));
+    }
+
+    /// A source whose answer the test changes, counting reads.
+    #[derive(Default)]
+    struct Flip {
+        granted: std::sync::atomic::AtomicBool,
+        reads: AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl ConsentSource for Flip {
+        async fn snapshot(&self, _t: &str, _s: &str) -> Result<ConsentSnapshot> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            let mut s = ConsentSnapshot::default();
+            s.apply(
+                Purpose::Marketing,
+                "",
+                self.granted.load(Ordering::SeqCst),
+                1,
+            );
+            Ok(s)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_cache_serves_until_invalidated_and_never_beyond_a_second() {
+        let source = Arc::new(Flip::default());
+        source.granted.store(true, Ordering::SeqCst);
+        let gate = ConsentGate::new(source.clone(), Duration::from_secs(60));
+        assert_eq!(gate.ttl, MAX_TTL, "a longer TTL is capped");
+        gate.require("t", "s", Purpose::Marketing, None)
+            .await
+            .unwrap();
+        gate.require("t", "s", Purpose::Marketing, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            source.reads.load(Ordering::SeqCst),
+            1,
+            "second check is cached"
+        );
+        source.granted.store(false, Ordering::SeqCst);
+        gate.invalidate("t", "s");
+        let err = gate
+            .require("t", "s", Purpose::Marketing, None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "CONSENT_REQUIRED");
+    }
+
+    #[tokio::test]
+    async fn without_a_ledger_consent_checks_fail_closed() {
+        let gate = ConsentGate::without_ledger();
+        let err = gate
+            .require("t", "s", Purpose::Marketing, None)
+            .await
+            .unwrap_err();
+        assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);
+    }
+}

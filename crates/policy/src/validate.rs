@@ -1,0 +1,212 @@
+//! Checks of request fields that every service needs, collecting one violation per bad field so
+//! that a client learns everything wrong with a request at once. Descriptions never repeat the
+//! value.
+
+use tutela_proto::common::{IdempotencyKey, PageRequest, SubjectRef};
+
+use crate::error::{Error, Result, Violation};
+
+/// The default and the largest page size (see `tutela.common.v1.PageRequest`).
+pub const DEFAULT_PAGE_SIZE: u64 = 50;
+/// The largest page size; bigger requests are capped.
+pub const MAX_PAGE_SIZE: u64 = 500;
+
+/// Violations found so far in one request.
+#[derive(Debug, Default)]
+pub struct Checks {
+    violations: Vec<Violation>,
+}
+
+impl Checks {
+    /// No violations yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a violation of `field`.
+    pub fn fail(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.violations.push(Violation::new(field, description));
+    }
+
+    /// Records a violation unless `ok`.
+    pub fn ensure(&mut self, ok: bool, field: &str, description: &str) {
+        if !ok {
+            self.fail(field, description);
+        }
+    }
+
+    /// A required text of at most `max` characters, trimmed; `None` (with a violation) otherwise.
+    pub fn required_text<'a>(
+        &mut self,
+        value: &'a str,
+        field: &str,
+        max: usize,
+    ) -> Option<&'a str> {
+        let value = value.trim();
+        if value.is_empty() {
+            self.fail(field, "required");
+            None
+        } else {
+            self.optional_text(value, field, max)
+        }
+    }
+
+    /// An optional text of at most `max` characters, trimmed (empty is fine).
+    pub fn optional_text<'a>(
+        &mut self,
+        value: &'a str,
+        field: &str,
+        max: usize,
+    ) -> Option<&'a str> {
+        let value = value.trim();
+        if value.chars().count() > max {
+            self.fail(field, format!("at most {max} characters"));
+            None
+        } else {
+            Some(value)
+        }
+    }
+
+    /// The subject id of a required `SubjectRef` at `field` (a UUID).
+    pub fn subject_id(&mut self, subject: Option<&SubjectRef>, field: &str) -> Option<String> {
+        let path = format!("{field}.subject_id");
+        let id = subject.map(|s| s.subject_id.trim()).unwrap_or_default();
+        if id.is_empty() {
+            self.fail(path, "required");
+            return None;
+        }
+        match uuid::Uuid::parse_str(id) {
+            // One spelling per subject, so that ledger rows, keys and pseudonyms agree.
+            Ok(uuid) => Some(uuid.hyphenated().to_string()),
+            Err(_) => {
+                self.fail(path, "must be a UUID");
+                None
+            }
+        }
+    }
+
+    /// An optional idempotency key at `field`: 8 to 128 characters of `[A-Za-z0-9_-]`.
+    pub fn idempotency_key(&mut self, key: Option<&IdempotencyKey>, field: &str) -> Option<String> {
+        let key = key.map(|k| k.key.as_str()).unwrap_or_default();
+        if key.is_empty() {
+            return None;
+        }
+        let ok = (8..=128).contains(&key.len())
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Some(key.to_owned())
+        } else {
+            self.fail(
+                format!("{field}.key"),
+                "8 to 128 characters of letters, digits, '_' and '-'",
+            );
+            None
+        }
+    }
+
+    /// The size and start of a page over a sequence of row numbers: the token is the last row
+    /// number of the previous page.
+    pub fn page(&mut self, page: Option<&PageRequest>, field: &str) -> (u64, i64) {
+        let size = match page.map(|p| u64::from(p.page_size)).unwrap_or_default() {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        let token = page.map(|p| p.page_token.as_str()).unwrap_or_default();
+        if token.is_empty() {
+            return (size, 0);
+        }
+        match token.strip_prefix('r').and_then(|t| t.parse::<i64>().ok()) {
+            Some(after) if after >= 0 => (size, after),
+            _ => {
+                self.fail(
+                    format!("{field}.page_token"),
+                    "not a token this service returned",
+                );
+                (size, 0)
+            }
+        }
+    }
+
+    /// How many violations were found so far.
+    pub fn len(&self) -> usize {
+        self.violations.len()
+    }
+
+    /// Whether nothing was found wrong so far.
+    pub fn is_empty(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// `Ok` when nothing was found wrong, else INVALID_ARGUMENT with every violation.
+    pub fn finish(self) -> Result<()> {
+        if self.violations.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(self.violations))
+        }
+    }
+}
+
+/// The page token that continues after row number `last`.
+pub fn page_token(last: i64) -> String {
+    format!("r{last}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let mut c = Checks::new();
+        c.subject_id(None, "subject");
+        c.idempotency_key(
+            Some(&IdempotencyKey {
+                key: "short".into(),
+            }),
+            "idempotency_key",
+        );
+        c.required_text("  ", "evidence.wording_version", 64);
+        let Err(Error::InvalidArgument(v)) = c.finish() else {
+            panic!("expected violations");
+        };
+        let fields: Vec<&str> = v.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "subject.subject_id",
+                "idempotency_key.key",
+                "evidence.wording_version"
+            ]
+        );
+    }
+
+    #[test]
+    fn subject_ids_are_normalised_and_pages_capped() {
+        let mut c = Checks::new();
+        let id = c.subject_id(
+            Some(&SubjectRef {
+                subject_id: " 0192F1C2-7A3B-7C4D-8E5F-A0B1C2D3E4F5 ".into(),
+            }),
+            "subject",
+        );
+        assert_eq!(id.as_deref(), Some("0192f1c2-7a3b-7c4d-8e5f-a0b1c2d3e4f5"));
+        let page = PageRequest {
+            page_size: 10_000,
+            page_token: page_token(42),
+        };
+        assert_eq!(c.page(Some(&page), "page"), (MAX_PAGE_SIZE, 42));
+        c.finish().unwrap();
+        let mut c = Checks::new();
+        c.page(
+            Some(&PageRequest {
+                page_size: 0,
+                page_token: "forged".into(),
+            }),
+            "page",
+        );
+        assert!(c.finish().is_err());
+    }
+}

@@ -1,0 +1,44 @@
+//! One row per ledger entry. Rows are only ever inserted: triggers refuse UPDATE and DELETE.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "consent_entries")]
+pub struct Model {
+    /// Position in the ledger; also the paging cursor.
+    #[sea_orm(primary_key)]
+    pub seq: i64,
+    #[sea_orm(unique)]
+    pub entry_id: String,
+    pub tenant: String,
+    pub subject_id: String,
+    /// The purpose's short name.
+    pub purpose: String,
+    /// Empty for the purpose as a whole.
+    pub recipient: String,
+    pub granted: bool,
+    pub occurred_at: DateTimeUtc,
+    pub recorded_at: DateTimeUtc,
+    pub method: String,
+    pub wording_version: String,
+    pub wording_sha256: String,
+    pub actor: String,
+    /// The evidence reference and guardian, sealed under the subject's data key.
+    pub sealed: Vec<u8>,
+    pub recorded_by: String,
+    pub idempotency_key: Option<String>,
+    pub request_hash: Option<String>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+impl tutela_policy::scope::TenantScoped for Entity {
+    const TENANT: Column = Column::Tenant;
+}
+
+impl tutela_policy::scope::SubjectScoped for Entity {
+    const SUBJECT: Column = Column::SubjectId;
+}

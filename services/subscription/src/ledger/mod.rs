@@ -1,0 +1,644 @@
+//! The consent ledger: append-only entries of consent given and withdrawn, the
+//! `tutela.consent.v1.ConsentLedger` service over them, and the [`ConsentSource`] the guard of
+//! this process reads. Evidence references and guardian details are sealed under the subject's
+//! data key, so erasing the subject (shredding the key) leaves only the bare facts of the entry.
+
+pub mod entity;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+use tutela_policy::consent::{ConsentGate, ConsentSnapshot, ConsentSource};
+use tutela_policy::validate::{Checks, page_token};
+use tutela_policy::{Authorized, CategorySet, Error, PrincipalKind, Register, Result};
+use tutela_proto::common::{DataCategory, Purpose};
+use tutela_proto::consent::consent_ledger_server::ConsentLedger;
+use tutela_proto::consent::{
+    ConsentAction, ConsentActor, ConsentEntry, ConsentEvidence, ConsentMethod, ConsentState,
+    GetConsentStateRequest, GetConsentStateResponse, Guardian, ListConsentHistoryRequest,
+    ListConsentHistoryResponse, RecordConsentRequest, RecordConsentResponse,
+    WithdrawConsentRequest, WithdrawConsentResponse,
+};
+use tutela_store::{KeyVault, Keyring, SharedClock, StoreError};
+
+use crate::SERVICE;
+
+/// How far in the future an `occurred_at` may be (clock skew between the caller and us).
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
+
+/// The ledger's storage.
+#[derive(Clone)]
+pub struct Ledger {
+    db: DatabaseConnection,
+    vault: KeyVault,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("vault", &self.vault)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The encrypted part of an entry.
+#[derive(Serialize, Deserialize, Default)]
+struct Sealed {
+    evidence_reference: String,
+    guardian: Option<SealedGuardian>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SealedGuardian {
+    id: String,
+    name: String,
+    relationship: String,
+}
+
+fn sealed_field(entry_id: &str) -> String {
+    // Bound to the entry, so a sealed value cannot be moved to another row unnoticed.
+    format!("consent_entries.sealed/{entry_id}")
+}
+
+impl Ledger {
+    /// The ledger over `db` (migrated with [`crate::SubscriptionMigrator`]).
+    pub fn new(db: DatabaseConnection, keyring: Arc<Keyring>, clock: SharedClock) -> Self {
+        let vault = KeyVault::new(db.clone(), keyring, SERVICE, clock.clone());
+        Self { db, vault, clock }
+    }
+
+    async fn rows(&self, tenant: &str, subject: &str) -> Result<Vec<entity::Model>> {
+        Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
+            .filter(entity::Column::SubjectId.eq(subject))
+            .order_by_asc(entity::Column::Seq)
+            .all(&self.db)
+            .await?)
+    }
+
+    async fn by_idempotency_key(&self, tenant: &str, key: &str) -> Result<Option<entity::Model>> {
+        Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
+            .filter(entity::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await?)
+    }
+}
+
+/// Folds entries (in ledger order) into the current state.
+fn fold(rows: &[entity::Model]) -> ConsentSnapshot {
+    let mut snapshot = ConsentSnapshot::default();
+    for row in rows {
+        // A purpose this build does not know cannot be consented to; skipping it only ever
+        // withholds a grant.
+        if let Some(purpose) = Purpose::from_short_name(&row.purpose) {
+            snapshot.apply(purpose, &row.recipient, row.granted, row.seq);
+        }
+    }
+    snapshot
+}
+
+#[async_trait::async_trait]
+impl ConsentSource for Ledger {
+    async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot> {
+        Ok(fold(&self.rows(tenant, subject).await?))
+    }
+}
+
+/// The gRPC service over the ledger.
+#[derive(Debug, Clone)]
+pub struct ConsentLedgerService {
+    ledger: Arc<Ledger>,
+    gate: Arc<ConsentGate>,
+    register: Arc<Register>,
+}
+
+impl ConsentLedgerService {
+    /// The service; `gate` is the guard's consent gate of this process, invalidated after each
+    /// append so that the next call sees the new state.
+    pub fn new(ledger: Arc<Ledger>, gate: Arc<ConsentGate>, register: Arc<Register>) -> Self {
+        Self {
+            ledger,
+            gate,
+            register,
+        }
+    }
+}
+
+/// A validated append.
+struct Append {
+    subject: String,
+    purpose: Purpose,
+    recipient: String,
+    granted: bool,
+    evidence: ConsentEvidence,
+    occurred_at: Option<DateTime<Utc>>,
+    idempotency_key: Option<String>,
+    request_hash: String,
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn method_name(m: ConsentMethod) -> &'static str {
+    match m {
+        ConsentMethod::WebForm => "web_form",
+        ConsentMethod::Paper => "paper",
+        ConsentMethod::Email => "email",
+        ConsentMethod::Verbal => "verbal",
+        ConsentMethod::Unspecified => "unspecified",
+    }
+}
+
+fn method_of(name: &str) -> ConsentMethod {
+    match name {
+        "web_form" => ConsentMethod::WebForm,
+        "paper" => ConsentMethod::Paper,
+        "email" => ConsentMethod::Email,
+        "verbal" => ConsentMethod::Verbal,
+        _ => ConsentMethod::Unspecified,
+    }
+}
+
+fn actor_name(a: ConsentActor) -> &'static str {
+    match a {
+        ConsentActor::Subject => "subject",
+        ConsentActor::Guardian => "guardian",
+        ConsentActor::Unspecified => "unspecified",
+    }
+}
+
+fn actor_of(name: &str) -> ConsentActor {
+    match name {
+        "subject" => ConsentActor::Subject,
+        "guardian" => ConsentActor::Guardian,
+        _ => ConsentActor::Unspecified,
+    }
+}
+
+/// Parts of a RecordConsent or WithdrawConsent request, which share their shape.
+struct AppendRequest<'a> {
+    subject: Option<&'a tutela_proto::common::SubjectRef>,
+    purpose: i32,
+    recipient: &'a str,
+    evidence: Option<&'a ConsentEvidence>,
+    occurred_at: Option<&'a prost_types::Timestamp>,
+    idempotency_key: Option<&'a tutela_proto::common::IdempotencyKey>,
+    /// The request without its idempotency key, encoded, to tell a retry from a reuse.
+    canonical: Vec<u8>,
+}
+
+impl ConsentLedgerService {
+    fn validate(
+        &self,
+        call: &Authorized,
+        r: AppendRequest<'_>,
+        granted: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Append> {
+        let mut c = Checks::new();
+        let subject = c.subject_id(r.subject, "subject");
+        let purpose = match Purpose::try_from(r.purpose) {
+            Ok(Purpose::Unspecified) | Err(_) => {
+                c.fail("purpose", "required: a purpose of tutela.common.v1.Purpose");
+                None
+            }
+            Ok(p) => match self.register.rule(p) {
+                None => {
+                    c.fail(
+                        "purpose",
+                        "the processing register does not list this purpose",
+                    );
+                    None
+                }
+                Some(rule) if !rule.consent_required => {
+                    c.fail(
+                        "purpose",
+                        "the processing register does not base this purpose on consent",
+                    );
+                    None
+                }
+                Some(_) => Some(p),
+            },
+        };
+        let recipient = c
+            .optional_text(r.recipient, "recipient", 128)
+            .unwrap_or_default()
+            .to_owned();
+        let evidence = self.evidence(&mut c, call, r.evidence);
+        let occurred_at = match r.occurred_at {
+            None => None,
+            Some(ts) => match u32::try_from(ts.nanos)
+                .ok()
+                .and_then(|n| DateTime::from_timestamp(ts.seconds, n))
+            {
+                Some(at) if at <= now + CLOCK_SKEW => Some(at),
+                Some(_) => {
+                    c.fail("occurred_at", "must not be in the future");
+                    None
+                }
+                None => {
+                    c.fail("occurred_at", "not a valid timestamp");
+                    None
+                }
+            },
+        };
+        let idempotency_key = c.idempotency_key(r.idempotency_key, "idempotency_key");
+        c.finish()?;
+        let (Some(subject), Some(purpose), Some(evidence)) = (subject, purpose, evidence) else {
+            return Err(Error::internal("validated request lacks a field"));
+        };
+        Ok(Append {
+            subject,
+            purpose,
+            recipient,
+            granted,
+            evidence,
+            occurred_at,
+            idempotency_key,
+            request_hash: hex::encode(Sha256::digest(&r.canonical)),
+        })
+    }
+
+    fn evidence(
+        &self,
+        c: &mut Checks,
+        call: &Authorized,
+        evidence: Option<&ConsentEvidence>,
+    ) -> Option<ConsentEvidence> {
+        let Some(e) = evidence else {
+            c.fail(
+                "evidence",
+                "required: how the decision was made and where the proof is",
+            );
+            return None;
+        };
+        let before = c.len();
+        if matches!(
+            ConsentMethod::try_from(e.method),
+            Ok(ConsentMethod::Unspecified) | Err(_)
+        ) {
+            c.fail("evidence.method", "required");
+        }
+        c.required_text(&e.wording_version, "evidence.wording_version", 64);
+        let hash = e.wording_sha256.trim();
+        c.ensure(
+            hash.len() == 64
+                && hash
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "evidence.wording_sha256",
+            "64 lower-case hex digits (SHA-256 of the wording shown)",
+        );
+        c.required_text(&e.evidence_reference, "evidence.evidence_reference", 256);
+        let actor = ConsentActor::try_from(e.actor).unwrap_or(ConsentActor::Unspecified);
+        let p = call.principal();
+        match actor {
+            ConsentActor::Unspecified => c.fail("evidence.actor", "required"),
+            ConsentActor::Subject if p.kind == PrincipalKind::Guardian => c.fail(
+                "evidence.actor",
+                "a guardian records decisions as CONSENT_ACTOR_GUARDIAN",
+            ),
+            ConsentActor::Guardian if p.kind == PrincipalKind::Learner => c.fail(
+                "evidence.actor",
+                "a learner records their own decisions as CONSENT_ACTOR_SUBJECT",
+            ),
+            _ => {}
+        }
+        let mut guardian = e.guardian.clone();
+        match (actor, guardian.as_mut()) {
+            (ConsentActor::Guardian, None) => {
+                c.fail("evidence.guardian", "required when the actor is a guardian")
+            }
+            (ConsentActor::Guardian, Some(g)) => {
+                if p.kind == PrincipalKind::Guardian {
+                    // A guardian acting for themselves is who their token says.
+                    if !g.guardian_id.trim().is_empty() && g.guardian_id.trim() != p.id {
+                        c.fail(
+                            "evidence.guardian.guardian_id",
+                            "must be the calling guardian's own id",
+                        );
+                    }
+                    g.guardian_id = p.id.clone();
+                }
+                c.optional_text(&g.guardian_id, "evidence.guardian.guardian_id", 128);
+                c.required_text(&g.name, "evidence.guardian.name", 128);
+                c.required_text(&g.relationship, "evidence.guardian.relationship", 64);
+            }
+            (_, Some(_)) => c.fail(
+                "evidence.guardian",
+                "only allowed when the actor is a guardian",
+            ),
+            (_, None) => {}
+        }
+        (c.len() == before).then(|| ConsentEvidence {
+            method: e.method,
+            wording_version: e.wording_version.trim().to_owned(),
+            wording_sha256: hash.to_owned(),
+            evidence_reference: e.evidence_reference.trim().to_owned(),
+            actor: e.actor,
+            guardian: guardian.map(|g| Guardian {
+                guardian_id: g.guardian_id.trim().to_owned(),
+                name: g.name.trim().to_owned(),
+                relationship: g.relationship.trim().to_owned(),
+            }),
+        })
+    }
+
+    async fn append(&self, call: &Authorized, a: Append) -> Result<ConsentEntry> {
+        let access = call.subject(&a.subject).await?;
+        let tenant = access.tenant().to_owned();
+        let mut touched = CategorySet::of(&[DataCategory::Identity, DataCategory::Communication]);
+        if !a.recipient.is_empty() {
+            touched = touched.union(CategorySet::of(&[DataCategory::Employment]));
+        }
+        access.record(touched);
+        if let Some(key) = &a.idempotency_key
+            && let Some(row) = self.ledger.by_idempotency_key(&tenant, key).await?
+        {
+            return self.replay(row, &a).await;
+        }
+        let key = self.ledger.vault.get_or_create(&tenant, &a.subject).await?;
+        let entry_id = uuid::Uuid::now_v7().to_string();
+        let sealed = Sealed {
+            evidence_reference: a.evidence.evidence_reference.clone(),
+            guardian: a.evidence.guardian.as_ref().map(|g| SealedGuardian {
+                id: g.guardian_id.clone(),
+                name: g.name.clone(),
+                relationship: g.relationship.clone(),
+            }),
+        };
+        let plaintext = to_json(&sealed)?;
+        let sealed = key.seal(&sealed_field(&entry_id), &plaintext)?;
+        let now = self.ledger.clock.now();
+        let row = entity::ActiveModel {
+            entry_id: Set(entry_id.clone()),
+            tenant: Set(tenant.clone()),
+            subject_id: Set(a.subject.clone()),
+            purpose: Set(a.purpose.short_name().to_owned()),
+            recipient: Set(a.recipient.clone()),
+            granted: Set(a.granted),
+            occurred_at: Set(a.occurred_at.unwrap_or(now)),
+            recorded_at: Set(now),
+            method: Set(method_name(a.evidence.method()).to_owned()),
+            wording_version: Set(a.evidence.wording_version.clone()),
+            wording_sha256: Set(a.evidence.wording_sha256.clone()),
+            actor: Set(actor_name(a.evidence.actor()).to_owned()),
+            sealed: Set(sealed),
+            recorded_by: Set(call.principal().id.clone()),
+            idempotency_key: Set(a.idempotency_key.clone()),
+            request_hash: Set(a.idempotency_key.as_ref().map(|_| a.request_hash.clone())),
+            ..Default::default()
+        };
+        let inserted = entity::Entity::insert(row)
+            .exec_with_returning(&self.ledger.db)
+            .await;
+        let row = match inserted {
+            Ok(row) => row,
+            // A concurrent retry with the same key won the race: answer as a retry.
+            Err(err) if tutela_store::is_unique_violation(&err) => {
+                let key = a.idempotency_key.as_deref().unwrap_or_default();
+                let row = self
+                    .ledger
+                    .by_idempotency_key(&tenant, key)
+                    .await?
+                    .ok_or_else(|| Error::internal(err))?;
+                return self.replay(row, &a).await;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        // After the commit: the next call in this process sees the new state.
+        self.gate.invalidate(&tenant, &a.subject);
+        tracing::info!(
+            purpose = a.purpose.short_name(),
+            granted = a.granted,
+            "consent ledger entry appended"
+        );
+        self.entry(row).await
+    }
+
+    async fn replay(&self, row: entity::Model, a: &Append) -> Result<ConsentEntry> {
+        if row.request_hash.as_deref() != Some(a.request_hash.as_str()) {
+            return Err(Error::AlreadyExists("idempotency key"));
+        }
+        self.entry(row).await
+    }
+
+    /// The entry as the API shows it, with the sealed part opened while the subject's key lives.
+    async fn entry(&self, row: entity::Model) -> Result<ConsentEntry> {
+        let sealed = match self.ledger.vault.get(&row.tenant, &row.subject_id).await {
+            Ok(key) => {
+                let json = key.open(&sealed_field(&row.entry_id), &row.sealed)?;
+                serde_json::from_slice::<Sealed>(&json).map_err(Error::internal)?
+            }
+            // Erased: the evidence reference and guardian are gone for good; the rest is proof.
+            Err(StoreError::Erased | StoreError::KeyNotFound) => Sealed::default(),
+            Err(err) => return Err(err.into()),
+        };
+        Ok(ConsentEntry {
+            entry_id: row.entry_id,
+            subject: Some(tutela_proto::common::SubjectRef {
+                subject_id: row.subject_id,
+            }),
+            purpose: Purpose::from_short_name(&row.purpose).map_or(0, |p| p as i32),
+            recipient: row.recipient,
+            action: if row.granted {
+                ConsentAction::Granted
+            } else {
+                ConsentAction::Withdrawn
+            } as i32,
+            occurred_at: Some(timestamp(row.occurred_at)),
+            recorded_at: Some(timestamp(row.recorded_at)),
+            evidence: Some(ConsentEvidence {
+                method: method_of(&row.method) as i32,
+                wording_version: row.wording_version,
+                wording_sha256: row.wording_sha256,
+                evidence_reference: sealed.evidence_reference,
+                actor: actor_of(&row.actor) as i32,
+                guardian: sealed.guardian.map(|g| Guardian {
+                    guardian_id: g.id,
+                    name: g.name,
+                    relationship: g.relationship,
+                }),
+            }),
+            recorded_by: row.recorded_by,
+        })
+    }
+
+    /// The subject's rows, all of them: NOT_FOUND when there are none in the caller's tenant.
+    async fn subject_rows(
+        &self,
+        call: &Authorized,
+        subject: Option<&tutela_proto::common::SubjectRef>,
+        purpose: i32,
+    ) -> Result<(
+        tutela_policy::SubjectAccess,
+        Option<Purpose>,
+        Vec<entity::Model>,
+    )> {
+        let mut c = Checks::new();
+        let id = c.subject_id(subject, "subject");
+        let purpose = match Purpose::try_from(purpose) {
+            Ok(Purpose::Unspecified) => None,
+            Ok(p) => Some(p),
+            Err(_) => {
+                c.fail("purpose", "not a purpose of tutela.common.v1.Purpose");
+                None
+            }
+        };
+        c.finish()?;
+        let id = id.ok_or_else(|| Error::internal("validated subject missing"))?;
+        let access = call.subject(&id).await?;
+        access.record(CategorySet::of(&[
+            DataCategory::Identity,
+            DataCategory::Employment,
+        ]));
+        let rows = self.ledger.rows(access.tenant(), &id).await?;
+        if rows.is_empty() {
+            return Err(Error::NotFound("consent entries for the subject"));
+        }
+        Ok((access, purpose, rows))
+    }
+}
+
+fn to_json(value: &Sealed) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(Error::internal)
+}
+
+fn canonical<M: prost::Message + Clone>(message: &M, clear: impl FnOnce(&mut M)) -> Vec<u8> {
+    let mut m = message.clone();
+    clear(&mut m);
+    m.encode_to_vec()
+}
+
+/// Record and withdraw requests have the same fields: one reading of both.
+macro_rules! append_request {
+    ($r:expr) => {
+        AppendRequest {
+            subject: $r.subject.as_ref(),
+            purpose: $r.purpose,
+            recipient: &$r.recipient,
+            evidence: $r.evidence.as_ref(),
+            occurred_at: $r.occurred_at.as_ref(),
+            idempotency_key: $r.idempotency_key.as_ref(),
+            canonical: canonical($r, |m| m.idempotency_key = None),
+        }
+    };
+}
+
+impl ConsentLedgerService {
+    async fn handle_append(
+        &self,
+        call: &Authorized,
+        request: AppendRequest<'_>,
+        granted: bool,
+    ) -> Result<ConsentEntry> {
+        let append = self.validate(call, request, granted, self.ledger.clock.now())?;
+        self.append(call, append).await
+    }
+}
+
+#[tonic::async_trait]
+impl ConsentLedger for ConsentLedgerService {
+    async fn record_consent(
+        &self,
+        request: Request<RecordConsentRequest>,
+    ) -> std::result::Result<Response<RecordConsentResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let entry = self.handle_append(&call, append_request!(r), true).await?;
+        Ok(Response::new(RecordConsentResponse { entry: Some(entry) }))
+    }
+
+    async fn withdraw_consent(
+        &self,
+        request: Request<WithdrawConsentRequest>,
+    ) -> std::result::Result<Response<WithdrawConsentResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let entry = self.handle_append(&call, append_request!(r), false).await?;
+        Ok(Response::new(WithdrawConsentResponse {
+            entry: Some(entry),
+        }))
+    }
+
+    async fn get_consent_state(
+        &self,
+        request: Request<GetConsentStateRequest>,
+    ) -> std::result::Result<Response<GetConsentStateResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let (_access, only, rows) = self
+            .subject_rows(&call, r.subject.as_ref(), r.purpose)
+            .await?;
+        let snapshot = fold(&rows);
+        let mut states = Vec::new();
+        for (purpose, recipient, fact) in snapshot.facts() {
+            if only.is_some_and(|p| p != purpose) {
+                continue;
+            }
+            let Some(row) = rows.iter().find(|row| row.seq == fact.entry) else {
+                continue;
+            };
+            states.push(ConsentState {
+                purpose: purpose as i32,
+                recipient: recipient.to_owned(),
+                granted: fact.granted,
+                entry_id: row.entry_id.clone(),
+                since: Some(timestamp(row.occurred_at)),
+                wording_version: row.wording_version.clone(),
+            });
+        }
+        Ok(Response::new(GetConsentStateResponse { states }))
+    }
+
+    async fn list_consent_history(
+        &self,
+        request: Request<ListConsentHistoryRequest>,
+    ) -> std::result::Result<Response<ListConsentHistoryResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let (size, after) = c.page(r.page.as_ref(), "page");
+        c.finish()?;
+        let (access, only, _) = self
+            .subject_rows(&call, r.subject.as_ref(), r.purpose)
+            .await?;
+        access.record(CategorySet::of(&[DataCategory::Communication]));
+        let mut query = access
+            .find::<entity::Entity>()
+            .filter(entity::Column::Seq.gt(after))
+            .order_by_asc(entity::Column::Seq)
+            .limit(size + 1);
+        if let Some(p) = only {
+            query = query.filter(entity::Column::Purpose.eq(p.short_name()));
+        }
+        let mut rows = query.all(&self.ledger.db).await.map_err(Error::from)?;
+        let more = rows.len() as u64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next = if more {
+            rows.last().map(|r| page_token(r.seq)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut entries = Vec::with_capacity(rows.len());
+        for row in rows {
+            entries.push(self.entry(row).await?);
+        }
+        Ok(Response::new(ListConsentHistoryResponse {
+            entries,
+            page: Some(tutela_proto::common::PageResponse {
+                next_page_token: next,
+            }),
+        }))
+    }
+}

@@ -1,0 +1,11 @@
+//! The subscription service: opt-in communications per channel and topic and, because consent is
+//! its business, the consent ledger that the guard of every service reads.
+
+pub mod ledger;
+pub mod migration;
+
+pub use ledger::{ConsentLedgerService, Ledger};
+pub use migration::SubscriptionMigrator;
+
+/// The service's short name (`--service subscription`, health, key-vault scope).
+pub const SERVICE: &str = "subscription";

@@ -1,0 +1,178 @@
+//! The guard's consent gate reading the real ledger: a withdrawal takes effect on the next call in
+//! the process that recorded it, and within one second in another process on the same database.
+//! Built from the public guard API (no gRPC server), so that each "process" is a guard, a ledger
+//! and a consent gate of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use tonic::Request;
+use tutela_policy::access::{AccessRules, DEFAULT_POLICIES, DEFAULT_SCHEMA};
+use tutela_policy::audit::{AuditKeys, AuditLog};
+use tutela_policy::guard::Outcome;
+use tutela_policy::principal::{AuthSettings, TokenRequest, TokenVerifier, issue_hs256};
+use tutela_policy::{Authorized, ConsentGate, Guard, MethodTable, Register};
+use tutela_proto::common::Purpose;
+use tutela_proto::consent::consent_ledger_server::ConsentLedger;
+use tutela_store::testing::TestDatabase;
+use tutela_subscription::{ConsentLedgerService, Ledger};
+
+use crate::*;
+
+const SECRET: &str = "a test secret of at least thirty-two bytes";
+
+/// No RPC of the default rules lets marketing read a subject for the `marketing` purpose yet
+/// (the subscription RPCs come later), so this test grants the ledger's read for it.
+const MARKETING_READS: &str = r#"
+@id("test-marketing-reads-the-ledger-for-marketing")
+permit (
+  principal in Tutela::Role::"marketing",
+  action in Tutela::Action::"consent_read",
+  resource
+) when { context.purpose == "marketing" };
+"#;
+
+struct Process {
+    guard: Guard,
+    ledger: ConsentLedgerService,
+}
+
+async fn process(db: &sea_orm::DatabaseConnection, keyring: Arc<tutela_store::Keyring>) -> Process {
+    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
+    let register = Arc::new(Register::default_register().unwrap());
+    let store = Arc::new(Ledger::new(db.clone(), keyring, clock.clone()));
+    let gate = Arc::new(ConsentGate::new(
+        store.clone(),
+        tutela_policy::consent::MAX_TTL,
+    ));
+    let rules = AccessRules::new(
+        DEFAULT_SCHEMA,
+        &format!("{DEFAULT_POLICIES}\n{MARKETING_READS}"),
+    )
+    .unwrap();
+    let verifier = TokenVerifier::new(&AuthSettings {
+        issuer: "tutela".into(),
+        audience: "tutela".into(),
+        hs256_secret: Some(SecretString::from(SECRET)),
+        jwks: None,
+        leeway_secs: 0,
+    })
+    .unwrap();
+    let guard = Guard::new(
+        AuditLog::start(db.clone(), AuditKeys::from_secret(SECRET.as_bytes()), clock),
+        verifier,
+        register.clone(),
+        Arc::new(rules),
+        MethodTable::from_pool(tutela_proto::descriptor_pool().unwrap()),
+        gate.clone(),
+    )
+    .unwrap();
+    Process {
+        guard,
+        ledger: ConsentLedgerService::new(store, gate, register),
+    }
+}
+
+fn headers(role: &str, purpose: &str) -> http::HeaderMap {
+    let token = issue_hs256(
+        &SecretString::from(SECRET),
+        "tutela",
+        "tutela",
+        &TokenRequest {
+            tenant: "acme".into(),
+            subject: "staff-1".into(),
+            kind: None,
+            roles: vec![role.into()],
+            partner: None,
+            wards: Vec::new(),
+            ttl: chrono::Duration::hours(1),
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let mut h = http::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    h.insert("x-tutela-purpose", purpose.parse().unwrap());
+    h
+}
+
+fn authorize(p: &Process, rpc: &str, role: &str, purpose: &str) -> Authorized {
+    match p.guard.check(
+        &format!("/tutela.consent.v1.ConsentLedger/{rpc}"),
+        &headers(role, purpose),
+    ) {
+        Ok(Outcome::Authorized(a, _)) => a,
+        other => panic!("{rpc} as {role} for {purpose}: {other:?}"),
+    }
+}
+
+fn with<T>(body: T, authorized: Authorized) -> Request<T> {
+    let mut r = Request::new(body);
+    r.extensions_mut().insert(authorized);
+    r
+}
+
+/// What the guard says about processing the subject for marketing in process `p`.
+async fn marketing(p: &Process) -> Result<(), String> {
+    let call = authorize(p, "GetConsentState", "marketing", "marketing");
+    call.subject(SUBJECT)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.reason().to_owned())
+}
+
+async fn record(p: &Process, granted: bool) {
+    let call = authorize(p, "RecordConsent", "registrar", "consent_management");
+    if granted {
+        p.ledger
+            .record_consent(with(grant(SUBJECT, Purpose::Marketing, ""), call))
+            .await
+            .unwrap();
+    } else {
+        p.ledger
+            .withdraw_consent(with(withdraw(SUBJECT, Purpose::Marketing, ""), call))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_withdrawal_takes_effect_at_once_here_and_within_a_second_elsewhere() {
+    let database = TestDatabase::create().await.unwrap();
+    let db = database.connect().await.unwrap();
+    tutela_store::migrate(
+        &db,
+        &[
+            tutela_store::migrations_of::<tutela_policy::audit::migration::AuditMigrator>("audit"),
+            tutela_store::migrations_of::<tutela_subscription::SubscriptionMigrator>(
+                "subscription",
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let kek = tutela_store::Keyring::generate_base64().unwrap();
+    let keyring = Arc::new(tutela_store::Keyring::from_base64([("k1", &kek)]).unwrap());
+    let here = process(&db, keyring.clone()).await;
+    let elsewhere = process(&db, keyring).await;
+
+    // No entry yet: consent-based processing is refused in both.
+    assert_eq!(marketing(&here).await.unwrap_err(), "CONSENT_REQUIRED");
+    assert_eq!(marketing(&elsewhere).await.unwrap_err(), "CONSENT_REQUIRED");
+
+    // A grant recorded here is seen here on the very next call, although "no consent" was cached.
+    record(&here, true).await;
+    marketing(&here).await.unwrap();
+    // Elsewhere the cached refusal may last up to a second, never longer.
+    tokio::time::sleep(tutela_policy::consent::MAX_TTL).await;
+    marketing(&elsewhere).await.unwrap();
+
+    // Both now hold a fresh "granted" in their caches. A withdrawal here applies here at once...
+    marketing(&here).await.unwrap();
+    record(&here, false).await;
+    assert_eq!(marketing(&here).await.unwrap_err(), "CONSENT_REQUIRED");
+    // ...and elsewhere once the cache's bound has passed.
+    tokio::time::sleep(tutela_policy::consent::MAX_TTL + Duration::from_millis(10)).await;
+    assert_eq!(marketing(&elsewhere).await.unwrap_err(), "CONSENT_REQUIRED");
+}

@@ -1,0 +1,274 @@
+//! The consent ledger over real gRPC.
+
+use sea_orm::ConnectionTrait;
+use tonic::Code;
+use tutela_policy::principal::TokenRequest;
+use tutela_proto::common::Purpose;
+use tutela_proto::consent::{
+    ConsentAction, ConsentActor, GetConsentStateRequest, ListConsentHistoryRequest,
+};
+use tutela_testkit::{Credentials, TestSuite};
+
+use crate::*;
+
+const CM: &str = "consent_management";
+
+fn registrar(suite: &TestSuite) -> Credentials {
+    Credentials::new(&suite.token("acme", "staff-1", &["registrar"]), CM)
+}
+
+fn state(id: &str) -> GetConsentStateRequest {
+    GetConsentStateRequest {
+        subject: subject(id),
+        purpose: 0,
+    }
+}
+
+#[tokio::test]
+async fn grants_and_withdrawals_fold_into_the_current_state_and_the_history_keeps_both() {
+    let suite = TestSuite::start().await.unwrap();
+    let mut ledger = suite.consent_ledger(registrar(&suite));
+    let granted = ledger
+        .record_consent(grant(SUBJECT, Purpose::Marketing, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap();
+    assert_eq!(granted.action, ConsentAction::Granted as i32);
+    assert_eq!(granted.recorded_by, "staff-1");
+    let evidence = granted.evidence.unwrap();
+    assert_eq!(evidence.evidence_reference, EVIDENCE_REF);
+    ledger
+        .record_consent(grant(
+            SUBJECT,
+            Purpose::ThirdPartyDisclosure,
+            "acme-employer",
+        ))
+        .await
+        .unwrap();
+    ledger
+        .withdraw_consent(withdraw(SUBJECT, Purpose::Marketing, ""))
+        .await
+        .unwrap();
+
+    let states = ledger
+        .get_consent_state(state(SUBJECT))
+        .await
+        .unwrap()
+        .into_inner()
+        .states;
+    let summary: Vec<(i32, &str, bool)> = states
+        .iter()
+        .map(|s| (s.purpose, s.recipient.as_str(), s.granted))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (Purpose::Marketing as i32, "", false),
+            (Purpose::ThirdPartyDisclosure as i32, "acme-employer", true),
+        ]
+    );
+
+    // Paged history, oldest first, both the grant and the withdrawal kept.
+    let mut actions = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = ledger
+            .list_consent_history(ListConsentHistoryRequest {
+                subject: subject(SUBJECT),
+                purpose: 0,
+                page: Some(tutela_proto::common::PageRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        actions.extend(page.entries.iter().map(|e| (e.purpose, e.action)));
+        token = page.page.unwrap().next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(
+        actions,
+        [
+            (Purpose::Marketing as i32, ConsentAction::Granted as i32),
+            (
+                Purpose::ThirdPartyDisclosure as i32,
+                ConsentAction::Granted as i32
+            ),
+            (Purpose::Marketing as i32, ConsentAction::Withdrawn as i32),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn bad_input_names_every_field_and_stores_nothing() {
+    let suite = TestSuite::start().await.unwrap();
+    let mut ledger = suite.consent_ledger(registrar(&suite));
+    let mut request = grant("not-a-uuid", Purpose::CourseAdministration, "");
+    let e = request.evidence.as_mut().unwrap();
+    e.wording_sha256 = "XYZ".into();
+    e.method = 0;
+    e.actor = ConsentActor::Guardian as i32;
+    let err = ledger.record_consent(request).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        fields(&err),
+        [
+            "subject.subject_id",
+            "purpose",
+            "evidence.method",
+            "evidence.wording_sha256",
+            "evidence.guardian",
+        ]
+    );
+    // A purpose not based on consent is refused: no pretend consent for contract processing.
+    let err = ledger
+        .record_consent(grant(SUBJECT, Purpose::CourseAdministration, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["purpose"]);
+    let err = ledger.get_consent_state(state(SUBJECT)).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "nothing was stored");
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_appends_once() {
+    let suite = TestSuite::start().await.unwrap();
+    let mut ledger = suite.consent_ledger(registrar(&suite));
+    let request = keyed(grant(SUBJECT, Purpose::Marketing, ""), "retry-key-0001");
+    let first = ledger.record_consent(request.clone()).await.unwrap();
+    let second = ledger.record_consent(request).await.unwrap();
+    assert_eq!(
+        first.into_inner().entry.unwrap().entry_id,
+        second.into_inner().entry.unwrap().entry_id
+    );
+    let reused = keyed(
+        grant(SUBJECT, Purpose::FunderReporting, ""),
+        "retry-key-0001",
+    );
+    let err = ledger.record_consent(reused).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let history = ledger
+        .list_consent_history(ListConsentHistoryRequest {
+            subject: subject(SUBJECT),
+            purpose: 0,
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(history.entries.len(), 1);
+}
+
+#[tokio::test]
+async fn the_database_itself_refuses_to_change_or_delete_an_entry() {
+    let suite = TestSuite::start().await.unwrap();
+    let mut ledger = suite.consent_ledger(registrar(&suite));
+    ledger
+        .record_consent(grant(SUBJECT, Purpose::Marketing, ""))
+        .await
+        .unwrap();
+    let db = suite.database().connect().await.unwrap();
+    for sql in [
+        "UPDATE consent_entries SET granted = false",
+        "DELETE FROM consent_entries",
+    ] {
+        let err = db.execute_unprepared(sql).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    let states = ledger
+        .get_consent_state(state(SUBJECT))
+        .await
+        .unwrap()
+        .into_inner()
+        .states;
+    assert!(states[0].granted);
+}
+
+#[tokio::test]
+async fn another_tenants_subject_is_not_found_and_a_learner_reaches_only_themselves() {
+    let suite = TestSuite::start().await.unwrap();
+    suite
+        .consent_ledger(registrar(&suite))
+        .record_consent(grant(SUBJECT, Purpose::Marketing, ""))
+        .await
+        .unwrap();
+    let other_tenant = Credentials::new(&suite.token("globex", "staff-9", &["registrar"]), CM);
+    let err = suite
+        .consent_ledger(other_tenant)
+        .get_consent_state(state(SUBJECT))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    // A learner records and reads their own consent; another learner's is NOT_FOUND.
+    let me = Credentials::new(&suite.token("acme", SUBJECT, &["learner"]), CM);
+    let mut mine = suite.consent_ledger(me);
+    mine.withdraw_consent(withdraw(SUBJECT, Purpose::Marketing, ""))
+        .await
+        .unwrap();
+    let err = mine
+        .record_consent(grant(OTHER_SUBJECT, Purpose::Marketing, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // ...and cannot pretend to be a guardian.
+    let mut as_guardian = grant(SUBJECT, Purpose::Marketing, "");
+    as_guardian.evidence = Some(evidence(ConsentActor::Guardian));
+    let err = mine.record_consent(as_guardian).await.unwrap_err();
+    assert_eq!(fields(&err), ["evidence.actor"]);
+}
+
+#[tokio::test]
+async fn a_guardian_decides_for_a_ward_under_their_own_identity() {
+    let suite = TestSuite::start().await.unwrap();
+    let token = suite.token_for(TokenRequest {
+        tenant: "acme".into(),
+        subject: "guardian-42".into(),
+        kind: None,
+        roles: vec!["guardian".into()],
+        partner: None,
+        wards: vec![SUBJECT.into()],
+        ttl: chrono::Duration::hours(1),
+    });
+    let mut ledger = suite.consent_ledger(Credentials::new(&token, CM));
+    let mut request = grant(SUBJECT, Purpose::Marketing, "");
+    request.evidence = Some(evidence(ConsentActor::Guardian));
+    let entry = ledger
+        .record_consent(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap();
+    let guardian = entry.evidence.unwrap().guardian.unwrap();
+    assert_eq!(guardian.guardian_id, "guardian-42");
+    assert_eq!(guardian.name, GUARDIAN_NAME);
+    // Not a ward: out of reach.
+    let mut request = grant(OTHER_SUBJECT, Purpose::Marketing, "");
+    request.evidence = Some(evidence(ConsentActor::Guardian));
+    assert_eq!(
+        ledger.record_consent(request).await.unwrap_err().code(),
+        Code::NotFound
+    );
+}
+
+#[tokio::test]
+async fn partners_and_tutors_have_no_access_to_the_ledger() {
+    let suite = TestSuite::start().await.unwrap();
+    for role in ["partner", "tutor", "exam_officer"] {
+        let creds = Credentials::new(&suite.token("acme", "x", &[role]), CM);
+        let err = suite
+            .consent_ledger(creds)
+            .record_consent(grant(SUBJECT, Purpose::Marketing, ""))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied, "{role}");
+        assert_eq!(reason(&err), "ACCESS_DENIED");
+    }
+}
