@@ -33,12 +33,17 @@ permit (
 ) when { context.purpose == "marketing" };
 "#;
 
-struct Process {
-    guard: Guard,
-    ledger: ConsentLedgerService,
+pub struct Process {
+    pub guard: Guard,
+    pub ledger: ConsentLedgerService,
 }
 
-async fn process(db: &sea_orm::DatabaseConnection, keyring: Arc<tutela_store::Keyring>) -> Process {
+/// A guard, ledger and consent gate over `db`, with the default rules plus `extra` policies.
+pub async fn process(
+    db: &sea_orm::DatabaseConnection,
+    keyring: Arc<tutela_store::Keyring>,
+    extra: &str,
+) -> Process {
     let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
     let register = Arc::new(Register::default_register().unwrap());
     let store = Arc::new(Ledger::new(db.clone(), keyring, clock.clone()));
@@ -46,11 +51,7 @@ async fn process(db: &sea_orm::DatabaseConnection, keyring: Arc<tutela_store::Ke
         store.clone(),
         tutela_policy::consent::MAX_TTL,
     ));
-    let rules = AccessRules::new(
-        DEFAULT_SCHEMA,
-        &format!("{DEFAULT_POLICIES}\n{MARKETING_READS}"),
-    )
-    .unwrap();
+    let rules = AccessRules::new(DEFAULT_SCHEMA, &format!("{DEFAULT_POLICIES}\n{extra}")).unwrap();
     let verifier = TokenVerifier::new(&AuthSettings {
         issuer: "tutela".into(),
         audience: "tutela".into(),
@@ -74,20 +75,13 @@ async fn process(db: &sea_orm::DatabaseConnection, keyring: Arc<tutela_store::Ke
     }
 }
 
-fn headers(role: &str, purpose: &str) -> http::HeaderMap {
+/// Call metadata for a principal of tenant `acme`.
+pub fn headers_for(request: &TokenRequest, purpose: &str) -> http::HeaderMap {
     let token = issue_hs256(
         &SecretString::from(SECRET),
         "tutela",
         "tutela",
-        &TokenRequest {
-            tenant: "acme".into(),
-            subject: "staff-1".into(),
-            kind: None,
-            roles: vec![role.into()],
-            partner: None,
-            wards: Vec::new(),
-            ttl: chrono::Duration::hours(1),
-        },
+        request,
         chrono::Utc::now(),
     )
     .unwrap();
@@ -95,6 +89,22 @@ fn headers(role: &str, purpose: &str) -> http::HeaderMap {
     h.insert("authorization", format!("Bearer {token}").parse().unwrap());
     h.insert("x-tutela-purpose", purpose.parse().unwrap());
     h
+}
+
+pub fn staff(role: &str) -> TokenRequest {
+    TokenRequest {
+        tenant: "acme".into(),
+        subject: "staff-1".into(),
+        kind: None,
+        roles: vec![role.into()],
+        partner: None,
+        wards: Vec::new(),
+        ttl: chrono::Duration::hours(1),
+    }
+}
+
+fn headers(role: &str, purpose: &str) -> http::HeaderMap {
+    headers_for(&staff(role), purpose)
 }
 
 fn authorize(p: &Process, rpc: &str, role: &str, purpose: &str) -> Authorized {
@@ -107,7 +117,7 @@ fn authorize(p: &Process, rpc: &str, role: &str, purpose: &str) -> Authorized {
     }
 }
 
-fn with<T>(body: T, authorized: Authorized) -> Request<T> {
+pub fn with<T>(body: T, authorized: Authorized) -> Request<T> {
     let mut r = Request::new(body);
     r.extensions_mut().insert(authorized);
     r
@@ -137,8 +147,12 @@ async fn record(p: &Process, granted: bool) {
     }
 }
 
-#[tokio::test]
-async fn a_withdrawal_takes_effect_at_once_here_and_within_a_second_elsewhere() {
+/// A fresh database with the audit and subscription tables, and a keyring.
+pub async fn migrated() -> (
+    TestDatabase,
+    sea_orm::DatabaseConnection,
+    Arc<tutela_store::Keyring>,
+) {
     let database = TestDatabase::create().await.unwrap();
     let db = database.connect().await.unwrap();
     tutela_store::migrate(
@@ -154,8 +168,14 @@ async fn a_withdrawal_takes_effect_at_once_here_and_within_a_second_elsewhere() 
     .unwrap();
     let kek = tutela_store::Keyring::generate_base64().unwrap();
     let keyring = Arc::new(tutela_store::Keyring::from_base64([("k1", &kek)]).unwrap());
-    let here = process(&db, keyring.clone()).await;
-    let elsewhere = process(&db, keyring).await;
+    (database, db, keyring)
+}
+
+#[tokio::test]
+async fn a_withdrawal_takes_effect_at_once_here_and_within_a_second_elsewhere() {
+    let (_database, db, keyring) = migrated().await;
+    let here = process(&db, keyring.clone(), MARKETING_READS).await;
+    let elsewhere = process(&db, keyring, MARKETING_READS).await;
 
     // No entry yet: consent-based processing is refused in both.
     assert_eq!(marketing(&here).await.unwrap_err(), "CONSENT_REQUIRED");

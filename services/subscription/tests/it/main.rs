@@ -6,6 +6,7 @@
 
 mod gate;
 mod ledger;
+mod matrix;
 
 use tutela_proto::common::{IdempotencyKey, Purpose, SubjectRef};
 use tutela_proto::consent::{

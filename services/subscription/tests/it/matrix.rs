@@ -1,0 +1,224 @@
+//! The authorisation matrix: every guarded RPC of the contract × every role × every purpose ×
+//! every consent state (none, granted, withdrawn), through the real guard with the default rules
+//! and register, reading a real ledger. The expected outcome is written by hand below: a short
+//! list of grants, consent where the register demands it, and "denied" for everything else — so
+//! anything the rules allow without an explicit grant here fails the test.
+
+use tutela_policy::guard::Outcome;
+use tutela_policy::methods::Authorisation;
+use tutela_policy::principal::TokenRequest;
+use tutela_policy::{MethodTable, Register};
+use tutela_proto::PURPOSE_NAMES;
+use tutela_proto::common::Purpose;
+use tutela_proto::consent::consent_ledger_server::ConsentLedger;
+
+use crate::gate::{headers_for, migrated, process, staff, with};
+use crate::*;
+
+const ROLES: [&str; 9] = [
+    "registrar",
+    "tutor",
+    "exam_officer",
+    "marketing",
+    "dpo",
+    "partner",
+    "learner",
+    "guardian",
+    "service",
+];
+
+/// Subjects in each consent state for every consent-based purpose.
+const NO_CONSENT: &str = "00000000-0000-4000-8000-000000000001";
+const GRANTED: &str = "00000000-0000-4000-8000-000000000002";
+const WITHDRAWN: &str = "00000000-0000-4000-8000-000000000003";
+
+/// The hand-written grants: (RPC method names, roles, purpose).
+fn granted(method: &str, role: &str, purpose: Purpose) -> bool {
+    let rights_read = ["DescribeSubject", "ExportSubject"];
+    let rights_write = ["EraseSubject", "RestrictSubject"];
+    let ledger = [
+        "RecordConsent",
+        "WithdrawConsent",
+        "GetConsentState",
+        "ListConsentHistory",
+    ];
+    match purpose {
+        Purpose::SubjectRights => {
+            (rights_read.contains(&method) && ["dpo", "learner", "guardian"].contains(&role))
+                || (rights_write.contains(&method) && role == "dpo")
+        }
+        Purpose::ConsentManagement => {
+            ledger.contains(&method)
+                && [
+                    "registrar",
+                    "dpo",
+                    "marketing",
+                    "service",
+                    "learner",
+                    "guardian",
+                ]
+                .contains(&role)
+        }
+        _ => false,
+    }
+}
+
+fn principal(role: &str, subject: &str) -> TokenRequest {
+    let mut p = staff(role);
+    match role {
+        "learner" => p.subject = subject.into(),
+        "guardian" => p.wards = vec![subject.into()],
+        "partner" => p.partner = Some("exam-board-1".into()),
+        _ => {}
+    }
+    p
+}
+
+#[tokio::test]
+async fn every_rpc_role_purpose_and_consent_state() {
+    let (_database, db, keyring) = migrated().await;
+    let p = process(&db, keyring, "").await;
+    let register = Register::default_register().unwrap();
+
+    // Seed the consent states through the ledger itself.
+    let consent_based: Vec<Purpose> = PURPOSE_NAMES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| register.rule(*p).is_some_and(|r| r.consent_required))
+        .collect();
+    assert!(!consent_based.is_empty());
+    for subject in [GRANTED, WITHDRAWN] {
+        for purpose in &consent_based {
+            let call = match p.guard.check(
+                "/tutela.consent.v1.ConsentLedger/RecordConsent",
+                &headers_for(&staff("registrar"), "consent_management"),
+            ) {
+                Ok(Outcome::Authorized(a, _)) => a,
+                other => panic!("{other:?}"),
+            };
+            p.ledger
+                .record_consent(with(grant(subject, *purpose, ""), call.clone()))
+                .await
+                .unwrap();
+            if subject == WITHDRAWN {
+                p.ledger
+                    .withdraw_consent(with(withdraw(subject, *purpose, ""), call))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    let methods = MethodTable::from_pool(tutela_proto::descriptor_pool().unwrap());
+    let guarded: Vec<_> = methods
+        .iter()
+        .filter(|m| m.authorisation == Authorisation::Guarded)
+        .collect();
+    assert!(guarded.len() >= 8, "the matrix covers every guarded RPC");
+    let (mut cases, mut allowed) = (0, 0);
+    for method in &guarded {
+        let path = format!("/{}", method.rpc);
+        let name = method.rpc.rsplit('/').next().unwrap();
+        for role in ROLES {
+            for (purpose, purpose_name) in PURPOSE_NAMES {
+                for subject in [NO_CONSENT, GRANTED, WITHDRAWN] {
+                    cases += 1;
+                    let headers = headers_for(&principal(role, subject), purpose_name);
+                    let outcome = match p.guard.check(&path, &headers) {
+                        Err(e) => e.reason().to_owned(),
+                        Ok(Outcome::Authorized(a, _)) => {
+                            assert!(
+                                !a.policies().is_empty(),
+                                "an allowed call names the policy that permitted it"
+                            );
+                            match a.subject(subject).await {
+                                Ok(_) => "ALLOW".to_owned(),
+                                Err(e) => e.reason().to_owned(),
+                            }
+                        }
+                        Ok(other) => panic!("{path}: {other:?}"),
+                    };
+                    let needs_consent = register.rule(purpose).is_some_and(|r| r.consent_required);
+                    let expected = if !granted(name, role, purpose) {
+                        "ACCESS_DENIED"
+                    } else if needs_consent && subject != GRANTED {
+                        "CONSENT_REQUIRED"
+                    } else {
+                        "ALLOW"
+                    };
+                    assert_eq!(
+                        outcome, expected,
+                        "{name} as {role} for {purpose_name}, subject {subject}"
+                    );
+                    allowed += usize::from(outcome == "ALLOW");
+                }
+            }
+        }
+    }
+    assert_eq!(cases, guarded.len() * ROLES.len() * PURPOSE_NAMES.len() * 3);
+    assert!(allowed > 0);
+}
+
+#[tokio::test]
+async fn another_tenants_subject_is_not_found_for_every_role_allowed_on_the_ledger() {
+    use tonic::Code;
+    use tutela_proto::consent::{GetConsentStateRequest, ListConsentHistoryRequest};
+    let suite = tutela_testkit::TestSuite::start().await.unwrap();
+    let cm = "consent_management";
+    suite
+        .consent_ledger(tutela_testkit::Credentials::new(
+            &suite.token("acme", "staff-1", &["registrar"]),
+            cm,
+        ))
+        .record_consent(grant(SUBJECT, Purpose::Marketing, ""))
+        .await
+        .unwrap();
+    for role in ROLES {
+        if !granted("GetConsentState", role, Purpose::ConsentManagement) {
+            continue;
+        }
+        let mut who = principal(role, SUBJECT);
+        who.tenant = "globex".into();
+        let mut ledger =
+            suite.consent_ledger(tutela_testkit::Credentials::new(&suite.token_for(who), cm));
+        let err = ledger
+            .get_consent_state(GetConsentStateRequest {
+                subject: subject(SUBJECT),
+                purpose: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "GetConsentState as {role}");
+        let err = ledger
+            .list_consent_history(ListConsentHistoryRequest {
+                subject: subject(SUBJECT),
+                purpose: 0,
+                page: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "ListConsentHistory as {role}");
+    }
+    // A withdrawal in another tenant appends to that tenant's ledger only.
+    suite
+        .consent_ledger(tutela_testkit::Credentials::new(
+            &suite.token("globex", "staff-9", &["registrar"]),
+            cm,
+        ))
+        .withdraw_consent(withdraw(SUBJECT, Purpose::Marketing, ""))
+        .await
+        .unwrap();
+    let state = suite
+        .consent_ledger(tutela_testkit::Credentials::new(
+            &suite.token("acme", "staff-1", &["registrar"]),
+            cm,
+        ))
+        .get_consent_state(tutela_proto::consent::GetConsentStateRequest {
+            subject: subject(SUBJECT),
+            purpose: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(state.states[0].granted, "acme's ledger is untouched");
+}
