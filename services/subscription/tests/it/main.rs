@@ -7,6 +7,7 @@
 mod gate;
 mod ledger;
 mod matrix;
+mod pii;
 
 use tutela_proto::common::{IdempotencyKey, Purpose, SubjectRef};
 use tutela_proto::consent::{
