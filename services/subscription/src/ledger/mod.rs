@@ -25,7 +25,7 @@ use tutela_proto::consent::{
     ListConsentHistoryResponse, RecordConsentRequest, RecordConsentResponse,
     WithdrawConsentRequest, WithdrawConsentResponse,
 };
-use tutela_store::{KeyVault, Keyring, SharedClock, StoreError};
+use tutela_store::{KeyVault, Keyring, SharedClock, StoreError, SubjectKey};
 
 use crate::SERVICE;
 
@@ -80,6 +80,15 @@ impl Ledger {
             .order_by_asc(entity::Column::Seq)
             .all(&self.db)
             .await?)
+    }
+
+    /// The subject's data key, or `None` once their data was erased (or nothing was sealed).
+    async fn key(&self, tenant: &str, subject: &str) -> Result<Option<SubjectKey>> {
+        match self.vault.get(tenant, subject).await {
+            Ok(key) => Ok(Some(key)),
+            Err(StoreError::Erased | StoreError::KeyNotFound) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
     }
 
     async fn by_idempotency_key(&self, tenant: &str, key: &str) -> Result<Option<entity::Model>> {
@@ -139,7 +148,7 @@ struct Append {
     evidence: ConsentEvidence,
     occurred_at: Option<DateTime<Utc>>,
     idempotency_key: Option<String>,
-    request_hash: String,
+    request_hash: Option<String>,
 }
 
 fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -193,8 +202,8 @@ struct AppendRequest<'a> {
     evidence: Option<&'a ConsentEvidence>,
     occurred_at: Option<&'a prost_types::Timestamp>,
     idempotency_key: Option<&'a tutela_proto::common::IdempotencyKey>,
-    /// The request without its idempotency key, encoded, to tell a retry from a reuse.
-    canonical: Vec<u8>,
+    /// With an idempotency key: the request without it, encoded, to tell a retry from a reuse.
+    canonical: Option<Vec<u8>>,
 }
 
 impl ConsentLedgerService {
@@ -265,7 +274,7 @@ impl ConsentLedgerService {
             evidence,
             occurred_at,
             idempotency_key,
-            request_hash: hex::encode(Sha256::digest(&r.canonical)),
+            request_hash: r.canonical.map(|c| hex::encode(Sha256::digest(&c))),
         })
     }
 
@@ -396,7 +405,7 @@ impl ConsentLedgerService {
             sealed: Set(sealed),
             recorded_by: Set(call.principal().id.clone()),
             idempotency_key: Set(a.idempotency_key.clone()),
-            request_hash: Set(a.idempotency_key.as_ref().map(|_| a.request_hash.clone())),
+            request_hash: Set(a.request_hash.clone()),
             ..Default::default()
         };
         let inserted = entity::Entity::insert(row)
@@ -423,68 +432,24 @@ impl ConsentLedgerService {
             granted = a.granted,
             "consent ledger entry appended"
         );
-        self.entry(row).await
+        entry(row, Some(&key))
     }
 
     async fn replay(&self, row: entity::Model, a: &Append) -> Result<ConsentEntry> {
-        if row.request_hash.as_deref() != Some(a.request_hash.as_str()) {
+        if row.request_hash != a.request_hash {
             return Err(Error::AlreadyExists("idempotency key"));
         }
-        self.entry(row).await
+        let key = self.ledger.key(&row.tenant, &row.subject_id).await?;
+        entry(row, key.as_ref())
     }
 
-    /// The entry as the API shows it, with the sealed part opened while the subject's key lives.
-    async fn entry(&self, row: entity::Model) -> Result<ConsentEntry> {
-        let sealed = match self.ledger.vault.get(&row.tenant, &row.subject_id).await {
-            Ok(key) => {
-                let json = key.open(&sealed_field(&row.entry_id), &row.sealed)?;
-                serde_json::from_slice::<Sealed>(&json).map_err(Error::internal)?
-            }
-            // Erased: the evidence reference and guardian are gone for good; the rest is proof.
-            Err(StoreError::Erased | StoreError::KeyNotFound) => Sealed::default(),
-            Err(err) => return Err(err.into()),
-        };
-        Ok(ConsentEntry {
-            entry_id: row.entry_id,
-            subject: Some(tutela_proto::common::SubjectRef {
-                subject_id: row.subject_id,
-            }),
-            purpose: Purpose::from_short_name(&row.purpose).map_or(0, |p| p as i32),
-            recipient: row.recipient,
-            action: if row.granted {
-                ConsentAction::Granted
-            } else {
-                ConsentAction::Withdrawn
-            } as i32,
-            occurred_at: Some(timestamp(row.occurred_at)),
-            recorded_at: Some(timestamp(row.recorded_at)),
-            evidence: Some(ConsentEvidence {
-                method: method_of(&row.method) as i32,
-                wording_version: row.wording_version,
-                wording_sha256: row.wording_sha256,
-                evidence_reference: sealed.evidence_reference,
-                actor: actor_of(&row.actor) as i32,
-                guardian: sealed.guardian.map(|g| Guardian {
-                    guardian_id: g.id,
-                    name: g.name,
-                    relationship: g.relationship,
-                }),
-            }),
-            recorded_by: row.recorded_by,
-        })
-    }
-
-    /// The subject's rows, all of them: NOT_FOUND when there are none in the caller's tenant.
-    async fn subject_rows(
+    /// Access to the subject a read names, with the purpose it filters by.
+    async fn subject_access(
         &self,
         call: &Authorized,
         subject: Option<&tutela_proto::common::SubjectRef>,
         purpose: i32,
-    ) -> Result<(
-        tutela_policy::SubjectAccess,
-        Option<Purpose>,
-        Vec<entity::Model>,
-    )> {
+    ) -> Result<(tutela_policy::SubjectAccess, Option<Purpose>)> {
         let mut c = Checks::new();
         let id = c.subject_id(subject, "subject");
         let purpose = match Purpose::try_from(purpose) {
@@ -502,12 +467,49 @@ impl ConsentLedgerService {
             DataCategory::Identity,
             DataCategory::Employment,
         ]));
-        let rows = self.ledger.rows(access.tenant(), &id).await?;
-        if rows.is_empty() {
-            return Err(Error::NotFound("consent entries for the subject"));
-        }
-        Ok((access, purpose, rows))
+        Ok((access, purpose))
     }
+}
+
+/// The entry as the API shows it, with the sealed part opened while the subject's key lives
+/// (`key` is `None` once the subject was erased: the evidence reference and guardian are gone for
+/// good, the rest of the entry stays as proof).
+fn entry(row: entity::Model, key: Option<&SubjectKey>) -> Result<ConsentEntry> {
+    let sealed = match key {
+        Some(key) => {
+            let json = key.open(&sealed_field(&row.entry_id), &row.sealed)?;
+            serde_json::from_slice::<Sealed>(&json).map_err(Error::internal)?
+        }
+        None => Sealed::default(),
+    };
+    Ok(ConsentEntry {
+        entry_id: row.entry_id,
+        subject: Some(tutela_proto::common::SubjectRef {
+            subject_id: row.subject_id,
+        }),
+        purpose: Purpose::from_short_name(&row.purpose).map_or(0, |p| p as i32),
+        recipient: row.recipient,
+        action: if row.granted {
+            ConsentAction::Granted
+        } else {
+            ConsentAction::Withdrawn
+        } as i32,
+        occurred_at: Some(timestamp(row.occurred_at)),
+        recorded_at: Some(timestamp(row.recorded_at)),
+        evidence: Some(ConsentEvidence {
+            method: method_of(&row.method) as i32,
+            wording_version: row.wording_version,
+            wording_sha256: row.wording_sha256,
+            evidence_reference: sealed.evidence_reference,
+            actor: actor_of(&row.actor) as i32,
+            guardian: sealed.guardian.map(|g| Guardian {
+                guardian_id: g.id,
+                name: g.name,
+                relationship: g.relationship,
+            }),
+        }),
+        recorded_by: row.recorded_by,
+    })
 }
 
 fn to_json(value: &Sealed) -> Result<Vec<u8>> {
@@ -530,7 +532,10 @@ macro_rules! append_request {
             evidence: $r.evidence.as_ref(),
             occurred_at: $r.occurred_at.as_ref(),
             idempotency_key: $r.idempotency_key.as_ref(),
-            canonical: canonical($r, |m| m.idempotency_key = None),
+            canonical: $r
+                .idempotency_key
+                .is_some()
+                .then(|| canonical($r, |m| m.idempotency_key = None)),
         }
     };
 }
@@ -577,9 +582,16 @@ impl ConsentLedger for ConsentLedgerService {
     ) -> std::result::Result<Response<GetConsentStateResponse>, Status> {
         let call = Authorized::of(&request)?;
         let r = request.get_ref();
-        let (_access, only, rows) = self
-            .subject_rows(&call, r.subject.as_ref(), r.purpose)
+        let (access, only) = self
+            .subject_access(&call, r.subject.as_ref(), r.purpose)
             .await?;
+        let rows = self
+            .ledger
+            .rows(access.tenant(), access.subject_id())
+            .await?;
+        if rows.is_empty() {
+            return Err(Error::NotFound("consent entries for the subject").into());
+        }
         let snapshot = fold(&rows);
         let mut states = Vec::new();
         for (purpose, recipient, fact) in snapshot.facts() {
@@ -610,8 +622,8 @@ impl ConsentLedger for ConsentLedgerService {
         let mut c = Checks::new();
         let (size, after) = c.page(r.page.as_ref(), "page");
         c.finish()?;
-        let (access, only, _) = self
-            .subject_rows(&call, r.subject.as_ref(), r.purpose)
+        let (access, only) = self
+            .subject_access(&call, r.subject.as_ref(), r.purpose)
             .await?;
         access.record(CategorySet::of(&[DataCategory::Communication]));
         let mut query = access
@@ -623,6 +635,15 @@ impl ConsentLedger for ConsentLedgerService {
             query = query.filter(entity::Column::Purpose.eq(p.short_name()));
         }
         let mut rows = query.all(&self.ledger.db).await.map_err(Error::from)?;
+        // Only an empty page needs to ask whether the subject has entries at all.
+        if rows.is_empty() && after == 0 {
+            let any = access
+                .find::<entity::Entity>()
+                .one(&self.ledger.db)
+                .await
+                .map_err(Error::from)?;
+            tutela_policy::scope::found(any, "consent entries for the subject")?;
+        }
         let more = rows.len() as u64 > size;
         rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
         let next = if more {
@@ -630,10 +651,15 @@ impl ConsentLedger for ConsentLedgerService {
         } else {
             String::new()
         };
-        let mut entries = Vec::with_capacity(rows.len());
-        for row in rows {
-            entries.push(self.entry(row).await?);
-        }
+        // One key look-up for the page: every row is the same subject's.
+        let key = self
+            .ledger
+            .key(access.tenant(), access.subject_id())
+            .await?;
+        let entries = rows
+            .into_iter()
+            .map(|row| entry(row, key.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Response::new(ListConsentHistoryResponse {
             entries,
             page: Some(tutela_proto::common::PageResponse {
