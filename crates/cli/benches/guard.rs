@@ -186,6 +186,12 @@ impl SubjectData for Unguarded {
     ) -> Result<Response<RestrictSubjectResponse>, Status> {
         Err(Status::unimplemented("bench"))
     }
+    async fn record_identity_verification(
+        &self,
+        _: Request<RecordIdentityVerificationRequest>,
+    ) -> Result<Response<RecordIdentityVerificationResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
 }
 
 async fn drive(channel: tonic::transport::Channel, credentials: Credentials, secs: u64) -> f64 {
@@ -275,7 +281,12 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let suite = TestSuite::start().await.unwrap();
+        // Only the subscription service: no SubjectData provider, so the guarded DescribeSubject
+        // does what the unguarded one does, and the difference is the guard (token, purpose,
+        // rules, restriction check through the consent cache, audit).
+        let suite = TestSuite::start_with(|c| c.server.services = vec!["subscription".into()])
+            .await
+            .unwrap();
         bench_decision(&suite).await;
         bench_audit("SQLite", TestDatabase::sqlite().unwrap()).await;
         if let Ok(url) = std::env::var("TEST_DATABASE_URL") {

@@ -40,6 +40,35 @@ pub struct Config {
     pub register: RegisterConfig,
     /// Logs and traces.
     pub telemetry: TelemetryConfig,
+    /// Where the consent ledger is, for a process that does not host it.
+    pub consent: ConsentConfig,
+    /// The Cedar access policies.
+    pub access: AccessConfig,
+    /// The retention sweeper.
+    pub retention: RetentionConfig,
+}
+
+/// When `serve` sweeps what retention makes due (see `config.default.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    pub sweep_interval_secs: u64,
+}
+
+/// Where the access policies come from (see `config.default.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessConfig {
+    pub policies_file: PathBuf,
+}
+
+/// The remote consent ledger (see `config.default.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentConfig {
+    pub ledger_endpoint: String,
+    pub ledger_ca_file: PathBuf,
+    pub token_dir: PathBuf,
 }
 
 /// Bearer-token settings (see `config.default.toml`).
@@ -231,11 +260,37 @@ impl Config {
                 "server.request_timeout_secs must be positive".into(),
             ));
         }
+        let ledger = &self.consent.ledger_endpoint;
+        let scheme_ok = ledger.starts_with("http://") || ledger.starts_with("https://");
+        if !ledger.is_empty() && !scheme_ok {
+            return Err(ConfigError(format!(
+                "consent.ledger_endpoint must start with http:// or https://, not {ledger:?}"
+            )));
+        }
+        if ledger.starts_with("https://") && self.consent.ledger_ca_file.as_os_str().is_empty() {
+            return Err(ConfigError(
+                "consent.ledger_endpoint is https:// but consent.ledger_ca_file is not set".into(),
+            ));
+        }
         if !self.database.url.is_empty() {
             tutela_store::Backend::of_url(&self.database.url)
                 .map_err(|e| ConfigError(format!("database.url: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The remote consent ledger's settings, when one is configured.
+    pub fn remote_ledger(&self) -> Option<tutela_policy::consent::RemoteLedgerSettings> {
+        let c = &self.consent;
+        (!c.ledger_endpoint.is_empty()).then(|| tutela_policy::consent::RemoteLedgerSettings {
+            endpoint: c.ledger_endpoint.clone(),
+            ca_file: (!c.ledger_ca_file.as_os_str().is_empty()).then(|| c.ledger_ca_file.clone()),
+            token_dir: if c.token_dir.as_os_str().is_empty() {
+                self.data_dir.join("consent-tokens")
+            } else {
+                c.token_dir.clone()
+            },
+        })
     }
 
     /// The database URL: as configured, or SQLite in the data dir.
@@ -306,6 +361,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:3");
+    }
+
+    #[test]
+    fn a_remote_ledger_needs_an_http_endpoint_and_a_ca_for_https() {
+        let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs), &Overrides::default());
+        assert!(load(&[]).unwrap().remote_ledger().is_none());
+        let err = load(&[("TUTELA_CONSENT__LEDGER_ENDPOINT", "ledger:50051")]).unwrap_err();
+        assert!(err.to_string().contains("http://"), "{err}");
+        let err = load(&[("TUTELA_CONSENT__LEDGER_ENDPOINT", "https://ledger:50051")]).unwrap_err();
+        assert!(err.to_string().contains("ledger_ca_file"), "{err}");
+        let c = load(&[
+            ("TUTELA_CONSENT__LEDGER_ENDPOINT", "http://ledger:50051"),
+            ("TUTELA_DATA_DIR", "/var/lib/tutela"),
+        ])
+        .unwrap();
+        let settings = c.remote_ledger().unwrap();
+        assert_eq!(settings.endpoint, "http://ledger:50051");
+        assert_eq!(
+            settings.token_dir,
+            std::path::Path::new("/var/lib/tutela/consent-tokens")
+        );
     }
 
     #[test]

@@ -17,6 +17,19 @@ pub fn load_register(config: &Config) -> anyhow::Result<Register> {
     }
 }
 
+/// The access rules `config` names: the operator's policies file against the built-in schema, or
+/// the defaults.
+pub fn load_rules(config: &Config) -> anyhow::Result<AccessRules> {
+    let file = &config.access.policies_file;
+    if file.as_os_str().is_empty() {
+        return AccessRules::default_rules().context("access rules");
+    }
+    let policies = std::fs::read_to_string(file)
+        .with_context(|| format!("reading access policies {}", file.display()))?;
+    AccessRules::new(tutela_policy::access::DEFAULT_SCHEMA, &policies)
+        .with_context(|| format!("access policies {}", file.display()))
+}
+
 /// The guard for `config`, enforcing `register` and checking consent through `consent`;
 /// `generate_dev_secret` lets a development secret be created.
 pub fn build(
@@ -26,7 +39,7 @@ pub fn build(
     register: Arc<Register>,
     consent: Arc<tutela_policy::ConsentGate>,
 ) -> anyhow::Result<Guard> {
-    let rules = Arc::new(AccessRules::default_rules().context("access rules")?);
+    let rules = Arc::new(load_rules(config)?);
     let settings = crate::auth::settings(config, generate_dev_secret)?;
     let verifier =
         tutela_policy::principal::TokenVerifier::new(&settings).map_err(anyhow::Error::msg)?;

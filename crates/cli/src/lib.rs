@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod guard;
 pub mod keys;
+pub mod retention;
 pub mod server;
 pub mod services;
 

@@ -45,10 +45,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the access policies in force (the configured file, or the built-in defaults) after
+    /// validating them against the schema; a copy of the defaults is where your own start.
+    Policies {
+        /// Print the Cedar schema (the roles, actions and context policies may use) instead.
+        #[arg(long)]
+        schema: bool,
+    },
     /// Development tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Retention: remove what the register's retention periods make due.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -93,6 +105,18 @@ enum AuditCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// Sweep once now, with a progress bar and a summary; records under a legal hold are kept.
+    Sweep {
+        #[command(flatten)]
+        common: Common,
+        /// Count what is due without removing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -281,6 +305,19 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Policies { schema } => {
+            let config = load(cli.config.as_ref(), Overrides::default())?;
+            // Loading validates: a file that does not validate fails here, naming the error.
+            tutela::guard::load_rules(&config)?;
+            if schema {
+                print!("{}", tutela_policy::access::DEFAULT_SCHEMA);
+            } else if config.access.policies_file.as_os_str().is_empty() {
+                print!("{}", tutela_policy::access::DEFAULT_POLICIES);
+            } else {
+                print!("{}", std::fs::read_to_string(&config.access.policies_file)?);
+            }
+            Ok(())
+        }
         Command::Token {
             command:
                 TokenCommand::Issue {
@@ -312,6 +349,23 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 ttl: chrono::Duration::from_std(ttl).context("ttl is too long")?,
             };
             println!("{}", tutela::auth::issue(&config, &request)?);
+            Ok(())
+        }
+        Command::Retention {
+            command: RetentionCommand::Sweep { common, dry_run },
+        } => {
+            let config = load(cli.config.as_ref(), common.overrides())?;
+            let report = tutela::retention::sweep(&config, dry_run).await?;
+            println!(
+                "{} {} result(s), {} enrolment(s), {} certificate(s), {} feedback record(s), {} learner(s); {} record(s) due but kept under a legal hold",
+                if dry_run { "would remove" } else { "removed" },
+                report.results,
+                report.enrolments,
+                report.certificates,
+                report.feedback,
+                report.learners,
+                report.held
+            );
             Ok(())
         }
         Command::Migrate { common, services } => {

@@ -26,6 +26,12 @@ const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 const SUBJECT_DATA: &str = "tutela.privacy.v1.SubjectData";
 const CONSENT_LEDGER: &str = "tutela.consent.v1.ConsentLedger";
+const LEARNERS: &str = "tutela.enrolment.v1.LearnerService";
+const COURSES: &str = "tutela.enrolment.v1.CourseService";
+const ENROLMENTS: &str = "tutela.enrolment.v1.EnrolmentService";
+const HOLDS: &str = "tutela.enrolment.v1.LegalHoldService";
+const CERTIFICATES: &str = "tutela.enrolment.v1.CertificateService";
+const FEEDBACK: &str = "tutela.enrolment.v1.FeedbackService";
 
 /// Connects to the configured database and applies the audit log's and every hosted service's
 /// migrations.
@@ -43,6 +49,11 @@ pub async fn migrate(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnect
     let mut sets = vec![tutela_store::migrations_of::<
         tutela_policy::audit::migration::AuditMigrator,
     >("audit")];
+    if hosted.contains(&tutela_enrolment::SERVICE) {
+        sets.push(tutela_store::migrations_of::<
+            tutela_enrolment::EnrolmentMigrator,
+        >(tutela_enrolment::SERVICE));
+    }
     if hosted.contains(&tutela_subscription::SERVICE) {
         sets.push(tutela_store::migrations_of::<
             tutela_subscription::SubscriptionMigrator,
@@ -83,10 +94,18 @@ pub async fn run(
     let audit_keys = keys::load_audit_keys(&config)?;
     let db = migrate(&config).await?;
     let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
+    let learners = hosted.contains(&tutela_enrolment::SERVICE).then(|| {
+        tutela_enrolment::Learners::new(
+            db.clone(),
+            keyring.clone(),
+            audit_keys.clone(),
+            clock.clone(),
+        )
+    });
     let audit = tutela_policy::audit::AuditLog::start(db.clone(), audit_keys, clock.clone());
     let register = Arc::new(crate::guard::load_register(&config)?);
-    // The ledger is read in-process where this process hosts it; elsewhere consent-based
-    // purposes fail closed until a remote ledger is configured.
+    // The ledger is read in-process where this process hosts it; elsewhere over gRPC when one
+    // is configured, and otherwise consent-based purposes fail closed.
     let ledger = hosted.contains(&tutela_subscription::SERVICE).then(|| {
         Arc::new(tutela_subscription::Ledger::new(
             db.clone(),
@@ -98,7 +117,13 @@ pub async fn run(
         Some(ledger) => {
             tutela_policy::ConsentGate::new(ledger.clone(), tutela_policy::consent::MAX_TTL)
         }
-        None => tutela_policy::ConsentGate::without_ledger(),
+        None => match config.remote_ledger() {
+            Some(settings) => tutela_policy::ConsentGate::new(
+                Arc::new(tutela_policy::consent::RemoteLedger::new(&settings)?),
+                tutela_policy::consent::MAX_TTL,
+            ),
+            None => tutela_policy::ConsentGate::without_ledger(),
+        },
     });
     let guard = Arc::new(crate::guard::build(
         &config,
@@ -120,6 +145,11 @@ pub async fn run(
     if ledger.is_some() {
         health_names.push(CONSENT_LEDGER.to_owned());
     }
+    if learners.is_some() {
+        health_names.extend(
+            [LEARNERS, COURSES, ENROLMENTS, HOLDS, CERTIFICATES, FEEDBACK].map(str::to_owned),
+        );
+    }
     set_all(&reporter, &health_names, ServingStatus::Serving).await;
 
     let mut routes = RoutesBuilder::default();
@@ -129,14 +159,79 @@ pub async fn run(
             .max_encoding_message_size(s.max_message_bytes),
     );
     // One SubjectData endpoint with a provider per hosted service.
+    let mut providers: Vec<Arc<dyn tutela_policy::rights::SubjectDataProvider>> = Vec::new();
+    if let Some(learners) = &learners {
+        providers.push(Arc::new(tutela_enrolment::EnrolmentRights::new(
+            learners.clone(),
+            tutela_enrolment::Records::new(db.clone(), learners.clone()),
+            tutela_enrolment::Holds::new(db.clone()),
+        )));
+        tokio::spawn(sweep_on_schedule(
+            tutela_enrolment::Sweeper::new(
+                db.clone(),
+                learners.clone(),
+                tutela_enrolment::Holds::new(db.clone()),
+                register.clone(),
+            ),
+            clock.clone(),
+            Duration::from_secs(config.retention.sweep_interval_secs),
+        ));
+    }
     routes.add_service(
         tutela_proto::privacy::subject_data_server::SubjectDataServer::new(
-            tutela_policy::rights::SubjectDataDispatcher::new(Vec::new()),
+            tutela_policy::rights::SubjectDataDispatcher::new(providers),
         )
         .max_decoding_message_size(s.max_message_bytes)
         .max_encoding_message_size(s.max_message_bytes),
     );
     let mut advertised = vec![HEALTH, SUBJECT_DATA];
+    if let Some(learners) = learners {
+        let records = tutela_enrolment::Records::new(db.clone(), learners.clone());
+        routes.add_service(
+            tutela_proto::enrolment::course_service_server::CourseServiceServer::new(
+                tutela_enrolment::CourseService::new(records.clone()),
+            )
+            .max_decoding_message_size(s.max_message_bytes)
+            .max_encoding_message_size(s.max_message_bytes),
+        );
+        routes.add_service(
+            tutela_proto::enrolment::enrolment_service_server::EnrolmentServiceServer::new(
+                tutela_enrolment::EnrolmentService::new(records.clone()),
+            )
+            .max_decoding_message_size(s.max_message_bytes)
+            .max_encoding_message_size(s.max_message_bytes),
+        );
+        routes.add_service(
+            tutela_proto::enrolment::legal_hold_service_server::LegalHoldServiceServer::new(
+                tutela_enrolment::LegalHoldService::new(records.clone()),
+            )
+            .max_decoding_message_size(s.max_message_bytes)
+            .max_encoding_message_size(s.max_message_bytes),
+        );
+        routes.add_service(
+            tutela_proto::enrolment::certificate_service_server::CertificateServiceServer::new(
+                tutela_enrolment::CertificateService::new(records.clone(), register.clone()),
+            )
+            .max_decoding_message_size(s.max_message_bytes)
+            .max_encoding_message_size(s.max_message_bytes),
+        );
+        routes.add_service(
+            tutela_proto::enrolment::feedback_service_server::FeedbackServiceServer::new(
+                tutela_enrolment::FeedbackService::new(records.clone(), register.clone()),
+            )
+            .max_decoding_message_size(s.max_message_bytes)
+            .max_encoding_message_size(s.max_message_bytes),
+        );
+        advertised.extend([COURSES, ENROLMENTS, HOLDS, CERTIFICATES, FEEDBACK]);
+        routes.add_service(
+            tutela_proto::enrolment::learner_service_server::LearnerServiceServer::new(
+                tutela_enrolment::LearnerService::new(learners, register.clone()),
+            )
+            .max_decoding_message_size(s.max_message_bytes)
+            .max_encoding_message_size(s.max_message_bytes),
+        );
+        advertised.push(LEARNERS);
+    }
     if let Some(ledger) = ledger {
         routes.add_service(
             tutela_proto::consent::consent_ledger_server::ConsentLedgerServer::new(
@@ -162,6 +257,9 @@ pub async fn run(
                 .max_encoding_message_size(s.max_message_bytes),
         );
     }
+
+    #[cfg(unix)]
+    tokio::spawn(reload_on_hangup(config.clone(), guard.clone()));
 
     let local = listener.local_addr()?;
     tracing::info!(address = %local, services = ?hosted, reflection = s.reflection, "tutela serving");
@@ -229,6 +327,47 @@ fn announce_dev_token(config: &Config) -> anyhow::Result<()> {
         "development admin token (tenant \"default\", roles dpo and registrar, valid 12 h):\n{token}"
     );
     Ok(())
+}
+
+/// Runs the retention sweeper every `interval` (never when zero). A failed sweep is logged and
+/// retried at the next tick: what was due stays due.
+async fn sweep_on_schedule(
+    sweeper: tutela_enrolment::Sweeper,
+    clock: tutela_store::SharedClock,
+    interval: Duration,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = sweeper.sweep(clock.now(), false, &|_, _, _| {}).await {
+            tracing::error!(error = %err, "retention sweep failed");
+        }
+    }
+}
+
+/// Reloads the access policies on every SIGHUP; rules that do not validate are refused with an
+/// error in the log, and the running ones stay.
+#[cfg(unix)]
+async fn reload_on_hangup(config: Config, guard: Arc<tutela_policy::Guard>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("SIGHUP cannot be caught here: access policies reload only on restart");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let reloaded = crate::guard::load_rules(&config)
+            .and_then(|rules| Ok(guard.replace_rules(Arc::new(rules))?));
+        match reloaded {
+            Ok(()) => tracing::info!("access policies reloaded"),
+            Err(err) => {
+                tracing::error!(error = %format!("{err:#}"), "access policies not reloaded; the previous ones stay in force")
+            }
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

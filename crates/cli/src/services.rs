@@ -7,7 +7,7 @@ use anyhow::bail;
 pub const KNOWN: [&str; 4] = ["enrolment", "sharing", "survey", "subscription"];
 
 /// The services built into this binary.
-pub const AVAILABLE: [&str; 1] = ["subscription"];
+pub const AVAILABLE: [&str; 2] = ["enrolment", "subscription"];
 
 /// The services to host: `requested`, or every available one when empty. An unknown name, or a
 /// known service that this build does not contain yet, is an error naming it.

@@ -147,6 +147,16 @@ impl AccessRules {
                 )));
             }
             names.insert(policy.id().clone(), name.to_owned());
+            // `action == <group>` validates but matches no request (requests name single
+            // actions): a rule that silently grants or forbids nothing. Refuse it.
+            if let cedar_policy::ActionConstraint::Eq(action) = policy.action_constraint()
+                && schema.action_groups().any(|group| *group == action)
+            {
+                return Err(AccessRulesError::Policies(format!(
+                    "@id({name:?}): `action == {action}` names a group of actions and matches no \
+                     call; write `action in {action}`"
+                )));
+            }
         }
         let actions: HashSet<String> = schema
             .actions()
@@ -374,6 +384,15 @@ mod tests {
         ));
         assert!(!d.allowed);
         assert!(d.readable.is_empty());
+    }
+
+    #[test]
+    fn a_rule_naming_a_group_with_equals_is_refused() {
+        let policies = format!(
+            "{DEFAULT_POLICIES}\n@id(\"oops\")\npermit (principal, action == Tutela::Action::\"rights_read\", resource);\n"
+        );
+        let err = AccessRules::new(DEFAULT_SCHEMA, &policies).unwrap_err();
+        assert!(err.to_string().contains("oops"), "{err}");
     }
 
     #[test]

@@ -162,7 +162,11 @@ impl Authorized {
                 .require(&p.tenant, subject_id, self.0.purpose, recipient)
                 .await?;
         }
-        Ok(())
+        // Art. 18: a restricted subject's data is only stored and handled for their rights.
+        self.0
+            .consent
+            .require_unrestricted(&p.tenant, subject_id, self.0.purpose)
+            .await
     }
 
     /// The subject a check of this call refused, with the reason, for the audit record.
@@ -227,5 +231,58 @@ impl SubjectAccess {
     /// one audit record per subject before the response leaves, and fails the call if it cannot.
     pub fn record(&self, categories: CategorySet) {
         self.call.record_access(&self.subject, categories);
+    }
+
+    /// Whether processing of the subject's data is restricted (Art. 18).
+    pub async fn is_restricted(&self) -> Result<bool> {
+        let call = &self.call.0;
+        Ok(call
+            .consent
+            .snapshot(&call.principal.tenant, &self.subject)
+            .await?
+            .restricted)
+    }
+
+    /// When a requester's identity was last verified for this subject.
+    pub async fn identity_verified_at(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let call = &self.call.0;
+        Ok(call
+            .consent
+            .snapshot(&call.principal.tenant, &self.subject)
+            .await?
+            .identity_verified_at)
+    }
+
+    /// Records that the caller verified the identity of someone asking for the subject's data.
+    pub async fn record_identity_verification(
+        &self,
+        method: &str,
+        evidence_reference: &str,
+    ) -> Result<()> {
+        let call = &self.call.0;
+        call.consent
+            .verify_identity(&crate::consent::IdentityVerification {
+                tenant: &call.principal.tenant,
+                subject: &self.subject,
+                method,
+                evidence_reference,
+                verified_by: &call.principal.id,
+            })
+            .await
+    }
+
+    /// Restricts processing of the subject's data (or lifts the restriction) in every service:
+    /// recorded in the consent ledger, which every guard reads.
+    pub async fn restrict(&self, restricted: bool, reason: &str) -> Result<()> {
+        let call = &self.call.0;
+        call.consent
+            .restrict(&crate::consent::Restriction {
+                tenant: &call.principal.tenant,
+                subject: &self.subject,
+                restricted,
+                reason,
+                recorded_by: &call.principal.id,
+            })
+            .await
     }
 }

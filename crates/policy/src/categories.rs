@@ -57,6 +57,11 @@ impl CategorySet {
         Self(self.0 | other.0)
     }
 
+    /// Categories in this set but not in `other`.
+    pub fn without(self, other: Self) -> Self {
+        Self(self.0 & !other.0)
+    }
+
     /// Whether the set is empty.
     pub fn is_empty(self) -> bool {
         self.0 == 0

@@ -93,6 +93,12 @@ pub enum Error {
     /// Bad input: one entry per offending field.
     #[error("invalid request")]
     InvalidArgument(Vec<Violation>),
+    /// A field holds an identifier tutela never collects (E3), e.g. a US social security number.
+    #[error("prohibited identifier")]
+    ProhibitedIdentifier(Vec<Violation>),
+    /// A write carries data categories that the call's purpose may not touch (E5).
+    #[error("data not needed for the purpose")]
+    NotForPurpose(Vec<Violation>),
     /// No such resource in the caller's tenant (also what another tenant's resource looks like).
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -140,6 +146,8 @@ impl Error {
             Self::LegalHold => "LEGAL_HOLD",
             Self::FailedPrecondition { reason, .. } => reason,
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::ProhibitedIdentifier(_) => "PROHIBITED_IDENTIFIER",
+            Self::NotForPurpose(_) => "CATEGORY_NOT_FOR_PURPOSE",
             Self::NotFound(_) => "NOT_FOUND",
             Self::AlreadyExists(_) => "ALREADY_EXISTS",
             Self::AuditUnavailable => "AUDIT_UNAVAILABLE",
@@ -152,9 +160,11 @@ impl Error {
     pub fn code(&self) -> Code {
         match self {
             Self::Unauthenticated(_) => Code::Unauthenticated,
-            Self::PurposeMissing | Self::PurposeUnknown | Self::InvalidArgument(_) => {
-                Code::InvalidArgument
-            }
+            Self::PurposeMissing
+            | Self::PurposeUnknown
+            | Self::InvalidArgument(_)
+            | Self::ProhibitedIdentifier(_)
+            | Self::NotForPurpose(_) => Code::InvalidArgument,
             Self::Denied | Self::CategoryDenied(_) => Code::PermissionDenied,
             Self::PurposeNotRegistered(_)
             | Self::ConsentRequired { .. }
@@ -217,7 +227,9 @@ impl From<Error> for Status {
                 );
                 format!("unknown purpose in {PURPOSE_HEADER}")
             }
-            Error::InvalidArgument(violations) => {
+            Error::InvalidArgument(violations)
+            | Error::ProhibitedIdentifier(violations)
+            | Error::NotForPurpose(violations) => {
                 let fields: Vec<FieldViolation> = violations
                     .iter()
                     .map(|v| FieldViolation::new(v.field.clone(), v.description.clone()))
@@ -296,6 +308,16 @@ mod tests {
                 Error::PurposeMissing,
                 Code::InvalidArgument,
                 "PURPOSE_MISSING",
+            ),
+            (
+                Error::ProhibitedIdentifier(vec![Violation::new("profile.email", "x")]),
+                Code::InvalidArgument,
+                "PROHIBITED_IDENTIFIER",
+            ),
+            (
+                Error::NotForPurpose(vec![Violation::new("profile.ethnicity", "x")]),
+                Code::InvalidArgument,
+                "CATEGORY_NOT_FOR_PURPOSE",
             ),
             (
                 Error::PurposeUnknown,

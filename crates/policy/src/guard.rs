@@ -4,7 +4,7 @@
 //! response to the categories the caller may read. Health and reflection are the only services on
 //! the allow-list; an RPC the contract does not define is denied.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
@@ -41,7 +41,8 @@ pub struct Guard {
     audit: AuditLog,
     verifier: TokenVerifier,
     register: Arc<Register>,
-    rules: Arc<AccessRules>,
+    /// Swapped whole by a reload; a call decides under the rules it read at its start.
+    rules: RwLock<Arc<AccessRules>>,
     methods: MethodTable,
     consent: Arc<ConsentGate>,
 }
@@ -62,26 +63,28 @@ impl Guard {
         methods: MethodTable,
         consent: Arc<ConsentGate>,
     ) -> std::result::Result<Self, GuardError> {
-        let mut missing: Vec<&str> = methods
-            .iter()
-            .filter(|m| m.authorisation == Authorisation::Guarded && !rules.has_action(&m.rpc))
-            .map(|m| m.rpc.as_str())
-            .collect();
-        if !missing.is_empty() {
-            missing.sort_unstable();
-            return Err(GuardError(format!(
-                "RPCs without an action in the Cedar schema: {}",
-                missing.join(", ")
-            )));
-        }
+        covers_every_rpc(&methods, &rules)?;
         Ok(Self {
             audit,
             verifier,
             register,
-            rules,
+            rules: RwLock::new(rules),
             methods,
             consent,
         })
+    }
+
+    /// Replaces the access rules (a policy reload). The new rules come with an empty decision
+    /// cache, so no decision of the old ones survives; rules that leave an RPC without an action
+    /// are refused and the old ones stay.
+    pub fn replace_rules(&self, rules: Arc<AccessRules>) -> std::result::Result<(), GuardError> {
+        covers_every_rpc(&self.methods, &rules)?;
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
+        Ok(())
+    }
+
+    fn rules(&self) -> Arc<AccessRules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The register the guard enforces.
@@ -108,7 +111,7 @@ impl Guard {
             .register
             .rule(purpose)
             .ok_or(Error::PurposeNotRegistered(purpose.short_name()))?;
-        let decision = self.rules.decide(&DecisionKey::new(
+        let decision = self.rules().decide(&DecisionKey::new(
             &principal,
             &method.rpc,
             &method.area,
@@ -131,6 +134,25 @@ impl Guard {
             method,
         ))
     }
+}
+
+fn covers_every_rpc(
+    methods: &MethodTable,
+    rules: &AccessRules,
+) -> std::result::Result<(), GuardError> {
+    let mut missing: Vec<&str> = methods
+        .iter()
+        .filter(|m| m.authorisation == Authorisation::Guarded && !rules.has_action(&m.rpc))
+        .map(|m| m.rpc.as_str())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    missing.sort_unstable();
+    Err(GuardError(format!(
+        "RPCs without an action in the Cedar schema: {}",
+        missing.join(", ")
+    )))
 }
 
 /// The purpose named in the call's metadata.
@@ -166,6 +188,10 @@ impl<S> Layer<S> for GuardLayer {
         }
     }
 }
+
+/// Response metadata naming, comma-separated, the data categories of the response that the caller
+/// may not read and that were cleared from it. Absent when nothing was withheld.
+pub const WITHHELD_HEADER: &str = "x-tutela-withheld-categories";
 
 /// The guarded service.
 #[derive(Debug, Clone)]
@@ -217,8 +243,9 @@ where
             Ok(Outcome::Authorized(authorized, method)) => {
                 let readable = authorized.readable();
                 request.extensions_mut().insert(authorized.clone());
-                let redaction = (!readable.contains_all(method.output_categories))
-                    .then(|| (method.output.clone(), readable));
+                let withheld = method.output_categories.without(readable);
+                let redaction =
+                    (!withheld.is_empty()).then(|| (method.output.clone(), readable, withheld));
                 (authorized, redaction)
             }
         };
@@ -230,8 +257,15 @@ where
             }
             Ok(match redaction {
                 None => response,
-                Some((descriptor, readable)) => {
-                    response.map(|body| Body::new(RedactBody::new(body, descriptor, readable)))
+                Some((descriptor, readable, withheld)) => {
+                    let mut response =
+                        response.map(|body| Body::new(RedactBody::new(body, descriptor, readable)));
+                    // Tells the client that an empty field of these categories may be withheld
+                    // rather than empty (the remote consent source relies on it).
+                    if let Ok(value) = http::HeaderValue::from_str(&join(withheld)) {
+                        response.headers_mut().insert(WITHHELD_HEADER, value);
+                    }
+                    response
                 }
             })
         })

@@ -8,6 +8,7 @@ pub mod authorized;
 pub mod categories;
 pub mod consent;
 pub mod error;
+pub mod fields;
 pub mod guard;
 pub mod methods;
 pub mod principal;

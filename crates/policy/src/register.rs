@@ -24,6 +24,15 @@ struct RawRegister {
     #[serde(default)]
     recipients: BTreeMap<Spanned<String>, Recipient>,
     purposes: BTreeMap<Spanned<String>, RawPurpose>,
+    #[serde(default)]
+    prohibited_identifiers: BTreeMap<Spanned<String>, RawProhibited>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProhibited {
+    description: String,
+    pattern: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -161,7 +170,46 @@ pub struct Register {
     pub recipients: BTreeMap<String, Recipient>,
     /// Rules by purpose, in the vocabulary's order.
     pub purposes: Vec<std::sync::Arc<PurposeRule>>,
+    /// Identifiers never collected (E3): the built-in ones, then the register's own.
+    pub prohibited_identifiers: Vec<ProhibitedIdentifier>,
 }
+
+/// A kind of identifier tutela refuses to store anywhere, free text included.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProhibitedIdentifier {
+    /// Its name in the register (e.g. `us_ssn`).
+    pub name: String,
+    /// What it is, for error messages: "a US social security number".
+    pub description: String,
+    /// The regular expression a value must not contain a match of.
+    pub pattern: String,
+    #[serde(skip)]
+    regex: regex::Regex,
+}
+
+impl ProhibitedIdentifier {
+    fn new(name: &str, description: &str, pattern: &str) -> Result<Self, regex::Error> {
+        Ok(Self {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            pattern: pattern.to_owned(),
+            regex: regex::Regex::new(pattern)?,
+        })
+    }
+
+    /// Whether `text` contains something that looks like this identifier.
+    pub fn found_in(&self, text: &str) -> bool {
+        self.regex.is_match(text)
+    }
+}
+
+/// Identifiers refused whatever the register says: US social security numbers, written with
+/// dashes or spaces (`123-45-6789`, `123 45 6789`), or as nine digits standing alone.
+const BUILT_IN_PROHIBITED: &[(&str, &str, &str)] = &[(
+    "us_ssn",
+    "a US social security number",
+    r"(^|[^0-9])[0-9]{3}([- ]?)[0-9]{2}([- ]?)[0-9]{4}([^0-9]|$)",
+)];
 
 /// Why a register did not load: the line and what is wrong.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -338,10 +386,29 @@ impl Register {
             }));
         }
         purposes.sort_by_key(|p| p.purpose as i32);
+        let mut prohibited_identifiers = Vec::new();
+        for (name, description, pattern) in BUILT_IN_PROHIBITED {
+            prohibited_identifiers.push(
+                ProhibitedIdentifier::new(name, description, pattern)
+                    .map_err(|e| err(0..0, format!("built-in pattern {name}: {e}")))?,
+            );
+        }
+        for (name, raw) in raw.prohibited_identifiers {
+            let rule =
+                ProhibitedIdentifier::new(name.get_ref(), &raw.description, raw.pattern.get_ref())
+                    .map_err(|e| {
+                        err(
+                            raw.pattern.span(),
+                            format!("pattern of {}: {e}", name.get_ref()),
+                        )
+                    })?;
+            prohibited_identifiers.push(rule);
+        }
         Ok(Self {
             organisation: raw.organisation,
             recipients,
             purposes,
+            prohibited_identifiers,
         })
     }
 
@@ -414,6 +481,10 @@ impl Register {
                 );
             }
         }
+        let _ = writeln!(md, "\n## Identifiers never collected\n");
+        for p in &self.prohibited_identifiers {
+            let _ = writeln!(md, "- `{}`: {}", p.name, p.description);
+        }
         md
     }
 }
@@ -421,6 +492,25 @@ impl Register {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prohibited_identifiers_are_built_in_and_extended_by_the_register() {
+        let ssn = &Register::default_register().unwrap().prohibited_identifiers[0];
+        for text in ["123-45-6789", "my ssn is 123 45 6789.", "123456789"] {
+            assert!(ssn.found_in(text), "{text}");
+        }
+        for text in ["1234567890", "020 7946 0958", "2026-11-24", "12-345-6789"] {
+            assert!(!ssn.found_in(text), "{text}");
+        }
+        let text = format!(
+            "{DEFAULT_REGISTER}\n[prohibited_identifiers.nino]\ndescription = \"a UK National Insurance number\"\npattern = '[A-Z]{{2}}[0-9]{{6}}[A-D]'\n"
+        );
+        let register = Register::parse(&text, "t").unwrap();
+        assert!(register.prohibited_identifiers[1].found_in("QQ123456C"));
+        let bad = text.replace("[A-D]'", "[A-D'");
+        let err = Register::parse(&bad, "t").unwrap_err();
+        assert_eq!(err.line, bad.lines().count(), "{err}");
+    }
 
     #[test]
     fn the_default_register_loads_and_lists_every_purpose() {

@@ -9,9 +9,13 @@ use tonic::{Request, Response, Status};
 use tutela_proto::privacy::subject_data_server::SubjectData;
 use tutela_proto::privacy::{
     DescribeSubjectRequest, DescribeSubjectResponse, EraseSubjectRequest, EraseSubjectResponse,
-    ExportSubjectRequest, ExportSubjectResponse, RestrictSubjectRequest, RestrictSubjectResponse,
-    ServiceErasure, ServiceExport, ServiceHoldings,
+    ExportSubjectRequest, ExportSubjectResponse, RecordIdentityVerificationRequest,
+    RecordIdentityVerificationResponse, RestrictSubjectRequest, RestrictSubjectResponse,
+    ServiceErasure, ServiceExport, ServiceHoldings, VerificationMethod,
 };
+
+/// How long a recorded identity verification releases exports.
+pub const VERIFICATION_VALIDITY: chrono::Duration = chrono::Duration::days(90);
 
 use crate::authorized::{Authorized, SubjectAccess};
 use crate::error::{Error, Result, Violation};
@@ -28,13 +32,6 @@ pub trait SubjectDataProvider: Send + Sync + 'static {
     async fn export(&self, access: &SubjectAccess) -> Result<ServiceExport>;
     /// Erases the subject's data except what a legal hold keeps.
     async fn erase(&self, access: &SubjectAccess, reason: &str) -> Result<ServiceErasure>;
-    /// Restricts (or lifts the restriction of) processing of the subject's data.
-    async fn restrict(
-        &self,
-        access: &SubjectAccess,
-        restricted: bool,
-        reason: &str,
-    ) -> Result<ServiceHoldings>;
 }
 
 /// The `SubjectData` endpoint of a process, with the providers of the services it hosts.
@@ -108,11 +105,48 @@ impl SubjectData for SubjectDataDispatcher {
         request: Request<DescribeSubjectRequest>,
     ) -> std::result::Result<Response<DescribeSubjectResponse>, Status> {
         let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
+        let restricted = access.is_restricted().await?;
         let mut services = Vec::new();
         for p in self.select(&request.get_ref().services)? {
-            services.push(p.describe(&access).await?);
+            let mut holdings = p.describe(&access).await?;
+            holdings.restricted = restricted;
+            services.push(holdings);
         }
         Ok(Response::new(DescribeSubjectResponse { services }))
+    }
+
+    async fn record_identity_verification(
+        &self,
+        request: Request<RecordIdentityVerificationRequest>,
+    ) -> std::result::Result<Response<RecordIdentityVerificationResponse>, Status> {
+        let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
+        let r = request.get_ref();
+        let mut c = crate::validate::Checks::new();
+        let reference = c
+            .required_text(&r.evidence_reference, "evidence_reference", 200)
+            .map(str::to_owned);
+        let method = VerificationMethod::try_from(r.method)
+            .ok()
+            .filter(|m| *m != VerificationMethod::Unspecified);
+        c.ensure(
+            method.is_some(),
+            "method",
+            "required: how the identity was checked",
+        );
+        c.finish()?;
+        let (Some(reference), Some(method)) = (reference, method) else {
+            return Err(Error::internal("verification checked but incomplete").into());
+        };
+        access
+            .record_identity_verification(method.as_str_name(), &reference)
+            .await?;
+        let verified_at = chrono::Utc::now();
+        Ok(Response::new(RecordIdentityVerificationResponse {
+            verified_at: Some(crate::validate::timestamp(verified_at)),
+            valid_until: Some(crate::validate::timestamp(
+                verified_at + VERIFICATION_VALIDITY,
+            )),
+        }))
     }
 
     async fn export_subject(
@@ -120,6 +154,17 @@ impl SubjectData for SubjectDataDispatcher {
         request: Request<ExportSubjectRequest>,
     ) -> std::result::Result<Response<ExportSubjectResponse>, Status> {
         let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
+        // An access request is released only on a recent, recorded identity check (E8).
+        let verified = access.identity_verified_at().await?;
+        if verified.is_none_or(|at| at + VERIFICATION_VALIDITY < chrono::Utc::now()) {
+            return Err(Error::FailedPrecondition {
+                reason: "IDENTITY_NOT_VERIFIED",
+                message: "record a verification of the requester's identity first \
+                          (RecordIdentityVerification)"
+                    .into(),
+            }
+            .into());
+        }
         let mut exports = Vec::new();
         for p in self.select(&request.get_ref().services)? {
             let export = p.export(&access).await?;
@@ -156,15 +201,22 @@ impl SubjectData for SubjectDataDispatcher {
     ) -> std::result::Result<Response<RestrictSubjectResponse>, Status> {
         let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
         let body = request.get_ref();
-        if body.reason.trim().is_empty() {
+        let reason = body.reason.trim();
+        if reason.is_empty() {
             return Err(Error::invalid("reason", "required: why processing is restricted").into());
         }
+        if reason.chars().count() > 500 {
+            return Err(Error::invalid("reason", "at most 500 characters").into());
+        }
+        let chosen = self.select(&body.services)?;
+        // Restriction is the guard's to enforce, for every service at once: it is recorded
+        // with the subject's consents, which every process's guard reads.
+        access.restrict(body.restricted, reason).await?;
         let mut services = Vec::new();
-        for p in self.select(&body.services)? {
-            services.push(
-                p.restrict(&access, body.restricted, body.reason.trim())
-                    .await?,
-            );
+        for p in chosen {
+            let mut holdings = p.describe(&access).await?;
+            holdings.restricted = body.restricted;
+            services.push(holdings);
         }
         Ok(Response::new(RestrictSubjectResponse { services }))
     }

@@ -42,3 +42,27 @@ impl SubjectAccess {
 pub fn found<T>(row: Option<T>, what: &'static str) -> Result<T> {
     row.ok_or(Error::NotFound(what))
 }
+
+/// What every tutela entity module repeats after its `Model`: no relations, the default
+/// behaviour, and the tenant (and subject) column the scoping helpers filter on. Use it inside
+/// the entity's module, after `use sea_orm::entity::prelude::*;`.
+#[macro_export]
+macro_rules! scoped_entity {
+    (tenant: $tenant:ident) => {
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+
+        impl $crate::scope::TenantScoped for Entity {
+            const TENANT: Column = Column::$tenant;
+        }
+    };
+    (tenant: $tenant:ident, subject: $subject:ident) => {
+        $crate::scoped_entity!(tenant: $tenant);
+
+        impl $crate::scope::SubjectScoped for Entity {
+            const SUBJECT: Column = Column::$subject;
+        }
+    };
+}

@@ -149,6 +149,14 @@ impl Checks {
     }
 }
 
+/// A time as a protobuf timestamp.
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
 /// The page token that continues after row number `last`.
 pub fn page_token(last: i64) -> String {
     format!("r{last}")

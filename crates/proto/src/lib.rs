@@ -18,6 +18,11 @@ pub mod tutela {
             include!(concat!(env!("OUT_DIR"), "/tutela.consent.v1.rs"));
         }
     }
+    pub mod enrolment {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/tutela.enrolment.v1.rs"));
+        }
+    }
     pub mod privacy {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/tutela.privacy.v1.rs"));
@@ -27,6 +32,7 @@ pub mod tutela {
 
 pub use tutela::common::v1 as common;
 pub use tutela::consent::v1 as consent;
+pub use tutela::enrolment::v1 as enrolment;
 pub use tutela::privacy::v1 as privacy;
 
 use common::{DataCategory, LegalBasis, Purpose};

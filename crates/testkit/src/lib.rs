@@ -14,6 +14,12 @@ use tonic_health::pb::HealthCheckRequest;
 use tutela::{Config, Overrides};
 use tutela_policy::principal::TokenRequest;
 use tutela_proto::consent::consent_ledger_client::ConsentLedgerClient;
+use tutela_proto::enrolment::certificate_service_client::CertificateServiceClient;
+use tutela_proto::enrolment::course_service_client::CourseServiceClient;
+use tutela_proto::enrolment::enrolment_service_client::EnrolmentServiceClient;
+use tutela_proto::enrolment::feedback_service_client::FeedbackServiceClient;
+use tutela_proto::enrolment::learner_service_client::LearnerServiceClient;
+use tutela_proto::enrolment::legal_hold_service_client::LegalHoldServiceClient;
 use tutela_proto::privacy::subject_data_client::SubjectDataClient;
 use tutela_store::testing::TestDatabase;
 
@@ -221,6 +227,36 @@ impl TestSuite {
     /// A `tutela.consent.v1.ConsentLedger` client sending `credentials`.
     pub fn consent_ledger(&self, credentials: Credentials) -> ConsentLedgerClient<Authed> {
         ConsentLedgerClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.enrolment.v1.LearnerService` client sending `credentials`.
+    pub fn learners(&self, credentials: Credentials) -> LearnerServiceClient<Authed> {
+        LearnerServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.enrolment.v1.CourseService` client sending `credentials`.
+    pub fn courses(&self, credentials: Credentials) -> CourseServiceClient<Authed> {
+        CourseServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.enrolment.v1.EnrolmentService` client sending `credentials`.
+    pub fn enrolments(&self, credentials: Credentials) -> EnrolmentServiceClient<Authed> {
+        EnrolmentServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.enrolment.v1.LegalHoldService` client sending `credentials`.
+    pub fn holds(&self, credentials: Credentials) -> LegalHoldServiceClient<Authed> {
+        LegalHoldServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.enrolment.v1.CertificateService` client sending `credentials`.
+    pub fn certificates(&self, credentials: Credentials) -> CertificateServiceClient<Authed> {
+        CertificateServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.enrolment.v1.FeedbackService` client sending `credentials`.
+    pub fn feedback(&self, credentials: Credentials) -> FeedbackServiceClient<Authed> {
+        FeedbackServiceClient::with_interceptor(self.channel(), credentials)
     }
 
     /// Signals shutdown (as SIGTERM does) without waiting for it.

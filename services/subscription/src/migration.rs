@@ -7,7 +7,11 @@ pub struct SubscriptionMigrator;
 
 impl MigratorTrait for SubscriptionMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_consent_ledger::Migration)]
+        vec![
+            Box::new(m20261124_000001_consent_ledger::Migration),
+            Box::new(m20261124_000002_restrictions::Migration),
+            Box::new(m20261124_000003_identity_verifications::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -15,12 +19,52 @@ impl MigratorTrait for SubscriptionMigrator {
     }
 }
 
-mod m20261124_000001_consent_ledger {
+/// Refuses UPDATE and DELETE (and TRUNCATE on PostgreSQL) on `table`: the ledger is evidence.
+async fn append_only(manager: &SchemaManager<'_>, table: &str) -> Result<(), DbErr> {
     use sea_orm::{ConnectionTrait, DbBackend};
+    let db = manager.get_connection();
+    match manager.get_database_backend() {
+        DbBackend::Sqlite => {
+            for op in ["UPDATE", "DELETE"] {
+                db.execute_unprepared(&format!(
+                    "CREATE TRIGGER {table}_no_{op} BEFORE {op} ON {table} \
+                     BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END"
+                ))
+                .await?;
+            }
+        }
+        DbBackend::Postgres => {
+            db.execute_unprepared(&format!(
+                "CREATE FUNCTION {table}_append_only() RETURNS trigger \
+                 LANGUAGE plpgsql AS $$ BEGIN \
+                 RAISE EXCEPTION 'the consent ledger is append-only'; END $$"
+            ))
+            .await?;
+            db.execute_unprepared(&format!(
+                "CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE \
+                 OR TRUNCATE ON {table} FOR EACH STATEMENT \
+                 EXECUTE FUNCTION {table}_append_only()"
+            ))
+            .await?;
+        }
+        other => {
+            return Err(DbErr::Migration(format!("unsupported backend {other:?}")));
+        }
+    }
+    Ok(())
+}
+
+mod m20261124_000001_consent_ledger {
     use sea_orm_migration::prelude::*;
 
-    #[derive(DeriveMigrationName)]
     pub struct Migration;
+
+    // Named by hand: the derive takes the file's name, which every migration here shares.
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "migration"
+        }
+    }
 
     #[derive(DeriveIden)]
     enum ConsentEntries {
@@ -138,41 +182,162 @@ mod m20261124_000001_consent_ledger {
                 )
                 .await?;
             // Append-only in the database itself, not only by the absence of an RPC.
-            let db = manager.get_connection();
-            match manager.get_database_backend() {
-                DbBackend::Sqlite => {
-                    for op in ["UPDATE", "DELETE"] {
-                        db.execute_unprepared(&format!(
-                            "CREATE TRIGGER consent_entries_no_{op} BEFORE {op} ON consent_entries \
-                             BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END"
-                        ))
-                        .await?;
-                    }
-                }
-                DbBackend::Postgres => {
-                    db.execute_unprepared(
-                        "CREATE FUNCTION consent_entries_append_only() RETURNS trigger \
-                         LANGUAGE plpgsql AS $$ BEGIN \
-                         RAISE EXCEPTION 'the consent ledger is append-only'; END $$",
-                    )
-                    .await?;
-                    db.execute_unprepared(
-                        "CREATE TRIGGER consent_entries_append_only BEFORE UPDATE OR DELETE \
-                         OR TRUNCATE ON consent_entries FOR EACH STATEMENT \
-                         EXECUTE FUNCTION consent_entries_append_only()",
-                    )
-                    .await?;
-                }
-                other => {
-                    return Err(DbErr::Migration(format!("unsupported backend {other:?}")));
-                }
-            }
-            Ok(())
+            super::append_only(manager, "consent_entries").await
         }
 
         async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
             Err(DbErr::Migration(
                 "the consent ledger is evidence and is never dropped by a migration".into(),
+            ))
+        }
+    }
+}
+
+mod m20261124_000002_restrictions {
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261124_000002_restrictions"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum Restrictions {
+        Table,
+        Seq,
+        Tenant,
+        SubjectId,
+        Restricted,
+        Reason,
+        RecordedBy,
+        RecordedAt,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Restrictions::Table)
+                        .col(
+                            ColumnDef::new(Restrictions::Seq)
+                                .big_integer()
+                                .not_null()
+                                .auto_increment()
+                                .primary_key(),
+                        )
+                        .col(ColumnDef::new(Restrictions::Tenant).string().not_null())
+                        .col(ColumnDef::new(Restrictions::SubjectId).string().not_null())
+                        .col(
+                            ColumnDef::new(Restrictions::Restricted)
+                                .boolean()
+                                .not_null(),
+                        )
+                        .col(ColumnDef::new(Restrictions::Reason).string().not_null())
+                        .col(ColumnDef::new(Restrictions::RecordedBy).string().not_null())
+                        .col(
+                            ColumnDef::new(Restrictions::RecordedAt)
+                                .timestamp_with_time_zone()
+                                .not_null(),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(
+                    Index::create()
+                        .name("restrictions_by_subject")
+                        .table(Restrictions::Table)
+                        .col(Restrictions::Tenant)
+                        .col(Restrictions::SubjectId)
+                        .col(Restrictions::Seq)
+                        .to_owned(),
+                )
+                .await?;
+            super::append_only(manager, "restrictions").await
+        }
+
+        async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+            Err(DbErr::Migration(
+                "restrictions are evidence and are never dropped by a migration".into(),
+            ))
+        }
+    }
+}
+
+mod m20261124_000003_identity_verifications {
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261124_000003_identity_verifications"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum IdentityVerifications {
+        Table,
+        Seq,
+        Tenant,
+        SubjectId,
+        Method,
+        Sealed,
+        VerifiedBy,
+        VerifiedAt,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            use IdentityVerifications as V;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(V::Table)
+                        .col(
+                            ColumnDef::new(V::Seq)
+                                .big_integer()
+                                .not_null()
+                                .auto_increment()
+                                .primary_key(),
+                        )
+                        .col(ColumnDef::new(V::Tenant).string().not_null())
+                        .col(ColumnDef::new(V::SubjectId).string().not_null())
+                        .col(ColumnDef::new(V::Method).string().not_null())
+                        // The evidence reference, sealed under the subject's data key.
+                        .col(ColumnDef::new(V::Sealed).binary().not_null())
+                        .col(ColumnDef::new(V::VerifiedBy).string().not_null())
+                        .col(
+                            ColumnDef::new(V::VerifiedAt)
+                                .timestamp_with_time_zone()
+                                .not_null(),
+                        )
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(
+                    Index::create()
+                        .name("identity_verifications_by_subject")
+                        .table(V::Table)
+                        .col(V::Tenant)
+                        .col(V::SubjectId)
+                        .col(V::Seq)
+                        .to_owned(),
+                )
+                .await?;
+            super::append_only(manager, "identity_verifications").await
+        }
+
+        async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+            Err(DbErr::Migration(
+                "identity verifications are evidence and are never dropped by a migration".into(),
             ))
         }
     }

@@ -14,6 +14,7 @@ const SUBJECT: &str = "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77";
 const BIN: &str = env!("CARGO_BIN_EXE_tutela");
 
 fn describe() -> DescribeSubjectRequest {
+    tutela_store::testing::logs::personal(&[SUBJECT]);
     DescribeSubjectRequest {
         subject: Some(SubjectRef {
             subject_id: SUBJECT.to_owned(),
@@ -151,6 +152,7 @@ async fn the_breach_question_lists_pseudonyms_and_only_the_dpo_resolves_them() {
     let suite = TestSuite::start().await.unwrap();
     let staff = suite.token("acme", "staff-7", &["dpo"]);
     let other = "5d0c1f8e-2b3a-4c4d-8e9f-a0b1c2d3e4f5";
+    tutela_store::testing::logs::personal(&[SUBJECT, other]);
     for subject in [SUBJECT, other, SUBJECT] {
         suite
             .subject_data(Credentials::new(&staff, "subject_rights"))

@@ -1,6 +1,8 @@
 //! The real `tutela` binary: SIGTERM with a call in flight, and command-line errors.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,6 +13,12 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 
+use tutela_policy::access::DEFAULT_POLICIES;
+use tutela_proto::common::SubjectRef;
+use tutela_proto::privacy::DescribeSubjectRequest;
+use tutela_proto::privacy::subject_data_client::SubjectDataClient;
+use tutela_testkit::Credentials;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tutela");
 
 fn list_services() -> ServerReflectionRequest {
@@ -20,20 +28,25 @@ fn list_services() -> ServerReflectionRequest {
     }
 }
 
-#[tokio::test]
-async fn sigterm_lets_the_call_in_flight_finish_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
+/// `tutela serve` as a child process on a free port, with JSON logs on a channel.
+struct Served {
+    child: std::process::Child,
+    addr: String,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+fn serve(dir: &Path, env: &[(&str, &OsStr)]) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
+        .arg(dir)
         .env("TUTELA_TELEMETRY__FORMAT", "json")
         .env("RUST_LOG", "info")
         .env_remove("TEST_DATABASE_URL")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-
     // The bound address is in the "tutela serving" log line.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
@@ -43,7 +56,64 @@ async fn sigterm_lets_the_call_in_flight_finish_and_exits_zero() {
             break v["fields"]["address"].as_str().unwrap().to_owned();
         }
     };
-    let log_rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Served { child, addr, log }
+}
+
+impl Served {
+    /// Waits (up to 10 s) for a log line containing `needle`.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line with {needle:?} within 10 s"),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Sends SIGTERM and waits (up to 10 s) for a clean exit; returns the rest of the log.
+    async fn stop(mut self) -> String {
+        let sent = Instant::now();
+        self.signal("TERM");
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(10),
+                "still running 10 s after SIGTERM"
+            );
+            // Async: the test's own client connections must keep running to see the GOAWAY.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(status.success(), "exit status {status}");
+        self.log.iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_call_in_flight_finish_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = serve(dir.path(), &[]);
+    let addr = served.addr.clone();
 
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
@@ -60,12 +130,7 @@ async fn sigterm_lets_the_call_in_flight_finish_and_exits_zero() {
         .into_inner();
     replies.next().await.unwrap().unwrap();
 
-    let sent = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    served.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // Still answered after SIGTERM, then closed by us.
@@ -74,19 +139,138 @@ async fn sigterm_lets_the_call_in_flight_finish_and_exits_zero() {
     drop(tx);
     assert!(replies.next().await.is_none());
 
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(10),
-            "still running 10 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "exit status {status}");
-    let log = log_rest.join().unwrap().join("\n");
+    let log = served.stop().await;
     assert!(log.contains("tutela stopped"), "{log}");
+}
+
+const SECRET: &str = "a-development-secret-for-this-test-0123456789";
+
+#[tokio::test]
+async fn sighup_reloads_the_access_policies_and_keeps_them_when_the_new_ones_are_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.cedar");
+    let suspended = format!(
+        "{DEFAULT_POLICIES}\n@id(\"test-dpo-suspended\")\nforbid (principal in Tutela::Role::\"dpo\", action, resource);\n"
+    );
+    std::fs::write(&policies, &suspended).unwrap();
+    let served = serve(
+        dir.path(),
+        &[
+            ("TUTELA_ACCESS__POLICIES_FILE", policies.as_os_str()),
+            ("TUTELA_AUTH_DEV_SECRET", OsStr::new(SECRET)),
+        ],
+    );
+    let token = tutela_policy::principal::issue_hs256(
+        &SECRET.into(),
+        "tutela",
+        "tutela",
+        &tutela_policy::principal::TokenRequest {
+            tenant: "acme".into(),
+            subject: "dpo-1".into(),
+            kind: None,
+            roles: vec!["dpo".into()],
+            partner: None,
+            wards: Vec::new(),
+            ttl: chrono::Duration::hours(1),
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", served.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client =
+        SubjectDataClient::with_interceptor(channel, Credentials::new(&token, "subject_rights"));
+    let describe = || DescribeSubjectRequest {
+        subject: Some(SubjectRef {
+            subject_id: "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77".into(),
+        }),
+        services: Vec::new(),
+    };
+    let err = client.describe_subject(describe()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+
+    // The forbid lifted: allowed after the reload, with no decision of the old rules cached.
+    std::fs::write(&policies, DEFAULT_POLICIES).unwrap();
+    served.signal("HUP");
+    served.wait_for("access policies reloaded");
+    client.describe_subject(describe()).await.unwrap();
+
+    // A file that does not validate is refused and the rules in force stay.
+    std::fs::write(
+        &policies,
+        "permit (principal, action == Tutela::Action::\"no-such-action\", resource);",
+    )
+    .unwrap();
+    served.signal("HUP");
+    let line = served.wait_for("access policies not reloaded");
+    assert!(line.contains("no-such-action"), "{line}");
+    client.describe_subject(describe()).await.unwrap();
+    served.stop().await;
+}
+
+#[test]
+fn retention_sweep_reports_what_it_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (
+            &["retention", "sweep", "--dry-run"][..],
+            "would remove 0 result(s)",
+        ),
+        (&["retention", "sweep"][..], "removed 0 result(s)"),
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("TEST_DATABASE_URL")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(stdout.contains(expected), "{stdout}");
+    }
+}
+
+#[test]
+fn policies_prints_the_rules_in_force_and_refuses_invalid_ones() {
+    let out = Command::new(BIN).arg("policies").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), DEFAULT_POLICIES);
+    let out = Command::new(BIN)
+        .args(["policies", "--schema"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("entity Role")
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.cedar");
+    std::fs::write(
+        &file,
+        "permit (principal in Tutela::Role::\"tutor\", action, resource) when { context.mood == \"good\" };",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("policies")
+        .env("TUTELA_ACCESS__POLICIES_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("policies.cedar") && err.contains("mood"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -178,7 +362,7 @@ fn a_register_with_an_unknown_category_refuses_to_load_naming_the_line() {
 
 #[test]
 fn token_issue_prints_a_token_the_guard_accepts() {
-    let secret = "a-development-secret-for-this-test-0123456789";
+    let secret = SECRET;
     let out = Command::new(BIN)
         .args([
             "token", "issue", "--tenant", "acme", "--role", "dpo", "--ttl", "15m",

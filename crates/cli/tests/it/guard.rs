@@ -10,6 +10,7 @@ use tutela_testkit::{Credentials, TestSuite};
 const SUBJECT: &str = "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77";
 
 fn describe(subject: &str) -> DescribeSubjectRequest {
+    tutela_store::testing::logs::personal(&[subject]);
     DescribeSubjectRequest {
         subject: Some(SubjectRef {
             subject_id: subject.to_owned(),
@@ -104,8 +105,10 @@ async fn the_dpo_reaches_the_rights_endpoint_for_subject_rights() {
         .await
         .unwrap()
         .into_inner();
-    // No service is hosted yet, so nothing is held.
-    assert!(reply.services.is_empty());
+    // The enrolment service answers for itself: it holds nothing for an unknown subject.
+    assert_eq!(reply.services.len(), 1);
+    assert_eq!(reply.services[0].service, "enrolment");
+    assert!(reply.services[0].categories.is_empty());
 
     // The same dpo, for marketing, is denied.
     let err = suite

@@ -58,10 +58,21 @@ async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
             "tutela.consent.v1.ConsentLedger",
+            "tutela.enrolment.v1.CertificateService",
+            "tutela.enrolment.v1.CourseService",
+            "tutela.enrolment.v1.EnrolmentService",
+            "tutela.enrolment.v1.FeedbackService",
+            "tutela.enrolment.v1.LearnerService",
+            "tutela.enrolment.v1.LegalHoldService",
             "tutela.privacy.v1.SubjectData",
         ]
     );
-    for service in ["subscription", "tutela.consent.v1.ConsentLedger"] {
+    for service in [
+        "subscription",
+        "enrolment",
+        "tutela.consent.v1.ConsentLedger",
+        "tutela.enrolment.v1.LearnerService",
+    ] {
         let status = suite
             .health()
             .check(HealthCheckRequest {

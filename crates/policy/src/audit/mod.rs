@@ -40,11 +40,14 @@ const QUEUE: usize = 16_384;
 /// The hash before the first record.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Keys derived from the configured audit secret: one chains records, one makes pseudonyms.
+/// Keys derived from the configured audit secret: one chains records, one makes pseudonyms, one
+/// keys the services' blind indexes. Distinct labels make them independent keys; they share the
+/// secret because rotating it already re-keys every pseudonym.
 #[derive(Clone)]
 pub struct AuditKeys {
     chain: [u8; 32],
     pseudonym: [u8; 32],
+    index: [u8; 32],
 }
 
 impl fmt::Debug for AuditKeys {
@@ -75,6 +78,7 @@ impl AuditKeys {
         Self {
             chain: derive(secret, b"tutela/audit/chain/v1"),
             pseudonym: derive(secret, b"tutela/audit/pseudonym/v1"),
+            index: derive(secret, b"tutela/index/v1"),
         }
     }
 
@@ -86,6 +90,19 @@ impl AuditKeys {
         mac.update(subject_id.as_bytes());
         let digest = mac.finalize().into_bytes();
         format!("p_{}", hex::encode(&digest[..16]))
+    }
+
+    /// A blind index of `value` (already normalised by the caller) for exact-match look-ups of
+    /// `field` in a tenant, so that no plaintext index exists. Keyed, so the index cannot be
+    /// reversed by hashing guesses without the key.
+    pub fn blind_index(&self, tenant: &str, field: &str, value: &str) -> String {
+        let mut mac = mac(&self.index);
+        for part in [tenant, field] {
+            mac.update(&(part.len() as u32).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     fn link(&self, prev_hash: &str, seq: i64, record: &AuditRecord) -> String {

@@ -25,6 +25,7 @@ async fn setup() -> (TestDatabase, DatabaseConnection, AuditLog, AuditKeys) {
 
 fn record(log: &AuditLog, n: usize) -> AuditRecord {
     let subject = format!("learner-{n}");
+    tutela_store::testing::logs::personal(&[&subject]);
     AuditRecord {
         at: log.now(),
         kind: EventKind::Access,

@@ -22,6 +22,8 @@ async fn vault_with(keyring: Keyring) -> (TestDatabase, KeyVault, Arc<ManualCloc
 }
 
 async fn vault() -> (TestDatabase, KeyVault, Arc<ManualClock>) {
+    // The values sealed below are personal data: none may reach a log.
+    tutela_store::testing::logs::personal(&["ada@example.org", "learner-1"]);
     let k = kek(7);
     vault_with(Keyring::from_base64([("k1", &k)]).unwrap()).await
 }

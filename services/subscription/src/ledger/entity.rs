@@ -30,15 +30,45 @@ pub struct Model {
     pub request_hash: Option<String>,
 }
 
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);
 
-impl ActiveModelBehavior for ActiveModel {}
+/// Restrictions of processing (GDPR Art. 18) asked for and lifted, append-only like the ledger.
+pub mod restriction {
+    use sea_orm::entity::prelude::*;
 
-impl tutela_policy::scope::TenantScoped for Entity {
-    const TENANT: Column = Column::Tenant;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "restrictions")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub subject_id: String,
+        pub restricted: bool,
+        pub reason: String,
+        pub recorded_by: String,
+        pub recorded_at: DateTimeUtc,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);
 }
 
-impl tutela_policy::scope::SubjectScoped for Entity {
-    const SUBJECT: Column = Column::SubjectId;
+/// Staff members' checks of rights requesters' identities, append-only.
+pub mod verification {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "identity_verifications")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub subject_id: String,
+        pub method: String,
+        /// The evidence reference, sealed under the subject's data key.
+        pub sealed: Vec<u8>,
+        pub verified_by: String,
+        pub verified_at: DateTimeUtc,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);
 }

@@ -9,13 +9,16 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
-use tutela_policy::consent::{ConsentGate, ConsentSnapshot, ConsentSource};
-use tutela_policy::validate::{Checks, page_token};
+use tutela_policy::consent::{
+    ConsentGate, ConsentSnapshot, ConsentSource, IdentityVerification, Restriction,
+};
+use tutela_policy::validate::{Checks, page_token, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, PrincipalKind, Register, Result};
 use tutela_proto::common::{DataCategory, Purpose};
 use tutela_proto::consent::consent_ledger_server::ConsentLedger;
@@ -23,7 +26,9 @@ use tutela_proto::consent::{
     ConsentAction, ConsentActor, ConsentEntry, ConsentEvidence, ConsentMethod, ConsentState,
     GetConsentStateRequest, GetConsentStateResponse, Guardian, ListConsentHistoryRequest,
     ListConsentHistoryResponse, RecordConsentRequest, RecordConsentResponse,
-    WithdrawConsentRequest, WithdrawConsentResponse,
+    RecordIdentityVerificationRequest, RecordIdentityVerificationResponse,
+    RecordRestrictionRequest, RecordRestrictionResponse, WithdrawConsentRequest,
+    WithdrawConsentResponse,
 };
 use tutela_store::{KeyVault, Keyring, SharedClock, StoreError, SubjectKey};
 
@@ -91,6 +96,34 @@ impl Ledger {
         }
     }
 
+    /// Whether the subject's latest restriction entry restricts processing.
+    async fn restricted(&self, tenant: &str, subject: &str) -> Result<Option<bool>> {
+        Ok(
+            tutela_policy::scope::within::<entity::restriction::Entity>(tenant)
+                .filter(entity::restriction::Column::SubjectId.eq(subject))
+                .order_by_desc(entity::restriction::Column::Seq)
+                .one(&self.db)
+                .await?
+                .map(|row| row.restricted),
+        )
+    }
+
+    /// When a requester's identity was last verified for the subject.
+    async fn identity_verified_at(
+        &self,
+        tenant: &str,
+        subject: &str,
+    ) -> Result<Option<DateTime<Utc>>> {
+        Ok(
+            tutela_policy::scope::within::<entity::verification::Entity>(tenant)
+                .filter(entity::verification::Column::SubjectId.eq(subject))
+                .order_by_desc(entity::verification::Column::Seq)
+                .one(&self.db)
+                .await?
+                .map(|row| row.verified_at),
+        )
+    }
+
     async fn by_idempotency_key(&self, tenant: &str, key: &str) -> Result<Option<entity::Model>> {
         Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
             .filter(entity::Column::IdempotencyKey.eq(key))
@@ -115,7 +148,48 @@ fn fold(rows: &[entity::Model]) -> ConsentSnapshot {
 #[async_trait::async_trait]
 impl ConsentSource for Ledger {
     async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot> {
-        Ok(fold(&self.rows(tenant, subject).await?))
+        let mut snapshot = fold(&self.rows(tenant, subject).await?);
+        snapshot.restricted = self.restricted(tenant, subject).await?.unwrap_or(false);
+        snapshot.identity_verified_at = self.identity_verified_at(tenant, subject).await?;
+        Ok(snapshot)
+    }
+
+    async fn verify_identity(&self, v: &IdentityVerification<'_>) -> Result<()> {
+        let key = self.vault.get_or_create(v.tenant, v.subject).await?;
+        let now = self.clock.now();
+        entity::verification::ActiveModel {
+            tenant: Set(v.tenant.to_owned()),
+            subject_id: Set(v.subject.to_owned()),
+            method: Set(v.method.to_owned()),
+            // Bound to the subject by the vault; one field name for every verification.
+            sealed: Set(key.seal(
+                "identity_verifications.sealed",
+                v.evidence_reference.as_bytes(),
+            )?),
+            verified_by: Set(v.verified_by.to_owned()),
+            verified_at: Set(now),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        tracing::info!(method = v.method, "identity verification recorded");
+        Ok(())
+    }
+
+    async fn restrict(&self, change: &Restriction<'_>) -> Result<()> {
+        entity::restriction::ActiveModel {
+            tenant: Set(change.tenant.to_owned()),
+            subject_id: Set(change.subject.to_owned()),
+            restricted: Set(change.restricted),
+            reason: Set(change.reason.to_owned()),
+            recorded_by: Set(change.recorded_by.to_owned()),
+            recorded_at: Set(self.clock.now()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        tracing::info!(restricted = change.restricted, "restriction recorded");
+        Ok(())
     }
 }
 
@@ -149,13 +223,6 @@ struct Append {
     occurred_at: Option<DateTime<Utc>>,
     idempotency_key: Option<String>,
     request_hash: Option<String>,
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
 }
 
 fn method_name(m: ConsentMethod) -> &'static str {
@@ -589,7 +656,15 @@ impl ConsentLedger for ConsentLedgerService {
             .ledger
             .rows(access.tenant(), access.subject_id())
             .await?;
-        if rows.is_empty() {
+        let restricted = self
+            .ledger
+            .restricted(access.tenant(), access.subject_id())
+            .await?;
+        let verified = self
+            .ledger
+            .identity_verified_at(access.tenant(), access.subject_id())
+            .await?;
+        if rows.is_empty() && restricted.is_none() && verified.is_none() {
             return Err(Error::NotFound("consent entries for the subject").into());
         }
         let snapshot = fold(&rows);
@@ -610,7 +685,95 @@ impl ConsentLedger for ConsentLedgerService {
                 wording_version: row.wording_version.clone(),
             });
         }
-        Ok(Response::new(GetConsentStateResponse { states }))
+        Ok(Response::new(GetConsentStateResponse {
+            states,
+            restricted: restricted.unwrap_or(false),
+            identity_verified_at: verified.map(timestamp),
+        }))
+    }
+
+    async fn record_restriction(
+        &self,
+        request: Request<RecordRestrictionRequest>,
+    ) -> std::result::Result<Response<RecordRestrictionResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let id = c.subject_id(r.subject.as_ref(), "subject");
+        let reason = c.required_text(&r.reason, "reason", 500).map(str::to_owned);
+        let requested_by = c
+            .optional_text(&r.requested_by, "requested_by", 200)
+            .map(str::to_owned);
+        c.finish()?;
+        let (Some(id), Some(reason), Some(requested_by)) = (id, reason, requested_by) else {
+            return Err(Error::internal("restriction checked but incomplete").into());
+        };
+        let access = call.subject(&id).await?;
+        access.record(CategorySet::EMPTY);
+        // A service records restrictions for the dpo who handled the request; the record names
+        // both.
+        let principal = &call.principal().id;
+        let recorded_by = if requested_by.is_empty() {
+            principal.clone()
+        } else {
+            format!("{requested_by} via {principal}")
+        };
+        self.gate
+            .restrict(&Restriction {
+                tenant: access.tenant(),
+                subject: access.subject_id(),
+                restricted: r.restricted,
+                reason: &reason,
+                recorded_by: &recorded_by,
+            })
+            .await?;
+        Ok(Response::new(RecordRestrictionResponse {
+            restricted: r.restricted,
+            recorded_at: Some(timestamp(self.ledger.clock.now())),
+        }))
+    }
+
+    async fn record_identity_verification(
+        &self,
+        request: Request<RecordIdentityVerificationRequest>,
+    ) -> std::result::Result<Response<RecordIdentityVerificationResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let id = c.subject_id(r.subject.as_ref(), "subject");
+        let method = c.required_text(&r.method, "method", 64).map(str::to_owned);
+        let reference = c
+            .required_text(&r.evidence_reference, "evidence_reference", 200)
+            .map(str::to_owned);
+        let verified_by = c
+            .optional_text(&r.verified_by, "verified_by", 200)
+            .map(str::to_owned);
+        c.finish()?;
+        let (Some(id), Some(method), Some(reference), Some(verified_by)) =
+            (id, method, reference, verified_by)
+        else {
+            return Err(Error::internal("verification checked but incomplete").into());
+        };
+        let access = call.subject(&id).await?;
+        access.record(CategorySet::of(&[DataCategory::IdentityDocument]));
+        let principal = &call.principal().id;
+        let by = if verified_by.is_empty() {
+            principal.clone()
+        } else {
+            format!("{verified_by} via {principal}")
+        };
+        self.gate
+            .verify_identity(&IdentityVerification {
+                tenant: access.tenant(),
+                subject: access.subject_id(),
+                method: &method,
+                evidence_reference: &reference,
+                verified_by: &by,
+            })
+            .await?;
+        Ok(Response::new(RecordIdentityVerificationResponse {
+            verified_at: Some(timestamp(self.ledger.clock.now())),
+        }))
     }
 
     async fn list_consent_history(

@@ -10,13 +10,15 @@ use secrecy::SecretString;
 use tonic::Request;
 use tutela_policy::access::{AccessRules, DEFAULT_POLICIES, DEFAULT_SCHEMA};
 use tutela_policy::audit::{AuditKeys, AuditLog};
+use tutela_policy::consent::{RemoteLedger, RemoteLedgerSettings};
 use tutela_policy::guard::Outcome;
 use tutela_policy::principal::{AuthSettings, TokenRequest, TokenVerifier, issue_hs256};
-use tutela_policy::{Authorized, ConsentGate, Guard, MethodTable, Register};
+use tutela_policy::{Authorized, ConsentGate, ConsentSource, Guard, MethodTable, Register};
 use tutela_proto::common::Purpose;
 use tutela_proto::consent::consent_ledger_server::ConsentLedger;
 use tutela_store::testing::TestDatabase;
 use tutela_subscription::{ConsentLedgerService, Ledger};
+use tutela_testkit::{Credentials, TestSuite};
 
 use crate::*;
 
@@ -44,11 +46,21 @@ pub async fn process(
     keyring: Arc<tutela_store::Keyring>,
     extra: &str,
 ) -> Process {
+    process_reading(db, keyring, extra, None).await
+}
+
+/// As [`process`], with the gate reading consent from `source` instead of the local ledger.
+pub async fn process_reading(
+    db: &sea_orm::DatabaseConnection,
+    keyring: Arc<tutela_store::Keyring>,
+    extra: &str,
+    source: Option<Arc<dyn ConsentSource>>,
+) -> Process {
     let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
     let register = Arc::new(Register::default_register().unwrap());
     let store = Arc::new(Ledger::new(db.clone(), keyring, clock.clone()));
     let gate = Arc::new(ConsentGate::new(
-        store.clone(),
+        source.unwrap_or_else(|| store.clone()),
         tutela_policy::consent::MAX_TTL,
     ));
     let rules = AccessRules::new(DEFAULT_SCHEMA, &format!("{DEFAULT_POLICIES}\n{extra}")).unwrap();
@@ -195,4 +207,165 @@ async fn a_withdrawal_takes_effect_at_once_here_and_within_a_second_elsewhere() 
     // ...and elsewhere once the cache's bound has passed.
     tokio::time::sleep(tutela_policy::consent::MAX_TTL + Duration::from_millis(10)).await;
     assert_eq!(marketing(&elsewhere).await.unwrap_err(), "CONSENT_REQUIRED");
+}
+
+/// A process that does not host the ledger reads it over gRPC from one that does (as a service
+/// deployed on its own would), with a service token of the tenant from the token directory.
+#[tokio::test]
+async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without_it() {
+    let suite = TestSuite::start().await.unwrap();
+    let tokens = tempfile::tempdir().unwrap();
+    let service = suite.token_for(TokenRequest {
+        roles: vec!["service".into()],
+        subject: "enrolment-service".into(),
+        ..staff("service")
+    });
+    std::fs::write(tokens.path().join("acme"), format!("{service}\n")).unwrap();
+    let remote = RemoteLedger::new(&RemoteLedgerSettings {
+        endpoint: format!("http://{}", suite.addr()),
+        ca_file: None,
+        token_dir: tokens.path().to_owned(),
+    })
+    .unwrap();
+    let (_database, db, keyring) = migrated().await;
+    let elsewhere = process_reading(&db, keyring, MARKETING_READS, Some(Arc::new(remote))).await;
+
+    // The ledger has nothing for the subject: no consent.
+    assert_eq!(marketing(&elsewhere).await.unwrap_err(), "CONSENT_REQUIRED");
+
+    let registrar = suite.token_for(staff("registrar"));
+    let mut ledger = suite.consent_ledger(Credentials::new(&registrar, "consent_management"));
+    ledger
+        .record_consent(grant(SUBJECT, Purpose::Marketing, ""))
+        .await
+        .unwrap();
+    tokio::time::sleep(tutela_policy::consent::MAX_TTL).await;
+    marketing(&elsewhere).await.unwrap();
+
+    // A grant for one named recipient only must not read as a grant of the whole purpose.
+    ledger
+        .record_consent(grant(OTHER_SUBJECT, Purpose::Marketing, "acme-exams"))
+        .await
+        .unwrap();
+    let call = authorize(&elsewhere, "GetConsentState", "marketing", "marketing");
+    assert_eq!(
+        call.subject(OTHER_SUBJECT)
+            .await
+            .map(|_| ())
+            .unwrap_err()
+            .reason(),
+        "CONSENT_REQUIRED"
+    );
+
+    ledger
+        .withdraw_consent(withdraw(SUBJECT, Purpose::Marketing, ""))
+        .await
+        .unwrap();
+    tokio::time::sleep(tutela_policy::consent::MAX_TTL + Duration::from_millis(10)).await;
+    assert_eq!(marketing(&elsewhere).await.unwrap_err(), "CONSENT_REQUIRED");
+
+    // A restriction recorded through the remote ledger is what the remote snapshot then says.
+    let remote = RemoteLedger::new(&RemoteLedgerSettings {
+        endpoint: format!("http://{}", suite.addr()),
+        ca_file: None,
+        token_dir: tokens.path().to_owned(),
+    })
+    .unwrap();
+    remote
+        .verify_identity(&tutela_policy::consent::IdentityVerification {
+            tenant: "acme",
+            subject: SUBJECT,
+            method: "VERIFICATION_METHOD_PHOTO_ID_IN_PERSON",
+            evidence_reference: "front desk note 7",
+            verified_by: "dpo-1",
+        })
+        .await
+        .unwrap();
+    assert!(
+        remote
+            .snapshot("acme", SUBJECT)
+            .await
+            .unwrap()
+            .identity_verified_at
+            .is_some()
+    );
+    for restricted in [true, false] {
+        remote
+            .restrict(&tutela_policy::consent::Restriction {
+                tenant: "acme",
+                subject: SUBJECT,
+                restricted,
+                reason: "accuracy contested",
+                recorded_by: "dpo-1",
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            remote.snapshot("acme", SUBJECT).await.unwrap().restricted,
+            restricted
+        );
+    }
+
+    // Without a token for the tenant, or with the ledger gone, consent cannot be checked: the
+    // call fails closed rather than proceeding.
+    std::fs::remove_file(tokens.path().join("acme")).unwrap();
+    tokio::time::sleep(tutela_policy::consent::MAX_TTL).await;
+    assert_eq!(marketing(&elsewhere).await.unwrap_err(), "UNAVAILABLE");
+    std::fs::write(tokens.path().join("acme"), &service).unwrap();
+    suite.stop().await.unwrap();
+    assert_eq!(marketing(&elsewhere).await.unwrap_err(), "UNAVAILABLE");
+}
+
+/// Where the operator's rules withhold recipients from the service's token, the remote source
+/// cannot tell a recipient's grant from a whole-purpose one, so it refuses to decide.
+#[tokio::test]
+async fn a_remote_answer_with_withheld_recipients_fails_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies.cedar");
+    std::fs::write(
+        &policies,
+        format!(
+            "{}\n@id(\"test-services-never-read-employment\")\nforbid (principal in Tutela::Role::\"service\", action == Tutela::Action::\"read::employment\", resource);\n",
+            tutela_policy::access::DEFAULT_POLICIES
+        ),
+    )
+    .unwrap();
+    let suite = TestSuite::start_with(|c| c.access.policies_file = policies.clone())
+        .await
+        .unwrap();
+    let registrar = suite.token_for(staff("registrar"));
+    suite
+        .consent_ledger(Credentials::new(&registrar, "consent_management"))
+        .record_consent(grant(SUBJECT, Purpose::Marketing, "acme-exams"))
+        .await
+        .unwrap();
+
+    let service = suite.token_for(staff("service"));
+    let answer = suite
+        .consent_ledger(Credentials::new(&service, "consent_management"))
+        .get_consent_state(tutela_proto::consent::GetConsentStateRequest {
+            subject: subject(SUBJECT),
+            purpose: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        answer
+            .metadata()
+            .get("x-tutela-withheld-categories")
+            .unwrap(),
+        "employment"
+    );
+    assert_eq!(answer.get_ref().states[0].recipient, "", "redacted");
+
+    let tokens = tempfile::tempdir().unwrap();
+    std::fs::write(tokens.path().join("acme"), &service).unwrap();
+    let remote = RemoteLedger::new(&RemoteLedgerSettings {
+        endpoint: format!("http://{}", suite.addr()),
+        ca_file: None,
+        token_dir: tokens.path().to_owned(),
+    })
+    .unwrap();
+    let err = remote.snapshot("acme", SUBJECT).await.unwrap_err();
+    assert_eq!(err.reason(), "UNAVAILABLE");
 }

@@ -14,6 +14,7 @@ use tutela_proto::consent::{
     ConsentActor, ConsentEvidence, ConsentMethod, Guardian, RecordConsentRequest,
     WithdrawConsentRequest,
 };
+use tutela_store::testing::logs::personal;
 
 pub const SUBJECT: &str = "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77";
 pub const OTHER_SUBJECT: &str = "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
@@ -22,12 +23,14 @@ pub const EVIDENCE_REF: &str = "form-submission-7781";
 pub const GUARDIAN_NAME: &str = "Ada Lovelace-Byron";
 
 pub fn subject(id: &str) -> Option<SubjectRef> {
+    personal(&[id]);
     Some(SubjectRef {
         subject_id: id.to_owned(),
     })
 }
 
 pub fn evidence(actor: ConsentActor) -> ConsentEvidence {
+    personal(&[EVIDENCE_REF, GUARDIAN_NAME]);
     ConsentEvidence {
         method: ConsentMethod::WebForm as i32,
         wording_version: "marketing-2026-03".into(),
@@ -43,6 +46,7 @@ pub fn evidence(actor: ConsentActor) -> ConsentEvidence {
 }
 
 pub fn grant(id: &str, purpose: Purpose, recipient: &str) -> RecordConsentRequest {
+    personal(&[recipient]);
     RecordConsentRequest {
         subject: subject(id),
         purpose: purpose as i32,
@@ -54,6 +58,7 @@ pub fn grant(id: &str, purpose: Purpose, recipient: &str) -> RecordConsentReques
 }
 
 pub fn withdraw(id: &str, purpose: Purpose, recipient: &str) -> WithdrawConsentRequest {
+    personal(&[recipient]);
     WithdrawConsentRequest {
         subject: subject(id),
         purpose: purpose as i32,

@@ -1,52 +1,20 @@
-//! Personal data never reaches logs or spans: every event and span of this test binary is
-//! captured (debug level, span fields included), a flow that handles the fixtures' personal
-//! values runs — successful writes and reads, refusals, bad input — and the capture is scanned
-//! for those values.
-
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+//! Personal data never reaches logs or spans. Every event and span of this test binary is
+//! captured (debug level, span fields included) and scanned for the fixtures' declared personal
+//! values as each test's database goes (`tutela_store::testing::logs`); this test runs a flow that
+//! handles such values on purpose — writes and reads, refusals, bad input — and scans the whole
+//! capture itself.
 
 use tutela_proto::common::Purpose;
 use tutela_proto::consent::{ConsentActor, GetConsentStateRequest};
+use tutela_store::testing::logs;
 use tutela_testkit::{Credentials, TestSuite};
 
 use crate::*;
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// The one global subscriber of this test binary: everything from every test lands here.
-fn capture() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter("debug")
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        capture
-    })
-}
-
 #[tokio::test]
 async fn no_fixture_personal_value_appears_in_logs_or_spans() {
-    let capture = capture();
+    let capture = logs::capture();
+    assert!(logs::capture_is_active());
     let suite = TestSuite::start().await.unwrap();
     let cm = "consent_management";
     let registrar = Credentials::new(&suite.token("acme", "staff-1", &["registrar"]), cm);
@@ -79,7 +47,7 @@ async fn no_fixture_personal_value_appears_in_logs_or_spans() {
     );
     suite.stop().await.unwrap();
 
-    let text = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    let text = capture.text();
     assert!(
         text.contains("consent ledger entry appended"),
         "the capture works: {} bytes",

@@ -17,6 +17,9 @@ use tutela_proto::common::Purpose;
 
 use crate::error::{Error, Result};
 
+mod remote;
+pub use remote::{RemoteLedger, RemoteLedgerSettings};
+
 /// The longest time a cached consent state is trusted. Cross-process withdrawals take effect
 /// within this bound.
 pub const MAX_TTL: Duration = Duration::from_secs(1);
@@ -29,7 +32,8 @@ const CACHE_LIMIT: usize = 100_000;
 pub struct ConsentFact {
     /// Whether consent is currently given.
     pub granted: bool,
-    /// The sequence number of the deciding entry in the ledger.
+    /// The sequence number of the deciding entry in the ledger (0 when read from a remote
+    /// ledger, which names entries by their public id instead).
     pub entry: i64,
 }
 
@@ -38,6 +42,10 @@ pub struct ConsentFact {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsentSnapshot {
     facts: BTreeMap<(i32, String), ConsentFact>,
+    /// Whether the subject asked for processing of their data to be restricted (Art. 18).
+    pub restricted: bool,
+    /// When a staff member last recorded that a requester's identity was verified.
+    pub identity_verified_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ConsentSnapshot {
@@ -84,9 +92,26 @@ impl ConsentSnapshot {
         })
     }
 
+    /// Sets the current state of one purpose and recipient as the ledger already folded it (a
+    /// remote ledger's answer): unlike [`apply`](Self::apply), nothing cascades.
+    pub fn set(&mut self, purpose: Purpose, recipient: &str, fact: ConsentFact) {
+        self.facts
+            .insert((purpose as i32, recipient.to_owned()), fact);
+    }
+
     /// Whether the ledger holds no entry for the subject.
     pub fn is_empty(&self) -> bool {
         self.facts.is_empty()
+    }
+
+    /// Whether processing for `purpose` is allowed while the subject's processing is restricted:
+    /// only handling their rights (their consents included) and what the law requires (keeping
+    /// the data, legal claims).
+    pub fn allows_while_restricted(purpose: Purpose) -> bool {
+        matches!(
+            purpose,
+            Purpose::SubjectRights | Purpose::LegalObligation | Purpose::ConsentManagement
+        )
     }
 }
 
@@ -96,6 +121,63 @@ impl ConsentSnapshot {
 pub trait ConsentSource: Send + Sync + 'static {
     /// The current consents of `subject` in `tenant` (empty when the ledger has no entry).
     async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot>;
+
+    /// Records that processing of the subject's data is restricted (or no longer), at the
+    /// subject's request, with the reason and who recorded it.
+    async fn restrict(&self, change: &Restriction<'_>) -> Result<()>;
+
+    /// Records that a staff member verified the identity of someone asking for the subject's
+    /// data.
+    async fn verify_identity(&self, verification: &IdentityVerification<'_>) -> Result<()>;
+}
+
+/// A staff member's check of a rights requester's identity.
+#[derive(Clone, Copy)]
+pub struct IdentityVerification<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The subject whose data was asked for.
+    pub subject: &'a str,
+    /// How, as `tutela.privacy.v1.VerificationMethod` names it.
+    pub method: &'a str,
+    /// A reference to the note of the check.
+    pub evidence_reference: &'a str,
+    /// Who checked.
+    pub verified_by: &'a str,
+}
+
+impl std::fmt::Debug for IdentityVerification<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityVerification")
+            .field("tenant", &self.tenant)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A restriction of processing (GDPR Art. 18) asked for, or lifted.
+#[derive(Clone, Copy)]
+pub struct Restriction<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The subject.
+    pub subject: &'a str,
+    /// Restricted from now on, or lifted.
+    pub restricted: bool,
+    /// Why (e.g. "accuracy contested, request of 2026-11-24").
+    pub reason: &'a str,
+    /// The principal who recorded it.
+    pub recorded_by: &'a str,
+}
+
+impl std::fmt::Debug for Restriction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restriction")
+            .field("tenant", &self.tenant)
+            .field("subject", &"[redacted]")
+            .field("restricted", &self.restricted)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The source of a process that neither hosts the ledger nor knows where it is: every purpose
@@ -108,6 +190,18 @@ impl ConsentSource for NoLedger {
     async fn snapshot(&self, _tenant: &str, _subject: &str) -> Result<ConsentSnapshot> {
         Err(Error::Unavailable(
             "this process has no consent ledger to check consent against".into(),
+        ))
+    }
+
+    async fn restrict(&self, _change: &Restriction<'_>) -> Result<()> {
+        Err(Error::Unavailable(
+            "this process has no consent ledger to record a restriction in".into(),
+        ))
+    }
+
+    async fn verify_identity(&self, _verification: &IdentityVerification<'_>) -> Result<()> {
+        Err(Error::Unavailable(
+            "this process has no consent ledger to record a verification in".into(),
         ))
     }
 }
@@ -203,6 +297,37 @@ impl ConsentGate {
         }
     }
 
+    /// Fails with PROCESSING_RESTRICTED when the subject restricted processing and `purpose` is
+    /// not one a restriction allows.
+    pub async fn require_unrestricted(
+        &self,
+        tenant: &str,
+        subject: &str,
+        purpose: Purpose,
+    ) -> Result<()> {
+        if ConsentSnapshot::allows_while_restricted(purpose) {
+            return Ok(());
+        }
+        if self.snapshot(tenant, subject).await?.restricted {
+            return Err(Error::Restricted);
+        }
+        Ok(())
+    }
+
+    /// Records a restriction (or its lifting) in the ledger; applies to the next call here.
+    pub async fn restrict(&self, change: &Restriction<'_>) -> Result<()> {
+        self.source.restrict(change).await?;
+        self.invalidate(change.tenant, change.subject);
+        Ok(())
+    }
+
+    /// Records an identity verification in the ledger; seen by the next call here.
+    pub async fn verify_identity(&self, verification: &IdentityVerification<'_>) -> Result<()> {
+        self.source.verify_identity(verification).await?;
+        self.invalidate(verification.tenant, verification.subject);
+        Ok(())
+    }
+
     /// Forgets the cached state of `subject`: called by the ledger after an entry for them
     /// commits, so the next check in this process reads the new state.
     pub fn invalidate(&self, tenant: &str, subject: &str) {
@@ -269,6 +394,14 @@ mod tests {
                 1,
             );
             Ok(s)
+        }
+
+        async fn restrict(&self, _change: &Restriction<'_>) -> Result<()> {
+            Ok(())
+        }
+
+        async fn verify_identity(&self, _verification: &IdentityVerification<'_>) -> Result<()> {
+            Ok(())
         }
     }
 

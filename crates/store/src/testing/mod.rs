@@ -7,6 +7,8 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use crate::db::{Backend, connect};
 use crate::error::{StoreError, StoreResult};
 
+pub mod logs;
+
 /// The environment variable naming a PostgreSQL server (any database on it) for tests.
 pub const TEST_DATABASE_URL: &str = "TEST_DATABASE_URL";
 
@@ -23,6 +25,7 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// A fresh, empty database on the backend the environment selects.
     pub async fn create() -> StoreResult<Self> {
+        logs::capture();
         match std::env::var(TEST_DATABASE_URL) {
             Ok(admin) if !admin.is_empty() => Self::postgres(&admin).await,
             _ => Self::sqlite(),
@@ -98,6 +101,7 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        logs::scan_or_fail();
         let Some((admin_url, name)) = self.pg.take() else {
             return;
         };

@@ -1,0 +1,46 @@
+//! `tutela retention sweep`: one sweep of every hosted service's retention, with a progress bar
+//! on a terminal.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+
+/// Sweeps once at the current time; `dry_run` only counts.
+pub async fn sweep(
+    config: &Config,
+    dry_run: bool,
+) -> anyhow::Result<tutela_enrolment::SweepReport> {
+    let hosted = crate::services::resolve(&config.server.services)?;
+    if !hosted.contains(&tutela_enrolment::SERVICE) {
+        return Ok(tutela_enrolment::SweepReport::default());
+    }
+    let db = crate::server::migrate(config).await?;
+    let keyring = Arc::new(crate::keys::load_keyring(config)?);
+    let audit_keys = crate::keys::load_audit_keys(config)?;
+    let register = Arc::new(crate::guard::load_register(config)?);
+    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
+    let learners = tutela_enrolment::Learners::new(db.clone(), keyring, audit_keys, clock.clone());
+    let sweeper = tutela_enrolment::Sweeper::new(
+        db.clone(),
+        learners,
+        tutela_enrolment::Holds::new(db),
+        register,
+    );
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let progress = {
+        let bar = bar.clone();
+        move |phase: &'static str, done: u64, total: u64| {
+            bar.set_message(phase);
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    };
+    let report = sweeper.sweep(clock.now(), dry_run, &progress).await?;
+    bar.finish_and_clear();
+    Ok(report)
+}

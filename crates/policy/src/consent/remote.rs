@@ -1,0 +1,227 @@
+//! The consent ledger read over gRPC, for a process that does not host the subscription service
+//! (a service deployed on its own). It asks `ConsentLedger/GetConsentState` with a service token
+//! of the subject's tenant, under the purpose `consent_management`; the gate in front of it caches
+//! the answer for at most a second, which bounds how late a withdrawal is seen here.
+//!
+//! Everything that is not a clear answer fails closed (UNAVAILABLE): an unreachable ledger, a
+//! refused token, a missing token file, or an answer with the recipient withheld by the ledger's
+//! redaction (an empty recipient would otherwise read as a grant for the whole purpose).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tutela_proto::common::{Purpose, SubjectRef};
+use tutela_proto::consent::consent_ledger_client::ConsentLedgerClient;
+use tutela_proto::consent::{
+    GetConsentStateRequest, RecordIdentityVerificationRequest, RecordRestrictionRequest,
+};
+
+use super::{ConsentFact, ConsentSnapshot, ConsentSource, IdentityVerification, Restriction};
+use crate::error::{Error, Result};
+use crate::guard::WITHHELD_HEADER;
+
+/// How long to wait for the ledger, to connect and to answer. A consent check sits in front of a
+/// caller's request, so a slow ledger must not hold it for the caller's whole deadline.
+const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the ledger is and how to call it.
+#[derive(Debug, Clone)]
+pub struct RemoteLedgerSettings {
+    /// `http://host:port`, or `https://host:port` with `ca_file`.
+    pub endpoint: String,
+    /// PEM file with the CA that signed the ledger's TLS certificate (https only).
+    pub ca_file: Option<PathBuf>,
+    /// Directory with one file per tenant, named after the tenant, holding a bearer token of a
+    /// `service` principal of that tenant. Read on every call, so a rotated token (a Kubernetes
+    /// secret update) is used without a restart.
+    pub token_dir: PathBuf,
+}
+
+/// The ledger service as a [`ConsentSource`].
+pub struct RemoteLedger {
+    client: ConsentLedgerClient<Channel>,
+    token_dir: PathBuf,
+}
+
+impl std::fmt::Debug for RemoteLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteLedger")
+            .field("token_dir", &self.token_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteLedger {
+    /// A source calling the ledger at `settings.endpoint`. The connection is made on first use,
+    /// so this process starts (and reports its health) whether or not the ledger is up yet.
+    pub fn new(settings: &RemoteLedgerSettings) -> Result<Self> {
+        let invalid = |what: String| Error::Internal(format!("consent ledger endpoint: {what}"));
+        let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())
+            .map_err(|e| invalid(e.to_string()))?
+            .connect_timeout(TIMEOUT)
+            .timeout(TIMEOUT);
+        if let Some(ca) = &settings.ca_file {
+            let pem =
+                std::fs::read(ca).map_err(|e| invalid(format!("reading {}: {e}", ca.display())))?;
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        Ok(Self {
+            client: ConsentLedgerClient::new(endpoint.connect_lazy()),
+            token_dir: settings.token_dir.clone(),
+        })
+    }
+
+    fn token(&self, tenant: &str) -> Result<String> {
+        // The tenant comes from a verified token, but it names a file: keep it to one plain
+        // path component.
+        let plain = !tenant.is_empty()
+            && !tenant.starts_with('.')
+            && tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !plain {
+            return Err(Error::Unavailable(
+                "no consent ledger token for this tenant".into(),
+            ));
+        }
+        read_token(&self.token_dir.join(tenant))
+    }
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
+        _ => Err(Error::Unavailable(format!(
+            "no consent ledger token in {}",
+            path.display()
+        ))),
+    }
+}
+
+impl RemoteLedger {
+    /// `body` as a request with the tenant's service token and the ledger's purpose.
+    fn request<T>(&self, tenant: &str, body: T) -> Result<tonic::Request<T>> {
+        let token = self.token(tenant)?;
+        let mut request = tonic::Request::new(body);
+        let metadata = request.metadata_mut();
+        let bearer = format!("Bearer {token}").parse().map_err(|_| {
+            Error::Unavailable("the consent ledger token is not valid ASCII".into())
+        })?;
+        metadata.insert("authorization", bearer);
+        metadata.insert(
+            "x-tutela-purpose",
+            tonic::metadata::MetadataValue::from_static("consent_management"),
+        );
+        Ok(request)
+    }
+}
+
+#[async_trait::async_trait]
+impl ConsentSource for RemoteLedger {
+    async fn restrict(&self, change: &Restriction<'_>) -> Result<()> {
+        let request = self.request(
+            change.tenant,
+            RecordRestrictionRequest {
+                subject: Some(SubjectRef {
+                    subject_id: change.subject.to_owned(),
+                }),
+                restricted: change.restricted,
+                reason: change.reason.to_owned(),
+                requested_by: change.recorded_by.to_owned(),
+            },
+        )?;
+        self.client
+            .clone()
+            .record_restriction(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| {
+                Error::Unavailable(format!(
+                    "the consent ledger answered {:?} to a restriction",
+                    status.code()
+                ))
+            })
+    }
+
+    async fn verify_identity(&self, v: &IdentityVerification<'_>) -> Result<()> {
+        let request = self.request(
+            v.tenant,
+            RecordIdentityVerificationRequest {
+                subject: Some(SubjectRef {
+                    subject_id: v.subject.to_owned(),
+                }),
+                method: v.method.to_owned(),
+                evidence_reference: v.evidence_reference.to_owned(),
+                verified_by: v.verified_by.to_owned(),
+            },
+        )?;
+        self.client
+            .clone()
+            .record_identity_verification(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| {
+                Error::Unavailable(format!(
+                    "the consent ledger answered {:?} to an identity verification",
+                    status.code()
+                ))
+            })
+    }
+
+    async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot> {
+        let request = self.request(
+            tenant,
+            GetConsentStateRequest {
+                subject: Some(SubjectRef {
+                    subject_id: subject.to_owned(),
+                }),
+                purpose: Purpose::Unspecified as i32,
+            },
+        )?;
+        let response = match self.client.clone().get_consent_state(request).await {
+            Ok(response) => response,
+            // The ledger has no entry for the subject (in this tenant): no consent.
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return Ok(ConsentSnapshot::default());
+            }
+            Err(status) => {
+                // The status message is the ledger's and may be anything; only the code is kept.
+                return Err(Error::Unavailable(format!(
+                    "the consent ledger answered {:?}",
+                    status.code()
+                )));
+            }
+        };
+        if response.metadata().contains_key(WITHHELD_HEADER) {
+            return Err(Error::Unavailable(
+                "the consent ledger withheld part of the state from this service's token".into(),
+            ));
+        }
+        let response = response.into_inner();
+        let mut snapshot = ConsentSnapshot {
+            restricted: response.restricted,
+            identity_verified_at: response.identity_verified_at.and_then(|t| {
+                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+            }),
+            ..ConsentSnapshot::default()
+        };
+        for state in response.states {
+            let Ok(purpose) = Purpose::try_from(state.purpose) else {
+                // A purpose newer than this build cannot be one this build checks.
+                continue;
+            };
+            snapshot.set(
+                purpose,
+                &state.recipient,
+                ConsentFact {
+                    granted: state.granted,
+                    entry: 0,
+                },
+            );
+        }
+        Ok(snapshot)
+    }
+}

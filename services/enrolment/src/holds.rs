@@ -1,0 +1,312 @@
+//! Legal holds: `tutela.enrolment.v1.LegalHoldService`, and what erasure and the retention
+//! sweeper ask of holds.
+
+use std::collections::{HashMap, HashSet};
+
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+};
+use tonic::{Request, Response, Status};
+use tutela_policy::scope::found;
+use tutela_policy::validate::{Checks, timestamp};
+use tutela_policy::{Authorized, Error, Result, SubjectAccess};
+use tutela_proto::common::SubjectRef;
+use tutela_proto::enrolment::legal_hold_service_server::LegalHoldService as HoldApi;
+use tutela_proto::enrolment::{
+    HoldScope, LegalHold, ListLegalHoldsRequest, ListLegalHoldsResponse, PlaceLegalHoldRequest,
+    PlaceLegalHoldResponse, ReleaseLegalHoldRequest, ReleaseLegalHoldResponse,
+};
+
+use crate::records::Records;
+use crate::records::entity::{enrolment, result};
+
+/// The legal-hold table.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "legal_holds")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub hold_id: String,
+        pub learner_id: String,
+        /// The scope's proto name (`HOLD_SCOPE_RESULT`, ...).
+        pub scope: String,
+        pub record_id: String,
+        pub reason: String,
+        pub placed_by: String,
+        pub placed_at: DateTimeUtc,
+        pub released_at: Option<DateTimeUtc>,
+        pub released_by: Option<String>,
+        pub release_reason: Option<String>,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
+}
+
+/// What holds in force protect of one learner.
+#[derive(Debug, Clone, Default)]
+pub struct Held {
+    /// Everything of the learner, the profile included.
+    pub whole: bool,
+    /// Enrolment ids held.
+    pub enrolments: HashSet<String>,
+    /// Result ids held.
+    pub results: HashSet<String>,
+    /// The reasons of the holds, for erasure reports.
+    pub reasons: Vec<String>,
+}
+
+impl Held {
+    /// Whether any hold is in force.
+    pub fn any(&self) -> bool {
+        self.whole || !self.enrolments.is_empty() || !self.results.is_empty()
+    }
+
+    /// Whether an enrolment is protected.
+    pub fn enrolment(&self, id: &str) -> bool {
+        self.whole || self.enrolments.contains(id)
+    }
+
+    /// Whether a result is protected.
+    pub fn result(&self, id: &str) -> bool {
+        self.whole || self.results.contains(id)
+    }
+
+    fn add(&mut self, row: &entity::Model) {
+        match HoldScope::from_str_name(&row.scope) {
+            Some(HoldScope::Enrolment) => {
+                self.enrolments.insert(row.record_id.clone());
+            }
+            Some(HoldScope::Result) => {
+                self.results.insert(row.record_id.clone());
+            }
+            // A scope this build does not know holds everything: keeping too much is the
+            // recoverable mistake.
+            _ => self.whole = true,
+        }
+        self.reasons.push(row.reason.clone());
+    }
+}
+
+/// Hold look-ups.
+#[derive(Debug, Clone)]
+pub struct Holds {
+    db: DatabaseConnection,
+}
+
+impl Holds {
+    /// Holds in `db`.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// The holds in force on a learner.
+    pub async fn of(&self, access: &SubjectAccess) -> Result<Held> {
+        let mut held = Held::default();
+        for row in access
+            .find::<entity::Entity>()
+            .filter(entity::Column::ReleasedAt.is_null())
+            .all(&self.db)
+            .await?
+        {
+            held.add(&row);
+        }
+        Ok(held)
+    }
+
+    /// Every hold in force, by tenant and learner (for the retention sweeper).
+    pub async fn all(&self) -> Result<HashMap<(String, String), Held>> {
+        let mut all: HashMap<(String, String), Held> = HashMap::new();
+        for row in entity::Entity::find()
+            .filter(entity::Column::ReleasedAt.is_null())
+            .all(&self.db)
+            .await?
+        {
+            all.entry((row.tenant.clone(), row.learner_id.clone()))
+                .or_default()
+                .add(&row);
+        }
+        Ok(all)
+    }
+}
+
+fn to_hold(row: &entity::Model) -> LegalHold {
+    LegalHold {
+        hold_id: row.hold_id.clone(),
+        learner: Some(SubjectRef {
+            subject_id: row.learner_id.clone(),
+        }),
+        scope: HoldScope::from_str_name(&row.scope).unwrap_or(HoldScope::Learner) as i32,
+        record_id: row.record_id.clone(),
+        reason: row.reason.clone(),
+        placed_by: row.placed_by.clone(),
+        placed_at: Some(timestamp(row.placed_at)),
+        released_at: row.released_at.map(timestamp),
+        released_by: row.released_by.clone().unwrap_or_default(),
+        release_reason: row.release_reason.clone().unwrap_or_default(),
+    }
+}
+
+/// `tutela.enrolment.v1.LegalHoldService`.
+#[derive(Debug, Clone)]
+pub struct LegalHoldService {
+    db: DatabaseConnection,
+    records: Records,
+}
+
+impl LegalHoldService {
+    /// The service over the learners' `records`.
+    pub fn new(records: Records) -> Self {
+        Self {
+            db: records.db().clone(),
+            records,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl HoldApi for LegalHoldService {
+    async fn place_legal_hold(
+        &self,
+        request: Request<PlaceLegalHoldRequest>,
+    ) -> std::result::Result<Response<PlaceLegalHoldResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let reason = c.required_text(&r.reason, "reason", 500).map(str::to_owned);
+        let scope = HoldScope::try_from(r.scope)
+            .ok()
+            .filter(|s| *s != HoldScope::Unspecified);
+        c.ensure(scope.is_some(), "scope", "required: what to hold");
+        let record_id = r.record_id.trim().to_owned();
+        match scope {
+            Some(HoldScope::Learner) => {
+                c.ensure(
+                    record_id.is_empty(),
+                    "record_id",
+                    "must be empty for HOLD_SCOPE_LEARNER",
+                );
+            }
+            Some(_) => c.ensure(
+                !record_id.is_empty(),
+                "record_id",
+                "required for this scope",
+            ),
+            None => {}
+        }
+        c.finish()?;
+        let (Some(reason), Some(scope)) = (reason, scope) else {
+            return Err(Error::internal("hold checked but incomplete").into());
+        };
+        let access = self
+            .records
+            .learner_access(&call, r.learner.as_ref(), "learner")
+            .await?;
+        let exists = match scope {
+            HoldScope::Enrolment => access
+                .find::<enrolment::Entity>()
+                .filter(enrolment::Column::EnrolmentId.eq(&record_id))
+                .one(&self.db)
+                .await
+                .map_err(Error::from)?
+                .is_some(),
+            HoldScope::Result => access
+                .find::<result::Entity>()
+                .filter(result::Column::ResultId.eq(&record_id))
+                .one(&self.db)
+                .await
+                .map_err(Error::from)?
+                .is_some(),
+            _ => true,
+        };
+        if !exists {
+            return Err(Error::NotFound("record").into());
+        }
+        let row = entity::ActiveModel {
+            tenant: Set(access.tenant().to_owned()),
+            hold_id: Set(uuid::Uuid::new_v4().to_string()),
+            learner_id: Set(access.subject_id().to_owned()),
+            scope: Set(scope.as_str_name().to_owned()),
+            record_id: Set(record_id),
+            reason: Set(reason),
+            placed_by: Set(call.principal().id.clone()),
+            placed_at: Set(self.records.now()),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await
+        .map_err(Error::from)?;
+        tracing::info!(scope = scope.as_str_name(), "legal hold placed");
+        Ok(Response::new(PlaceLegalHoldResponse {
+            hold: Some(to_hold(&row)),
+        }))
+    }
+
+    async fn release_legal_hold(
+        &self,
+        request: Request<ReleaseLegalHoldRequest>,
+    ) -> std::result::Result<Response<ReleaseLegalHoldResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let hold_id = c
+            .required_text(&r.hold_id, "hold_id", 64)
+            .map(str::to_owned);
+        let reason = c.required_text(&r.reason, "reason", 500).map(str::to_owned);
+        c.finish()?;
+        let (Some(hold_id), Some(reason)) = (hold_id, reason) else {
+            return Err(Error::internal("release checked but incomplete").into());
+        };
+        let row = found(
+            call.find::<entity::Entity>()
+                .filter(entity::Column::HoldId.eq(&hold_id))
+                .one(&self.db)
+                .await
+                .map_err(Error::from)?,
+            "legal hold",
+        )?;
+        // Releasing is processing of the learner's records too: within reach, audited.
+        let access = call.subject(&row.learner_id).await?;
+        if row.released_at.is_some() {
+            return Err(Error::FailedPrecondition {
+                reason: "HOLD_RELEASED",
+                message: "the hold was released already".into(),
+            }
+            .into());
+        }
+        let mut active: entity::ActiveModel = row.into();
+        active.released_at = Set(Some(self.records.now()));
+        active.released_by = Set(Some(call.principal().id.clone()));
+        active.release_reason = Set(Some(reason));
+        let row = active.update(&self.db).await.map_err(Error::from)?;
+        access.record(tutela_policy::CategorySet::EMPTY);
+        tracing::info!("legal hold released");
+        Ok(Response::new(ReleaseLegalHoldResponse {
+            hold: Some(to_hold(&row)),
+        }))
+    }
+
+    async fn list_legal_holds(
+        &self,
+        request: Request<ListLegalHoldsRequest>,
+    ) -> std::result::Result<Response<ListLegalHoldsResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let access = self
+            .records
+            .learner_access(&call, request.get_ref().learner.as_ref(), "learner")
+            .await?;
+        let rows = access
+            .find::<entity::Entity>()
+            .order_by_asc(entity::Column::Seq)
+            .all(&self.db)
+            .await
+            .map_err(Error::from)?;
+        access.record(tutela_policy::CategorySet::EMPTY);
+        Ok(Response::new(ListLegalHoldsResponse {
+            holds: rows.iter().map(to_hold).collect(),
+        }))
+    }
+}

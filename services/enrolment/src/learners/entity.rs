@@ -1,0 +1,65 @@
+//! The learner tables: one row per learner (ids and blind indexes only), one sealed part per data
+//! category of their profile, and the idempotency keys of learner writes.
+
+/// A learner: no personal value, only the id and keyed blind indexes.
+pub mod learner {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "learners")]
+    pub struct Model {
+        /// Creation order; also the paging cursor.
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub learner_id: String,
+        pub email_index: Option<String>,
+        pub family_name_index: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub created_by: String,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
+}
+
+/// One data category of a learner's profile, sealed under the learner's data key.
+pub mod part {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "learner_data")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub learner_id: String,
+        /// The category's short name.
+        pub category: String,
+        /// The profile with only this category's fields, encoded and sealed.
+        pub sealed: Vec<u8>,
+        pub updated_at: DateTimeUtc,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
+}
+
+/// A write's idempotency key, with a hash of the request it came with.
+pub mod idempotency {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "enrolment_idempotency")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub key: String,
+        pub rpc: String,
+        pub request_hash: String,
+        pub learner_id: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
+}

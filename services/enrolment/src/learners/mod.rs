@@ -1,0 +1,825 @@
+//! Learners: `tutela.enrolment.v1.LearnerService` and the storage behind it.
+//!
+//! A profile is stored as one sealed part per data category (the profile message with only that
+//! category's fields, encoded, sealed under the learner's data key with the category in the
+//! associated data). So a read opens only the categories the caller may read, a write touches
+//! only the categories it changes, and erasure (shredding the key) leaves nothing readable. The
+//! `learners` row holds no personal value: the id and keyed blind indexes of the email and family
+//! name for exact look-ups.
+
+pub mod entity;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
+use prost::Message as _;
+use prost_reflect::DynamicMessage;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+use tutela_policy::audit::AuditKeys;
+use tutela_policy::scope::{found, within};
+use tutela_policy::validate::{Checks, page_token, timestamp};
+use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess, fields};
+use tutela_proto::common::{DataCategory, PageResponse};
+use tutela_proto::enrolment::learner_service_server::LearnerService as LearnerApi;
+use tutela_proto::enrolment::{
+    CreateLearnerRequest, CreateLearnerResponse, GetLearnerRequest, GetLearnerResponse, Learner,
+    LearnerProfile, ListLearnersRequest, ListLearnersResponse, UpdateLearnerRequest,
+    UpdateLearnerResponse,
+};
+use tutela_store::{KeyVault, Keyring, SharedClock, SubjectKey};
+
+use crate::SERVICE;
+use entity::{idempotency, learner, part};
+
+/// The profile message, whose annotations drive sealing, minimisation and scans.
+const PROFILE: &str = "tutela.enrolment.v1.LearnerProfile";
+const CREATE: &str = "CreateLearner";
+const UPDATE: &str = "UpdateLearner";
+
+/// The sealed field name of a category's part: bound into the ciphertext, so a part cannot be
+/// moved to another category (or learner: the vault binds the subject too) unnoticed.
+fn part_field(category: DataCategory) -> String {
+    format!("learner_data/{}", category.short_name())
+}
+
+fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn normalise_name(name: &str) -> String {
+    name.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Learner storage, shared by the gRPC service and the rights provider.
+#[derive(Clone)]
+pub struct Learners {
+    db: DatabaseConnection,
+    vault: KeyVault,
+    keys: AuditKeys,
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for Learners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Learners")
+            .field("vault", &self.vault)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Learners {
+    /// Learners over `db` (migrated with [`crate::EnrolmentMigrator`]); `keys` key the blind
+    /// indexes and the audit pseudonym in exports.
+    pub fn new(
+        db: DatabaseConnection,
+        keyring: Arc<Keyring>,
+        keys: AuditKeys,
+        clock: SharedClock,
+    ) -> Self {
+        let vault = KeyVault::new(db.clone(), keyring, SERVICE, clock.clone());
+        Self {
+            db,
+            vault,
+            keys,
+            clock,
+        }
+    }
+
+    /// The time now, by the injected clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The audit pseudonym of a learner, for exports (the dpo pulls the access history by it).
+    pub fn pseudonym(&self, access: &SubjectAccess) -> String {
+        self.keys.pseudonym(access.tenant(), access.subject_id())
+    }
+
+    fn email_index(&self, tenant: &str, email: &str) -> Option<String> {
+        let email = normalise_email(email);
+        (!email.is_empty()).then(|| self.keys.blind_index(tenant, "learner.email", &email))
+    }
+
+    fn family_name_index(&self, tenant: &str, name: &str) -> Option<String> {
+        let name = normalise_name(name);
+        (!name.is_empty()).then(|| self.keys.blind_index(tenant, "learner.family_name", &name))
+    }
+
+    /// The learner's row, or NOT_FOUND.
+    pub(crate) async fn row(&self, access: &SubjectAccess) -> Result<learner::Model> {
+        found(
+            access.find::<learner::Entity>().one(&self.db).await?,
+            "learner",
+        )
+    }
+
+    /// Whether the learner exists in the caller's tenant.
+    pub async fn exists(&self, access: &SubjectAccess) -> Result<bool> {
+        Ok(access
+            .find::<learner::Entity>()
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+
+    /// The categories of the learner's profile that hold data.
+    pub async fn held(&self, access: &SubjectAccess) -> Result<CategorySet> {
+        let parts = access
+            .find::<part::Entity>()
+            .select_only()
+            .column(part::Column::Category)
+            .into_tuple::<String>()
+            .all(&self.db)
+            .await?;
+        Ok(parts
+            .iter()
+            .filter_map(|c| DataCategory::from_short_name(c))
+            .collect())
+    }
+
+    pub(crate) async fn key(&self, tenant: &str, learner_id: &str) -> Result<SubjectKey> {
+        Ok(self.vault.get(tenant, learner_id).await?)
+    }
+
+    /// The learner's data key, created on first use (sealing other records of theirs).
+    pub(crate) async fn key_for_writing(
+        &self,
+        tenant: &str,
+        learner_id: &str,
+    ) -> Result<SubjectKey> {
+        Ok(self.vault.get_or_create(tenant, learner_id).await?)
+    }
+
+    /// The parts of `categories` of one learner, opened and merged; and which categories held
+    /// data.
+    fn open_parts(
+        key: &SubjectKey,
+        parts: &[part::Model],
+    ) -> Result<(LearnerProfile, CategorySet)> {
+        let mut profile = LearnerProfile::default();
+        let mut held = CategorySet::EMPTY;
+        for p in parts {
+            let Some(category) = DataCategory::from_short_name(&p.category) else {
+                continue;
+            };
+            let bytes = key.open(&part_field(category), &p.sealed)?;
+            profile.merge(bytes.as_slice()).map_err(Error::internal)?;
+            held.insert(category);
+        }
+        Ok((profile, held))
+    }
+
+    /// The learner with the profile's `categories` (the ones the caller may read), recording the
+    /// access to those that held data.
+    pub async fn learner(
+        &self,
+        access: &SubjectAccess,
+        categories: CategorySet,
+    ) -> Result<Learner> {
+        let row = self.row(access).await?;
+        let parts = access
+            .find::<part::Entity>()
+            .filter(part::Column::Category.is_in(categories.names()))
+            .all(&self.db)
+            .await?;
+        let (profile, held) = if parts.is_empty() {
+            (LearnerProfile::default(), CategorySet::EMPTY)
+        } else {
+            let key = self.key(access.tenant(), access.subject_id()).await?;
+            Self::open_parts(&key, &parts)?
+        };
+        access.record(held);
+        Ok(to_learner(&row, profile))
+    }
+
+    /// Deletes the learner's rows and destroys their data key; returns how many rows went.
+    pub async fn erase(&self, access: &SubjectAccess) -> Result<u64> {
+        self.erase_learner(access.tenant(), access.subject_id())
+            .await
+    }
+
+    /// [`Learners::erase`] for the retention sweeper, which acts for the organisation on rows
+    /// it found due, not for a caller.
+    pub(crate) async fn erase_learner(&self, tenant: &str, learner_id: &str) -> Result<u64> {
+        let txn = self.db.begin().await?;
+        let mut erased = 0;
+        erased += part::Entity::delete_many()
+            .filter(part::Column::Tenant.eq(tenant))
+            .filter(part::Column::LearnerId.eq(learner_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        erased += idempotency::Entity::delete_many()
+            .filter(idempotency::Column::Tenant.eq(tenant))
+            .filter(idempotency::Column::LearnerId.eq(learner_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        erased += learner::Entity::delete_many()
+            .filter(learner::Column::Tenant.eq(tenant))
+            .filter(learner::Column::LearnerId.eq(learner_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+        // After the rows: a crash in between leaves ciphertext without a key, never a key
+        // without its rows' erasure recorded.
+        self.vault.shred(tenant, learner_id).await?;
+        tutela_store::purge_freed_pages(&self.db).await?;
+        Ok(erased)
+    }
+
+    /// The learner id a replayed write stands for; ALREADY_EXISTS when the key was used for
+    /// another request.
+    async fn replay(
+        &self,
+        tenant: &str,
+        key: Option<&str>,
+        rpc: &str,
+        hash: &str,
+    ) -> Result<Option<String>> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let row = within::<idempotency::Entity>(tenant)
+            .filter(idempotency::Column::Key.eq(key))
+            .one(&self.db)
+            .await?;
+        match row {
+            None => Ok(None),
+            Some(row) if row.rpc == rpc && row.request_hash == hash => Ok(Some(row.learner_id)),
+            Some(_) => Err(Error::AlreadyExists("idempotency key")),
+        }
+    }
+
+    fn idempotency_row(
+        tenant: &str,
+        key: &str,
+        rpc: &str,
+        hash: &str,
+        learner_id: &str,
+        now: DateTime<Utc>,
+    ) -> idempotency::ActiveModel {
+        idempotency::ActiveModel {
+            tenant: Set(tenant.to_owned()),
+            key: Set(key.to_owned()),
+            rpc: Set(rpc.to_owned()),
+            request_hash: Set(hash.to_owned()),
+            learner_id: Set(learner_id.to_owned()),
+            created_at: Set(now),
+            ..Default::default()
+        }
+    }
+
+    /// Stores a new learner with `profile`'s parts.
+    async fn insert(
+        &self,
+        access: &SubjectAccess,
+        profile: &LearnerProfile,
+        dynamic: &DynamicMessage,
+        idempotency: Option<(&str, &str)>,
+    ) -> Result<Learner> {
+        let tenant = access.tenant();
+        let id = access.subject_id();
+        let now = self.clock.now();
+        let key = self.vault.get_or_create(tenant, id).await?;
+        let txn = self.db.begin().await?;
+        learner::ActiveModel {
+            tenant: Set(tenant.to_owned()),
+            learner_id: Set(id.to_owned()),
+            email_index: Set(self.email_index(tenant, &profile.email)),
+            family_name_index: Set(self.family_name_index(tenant, &profile.family_name)),
+            created_at: Set(now),
+            updated_at: Set(now),
+            created_by: Set(access.call().principal().id.clone()),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await?;
+        for (category, bytes) in fields::split(dynamic) {
+            part::ActiveModel {
+                tenant: Set(tenant.to_owned()),
+                learner_id: Set(id.to_owned()),
+                category: Set(category.short_name().to_owned()),
+                sealed: Set(key.seal(&part_field(category), &bytes)?),
+                updated_at: Set(now),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+        }
+        if let Some((k, hash)) = idempotency {
+            Self::idempotency_row(tenant, k, CREATE, hash, id, now)
+                .insert(&txn)
+                .await
+                .map_err(|err| {
+                    if tutela_store::is_unique_violation(&err) {
+                        Error::AlreadyExists("idempotency key")
+                    } else {
+                        err.into()
+                    }
+                })?;
+        }
+        txn.commit().await?;
+        Ok(Learner {
+            learner_id: id.to_owned(),
+            profile: Some(profile.clone()),
+            created_at: Some(timestamp(now)),
+            updated_at: Some(timestamp(now)),
+        })
+    }
+
+    /// Writes the `masked` fields of `written` into the learner's parts.
+    async fn update(
+        &self,
+        access: &SubjectAccess,
+        written: &DynamicMessage,
+        masked: &[(prost_reflect::FieldDescriptor, String, DataCategory)],
+        idempotency: Option<(&str, &str)>,
+    ) -> Result<()> {
+        let tenant = access.tenant();
+        let id = access.subject_id();
+        let row = self.row(access).await?;
+        let now = self.clock.now();
+        let key = self.vault.get_or_create(tenant, id).await?;
+        let descriptor = fields::descriptor(PROFILE)?;
+        let txn = self.db.begin().await?;
+        let mut categories: Vec<DataCategory> = masked.iter().map(|(_, _, c)| *c).collect();
+        categories.sort_by_key(|c| *c as i32);
+        categories.dedup();
+        for category in categories {
+            let existing = access
+                .find::<part::Entity>()
+                .filter(part::Column::Category.eq(category.short_name()))
+                .one(&txn)
+                .await?;
+            let mut message = match &existing {
+                Some(p) => {
+                    let bytes = key.open(&part_field(category), &p.sealed)?;
+                    DynamicMessage::decode(descriptor.clone(), bytes.as_slice())
+                        .map_err(Error::internal)?
+                }
+                None => DynamicMessage::new(descriptor.clone()),
+            };
+            for (field, _, _) in masked.iter().filter(|(_, _, c)| *c == category) {
+                fields::copy_field(written, &mut message, field);
+            }
+            let bytes = message.encode_to_vec();
+            match (existing, bytes.is_empty()) {
+                (Some(p), true) => {
+                    part::Entity::delete_by_id(p.seq).exec(&txn).await?;
+                }
+                (Some(p), false) => {
+                    let mut p: part::ActiveModel = p.into();
+                    p.sealed = Set(key.seal(&part_field(category), &bytes)?);
+                    p.updated_at = Set(now);
+                    p.update(&txn).await?;
+                }
+                (None, true) => {}
+                (None, false) => {
+                    part::ActiveModel {
+                        tenant: Set(tenant.to_owned()),
+                        learner_id: Set(id.to_owned()),
+                        category: Set(category.short_name().to_owned()),
+                        sealed: Set(key.seal(&part_field(category), &bytes)?),
+                        updated_at: Set(now),
+                        ..Default::default()
+                    }
+                    .insert(&txn)
+                    .await?;
+                }
+            }
+        }
+        let mut row: learner::ActiveModel = row.into();
+        for (field, _, _) in masked {
+            let text = written
+                .get_field(field)
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_default();
+            match field.name() {
+                "email" => row.email_index = Set(self.email_index(tenant, &text)),
+                "family_name" => row.family_name_index = Set(self.family_name_index(tenant, &text)),
+                _ => {}
+            }
+        }
+        row.updated_at = Set(now);
+        row.update(&txn).await?;
+        if let Some((k, hash)) = idempotency {
+            Self::idempotency_row(tenant, k, UPDATE, hash, id, now)
+                .insert(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+fn to_learner(row: &learner::Model, profile: LearnerProfile) -> Learner {
+    Learner {
+        learner_id: row.learner_id.clone(),
+        profile: Some(profile),
+        created_at: Some(timestamp(row.created_at)),
+        updated_at: Some(timestamp(row.updated_at)),
+    }
+}
+
+/// A request's hash without its idempotency key, to tell a retry from a reuse of the key.
+fn request_hash<M: prost::Message>(request: &M) -> String {
+    hex::encode(Sha256::digest(request.encode_to_vec()))
+}
+
+fn trim_all(profile: &mut LearnerProfile) {
+    for text in [
+        &mut profile.given_name,
+        &mut profile.family_name,
+        &mut profile.email,
+        &mut profile.phone,
+        &mut profile.address,
+        &mut profile.postcode,
+        &mut profile.date_of_birth,
+        &mut profile.gender,
+        &mut profile.country,
+        &mut profile.organisation,
+        &mut profile.photo_id_reference,
+        &mut profile.ethnicity,
+        &mut profile.support_needed,
+    ] {
+        let trimmed = text.trim();
+        if trimmed.len() != text.len() {
+            *text = trimmed.to_owned();
+        }
+    }
+    for list in [
+        &mut profile.previous_qualifications,
+        &mut profile.disabilities,
+    ] {
+        list.iter_mut().for_each(|t| *t = t.trim().to_owned());
+        list.retain(|t| !t.is_empty());
+    }
+}
+
+/// Checks the fields `wanted` selects; descriptions never repeat the value.
+fn check_profile(
+    c: &mut Checks,
+    p: &LearnerProfile,
+    wanted: &dyn Fn(&str) -> bool,
+    today: NaiveDate,
+) {
+    let texts: [(&str, &str, usize); 11] = [
+        ("given_name", &p.given_name, 200),
+        ("family_name", &p.family_name, 200),
+        ("email", &p.email, 254),
+        ("phone", &p.phone, 40),
+        ("address", &p.address, 500),
+        ("postcode", &p.postcode, 16),
+        ("gender", &p.gender, 64),
+        ("organisation", &p.organisation, 200),
+        ("photo_id_reference", &p.photo_id_reference, 100),
+        ("ethnicity", &p.ethnicity, 100),
+        ("support_needed", &p.support_needed, 2000),
+    ];
+    for (name, value, max) in texts {
+        if wanted(name) {
+            c.optional_text(value, &format!("profile.{name}"), max);
+        }
+    }
+    for (name, list, max_items) in [
+        ("previous_qualifications", &p.previous_qualifications, 50),
+        ("disabilities", &p.disabilities, 20),
+    ] {
+        if !wanted(name) {
+            continue;
+        }
+        c.ensure(
+            list.len() <= max_items,
+            &format!("profile.{name}"),
+            &format!("at most {max_items} entries"),
+        );
+        for (i, item) in list.iter().enumerate() {
+            c.optional_text(item, &format!("profile.{name}[{i}]"), 200);
+        }
+    }
+    if wanted("email") && !p.email.is_empty() {
+        let ok = p.email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !p.email.chars().any(char::is_whitespace)
+                && p.email.matches('@').count() == 1
+        });
+        c.ensure(ok, "profile.email", "not an email address");
+    }
+    if wanted("phone") && !p.phone.is_empty() {
+        let ok = p
+            .phone
+            .chars()
+            .all(|ch| ch.is_ascii_digit() || " +-().".contains(ch))
+            && p.phone.chars().filter(char::is_ascii_digit).count() >= 5;
+        c.ensure(
+            ok,
+            "profile.phone",
+            "digits, spaces and + - ( ) . only, at least 5 digits",
+        );
+    }
+    if wanted("date_of_birth") && !p.date_of_birth.is_empty() {
+        match NaiveDate::parse_from_str(&p.date_of_birth, "%Y-%m-%d") {
+            Ok(d) if d <= today && d.year_ce().1 >= 1900 => {}
+            Ok(_) => c.fail(
+                "profile.date_of_birth",
+                "must be a past date after 1900-01-01",
+            ),
+            Err(_) => c.fail("profile.date_of_birth", "must be a date as YYYY-MM-DD"),
+        }
+    }
+    if wanted("country") && !p.country.is_empty() {
+        c.ensure(
+            p.country.len() == 2 && p.country.bytes().all(|b| b.is_ascii_uppercase()),
+            "profile.country",
+            "an ISO 3166-1 alpha-2 code in capitals, e.g. GB",
+        );
+    }
+}
+
+/// `tutela.enrolment.v1.LearnerService`.
+#[derive(Debug, Clone)]
+pub struct LearnerService {
+    learners: Learners,
+    register: Arc<Register>,
+}
+
+impl LearnerService {
+    /// The service over `learners`, refusing the identifiers `register` prohibits.
+    pub fn new(learners: Learners, register: Arc<Register>) -> Self {
+        Self { learners, register }
+    }
+
+    /// The subject access of a learner named in a request.
+    async fn access(
+        call: &Authorized,
+        learner: Option<&tutela_proto::common::SubjectRef>,
+    ) -> Result<SubjectAccess> {
+        let mut c = Checks::new();
+        let id = c.subject_id(learner, "learner");
+        c.finish()?;
+        let id = id.ok_or_else(|| Error::internal("learner id checked but missing"))?;
+        call.subject(&id).await
+    }
+
+    /// E3 and E5 on what a write carries: no prohibited identifier anywhere, no category the
+    /// purpose may not touch.
+    fn admit<'a>(
+        &self,
+        call: &Authorized,
+        written: &DynamicMessage,
+        carried: impl IntoIterator<Item = (&'a str, DataCategory)>,
+    ) -> Result<()> {
+        fields::refuse_prohibited(written, "profile", &self.register.prohibited_identifiers)?;
+        fields::minimise(carried, call.rule().categories, call.purpose().short_name())
+    }
+}
+
+#[tonic::async_trait]
+impl LearnerApi for LearnerService {
+    async fn create_learner(
+        &self,
+        request: Request<CreateLearnerRequest>,
+    ) -> std::result::Result<Response<CreateLearnerResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut profile = r.profile.clone().unwrap_or_default();
+        trim_all(&mut profile);
+        let mut c = Checks::new();
+        let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
+        check_profile(
+            &mut c,
+            &profile,
+            &|_| true,
+            self.learners.clock.now().date_naive(),
+        );
+        c.ensure(
+            !(profile.given_name.is_empty() && profile.family_name.is_empty()),
+            "profile.family_name",
+            "required: a learner needs a given or a family name",
+        );
+        c.finish()?;
+        let dynamic = fields::to_dynamic(&profile, PROFILE)?;
+        let carried = fields::carried(&dynamic, "profile");
+        self.admit(
+            &call,
+            &dynamic,
+            carried.iter().map(|(p, c)| (p.as_str(), *c)),
+        )?;
+        let hash = request_hash(&CreateLearnerRequest {
+            profile: Some(profile.clone()),
+            idempotency_key: None,
+        });
+        let readable = call.readable();
+        if let Some(id) = self
+            .learners
+            .replay(call.tenant(), key.as_deref(), CREATE, &hash)
+            .await?
+        {
+            let access = call.subject(&id).await?;
+            let learner = self.learners.learner(&access, readable).await?;
+            return Ok(Response::new(CreateLearnerResponse {
+                learner: Some(learner),
+            }));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let access = call.subject(&id).await?;
+        let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
+        let learner = match self
+            .learners
+            .insert(&access, &profile, &dynamic, idempotency)
+            .await
+        {
+            Ok(learner) => learner,
+            // Two concurrent calls with one key: the loser answers as a retry would.
+            Err(Error::AlreadyExists(_)) if key.is_some() => {
+                let Some(id) = self
+                    .learners
+                    .replay(call.tenant(), key.as_deref(), CREATE, &hash)
+                    .await?
+                else {
+                    return Err(Error::internal("learner insert failed").into());
+                };
+                let access = call.subject(&id).await?;
+                let learner = self.learners.learner(&access, readable).await?;
+                return Ok(Response::new(CreateLearnerResponse {
+                    learner: Some(learner),
+                }));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        access.record(carried.iter().map(|(_, c)| *c).collect());
+        tracing::info!(categories = carried.len(), "learner created");
+        Ok(Response::new(CreateLearnerResponse {
+            learner: Some(learner),
+        }))
+    }
+
+    async fn get_learner(
+        &self,
+        request: Request<GetLearnerRequest>,
+    ) -> std::result::Result<Response<GetLearnerResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let access = Self::access(&call, request.get_ref().learner.as_ref()).await?;
+        let learner = self.learners.learner(&access, call.readable()).await?;
+        Ok(Response::new(GetLearnerResponse {
+            learner: Some(learner),
+        }))
+    }
+
+    async fn update_learner(
+        &self,
+        request: Request<UpdateLearnerRequest>,
+    ) -> std::result::Result<Response<UpdateLearnerResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let paths = r
+            .update_mask
+            .as_ref()
+            .map(|m| m.paths.clone())
+            .unwrap_or_default();
+        let descriptor = fields::descriptor(PROFILE)?;
+        let masked = fields::masked(&descriptor, &paths, "profile", "update_mask")?;
+        let mut profile = r.profile.clone().unwrap_or_default();
+        trim_all(&mut profile);
+        let mut c = Checks::new();
+        let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
+        let names: Vec<&str> = masked.iter().map(|(f, _, _)| f.name()).collect();
+        check_profile(
+            &mut c,
+            &profile,
+            &|name| names.contains(&name),
+            self.learners.clock.now().date_naive(),
+        );
+        c.finish()?;
+        let whole = fields::to_dynamic(&profile, PROFILE)?;
+        let mut written = DynamicMessage::new(descriptor);
+        for (field, _, _) in &masked {
+            fields::copy_field(&whole, &mut written, field);
+        }
+        self.admit(
+            &call,
+            &written,
+            masked.iter().map(|(_, path, c)| (path.as_str(), *c)),
+        )?;
+        let access = Self::access(&call, r.learner.as_ref()).await?;
+        let mut canonical = r.clone();
+        canonical.idempotency_key = None;
+        canonical.profile = Some(profile);
+        let hash = request_hash(&canonical);
+        let replayed = self
+            .learners
+            .replay(call.tenant(), key.as_deref(), UPDATE, &hash)
+            .await?;
+        match replayed {
+            Some(id) if id != access.subject_id() => {
+                return Err(Error::AlreadyExists("idempotency key").into());
+            }
+            Some(_) => {}
+            None => {
+                let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
+                self.learners
+                    .update(&access, &written, &masked, idempotency)
+                    .await?;
+                access.record(masked.iter().map(|(_, _, c)| *c).collect());
+                tracing::info!(fields = masked.len(), "learner rectified");
+            }
+        }
+        let learner = self.learners.learner(&access, call.readable()).await?;
+        Ok(Response::new(UpdateLearnerResponse {
+            learner: Some(learner),
+        }))
+    }
+
+    async fn list_learners(
+        &self,
+        request: Request<ListLearnersRequest>,
+    ) -> std::result::Result<Response<ListLearnersResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let (size, after) = c.page(r.page.as_ref(), "page");
+        c.optional_text(&r.email, "email", 254);
+        c.optional_text(&r.family_name, "family_name", 200);
+        c.finish()?;
+        let tenant = call.tenant();
+        let mut query = call
+            .find::<learner::Entity>()
+            .filter(learner::Column::Seq.gt(after))
+            .order_by_asc(learner::Column::Seq)
+            .limit(size + 1);
+        if let Some(index) = self.learners.email_index(tenant, &r.email) {
+            query = query.filter(learner::Column::EmailIndex.eq(index));
+        }
+        if let Some(index) = self.learners.family_name_index(tenant, &r.family_name) {
+            query = query.filter(learner::Column::FamilyNameIndex.eq(index));
+        }
+        let mut rows = query.all(&self.learners.db).await.map_err(Error::from)?;
+        let more = rows.len() as u64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = if more {
+            rows.last().map(|r| page_token(r.seq)).unwrap_or_default()
+        } else {
+            String::new()
+        };
+
+        // One query for every listed learner's readable parts.
+        let readable = call.readable();
+        let ids: Vec<&str> = rows.iter().map(|r| r.learner_id.as_str()).collect();
+        let mut parts: HashMap<String, Vec<part::Model>> = HashMap::new();
+        if !ids.is_empty() {
+            for p in call
+                .find::<part::Entity>()
+                .filter(part::Column::LearnerId.is_in(ids))
+                .filter(part::Column::Category.is_in(readable.names()))
+                .all(&self.learners.db)
+                .await
+                .map_err(Error::from)?
+            {
+                parts.entry(p.learner_id.clone()).or_default().push(p);
+            }
+        }
+        let mut learners = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let access = match call.subject(&row.learner_id).await {
+                Ok(access) => access,
+                // Listing for a purpose that needs consent shows only learners who gave it.
+                Err(Error::ConsentRequired { .. }) => continue,
+                Err(err) => return Err(err.into()),
+            };
+            let (profile, held) = match parts.get(&row.learner_id) {
+                Some(parts) => {
+                    let key = self.learners.key(tenant, &row.learner_id).await;
+                    match key {
+                        Ok(key) => Learners::open_parts(&key, parts)?,
+                        Err(Error::FailedPrecondition { .. }) => {
+                            (LearnerProfile::default(), CategorySet::EMPTY)
+                        }
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                None => (LearnerProfile::default(), CategorySet::EMPTY),
+            };
+            access.record(held);
+            learners.push(to_learner(row, profile));
+        }
+        Ok(Response::new(ListLearnersResponse {
+            learners,
+            page: Some(PageResponse { next_page_token }),
+        }))
+    }
+}

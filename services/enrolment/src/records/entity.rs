@@ -1,0 +1,77 @@
+//! Courses, enrolments and results.
+
+/// A course or programme run (no personal data).
+pub mod course {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "courses")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub course_id: String,
+        pub code: String,
+        pub title: String,
+        pub programme: String,
+        pub awarding_body: String,
+        pub start_date: Date,
+        pub end_date: Date,
+        pub created_at: DateTimeUtc,
+        pub idempotency_key: Option<String>,
+        pub request_hash: Option<String>,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+}
+
+/// A learner's enrolment on a course.
+pub mod enrolment {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "enrolments")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub enrolment_id: String,
+        pub learner_id: String,
+        pub course_id: String,
+        /// The status's short name (`applied`, `enrolled`, ...).
+        pub status: String,
+        pub created_at: DateTimeUtc,
+        pub status_changed_at: DateTimeUtc,
+        pub idempotency_key: Option<String>,
+        pub request_hash: Option<String>,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
+}
+
+/// An assessment result.
+pub mod result {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "results")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub result_id: String,
+        pub enrolment_id: String,
+        pub learner_id: String,
+        pub assessment: String,
+        pub score: f64,
+        pub maximum: f64,
+        pub passed: bool,
+        pub assessed_at: DateTimeUtc,
+        pub assessor: String,
+        pub recorded_at: DateTimeUtc,
+        pub idempotency_key: Option<String>,
+        pub request_hash: Option<String>,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
+}

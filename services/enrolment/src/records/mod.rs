@@ -1,0 +1,794 @@
+//! Courses, enrolments with their lifecycle, and assessment results:
+//! `tutela.enrolment.v1.CourseService` and `tutela.enrolment.v1.EnrolmentService`.
+
+pub mod entity;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use sha2::{Digest, Sha256};
+use tonic::{Request, Response, Status};
+use tutela_policy::scope::found;
+use tutela_policy::validate::{Checks, page_token, timestamp};
+use tutela_policy::{Authorized, CategorySet, Error, Result, SubjectAccess};
+use tutela_proto::common::{DataCategory, PageResponse, SubjectRef};
+use tutela_proto::enrolment::course_service_server::CourseService as CourseApi;
+use tutela_proto::enrolment::enrolment_service_server::EnrolmentService as EnrolmentApi;
+use tutela_proto::enrolment::{
+    AssessmentResult, ChangeEnrolmentStatusRequest, ChangeEnrolmentStatusResponse, Course,
+    CreateCourseRequest, CreateCourseResponse, EnrolLearnerRequest, EnrolLearnerResponse,
+    Enrolment, EnrolmentStatus, GetCourseRequest, GetCourseResponse, ListCoursesRequest,
+    ListCoursesResponse, ListEnrolmentsRequest, ListEnrolmentsResponse, ListResultsRequest,
+    ListResultsResponse, RecordResultRequest, RecordResultResponse,
+};
+
+use crate::holds::Held;
+use crate::learners::Learners;
+
+/// What erasing a learner's records did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Erased {
+    /// Rows deleted.
+    pub rows: u64,
+    /// Enrolments kept under a hold.
+    pub kept_enrolments: u64,
+    /// Results kept under a hold.
+    pub kept_results: u64,
+}
+use entity::{course, enrolment, result};
+
+/// Whether an enrolment may move from `from` to `to`.
+pub fn transition_allowed(from: EnrolmentStatus, to: EnrolmentStatus) -> bool {
+    use EnrolmentStatus::*;
+    matches!(
+        (from, to),
+        (Applied, Enrolled)
+            | (Enrolled, Started)
+            | (Started, Completed)
+            | (Applied | Enrolled | Started, Withdrawn)
+    )
+}
+
+pub(crate) fn status_of(row: &enrolment::Model) -> EnrolmentStatus {
+    EnrolmentStatus::from_str_name(&row.status).unwrap_or(EnrolmentStatus::Unspecified)
+}
+
+/// With an idempotency key, the hash of the request without it (what tells a retry from another
+/// request reusing the key); `clear_key` removes the key from a copy.
+pub(crate) fn keyed_hash<M: prost::Message + Clone>(
+    key: Option<&str>,
+    request: &M,
+    clear_key: impl FnOnce(&mut M),
+) -> Option<String> {
+    key.map(|_| {
+        let mut canonical = request.clone();
+        clear_key(&mut canonical);
+        hex::encode(Sha256::digest(canonical.encode_to_vec()))
+    })
+}
+
+/// A table whose rows remember the idempotency key and request hash of the write that made them.
+pub(crate) trait Idempotent: tutela_policy::scope::TenantScoped {
+    /// The column holding the key.
+    const KEY: Self::Column;
+    /// The stored request hash of a row.
+    fn request_hash(row: &Self::Model) -> Option<&str>;
+}
+
+macro_rules! idempotent {
+    ($($module:ident),+) => {
+        $(impl Idempotent for $module::Entity {
+            const KEY: $module::Column = $module::Column::IdempotencyKey;
+            fn request_hash(row: &$module::Model) -> Option<&str> {
+                row.request_hash.as_deref()
+            }
+        })+
+    };
+}
+pub(crate) use idempotent;
+
+idempotent!(course, enrolment, result);
+
+/// Answers a retried write: the stored row when the key came with the same request, else
+/// ALREADY_EXISTS.
+fn replayed<T>(
+    row: Option<T>,
+    stored_hash: impl Fn(&T) -> Option<&str>,
+    hash: &str,
+) -> Result<Option<T>> {
+    match row {
+        None => Ok(None),
+        Some(row) if stored_hash(&row) == Some(hash) => Ok(Some(row)),
+        Some(_) => Err(Error::AlreadyExists("idempotency key")),
+    }
+}
+
+fn date(text: &str, field: &str, c: &mut Checks) -> Option<NaiveDate> {
+    if text.trim().is_empty() {
+        c.fail(field, "required, as YYYY-MM-DD");
+        return None;
+    }
+    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map_err(|_| c.fail(field, "must be a date as YYYY-MM-DD"))
+        .ok()
+}
+
+fn to_course(row: &course::Model) -> Course {
+    Course {
+        course_id: row.course_id.clone(),
+        code: row.code.clone(),
+        title: row.title.clone(),
+        programme: row.programme.clone(),
+        awarding_body: row.awarding_body.clone(),
+        start_date: row.start_date.format("%Y-%m-%d").to_string(),
+        end_date: row.end_date.format("%Y-%m-%d").to_string(),
+    }
+}
+
+pub(crate) fn to_enrolment(row: &enrolment::Model) -> Enrolment {
+    Enrolment {
+        enrolment_id: row.enrolment_id.clone(),
+        learner: Some(SubjectRef {
+            subject_id: row.learner_id.clone(),
+        }),
+        course_id: row.course_id.clone(),
+        status: status_of(row) as i32,
+        created_at: Some(timestamp(row.created_at)),
+        status_changed_at: Some(timestamp(row.status_changed_at)),
+    }
+}
+
+pub(crate) fn to_result(row: &result::Model) -> AssessmentResult {
+    AssessmentResult {
+        result_id: row.result_id.clone(),
+        enrolment_id: row.enrolment_id.clone(),
+        learner: Some(SubjectRef {
+            subject_id: row.learner_id.clone(),
+        }),
+        assessment: row.assessment.clone(),
+        score: row.score,
+        maximum: row.maximum,
+        passed: row.passed,
+        assessed_at: Some(timestamp(row.assessed_at)),
+        assessor: row.assessor.clone(),
+    }
+}
+
+fn next_token<T>(rows: &mut Vec<T>, size: u64, seq: impl Fn(&T) -> i64) -> String {
+    let more = rows.len() as u64 > size;
+    rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+    if more {
+        rows.last().map(|r| page_token(seq(r))).unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+/// Courses, enrolments and results, shared by the gRPC services and the rights provider.
+#[derive(Debug, Clone)]
+pub struct Records {
+    db: DatabaseConnection,
+    learners: Learners,
+}
+
+impl Records {
+    /// Records over `db` (migrated with [`crate::EnrolmentMigrator`]), checking learners in
+    /// `learners` (whose clock they share).
+    pub fn new(db: DatabaseConnection, learners: Learners) -> Self {
+        Self { db, learners }
+    }
+
+    /// Every enrolment and result of a learner, oldest first, recording the access.
+    pub async fn of_learner(
+        &self,
+        access: &SubjectAccess,
+    ) -> Result<(Vec<enrolment::Model>, Vec<result::Model>)> {
+        let enrolments = access
+            .find::<enrolment::Entity>()
+            .order_by_asc(enrolment::Column::Seq)
+            .all(&self.db)
+            .await?;
+        let results = access
+            .find::<result::Entity>()
+            .order_by_asc(result::Column::Seq)
+            .all(&self.db)
+            .await?;
+        let mut read = CategorySet::EMPTY;
+        if !enrolments.is_empty() {
+            read.insert(DataCategory::Education);
+        }
+        if !results.is_empty() {
+            read.insert(DataCategory::Assessment);
+        }
+        access.record(read);
+        Ok((enrolments, results))
+    }
+
+    /// Deletes a learner's enrolments and results except those `held` protects; returns how
+    /// many rows went, and how many enrolments and results were kept.
+    pub async fn erase_except(&self, access: &SubjectAccess, held: &Held) -> Result<Erased> {
+        let mut erased = Erased::default();
+        for row in access.find::<result::Entity>().all(&self.db).await? {
+            if held.result(&row.result_id) {
+                erased.kept_results += 1;
+            } else {
+                result::Entity::delete_by_id(row.seq).exec(&self.db).await?;
+                erased.rows += 1;
+            }
+        }
+        for row in access.find::<enrolment::Entity>().all(&self.db).await? {
+            if held.enrolment(&row.enrolment_id) {
+                erased.kept_enrolments += 1;
+            } else {
+                enrolment::Entity::delete_by_id(row.seq)
+                    .exec(&self.db)
+                    .await?;
+                erased.rows += 1;
+            }
+        }
+        Ok(erased)
+    }
+
+    pub(crate) async fn course(&self, call: &Authorized, course_id: &str) -> Result<course::Model> {
+        found(
+            call.find::<course::Entity>()
+                .filter(course::Column::CourseId.eq(course_id))
+                .one(&self.db)
+                .await?,
+            "course",
+        )
+    }
+
+    pub(crate) async fn enrolment(
+        &self,
+        call: &Authorized,
+        enrolment_id: &str,
+    ) -> Result<enrolment::Model> {
+        found(
+            call.find::<enrolment::Entity>()
+                .filter(enrolment::Column::EnrolmentId.eq(enrolment_id))
+                .one(&self.db)
+                .await?,
+            "enrolment",
+        )
+    }
+
+    /// The access to an existing learner named at `field`.
+    pub(crate) async fn learner_access(
+        &self,
+        call: &Authorized,
+        learner: Option<&SubjectRef>,
+        field: &str,
+    ) -> Result<SubjectAccess> {
+        let mut c = Checks::new();
+        let id = c.subject_id(learner, field);
+        c.finish()?;
+        let id = id.ok_or_else(|| Error::internal("learner id checked but missing"))?;
+        let access = call.subject(&id).await?;
+        if !self.learners.exists(&access).await? {
+            return Err(Error::NotFound("learner"));
+        }
+        Ok(access)
+    }
+
+    /// The row an earlier write with this idempotency key made, when this is its retry; ALREADY_EXISTS
+    /// when the key came with another request; `None` without a key or an earlier write.
+    pub(crate) async fn replay<E: Idempotent>(
+        &self,
+        call: &Authorized,
+        key: Option<&str>,
+        hash: Option<&str>,
+    ) -> Result<Option<E::Model>> {
+        let (Some(key), Some(hash)) = (key, hash) else {
+            return Ok(None);
+        };
+        let row = call
+            .find::<E>()
+            .filter(E::KEY.eq(key))
+            .one(&self.db)
+            .await?;
+        replayed(row, |r| E::request_hash(r), hash)
+    }
+
+    /// The database.
+    pub(crate) fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The learners.
+    pub(crate) fn learners(&self) -> &Learners {
+        &self.learners
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.learners.now()
+    }
+}
+
+/// `tutela.enrolment.v1.CourseService`.
+#[derive(Debug, Clone)]
+pub struct CourseService {
+    records: Records,
+}
+
+impl CourseService {
+    /// The service over `records`.
+    pub fn new(records: Records) -> Self {
+        Self { records }
+    }
+}
+
+#[tonic::async_trait]
+impl CourseApi for CourseService {
+    async fn create_course(
+        &self,
+        request: Request<CreateCourseRequest>,
+    ) -> std::result::Result<Response<CreateCourseResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let given = r.course.clone().unwrap_or_default();
+        let mut c = Checks::new();
+        let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
+        let code = c
+            .required_text(&given.code, "course.code", 64)
+            .map(str::to_owned);
+        let title = c
+            .required_text(&given.title, "course.title", 300)
+            .map(str::to_owned);
+        let programme = c
+            .optional_text(&given.programme, "course.programme", 300)
+            .map(str::to_owned);
+        let body = c
+            .optional_text(&given.awarding_body, "course.awarding_body", 300)
+            .map(str::to_owned);
+        let start = date(&given.start_date, "course.start_date", &mut c);
+        let end = date(&given.end_date, "course.end_date", &mut c);
+        if let (Some(s), Some(e)) = (start, end) {
+            c.ensure(e >= s, "course.end_date", "must not be before start_date");
+        }
+        c.finish()?;
+        let (Some(code), Some(title), Some(programme), Some(body), Some(start), Some(end)) =
+            (code, title, programme, body, start, end)
+        else {
+            return Err(Error::internal("course checked but incomplete").into());
+        };
+        let request_hash = keyed_hash(key.as_deref(), r, |m| m.idempotency_key = None);
+        if let Some(row) = self
+            .records
+            .replay::<course::Entity>(&call, key.as_deref(), request_hash.as_deref())
+            .await?
+        {
+            return Ok(Response::new(CreateCourseResponse {
+                course: Some(to_course(&row)),
+            }));
+        }
+        let row = course::ActiveModel {
+            tenant: Set(call.tenant().to_owned()),
+            course_id: Set(uuid::Uuid::new_v4().to_string()),
+            code: Set(code),
+            title: Set(title),
+            programme: Set(programme),
+            awarding_body: Set(body),
+            start_date: Set(start),
+            end_date: Set(end),
+            created_at: Set(self.records.now()),
+            idempotency_key: Set(key),
+            request_hash: Set(request_hash),
+            ..Default::default()
+        }
+        .insert(&self.records.db)
+        .await
+        .map_err(|err| {
+            if tutela_store::is_unique_violation(&err) {
+                Error::AlreadyExists("course with this code")
+            } else {
+                err.into()
+            }
+        })?;
+        Ok(Response::new(CreateCourseResponse {
+            course: Some(to_course(&row)),
+        }))
+    }
+
+    async fn get_course(
+        &self,
+        request: Request<GetCourseRequest>,
+    ) -> std::result::Result<Response<GetCourseResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let id = request.get_ref().course_id.trim();
+        if id.is_empty() {
+            return Err(Error::invalid("course_id", "required").into());
+        }
+        let row = self.records.course(&call, id).await?;
+        Ok(Response::new(GetCourseResponse {
+            course: Some(to_course(&row)),
+        }))
+    }
+
+    async fn list_courses(
+        &self,
+        request: Request<ListCoursesRequest>,
+    ) -> std::result::Result<Response<ListCoursesResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let mut c = Checks::new();
+        let (size, after) = c.page(request.get_ref().page.as_ref(), "page");
+        c.finish()?;
+        let mut rows = call
+            .find::<course::Entity>()
+            .filter(course::Column::Seq.gt(after))
+            .order_by_asc(course::Column::Seq)
+            .limit(size + 1)
+            .all(&self.records.db)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = next_token(&mut rows, size, |r| r.seq);
+        Ok(Response::new(ListCoursesResponse {
+            courses: rows.iter().map(to_course).collect(),
+            page: Some(PageResponse { next_page_token }),
+        }))
+    }
+}
+
+/// `tutela.enrolment.v1.EnrolmentService`.
+#[derive(Debug, Clone)]
+pub struct EnrolmentService {
+    records: Records,
+}
+
+impl EnrolmentService {
+    /// The service over `records`.
+    pub fn new(records: Records) -> Self {
+        Self { records }
+    }
+}
+
+#[tonic::async_trait]
+impl EnrolmentApi for EnrolmentService {
+    async fn enrol_learner(
+        &self,
+        request: Request<EnrolLearnerRequest>,
+    ) -> std::result::Result<Response<EnrolLearnerResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
+        let course_id = c
+            .required_text(&r.course_id, "course_id", 64)
+            .map(str::to_owned);
+        let status = match EnrolmentStatus::try_from(r.status) {
+            Ok(EnrolmentStatus::Unspecified) => Some(EnrolmentStatus::Applied),
+            Ok(s @ (EnrolmentStatus::Applied | EnrolmentStatus::Enrolled)) => Some(s),
+            _ => {
+                c.fail("status", "APPLIED or ENROLLED (or unset for APPLIED)");
+                None
+            }
+        };
+        c.finish()?;
+        let (Some(course_id), Some(status)) = (course_id, status) else {
+            return Err(Error::internal("enrolment checked but incomplete").into());
+        };
+        let access = self
+            .records
+            .learner_access(&call, r.learner.as_ref(), "learner")
+            .await?;
+        let request_hash = keyed_hash(key.as_deref(), r, |m| m.idempotency_key = None);
+        if let Some(row) = self
+            .records
+            .replay::<enrolment::Entity>(&call, key.as_deref(), request_hash.as_deref())
+            .await?
+        {
+            access.record(CategorySet::of(&[DataCategory::Education]));
+            return Ok(Response::new(EnrolLearnerResponse {
+                enrolment: Some(to_enrolment(&row)),
+            }));
+        }
+        self.records.course(&call, &course_id).await?;
+        let open = access
+            .find::<enrolment::Entity>()
+            .filter(enrolment::Column::CourseId.eq(&course_id))
+            .filter(enrolment::Column::Status.ne(EnrolmentStatus::Withdrawn.as_str_name()))
+            .one(&self.records.db)
+            .await
+            .map_err(Error::from)?;
+        if open.is_some() {
+            return Err(Error::AlreadyExists("enrolment of this learner on this course").into());
+        }
+        let now = self.records.now();
+        let row = enrolment::ActiveModel {
+            tenant: Set(access.tenant().to_owned()),
+            enrolment_id: Set(uuid::Uuid::new_v4().to_string()),
+            learner_id: Set(access.subject_id().to_owned()),
+            course_id: Set(course_id),
+            status: Set(status.as_str_name().to_owned()),
+            created_at: Set(now),
+            status_changed_at: Set(now),
+            idempotency_key: Set(key),
+            request_hash: Set(request_hash),
+            ..Default::default()
+        }
+        .insert(&self.records.db)
+        .await
+        .map_err(Error::from)?;
+        access.record(CategorySet::of(&[DataCategory::Education]));
+        Ok(Response::new(EnrolLearnerResponse {
+            enrolment: Some(to_enrolment(&row)),
+        }))
+    }
+
+    async fn change_enrolment_status(
+        &self,
+        request: Request<ChangeEnrolmentStatusRequest>,
+    ) -> std::result::Result<Response<ChangeEnrolmentStatusResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let id = c
+            .required_text(&r.enrolment_id, "enrolment_id", 64)
+            .map(str::to_owned);
+        let to = EnrolmentStatus::try_from(r.status)
+            .ok()
+            .filter(|s| *s != EnrolmentStatus::Unspecified);
+        c.ensure(to.is_some(), "status", "required: the new status");
+        c.finish()?;
+        let (Some(id), Some(to)) = (id, to) else {
+            return Err(Error::internal("status change checked but incomplete").into());
+        };
+        let row = self.records.enrolment(&call, &id).await?;
+        let access = call.subject(&row.learner_id).await?;
+        let from = status_of(&row);
+        if from == to {
+            access.record(CategorySet::of(&[DataCategory::Education]));
+            return Ok(Response::new(ChangeEnrolmentStatusResponse {
+                enrolment: Some(to_enrolment(&row)),
+            }));
+        }
+        if !transition_allowed(from, to) {
+            return Err(Error::FailedPrecondition {
+                reason: "INVALID_TRANSITION",
+                message: format!(
+                    "an enrolment cannot go from {} to {}",
+                    from.as_str_name(),
+                    to.as_str_name()
+                ),
+            }
+            .into());
+        }
+        // Only from the status read: a concurrent change makes this one a no-op, reported as
+        // the conflict it is.
+        let updated = enrolment::Entity::update_many()
+            .col_expr(
+                enrolment::Column::Status,
+                sea_orm::sea_query::Expr::value(to.as_str_name()),
+            )
+            .col_expr(
+                enrolment::Column::StatusChangedAt,
+                sea_orm::sea_query::Expr::value(self.records.now()),
+            )
+            .filter(enrolment::Column::Seq.eq(row.seq))
+            .filter(enrolment::Column::Status.eq(from.as_str_name()))
+            .exec(&self.records.db)
+            .await
+            .map_err(Error::from)?;
+        if updated.rows_affected != 1 {
+            return Err(Error::FailedPrecondition {
+                reason: "CONCURRENT_CHANGE",
+                message: "the enrolment changed meanwhile; read it again".into(),
+            }
+            .into());
+        }
+        let row = self.records.enrolment(&call, &id).await?;
+        access.record(CategorySet::of(&[DataCategory::Education]));
+        Ok(Response::new(ChangeEnrolmentStatusResponse {
+            enrolment: Some(to_enrolment(&row)),
+        }))
+    }
+
+    async fn list_enrolments(
+        &self,
+        request: Request<ListEnrolmentsRequest>,
+    ) -> std::result::Result<Response<ListEnrolmentsResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let (size, after) = c.page(r.page.as_ref(), "page");
+        let by_learner = r
+            .learner
+            .as_ref()
+            .is_some_and(|l| !l.subject_id.trim().is_empty());
+        let by_course = !r.course_id.trim().is_empty();
+        c.ensure(
+            by_learner != by_course,
+            "learner",
+            "name exactly one of learner and course_id",
+        );
+        c.finish()?;
+        let query = if by_learner {
+            let access = self
+                .records
+                .learner_access(&call, r.learner.as_ref(), "learner")
+                .await?;
+            access.find::<enrolment::Entity>()
+        } else {
+            self.records.course(&call, r.course_id.trim()).await?;
+            call.find::<enrolment::Entity>()
+                .filter(enrolment::Column::CourseId.eq(r.course_id.trim()))
+        };
+        let mut rows = query
+            .filter(enrolment::Column::Seq.gt(after))
+            .order_by_asc(enrolment::Column::Seq)
+            .limit(size + 1)
+            .all(&self.records.db)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = next_token(&mut rows, size, |r| r.seq);
+        let mut enrolments = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // Each learner listed is an access to their data (and, for a purpose that needs
+            // consent, shown only with it).
+            match call.subject(&row.learner_id).await {
+                Ok(access) => access.record(CategorySet::of(&[DataCategory::Education])),
+                Err(Error::ConsentRequired { .. }) => continue,
+                Err(err) => return Err(err.into()),
+            }
+            enrolments.push(to_enrolment(row));
+        }
+        Ok(Response::new(ListEnrolmentsResponse {
+            enrolments,
+            page: Some(PageResponse { next_page_token }),
+        }))
+    }
+
+    async fn record_result(
+        &self,
+        request: Request<RecordResultRequest>,
+    ) -> std::result::Result<Response<RecordResultResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let given = r.result.clone().unwrap_or_default();
+        let mut c = Checks::new();
+        let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
+        let enrolment_id = c
+            .required_text(&given.enrolment_id, "result.enrolment_id", 64)
+            .map(str::to_owned);
+        let assessment = c
+            .required_text(&given.assessment, "result.assessment", 300)
+            .map(str::to_owned);
+        let assessor = c
+            .optional_text(&given.assessor, "result.assessor", 200)
+            .map(str::to_owned);
+        c.ensure(
+            given.maximum.is_finite() && given.maximum > 0.0,
+            "result.maximum",
+            "required: a positive number",
+        );
+        c.ensure(
+            given.score.is_finite() && given.score >= 0.0 && given.score <= given.maximum,
+            "result.score",
+            "from 0 to maximum",
+        );
+        let now = self.records.now();
+        let assessed_at = given
+            .assessed_at
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?));
+        match assessed_at {
+            None => c.fail("result.assessed_at", "required: a valid timestamp"),
+            Some(at) if at > now + chrono::Duration::seconds(60) => {
+                c.fail("result.assessed_at", "must not be in the future");
+            }
+            Some(_) => {}
+        }
+        c.finish()?;
+        let (Some(enrolment_id), Some(assessment), Some(assessor), Some(assessed_at)) =
+            (enrolment_id, assessment, assessor, assessed_at)
+        else {
+            return Err(Error::internal("result checked but incomplete").into());
+        };
+        let row = self.records.enrolment(&call, &enrolment_id).await?;
+        let access = call.subject(&row.learner_id).await?;
+        let request_hash = keyed_hash(key.as_deref(), r, |m| m.idempotency_key = None);
+        if let Some(stored) = self
+            .records
+            .replay::<result::Entity>(&call, key.as_deref(), request_hash.as_deref())
+            .await?
+        {
+            access.record(CategorySet::of(&[DataCategory::Assessment]));
+            return Ok(Response::new(RecordResultResponse {
+                result: Some(to_result(&stored)),
+            }));
+        }
+        if !matches!(
+            status_of(&row),
+            EnrolmentStatus::Started | EnrolmentStatus::Completed
+        ) {
+            return Err(Error::FailedPrecondition {
+                reason: "ENROLMENT_NOT_STARTED",
+                message: "results are recorded for enrolments that have started".into(),
+            }
+            .into());
+        }
+        let stored = result::ActiveModel {
+            tenant: Set(access.tenant().to_owned()),
+            result_id: Set(uuid::Uuid::new_v4().to_string()),
+            enrolment_id: Set(row.enrolment_id.clone()),
+            learner_id: Set(row.learner_id.clone()),
+            assessment: Set(assessment),
+            score: Set(given.score),
+            maximum: Set(given.maximum),
+            passed: Set(given.passed),
+            assessed_at: Set(assessed_at),
+            assessor: Set(assessor),
+            recorded_at: Set(now),
+            idempotency_key: Set(key),
+            request_hash: Set(request_hash),
+            ..Default::default()
+        }
+        .insert(&self.records.db)
+        .await
+        .map_err(Error::from)?;
+        access.record(CategorySet::of(&[DataCategory::Assessment]));
+        Ok(Response::new(RecordResultResponse {
+            result: Some(to_result(&stored)),
+        }))
+    }
+
+    async fn list_results(
+        &self,
+        request: Request<ListResultsRequest>,
+    ) -> std::result::Result<Response<ListResultsResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let (size, after) = c.page(r.page.as_ref(), "page");
+        c.finish()?;
+        let access = self
+            .records
+            .learner_access(&call, r.learner.as_ref(), "learner")
+            .await?;
+        let mut rows = access
+            .find::<result::Entity>()
+            .filter(result::Column::Seq.gt(after))
+            .order_by_asc(result::Column::Seq)
+            .limit(size + 1)
+            .all(&self.records.db)
+            .await
+            .map_err(Error::from)?;
+        let next_page_token = next_token(&mut rows, size, |r| r.seq);
+        if !rows.is_empty() {
+            access.record(CategorySet::of(&[DataCategory::Assessment]));
+        }
+        Ok(Response::new(ListResultsResponse {
+            results: rows.iter().map(to_result).collect(),
+            page: Some(PageResponse { next_page_token }),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lifecycle_allows_only_forward_moves_and_withdrawal_before_completion() {
+        use EnrolmentStatus::*;
+        let all = [Applied, Enrolled, Started, Completed, Withdrawn];
+        let allowed: Vec<(EnrolmentStatus, EnrolmentStatus)> = all
+            .iter()
+            .flat_map(|f| all.iter().map(move |t| (*f, *t)))
+            .filter(|(f, t)| transition_allowed(*f, *t))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Applied, Enrolled),
+                (Applied, Withdrawn),
+                (Enrolled, Started),
+                (Enrolled, Withdrawn),
+                (Started, Completed),
+                (Started, Withdrawn),
+            ]
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! The enrolment service's part in data-subject rights (`tutela.privacy.v1.SubjectData`).
+
+use tutela_policy::rights::SubjectDataProvider;
+use tutela_policy::validate::timestamp;
+use tutela_policy::{Error, Result, SubjectAccess, fields};
+use tutela_proto::privacy::{RetainedRecord, ServiceErasure, ServiceExport, ServiceHoldings};
+
+use crate::SERVICE;
+use crate::holds::Holds;
+use crate::learners::Learners;
+use crate::outcomes::Outcomes;
+use crate::records::{Records, to_enrolment, to_result};
+
+/// Describe, export and erase a learner's enrolment records.
+#[derive(Debug, Clone)]
+pub struct EnrolmentRights {
+    learners: Learners,
+    records: Records,
+    holds: Holds,
+    outcomes: Outcomes,
+}
+
+impl EnrolmentRights {
+    /// The provider over `learners`, their `records` and the `holds` on them.
+    pub fn new(learners: Learners, records: Records, holds: Holds) -> Self {
+        Self {
+            learners,
+            outcomes: Outcomes::new(records.clone()),
+            records,
+            holds,
+        }
+    }
+}
+
+const EDUCATION: tutela_proto::common::DataCategory = tutela_proto::common::DataCategory::Education;
+const ASSESSMENT: tutela_proto::common::DataCategory =
+    tutela_proto::common::DataCategory::Assessment;
+const COMMUNICATION: tutela_proto::common::DataCategory =
+    tutela_proto::common::DataCategory::Communication;
+
+/// A record as export JSON (proto field names, enums by name, RFC 3339 times).
+fn json_of<M: prost::Message>(message: &M, full_name: &str) -> Result<serde_json::Value> {
+    Ok(fields::to_json(&fields::to_dynamic(message, full_name)?))
+}
+
+#[async_trait::async_trait]
+impl SubjectDataProvider for EnrolmentRights {
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
+    async fn describe(&self, access: &SubjectAccess) -> Result<ServiceHoldings> {
+        let mut held = self.learners.held(access).await?;
+        let (enrolments, results) = self.records.of_learner(access).await?;
+        if !enrolments.is_empty() {
+            held.insert(tutela_proto::common::DataCategory::Education);
+        }
+        if !results.is_empty() {
+            held.insert(tutela_proto::common::DataCategory::Assessment);
+        }
+        let (certificates, feedback) = self.outcomes.of_learner(access).await?;
+        if !certificates.is_empty() {
+            held.insert(EDUCATION);
+        }
+        if !feedback.is_empty() {
+            held.insert(COMMUNICATION);
+        }
+        Ok(ServiceHoldings {
+            service: SERVICE.to_owned(),
+            categories: held.iter().map(|c| c as i32).collect(),
+            restricted: false,
+            legal_hold: self.holds.of(access).await?.any(),
+        })
+    }
+
+    async fn export(&self, access: &SubjectAccess) -> Result<ServiceExport> {
+        let readable = access.call().readable();
+        let (document, categories) = if self.learners.exists(access).await? {
+            let learner = self.learners.learner(access, readable).await?;
+            let mut held = self.learners.held(access).await?;
+            let (enrolments, results) = self.records.of_learner(access).await?;
+            let enrolments: Vec<serde_json::Value> = if readable.contains(EDUCATION) {
+                if !enrolments.is_empty() {
+                    held.insert(EDUCATION);
+                }
+                enrolments
+                    .iter()
+                    .map(|e| json_of(&to_enrolment(e), "tutela.enrolment.v1.Enrolment"))
+                    .collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            };
+            let results: Vec<serde_json::Value> = if readable.contains(ASSESSMENT) {
+                if !results.is_empty() {
+                    held.insert(ASSESSMENT);
+                }
+                results
+                    .iter()
+                    .map(|r| json_of(&to_result(r), "tutela.enrolment.v1.AssessmentResult"))
+                    .collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            };
+            let (certificates, feedback) = self.outcomes.of_learner(access).await?;
+            let certificates: Vec<serde_json::Value> = if readable.contains(EDUCATION) {
+                if !certificates.is_empty() {
+                    held.insert(EDUCATION);
+                }
+                certificates
+                    .iter()
+                    .map(|c| json_of(c, "tutela.enrolment.v1.Certificate"))
+                    .collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            };
+            let feedback: Vec<serde_json::Value> = if readable.contains(COMMUNICATION) {
+                if !feedback.is_empty() {
+                    held.insert(COMMUNICATION);
+                }
+                feedback
+                    .iter()
+                    .map(|f| json_of(f, "tutela.enrolment.v1.Feedback"))
+                    .collect::<Result<_>>()?
+            } else {
+                Vec::new()
+            };
+            let document = serde_json::json!({
+                "service": SERVICE,
+                // The learner's pseudonym in the audit log: the dpo looks up who accessed
+                // their data with it (`tutela audit accessed`).
+                "audit_pseudonym": self.learners.pseudonym(access),
+                "learner": json_of(&learner, "tutela.enrolment.v1.Learner")?,
+                "enrolments": enrolments,
+                "results": results,
+                "certificates": certificates,
+                "feedback": feedback,
+            });
+            (document, held.intersect(readable))
+        } else {
+            (
+                serde_json::json!({ "service": SERVICE, "learner": null }),
+                tutela_policy::CategorySet::EMPTY,
+            )
+        };
+        Ok(ServiceExport {
+            service: SERVICE.to_owned(),
+            media_type: "application/json".to_owned(),
+            document: serde_json::to_vec_pretty(&document).map_err(Error::internal)?,
+            categories: categories.iter().map(|c| c as i32).collect(),
+        })
+    }
+
+    async fn erase(&self, access: &SubjectAccess, _reason: &str) -> Result<ServiceErasure> {
+        let held = self.holds.of(access).await?;
+        let reason = held.reasons.join("; ");
+        let retained = |record_type: &str, count: u64| RetainedRecord {
+            record_type: record_type.to_owned(),
+            count,
+            hold_reason: reason.clone(),
+        };
+        let now = Some(timestamp(self.learners.now()));
+        if held.whole {
+            // Everything is held, the profile included: nothing may go, not even the key.
+            let (enrolments, results) = self.records.of_learner(access).await?;
+            let mut kept = vec![retained("learner", 1)];
+            if !enrolments.is_empty() {
+                kept.push(retained("enrolment", enrolments.len() as u64));
+            }
+            if !results.is_empty() {
+                kept.push(retained("result", results.len() as u64));
+            }
+            tracing::info!("learner erasure refused in full: legal hold");
+            return Ok(ServiceErasure {
+                service: SERVICE.to_owned(),
+                records_erased: 0,
+                retained: kept,
+                erased_at: now,
+            });
+        }
+        let records = self.records.erase_except(access, &held).await?;
+        // Feedback goes; certificates are evidence of an award and go with the rest, since no
+        // hold names them one by one (a hold on the learner kept everything above).
+        let erased = records.rows
+            + self.outcomes.erase(access, false).await?
+            + self.learners.erase(access).await?;
+        let mut kept = Vec::new();
+        if records.kept_enrolments > 0 {
+            kept.push(retained("enrolment", records.kept_enrolments));
+        }
+        if records.kept_results > 0 {
+            kept.push(retained("result", records.kept_results));
+        }
+        tracing::info!(records = erased, held = kept.len(), "learner erased");
+        Ok(ServiceErasure {
+            service: SERVICE.to_owned(),
+            records_erased: erased,
+            retained: kept,
+            erased_at: now,
+        })
+    }
+}

@@ -1,0 +1,330 @@
+//! Courses, the enrolment lifecycle and assessment results, and their place in exports and
+//! erasure.
+
+use prost_types::Timestamp;
+use tonic::Code;
+use tutela_proto::enrolment::{
+    AssessmentResult, ChangeEnrolmentStatusRequest, Course, CreateCourseRequest,
+    CreateLearnerRequest, EnrolLearnerRequest, EnrolmentStatus, GetCourseRequest,
+    ListEnrolmentsRequest, ListResultsRequest, RecordResultRequest,
+};
+use tutela_proto::privacy::{EraseSubjectRequest, ExportSubjectRequest};
+use tutela_testkit::{Credentials, TestSuite};
+
+use crate::*;
+
+fn course(code: &str) -> Course {
+    Course {
+        course_id: String::new(),
+        code: code.into(),
+        title: "Engineering Level 3".into(),
+        programme: "Engineering".into(),
+        awarding_body: "Pearson".into(),
+        start_date: "2026-09-01".into(),
+        end_date: "2027-06-30".into(),
+    }
+}
+
+pub async fn new_course(suite: &TestSuite, code: &str) -> String {
+    suite
+        .courses(staff(suite, "registrar", "course_administration"))
+        .create_course(CreateCourseRequest {
+            course: Some(course(code)),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .course
+        .unwrap()
+        .course_id
+}
+
+pub async fn new_learner(suite: &TestSuite) -> String {
+    suite
+        .learners(staff(suite, "registrar", "course_administration"))
+        .create_learner(CreateLearnerRequest {
+            profile: Some(profile()),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap()
+        .learner_id
+}
+
+pub async fn enrol(suite: &TestSuite, learner: &str, course_id: &str) -> String {
+    suite
+        .enrolments(staff(suite, "registrar", "course_administration"))
+        .enrol_learner(EnrolLearnerRequest {
+            learner: subject(learner),
+            course_id: course_id.into(),
+            status: 0,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .enrolment
+        .unwrap()
+        .enrolment_id
+}
+
+pub async fn move_to(
+    suite: &TestSuite,
+    enrolment: &str,
+    status: EnrolmentStatus,
+) -> Result<EnrolmentStatus, tonic::Status> {
+    suite
+        .enrolments(staff(suite, "registrar", "course_administration"))
+        .change_enrolment_status(ChangeEnrolmentStatusRequest {
+            enrolment_id: enrolment.into(),
+            status: status as i32,
+        })
+        .await
+        .map(|r| r.into_inner().enrolment.unwrap().status())
+}
+
+pub fn result(enrolment: &str, score: f64) -> RecordResultRequest {
+    RecordResultRequest {
+        result: Some(AssessmentResult {
+            enrolment_id: enrolment.into(),
+            assessment: "Unit 4 written exam".into(),
+            score,
+            maximum: 100.0,
+            passed: score >= 50.0,
+            assessed_at: Some(Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
+            assessor: "tutor-1".into(),
+            ..Default::default()
+        }),
+        idempotency_key: None,
+    }
+}
+
+#[tokio::test]
+async fn courses_are_checked_unique_by_code_and_invisible_to_other_tenants() {
+    let suite = TestSuite::start().await.unwrap();
+    let id = new_course(&suite, "ENG-L3-2027").await;
+    let mut registrar = suite.courses(staff(&suite, "registrar", "course_administration"));
+    let err = registrar
+        .create_course(CreateCourseRequest {
+            course: Some(course("ENG-L3-2027")),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let mut bad = course("X");
+    bad.end_date = "2026-01-01".into();
+    bad.title = String::new();
+    let err = registrar
+        .create_course(CreateCourseRequest {
+            course: Some(bad),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["course.title", "course.end_date"]);
+
+    let other = Credentials::new(
+        &suite.token("globex", "registrar-9", &["registrar"]),
+        "course_administration",
+    );
+    let err = suite
+        .courses(other)
+        .get_course(GetCourseRequest { course_id: id })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn an_enrolment_follows_its_lifecycle_and_refuses_any_other_move() {
+    let suite = TestSuite::start().await.unwrap();
+    let course_id = new_course(&suite, "ENG-L3-2027").await;
+    let learner = new_learner(&suite).await;
+    let enrolment = enrol(&suite, &learner, &course_id).await;
+
+    let err = move_to(&suite, &enrolment, EnrolmentStatus::Started)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "INVALID_TRANSITION");
+    for next in [
+        EnrolmentStatus::Enrolled,
+        EnrolmentStatus::Started,
+        EnrolmentStatus::Completed,
+    ] {
+        assert_eq!(move_to(&suite, &enrolment, next).await.unwrap(), next);
+    }
+    let err = move_to(&suite, &enrolment, EnrolmentStatus::Withdrawn)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INVALID_TRANSITION");
+
+    // One open enrolment per learner and course; unknown learners and courses are NOT_FOUND.
+    let mut registrar = suite.enrolments(staff(&suite, "registrar", "course_administration"));
+    let again = registrar
+        .enrol_learner(EnrolLearnerRequest {
+            learner: subject(&learner),
+            course_id: course_id.clone(),
+            status: EnrolmentStatus::Enrolled as i32,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+    let unknown = registrar
+        .enrol_learner(EnrolLearnerRequest {
+            learner: subject("5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"),
+            course_id: course_id.clone(),
+            status: 0,
+            idempotency_key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let listed = registrar
+        .list_enrolments(ListEnrolmentsRequest {
+            learner: None,
+            course_id,
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .enrolments;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status(), EnrolmentStatus::Completed);
+}
+
+#[tokio::test]
+async fn results_are_recorded_for_started_enrolments_and_learners_see_only_their_own() {
+    let suite = TestSuite::start().await.unwrap();
+    let course_id = new_course(&suite, "ENG-L3-2027").await;
+    let learner = new_learner(&suite).await;
+    let enrolment = enrol(&suite, &learner, &course_id).await;
+    let mut tutor = suite.enrolments(staff(&suite, "tutor", "course_administration"));
+    let err = tutor
+        .record_result(result(&enrolment, 71.0))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "ENROLMENT_NOT_STARTED");
+    move_to(&suite, &enrolment, EnrolmentStatus::Enrolled)
+        .await
+        .unwrap();
+    move_to(&suite, &enrolment, EnrolmentStatus::Started)
+        .await
+        .unwrap();
+    let err = tutor
+        .record_result(result(&enrolment, 130.0))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["result.score"]);
+    let recorded = tutor
+        .record_result(result(&enrolment, 71.0))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert!(recorded.passed);
+    assert_eq!(recorded.learner.unwrap().subject_id, learner);
+
+    let own = Credentials::new(
+        &suite.token("acme", &learner, &["learner"]),
+        "subject_rights",
+    );
+    let mine = suite
+        .enrolments(own.clone())
+        .list_results(ListResultsRequest {
+            learner: subject(&learner),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].score, 71.0);
+    let other = new_learner(&suite).await;
+    let err = suite
+        .enrolments(own)
+        .list_results(ListResultsRequest {
+            learner: subject(&other),
+            page: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn an_export_carries_enrolments_and_results_and_erasure_removes_them() {
+    let suite = TestSuite::start().await.unwrap();
+    let course_id = new_course(&suite, "ENG-L3-2027").await;
+    let learner = new_learner(&suite).await;
+    let enrolment = enrol(&suite, &learner, &course_id).await;
+    move_to(&suite, &enrolment, EnrolmentStatus::Enrolled)
+        .await
+        .unwrap();
+    move_to(&suite, &enrolment, EnrolmentStatus::Started)
+        .await
+        .unwrap();
+    suite
+        .enrolments(staff(&suite, "tutor", "course_administration"))
+        .record_result(result(&enrolment, 64.0))
+        .await
+        .unwrap();
+    let dpo = Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
+    verify_identity(&suite, &learner).await;
+    let export = suite
+        .subject_data(dpo.clone())
+        .export_subject(ExportSubjectRequest {
+            subject: subject(&learner),
+            services: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let document: serde_json::Value = serde_json::from_slice(&export.exports[0].document).unwrap();
+    assert_eq!(
+        document["enrolments"][0]["status"],
+        "ENROLMENT_STATUS_STARTED"
+    );
+    assert_eq!(document["enrolments"][0]["course_id"], course_id.as_str());
+    assert_eq!(document["results"][0]["score"], 64.0);
+    assert_eq!(
+        document["results"][0]["assessed_at"],
+        "2026-09-21T14:13:20+00:00"
+    );
+
+    let erased = suite
+        .subject_data(dpo)
+        .erase_subject(EraseSubjectRequest {
+            subject: subject(&learner),
+            services: Vec::new(),
+            reason: "erasure request".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The learner row, their profile parts, the enrolment and the result.
+    assert!(erased.services[0].records_erased >= 4);
+    let err = suite
+        .enrolments(staff(&suite, "registrar", "course_administration"))
+        .list_enrolments(ListEnrolmentsRequest {
+            learner: subject(&learner),
+            course_id: String::new(),
+            page: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
