@@ -271,6 +271,38 @@ impl SubjectAccess {
             .await
     }
 
+    /// Whether a parent or guardian currently consents, on the subject's behalf, to processing
+    /// for this call's purpose: what collecting a minor's data needs (E4, C5).
+    pub async fn guardian_consents(&self) -> Result<bool> {
+        let call = &self.call.0;
+        Ok(call
+            .consent
+            .snapshot(&call.principal.tenant, &self.subject)
+            .await?
+            .guardian_permits(call.purpose))
+    }
+
+    /// Records in the consent ledger a parent's or guardian's consent to processing the
+    /// subject's data for this call's purpose. `evidence` must have passed
+    /// [`check_evidence`](crate::consent::check_evidence) with a guardian as the actor.
+    pub async fn record_guardian_consent(
+        &self,
+        evidence: &tutela_proto::consent::ConsentEvidence,
+        idempotency_key: Option<&str>,
+    ) -> Result<()> {
+        let call = &self.call.0;
+        call.consent
+            .record_guardian_consent(&crate::consent::GuardianGrant {
+                tenant: &call.principal.tenant,
+                subject: &self.subject,
+                purpose: call.purpose,
+                evidence,
+                recorded_by: &call.principal.id,
+                idempotency_key,
+            })
+            .await
+    }
+
     /// Restricts processing of the subject's data (or lifts the restriction) in every service:
     /// recorded in the consent ledger, which every guard reads.
     pub async fn restrict(&self, restricted: bool, reason: &str) -> Result<()> {

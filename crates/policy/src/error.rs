@@ -78,6 +78,15 @@ pub enum Error {
     /// Processing of the subject's data is restricted (GDPR Art. 18).
     #[error("processing of this subject's data is restricted")]
     Restricted,
+    /// The subject is under the age of consent and the ledger holds no parent's or guardian's
+    /// consent to processing for the purpose (GDPR Art. 8; E4, C5).
+    #[error("a guardian's consent for {purpose} is required")]
+    GuardianConsentRequired {
+        /// The purpose's short name.
+        purpose: &'static str,
+        /// The age of consent that applied.
+        age_of_consent: u8,
+    },
     /// A legal hold protects the data.
     #[error("a legal hold protects this data")]
     LegalHold,
@@ -143,6 +152,7 @@ impl Error {
             Self::CategoryDenied(_) => "CATEGORY_DENIED",
             Self::ConsentRequired { .. } => "CONSENT_REQUIRED",
             Self::Restricted => "PROCESSING_RESTRICTED",
+            Self::GuardianConsentRequired { .. } => "GUARDIAN_CONSENT_REQUIRED",
             Self::LegalHold => "LEGAL_HOLD",
             Self::FailedPrecondition { reason, .. } => reason,
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
@@ -169,6 +179,7 @@ impl Error {
             Self::PurposeNotRegistered(_)
             | Self::ConsentRequired { .. }
             | Self::Restricted
+            | Self::GuardianConsentRequired { .. }
             | Self::LegalHold
             | Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::NotFound(_) => Code::NotFound,
@@ -263,6 +274,22 @@ impl From<Error> for Status {
                 );
                 err.to_string()
             }
+            Error::GuardianConsentRequired {
+                purpose,
+                age_of_consent,
+            } => {
+                metadata.insert("purpose".into(), (*purpose).to_owned());
+                metadata.insert("age_of_consent".into(), age_of_consent.to_string());
+                details.add_precondition_failure_violation(
+                    "GUARDIAN_CONSENT",
+                    *purpose,
+                    format!(
+                        "the subject is under the age of consent ({age_of_consent}); record a \
+                         parent's or guardian's consent for this purpose first"
+                    ),
+                );
+                err.to_string()
+            }
             Error::CategoryDenied(category) => {
                 metadata.insert("category".into(), (*category).to_owned());
                 err.to_string()
@@ -347,6 +374,14 @@ mod tests {
                 Error::Restricted,
                 Code::FailedPrecondition,
                 "PROCESSING_RESTRICTED",
+            ),
+            (
+                Error::GuardianConsentRequired {
+                    purpose: "course_administration",
+                    age_of_consent: 16,
+                },
+                Code::FailedPrecondition,
+                "GUARDIAN_CONSENT_REQUIRED",
             ),
             (Error::LegalHold, Code::FailedPrecondition, "LEGAL_HOLD"),
             (

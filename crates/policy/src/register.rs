@@ -26,6 +26,16 @@ struct RawRegister {
     purposes: BTreeMap<Spanned<String>, RawPurpose>,
     #[serde(default)]
     prohibited_identifiers: BTreeMap<Spanned<String>, RawProhibited>,
+    #[serde(default)]
+    minors: Option<RawMinors>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMinors {
+    age_of_consent: Spanned<u8>,
+    #[serde(default)]
+    by_country: BTreeMap<Spanned<String>, Spanned<u8>>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +182,55 @@ pub struct Register {
     pub purposes: Vec<std::sync::Arc<PurposeRule>>,
     /// Identifiers never collected (E3): the built-in ones, then the register's own.
     pub prohibited_identifiers: Vec<ProhibitedIdentifier>,
+    /// Who counts as a minor, whose data is collected only with a guardian's consent (E4, C5).
+    pub minors: Minors,
+}
+
+/// The age of consent (GDPR Art. 8): under it, a person's data is collected only with a parent's
+/// or guardian's consent. One age for the organisation, with overrides by the country the person
+/// lives in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Minors {
+    /// The age of consent where no country override applies (16 unless the register says).
+    pub age_of_consent: u8,
+    /// Overrides by ISO 3166-1 alpha-2 country code.
+    pub by_country: BTreeMap<String, u8>,
+}
+
+impl Default for Minors {
+    fn default() -> Self {
+        Self {
+            age_of_consent: DEFAULT_AGE_OF_CONSENT,
+            by_country: BTreeMap::new(),
+        }
+    }
+}
+
+/// GDPR Art. 8's default, and what the seed policies ask for.
+const DEFAULT_AGE_OF_CONSENT: u8 = 16;
+
+impl Minors {
+    /// The age of consent for someone living in `country` (empty if unknown).
+    pub fn age_of_consent_in(&self, country: &str) -> u8 {
+        self.by_country
+            .get(country)
+            .copied()
+            .unwrap_or(self.age_of_consent)
+    }
+
+    /// The age of consent that makes someone born on `born`, living in `country`, a minor on
+    /// `today`; `None` for an adult.
+    pub fn minor(
+        &self,
+        born: chrono::NaiveDate,
+        country: &str,
+        today: chrono::NaiveDate,
+    ) -> Option<u8> {
+        let age = self.age_of_consent_in(country);
+        // Born in the future counts as age 0: still a minor, never an adult by accident.
+        let years = today.years_since(born).unwrap_or(0);
+        (years < u32::from(age)).then_some(age)
+    }
 }
 
 /// A kind of identifier tutela refuses to store anywhere, free text included.
@@ -404,11 +463,42 @@ impl Register {
                     })?;
             prohibited_identifiers.push(rule);
         }
+        let minors = match raw.minors {
+            None => Minors::default(),
+            Some(m) => {
+                let valid_age = |a: &Spanned<u8>| {
+                    if (1..=21).contains(a.get_ref()) {
+                        Ok(*a.get_ref())
+                    } else {
+                        Err(err(
+                            a.span(),
+                            "an age of consent must be between 1 and 21".to_owned(),
+                        ))
+                    }
+                };
+                let mut by_country = BTreeMap::new();
+                for (country, age) in &m.by_country {
+                    let code = country.get_ref();
+                    if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+                        return Err(err(
+                            country.span(),
+                            format!("{code:?} is not an ISO 3166-1 alpha-2 country code"),
+                        ));
+                    }
+                    by_country.insert(code.clone(), valid_age(age)?);
+                }
+                Minors {
+                    age_of_consent: valid_age(&m.age_of_consent)?,
+                    by_country,
+                }
+            }
+        };
         Ok(Self {
             organisation: raw.organisation,
             recipients,
             purposes,
             prohibited_identifiers,
+            minors,
         })
     }
 
@@ -481,6 +571,15 @@ impl Register {
                 );
             }
         }
+        let _ = writeln!(md, "\n## Minors\n");
+        let _ = writeln!(
+            md,
+            "Under {} (the age of consent), a person's data is collected only with a parent's or guardian's consent recorded in the consent ledger.",
+            self.minors.age_of_consent
+        );
+        for (country, age) in &self.minors.by_country {
+            let _ = writeln!(md, "- living in {country}: under {age}");
+        }
         let _ = writeln!(md, "\n## Identifiers never collected\n");
         for p in &self.prohibited_identifiers {
             let _ = writeln!(md, "- `{}`: {}", p.name, p.description);
@@ -510,6 +609,26 @@ mod tests {
         let bad = text.replace("[A-D]'", "[A-D'");
         let err = Register::parse(&bad, "t").unwrap_err();
         assert_eq!(err.line, bad.lines().count(), "{err}");
+    }
+
+    #[test]
+    fn the_age_of_consent_has_country_overrides_and_bad_ones_name_their_line() {
+        let default = Register::default_register().unwrap().minors;
+        let day = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let today = day("2026-11-24");
+        assert_eq!(default.minor(day("2010-11-25"), "GB", today), Some(16));
+        assert_eq!(default.minor(day("2010-11-24"), "GB", today), None);
+        assert_eq!(default.minor(day("2030-01-01"), "", today), Some(16));
+        let text = DEFAULT_REGISTER.replace("by_country = {}", "by_country = { FR = 15 }");
+        let minors = Register::parse(&text, "t").unwrap().minors;
+        assert_eq!(minors.minor(day("2011-01-01"), "FR", today), None);
+        assert_eq!(minors.minor(day("2011-01-01"), "DE", today), Some(16));
+        let bad = DEFAULT_REGISTER.replace("by_country = {}", "by_country = { france = 15 }");
+        let err = Register::parse(&bad, "t").unwrap_err();
+        let line = bad.lines().position(|l| l.contains("france")).unwrap() + 1;
+        assert_eq!(err.line, line, "{err}");
+        let bad = DEFAULT_REGISTER.replace("age_of_consent = 16", "age_of_consent = 40");
+        assert!(Register::parse(&bad, "t").is_err());
     }
 
     #[test]

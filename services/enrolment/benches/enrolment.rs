@@ -82,7 +82,7 @@ async fn main() {
             let learner = client
                 .create_learner(CreateLearnerRequest {
                     profile: Some(profile(i)),
-                    idempotency_key: None,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -136,7 +136,7 @@ async fn main() {
                         end_date: "2027-06-30".into(),
                         ..Default::default()
                     }),
-                    idempotency_key: None,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -149,7 +149,7 @@ async fn main() {
                     learner: subject(&learner),
                     course_id,
                     status: EnrolmentStatus::Enrolled as i32,
-                    idempotency_key: None,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -179,7 +179,7 @@ async fn main() {
                         assessor: "tutor-1".into(),
                         ..Default::default()
                     }),
-                    idempotency_key: None,
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

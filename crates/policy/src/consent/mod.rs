@@ -14,10 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tutela_proto::common::Purpose;
+use tutela_proto::consent::ConsentEvidence;
 
 use crate::error::{Error, Result};
 
+mod evidence;
 mod remote;
+pub use evidence::check_evidence;
 pub use remote::{RemoteLedger, RemoteLedgerSettings};
 
 /// The longest time a cached consent state is trusted. Cross-process withdrawals take effect
@@ -35,6 +38,8 @@ pub struct ConsentFact {
     /// The sequence number of the deciding entry in the ledger (0 when read from a remote
     /// ledger, which names entries by their public id instead).
     pub entry: i64,
+    /// Whether a parent or guardian made the deciding entry on the subject's behalf.
+    pub by_guardian: bool,
 }
 
 /// A subject's current consents, folded from their ledger entries in order. The recipient `""`
@@ -51,17 +56,16 @@ pub struct ConsentSnapshot {
 impl ConsentSnapshot {
     /// Applies the next entry of the history. A withdrawal for the purpose as a whole withdraws
     /// every recipient's grant of that purpose too.
-    pub fn apply(&mut self, purpose: Purpose, recipient: &str, granted: bool, entry: i64) {
+    pub fn apply(&mut self, purpose: Purpose, recipient: &str, fact: ConsentFact) {
         let p = purpose as i32;
-        if !granted && recipient.is_empty() {
-            for ((fp, _), fact) in self.facts.iter_mut() {
+        if !fact.granted && recipient.is_empty() {
+            for ((fp, _), other) in self.facts.iter_mut() {
                 if *fp == p {
-                    *fact = ConsentFact { granted, entry };
+                    *other = fact;
                 }
             }
         }
-        self.facts
-            .insert((p, recipient.to_owned()), ConsentFact { granted, entry });
+        self.facts.insert((p, recipient.to_owned()), fact);
     }
 
     /// Whether processing for `purpose` (and the named `recipient`) is consented to: granted for
@@ -81,6 +85,14 @@ impl ConsentSnapshot {
                 None => whole(),
             },
         }
+    }
+
+    /// Whether a parent or guardian currently consents to processing for `purpose` as a whole on
+    /// the subject's behalf: what collecting a minor's data needs (E4, C5).
+    pub fn guardian_permits(&self, purpose: Purpose) -> bool {
+        self.facts
+            .get(&(purpose as i32, String::new()))
+            .is_some_and(|f| f.granted && f.by_guardian)
     }
 
     /// Every purpose and recipient with an entry, ordered by purpose, then recipient.
@@ -129,6 +141,38 @@ pub trait ConsentSource: Send + Sync + 'static {
     /// Records that a staff member verified the identity of someone asking for the subject's
     /// data.
     async fn verify_identity(&self, verification: &IdentityVerification<'_>) -> Result<()>;
+
+    /// Appends a parent's or guardian's grant of consent on a minor's behalf, recorded by a
+    /// service in the call that collects the minor's data.
+    async fn record_guardian_consent(&self, grant: &GuardianGrant<'_>) -> Result<()>;
+}
+
+/// A parent's or guardian's consent to processing a minor's data for a purpose, with the
+/// evidence as the ledger keeps it (already validated by [`check_evidence`]).
+#[derive(Clone, Copy)]
+pub struct GuardianGrant<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The minor.
+    pub subject: &'a str,
+    /// The purpose consented to.
+    pub purpose: Purpose,
+    /// How and by whom; the actor is the guardian.
+    pub evidence: &'a ConsentEvidence,
+    /// The principal who recorded it.
+    pub recorded_by: &'a str,
+    /// Makes the append safe to retry, when the call that records it has a key.
+    pub idempotency_key: Option<&'a str>,
+}
+
+impl std::fmt::Debug for GuardianGrant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardianGrant")
+            .field("tenant", &self.tenant)
+            .field("subject", &"[redacted]")
+            .field("purpose", &self.purpose.short_name())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A staff member's check of a rights requester's identity.
@@ -202,6 +246,12 @@ impl ConsentSource for NoLedger {
     async fn verify_identity(&self, _verification: &IdentityVerification<'_>) -> Result<()> {
         Err(Error::Unavailable(
             "this process has no consent ledger to record a verification in".into(),
+        ))
+    }
+
+    async fn record_guardian_consent(&self, _grant: &GuardianGrant<'_>) -> Result<()> {
+        Err(Error::Unavailable(
+            "this process has no consent ledger to record a guardian's consent in".into(),
         ))
     }
 }
@@ -321,6 +371,13 @@ impl ConsentGate {
         Ok(())
     }
 
+    /// Records a guardian's consent in the ledger; seen by the next call here.
+    pub async fn record_guardian_consent(&self, grant: &GuardianGrant<'_>) -> Result<()> {
+        self.source.record_guardian_consent(grant).await?;
+        self.invalidate(grant.tenant, grant.subject);
+        Ok(())
+    }
+
     /// Records an identity verification in the ledger; seen by the next call here.
     pub async fn verify_identity(&self, verification: &IdentityVerification<'_>) -> Result<()> {
         self.source.verify_identity(verification).await?;
@@ -341,17 +398,43 @@ impl ConsentGate {
 mod tests {
     use super::*;
 
+    fn fact(granted: bool, entry: i64) -> ConsentFact {
+        ConsentFact {
+            granted,
+            entry,
+            by_guardian: false,
+        }
+    }
+
+    #[test]
+    fn only_a_guardian_grant_for_the_whole_purpose_is_a_guardian_consent() {
+        let mut s = ConsentSnapshot::default();
+        s.apply(Purpose::CourseAdministration, "", fact(true, 1));
+        assert!(!s.guardian_permits(Purpose::CourseAdministration));
+        let by_guardian = ConsentFact {
+            by_guardian: true,
+            ..fact(true, 2)
+        };
+        s.apply(Purpose::CourseAdministration, "acme", by_guardian);
+        assert!(!s.guardian_permits(Purpose::CourseAdministration));
+        s.apply(Purpose::CourseAdministration, "", by_guardian);
+        assert!(s.guardian_permits(Purpose::CourseAdministration));
+        assert!(!s.guardian_permits(Purpose::Marketing));
+        s.apply(Purpose::CourseAdministration, "", fact(false, 3));
+        assert!(!s.guardian_permits(Purpose::CourseAdministration));
+    }
+
     #[test]
     fn a_whole_purpose_withdrawal_withdraws_every_recipient() {
         let mut s = ConsentSnapshot::default();
-        s.apply(Purpose::ThirdPartyDisclosure, "acme", true, 1);
-        s.apply(Purpose::ThirdPartyDisclosure, "", true, 2);
+        s.apply(Purpose::ThirdPartyDisclosure, "acme", fact(true, 1));
+        s.apply(Purpose::ThirdPartyDisclosure, "", fact(true, 2));
         assert!(s.permits(Purpose::ThirdPartyDisclosure, Some("acme")));
         assert!(s.permits(Purpose::ThirdPartyDisclosure, Some("other")));
-        s.apply(Purpose::ThirdPartyDisclosure, "", false, 3);
+        s.apply(Purpose::ThirdPartyDisclosure, "", fact(false, 3));
         assert!(!s.permits(Purpose::ThirdPartyDisclosure, Some("acme")));
         assert!(!s.permits(Purpose::ThirdPartyDisclosure, None));
-        s.apply(Purpose::ThirdPartyDisclosure, "acme", true, 4);
+        s.apply(Purpose::ThirdPartyDisclosure, "acme", fact(true, 4));
         assert!(s.permits(Purpose::ThirdPartyDisclosure, Some("acme")));
         assert!(!s.permits(Purpose::ThirdPartyDisclosure, Some("other")));
     }
@@ -359,8 +442,8 @@ mod tests {
     #[test]
     fn a_recipient_withdrawal_leaves_the_others() {
         let mut s = ConsentSnapshot::default();
-        s.apply(Purpose::Marketing, "", true, 1);
-        s.apply(Purpose::Marketing, "acme", false, 2);
+        s.apply(Purpose::Marketing, "", fact(true, 1));
+        s.apply(Purpose::Marketing, "acme", fact(false, 2));
         assert!(!s.permits(Purpose::Marketing, Some("acme")));
         assert!(s.permits(Purpose::Marketing, Some("other")));
         assert!(s.permits(Purpose::Marketing, None));
@@ -370,7 +453,7 @@ mod tests {
     #[test]
     fn a_recipient_grant_alone_does_not_permit_the_whole_purpose() {
         let mut s = ConsentSnapshot::default();
-        s.apply(Purpose::Marketing, "acme", true, 1);
+        s.apply(Purpose::Marketing, "acme", fact(true, 1));
         assert!(!s.permits(Purpose::Marketing, None));
         assert!(!s.permits(Purpose::Marketing, Some("")));
     }
@@ -390,8 +473,7 @@ mod tests {
             s.apply(
                 Purpose::Marketing,
                 "",
-                self.granted.load(Ordering::SeqCst),
-                1,
+                fact(self.granted.load(Ordering::SeqCst), 1),
             );
             Ok(s)
         }
@@ -401,6 +483,10 @@ mod tests {
         }
 
         async fn verify_identity(&self, _verification: &IdentityVerification<'_>) -> Result<()> {
+            Ok(())
+        }
+
+        async fn record_guardian_consent(&self, _grant: &GuardianGrant<'_>) -> Result<()> {
             Ok(())
         }
     }

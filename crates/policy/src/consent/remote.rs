@@ -14,10 +14,13 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tutela_proto::common::{Purpose, SubjectRef};
 use tutela_proto::consent::consent_ledger_client::ConsentLedgerClient;
 use tutela_proto::consent::{
-    GetConsentStateRequest, RecordIdentityVerificationRequest, RecordRestrictionRequest,
+    ConsentActor, GetConsentStateRequest, RecordConsentRequest, RecordIdentityVerificationRequest,
+    RecordRestrictionRequest,
 };
 
-use super::{ConsentFact, ConsentSnapshot, ConsentSource, IdentityVerification, Restriction};
+use super::{
+    ConsentFact, ConsentSnapshot, ConsentSource, GuardianGrant, IdentityVerification, Restriction,
+};
 use crate::error::{Error, Result};
 use crate::guard::WITHHELD_HEADER;
 
@@ -171,6 +174,37 @@ impl ConsentSource for RemoteLedger {
             })
     }
 
+    async fn record_guardian_consent(&self, grant: &GuardianGrant<'_>) -> Result<()> {
+        let request = self.request(
+            grant.tenant,
+            RecordConsentRequest {
+                subject: Some(SubjectRef {
+                    subject_id: grant.subject.to_owned(),
+                }),
+                purpose: grant.purpose as i32,
+                recipient: String::new(),
+                evidence: Some(grant.evidence.clone()),
+                occurred_at: None,
+                idempotency_key: grant.idempotency_key.map(|key| {
+                    tutela_proto::common::IdempotencyKey {
+                        key: key.to_owned(),
+                    }
+                }),
+            },
+        )?;
+        self.client
+            .clone()
+            .record_consent(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| {
+                Error::Unavailable(format!(
+                    "the consent ledger answered {:?} to a guardian's consent",
+                    status.code()
+                ))
+            })
+    }
+
     async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot> {
         let request = self.request(
             tenant,
@@ -219,6 +253,7 @@ impl ConsentSource for RemoteLedger {
                 ConsentFact {
                     granted: state.granted,
                     entry: 0,
+                    by_guardian: state.actor == ConsentActor::Guardian as i32,
                 },
             );
         }

@@ -22,10 +22,12 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use tutela_policy::audit::AuditKeys;
+use tutela_policy::consent::check_evidence;
 use tutela_policy::scope::{found, within};
 use tutela_policy::validate::{Checks, page_token, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess, fields};
 use tutela_proto::common::{DataCategory, PageResponse};
+use tutela_proto::consent::ConsentActor;
 use tutela_proto::enrolment::learner_service_server::LearnerService as LearnerApi;
 use tutela_proto::enrolment::{
     CreateLearnerRequest, CreateLearnerResponse, GetLearnerRequest, GetLearnerResponse, Learner,
@@ -578,6 +580,14 @@ impl LearnerService {
 
     /// E3 and E5 on what a write carries: no prohibited identifier anywhere, no category the
     /// purpose may not touch.
+    /// Whether the learner is a minor on the day of the call: `Some(Some(age of consent))` for
+    /// a minor, `Some(None)` for an adult, `None` when the profile gives no date of birth.
+    fn minor(&self, profile: &LearnerProfile) -> Option<Option<u8>> {
+        let born = NaiveDate::parse_from_str(&profile.date_of_birth, "%Y-%m-%d").ok()?;
+        let today = self.learners.clock.now().date_naive();
+        Some(self.register.minors.minor(born, &profile.country, today))
+    }
+
     fn admit<'a>(
         &self,
         call: &Authorized,
@@ -612,6 +622,32 @@ impl LearnerApi for LearnerService {
             "profile.family_name",
             "required: a learner needs a given or a family name",
         );
+        let chosen_id = match r.learner_id.trim() {
+            "" => None,
+            id => match uuid::Uuid::parse_str(id) {
+                Ok(id) => Some(id.to_string()),
+                Err(_) => {
+                    c.fail("learner_id", "must be a UUID, or empty");
+                    None
+                }
+            },
+        };
+        let minor = self.minor(&profile);
+        let guardian_consent = r.guardian_consent.as_ref().and_then(|e| {
+            let evidence = check_evidence(&mut c, call.principal(), Some(e), "guardian_consent")?;
+            if evidence.actor != ConsentActor::Guardian as i32 {
+                c.fail("guardian_consent.actor", "must be CONSENT_ACTOR_GUARDIAN");
+                return None;
+            }
+            if minor == Some(None) {
+                c.fail(
+                    "guardian_consent",
+                    "only for a learner under the age of consent; this learner is not",
+                );
+                return None;
+            }
+            Some(evidence)
+        });
         c.finish()?;
         let dynamic = fields::to_dynamic(&profile, PROFILE)?;
         let carried = fields::carried(&dynamic, "profile");
@@ -623,6 +659,8 @@ impl LearnerApi for LearnerService {
         let hash = request_hash(&CreateLearnerRequest {
             profile: Some(profile.clone()),
             idempotency_key: None,
+            learner_id: chosen_id.clone().unwrap_or_default(),
+            guardian_consent: guardian_consent.clone(),
         });
         let readable = call.readable();
         if let Some(id) = self
@@ -636,8 +674,31 @@ impl LearnerApi for LearnerService {
                 learner: Some(learner),
             }));
         }
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = chosen_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let access = call.subject(&id).await?;
+        if self.learners.exists(&access).await? {
+            return Err(Error::AlreadyExists("learner").into());
+        }
+        // E4: the guardian's consent is in the ledger before the minor's data is stored.
+        if let Some(evidence) = &guardian_consent {
+            let ledger_key = key.as_deref().map(|k| {
+                format!(
+                    "guardian-{}",
+                    &hex::encode(Sha256::digest(k.as_bytes()))[..32]
+                )
+            });
+            access
+                .record_guardian_consent(evidence, ledger_key.as_deref())
+                .await?;
+        } else if let Some(Some(age_of_consent)) = minor
+            && !access.guardian_consents().await?
+        {
+            return Err(Error::GuardianConsentRequired {
+                purpose: call.purpose().short_name(),
+                age_of_consent,
+            }
+            .into());
+        }
         let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
         let learner = match self
             .learners
@@ -652,7 +713,7 @@ impl LearnerApi for LearnerService {
                     .replay(call.tenant(), key.as_deref(), CREATE, &hash)
                     .await?
                 else {
-                    return Err(Error::internal("learner insert failed").into());
+                    return Err(Error::AlreadyExists("learner").into());
                 };
                 let access = call.subject(&id).await?;
                 let learner = self.learners.learner(&access, readable).await?;

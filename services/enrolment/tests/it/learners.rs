@@ -17,7 +17,7 @@ use crate::*;
 fn create(profile: LearnerProfile) -> CreateLearnerRequest {
     CreateLearnerRequest {
         profile: Some(profile),
-        idempotency_key: None,
+        ..Default::default()
     }
 }
 
@@ -153,7 +153,7 @@ async fn role_views_a_tutor_never_sees_special_category_data_an_exam_officer_see
             update_mask: Some(FieldMask {
                 paths: vec!["photo_id_reference".into()],
             }),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -214,7 +214,7 @@ async fn a_social_security_number_anywhere_is_refused_and_nothing_is_stored() {
             update_mask: Some(FieldMask {
                 paths: vec!["phone".into()],
             }),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -319,7 +319,7 @@ async fn rectification_writes_only_the_masked_fields_and_moves_the_index() {
             update_mask: Some(FieldMask {
                 paths: vec!["email".into(), "phone".into()],
             }),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -355,7 +355,7 @@ async fn rectification_writes_only_the_masked_fields_and_moves_the_index() {
             update_mask: Some(FieldMask {
                 paths: vec!["shoe_size".into()],
             }),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -372,7 +372,7 @@ async fn rectification_writes_only_the_masked_fields_and_moves_the_index() {
             update_mask: Some(FieldMask {
                 paths: vec!["date_of_birth".into(), "email".into(), "country".into()],
             }),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -391,6 +391,7 @@ async fn a_retried_create_returns_the_same_learner_and_a_reused_key_is_refused()
         idempotency_key: Some(IdempotencyKey {
             key: "create-ada-0001".into(),
         }),
+        ..Default::default()
     };
     let first = client.create_learner(keyed(profile())).await.unwrap();
     let again = client.create_learner(keyed(profile())).await.unwrap();
@@ -505,7 +506,7 @@ async fn export_then_erasure_leaves_no_readable_trace() {
             subject: subject(&id),
             services: Vec::new(),
             reason: "learner's erasure request of 2026-11-24".into(),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap()

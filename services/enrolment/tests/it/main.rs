@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod learners;
+mod minors;
 mod outcomes;
 mod records;
 mod retention;

@@ -30,7 +30,7 @@ pub async fn new_course(suite: &TestSuite, code: &str) -> String {
         .courses(staff(suite, "registrar", "course_administration"))
         .create_course(CreateCourseRequest {
             course: Some(course(code)),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -45,7 +45,7 @@ pub async fn new_learner(suite: &TestSuite) -> String {
         .learners(staff(suite, "registrar", "course_administration"))
         .create_learner(CreateLearnerRequest {
             profile: Some(profile()),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -62,7 +62,7 @@ pub async fn enrol(suite: &TestSuite, learner: &str, course_id: &str) -> String 
             learner: subject(learner),
             course_id: course_id.into(),
             status: 0,
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -114,7 +114,7 @@ async fn courses_are_checked_unique_by_code_and_invisible_to_other_tenants() {
     let err = registrar
         .create_course(CreateCourseRequest {
             course: Some(course("ENG-L3-2027")),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -125,7 +125,7 @@ async fn courses_are_checked_unique_by_code_and_invisible_to_other_tenants() {
     let err = registrar
         .create_course(CreateCourseRequest {
             course: Some(bad),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -174,7 +174,7 @@ async fn an_enrolment_follows_its_lifecycle_and_refuses_any_other_move() {
             learner: subject(&learner),
             course_id: course_id.clone(),
             status: EnrolmentStatus::Enrolled as i32,
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -184,7 +184,7 @@ async fn an_enrolment_follows_its_lifecycle_and_refuses_any_other_move() {
             learner: subject("5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"),
             course_id: course_id.clone(),
             status: 0,
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -310,7 +310,7 @@ async fn an_export_carries_enrolments_and_results_and_erasure_removes_them() {
             subject: subject(&learner),
             services: Vec::new(),
             reason: "erasure request".into(),
-            idempotency_key: None,
+            ..Default::default()
         })
         .await
         .unwrap()

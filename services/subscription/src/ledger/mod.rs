@@ -16,10 +16,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use tutela_policy::consent::{
-    ConsentGate, ConsentSnapshot, ConsentSource, IdentityVerification, Restriction,
+    ConsentFact, ConsentGate, ConsentSnapshot, ConsentSource, GuardianGrant, IdentityVerification,
+    Restriction, check_evidence,
 };
 use tutela_policy::validate::{Checks, page_token, timestamp};
-use tutela_policy::{Authorized, CategorySet, Error, PrincipalKind, Register, Result};
+use tutela_policy::{Authorized, CategorySet, Error, Register, Result};
 use tutela_proto::common::{DataCategory, Purpose};
 use tutela_proto::consent::consent_ledger_server::ConsentLedger;
 use tutela_proto::consent::{
@@ -132,6 +133,91 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Appends a validated entry, or finds the one an earlier call with the same idempotency key
+    /// appended (ALREADY_EXISTS if that call asked for something else). Returns the row, the
+    /// subject's key (`None` once erased) and whether this call appended it.
+    async fn append(
+        &self,
+        tenant: &str,
+        a: &Append,
+        recorded_by: &str,
+    ) -> Result<(entity::Model, Option<SubjectKey>, bool)> {
+        if let Some(key) = &a.idempotency_key
+            && let Some(row) = self.by_idempotency_key(tenant, key).await?
+        {
+            return self.replay(row, a).await;
+        }
+        let key = self.vault.get_or_create(tenant, &a.subject).await?;
+        let entry_id = uuid::Uuid::now_v7().to_string();
+        let sealed = Sealed {
+            evidence_reference: a.evidence.evidence_reference.clone(),
+            guardian: a.evidence.guardian.as_ref().map(|g| SealedGuardian {
+                id: g.guardian_id.clone(),
+                name: g.name.clone(),
+                relationship: g.relationship.clone(),
+            }),
+        };
+        let plaintext = to_json(&sealed)?;
+        let sealed = key.seal(&sealed_field(&entry_id), &plaintext)?;
+        let now = self.clock.now();
+        let row = entity::ActiveModel {
+            entry_id: Set(entry_id.clone()),
+            tenant: Set(tenant.to_owned()),
+            subject_id: Set(a.subject.clone()),
+            purpose: Set(a.purpose.short_name().to_owned()),
+            recipient: Set(a.recipient.clone()),
+            granted: Set(a.granted),
+            occurred_at: Set(a.occurred_at.unwrap_or(now)),
+            recorded_at: Set(now),
+            method: Set(method_name(a.evidence.method()).to_owned()),
+            wording_version: Set(a.evidence.wording_version.clone()),
+            wording_sha256: Set(a.evidence.wording_sha256.clone()),
+            actor: Set(actor_name(a.evidence.actor()).to_owned()),
+            sealed: Set(sealed),
+            recorded_by: Set(recorded_by.to_owned()),
+            idempotency_key: Set(a.idempotency_key.clone()),
+            request_hash: Set(a.request_hash.clone()),
+            ..Default::default()
+        };
+        let row = match entity::Entity::insert(row)
+            .exec_with_returning(&self.db)
+            .await
+        {
+            Ok(row) => row,
+            // A concurrent retry with the same key won the race: answer as a retry.
+            Err(err) if tutela_store::is_unique_violation(&err) => {
+                let idempotency_key = a.idempotency_key.as_deref().unwrap_or_default();
+                let row = self
+                    .by_idempotency_key(tenant, idempotency_key)
+                    .await?
+                    .ok_or_else(|| Error::internal(err))?;
+                return self.replay(row, a).await;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        tracing::info!(
+            purpose = a.purpose.short_name(),
+            granted = a.granted,
+            actor = actor_name(a.evidence.actor()),
+            "consent ledger entry appended"
+        );
+        Ok((row, Some(key), true))
+    }
+
+    async fn replay(
+        &self,
+        row: entity::Model,
+        a: &Append,
+    ) -> Result<(entity::Model, Option<SubjectKey>, bool)> {
+        if row.request_hash != a.request_hash {
+            return Err(Error::AlreadyExists("idempotency key"));
+        }
+        let key = self.key(&row.tenant, &row.subject_id).await?;
+        Ok((row, key, false))
+    }
+}
+
 /// Folds entries (in ledger order) into the current state.
 fn fold(rows: &[entity::Model]) -> ConsentSnapshot {
     let mut snapshot = ConsentSnapshot::default();
@@ -139,7 +225,15 @@ fn fold(rows: &[entity::Model]) -> ConsentSnapshot {
         // A purpose this build does not know cannot be consented to; skipping it only ever
         // withholds a grant.
         if let Some(purpose) = Purpose::from_short_name(&row.purpose) {
-            snapshot.apply(purpose, &row.recipient, row.granted, row.seq);
+            snapshot.apply(
+                purpose,
+                &row.recipient,
+                ConsentFact {
+                    granted: row.granted,
+                    entry: row.seq,
+                    by_guardian: actor_of(&row.actor) == ConsentActor::Guardian,
+                },
+            );
         }
     }
     snapshot
@@ -174,6 +268,33 @@ impl ConsentSource for Ledger {
         .await?;
         tracing::info!(method = v.method, "identity verification recorded");
         Ok(())
+    }
+
+    async fn record_guardian_consent(&self, grant: &GuardianGrant<'_>) -> Result<()> {
+        let request = RecordConsentRequest {
+            subject: Some(tutela_proto::common::SubjectRef {
+                subject_id: grant.subject.to_owned(),
+            }),
+            purpose: grant.purpose as i32,
+            evidence: Some(grant.evidence.clone()),
+            ..Default::default()
+        };
+        let append = Append {
+            subject: grant.subject.to_owned(),
+            purpose: grant.purpose,
+            recipient: String::new(),
+            granted: true,
+            evidence: grant.evidence.clone(),
+            occurred_at: None,
+            idempotency_key: grant.idempotency_key.map(str::to_owned),
+            // As the RPC would hash the same request, so a retry through either path matches.
+            request_hash: grant
+                .idempotency_key
+                .map(|_| hex::encode(Sha256::digest(canonical(&request, |_| ())))),
+        };
+        self.append(grant.tenant, &append, grant.recorded_by)
+            .await
+            .map(|_| ())
     }
 
     async fn restrict(&self, change: &Restriction<'_>) -> Result<()> {
@@ -283,6 +404,9 @@ impl ConsentLedgerService {
     ) -> Result<Append> {
         let mut c = Checks::new();
         let subject = c.subject_id(r.subject, "subject");
+        let by_guardian = r
+            .evidence
+            .is_some_and(|e| e.actor == ConsentActor::Guardian as i32);
         let purpose = match Purpose::try_from(r.purpose) {
             Ok(Purpose::Unspecified) | Err(_) => {
                 c.fail("purpose", "required: a purpose of tutela.common.v1.Purpose");
@@ -296,10 +420,12 @@ impl ConsentLedgerService {
                     );
                     None
                 }
-                Some(rule) if !rule.consent_required => {
+                // A parent's or guardian's consent is what collecting a minor's data needs,
+                // whatever the purpose's legal basis (E4, C5).
+                Some(rule) if !rule.consent_required && !by_guardian => {
                     c.fail(
                         "purpose",
-                        "the processing register does not base this purpose on consent",
+                        "the processing register does not base this purpose on consent (only a guardian's consent for a minor may name it)",
                     );
                     None
                 }
@@ -310,7 +436,7 @@ impl ConsentLedgerService {
             .optional_text(r.recipient, "recipient", 128)
             .unwrap_or_default()
             .to_owned();
-        let evidence = self.evidence(&mut c, call, r.evidence);
+        let evidence = check_evidence(&mut c, call.principal(), r.evidence, "evidence");
         let occurred_at = match r.occurred_at {
             None => None,
             Some(ts) => match u32::try_from(ts.nanos)
@@ -345,168 +471,21 @@ impl ConsentLedgerService {
         })
     }
 
-    fn evidence(
-        &self,
-        c: &mut Checks,
-        call: &Authorized,
-        evidence: Option<&ConsentEvidence>,
-    ) -> Option<ConsentEvidence> {
-        let Some(e) = evidence else {
-            c.fail(
-                "evidence",
-                "required: how the decision was made and where the proof is",
-            );
-            return None;
-        };
-        let before = c.len();
-        if matches!(
-            ConsentMethod::try_from(e.method),
-            Ok(ConsentMethod::Unspecified) | Err(_)
-        ) {
-            c.fail("evidence.method", "required");
-        }
-        c.required_text(&e.wording_version, "evidence.wording_version", 64);
-        let hash = e.wording_sha256.trim();
-        c.ensure(
-            hash.len() == 64
-                && hash
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-            "evidence.wording_sha256",
-            "64 lower-case hex digits (SHA-256 of the wording shown)",
-        );
-        c.required_text(&e.evidence_reference, "evidence.evidence_reference", 256);
-        let actor = ConsentActor::try_from(e.actor).unwrap_or(ConsentActor::Unspecified);
-        let p = call.principal();
-        match actor {
-            ConsentActor::Unspecified => c.fail("evidence.actor", "required"),
-            ConsentActor::Subject if p.kind == PrincipalKind::Guardian => c.fail(
-                "evidence.actor",
-                "a guardian records decisions as CONSENT_ACTOR_GUARDIAN",
-            ),
-            ConsentActor::Guardian if p.kind == PrincipalKind::Learner => c.fail(
-                "evidence.actor",
-                "a learner records their own decisions as CONSENT_ACTOR_SUBJECT",
-            ),
-            _ => {}
-        }
-        let mut guardian = e.guardian.clone();
-        match (actor, guardian.as_mut()) {
-            (ConsentActor::Guardian, None) => {
-                c.fail("evidence.guardian", "required when the actor is a guardian")
-            }
-            (ConsentActor::Guardian, Some(g)) => {
-                if p.kind == PrincipalKind::Guardian {
-                    // A guardian acting for themselves is who their token says.
-                    if !g.guardian_id.trim().is_empty() && g.guardian_id.trim() != p.id {
-                        c.fail(
-                            "evidence.guardian.guardian_id",
-                            "must be the calling guardian's own id",
-                        );
-                    }
-                    g.guardian_id = p.id.clone();
-                }
-                c.optional_text(&g.guardian_id, "evidence.guardian.guardian_id", 128);
-                c.required_text(&g.name, "evidence.guardian.name", 128);
-                c.required_text(&g.relationship, "evidence.guardian.relationship", 64);
-            }
-            (_, Some(_)) => c.fail(
-                "evidence.guardian",
-                "only allowed when the actor is a guardian",
-            ),
-            (_, None) => {}
-        }
-        (c.len() == before).then(|| ConsentEvidence {
-            method: e.method,
-            wording_version: e.wording_version.trim().to_owned(),
-            wording_sha256: hash.to_owned(),
-            evidence_reference: e.evidence_reference.trim().to_owned(),
-            actor: e.actor,
-            guardian: guardian.map(|g| Guardian {
-                guardian_id: g.guardian_id.trim().to_owned(),
-                name: g.name.trim().to_owned(),
-                relationship: g.relationship.trim().to_owned(),
-            }),
-        })
-    }
-
     async fn append(&self, call: &Authorized, a: Append) -> Result<ConsentEntry> {
         let access = call.subject(&a.subject).await?;
-        let tenant = access.tenant().to_owned();
         let mut touched = CategorySet::of(&[DataCategory::Identity, DataCategory::Communication]);
         if !a.recipient.is_empty() {
             touched = touched.union(CategorySet::of(&[DataCategory::Employment]));
         }
         access.record(touched);
-        if let Some(key) = &a.idempotency_key
-            && let Some(row) = self.ledger.by_idempotency_key(&tenant, key).await?
-        {
-            return self.replay(row, &a).await;
+        let (row, key, appended) = self
+            .ledger
+            .append(access.tenant(), &a, &call.principal().id)
+            .await?;
+        if appended {
+            // After the commit: the next call in this process sees the new state.
+            self.gate.invalidate(access.tenant(), &a.subject);
         }
-        let key = self.ledger.vault.get_or_create(&tenant, &a.subject).await?;
-        let entry_id = uuid::Uuid::now_v7().to_string();
-        let sealed = Sealed {
-            evidence_reference: a.evidence.evidence_reference.clone(),
-            guardian: a.evidence.guardian.as_ref().map(|g| SealedGuardian {
-                id: g.guardian_id.clone(),
-                name: g.name.clone(),
-                relationship: g.relationship.clone(),
-            }),
-        };
-        let plaintext = to_json(&sealed)?;
-        let sealed = key.seal(&sealed_field(&entry_id), &plaintext)?;
-        let now = self.ledger.clock.now();
-        let row = entity::ActiveModel {
-            entry_id: Set(entry_id.clone()),
-            tenant: Set(tenant.clone()),
-            subject_id: Set(a.subject.clone()),
-            purpose: Set(a.purpose.short_name().to_owned()),
-            recipient: Set(a.recipient.clone()),
-            granted: Set(a.granted),
-            occurred_at: Set(a.occurred_at.unwrap_or(now)),
-            recorded_at: Set(now),
-            method: Set(method_name(a.evidence.method()).to_owned()),
-            wording_version: Set(a.evidence.wording_version.clone()),
-            wording_sha256: Set(a.evidence.wording_sha256.clone()),
-            actor: Set(actor_name(a.evidence.actor()).to_owned()),
-            sealed: Set(sealed),
-            recorded_by: Set(call.principal().id.clone()),
-            idempotency_key: Set(a.idempotency_key.clone()),
-            request_hash: Set(a.request_hash.clone()),
-            ..Default::default()
-        };
-        let inserted = entity::Entity::insert(row)
-            .exec_with_returning(&self.ledger.db)
-            .await;
-        let row = match inserted {
-            Ok(row) => row,
-            // A concurrent retry with the same key won the race: answer as a retry.
-            Err(err) if tutela_store::is_unique_violation(&err) => {
-                let key = a.idempotency_key.as_deref().unwrap_or_default();
-                let row = self
-                    .ledger
-                    .by_idempotency_key(&tenant, key)
-                    .await?
-                    .ok_or_else(|| Error::internal(err))?;
-                return self.replay(row, &a).await;
-            }
-            Err(err) => return Err(err.into()),
-        };
-        // After the commit: the next call in this process sees the new state.
-        self.gate.invalidate(&tenant, &a.subject);
-        tracing::info!(
-            purpose = a.purpose.short_name(),
-            granted = a.granted,
-            "consent ledger entry appended"
-        );
-        entry(row, Some(&key))
-    }
-
-    async fn replay(&self, row: entity::Model, a: &Append) -> Result<ConsentEntry> {
-        if row.request_hash != a.request_hash {
-            return Err(Error::AlreadyExists("idempotency key"));
-        }
-        let key = self.ledger.key(&row.tenant, &row.subject_id).await?;
         entry(row, key.as_ref())
     }
 
@@ -683,6 +662,7 @@ impl ConsentLedger for ConsentLedgerService {
                 entry_id: row.entry_id.clone(),
                 since: Some(timestamp(row.occurred_at)),
                 wording_version: row.wording_version.clone(),
+                actor: actor_of(&row.actor) as i32,
             });
         }
         Ok(Response::new(GetConsentStateResponse {

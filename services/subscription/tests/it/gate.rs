@@ -306,6 +306,36 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
         );
     }
 
+    // A guardian's consent recorded remotely (as the enrolment service does for a minor) reads
+    // back as a guardian's grant, and a retry with its key appends nothing.
+    let guardian = evidence(ConsentActor::Guardian);
+    for _ in 0..2 {
+        remote
+            .record_guardian_consent(&tutela_policy::consent::GuardianGrant {
+                tenant: "acme",
+                subject: OTHER_SUBJECT,
+                purpose: Purpose::CourseAdministration,
+                evidence: &guardian,
+                recorded_by: "registrar-1",
+                idempotency_key: Some("guardian-remote-0001"),
+            })
+            .await
+            .unwrap();
+    }
+    let snapshot = remote.snapshot("acme", OTHER_SUBJECT).await.unwrap();
+    assert!(snapshot.guardian_permits(Purpose::CourseAdministration));
+    assert!(!snapshot.guardian_permits(Purpose::Marketing));
+    let history = ledger
+        .list_consent_history(tutela_proto::consent::ListConsentHistoryRequest {
+            subject: subject(OTHER_SUBJECT),
+            purpose: Purpose::CourseAdministration as i32,
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(history.entries.len(), 1);
+
     // Without a token for the tenant, or with the ledger gone, consent cannot be checked: the
     // call fails closed rather than proceeding.
     std::fs::remove_file(tokens.path().join("acme")).unwrap();

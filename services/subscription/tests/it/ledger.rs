@@ -113,7 +113,9 @@ async fn bad_input_names_every_field_and_stores_nothing() {
     let e = request.evidence.as_mut().unwrap();
     e.wording_sha256 = "XYZ".into();
     e.method = 0;
-    e.actor = ConsentActor::Guardian as i32;
+    // A guardian named for a decision the subject made (and the subject's own consent cannot
+    // name a purpose that does not rest on consent).
+    e.guardian = evidence(ConsentActor::Guardian).guardian;
     let err = ledger.record_consent(request).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(
