@@ -17,7 +17,9 @@ use tutela_proto::enrolment::{
     CreateLearnerRequest, EnrolLearnerRequest, EnrolmentStatus, GetLearnerRequest, LearnerProfile,
     RecordResultRequest,
 };
-use tutela_proto::privacy::ExportSubjectRequest;
+use tutela_proto::privacy::{
+    ExportSubjectRequest, RecordIdentityVerificationRequest, VerificationMethod,
+};
 use tutela_testkit::{Credentials, TestSuite};
 
 const IN_FLIGHT: usize = 32;
@@ -192,6 +194,15 @@ async fn main() {
         &suite.token("acme", "dpo-1", &["dpo"]),
         "subject_rights",
     ));
+    // Exports are released only after a staff member checked the requester's identity.
+    rights
+        .record_identity_verification(RecordIdentityVerificationRequest {
+            subject: subject(&learner),
+            method: VerificationMethod::PhotoIdInPerson as i32,
+            evidence_reference: "bench".into(),
+        })
+        .await
+        .unwrap();
     let mut samples: Vec<Duration> = Vec::new();
     let mut size = 0;
     for _ in 0..20 {

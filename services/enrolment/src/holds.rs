@@ -3,9 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use tonic::{Request, Response, Status};
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, timestamp};
@@ -294,16 +292,14 @@ impl HoldApi for LegalHoldService {
         request: Request<ListLegalHoldsRequest>,
     ) -> std::result::Result<Response<ListLegalHoldsResponse>, Status> {
         let call = Authorized::of(&request)?;
-        let access = self
+        let (access, rows) = self
             .records
-            .learner_access(&call, request.get_ref().learner.as_ref(), "learner")
+            .learner_rows::<entity::Entity>(
+                &call,
+                request.get_ref().learner.as_ref(),
+                entity::Column::Seq,
+            )
             .await?;
-        let rows = access
-            .find::<entity::Entity>()
-            .order_by_asc(entity::Column::Seq)
-            .all(&self.db)
-            .await
-            .map_err(Error::from)?;
         access.record(tutela_policy::CategorySet::EMPTY);
         Ok(Response::new(ListLegalHoldsResponse {
             holds: rows.iter().map(to_hold).collect(),

@@ -275,16 +275,14 @@ impl CertificateApi for CertificateService {
         request: Request<ListCertificatesRequest>,
     ) -> std::result::Result<Response<ListCertificatesResponse>, Status> {
         let call = Authorized::of(&request)?;
-        let access = self
+        let (access, rows) = self
             .records
-            .learner_access(&call, request.get_ref().learner.as_ref(), "learner")
+            .learner_rows::<certificate::Entity>(
+                &call,
+                request.get_ref().learner.as_ref(),
+                certificate::Column::Seq,
+            )
             .await?;
-        let rows = access
-            .find::<certificate::Entity>()
-            .order_by_asc(certificate::Column::Seq)
-            .all(self.records.db())
-            .await
-            .map_err(Error::from)?;
         if !rows.is_empty() {
             access.record(CategorySet::of(&[DataCategory::Education]));
         }
@@ -459,16 +457,14 @@ impl FeedbackApi for FeedbackService {
         request: Request<ListFeedbackRequest>,
     ) -> std::result::Result<Response<ListFeedbackResponse>, Status> {
         let call = Authorized::of(&request)?;
-        let access = self
+        let (access, rows) = self
             .records
-            .learner_access(&call, request.get_ref().learner.as_ref(), "learner")
+            .learner_rows::<feedback::Entity>(
+                &call,
+                request.get_ref().learner.as_ref(),
+                feedback::Column::Seq,
+            )
             .await?;
-        let rows = access
-            .find::<feedback::Entity>()
-            .order_by_asc(feedback::Column::Seq)
-            .all(self.records.db())
-            .await
-            .map_err(Error::from)?;
         let outcomes = Outcomes::new(self.records.clone());
         let feedback = outcomes.open_feedback(&access, rows).await?;
         if !feedback.is_empty() {

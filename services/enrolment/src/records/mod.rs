@@ -273,6 +273,19 @@ impl Records {
         Ok(access)
     }
 
+    /// The rows of `E` of the learner a list request names, ordered by `order`, with the access
+    /// that read them.
+    pub(crate) async fn learner_rows<E: tutela_policy::scope::SubjectScoped>(
+        &self,
+        call: &Authorized,
+        learner: Option<&SubjectRef>,
+        order: E::Column,
+    ) -> Result<(SubjectAccess, Vec<E::Model>)> {
+        let access = self.learner_access(call, learner, "learner").await?;
+        let rows = access.find::<E>().order_by_asc(order).all(&self.db).await?;
+        Ok((access, rows))
+    }
+
     /// The row an earlier write with this idempotency key made, when this is its retry; ALREADY_EXISTS
     /// when the key came with another request; `None` without a key or an earlier write.
     pub(crate) async fn replay<E: Idempotent>(
