@@ -255,7 +255,9 @@ where
             if let Err(err) = guard.audit_call(&authorized).await {
                 return Ok(tonic::Status::from(err).into_http());
             }
-            Ok(match redaction {
+            // A trailers-only response (an error) carries no message to redact.
+            let trailers_only = response.headers().contains_key("grpc-status");
+            Ok(match redaction.filter(|_| !trailers_only) {
                 None => response,
                 Some((descriptor, readable, withheld)) => {
                     let mut response =

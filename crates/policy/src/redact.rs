@@ -128,6 +128,21 @@ impl Body for RedactBody {
     type Data = Bytes;
     type Error = tonic::Status;
 
+    // Without these, an empty body (a trailers-only error response) would look open-ended, and
+    // the server would send the headers without END_STREAM and then an empty DATA frame that
+    // ends the stream without trailers, which grpcio clients report as UNKNOWN "Stream removed".
+    fn is_end_stream(&self) -> bool {
+        self.buffer.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.is_end_stream() {
+            http_body::SizeHint::with_exact(0)
+        } else {
+            http_body::SizeHint::default()
+        }
+    }
+
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -165,6 +180,15 @@ impl Body for RedactBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_body_stays_visibly_empty_so_error_responses_stay_trailers_only() {
+        let status = tonic::Status::not_found("x").into_http::<tonic::body::Body>();
+        let descriptor = descriptor("tutela.privacy.v1.ExportSubjectResponse");
+        let body = RedactBody::new(status.into_body(), descriptor, CategorySet::EMPTY);
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+    }
     use tutela_proto::privacy::{ExportSubjectResponse, ServiceExport};
 
     fn descriptor(name: &str) -> MessageDescriptor {
