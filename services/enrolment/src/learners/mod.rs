@@ -588,6 +588,41 @@ impl LearnerService {
         Some(self.register.minors.minor(born, &profile.country, today))
     }
 
+    /// Fails with GUARDIAN_CONSENT_REQUIRED when the learner's profile after an update (the
+    /// `updated` date of birth and country where `names` masks them, the stored ones otherwise)
+    /// makes them a minor and the ledger holds no guardian's consent for the call's purpose.
+    async fn require_guardian_if_minor(
+        &self,
+        call: &Authorized,
+        access: &SubjectAccess,
+        names: &[&str],
+        updated: LearnerProfile,
+    ) -> Result<()> {
+        let stored = self
+            .learners
+            .learner(access, CategorySet::of(&[DataCategory::Demographic]))
+            .await?
+            .profile
+            .unwrap_or_default();
+        let pick = |name: &str, new: String, old: String| {
+            if names.contains(&name) { new } else { old }
+        };
+        let after = LearnerProfile {
+            date_of_birth: pick("date_of_birth", updated.date_of_birth, stored.date_of_birth),
+            country: pick("country", updated.country, stored.country),
+            ..Default::default()
+        };
+        match self.minor(&after) {
+            Some(Some(age_of_consent)) if !access.guardian_consents().await? => {
+                Err(Error::GuardianConsentRequired {
+                    purpose: call.purpose().short_name(),
+                    age_of_consent,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn admit<'a>(
         &self,
         call: &Authorized,
@@ -778,6 +813,11 @@ impl LearnerApi for LearnerService {
             masked.iter().map(|(_, path, c)| (path.as_str(), *c)),
         )?;
         let access = Self::access(&call, r.learner.as_ref()).await?;
+        let born_or_moved = LearnerProfile {
+            date_of_birth: profile.date_of_birth.clone(),
+            country: profile.country.clone(),
+            ..Default::default()
+        };
         let mut canonical = r.clone();
         canonical.idempotency_key = None;
         canonical.profile = Some(profile);
@@ -792,6 +832,12 @@ impl LearnerApi for LearnerService {
             }
             Some(_) => {}
             None => {
+                // E4 holds for rectification too: a date of birth (or country) that makes the
+                // learner a minor needs a guardian's consent in the ledger.
+                if names.contains(&"date_of_birth") || names.contains(&"country") {
+                    self.require_guardian_if_minor(&call, &access, &names, born_or_moved)
+                        .await?;
+                }
                 let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
                 self.learners
                     .update(&access, &written, &masked, idempotency)

@@ -308,3 +308,54 @@ async fn the_registers_country_override_decides_who_is_a_minor() {
         .unwrap_err();
     assert_eq!(reason(&err), "GUARDIAN_CONSENT_REQUIRED");
 }
+
+#[tokio::test]
+async fn rectifying_a_date_of_birth_into_a_minor_needs_a_guardians_consent() {
+    let suite = TestSuite::start().await.unwrap();
+    let mut learners = suite.learners(staff(&suite, "registrar", "course_administration"));
+    let id = learners
+        .create_learner(CreateLearnerRequest {
+            profile: Some(aged(30, "GB")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap()
+        .learner_id;
+    personal(&[&id]);
+    let young = aged(14, "GB");
+    let rectify = tutela_proto::enrolment::UpdateLearnerRequest {
+        learner: subject(&id),
+        profile: Some(young.clone()),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["date_of_birth".into()],
+        }),
+        idempotency_key: None,
+    };
+    let err = learners.update_learner(rectify.clone()).await.unwrap_err();
+    assert_eq!(reason(&err), "GUARDIAN_CONSENT_REQUIRED", "{err:?}");
+    let stored = learners.get_learner(get(&id)).await.unwrap().into_inner();
+    assert_eq!(
+        stored.learner.unwrap().profile.unwrap().date_of_birth,
+        aged(30, "GB").date_of_birth,
+        "nothing changed"
+    );
+
+    suite
+        .consent_ledger(staff(&suite, "registrar", "consent_management"))
+        .record_consent(RecordConsentRequest {
+            subject: subject(&id),
+            purpose: Purpose::CourseAdministration as i32,
+            evidence: Some(guardian_evidence()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let updated = learners.update_learner(rectify).await.unwrap().into_inner();
+    assert_eq!(
+        updated.learner.unwrap().profile.unwrap().date_of_birth,
+        young.date_of_birth
+    );
+}
