@@ -709,9 +709,12 @@ impl LearnerApi for LearnerService {
                 learner: Some(learner),
             }));
         }
+        let chose = chosen_id.is_some();
         let id = chosen_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let access = call.subject(&id).await?;
-        if self.learners.exists(&access).await? {
+        // Only a caller-chosen id can name an existing learner; checked before a guardian's
+        // consent is appended for it. A fresh random id spares the query.
+        if chose && self.learners.exists(&access).await? {
             return Err(Error::AlreadyExists("learner").into());
         }
         // E4: the guardian's consent is in the ledger before the minor's data is stored.
