@@ -33,6 +33,10 @@ enum Command {
         /// Without it, every service is hosted.
         #[arg(long = "service", value_name = "NAME")]
         services: Vec<String>,
+        /// Load configuration, keys, register and policies as serving would, report every
+        /// problem, and exit (non-zero on a problem) without connecting, migrating or listening.
+        #[arg(long)]
+        check: bool,
     },
     /// Inspect the audit log.
     Audit {
@@ -188,6 +192,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             common,
             listen,
             services,
+            check,
         } => {
             let config = load(
                 cli.config.as_ref(),
@@ -203,6 +208,11 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 config.telemetry.format.into(),
                 &config.telemetry.filter,
             )?;
+            if check {
+                let report = tutela::check::check(&config, &|name| std::env::var(name).ok());
+                print!("{report}");
+                return report.into_result();
+            }
             let listener = tokio::net::TcpListener::bind(config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;

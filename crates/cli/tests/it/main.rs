@@ -5,5 +5,6 @@
 
 mod audit;
 mod binary;
+mod check;
 mod guard;
 mod serve;
