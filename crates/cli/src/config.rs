@@ -46,6 +46,15 @@ pub struct Config {
     pub access: AccessConfig,
     /// The retention sweeper.
     pub retention: RetentionConfig,
+    /// Subscription management.
+    pub subscription: SubscriptionConfig,
+}
+
+/// Subscription management (see `config.default.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    pub public_base_url: String,
 }
 
 /// When `serve` sweeps what retention makes due (see `config.default.toml`).
@@ -259,6 +268,14 @@ impl Config {
             return Err(ConfigError(
                 "server.request_timeout_secs must be positive".into(),
             ));
+        }
+        let base = &self.subscription.public_base_url;
+        if !(base.starts_with("https://") || base.starts_with("http://"))
+            || base.trim_end_matches('/').len() <= "https://".len()
+        {
+            return Err(ConfigError(format!(
+                "subscription.public_base_url must be an http(s) URL such as https://news.example.org, not {base:?}"
+            )));
         }
         let ledger = &self.consent.ledger_endpoint;
         let scheme_ok = ledger.starts_with("http://") || ledger.starts_with("https://");

@@ -26,6 +26,7 @@ const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 const SUBJECT_DATA: &str = "tutela.privacy.v1.SubjectData";
 const CONSENT_LEDGER: &str = "tutela.consent.v1.ConsentLedger";
+const SUBSCRIPTIONS: &str = "tutela.subscription.v1.SubscriptionService";
 const LEARNERS: &str = "tutela.enrolment.v1.LearnerService";
 const COURSES: &str = "tutela.enrolment.v1.CourseService";
 const ENROLMENTS: &str = "tutela.enrolment.v1.EnrolmentService";
@@ -125,6 +126,18 @@ pub async fn run(
             None => tutela_policy::ConsentGate::without_ledger(),
         },
     });
+    let subscriptions = ledger.as_ref().map(|ledger| {
+        tutela_subscription::Subscriptions::new(tutela_subscription::Parts {
+            db: db.clone(),
+            keyring: keyring.clone(),
+            audit: audit.clone(),
+            clock: clock.clone(),
+            ledger: ledger.clone(),
+            gate: consent.clone(),
+            register: register.clone(),
+            public_base_url: config.subscription.public_base_url.clone(),
+        })
+    });
     let guard = Arc::new(crate::guard::build(
         &config,
         true,
@@ -144,6 +157,7 @@ pub async fn run(
     health_names.push(SUBJECT_DATA.to_owned());
     if ledger.is_some() {
         health_names.push(CONSENT_LEDGER.to_owned());
+        health_names.push(SUBSCRIPTIONS.to_owned());
     }
     if learners.is_some() {
         health_names.extend(
@@ -173,6 +187,16 @@ pub async fn run(
                 tutela_enrolment::Holds::new(db.clone()),
                 register.clone(),
             ),
+            clock.clone(),
+            Duration::from_secs(config.retention.sweep_interval_secs),
+        ));
+    }
+    if let Some(subs) = &subscriptions {
+        providers.push(Arc::new(tutela_subscription::SubscriptionRights::new(
+            subs.clone(),
+        )));
+        tokio::spawn(sweep_events_on_schedule(
+            subs.clone(),
             clock.clone(),
             Duration::from_secs(config.retention.sweep_interval_secs),
         ));
@@ -242,6 +266,16 @@ pub async fn run(
         );
         advertised.push(CONSENT_LEDGER);
     }
+    if let Some(subs) = &subscriptions {
+        routes.add_service(
+            tutela_proto::subscription::subscription_service_server::SubscriptionServiceServer::new(
+                tutela_subscription::SubscriptionService::new(subs.clone()),
+            )
+            .max_decoding_message_size(s.max_message_bytes)
+            .max_encoding_message_size(s.max_message_bytes),
+        );
+        advertised.push(SUBSCRIPTIONS);
+    }
     if s.reflection {
         advertised.extend([REFLECTION_V1, REFLECTION_V1ALPHA]);
         routes.add_service(
@@ -278,7 +312,17 @@ pub async fn run(
         }
     };
 
+    let mut routes = routes.routes();
+    if let Some(subs) = subscriptions {
+        // RFC 8058 one-click unsubscribe: plain HTTP/1.1 POSTs from mail clients, beside gRPC.
+        let router = std::mem::take(routes.axum_router_mut());
+        *routes.axum_router_mut() =
+            router.merge(tutela_subscription::subscriptions::http::router(subs));
+    }
+
     let serve = tonic::transport::Server::builder()
+        // gRPC stays HTTP/2; HTTP/1.1 is for the unsubscribe endpoint only.
+        .accept_http1(true)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(s.keepalive_interval_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(s.keepalive_timeout_secs)))
@@ -290,7 +334,7 @@ pub async fn run(
         ))
         // Around the whole router: no RPC is reachable except through the guard.
         .layer(tutela_policy::GuardLayer::new(guard))
-        .add_routes(routes.routes())
+        .add_routes(routes)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
 
     let grace = Duration::from_secs(s.shutdown_grace_secs + s.drain_delay_secs);
@@ -345,6 +389,25 @@ async fn sweep_on_schedule(
         ticks.tick().await;
         if let Err(err) = sweeper.sweep(clock.now(), false, &|_, _, _| {}).await {
             tracing::error!(error = %err, "retention sweep failed");
+        }
+    }
+}
+
+/// Deletes delivery events past the register's retention every `interval` (never when zero).
+async fn sweep_events_on_schedule(
+    subs: tutela_subscription::Subscriptions,
+    clock: tutela_store::SharedClock,
+    interval: Duration,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = tutela_subscription::sweep_events(&subs, clock.now()).await {
+            tracing::error!(error = %err, "delivery event sweep failed");
         }
     }
 }

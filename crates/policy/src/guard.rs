@@ -18,8 +18,8 @@ use crate::authorized::Authorized;
 use crate::categories::CategorySet;
 use crate::consent::ConsentGate;
 use crate::error::{Error, PURPOSE_HEADER, Result};
-use crate::methods::{Authorisation, MethodInfo, MethodTable, is_exempt};
-use crate::principal::{Principal, PrincipalKind};
+use crate::methods::{Authorisation, MethodInfo, MethodTable, TOKEN_HTTP_PREFIXES, is_exempt};
+use crate::principal::Principal;
 use crate::principal::{TokenVerifier, bearer};
 use crate::redact::RedactBody;
 use crate::register::Register;
@@ -99,7 +99,9 @@ impl Guard {
             return Ok(Outcome::Exempt);
         }
         let method = self.methods.get(path);
-        if method.is_some_and(|m| m.authorisation == Authorisation::MessageToken) {
+        if method.is_some_and(|m| m.authorisation == Authorisation::MessageToken)
+            || TOKEN_HTTP_PREFIXES.iter().any(|p| path.starts_with(p))
+        {
             return Ok(Outcome::MessageToken);
         }
         let principal = self.verifier.verify(bearer(headers)?)?;
@@ -275,15 +277,8 @@ where
 }
 
 impl Guard {
-    /// How a principal appears in the audit log: staff, service and partner ids as they are;
-    /// learners and guardians only by pseudonym.
     fn principal_ref(&self, p: &Principal) -> String {
-        match p.kind {
-            PrincipalKind::Learner | PrincipalKind::Guardian => {
-                self.audit.keys().pseudonym(&p.tenant, &p.id)
-            }
-            _ => p.id.clone(),
-        }
+        crate::audit::principal_ref(self.audit.keys(), p)
     }
 
     fn refusal_record(

@@ -16,6 +16,11 @@ pub const EXEMPT_SERVICES: [&str; 3] = [
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// Plain HTTP paths (not gRPC) served on the same port that a signed token in the path
+/// authorises on its own: RFC 8058 one-click unsubscribe (`POST /unsubscribe/{token}`), which a
+/// mail client calls without any credential.
+pub const TOKEN_HTTP_PREFIXES: [&str; 1] = ["/unsubscribe/"];
+
 /// How an RPC is authorised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Authorisation {

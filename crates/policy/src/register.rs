@@ -28,6 +28,14 @@ struct RawRegister {
     prohibited_identifiers: BTreeMap<Spanned<String>, RawProhibited>,
     #[serde(default)]
     minors: Option<RawMinors>,
+    #[serde(default)]
+    communications: Option<RawCommunications>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommunications {
+    event_retention_days: Spanned<u32>,
 }
 
 #[derive(Deserialize)]
@@ -184,7 +192,27 @@ pub struct Register {
     pub prohibited_identifiers: Vec<ProhibitedIdentifier>,
     /// Who counts as a minor, whose data is collected only with a guardian's consent (E4, C5).
     pub minors: Minors,
+    /// How communications data is kept (C4).
+    pub communications: Communications,
 }
+
+/// What the register says about communications data beyond the purposes' rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct Communications {
+    /// Days an event of a sent message (delivered, opened, clicked, bounced...) is kept.
+    pub event_retention_days: u32,
+}
+
+impl Default for Communications {
+    fn default() -> Self {
+        Self {
+            event_retention_days: DEFAULT_EVENT_RETENTION_DAYS,
+        }
+    }
+}
+
+/// C4: email events are kept only for a bounded time; 90 days unless the register says.
+const DEFAULT_EVENT_RETENTION_DAYS: u32 = 90;
 
 /// The age of consent (GDPR Art. 8): under it, a person's data is collected only with a parent's
 /// or guardian's consent. One age for the organisation, with overrides by the country the person
@@ -493,12 +521,28 @@ impl Register {
                 }
             }
         };
+        let communications = match raw.communications {
+            None => Communications::default(),
+            Some(c) => {
+                let days = *c.event_retention_days.get_ref();
+                if !(1..=3650).contains(&days) {
+                    return Err(err(
+                        c.event_retention_days.span(),
+                        "event_retention_days must be between 1 and 3650".to_owned(),
+                    ));
+                }
+                Communications {
+                    event_retention_days: days,
+                }
+            }
+        };
         Ok(Self {
             organisation: raw.organisation,
             recipients,
             purposes,
             prohibited_identifiers,
             minors,
+            communications,
         })
     }
 
@@ -580,6 +624,12 @@ impl Register {
         for (country, age) in &self.minors.by_country {
             let _ = writeln!(md, "- living in {country}: under {age}");
         }
+        let _ = writeln!(md, "\n## Communications\n");
+        let _ = writeln!(
+            md,
+            "Events of sent messages (delivered, opened, clicked, forwarded, bounced, complained) are kept for {} days, then deleted. An address that hard-bounced or complained, or whose owner's data was erased, stays on the suppression list only as a keyed hash, so that no import can add it again.",
+            self.communications.event_retention_days
+        );
         let _ = writeln!(md, "\n## Identifiers never collected\n");
         for p in &self.prohibited_identifiers {
             let _ = writeln!(md, "- `{}`: {}", p.name, p.description);

@@ -28,12 +28,18 @@ pub mod tutela {
             include!(concat!(env!("OUT_DIR"), "/tutela.privacy.v1.rs"));
         }
     }
+    pub mod subscription {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/tutela.subscription.v1.rs"));
+        }
+    }
 }
 
 pub use tutela::common::v1 as common;
 pub use tutela::consent::v1 as consent;
 pub use tutela::enrolment::v1 as enrolment;
 pub use tutela::privacy::v1 as privacy;
+pub use tutela::subscription::v1 as subscription;
 
 use common::{DataCategory, LegalBasis, Purpose};
 

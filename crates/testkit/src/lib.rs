@@ -21,6 +21,7 @@ use tutela_proto::enrolment::feedback_service_client::FeedbackServiceClient;
 use tutela_proto::enrolment::learner_service_client::LearnerServiceClient;
 use tutela_proto::enrolment::legal_hold_service_client::LegalHoldServiceClient;
 use tutela_proto::privacy::subject_data_client::SubjectDataClient;
+use tutela_proto::subscription::subscription_service_client::SubscriptionServiceClient;
 use tutela_store::testing::TestDatabase;
 
 pub use tonic_health::pb::health_client::HealthClient;
@@ -227,6 +228,11 @@ impl TestSuite {
     /// A `tutela.consent.v1.ConsentLedger` client sending `credentials`.
     pub fn consent_ledger(&self, credentials: Credentials) -> ConsentLedgerClient<Authed> {
         ConsentLedgerClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.subscription.v1.SubscriptionService` client sending `credentials`.
+    pub fn subscriptions(&self, credentials: Credentials) -> SubscriptionServiceClient<Authed> {
+        SubscriptionServiceClient::with_interceptor(self.channel(), credentials)
     }
 
     /// A `tutela.enrolment.v1.LearnerService` client sending `credentials`.

@@ -3,9 +3,14 @@
 
 pub mod ledger;
 pub mod migration;
+pub mod rights;
+pub mod subscriptions;
+pub mod tokens;
 
 pub use ledger::{ConsentLedgerService, Ledger};
 pub use migration::SubscriptionMigrator;
+pub use rights::{SubscriptionRights, sweep_events};
+pub use subscriptions::{Parts, SubscriptionService, Subscriptions};
 
 /// The service's short name (`--service subscription`, health, key-vault scope).
 pub const SERVICE: &str = "subscription";

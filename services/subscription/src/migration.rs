@@ -11,6 +11,7 @@ impl MigratorTrait for SubscriptionMigrator {
             Box::new(m20261124_000001_consent_ledger::Migration),
             Box::new(m20261124_000002_restrictions::Migration),
             Box::new(m20261124_000003_identity_verifications::Migration),
+            Box::new(m20261124_000004_subscriptions::Migration),
         ]
     }
 
@@ -338,6 +339,361 @@ mod m20261124_000003_identity_verifications {
         async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
             Err(DbErr::Migration(
                 "identity verifications are evidence and are never dropped by a migration".into(),
+            ))
+        }
+    }
+}
+
+mod m20261124_000004_subscriptions {
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261124_000004_subscriptions"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum Contacts {
+        Table,
+        Seq,
+        Tenant,
+        ContactId,
+        SealedProfile,
+        CreatedAt,
+        UpdatedAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum Subscriptions {
+        Table,
+        Seq,
+        SubscriptionId,
+        Tenant,
+        ContactId,
+        Channel,
+        Topic,
+        State,
+        SealedAddress,
+        AddressIndex,
+        CodeHash,
+        ConfirmExpiresAt,
+        CodeAttempts,
+        CreatedAt,
+        ConfirmedAt,
+        UpdatedAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum SubscriptionEvidence {
+        Table,
+        Seq,
+        Tenant,
+        ContactId,
+        SubscriptionId,
+        FromState,
+        ToState,
+        Method,
+        Source,
+        WordingVersion,
+        WordingSha256,
+        RecordedBy,
+        OccurredAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum DeliveryEvents {
+        Table,
+        Seq,
+        Tenant,
+        ContactId,
+        SubscriptionId,
+        MessageId,
+        Kind,
+        OccurredAt,
+        RecordedAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum Suppressions {
+        Table,
+        Seq,
+        Tenant,
+        Channel,
+        AddressIndex,
+        Reason,
+        CreatedAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum Topics {
+        Table,
+        Seq,
+        Tenant,
+        TopicId,
+        Description,
+        UpdatedAt,
+    }
+
+    fn seq<T: IntoIden>(col: T) -> ColumnDef {
+        ColumnDef::new(col)
+            .big_integer()
+            .not_null()
+            .auto_increment()
+            .primary_key()
+            .to_owned()
+    }
+
+    fn text<T: IntoIden>(col: T) -> ColumnDef {
+        ColumnDef::new(col).string().not_null().to_owned()
+    }
+
+    fn at<T: IntoIden>(col: T) -> ColumnDef {
+        ColumnDef::new(col)
+            .timestamp_with_time_zone()
+            .not_null()
+            .to_owned()
+    }
+
+    async fn index(
+        manager: &SchemaManager<'_>,
+        name: &str,
+        table: impl IntoIden,
+        cols: Vec<DynIden>,
+        unique: bool,
+    ) -> Result<(), DbErr> {
+        let mut index = Index::create().name(name).table(table).to_owned();
+        for col in cols {
+            index.col(col);
+        }
+        if unique {
+            index.unique();
+        }
+        manager.create_index(index).await
+    }
+
+    fn cols<const N: usize>(cols: [DynIden; N]) -> Vec<DynIden> {
+        cols.into()
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            use Contacts as C;
+            use DeliveryEvents as E;
+            use SubscriptionEvidence as V;
+            use Subscriptions as S;
+            use Suppressions as X;
+            use Topics as T;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(C::Table)
+                        .col(seq(C::Seq))
+                        .col(text(C::Tenant))
+                        .col(text(C::ContactId))
+                        .col(ColumnDef::new(C::SealedProfile).binary().not_null())
+                        .col(at(C::CreatedAt))
+                        .col(at(C::UpdatedAt))
+                        .to_owned(),
+                )
+                .await?;
+            index(
+                manager,
+                "contacts_by_id",
+                C::Table,
+                cols([C::Tenant.into_iden(), C::ContactId.into_iden()]),
+                true,
+            )
+            .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(S::Table)
+                        .col(seq(S::Seq))
+                        .col(text(S::SubscriptionId).unique_key().to_owned())
+                        .col(text(S::Tenant))
+                        .col(text(S::ContactId))
+                        .col(text(S::Channel))
+                        .col(text(S::Topic))
+                        .col(text(S::State))
+                        .col(ColumnDef::new(S::SealedAddress).binary().not_null())
+                        .col(text(S::AddressIndex))
+                        .col(ColumnDef::new(S::CodeHash).string().null())
+                        .col(
+                            ColumnDef::new(S::ConfirmExpiresAt)
+                                .timestamp_with_time_zone()
+                                .null(),
+                        )
+                        .col(
+                            ColumnDef::new(S::CodeAttempts)
+                                .integer()
+                                .not_null()
+                                .default(0),
+                        )
+                        .col(at(S::CreatedAt))
+                        .col(
+                            ColumnDef::new(S::ConfirmedAt)
+                                .timestamp_with_time_zone()
+                                .null(),
+                        )
+                        .col(at(S::UpdatedAt))
+                        .to_owned(),
+                )
+                .await?;
+            // One subscription per address, channel and topic: a second sign-up finds the first.
+            index(
+                manager,
+                "subscriptions_by_address",
+                S::Table,
+                cols([
+                    S::Tenant.into_iden(),
+                    S::Channel.into_iden(),
+                    S::AddressIndex.into_iden(),
+                    S::Topic.into_iden(),
+                ]),
+                true,
+            )
+            .await?;
+            // The audience scan: one topic and channel's confirmed rows in order.
+            index(
+                manager,
+                "subscriptions_audience",
+                S::Table,
+                cols([
+                    S::Tenant.into_iden(),
+                    S::Topic.into_iden(),
+                    S::Channel.into_iden(),
+                    S::State.into_iden(),
+                    S::Seq.into_iden(),
+                ]),
+                false,
+            )
+            .await?;
+            index(
+                manager,
+                "subscriptions_by_contact",
+                S::Table,
+                cols([S::Tenant.into_iden(), S::ContactId.into_iden()]),
+                false,
+            )
+            .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(V::Table)
+                        .col(seq(V::Seq))
+                        .col(text(V::Tenant))
+                        .col(text(V::ContactId))
+                        .col(text(V::SubscriptionId))
+                        .col(text(V::FromState))
+                        .col(text(V::ToState))
+                        .col(text(V::Method))
+                        .col(text(V::Source))
+                        .col(text(V::WordingVersion))
+                        .col(text(V::WordingSha256))
+                        .col(text(V::RecordedBy))
+                        .col(at(V::OccurredAt))
+                        .to_owned(),
+                )
+                .await?;
+            index(
+                manager,
+                "subscription_evidence_by_contact",
+                V::Table,
+                cols([
+                    V::Tenant.into_iden(),
+                    V::ContactId.into_iden(),
+                    V::Seq.into_iden(),
+                ]),
+                false,
+            )
+            .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(E::Table)
+                        .col(seq(E::Seq))
+                        .col(text(E::Tenant))
+                        .col(text(E::ContactId))
+                        .col(text(E::SubscriptionId))
+                        .col(text(E::MessageId))
+                        .col(text(E::Kind))
+                        .col(at(E::OccurredAt))
+                        .col(at(E::RecordedAt))
+                        .to_owned(),
+                )
+                .await?;
+            index(
+                manager,
+                "delivery_events_by_contact",
+                E::Table,
+                cols([E::Tenant.into_iden(), E::ContactId.into_iden()]),
+                false,
+            )
+            .await?;
+            // The retention sweep deletes by age.
+            index(
+                manager,
+                "delivery_events_by_age",
+                E::Table,
+                cols([E::OccurredAt.into_iden()]),
+                false,
+            )
+            .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(X::Table)
+                        .col(seq(X::Seq))
+                        .col(text(X::Tenant))
+                        .col(text(X::Channel))
+                        .col(text(X::AddressIndex))
+                        .col(text(X::Reason))
+                        .col(at(X::CreatedAt))
+                        .to_owned(),
+                )
+                .await?;
+            index(
+                manager,
+                "suppressions_by_address",
+                X::Table,
+                cols([
+                    X::Tenant.into_iden(),
+                    X::Channel.into_iden(),
+                    X::AddressIndex.into_iden(),
+                ]),
+                true,
+            )
+            .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(T::Table)
+                        .col(seq(T::Seq))
+                        .col(text(T::Tenant))
+                        .col(text(T::TopicId))
+                        .col(text(T::Description))
+                        .col(at(T::UpdatedAt))
+                        .to_owned(),
+                )
+                .await?;
+            index(
+                manager,
+                "topics_by_id",
+                T::Table,
+                cols([T::Tenant.into_iden(), T::TopicId.into_iden()]),
+                true,
+            )
+            .await?;
+            super::append_only(manager, "subscription_evidence").await
+        }
+
+        async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+            Err(DbErr::Migration(
+                "subscriptions and their evidence are never dropped by a migration".into(),
             ))
         }
     }

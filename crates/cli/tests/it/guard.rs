@@ -105,10 +105,10 @@ async fn the_dpo_reaches_the_rights_endpoint_for_subject_rights() {
         .await
         .unwrap()
         .into_inner();
-    // The enrolment service answers for itself: it holds nothing for an unknown subject.
-    assert_eq!(reply.services.len(), 1);
-    assert_eq!(reply.services[0].service, "enrolment");
-    assert!(reply.services[0].categories.is_empty());
+    // Every hosted service answers for itself: none holds anything for an unknown subject.
+    let services: Vec<&str> = reply.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(services, ["enrolment", "subscription"]);
+    assert!(reply.services.iter().all(|s| s.categories.is_empty()));
 
     // The same dpo, for marketing, is denied.
     let err = suite

@@ -65,6 +65,7 @@ async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
             "tutela.enrolment.v1.LearnerService",
             "tutela.enrolment.v1.LegalHoldService",
             "tutela.privacy.v1.SubjectData",
+            "tutela.subscription.v1.SubscriptionService",
         ]
     );
     for service in [
@@ -72,6 +73,7 @@ async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
         "enrolment",
         "tutela.consent.v1.ConsentLedger",
         "tutela.enrolment.v1.LearnerService",
+        "tutela.subscription.v1.SubscriptionService",
     ] {
         let status = suite
             .health()

@@ -48,6 +48,7 @@ pub struct AuditKeys {
     chain: [u8; 32],
     pseudonym: [u8; 32],
     index: [u8; 32],
+    tokens: [u8; 32],
 }
 
 impl fmt::Debug for AuditKeys {
@@ -79,7 +80,18 @@ impl AuditKeys {
             chain: derive(secret, b"tutela/audit/chain/v1"),
             pseudonym: derive(secret, b"tutela/audit/pseudonym/v1"),
             index: derive(secret, b"tutela/index/v1"),
+            tokens: derive(secret, b"tutela/tokens/v1"),
         }
+    }
+
+    /// A signer of capability tokens for `label` (e.g. `subscription/unsubscribe`): tokens that
+    /// authorise one action on their own, like a one-click unsubscribe link. Every label is an
+    /// independent key, so a token of one kind never passes for another.
+    pub fn token_signer(&self, label: &str) -> TokenSigner {
+        let mut mac = mac(&self.tokens);
+        mac.update(&(label.len() as u32).to_be_bytes());
+        mac.update(label.as_bytes());
+        TokenSigner { mac }
     }
 
     /// The pseudonym of a subject in a tenant: stable, keyed, and meaningless without the key.
@@ -132,6 +144,49 @@ impl AuditKeys {
             mac.update(part.as_bytes());
         }
         hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+/// Signs and checks capability tokens of one kind (see [`AuditKeys::token_signer`]). Keyed once:
+/// each tag costs only the payload's hashing, which matters when an audience of a million
+/// recipients each needs its unsubscribe token.
+#[derive(Clone)]
+pub struct TokenSigner {
+    mac: HmacSha256,
+}
+
+impl fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSigner([redacted])")
+    }
+}
+
+impl TokenSigner {
+    /// The tag of `payload`.
+    pub fn tag(&self, payload: &[u8]) -> [u8; 32] {
+        let mut mac = self.mac.clone();
+        mac.update(payload);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` (the tag's first bytes, at least 16) is `payload`'s, in constant time.
+    pub fn verify(&self, payload: &[u8], tag: &[u8]) -> bool {
+        if tag.len() < 16 {
+            return false;
+        }
+        let mut mac = self.mac.clone();
+        mac.update(payload);
+        mac.verify_truncated_left(tag).is_ok()
+    }
+}
+
+/// How a principal appears in the audit log: staff, service and partner ids as they are;
+/// learners and guardians only by pseudonym.
+pub fn principal_ref(keys: &AuditKeys, p: &crate::principal::Principal) -> String {
+    use crate::principal::PrincipalKind;
+    match p.kind {
+        PrincipalKind::Learner | PrincipalKind::Guardian => keys.pseudonym(&p.tenant, &p.id),
+        _ => p.id.clone(),
     }
 }
 
@@ -252,6 +307,34 @@ impl AuditLog {
     /// The clock records are stamped with.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// Appends a record of what `call` did beyond its decision, e.g. how many recipients an
+    /// audience resolution streamed (the guard wrote the decision before the first message left;
+    /// a stream's size is known only at its end). `note` must not contain personal data.
+    pub async fn summarise(
+        &self,
+        call: &crate::Authorized,
+        categories: crate::CategorySet,
+        note: String,
+    ) -> Result<()> {
+        let p = call.principal();
+        let record = AuditRecord {
+            at: self.now(),
+            kind: EventKind::Access,
+            tenant: p.tenant.clone(),
+            principal: principal_ref(&self.keys, p),
+            principal_kind: p.kind.as_str().to_owned(),
+            roles: p.roles.join(","),
+            rpc: call.rpc().to_owned(),
+            purpose: call.purpose().short_name().to_owned(),
+            subject: None,
+            categories: categories.names().join(","),
+            decision: Outcome::Allow,
+            reason: note,
+            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
+        };
+        self.append(record, None).await
     }
 
     /// Appends `record` and waits until it is durable. `subject` is the (tenant, subject id) the

@@ -145,6 +145,10 @@ fn open_with(cipher: &Aes256Gcm, aad: &[u8], ciphertext: &[u8]) -> StoreResult<Z
         .map_err(|_| StoreError::Decrypt)
 }
 
+/// The table of wrapped data keys, with columns `scope`, `tenant`, `subject_id`, `kek_id` and
+/// `wrapped_key` (NULL once shredded), for joins in bulk reads.
+pub const KEYS_TABLE: &str = "tutela_subject_keys";
+
 /// The vault of one scope (service) over one database.
 #[derive(Clone)]
 pub struct KeyVault {
@@ -253,6 +257,32 @@ impl KeyVault {
             .await?
             .ok_or(StoreError::KeyNotFound)?;
         self.unwrap(row)
+    }
+
+    /// The key of a vault row read by the caller's own query (`kek_id` and `wrapped_key` of
+    /// [`KEYS_TABLE`] joined on scope, tenant and subject), so that a bulk read, such as the
+    /// audience of a send, needs no query per subject. [`StoreError::Erased`] for a tombstone.
+    pub fn unwrap_stored(
+        &self,
+        tenant: &str,
+        subject: &str,
+        kek_id: &str,
+        wrapped_key: Option<Vec<u8>>,
+    ) -> StoreResult<SubjectKey> {
+        self.unwrap(entity::Model {
+            scope: self.scope.to_owned(),
+            tenant: tenant.to_owned(),
+            subject_id: subject.to_owned(),
+            kek_id: kek_id.to_owned(),
+            wrapped_key,
+            created_at: chrono::DateTime::<chrono::Utc>::MIN_UTC,
+            shredded_at: None,
+        })
+    }
+
+    /// The scope (owning service) of this vault: the `scope` column of [`KEYS_TABLE`].
+    pub fn scope(&self) -> &'static str {
+        self.scope
     }
 
     /// Destroys the subject's data key (crypto-shredding) and leaves a tombstone, so that the

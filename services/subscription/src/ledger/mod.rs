@@ -80,7 +80,7 @@ impl Ledger {
         Self { db, vault, clock }
     }
 
-    async fn rows(&self, tenant: &str, subject: &str) -> Result<Vec<entity::Model>> {
+    pub(crate) async fn rows(&self, tenant: &str, subject: &str) -> Result<Vec<entity::Model>> {
         Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
             .filter(entity::Column::SubjectId.eq(subject))
             .order_by_asc(entity::Column::Seq)
@@ -89,7 +89,7 @@ impl Ledger {
     }
 
     /// The subject's data key, or `None` once their data was erased (or nothing was sealed).
-    async fn key(&self, tenant: &str, subject: &str) -> Result<Option<SubjectKey>> {
+    pub(crate) async fn key(&self, tenant: &str, subject: &str) -> Result<Option<SubjectKey>> {
         match self.vault.get(tenant, subject).await {
             Ok(key) => Ok(Some(key)),
             Err(StoreError::Erased | StoreError::KeyNotFound) => Ok(None),
@@ -137,7 +137,7 @@ impl Ledger {
     /// Appends a validated entry, or finds the one an earlier call with the same idempotency key
     /// appended (ALREADY_EXISTS if that call asked for something else). Returns the row, the
     /// subject's key (`None` once erased) and whether this call appended it.
-    async fn append(
+    pub(crate) async fn append(
         &self,
         tenant: &str,
         a: &Append,
@@ -335,15 +335,15 @@ impl ConsentLedgerService {
 }
 
 /// A validated append.
-struct Append {
-    subject: String,
-    purpose: Purpose,
-    recipient: String,
-    granted: bool,
-    evidence: ConsentEvidence,
-    occurred_at: Option<DateTime<Utc>>,
-    idempotency_key: Option<String>,
-    request_hash: Option<String>,
+pub(crate) struct Append {
+    pub(crate) subject: String,
+    pub(crate) purpose: Purpose,
+    pub(crate) recipient: String,
+    pub(crate) granted: bool,
+    pub(crate) evidence: ConsentEvidence,
+    pub(crate) occurred_at: Option<DateTime<Utc>>,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) request_hash: Option<String>,
 }
 
 fn method_name(m: ConsentMethod) -> &'static str {
@@ -520,7 +520,7 @@ impl ConsentLedgerService {
 /// The entry as the API shows it, with the sealed part opened while the subject's key lives
 /// (`key` is `None` once the subject was erased: the evidence reference and guardian are gone for
 /// good, the rest of the entry stays as proof).
-fn entry(row: entity::Model, key: Option<&SubjectKey>) -> Result<ConsentEntry> {
+pub(crate) fn entry(row: entity::Model, key: Option<&SubjectKey>) -> Result<ConsentEntry> {
     let sealed = match key {
         Some(key) => {
             let json = key.open(&sealed_field(&row.entry_id), &row.sealed)?;

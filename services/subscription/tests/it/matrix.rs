@@ -45,7 +45,7 @@ fn granted(rpc: &str, role: &str, purpose: Purpose) -> bool {
         "GetConsentState",
         "ListConsentHistory",
     ];
-    if enrolment_granted(method, role, purpose) {
+    if enrolment_granted(method, role, purpose) || subscription_granted(method, role, purpose) {
         return true;
     }
     match purpose {
@@ -74,6 +74,28 @@ fn granted(rpc: &str, role: &str, purpose: Purpose) -> bool {
                 ]
                 .contains(&role)
         }
+        _ => false,
+    }
+}
+
+/// The subscription service's grants (ConfirmSubscription and Unsubscribe are token calls, not
+/// in the matrix).
+fn subscription_granted(method: &str, role: &str, purpose: Purpose) -> bool {
+    let keepers = [
+        "registrar",
+        "dpo",
+        "marketing",
+        "service",
+        "learner",
+        "guardian",
+    ];
+    match method {
+        "Subscribe" | "OptOut" | "ListSubscriptions" | "ListTopics" => {
+            purpose == Purpose::ConsentManagement && keepers.contains(&role)
+        }
+        "PutTopic" => purpose == Purpose::ConsentManagement && ["marketing", "dpo"].contains(&role),
+        "ResolveAudience" => purpose == Purpose::Marketing && role == "marketing",
+        "RecordEvents" => purpose == Purpose::Marketing && ["marketing", "service"].contains(&role),
         _ => false,
     }
 }

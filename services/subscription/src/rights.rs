@@ -1,0 +1,265 @@
+//! The subscription service's part in data-subject rights (`tutela.privacy.v1.SubjectData`):
+//! a contact's subscriptions with their evidence, the events of messages sent to them, and their
+//! consent history in the ledger.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use serde_json::json;
+use tutela_policy::rights::SubjectDataProvider;
+use tutela_policy::validate::timestamp;
+use tutela_policy::{CategorySet, Result, SubjectAccess, fields};
+use tutela_proto::common::DataCategory;
+use tutela_proto::privacy::{ServiceErasure, ServiceExport, ServiceHoldings};
+
+use crate::SERVICE;
+use crate::subscriptions::entity::{contact, event, evidence, subscription};
+use crate::subscriptions::{Subscriptions, suppress};
+
+/// What an export says about erasure, as the register does.
+pub const SUPPRESSION_NOTE: &str = "If you ask us to erase your data, we delete your subscriptions, addresses and message events, and keep only a keyed hash of each address on our suppression list, so that no later import can subscribe you again. The record of when and how you opted in and out, without your address, is kept as proof.";
+
+/// Describe, export and erase a contact's subscription data.
+#[derive(Debug, Clone)]
+pub struct SubscriptionRights {
+    subs: Subscriptions,
+}
+
+impl SubscriptionRights {
+    /// The provider over `subs`.
+    pub fn new(subs: Subscriptions) -> Self {
+        Self { subs }
+    }
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[async_trait::async_trait]
+impl SubjectDataProvider for SubscriptionRights {
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
+    async fn describe(&self, access: &SubjectAccess) -> Result<ServiceHoldings> {
+        let db = &self.subs.db;
+        let mut held = CategorySet::EMPTY;
+        if access
+            .find::<subscription::Entity>()
+            .one(db)
+            .await?
+            .is_some()
+        {
+            held = held.union(CategorySet::of(&[
+                DataCategory::Identity,
+                DataCategory::Contact,
+                DataCategory::Communication,
+            ]));
+        }
+        if access
+            .find::<contact::Entity>()
+            .one(db)
+            .await?
+            .is_some_and(|c| !c.sealed_profile.is_empty())
+        {
+            held.insert(DataCategory::Demographic);
+        }
+        if !self
+            .subs
+            .ledger
+            .rows(access.tenant(), access.subject_id())
+            .await?
+            .is_empty()
+        {
+            held = held.union(CategorySet::of(&[
+                DataCategory::Identity,
+                DataCategory::Communication,
+            ]));
+        }
+        Ok(ServiceHoldings {
+            service: SERVICE.to_owned(),
+            categories: held.iter().map(|c| c as i32).collect(),
+            restricted: false,
+            legal_hold: false,
+        })
+    }
+
+    async fn export(&self, access: &SubjectAccess) -> Result<ServiceExport> {
+        let readable = access.call().readable();
+        let s = &self.subs;
+        let db = &s.db;
+        let mut held = CategorySet::EMPTY;
+        let mut document = json!({ "erasure": SUPPRESSION_NOTE });
+        if readable.contains(DataCategory::Contact) {
+            let subscriptions = s.of_contact(access).await?;
+            if !subscriptions.is_empty() {
+                held = held.union(CategorySet::of(&[
+                    DataCategory::Identity,
+                    DataCategory::Contact,
+                    DataCategory::Communication,
+                ]));
+            }
+            document["subscriptions"] = subscriptions
+                .iter()
+                .map(|o| {
+                    Ok(fields::to_json(&fields::to_dynamic(
+                        &Subscriptions::to_subscription(&o.row, o.address.clone()),
+                        "tutela.subscription.v1.Subscription",
+                    )?))
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into();
+        }
+        if readable.contains(DataCategory::Demographic) {
+            let profile = s.profile(access.tenant(), access.subject_id()).await?;
+            if !profile.date_of_birth.is_empty() || !profile.country.is_empty() {
+                held.insert(DataCategory::Demographic);
+                document["contact"] = json!({
+                    "date_of_birth": profile.date_of_birth,
+                    "country": profile.country,
+                });
+            }
+        }
+        if readable.contains(DataCategory::Communication) {
+            let evidence = access
+                .find::<evidence::Entity>()
+                .order_by_asc(evidence::Column::Seq)
+                .all(db)
+                .await?;
+            document["subscription_evidence"] = evidence
+                .iter()
+                .map(|e| {
+                    json!({
+                        "subscription_id": e.subscription_id,
+                        "from_state": e.from_state,
+                        "to_state": e.to_state,
+                        "method": e.method,
+                        "source": e.source,
+                        "wording_version": e.wording_version,
+                        "wording_sha256": e.wording_sha256,
+                        "occurred_at": rfc3339(e.occurred_at),
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into();
+            let events = access
+                .find::<event::Entity>()
+                .order_by_asc(event::Column::Seq)
+                .all(db)
+                .await?;
+            if !events.is_empty() || !evidence.is_empty() {
+                held.insert(DataCategory::Communication);
+            }
+            document["events"] = events
+                .iter()
+                .map(|e| {
+                    json!({
+                        "subscription_id": e.subscription_id,
+                        "message_id": e.message_id,
+                        "kind": e.kind,
+                        "occurred_at": rfc3339(e.occurred_at),
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into();
+            let rows = s.ledger.rows(access.tenant(), access.subject_id()).await?;
+            let key = s.ledger.key(access.tenant(), access.subject_id()).await?;
+            document["consent_history"] = rows
+                .into_iter()
+                .map(|row| {
+                    let entry = crate::ledger::entry(row, key.as_ref())?;
+                    Ok(fields::to_json(&fields::to_dynamic(
+                        &entry,
+                        "tutela.consent.v1.ConsentEntry",
+                    )?))
+                })
+                .collect::<Result<Vec<_>>>()?
+                .into();
+            if document["consent_history"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                held = held.union(CategorySet::of(&[
+                    DataCategory::Identity,
+                    DataCategory::Communication,
+                ]));
+            }
+        }
+        access.record(held);
+        Ok(ServiceExport {
+            service: SERVICE.to_owned(),
+            media_type: "application/json".to_owned(),
+            document: serde_json::to_vec_pretty(&document)
+                .map_err(tutela_policy::Error::internal)?,
+            categories: held.iter().map(|c| c as i32).collect(),
+        })
+    }
+
+    async fn erase(&self, access: &SubjectAccess, _reason: &str) -> Result<ServiceErasure> {
+        let s = &self.subs;
+        let tenant = access.tenant();
+        let contact_id = access.subject_id();
+        let now = s.clock.now();
+        let txn = s.db.begin().await?;
+        let rows = access.find::<subscription::Entity>().all(&txn).await?;
+        let mut erased = 0u64;
+        // The keyed hash stays on the suppression list: an import cannot add them again.
+        for row in &rows {
+            suppress(&txn, row, "erasure", &access.call().principal().id, now).await?;
+        }
+        erased += subscription::Entity::delete_many()
+            .filter(subscription::Column::Tenant.eq(tenant))
+            .filter(subscription::Column::ContactId.eq(contact_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        erased += event::Entity::delete_many()
+            .filter(event::Column::Tenant.eq(tenant))
+            .filter(event::Column::ContactId.eq(contact_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        erased += contact::Entity::delete_many()
+            .filter(contact::Column::Tenant.eq(tenant))
+            .filter(contact::Column::ContactId.eq(contact_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        txn.commit().await?;
+        // After the rows: the ledger's sealed evidence references and guardian details share
+        // this key, so they become unreadable too; the bare consent facts stay as proof.
+        if s.vault.shred(tenant, contact_id).await? {
+            erased += 1;
+        }
+        s.gate.invalidate(tenant, contact_id);
+        tutela_store::purge_freed_pages(&s.db).await?;
+        access.record(CategorySet::of(&[
+            DataCategory::Identity,
+            DataCategory::Contact,
+            DataCategory::Demographic,
+            DataCategory::Communication,
+        ]));
+        tracing::info!(records = erased, "contact's subscription data erased");
+        Ok(ServiceErasure {
+            service: SERVICE.to_owned(),
+            records_erased: erased,
+            retained: Vec::new(),
+            erased_at: Some(timestamp(now)),
+        })
+    }
+}
+
+/// Deletes delivery events older than the register's event retention; returns how many went.
+pub async fn sweep_events(subs: &Subscriptions, now: DateTime<Utc>) -> Result<u64> {
+    let days = i64::from(subs.register.communications.event_retention_days);
+    let cutoff = now - chrono::Duration::days(days);
+    let swept = event::Entity::delete_many()
+        .filter(event::Column::OccurredAt.lt(cutoff))
+        .exec(&subs.db)
+        .await?
+        .rows_affected;
+    if swept > 0 {
+        tracing::info!(events = swept, "delivery events past retention swept");
+    }
+    Ok(swept)
+}
