@@ -8,6 +8,7 @@ mod gate;
 mod ledger;
 mod matrix;
 mod pii;
+mod property;
 mod subscriptions;
 
 use tutela_proto::common::{IdempotencyKey, Purpose, SubjectRef};

@@ -791,3 +791,81 @@ async fn export_and_erasure_keep_only_a_keyed_hash_on_the_suppression_list() {
     }
     suite.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn delivery_events_are_swept_after_the_registers_retention() {
+    use std::sync::Arc;
+    let suite = TestSuite::start().await.unwrap();
+    let c = clients(&suite, TENANT);
+    topic(&suite, &c, "courses").await;
+    let a = confirmed(&suite, &c, Channel::Email, "courses", "ev@example.org").await;
+    let id = a.subscription.unwrap().subscription_id;
+    let now = chrono::Utc::now();
+    let at = |days: i64| {
+        Some(tutela_policy::validate::timestamp(
+            now - chrono::Duration::days(days),
+        ))
+    };
+    let recorded = suite
+        .subscriptions(c.marketing.clone())
+        .record_events(RecordEventsRequest {
+            events: vec![
+                DeliveryEvent {
+                    subscription_id: id.clone(),
+                    message_id: "old".into(),
+                    kind: EventKind::Delivered as i32,
+                    occurred_at: at(91),
+                },
+                DeliveryEvent {
+                    subscription_id: id,
+                    message_id: "recent".into(),
+                    kind: EventKind::Clicked as i32,
+                    occurred_at: at(89),
+                },
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(recorded.recorded, 2);
+
+    // The sweep `serve` runs on schedule, here as a process of its own on the same database.
+    let db = suite.database().connect().await.unwrap();
+    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
+    let kek = tutela_store::Keyring::generate_base64().unwrap();
+    let keyring = Arc::new(tutela_store::Keyring::from_base64([("k", &kek)]).unwrap());
+    let subs = tutela_subscription::Subscriptions::new(tutela_subscription::Parts {
+        db: db.clone(),
+        keyring: keyring.clone(),
+        audit: tutela_policy::audit::AuditLog::detached(
+            tutela_policy::audit::AuditKeys::from_secret(&[1; 32]),
+        ),
+        clock: clock.clone(),
+        ledger: Arc::new(tutela_subscription::Ledger::new(db.clone(), keyring, clock)),
+        gate: Arc::new(tutela_policy::ConsentGate::without_ledger()),
+        register: Arc::new(tutela_policy::Register::default_register().unwrap()),
+        public_base_url: "https://news.example.org".into(),
+    });
+    assert_eq!(
+        tutela_subscription::sweep_events(&subs, now).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        tutela_subscription::sweep_events(&subs, now).await.unwrap(),
+        0
+    );
+    use sea_orm::{ConnectionTrait, Statement};
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT message_id FROM delivery_events".to_owned(),
+        ))
+        .await
+        .unwrap();
+    let left: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get("", "message_id").unwrap())
+        .collect();
+    assert_eq!(left, ["recent"]);
+    suite.stop().await.unwrap();
+}
