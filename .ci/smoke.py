@@ -56,20 +56,20 @@ pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel)
 learners = pool.FindServiceByName("tutela.enrolment.v1.LearnerService")
 
 
-def rpc(name):
-    method = learners.FindMethodByName(name)
+def rpc(name, service=learners, stream=False):
+    method = service.FindMethodByName(name)
     request = message_factory.GetMessageClass(method.input_type)
     response = message_factory.GetMessageClass(method.output_type)
-    call = channel.unary_unary(
-        f"/{learners.full_name}/{name}",
+    call = (channel.unary_stream if stream else channel.unary_unary)(
+        f"/{service.full_name}/{name}",
         request_serializer=request.SerializeToString,
         response_deserializer=response.FromString,
     )
     return request, call
 
 
-def metadata(purpose="course_administration"):
-    pairs = [("authorization", f"Bearer {token}")]
+def metadata(purpose="course_administration", bearer=None):
+    pairs = [("authorization", f"Bearer {bearer or token}")]
     if purpose:
         pairs.append(("x-tutela-purpose", purpose))
     return pairs
@@ -113,3 +113,57 @@ ssn.CopyFrom(request)
 ssn.profile.address = "SSN 123-45-6789"
 assert refused(create, ssn) == grpc.StatusCode.INVALID_ARGUMENT
 print("smoke: CreateLearner, GetLearner and three refusals answered as the protos say")
+
+# Subscriptions: double opt-in, the audience as a server stream, and RFC 8058 one-click
+# unsubscribe with Python's own HTTP client on the same port.
+import urllib.request
+
+marketing = subprocess.run(
+    [binary, "token", "issue", "--tenant", "default", "--role", "marketing", "--data-dir", data_dir],
+    check=True,
+    capture_output=True,
+    text=True,
+).stdout.strip().splitlines()[-1]
+subscriptions = pool.FindServiceByName("tutela.subscription.v1.SubscriptionService")
+PutTopic, put_topic = rpc("PutTopic", subscriptions)
+Subscribe, subscribe = rpc("Subscribe", subscriptions)
+Confirm, confirm = rpc("ConfirmSubscription", subscriptions)
+Resolve, resolve = rpc("ResolveAudience", subscriptions, stream=True)
+
+topic = PutTopic()
+topic.topic.topic_id = "courses"
+topic.topic.description = "New courses and dates"
+put_topic(topic, metadata=metadata("consent_management", marketing))
+signup = Subscribe()
+signup.channel = 1  # CHANNEL_EMAIL
+signup.topic = "courses"
+signup.address = "smoke.news@example.org"
+signup.evidence.source = "smoke-form"
+signup.evidence.wording_version = "smoke-1"
+signup.evidence.wording_sha256 = "e" * 64
+pending = subscribe(signup, metadata=metadata("consent_management", marketing))
+assert pending.confirmation_token, pending
+click = Confirm()
+click.token = pending.confirmation_token
+click.evidence.CopyFrom(signup.evidence)
+assert confirm(click).state == 2  # SUBSCRIPTION_STATE_CONFIRMED, with no credential at all
+
+audience = Resolve()
+audience.topic = "courses"
+audience.channel = 1
+
+
+def recipients():
+    return [r for batch in resolve(audience, metadata=metadata("marketing", marketing)) for r in batch.recipients]
+
+
+found = recipients()
+assert [r.address for r in found] == ["smoke.news@example.org"], found
+assert found[0].list_unsubscribe_post == "List-Unsubscribe=One-Click", found[0]
+url = found[0].list_unsubscribe.strip("<>").replace("http://127.0.0.1:50051", f"http://{target}")
+post = urllib.request.Request(url, data=b"List-Unsubscribe=One-Click", method="POST")
+with urllib.request.urlopen(post, timeout=10) as answer:
+    assert answer.status == 200, answer.status
+    assert answer.headers.get("Set-Cookie") is None
+assert recipients() == []
+print("smoke: Subscribe, ConfirmSubscription, ResolveAudience (stream) and RFC 8058 unsubscribe over HTTP")

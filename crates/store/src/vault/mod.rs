@@ -249,6 +249,50 @@ impl KeyVault {
         self.get(tenant, subject).await
     }
 
+    /// New data keys for many subjects at once (a bulk import), inserted in batches: one
+    /// statement per batch instead of two queries per subject. Fails, inserting nothing of the
+    /// failing batch, if any of them already has a key or a tombstone.
+    pub async fn create_many(
+        &self,
+        tenant: &str,
+        subjects: &[String],
+    ) -> StoreResult<Vec<SubjectKey>> {
+        // Seven columns a row keeps a batch well under SQLite's limit of bound parameters.
+        const BATCH: usize = 1000;
+        let kek_id = self.keyring.current.clone();
+        let kek = self.keyring.cipher(&kek_id)?;
+        let now = self.clock.now();
+        let mut keys = Vec::with_capacity(subjects.len());
+        for chunk in subjects.chunks(BATCH) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            for subject in chunk {
+                let raw = Key::<Aes256Gcm>::try_generate().map_err(|_| StoreError::Random)?;
+                let raw = Zeroizing::new(<[u8; 32]>::from(raw));
+                let wrapped = seal_with(&kek, &self.wrap_aad(tenant, subject), raw.as_slice())?;
+                rows.push(entity::ActiveModel {
+                    scope: Set(self.scope.to_owned()),
+                    tenant: Set(tenant.to_owned()),
+                    subject_id: Set(subject.clone()),
+                    kek_id: Set(kek_id.clone()),
+                    wrapped_key: Set(Some(wrapped)),
+                    created_at: Set(now),
+                    shredded_at: Set(None),
+                });
+                keys.push(SubjectKey {
+                    cipher: Aes256Gcm::new_from_slice(raw.as_slice())
+                        .map_err(|_| StoreError::Decrypt)?,
+                    scope: self.scope,
+                    tenant: tenant.to_owned(),
+                    subject: subject.clone(),
+                });
+            }
+            entity::Entity::insert_many(rows)
+                .exec_without_returning(&self.db)
+                .await?;
+        }
+        Ok(keys)
+    }
+
     /// The subject's existing data key: [`StoreError::KeyNotFound`] if none was ever made,
     /// [`StoreError::Erased`] if it was shredded.
     pub async fn get(&self, tenant: &str, subject: &str) -> StoreResult<SubjectKey> {

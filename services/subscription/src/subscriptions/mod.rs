@@ -139,7 +139,7 @@ fn kind_name(k: DeliveryKind) -> &'static str {
 }
 
 /// The sealed field of a subscription's address: bound to the row.
-pub(crate) fn address_field(subscription_id: &str) -> String {
+pub fn address_field(subscription_id: &str) -> String {
     format!("subscriptions.address/{subscription_id}")
 }
 
@@ -357,7 +357,8 @@ impl Subscriptions {
         }
     }
 
-    fn address_index(&self, tenant: &str, channel: Channel, normalised: &str) -> String {
+    /// The keyed blind index of a normalised address on `channel` (see [`normalise_address`]).
+    pub fn address_index(&self, tenant: &str, channel: Channel, normalised: &str) -> String {
         self.keys.blind_index(
             tenant,
             &format!("subscription.address/{}", channel_name(channel)),

@@ -1,0 +1,205 @@
+//! Benchmarks of subscription management over real gRPC on loopback, guard and audit on:
+//!
+//! 1. Subscribe + ConfirmSubscription pairs per second (32 in flight),
+//! 2. ResolveAudience streaming 1,000,000 confirmed subscribers to the client (target <= 2 s on
+//!    SQLite): every address decrypted under its contact's own key, every unsubscribe token
+//!    signed, List-Unsubscribe headers built.
+//!
+//! SQLite by default; PostgreSQL when `TEST_DATABASE_URL` is set. The million subscribers are
+//! seeded straight into the database (bulk key creation and inserts; seeding through the API
+//! would take hours and measure something else); the time it takes is printed too.
+//!
+//! Run: `cargo bench -p tutela-subscription --bench subscription`. `BENCH_AUDIENCE` changes the
+//! audience size. Figures are printed, never asserted.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use sea_orm::{EntityTrait, Set};
+use tutela_proto::subscription::{
+    Channel, ConfirmSubscriptionRequest, OptInEvidence, PutTopicRequest, ResolveAudienceRequest,
+    SubscribeRequest, Topic,
+};
+use tutela_subscription::subscriptions::entity::subscription;
+use tutela_subscription::subscriptions::{State, address_field, channel_name};
+use tutela_testkit::{Credentials, TestSuite};
+
+const TENANT: &str = "acme";
+const IN_FLIGHT: usize = 32;
+
+fn evidence(source: &str) -> Option<OptInEvidence> {
+    Some(OptInEvidence {
+        source: source.into(),
+        wording_version: "bench-1".into(),
+        wording_sha256: "d".repeat(64),
+    })
+}
+
+/// Seeds `n` confirmed email subscriptions to `topic`, each of a contact of its own.
+async fn seed(suite: &TestSuite, topic: &str, n: usize) {
+    let config = suite.config();
+    let db = suite.database().connect().await.unwrap();
+    let keyring = Arc::new(tutela::keys::load_keyring(config).unwrap());
+    let keys = tutela::keys::load_audit_keys(config).unwrap();
+    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
+    let subs = tutela_subscription::Subscriptions::new(tutela_subscription::Parts {
+        db: db.clone(),
+        keyring: keyring.clone(),
+        audit: tutela_policy::audit::AuditLog::detached(keys),
+        clock: clock.clone(),
+        ledger: Arc::new(tutela_subscription::Ledger::new(
+            db.clone(),
+            keyring.clone(),
+            clock.clone(),
+        )),
+        gate: Arc::new(tutela_policy::ConsentGate::without_ledger()),
+        register: Arc::new(tutela_policy::Register::default_register().unwrap()),
+        public_base_url: "https://news.example.org".into(),
+    });
+    let vault = tutela_store::KeyVault::new(db.clone(), keyring, "subscription", clock);
+    let now = chrono::Utc::now();
+    let chunk = 10_000;
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
+        let contacts: Vec<String> = (start..end)
+            .map(|_| uuid::Uuid::new_v4().to_string())
+            .collect();
+        let keys = vault.create_many(TENANT, &contacts).await.unwrap();
+        let mut rows = Vec::with_capacity(contacts.len());
+        for (i, (contact, key)) in contacts.iter().zip(&keys).enumerate() {
+            let id = uuid::Uuid::now_v7().to_string();
+            let address = format!("subscriber{}@example.org", start + i);
+            rows.push(subscription::ActiveModel {
+                subscription_id: Set(id.clone()),
+                tenant: Set(TENANT.into()),
+                contact_id: Set(contact.clone()),
+                channel: Set(channel_name(Channel::Email).into()),
+                topic: Set(topic.into()),
+                state: Set(State::Confirmed.as_str().into()),
+                sealed_address: Set(key.seal(&address_field(&id), address.as_bytes()).unwrap()),
+                address_index: Set(subs.address_index(TENANT, Channel::Email, &address)),
+                code_hash: Set(None),
+                confirm_expires_at: Set(None),
+                code_attempts: Set(0),
+                created_at: Set(now),
+                confirmed_at: Set(Some(now)),
+                updated_at: Set(now),
+                ..Default::default()
+            });
+        }
+        for batch in rows.chunks(1000) {
+            subscription::Entity::insert_many(batch.to_vec())
+                .exec_without_returning(&db)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let backend = if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    let audience_size: usize = std::env::var("BENCH_AUDIENCE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let suite = TestSuite::start().await.unwrap();
+    let editor = Credentials::new(
+        &suite.token(TENANT, "editor", &["marketing"]),
+        "consent_management",
+    );
+    for topic in ["courses", "news"] {
+        suite
+            .subscriptions(editor.clone())
+            .put_topic(PutTopicRequest {
+                topic: Some(Topic {
+                    topic_id: topic.into(),
+                    description: "bench".into(),
+                }),
+            })
+            .await
+            .unwrap();
+    }
+
+    // 1. Subscribe + confirm, as a sign-up form and the person's click would.
+    let platform = Credentials::new(
+        &suite.token(TENANT, "platform", &["service"]),
+        "consent_management",
+    );
+    let pairs = 2_000;
+    let start = Instant::now();
+    futures::stream::iter(0..pairs)
+        .map(|i| {
+            let mut staff = suite.subscriptions(platform.clone());
+            let mut anyone = suite.subscriptions(Credentials::none());
+            async move {
+                let r = staff
+                    .subscribe(SubscribeRequest {
+                        channel: Channel::Email as i32,
+                        topic: "news".into(),
+                        address: format!("signup{i}@example.org"),
+                        evidence: evidence("bench-form"),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                anyone
+                    .confirm_subscription(ConfirmSubscriptionRequest {
+                        token: r.confirmation_token,
+                        evidence: evidence("bench-confirm"),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .collect::<Vec<()>>()
+        .await;
+    let per_second = pairs as f64 / start.elapsed().as_secs_f64();
+    println!(
+        "{backend}: Subscribe+ConfirmSubscription pairs/s, {IN_FLIGHT} in flight: {per_second:.0}"
+    );
+
+    // 2. The audience of a million.
+    let start = Instant::now();
+    seed(&suite, "courses", audience_size).await;
+    println!(
+        "{backend}: seeded {audience_size} confirmed subscribers in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let marketing = Credentials::new(&suite.token(TENANT, "mkt", &["marketing"]), "marketing");
+    for run in 1..=3 {
+        let start = Instant::now();
+        let mut stream = suite
+            .subscriptions(marketing.clone())
+            .resolve_audience(ResolveAudienceRequest {
+                topic: "courses".into(),
+                channel: Channel::Email as i32,
+                batch_size: 5000,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let (mut recipients, mut bytes) = (0usize, 0usize);
+        while let Some(batch) = stream.message().await.unwrap() {
+            recipients += batch.recipients.len();
+            bytes += prost::Message::encoded_len(&batch);
+        }
+        assert_eq!(recipients, audience_size);
+        println!(
+            "{backend}: ResolveAudience streamed {recipients} recipients ({:.0} MiB) in {:.2} s (run {run})",
+            bytes as f64 / 1048576.0,
+            start.elapsed().as_secs_f64()
+        );
+    }
+    suite.stop().await.unwrap();
+}
