@@ -172,6 +172,7 @@ pub async fn run(
             .max_decoding_message_size(s.max_message_bytes)
             .max_encoding_message_size(s.max_message_bytes),
     );
+    let interval = Duration::from_secs(config.retention.sweep_interval_secs);
     // One SubjectData endpoint with a provider per hosted service.
     let mut providers: Vec<Arc<dyn tutela_policy::rights::SubjectDataProvider>> = Vec::new();
     if let Some(learners) = &learners {
@@ -180,26 +181,33 @@ pub async fn run(
             tutela_enrolment::Records::new(db.clone(), learners.clone()),
             tutela_enrolment::Holds::new(db.clone()),
         )));
-        tokio::spawn(sweep_on_schedule(
-            tutela_enrolment::Sweeper::new(
-                db.clone(),
-                learners.clone(),
-                tutela_enrolment::Holds::new(db.clone()),
-                register.clone(),
-            ),
-            clock.clone(),
-            Duration::from_secs(config.retention.sweep_interval_secs),
-        ));
+        let sweeper = tutela_enrolment::Sweeper::new(
+            db.clone(),
+            learners.clone(),
+            tutela_enrolment::Holds::new(db.clone()),
+            register.clone(),
+        );
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            on_schedule("retention", interval, || {
+                let (sweeper, now) = (sweeper.clone(), clock.now());
+                async move { sweeper.sweep(now, false, &|_, _, _| {}).await.map(|_| ()) }
+            })
+            .await;
+        });
     }
     if let Some(subs) = &subscriptions {
         providers.push(Arc::new(tutela_subscription::SubscriptionRights::new(
             subs.clone(),
         )));
-        tokio::spawn(sweep_events_on_schedule(
-            subs.clone(),
-            clock.clone(),
-            Duration::from_secs(config.retention.sweep_interval_secs),
-        ));
+        let (subs, clock) = (subs.clone(), clock.clone());
+        tokio::spawn(async move {
+            on_schedule("delivery events", interval, || {
+                let (subs, now) = (subs.clone(), clock.now());
+                async move { tutela_subscription::sweep_events(&subs, now).await.map(|_| ()) }
+            })
+            .await;
+        });
     }
     routes.add_service(
         tutela_proto::privacy::subject_data_server::SubjectDataServer::new(
@@ -373,13 +381,13 @@ fn announce_dev_token(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the retention sweeper every `interval` (never when zero). A failed sweep is logged and
-/// retried at the next tick: what was due stays due.
-async fn sweep_on_schedule(
-    sweeper: tutela_enrolment::Sweeper,
-    clock: tutela_store::SharedClock,
-    interval: Duration,
-) {
+/// Runs `job` every `interval` (never when zero), the first time at once. A failed run is logged
+/// and retried at the next tick: what was due stays due.
+async fn on_schedule<F, Fut>(what: &'static str, interval: Duration, job: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = tutela_policy::Result<()>>,
+{
     if interval.is_zero() {
         return;
     }
@@ -387,27 +395,8 @@ async fn sweep_on_schedule(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(err) = sweeper.sweep(clock.now(), false, &|_, _, _| {}).await {
-            tracing::error!(error = %err, "retention sweep failed");
-        }
-    }
-}
-
-/// Deletes delivery events past the register's retention every `interval` (never when zero).
-async fn sweep_events_on_schedule(
-    subs: tutela_subscription::Subscriptions,
-    clock: tutela_store::SharedClock,
-    interval: Duration,
-) {
-    if interval.is_zero() {
-        return;
-    }
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(err) = tutela_subscription::sweep_events(&subs, clock.now()).await {
-            tracing::error!(error = %err, "delivery event sweep failed");
+        if let Err(err) = job().await {
+            tracing::error!(error = %err, job = what, "scheduled sweep failed");
         }
     }
 }
