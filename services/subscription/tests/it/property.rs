@@ -131,6 +131,7 @@ async fn run_case(suite: &TestSuite, case: usize, ops: &[Op]) {
     let mut suppressed: BTreeSet<usize> = BTreeSet::new();
     let mut known: HashMap<(usize, usize), Known> = HashMap::new();
     let mut contacts: HashMap<usize, String> = HashMap::new();
+    let mut erased: BTreeSet<usize> = BTreeSet::new();
     let mut client = suite.subscriptions(staff.clone());
     let mut anonymous = suite.subscriptions(Credentials::none());
     for op in ops {
@@ -238,14 +239,20 @@ async fn run_case(suite: &TestSuite, case: usize, ops: &[Op]) {
                     continue;
                 };
                 let mut rights = suite.subject_data(dpo.clone());
-                rights
+                let verified = rights
                     .record_identity_verification(RecordIdentityVerificationRequest {
                         subject: subject(contact),
                         method: VerificationMethod::PhotoIdInPerson as i32,
                         evidence_reference: "prop-check".into(),
                     })
-                    .await
-                    .unwrap();
+                    .await;
+                if erased.contains(&a) {
+                    // Nothing of theirs is left to verify a request against, or to erase.
+                    assert_eq!(reason(&verified.unwrap_err()), "SUBJECT_ERASED", "{op:?}");
+                    continue;
+                }
+                verified.unwrap();
+                erased.insert(a);
                 rights
                     .erase_subject(EraseSubjectRequest {
                         subject: subject(contact),
