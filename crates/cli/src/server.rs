@@ -204,7 +204,11 @@ pub async fn run(
         tokio::spawn(async move {
             on_schedule("delivery events", interval, || {
                 let (subs, now) = (subs.clone(), clock.now());
-                async move { tutela_subscription::sweep_events(&subs, now).await.map(|_| ()) }
+                async move {
+                    tutela_subscription::sweep_events(&subs, now)
+                        .await
+                        .map(|_| ())
+                }
             })
             .await;
         });

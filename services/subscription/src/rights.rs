@@ -201,8 +201,16 @@ impl SubjectDataProvider for SubscriptionRights {
         let contact_id = access.subject_id();
         let now = s.clock.now();
         let txn = s.db.begin().await?;
+        // A write first: on SQLite a transaction that starts by reading cannot become a writer
+        // once another connection has committed; after a write it holds the lock, and the
+        // subscriptions it reads next are all there are.
+        let mut erased = event::Entity::delete_many()
+            .filter(event::Column::Tenant.eq(tenant))
+            .filter(event::Column::ContactId.eq(contact_id))
+            .exec(&txn)
+            .await?
+            .rows_affected;
         let rows = access.find::<subscription::Entity>().all(&txn).await?;
-        let mut erased = 0u64;
         // The keyed hash stays on the suppression list: an import cannot add them again.
         for row in &rows {
             suppress(&txn, row, "erasure", &access.call().principal().id, now).await?;
@@ -210,12 +218,6 @@ impl SubjectDataProvider for SubscriptionRights {
         erased += subscription::Entity::delete_many()
             .filter(subscription::Column::Tenant.eq(tenant))
             .filter(subscription::Column::ContactId.eq(contact_id))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        erased += event::Entity::delete_many()
-            .filter(event::Column::Tenant.eq(tenant))
-            .filter(event::Column::ContactId.eq(contact_id))
             .exec(&txn)
             .await?
             .rows_affected;

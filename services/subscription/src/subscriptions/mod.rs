@@ -14,7 +14,7 @@ pub mod http;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait as _};
+use sea_orm::sea_query::{Expr, ExprTrait as _, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
     TransactionTrait,
@@ -968,11 +968,6 @@ impl SubscriptionService {
         let code = by_code.then(six_digits);
         let code_hash = code.as_deref().map(|c| s.tokens.code_hash(uuid, c));
         let sealed = key.seal(&address_field(&id), input.address.as_bytes())?;
-        let txn = s.db.begin().await?;
-        let contact_row = within::<contact::Entity>(tenant)
-            .filter(contact::Column::ContactId.eq(contact_id.as_str()))
-            .one(&txn)
-            .await?;
         let has_profile =
             !input.profile.date_of_birth.is_empty() || !input.profile.country.is_empty();
         let sealed_profile = if has_profile {
@@ -981,27 +976,33 @@ impl SubscriptionService {
         } else {
             None
         };
-        match contact_row {
-            None => {
-                contact::ActiveModel {
-                    tenant: Set(tenant.to_owned()),
-                    contact_id: Set(contact_id.clone()),
-                    sealed_profile: Set(sealed_profile.unwrap_or_default()),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                    ..Default::default()
-                }
-                .insert(&txn)
+        // Writes only, the first one at once: on SQLite a transaction that reads first cannot
+        // become a writer once another connection has committed (SQLITE_BUSY_SNAPSHOT, which no
+        // busy timeout waits out).
+        let txn = s.db.begin().await?;
+        contact::Entity::insert(contact::ActiveModel {
+            tenant: Set(tenant.to_owned()),
+            contact_id: Set(contact_id.clone()),
+            sealed_profile: Set(sealed_profile.clone().unwrap_or_default()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .on_conflict(
+            OnConflict::columns([contact::Column::Tenant, contact::Column::ContactId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        if let Some(sealed_profile) = sealed_profile {
+            contact::Entity::update_many()
+                .col_expr(contact::Column::SealedProfile, Expr::value(sealed_profile))
+                .col_expr(contact::Column::UpdatedAt, Expr::value(now))
+                .filter(contact::Column::Tenant.eq(tenant))
+                .filter(contact::Column::ContactId.eq(contact_id.as_str()))
+                .exec(&txn)
                 .await?;
-            }
-            Some(row) => {
-                if let Some(sealed_profile) = sealed_profile {
-                    let mut row: contact::ActiveModel = row.into();
-                    row.sealed_profile = Set(sealed_profile);
-                    row.updated_at = Set(now);
-                    row.update(&txn).await?;
-                }
-            }
         }
         let row = match existing {
             Some(row) => {
@@ -1334,24 +1335,26 @@ pub(crate) async fn suppress<C: sea_orm::ConnectionTrait>(
     recorded_by: &str,
     now: DateTime<Utc>,
 ) -> Result<u32> {
-    let exists = within::<suppression::Entity>(&row.tenant)
-        .filter(suppression::Column::Channel.eq(row.channel.as_str()))
-        .filter(suppression::Column::AddressIndex.eq(row.address_index.as_str()))
-        .one(db)
-        .await?
-        .is_some();
-    if !exists {
-        suppression::ActiveModel {
-            tenant: Set(row.tenant.clone()),
-            channel: Set(row.channel.clone()),
-            address_index: Set(row.address_index.clone()),
-            reason: Set(reason.to_owned()),
-            created_at: Set(now),
-            ..Default::default()
-        }
-        .insert(db)
-        .await?;
-    }
+    // The first suppression of an address keeps its reason; later ones change nothing.
+    suppression::Entity::insert(suppression::ActiveModel {
+        tenant: Set(row.tenant.clone()),
+        channel: Set(row.channel.clone()),
+        address_index: Set(row.address_index.clone()),
+        reason: Set(reason.to_owned()),
+        created_at: Set(now),
+        ..Default::default()
+    })
+    .on_conflict(
+        OnConflict::columns([
+            suppression::Column::Tenant,
+            suppression::Column::Channel,
+            suppression::Column::AddressIndex,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
     let affected = within::<subscription::Entity>(&row.tenant)
         .filter(subscription::Column::Channel.eq(row.channel.as_str()))
         .filter(subscription::Column::AddressIndex.eq(row.address_index.as_str()))

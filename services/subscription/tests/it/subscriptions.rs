@@ -869,3 +869,31 @@ async fn delivery_events_are_swept_after_the_registers_retention() {
     assert_eq!(left, ["recent"]);
     suite.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn concurrent_sign_ups_and_confirmations_all_succeed() {
+    use futures::StreamExt;
+    let suite = TestSuite::start().await.unwrap();
+    let c = clients(&suite, TENANT);
+    topic(&suite, &c, "courses").await;
+    // Many writers at once: on SQLite a transaction that read before writing would fail with
+    // SQLITE_BUSY_SNAPSHOT here, which no busy timeout waits out.
+    let addresses: Vec<String> = (0..48).map(|i| format!("busy{i}@example.org")).collect();
+    for a in &addresses {
+        personal(&[a]);
+    }
+    let suite_ref = &suite;
+    let c_ref = &c;
+    futures::stream::iter(addresses.iter())
+        .map(|a| async move {
+            confirmed(suite_ref, c_ref, Channel::Email, "courses", a).await;
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    assert_eq!(
+        audience(&suite, &c, "courses", Channel::Email).await.len(),
+        addresses.len()
+    );
+    suite.stop().await.unwrap();
+}
