@@ -3,16 +3,32 @@
 
 use std::sync::Arc;
 
+use tutela_store::Clock as _;
+
 use crate::config::Config;
 
+/// What one sweep removed (or, dry, would remove).
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The enrolment service's records.
+    pub enrolment: tutela_enrolment::SweepReport,
+    /// Delivery events of the subscription service past the register's event retention.
+    pub delivery_events: u64,
+}
+
 /// Sweeps once at the current time; `dry_run` only counts.
-pub async fn sweep(
-    config: &Config,
-    dry_run: bool,
-) -> anyhow::Result<tutela_enrolment::SweepReport> {
+pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
     let hosted = crate::services::resolve(&config.server.services)?;
+    let mut report = Report::default();
+    if hosted.contains(&tutela_subscription::SERVICE) {
+        let db = crate::server::migrate(config).await?;
+        let register = crate::guard::load_register(config)?;
+        let now = tutela_store::SystemClock.now();
+        report.delivery_events =
+            tutela_subscription::sweep_events(&db, &register, now, dry_run).await?;
+    }
     if !hosted.contains(&tutela_enrolment::SERVICE) {
-        return Ok(tutela_enrolment::SweepReport::default());
+        return Ok(report);
     }
     let db = crate::server::migrate(config).await?;
     let keyring = Arc::new(crate::keys::load_keyring(config)?);
@@ -40,7 +56,7 @@ pub async fn sweep(
             bar.set_position(done);
         }
     };
-    let report = sweeper.sweep(clock.now(), dry_run, &progress).await?;
+    report.enrolment = sweeper.sweep(clock.now(), dry_run, &progress).await?;
     bar.finish_and_clear();
     Ok(report)
 }

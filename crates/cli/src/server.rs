@@ -200,12 +200,12 @@ pub async fn run(
         providers.push(Arc::new(tutela_subscription::SubscriptionRights::new(
             subs.clone(),
         )));
-        let (subs, clock) = (subs.clone(), clock.clone());
+        let (db, register, clock) = (db.clone(), register.clone(), clock.clone());
         tokio::spawn(async move {
             on_schedule("delivery events", interval, || {
-                let (subs, now) = (subs.clone(), clock.now());
+                let (db, register, now) = (db.clone(), register.clone(), clock.now());
                 async move {
-                    tutela_subscription::sweep_events(&subs, now)
+                    tutela_subscription::sweep_events(&db, &register, now, false)
                         .await
                         .map(|_| ())
                 }

@@ -251,13 +251,24 @@ impl SubjectDataProvider for SubscriptionRights {
     }
 }
 
-/// Deletes delivery events older than the register's event retention; returns how many went.
-pub async fn sweep_events(subs: &Subscriptions, now: DateTime<Utc>) -> Result<u64> {
-    let days = i64::from(subs.register.communications.event_retention_days);
+/// Deletes delivery events older than the register's event retention (only counts them when
+/// `dry_run`); returns how many.
+pub async fn sweep_events(
+    db: &sea_orm::DatabaseConnection,
+    register: &tutela_policy::Register,
+    now: DateTime<Utc>,
+    dry_run: bool,
+) -> Result<u64> {
+    use sea_orm::PaginatorTrait as _;
+    let days = i64::from(register.communications.event_retention_days);
     let cutoff = now - chrono::Duration::days(days);
+    let due = event::Column::OccurredAt.lt(cutoff);
+    if dry_run {
+        return Ok(event::Entity::find().filter(due).count(db).await?);
+    }
     let swept = event::Entity::delete_many()
-        .filter(event::Column::OccurredAt.lt(cutoff))
-        .exec(&subs.db)
+        .filter(due)
+        .exec(db)
         .await?
         .rows_affected;
     if swept > 0 {

@@ -794,7 +794,6 @@ async fn export_and_erasure_keep_only_a_keyed_hash_on_the_suppression_list() {
 
 #[tokio::test]
 async fn delivery_events_are_swept_after_the_registers_retention() {
-    use std::sync::Arc;
     let suite = TestSuite::start().await.unwrap();
     let c = clients(&suite, TENANT);
     topic(&suite, &c, "courses").await;
@@ -829,31 +828,14 @@ async fn delivery_events_are_swept_after_the_registers_retention() {
         .into_inner();
     assert_eq!(recorded.recorded, 2);
 
-    // The sweep `serve` runs on schedule, here as a process of its own on the same database.
+    // The sweep `serve` runs on schedule (and `tutela retention sweep` once), here on the same
+    // database from outside the server.
     let db = suite.database().connect().await.unwrap();
-    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
-    let kek = tutela_store::Keyring::generate_base64().unwrap();
-    let keyring = Arc::new(tutela_store::Keyring::from_base64([("k", &kek)]).unwrap());
-    let subs = tutela_subscription::Subscriptions::new(tutela_subscription::Parts {
-        db: db.clone(),
-        keyring: keyring.clone(),
-        audit: tutela_policy::audit::AuditLog::detached(
-            tutela_policy::audit::AuditKeys::from_secret(&[1; 32]),
-        ),
-        clock: clock.clone(),
-        ledger: Arc::new(tutela_subscription::Ledger::new(db.clone(), keyring, clock)),
-        gate: Arc::new(tutela_policy::ConsentGate::without_ledger()),
-        register: Arc::new(tutela_policy::Register::default_register().unwrap()),
-        public_base_url: "https://news.example.org".into(),
-    });
-    assert_eq!(
-        tutela_subscription::sweep_events(&subs, now).await.unwrap(),
-        1
-    );
-    assert_eq!(
-        tutela_subscription::sweep_events(&subs, now).await.unwrap(),
-        0
-    );
+    let register = tutela_policy::Register::default_register().unwrap();
+    let sweep = |dry| tutela_subscription::sweep_events(&db, &register, now, dry);
+    assert_eq!(sweep(true).await.unwrap(), 1, "a dry run counts");
+    assert_eq!(sweep(false).await.unwrap(), 1);
+    assert_eq!(sweep(false).await.unwrap(), 0);
     use sea_orm::{ConnectionTrait, Statement};
     let rows = db
         .query_all_raw(Statement::from_string(
