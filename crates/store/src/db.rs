@@ -51,6 +51,9 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<DatabaseCon
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10))
                 .pragma("secure_delete", "ON")
+                // Bulk reads (an audience of a million) go through far more pages than the
+                // default 2 MB cache holds: a memory map saves a pread and a copy per page.
+                .pragma("mmap_size", "1073741824")
         });
     }
     Ok(Database::connect(options).await?)
