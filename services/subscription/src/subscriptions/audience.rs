@@ -220,14 +220,28 @@ fn packed_sql(backend: DbBackend) -> String {
         f("s.contact_id"),
         f("s.address_index"),
         b("s.sealed_address"),
-        f("k.kek_id"),
-        b("k.wrapped_key"),
     ]
     .join(" || ");
+    let key = [f("k.kek_id"), b("k.wrapped_key")].join(" || ");
+    let keyed = "k.scope = $1 AND k.tenant = s.tenant AND k.subject_id = s.contact_id";
+    let from = match backend {
+        // A correlated look-up on the key table's primary key, not a join: a join's plan
+        // depends on statistics, and right after a bulk import PostgreSQL planned it as a scan
+        // of all the tenant's keys per subscription. A subscription without a key row gets
+        // empty key fields and fails to open, never silently drops out.
+        DbBackend::Postgres => format!(
+            "SELECT s.seq AS seq, {record} || coalesce((SELECT {key} FROM {KEYS_TABLE} k \
+             WHERE {keyed}), '00000000') AS rec FROM subscriptions s"
+        ),
+        // SQLite (never ANALYZEd here) plans the join as a primary-key look-up per row, and a
+        // fifth faster than the correlated form.
+        _ => format!(
+            "SELECT s.seq AS seq, {record} || {key} AS rec FROM subscriptions s \
+             JOIN {KEYS_TABLE} k ON {keyed}"
+        ),
+    };
     format!(
-        "SELECT {agg} AS packed, MAX(seq) AS last, COUNT(*) AS rows FROM (\
-         SELECT s.seq AS seq, {record} AS rec FROM subscriptions s JOIN {KEYS_TABLE} k \
-         ON k.scope = $1 AND k.tenant = s.tenant AND k.subject_id = s.contact_id \
+        "SELECT {agg} AS packed, MAX(seq) AS last, COUNT(*) AS rows FROM ({from} \
          WHERE s.tenant = $2 AND s.topic = $3 AND s.channel = $4 AND s.state = $5 AND s.seq > $6 \
          ORDER BY s.seq LIMIT $7) page"
     )
