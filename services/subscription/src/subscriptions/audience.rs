@@ -8,6 +8,7 @@
 //! the blocking pool while the next page is read, so the database and the CPU work side by side.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use sea_orm::{DbBackend, FromQueryResult, Statement, Value};
 use tokio::sync::mpsc;
@@ -184,8 +185,8 @@ async fn suppressed(subs: &Subscriptions, tenant: &str, channel: &str) -> Result
     )
 }
 
-/// One page of the audience packed into a single result row: every subscription as
-/// length-prefixed hex fields, concatenated. A driver hands rows over one at a time (sqlx's
+/// One page of the audience packed into a single result row: every subscription as a record of
+/// separated fields, concatenated. A driver hands rows over one at a time (sqlx's
 /// SQLite worker wakes the reader per row), which for a million recipients cost more than
 /// everything else together; packed, a page of 5,000 is one hand-over and one string.
 #[derive(Debug, FromQueryResult)]
@@ -195,34 +196,31 @@ struct PackedPage {
     rows: i64,
 }
 
-/// The packing query. Every field is `<4 hex digits of length><value>`: text as it is (ids and
-/// indexes are ASCII), binary as hex; the sequence number leads as 16 hex digits.
+/// The packing query. A record is `id,contact,index,address,kek,wrapped;` with the ids and the
+/// index as stored (UUIDs and hex, which never hold `,` or `;`) and every other field as hex:
+/// separators instead of length prefixes spare SQLite a printf per field.
 fn packed_sql(backend: DbBackend) -> String {
-    let (field, blob, seq, agg) = match backend {
+    let (hex, text_hex, agg) = match backend {
         DbBackend::Postgres => (
-            "lpad(to_hex(length({0})), 4, '0') || {0}",
-            "lpad(to_hex(coalesce(length({0}), 0)), 4, '0') || coalesce(encode({0}, 'hex'), '')",
-            "lpad(to_hex(s.seq), 16, '0')",
+            "coalesce(encode({0}, 'hex'), '')",
+            "encode(convert_to({0}, 'UTF8'), 'hex')",
             "string_agg(rec, '' ORDER BY seq)",
         ),
         _ => (
-            "printf('%04x', length({0})) || {0}",
-            "printf('%04x', coalesce(length({0}), 0)) || coalesce(hex({0}), '')",
-            "printf('%016x', s.seq)",
+            "coalesce(hex({0}), '')",
+            "hex({0})",
             "group_concat(rec, '')",
         ),
     };
-    let f = |col: &str| field.replace("{0}", col);
-    let b = |col: &str| blob.replace("{0}", col);
-    let record = [
-        seq.to_owned(),
-        f("s.subscription_id"),
-        f("s.contact_id"),
-        f("s.address_index"),
-        b("s.sealed_address"),
-    ]
-    .join(" || ");
-    let key = [f("k.kek_id"), b("k.wrapped_key")].join(" || ");
+    let record = format!(
+        "s.subscription_id || ',' || s.contact_id || ',' || s.address_index || ',' || {}",
+        hex.replace("{0}", "s.sealed_address")
+    );
+    let key = format!(
+        "{} || ',' || {}",
+        text_hex.replace("{0}", "k.kek_id"),
+        hex.replace("{0}", "k.wrapped_key")
+    );
     let keyed = "k.scope = $1 AND k.tenant = s.tenant AND k.subject_id = s.contact_id";
     let from = match backend {
         // A correlated look-up on the key table's primary key, not a join: a join's plan
@@ -230,75 +228,47 @@ fn packed_sql(backend: DbBackend) -> String {
         // of all the tenant's keys per subscription. A subscription without a key row gets
         // empty key fields and fails to open, never silently drops out.
         DbBackend::Postgres => format!(
-            "SELECT s.seq AS seq, {record} || coalesce((SELECT {key} FROM {KEYS_TABLE} k \
-             WHERE {keyed}), '00000000') AS rec FROM subscriptions s"
+            "SELECT s.seq AS seq, {record} || ',' || coalesce((SELECT {key} FROM {KEYS_TABLE} k \
+             WHERE {keyed}), ',') || ';' AS rec FROM subscriptions s"
         ),
         // SQLite (never ANALYZEd here) plans the join as a primary-key look-up per row, and a
         // fifth faster than the correlated form.
         _ => format!(
-            "SELECT s.seq AS seq, {record} || {key} AS rec FROM subscriptions s \
+            "SELECT s.seq AS seq, {record} || ',' || {key} || ';' AS rec FROM subscriptions s \
              JOIN {KEYS_TABLE} k ON {keyed}"
         ),
     };
     format!(
         "SELECT {agg} AS packed, MAX(seq) AS last, COUNT(*) AS rows FROM ({from} \
          WHERE s.tenant = $2 AND s.topic = $3 AND s.channel = $4 AND s.state = $5 AND s.seq > $6 \
-         ORDER BY s.seq LIMIT $7) page"
+         AND s.seq <= $7 ORDER BY s.seq LIMIT $8) page"
     )
 }
 
-/// Reads the fields [`packed_sql`] wrote.
-struct Unpack<'a> {
-    rest: &'a str,
-}
-
-impl<'a> Unpack<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a str> {
-        if self.rest.len() < n || !self.rest.is_char_boundary(n) {
-            return Err(Error::internal("truncated audience page"));
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
+/// The rows of a packed page (see [`packed_sql`]).
+fn unpack(packed: &str) -> Result<Vec<Row>> {
+    let broken = || Error::internal("malformed audience page");
+    let decode = |h: &str| hex::decode(h).map_err(Error::internal);
+    let mut rows = Vec::new();
+    for record in packed.split_terminator(';') {
+        let mut f = record.split(',');
+        let mut next = || f.next().ok_or_else(broken);
+        let subscription_id = next()?.to_owned();
+        let contact_id = next()?.to_owned();
+        let address_index = next()?.to_owned();
+        let sealed_address = decode(next()?)?;
+        let kek_id = String::from_utf8(decode(next()?)?).map_err(Error::internal)?;
+        let wrapped = decode(next()?)?;
+        rows.push(Row {
+            subscription_id,
+            contact_id,
+            sealed_address,
+            address_index,
+            kek_id,
+            wrapped_key: (!wrapped.is_empty()).then_some(wrapped),
+        });
     }
-
-    fn number(&mut self, digits: usize) -> Result<u64> {
-        u64::from_str_radix(self.take(digits)?, 16).map_err(Error::internal)
-    }
-
-    fn text(&mut self) -> Result<String> {
-        let n = usize::try_from(self.number(4)?).map_err(Error::internal)?;
-        Ok(self.take(n)?.to_owned())
-    }
-
-    fn blob(&mut self) -> Result<Vec<u8>> {
-        let n = usize::try_from(self.number(4)?).map_err(Error::internal)?;
-        hex::decode(self.take(n * 2)?).map_err(Error::internal)
-    }
-
-    fn rows(packed: &str) -> Result<Vec<Row>> {
-        let mut u = Unpack { rest: packed };
-        let mut rows = Vec::new();
-        while !u.rest.is_empty() {
-            // The sequence number orders the page in SQL; the cursor comes from MAX(seq).
-            u.number(16)?;
-            let subscription_id = u.text()?;
-            let contact_id = u.text()?;
-            let address_index = u.text()?;
-            let sealed_address = u.blob()?;
-            let kek_id = u.text()?;
-            let wrapped = u.blob()?;
-            rows.push(Row {
-                subscription_id,
-                contact_id,
-                sealed_address,
-                address_index,
-                kek_id,
-                wrapped_key: (!wrapped.is_empty()).then_some(wrapped),
-            });
-        }
-        Ok(rows)
-    }
+    Ok(rows)
 }
 
 /// The next page after `after`: the packed rows, how many there are and the last sequence
@@ -308,7 +278,7 @@ async fn page(
     tenant: &str,
     topic: &str,
     channel: &str,
-    after: i64,
+    (after, upto): (i64, i64),
 ) -> Result<(String, i64, i64)> {
     let backend = subs.db.get_database_backend();
     let page = PackedPage::find_by_statement(Statement::from_sql_and_values(
@@ -321,6 +291,7 @@ async fn page(
             Value::from(channel),
             Value::from(State::Confirmed.as_str()),
             Value::from(after),
+            Value::from(upto),
             Value::from(PAGE),
         ],
     ))
@@ -344,7 +315,7 @@ fn recipients(
     excluded: &HashSet<String>,
     suppressed: &HashSet<String>,
 ) -> Result<Vec<Recipient>> {
-    let rows = Unpack::rows(packed)?;
+    let rows = unpack(packed)?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         if excluded.contains(&row.contact_id) || suppressed.contains(&row.address_index) {
@@ -378,6 +349,97 @@ fn recipients(
     Ok(out)
 }
 
+/// The lowest and highest sequence number of the audience's subscriptions.
+async fn bounds(
+    subs: &Subscriptions,
+    tenant: &str,
+    topic: &str,
+    channel: &str,
+) -> Result<(i64, i64)> {
+    #[derive(FromQueryResult)]
+    struct Bounds {
+        lo: Option<i64>,
+        hi: Option<i64>,
+    }
+    let backend = subs.db.get_database_backend();
+    let b = Bounds::find_by_statement(Statement::from_sql_and_values(
+        backend,
+        placeholders(
+            backend,
+            "SELECT MIN(seq) AS lo, MAX(seq) AS hi FROM subscriptions \
+             WHERE tenant = $1 AND topic = $2 AND channel = $3 AND state = $4",
+        ),
+        [
+            Value::from(tenant),
+            Value::from(topic),
+            Value::from(channel),
+            Value::from(State::Confirmed.as_str()),
+        ],
+    ))
+    .one(&subs.db)
+    .await?;
+    Ok(b.and_then(|b| b.lo.zip(b.hi)).unwrap_or((0, -1)))
+}
+
+/// What a reader needs, owned, so that it can run as a task of its own.
+#[derive(Clone)]
+struct Scan {
+    subs: Subscriptions,
+    tenant: String,
+    topic: String,
+    channel: &'static str,
+    email: bool,
+    excluded: Arc<HashSet<String>>,
+    suppressed: Arc<HashSet<String>>,
+}
+
+impl Scan {
+    /// Reads and decrypts the subscriptions with sequence numbers in `(after, upto]` page by
+    /// page, each page decrypted on the blocking pool while the next is read, and sends each
+    /// page's recipients to `out` until it is closed.
+    async fn range(
+        self,
+        (after, upto): (i64, i64),
+        out: mpsc::Sender<Result<Vec<Recipient>>>,
+    ) -> Result<()> {
+        let s = &self;
+        let (mut packed, mut rows, mut after) =
+            page(&s.subs, &s.tenant, &s.topic, s.channel, (after, upto)).await?;
+        while rows > 0 {
+            let full = rows == PAGE;
+            let decrypting = {
+                let s = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    recipients(
+                        &s.subs,
+                        &s.tenant,
+                        s.email,
+                        &packed,
+                        &s.excluded,
+                        &s.suppressed,
+                    )
+                })
+            };
+            let next = if full {
+                page(&s.subs, &s.tenant, &s.topic, s.channel, (after, upto)).await?
+            } else {
+                (String::new(), 0, after)
+            };
+            let decrypted = decrypting.await.map_err(Error::internal)??;
+            if out.send(Ok(decrypted)).await.is_err() {
+                return Ok(());
+            }
+            (packed, rows, after) = next;
+        }
+        Ok(())
+    }
+}
+
+/// Readers working side by side on parts of the audience: reading a page on one connection
+/// takes about as long as everything else the pipeline does with it, so two keep both cores of
+/// a small machine busy.
+const READERS: i64 = 2;
+
 async fn produce(
     subs: &Subscriptions,
     call: &Authorized,
@@ -388,29 +450,35 @@ async fn produce(
 ) -> Result<u64> {
     let tenant = call.tenant().to_owned();
     let channel_name = channel_name(channel);
-    let excluded = std::sync::Arc::new(excluded(subs, &tenant).await?);
-    let suppressed = std::sync::Arc::new(suppressed(subs, &tenant, channel_name).await?);
-    let email = channel == Channel::Email;
+    let scan = Scan {
+        subs: subs.clone(),
+        excluded: Arc::new(excluded(subs, &tenant).await?),
+        suppressed: Arc::new(suppressed(subs, &tenant, channel_name).await?),
+        topic: topic.to_owned(),
+        channel: channel_name,
+        email: channel == Channel::Email,
+        tenant,
+    };
+    let (lo, hi) = bounds(subs, &scan.tenant, topic, channel_name).await?;
+    let (pages_tx, mut pages) = mpsc::channel(2 * READERS as usize);
+    if hi >= lo {
+        let span = (hi - lo) / READERS + 1;
+        for r in 0..READERS {
+            let from = lo - 1 + r * span;
+            let upto = if r == READERS - 1 { hi } else { from + span };
+            let (scan, out) = (scan.clone(), pages_tx.clone());
+            tokio::spawn(async move {
+                if let Err(err) = scan.range((from, upto), out.clone()).await {
+                    let _ = out.send(Err(err)).await;
+                }
+            });
+        }
+    }
+    drop(pages_tx);
     let mut count = 0u64;
     let mut pending: Vec<Recipient> = Vec::with_capacity(batch);
-    let (mut packed, mut rows, mut after) = page(subs, &tenant, topic, channel_name, 0).await?;
-    while rows > 0 {
-        let full = rows == PAGE;
-        let decrypting = {
-            let (subs, tenant) = (subs.clone(), tenant.clone());
-            let (excluded, suppressed) = (excluded.clone(), suppressed.clone());
-            tokio::task::spawn_blocking(move || {
-                recipients(&subs, &tenant, email, &packed, &excluded, &suppressed)
-            })
-        };
-        // Read the next page while this one is decrypted.
-        let next = if full {
-            page(subs, &tenant, topic, channel_name, after).await?
-        } else {
-            (String::new(), 0, after)
-        };
-        let decrypted = decrypting.await.map_err(Error::internal)??;
-        for recipient in decrypted {
+    while let Some(decrypted) = pages.recv().await {
+        for recipient in decrypted? {
             pending.push(recipient);
             if pending.len() == batch {
                 count += pending.len() as u64;
@@ -420,12 +488,12 @@ async fn produce(
                     .await
                     .is_err()
                 {
-                    // The caller went away: stop reading, and audit what was sent.
+                    // The caller went away: the readers stop when their channel closes, and
+                    // what was sent is audited.
                     return Ok(count);
                 }
             }
         }
-        (packed, rows, after) = next;
     }
     if !pending.is_empty() {
         count += pending.len() as u64;
