@@ -19,7 +19,10 @@ pub const EXEMPT_SERVICES: [&str; 3] = [
 /// Plain HTTP paths (not gRPC) served on the same port that a signed token in the path
 /// authorises on its own: RFC 8058 one-click unsubscribe (`POST /unsubscribe/{token}`), which a
 /// mail client calls without any credential.
-pub const TOKEN_HTTP_PREFIXES: [&str; 1] = ["/unsubscribe/"];
+pub const TOKEN_HTTP_PREFIXES: [&str; 1] = [UNSUBSCRIBE_PATH];
+
+/// The path prefix of RFC 8058 one-click unsubscribe: `POST {UNSUBSCRIBE_PATH}{token}`.
+pub const UNSUBSCRIBE_PATH: &str = "/unsubscribe/";
 
 /// How an RPC is authorised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -507,7 +507,7 @@ impl Register {
                 let mut by_country = BTreeMap::new();
                 for (country, age) in &m.by_country {
                     let code = country.get_ref();
-                    if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+                    if !crate::validate::is_country_code(code) {
                         return Err(err(
                             country.span(),
                             format!("{code:?} is not an ISO 3166-1 alpha-2 country code"),

@@ -6,6 +6,24 @@ use tutela_proto::common::{IdempotencyKey, PageRequest, SubjectRef};
 
 use crate::error::{Error, Result, Violation};
 
+/// Whether `value` looks like an email address: one `@`, a local part, a dotted domain, no
+/// whitespace. Delivery is the real test; this only keeps typing mistakes out.
+pub fn is_email(value: &str) -> bool {
+    value.matches('@').count() == 1
+        && !value.chars().any(char::is_whitespace)
+        && value.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+}
+
+/// Whether `value` has the shape of an ISO 3166-1 alpha-2 code: two capital letters.
+pub fn is_country_code(value: &str) -> bool {
+    value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase())
+}
+
 /// The default and the largest page size (see `tutela.common.v1.PageRequest`).
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 /// The largest page size; bigger requests are capped.
@@ -83,6 +101,49 @@ impl Checks {
                 None
             }
         }
+    }
+
+    /// An email address at `field`, if not empty.
+    pub fn email(&mut self, value: &str, field: &str) {
+        self.ensure(
+            value.is_empty() || is_email(value),
+            field,
+            "not an email address",
+        );
+    }
+
+    /// A date of birth as `YYYY-MM-DD` at `field`, if not empty: a real date after 1900 and not
+    /// after `today`.
+    pub fn date_of_birth(&mut self, value: &str, field: &str, today: chrono::NaiveDate) {
+        if value.is_empty() {
+            return;
+        }
+        match chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+            Ok(d) if d <= today && chrono::Datelike::year(&d) >= 1900 => {}
+            Ok(_) => self.fail(field, "must be a past date after 1900-01-01"),
+            Err(_) => self.fail(field, "must be a date as YYYY-MM-DD"),
+        }
+    }
+
+    /// An ISO 3166-1 alpha-2 country code at `field`, if not empty.
+    pub fn country(&mut self, value: &str, field: &str) {
+        self.ensure(
+            value.is_empty() || is_country_code(value),
+            field,
+            "an ISO 3166-1 alpha-2 code in capitals, e.g. GB",
+        );
+    }
+
+    /// The SHA-256 of a wording the person was shown, at `field`: 64 lower-case hex digits.
+    pub fn wording_sha256(&mut self, value: &str, field: &str) {
+        self.ensure(
+            value.len() == 64
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            field,
+            "64 lower-case hex digits (SHA-256 of the wording shown)",
+        );
     }
 
     /// An optional idempotency key at `field`: 8 to 128 characters of `[A-Za-z0-9_-]`.

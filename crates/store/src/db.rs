@@ -79,6 +79,29 @@ pub async fn purge_freed_pages(db: &DatabaseConnection) -> StoreResult<()> {
     Ok(())
 }
 
+/// `sql` written with PostgreSQL's `$n` placeholders, as the backend spells them (`?` for
+/// SQLite), for the few hand-written bulk queries.
+pub fn placeholders(backend: sea_orm::DbBackend, sql: &str) -> String {
+    match backend {
+        sea_orm::DbBackend::Postgres => sql.to_owned(),
+        _ => {
+            let mut out = String::with_capacity(sql.len());
+            let mut chars = sql.chars().peekable();
+            while let Some(ch) = chars.next() {
+                if ch == '$' {
+                    while chars.peek().is_some_and(char::is_ascii_digit) {
+                        chars.next();
+                    }
+                    out.push('?');
+                } else {
+                    out.push(ch);
+                }
+            }
+            out
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

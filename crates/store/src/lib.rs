@@ -9,7 +9,7 @@ pub mod migration;
 pub mod vault;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use db::{Backend, connect, is_unique_violation, purge_freed_pages};
+pub use db::{Backend, connect, is_unique_violation, placeholders, purge_freed_pages};
 pub use error::{StoreError, StoreResult};
 pub use migration::{Migrations, migrate, migrations_of};
 pub use vault::{KeyVault, Keyring, SubjectKey};

@@ -64,12 +64,11 @@ impl SubjectDataProvider for SubscriptionRights {
         {
             held.insert(DataCategory::Demographic);
         }
-        if !self
+        if self
             .subs
             .ledger
-            .rows(access.tenant(), access.subject_id())
+            .has_entries(access.tenant(), access.subject_id())
             .await?
-            .is_empty()
         {
             held = held.union(CategorySet::of(&[
                 DataCategory::Identity,

@@ -34,14 +34,7 @@ pub fn check_evidence(
     }
     c.required_text(&e.wording_version, &at("wording_version"), 64);
     let hash = e.wording_sha256.trim();
-    c.ensure(
-        hash.len() == 64
-            && hash
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-        &at("wording_sha256"),
-        "64 lower-case hex digits (SHA-256 of the wording shown)",
-    );
+    c.wording_sha256(hash, &at("wording_sha256"));
     c.required_text(&e.evidence_reference, &at("evidence_reference"), 256);
     let actor = ConsentActor::try_from(e.actor).unwrap_or(ConsentActor::Unspecified);
     match actor {

@@ -5,12 +5,13 @@
 
 pub mod entity;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, Set, Statement, Value,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -31,7 +32,7 @@ use tutela_proto::consent::{
     RecordRestrictionRequest, RecordRestrictionResponse, WithdrawConsentRequest,
     WithdrawConsentResponse,
 };
-use tutela_store::{KeyVault, Keyring, SharedClock, StoreError, SubjectKey};
+use tutela_store::{KeyVault, Keyring, SharedClock, StoreError, SubjectKey, placeholders};
 
 use crate::SERVICE;
 
@@ -88,6 +89,15 @@ impl Ledger {
             .await?)
     }
 
+    /// Whether the ledger holds any entry for the subject (one row read, not the history).
+    pub(crate) async fn has_entries(&self, tenant: &str, subject: &str) -> Result<bool> {
+        Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
+            .filter(entity::Column::SubjectId.eq(subject))
+            .one(&self.db)
+            .await?
+            .is_some())
+    }
+
     /// The subject's data key, or `None` once their data was erased (or nothing was sealed).
     pub(crate) async fn key(&self, tenant: &str, subject: &str) -> Result<Option<SubjectKey>> {
         match self.vault.get(tenant, subject).await {
@@ -123,6 +133,75 @@ impl Ledger {
                 .await?
                 .map(|row| row.verified_at),
         )
+    }
+
+    /// Subjects whose latest `marketing` entry for the purpose as a whole is a withdrawal, or whose
+    /// processing is restricted.
+    pub(crate) async fn left_out_of_marketing(&self, tenant: &str) -> Result<HashSet<String>> {
+        #[derive(FromQueryResult)]
+        struct Latest {
+            subject_id: String,
+            granted: bool,
+            last: i64,
+        }
+        let backend = self.db.get_database_backend();
+        let marketing = Purpose::Marketing.short_name();
+        let rows = Latest::find_by_statement(Statement::from_sql_and_values(
+            backend,
+            placeholders(
+                backend,
+                "SELECT subject_id, granted, MAX(seq) AS last FROM consent_entries \
+                 WHERE tenant = $1 AND purpose = $2 AND recipient = '' AND subject_id IN \
+                 (SELECT subject_id FROM consent_entries WHERE tenant = $3 AND purpose = $4 \
+                  AND recipient = '' AND granted = $5) \
+                 GROUP BY subject_id, granted",
+            ),
+            [
+                Value::from(tenant),
+                Value::from(marketing),
+                Value::from(tenant),
+                Value::from(marketing),
+                Value::from(false),
+            ],
+        ))
+        .all(&self.db)
+        .await?;
+        let mut latest: HashMap<String, (i64, i64)> = HashMap::new();
+        for r in rows {
+            let entry = latest.entry(r.subject_id).or_default();
+            if r.granted {
+                entry.0 = r.last;
+            } else {
+                entry.1 = r.last;
+            }
+        }
+        let mut out: HashSet<String> = latest
+            .into_iter()
+            .filter(|(_, (grant, withdrawal))| withdrawal > grant)
+            .map(|(s, _)| s)
+            .collect();
+
+        #[derive(FromQueryResult)]
+        struct Restriction {
+            subject_id: String,
+            restricted: bool,
+        }
+        let restrictions = Restriction::find_by_statement(Statement::from_sql_and_values(
+            backend,
+            placeholders(
+                backend,
+                "SELECT subject_id, restricted FROM restrictions WHERE tenant = $1 ORDER BY seq",
+            ),
+            [Value::from(tenant)],
+        ))
+        .all(&self.db)
+        .await?;
+        let mut restricted: HashMap<String, bool> = HashMap::new();
+        for r in restrictions {
+            restricted.insert(r.subject_id, r.restricted);
+        }
+        out.extend(restricted.into_iter().filter(|(_, r)| *r).map(|(s, _)| s));
+        Ok(out)
     }
 
     async fn by_idempotency_key(&self, tenant: &str, key: &str) -> Result<Option<entity::Model>> {

@@ -7,7 +7,7 @@
 //! is read first into memory: these sets are small next to the audience. Pages are decrypted on
 //! the blocking pool while the next page is read, so the database and the CPU work side by side.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use sea_orm::{DbBackend, FromQueryResult, Statement, Value};
@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tutela_policy::{Authorized, CategorySet, Error, Result};
-use tutela_proto::common::{DataCategory, Purpose, SubjectRef};
+use tutela_proto::common::{DataCategory, SubjectRef};
 use tutela_proto::subscription::{Channel, Recipient, ResolveAudienceResponse};
+use tutela_store::placeholders;
 use tutela_store::vault::KEYS_TABLE;
 use uuid::Uuid;
 
@@ -36,28 +37,6 @@ struct Row {
     address_index: String,
     kek_id: String,
     wrapped_key: Option<Vec<u8>>,
-}
-
-/// `sql` with `$n` placeholders as the backend spells them.
-fn placeholders(backend: DbBackend, sql: &str) -> String {
-    match backend {
-        DbBackend::Postgres => sql.to_owned(),
-        _ => {
-            let mut out = String::with_capacity(sql.len());
-            let mut chars = sql.chars().peekable();
-            while let Some(ch) = chars.next() {
-                if ch == '$' {
-                    while chars.peek().is_some_and(char::is_ascii_digit) {
-                        chars.next();
-                    }
-                    out.push('?');
-                } else {
-                    out.push(ch);
-                }
-            }
-            out
-        }
-    }
 }
 
 /// Starts resolving the audience; the stream ends with the last batch, or with the error that
@@ -91,75 +70,6 @@ pub fn resolve(
         }
     });
     ReceiverStream::new(rx)
-}
-
-/// Contacts whose latest `marketing` entry for the purpose as a whole is a withdrawal, or whose
-/// processing is restricted.
-async fn excluded(subs: &Subscriptions, tenant: &str) -> Result<HashSet<String>> {
-    #[derive(FromQueryResult)]
-    struct Latest {
-        subject_id: String,
-        granted: bool,
-        last: i64,
-    }
-    let backend = subs.db.get_database_backend();
-    let marketing = Purpose::Marketing.short_name();
-    let rows = Latest::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        placeholders(
-            backend,
-            "SELECT subject_id, granted, MAX(seq) AS last FROM consent_entries \
-             WHERE tenant = $1 AND purpose = $2 AND recipient = '' AND subject_id IN \
-             (SELECT subject_id FROM consent_entries WHERE tenant = $3 AND purpose = $4 \
-              AND recipient = '' AND granted = $5) \
-             GROUP BY subject_id, granted",
-        ),
-        [
-            Value::from(tenant),
-            Value::from(marketing),
-            Value::from(tenant),
-            Value::from(marketing),
-            Value::from(false),
-        ],
-    ))
-    .all(&subs.db)
-    .await?;
-    let mut latest: HashMap<String, (i64, i64)> = HashMap::new();
-    for r in rows {
-        let entry = latest.entry(r.subject_id).or_default();
-        if r.granted {
-            entry.0 = r.last;
-        } else {
-            entry.1 = r.last;
-        }
-    }
-    let mut out: HashSet<String> = latest
-        .into_iter()
-        .filter(|(_, (grant, withdrawal))| withdrawal > grant)
-        .map(|(s, _)| s)
-        .collect();
-
-    #[derive(FromQueryResult)]
-    struct Restriction {
-        subject_id: String,
-        restricted: bool,
-    }
-    let restrictions = Restriction::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        placeholders(
-            backend,
-            "SELECT subject_id, restricted FROM restrictions WHERE tenant = $1 ORDER BY seq",
-        ),
-        [Value::from(tenant)],
-    ))
-    .all(&subs.db)
-    .await?;
-    let mut restricted: HashMap<String, bool> = HashMap::new();
-    for r in restrictions {
-        restricted.insert(r.subject_id, r.restricted);
-    }
-    out.extend(restricted.into_iter().filter(|(_, r)| *r).map(|(s, _)| s));
-    Ok(out)
 }
 
 async fn suppressed(subs: &Subscriptions, tenant: &str, channel: &str) -> Result<HashSet<String>> {
@@ -452,7 +362,7 @@ async fn produce(
     let channel_name = channel_name(channel);
     let scan = Scan {
         subs: subs.clone(),
-        excluded: Arc::new(excluded(subs, &tenant).await?),
+        excluded: Arc::new(subs.ledger.left_out_of_marketing(&tenant).await?),
         suppressed: Arc::new(suppressed(subs, &tenant, channel_name).await?),
         topic: topic.to_owned(),
         channel: channel_name,

@@ -11,17 +11,18 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tutela_policy::Error;
+use tutela_policy::methods::UNSUBSCRIBE_PATH;
 
 use super::{ONE_CLICK, Subscriptions};
 
-/// The path prefix of the endpoint; the guard lets it through, since the token in the path
-/// authorises the call.
-pub const PATH_PREFIX: &str = "/unsubscribe/";
-
-/// The routes to merge into the server's router.
+/// The routes to merge into the server's router, under the prefix the guard lets through (the
+/// token in the path authorises the call).
 pub fn router(subs: Subscriptions) -> Router {
     Router::new()
-        .route("/unsubscribe/{token}", post(one_click).get(landing))
+        .route(
+            &format!("{UNSUBSCRIBE_PATH}{{token}}"),
+            post(one_click).get(landing),
+        )
         .with_state(subs)
 }
 
@@ -81,7 +82,7 @@ async fn landing(Path(token): Path<String>) -> Response {
     }
     let page = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Unsubscribe</title></head>\
-         <body><form method=\"post\" action=\"/unsubscribe/{token}\">\
+         <body><form method=\"post\" action=\"{UNSUBSCRIBE_PATH}{token}\">\
          <input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
          <button type=\"submit\">Unsubscribe</button></form></body></html>"
     );

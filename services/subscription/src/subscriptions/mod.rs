@@ -156,16 +156,7 @@ pub fn normalise_address(
     match channel {
         Channel::Email => {
             let email = address.to_lowercase();
-            let ok = email.len() <= 254
-                && email.matches('@').count() == 1
-                && !email.chars().any(char::is_whitespace)
-                && email.split_once('@').is_some_and(|(local, domain)| {
-                    !local.is_empty()
-                        && domain.contains('.')
-                        && !domain.starts_with('.')
-                        && !domain.ends_with('.')
-                });
-            if ok {
+            if email.len() <= 254 && tutela_policy::validate::is_email(&email) {
                 Ok(email)
             } else {
                 Err("not an email address")
@@ -229,14 +220,7 @@ fn check_opt_in(c: &mut Checks, e: Option<&OptInEvidence>, field: &str) -> Optio
     c.required_text(&e.source, &format!("{field}.source"), 128);
     c.required_text(&e.wording_version, &format!("{field}.wording_version"), 64);
     let sha = e.wording_sha256.trim();
-    c.ensure(
-        sha.len() == 64
-            && sha
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-        &format!("{field}.wording_sha256"),
-        "64 lower-case hex digits",
-    );
+    c.wording_sha256(sha, &format!("{field}.wording_sha256"));
     (c.len() == before).then(|| OptInEvidence {
         source: e.source.trim().to_owned(),
         wording_version: e.wording_version.trim().to_owned(),
@@ -368,7 +352,11 @@ impl Subscriptions {
 
     /// The unsubscribe URL of a subscription (List-Unsubscribe, RFC 2369 / 8058).
     pub fn unsubscribe_url(&self, token: &str) -> String {
-        format!("{}/unsubscribe/{token}", self.public_base_url)
+        format!(
+            "{}{}{token}",
+            self.public_base_url,
+            tutela_policy::methods::UNSUBSCRIBE_PATH
+        )
     }
 
     pub(crate) fn to_subscription(row: &subscription::Model, address: String) -> Subscription {
@@ -575,12 +563,15 @@ impl Subscriptions {
             }
             State::Unsubscribed | State::Suppressed => false,
         };
-        let after = if changed { State::Unsubscribed } else { state };
-        // A concurrent unsubscribe that won the race leaves it unsubscribed all the same.
-        let after = if !changed && state != after {
-            State::Unsubscribed
-        } else {
-            after
+        let after = match state {
+            State::Pending | State::Confirmed if changed => State::Unsubscribed,
+            // Another call moved it first (an unsubscribe, or a bounce that suppressed it):
+            // answer with where it stands now. Rare, so the extra read costs nothing.
+            State::Pending | State::Confirmed => subscription::Entity::find_by_id(row.seq)
+                .one(&self.db)
+                .await?
+                .map_or(State::Unsubscribed, |r| State::of(&r.state)),
+            other => other,
         };
         self.audit_token_call(
             "Unsubscribe",
@@ -839,20 +830,9 @@ fn check_subscribe(r: &SubscribeRequest, today: NaiveDate) -> Result<SubscribeIn
         }
     });
     let date_of_birth = r.date_of_birth.trim();
-    if !date_of_birth.is_empty() {
-        match NaiveDate::parse_from_str(date_of_birth, "%Y-%m-%d") {
-            Ok(d) if d <= today && d >= NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(d) => {}
-            Ok(_) => c.fail("date_of_birth", "must be a past date after 1900-01-01"),
-            Err(_) => c.fail("date_of_birth", "must be a date as YYYY-MM-DD"),
-        }
-    }
+    c.date_of_birth(date_of_birth, "date_of_birth", today);
     let country = r.country.trim();
-    c.ensure(
-        country.is_empty()
-            || (country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase())),
-        "country",
-        "an ISO 3166-1 alpha-2 code in capitals, e.g. GB",
-    );
+    c.country(country, "country");
     let opt_in = check_opt_in(&mut c, r.evidence.as_ref(), "evidence");
     c.finish()?;
     let (Some(channel), Some(normalised), Some(opt_in)) = (channel, normalised, opt_in) else {
