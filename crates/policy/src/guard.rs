@@ -99,9 +99,13 @@ impl Guard {
             return Ok(Outcome::Exempt);
         }
         let method = self.methods.get(path);
-        if method.is_some_and(|m| m.authorisation == Authorisation::MessageToken)
-            || TOKEN_HTTP_PREFIXES.iter().any(|p| path.starts_with(p))
-        {
+        // The HTTP prefixes are compared only for paths that are no RPC, so guarded calls never
+        // pay for them.
+        let token_authorised = match method {
+            Some(m) => m.authorisation == Authorisation::MessageToken,
+            None => TOKEN_HTTP_PREFIXES.iter().any(|p| path.starts_with(p)),
+        };
+        if token_authorised {
             return Ok(Outcome::MessageToken);
         }
         let principal = self.verifier.verify(bearer(headers)?)?;
