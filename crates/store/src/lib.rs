@@ -12,6 +12,6 @@ pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use db::{Backend, connect, is_unique_violation, placeholders, purge_freed_pages};
 pub use error::{StoreError, StoreResult};
 pub use migration::{Migrations, migrate, migrations_of};
-pub use vault::{KeyVault, Keyring, SubjectKey};
+pub use vault::{KeyVault, Keyring, StoredKey, SubjectKey};
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -19,7 +19,7 @@ use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
-use secrecy::{ExposeSecret, SecretBox, SecretString};
+use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::clock::SharedClock;
@@ -32,7 +32,10 @@ const NONCE_LEN: usize = 12;
 /// wrapped until [`KeyVault::rewrap_all`] has moved them to the current one.
 pub struct Keyring {
     current: String,
-    keys: HashMap<String, SecretBox<[u8; 32]>>,
+    // Ciphers keyed once at load rather than per use: a bulk read unwraps a data key per
+    // subject, and re-running the AES key schedule for each cost as much as the unwrap itself.
+    // With aes-gcm's `zeroize` feature the expanded keys are wiped on drop.
+    keys: HashMap<String, Aes256Gcm>,
 }
 
 impl fmt::Debug for Keyring {
@@ -65,13 +68,15 @@ impl Keyring {
                     .decode(encoded.expose_secret().trim())
                     .map_err(|_| StoreError::Config(format!("kek {id:?} is not valid base64")))?,
             );
-            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            if bytes.len() != 32 {
+                return Err(StoreError::Config(format!(
+                    "kek {id:?} must decode to exactly 32 bytes"
+                )));
+            }
+            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| {
                 StoreError::Config(format!("kek {id:?} must decode to exactly 32 bytes"))
             })?;
-            if map
-                .insert(id.to_owned(), SecretBox::new(Box::new(key)))
-                .is_some()
-            {
+            if map.insert(id.to_owned(), cipher).is_some() {
                 return Err(StoreError::Config(format!("kek {id:?} is listed twice")));
             }
             current.get_or_insert_with(|| id.to_owned());
@@ -89,13 +94,16 @@ impl Keyring {
         ))
     }
 
-    fn cipher(&self, id: &str) -> StoreResult<Aes256Gcm> {
-        let key = self
-            .keys
+    fn cipher(&self, id: &str) -> StoreResult<&Aes256Gcm> {
+        self.keys
             .get(id)
-            .ok_or_else(|| StoreError::UnknownKek(id.to_owned()))?;
-        Aes256Gcm::new_from_slice(key.expose_secret()).map_err(|_| StoreError::Decrypt)
+            .ok_or_else(|| StoreError::UnknownKek(id.to_owned()))
     }
+}
+
+/// The associated data of `field` of a subject's data.
+fn field_aad(scope: &str, tenant: &str, subject: &str, field: &str) -> Vec<u8> {
+    binding(b"tutela/field/v1", &[scope, tenant, subject, field])
 }
 
 /// Associated data binding a ciphertext to where it belongs. Length prefixes keep
@@ -187,13 +195,23 @@ impl KeyVault {
         binding(b"tutela/dek/v1", &[self.scope, tenant, subject])
     }
 
+    /// The data key wrapped under `kek_id` for `subject`, as a cipher.
+    fn unwrap_cipher(
+        &self,
+        tenant: &str,
+        subject: &str,
+        kek_id: &str,
+        wrapped: &[u8],
+    ) -> StoreResult<Aes256Gcm> {
+        let kek = self.keyring.cipher(kek_id)?;
+        let raw = open_with(kek, &self.wrap_aad(tenant, subject), wrapped)?;
+        Aes256Gcm::new_from_slice(&raw).map_err(|_| StoreError::Decrypt)
+    }
+
     fn unwrap(&self, row: entity::Model) -> StoreResult<SubjectKey> {
         let wrapped = row.wrapped_key.ok_or(StoreError::Erased)?;
-        let kek = self.keyring.cipher(&row.kek_id)?;
-        let raw = open_with(&kek, &self.wrap_aad(&row.tenant, &row.subject_id), &wrapped)?;
-        let cipher = Aes256Gcm::new_from_slice(&raw).map_err(|_| StoreError::Decrypt)?;
         Ok(SubjectKey {
-            cipher,
+            cipher: self.unwrap_cipher(&row.tenant, &row.subject_id, &row.kek_id, &wrapped)?,
             scope: self.scope,
             tenant: row.tenant,
             subject: row.subject_id,
@@ -220,7 +238,7 @@ impl KeyVault {
         let raw = Zeroizing::new(<[u8; 32]>::from(raw));
         let kek_id = self.keyring.current.clone();
         let wrapped = seal_with(
-            &self.keyring.cipher(&kek_id)?,
+            self.keyring.cipher(&kek_id)?,
             &self.wrap_aad(tenant, subject),
             raw.as_slice(),
         )?;
@@ -268,7 +286,7 @@ impl KeyVault {
             for subject in chunk {
                 let raw = Key::<Aes256Gcm>::try_generate().map_err(|_| StoreError::Random)?;
                 let raw = Zeroizing::new(<[u8; 32]>::from(raw));
-                let wrapped = seal_with(&kek, &self.wrap_aad(tenant, subject), raw.as_slice())?;
+                let wrapped = seal_with(kek, &self.wrap_aad(tenant, subject), raw.as_slice())?;
                 rows.push(entity::ActiveModel {
                     scope: Set(self.scope.to_owned()),
                     tenant: Set(tenant.to_owned()),
@@ -303,25 +321,23 @@ impl KeyVault {
         self.unwrap(row)
     }
 
-    /// The key of a vault row read by the caller's own query (`kek_id` and `wrapped_key` of
-    /// [`KEYS_TABLE`] joined on scope, tenant and subject), so that a bulk read, such as the
-    /// audience of a send, needs no query per subject. [`StoreError::Erased`] for a tombstone.
-    pub fn unwrap_stored(
+    /// Opens `field` of a subject with the key row the caller's own query read from
+    /// [`KEYS_TABLE`] (joined on scope, tenant and subject), so that a bulk read, such as the
+    /// audience of a send, needs no query per subject and keeps no key past the one value.
+    /// [`StoreError::Erased`] for a tombstone.
+    pub fn open_stored(
         &self,
-        tenant: &str,
-        subject: &str,
-        kek_id: &str,
-        wrapped_key: Option<Vec<u8>>,
-    ) -> StoreResult<SubjectKey> {
-        self.unwrap(entity::Model {
-            scope: self.scope.to_owned(),
-            tenant: tenant.to_owned(),
-            subject_id: subject.to_owned(),
-            kek_id: kek_id.to_owned(),
-            wrapped_key,
-            created_at: chrono::DateTime::<chrono::Utc>::MIN_UTC,
-            shredded_at: None,
-        })
+        key: StoredKey<'_>,
+        field: &str,
+        ciphertext: &[u8],
+    ) -> StoreResult<Zeroizing<Vec<u8>>> {
+        let wrapped = key.wrapped_key.ok_or(StoreError::Erased)?;
+        let cipher = self.unwrap_cipher(key.tenant, key.subject, key.kek_id, wrapped)?;
+        open_with(
+            &cipher,
+            &field_aad(self.scope, key.tenant, key.subject, field),
+            ciphertext,
+        )
     }
 
     /// The scope (owning service) of this vault: the `scope` column of [`KEYS_TABLE`].
@@ -393,8 +409,8 @@ impl KeyVault {
                 continue;
             };
             let aad = self.wrap_aad(&row.tenant, &row.subject_id);
-            let raw = open_with(&self.keyring.cipher(&row.kek_id)?, &aad, wrapped)?;
-            let rewrapped = seal_with(&kek, &aad, &raw)?;
+            let raw = open_with(self.keyring.cipher(&row.kek_id)?, &aad, wrapped)?;
+            let rewrapped = seal_with(kek, &aad, &raw)?;
             // Only replace what we read: a concurrent shred must win.
             moved += entity::Entity::update_many()
                 .col_expr(
@@ -418,6 +434,26 @@ impl KeyVault {
     }
 }
 
+/// A subject's row of [`KEYS_TABLE`] as a caller's bulk query read it, for
+/// [`KeyVault::open_stored`].
+#[derive(Clone, Copy)]
+pub struct StoredKey<'a> {
+    /// The tenant of the subject.
+    pub tenant: &'a str,
+    /// The subject's id.
+    pub subject: &'a str,
+    /// The `kek_id` column: which KEK wrapped the key.
+    pub kek_id: &'a str,
+    /// The `wrapped_key` column; `None` for a tombstone.
+    pub wrapped_key: Option<&'a [u8]>,
+}
+
+impl fmt::Debug for StoredKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StoredKey([redacted])")
+    }
+}
+
 /// One subject's unwrapped data key, ready to seal and open that subject's fields. It lives only
 /// in memory for the duration of a request.
 pub struct SubjectKey {
@@ -435,10 +471,7 @@ impl fmt::Debug for SubjectKey {
 
 impl SubjectKey {
     fn field_aad(&self, field: &str) -> Vec<u8> {
-        binding(
-            b"tutela/field/v1",
-            &[self.scope, &self.tenant, &self.subject, field],
-        )
+        field_aad(self.scope, &self.tenant, &self.subject, field)
     }
 
     /// Encrypts `plaintext` for `field` (e.g. `learner.email`) of this subject.

@@ -350,13 +350,19 @@ impl Subscriptions {
         )
     }
 
-    /// The unsubscribe URL of a subscription (List-Unsubscribe, RFC 2369 / 8058).
-    pub fn unsubscribe_url(&self, token: &str) -> String {
-        format!(
-            "{}{}{token}",
-            self.public_base_url,
-            tutela_policy::methods::UNSUBSCRIBE_PATH
-        )
+    /// The `List-Unsubscribe` header value (RFC 2369, RFC 8058) for `token`: the unsubscribe
+    /// URL in angle brackets. Built by
+    /// pushing, not `format!`, because an audience builds one per recipient.
+    pub fn list_unsubscribe(&self, token: &str) -> String {
+        let path = tutela_policy::methods::UNSUBSCRIBE_PATH;
+        let mut header =
+            String::with_capacity(self.public_base_url.len() + path.len() + token.len() + 2);
+        header.push('<');
+        header.push_str(&self.public_base_url);
+        header.push_str(path);
+        header.push_str(token);
+        header.push('>');
+        header
     }
 
     pub(crate) fn to_subscription(row: &subscription::Model, address: String) -> Subscription {
