@@ -153,12 +153,13 @@ fn packed_sql(backend: DbBackend) -> String {
         } else {
             format!("group_concat(octet_length({col}), ',')")
         };
-        // SQLite's group_concat appends a blob's bytes as they are, under the type text; the
-        // cast gives the blob back.
+        // SQLite's group_concat appends a blob's bytes as they are, under the type text, which
+        // the driver hands over as bytes without checking them as UTF-8. No cast back to blob:
+        // that copy of every page cost a tenth of a resolution.
         let joined = if postgres {
             format!("string_agg({col}, ''::bytea ORDER BY seq)")
         } else {
-            format!("CAST(group_concat({col}, '') AS BLOB)")
+            format!("group_concat({col}, '')")
         };
         format!("{joined} AS {plural}, {lengths} AS {name}_lengths")
     };
