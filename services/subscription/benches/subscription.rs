@@ -88,6 +88,7 @@ async fn seed(suite: &TestSuite, topic: &str, n: usize) {
                 created_at: Set(now),
                 confirmed_at: Set(Some(now)),
                 updated_at: Set(now),
+                key_seq: Set(Some(key.handle())),
                 ..Default::default()
             });
         }

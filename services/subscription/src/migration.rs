@@ -12,6 +12,7 @@ impl MigratorTrait for SubscriptionMigrator {
             Box::new(m20261124_000002_restrictions::Migration),
             Box::new(m20261124_000003_identity_verifications::Migration),
             Box::new(m20261124_000004_subscriptions::Migration),
+            Box::new(m20261124_000005_subscription_key_seq::Migration),
         ]
     }
 
@@ -695,6 +696,68 @@ mod m20261124_000004_subscriptions {
             Err(DbErr::Migration(
                 "subscriptions and their evidence are never dropped by a migration".into(),
             ))
+        }
+    }
+}
+
+/// Each subscription keeps the `seq` of its contact's key row (the store's migrations, which
+/// give key rows that number, run before any service's), so that an audience reads keys by an
+/// integer that follows sign-up order instead of a random look-up on the contact's id.
+mod m20261124_000005_subscription_key_seq {
+    use sea_orm::ConnectionTrait;
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261124_000005_subscription_key_seq"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum Subscriptions {
+        Table,
+        KeySeq,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        fn use_transaction(&self) -> Option<bool> {
+            Some(true)
+        }
+
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Subscriptions::Table)
+                        .add_column(ColumnDef::new(Subscriptions::KeySeq).big_integer().null())
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .get_connection()
+                .execute_unprepared(&format!(
+                    "UPDATE subscriptions SET key_seq = (SELECT k.seq FROM {} k \
+                     WHERE k.scope = '{}' AND k.tenant = subscriptions.tenant \
+                     AND k.subject_id = subscriptions.contact_id)",
+                    tutela_store::vault::KEYS_TABLE,
+                    crate::SERVICE
+                ))
+                .await?;
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Subscriptions::Table)
+                        .drop_column(Subscriptions::KeySeq)
+                        .to_owned(),
+                )
+                .await
         }
     }
 }

@@ -11,6 +11,7 @@ use sea_orm_migration::MigratorTrait;
 use crate::error::StoreResult;
 
 mod m20261124_000001_subject_keys;
+mod m20261124_000002_subject_key_seq;
 
 /// A set of migrations that can be applied to a database.
 pub trait Migrations: Send + Sync {
@@ -58,7 +59,10 @@ pub(crate) struct StoreMigrator;
 
 impl MigratorTrait for StoreMigrator {
     fn migrations() -> Vec<Box<dyn sea_orm_migration::MigrationTrait>> {
-        vec![Box::new(m20261124_000001_subject_keys::Migration)]
+        vec![
+            Box::new(m20261124_000001_subject_keys::Migration),
+            Box::new(m20261124_000002_subject_key_seq::Migration),
+        ]
     }
 
     fn migration_table_name() -> sea_orm::DynIden {
@@ -74,4 +78,71 @@ pub async fn migrate(db: &DatabaseConnection, sets: &[Box<dyn Migrations>]) -> S
         set.up(db).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{FromQueryResult, Value};
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    #[derive(Debug, FromQueryResult, PartialEq)]
+    struct Key {
+        subject_id: String,
+        seq: i64,
+        wrapped_key: Option<Vec<u8>>,
+    }
+
+    #[tokio::test]
+    async fn giving_keys_a_seq_keeps_every_key_and_numbers_new_ones_after_them() {
+        let db = TestDatabase::create().await.unwrap();
+        let conn = db.connect().await.unwrap();
+        StoreMigrator::up(&conn, Some(1)).await.unwrap();
+        let backend = conn.get_database_backend();
+        let insert = |subject: &str, wrapped: Option<Vec<u8>>| {
+            Statement::from_sql_and_values(
+                backend,
+                crate::placeholders(
+                    backend,
+                    "INSERT INTO tutela_subject_keys (scope, tenant, subject_id, kek_id, \
+                     wrapped_key, created_at) VALUES ('s', 't', $1, 'k', $2, $3)",
+                ),
+                [
+                    Value::from(subject),
+                    Value::from(wrapped),
+                    Value::from(chrono::Utc::now()),
+                ],
+            )
+        };
+        // A live key and a tombstone, written under the first schema.
+        conn.execute_raw(insert("b", Some(vec![1, 2, 3])))
+            .await
+            .unwrap();
+        conn.execute_raw(insert("a", None)).await.unwrap();
+
+        migrate(&conn, &[]).await.unwrap();
+        conn.execute_raw(insert("c", Some(vec![4]))).await.unwrap();
+        let keys = Key::find_by_statement(Statement::from_string(
+            backend,
+            "SELECT subject_id, seq, wrapped_key FROM tutela_subject_keys ORDER BY seq",
+        ))
+        .all(&conn)
+        .await
+        .unwrap();
+        let subjects: Vec<(&str, Option<&[u8]>)> = keys
+            .iter()
+            .map(|k| (k.subject_id.as_str(), k.wrapped_key.as_deref()))
+            .collect();
+        assert_eq!(
+            subjects,
+            [
+                ("b", Some(&[1u8, 2, 3][..])),
+                ("a", None),
+                ("c", Some(&[4u8][..]))
+            ]
+        );
+        // (scope, tenant, subject) is still unique.
+        assert!(conn.execute_raw(insert("a", None)).await.is_err());
+    }
 }

@@ -11,6 +11,8 @@ pub struct Model {
     pub tenant: String,
     #[sea_orm(primary_key, auto_increment = false)]
     pub subject_id: String,
+    /// Assigned by the database in creation order; see [`super::SubjectKey::handle`].
+    pub seq: i64,
     pub kek_id: String,
     pub wrapped_key: Option<Vec<u8>>,
     pub created_at: DateTimeUtc,

@@ -18,7 +18,10 @@ use aes_gcm::aead::{Aead, Generate, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
+    QueryFilter, QuerySelect,
+};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
@@ -212,6 +215,7 @@ impl KeyVault {
         let wrapped = row.wrapped_key.ok_or(StoreError::Erased)?;
         Ok(SubjectKey {
             cipher: self.unwrap_cipher(&row.tenant, &row.subject_id, &row.kek_id, &wrapped)?,
+            handle: row.seq,
             scope: self.scope,
             tenant: row.tenant,
             subject: row.subject_id,
@@ -246,6 +250,7 @@ impl KeyVault {
             scope: Set(self.scope.to_owned()),
             tenant: Set(tenant.to_owned()),
             subject_id: Set(subject.to_owned()),
+            seq: NotSet,
             kek_id: Set(kek_id),
             wrapped_key: Set(Some(wrapped)),
             created_at: Set(self.clock.now()),
@@ -282,6 +287,7 @@ impl KeyVault {
         let now = self.clock.now();
         let mut keys = Vec::with_capacity(subjects.len());
         for chunk in subjects.chunks(BATCH) {
+            let first = keys.len();
             let mut rows = Vec::with_capacity(chunk.len());
             for subject in chunk {
                 let raw = Key::<Aes256Gcm>::try_generate().map_err(|_| StoreError::Random)?;
@@ -291,6 +297,7 @@ impl KeyVault {
                     scope: Set(self.scope.to_owned()),
                     tenant: Set(tenant.to_owned()),
                     subject_id: Set(subject.clone()),
+                    seq: NotSet,
                     kek_id: Set(kek_id.clone()),
                     wrapped_key: Set(Some(wrapped)),
                     created_at: Set(now),
@@ -299,6 +306,7 @@ impl KeyVault {
                 keys.push(SubjectKey {
                     cipher: Aes256Gcm::new_from_slice(raw.as_slice())
                         .map_err(|_| StoreError::Decrypt)?,
+                    handle: 0,
                     scope: self.scope,
                     tenant: tenant.to_owned(),
                     subject: subject.clone(),
@@ -307,6 +315,22 @@ impl KeyVault {
             entity::Entity::insert_many(rows)
                 .exec_without_returning(&self.db)
                 .await?;
+            // The numbers the database gave the batch, read back in one query.
+            let handles: HashMap<String, i64> = entity::Entity::find()
+                .select_only()
+                .column(entity::Column::SubjectId)
+                .column(entity::Column::Seq)
+                .filter(entity::Column::Scope.eq(self.scope))
+                .filter(entity::Column::Tenant.eq(tenant))
+                .filter(entity::Column::SubjectId.is_in(chunk.iter().map(String::as_str)))
+                .into_tuple::<(String, i64)>()
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .collect();
+            for key in &mut keys[first..] {
+                key.handle = *handles.get(&key.subject).ok_or(StoreError::KeyNotFound)?;
+            }
         }
         Ok(keys)
     }
@@ -371,6 +395,7 @@ impl KeyVault {
                 scope: Set(self.scope.to_owned()),
                 tenant: Set(tenant.to_owned()),
                 subject_id: Set(subject.to_owned()),
+                seq: NotSet,
                 kek_id: Set(self.keyring.current.clone()),
                 wrapped_key: Set(None),
                 created_at: Set(now),
@@ -458,6 +483,7 @@ impl fmt::Debug for StoredKey<'_> {
 /// in memory for the duration of a request.
 pub struct SubjectKey {
     cipher: Aes256Gcm,
+    handle: i64,
     scope: &'static str,
     tenant: String,
     subject: String,
@@ -470,6 +496,14 @@ impl fmt::Debug for SubjectKey {
 }
 
 impl SubjectKey {
+    /// The key row's `seq` in [`KEYS_TABLE`]: assigned in creation order and kept for the life of
+    /// the row (rewrapping and shredding included). A table that stores it beside a subject's
+    /// data lets a bulk read reach the key by an integer that mostly follows its own order,
+    /// instead of a look-up on (scope, tenant, subject) in random order.
+    pub fn handle(&self) -> i64 {
+        self.handle
+    }
+
     fn field_aad(&self, field: &str) -> Vec<u8> {
         field_aad(self.scope, &self.tenant, &self.subject, field)
     }

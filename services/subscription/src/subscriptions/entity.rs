@@ -56,6 +56,9 @@ pub mod subscription {
         pub created_at: DateTimeUtc,
         pub confirmed_at: Option<DateTimeUtc>,
         pub updated_at: DateTimeUtc,
+        /// The `seq` of the contact's key row in the vault (`SubjectKey::handle`), so that an
+        /// audience reaches each key by an integer look-up.
+        pub key_seq: Option<i64>,
     }
 
     tutela_policy::scoped_entity!(tenant: Tenant, subject: ContactId);

@@ -1000,6 +1000,7 @@ impl SubscriptionService {
                 active.confirm_expires_at = Set(Some(expires));
                 active.code_attempts = Set(0);
                 active.updated_at = Set(now);
+                active.key_seq = Set(Some(key.handle()));
                 let row = active.update(&txn).await?;
                 Subscriptions::evidence_row(
                     &row,
@@ -1030,6 +1031,7 @@ impl SubscriptionService {
                     created_at: Set(now),
                     confirmed_at: Set(None),
                     updated_at: Set(now),
+                    key_seq: Set(Some(key.handle())),
                     ..Default::default()
                 }
                 .insert(&txn)
