@@ -10,8 +10,9 @@
 //! would take hours and measure something else); the time it takes is printed too.
 //!
 //! Run: `cargo bench -p tutela-subscription --bench subscription`. `BENCH_AUDIENCE` changes the
-//! audience size, `BENCH_RUNS` the number of resolutions timed (3). Figures are printed, never
-//! asserted.
+//! audience size, `BENCH_RUNS` the number of resolutions timed (3), and `BENCH_KEY_ORDER=random`
+//! signs contacts up in an order unrelated to the order their keys were made (the worst case for
+//! the audience's key look-ups). Figures are printed, never asserted.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -61,48 +62,75 @@ async fn seed(suite: &TestSuite, topic: &str, n: usize) {
         public_base_url: "https://news.example.org".into(),
     });
     let vault = tutela_store::KeyVault::new(db.clone(), keyring, "subscription", clock);
-    let now = chrono::Utc::now();
+    // BENCH_KEY_ORDER=random makes every contact's key first and then signs the contacts up in
+    // the order of their ids, which has nothing to do with the order the keys were made: the
+    // worst case for the audience's key look-ups. By default each contact's key is made just
+    // before their subscription, as a sign-up does.
+    let random = std::env::var("BENCH_KEY_ORDER").is_ok_and(|o| o == "random");
+    let mut pending: Vec<(String, tutela_store::SubjectKey)> = Vec::new();
+    let mut signed_up = 0;
     let chunk = 10_000;
     for start in (0..n).step_by(chunk) {
-        let end = (start + chunk).min(n);
-        let contacts: Vec<String> = (start..end)
+        let contacts: Vec<String> = (start..(start + chunk).min(n))
             .map(|_| uuid::Uuid::new_v4().to_string())
             .collect();
         let keys = vault.create_many(TENANT, &contacts).await.unwrap();
-        let mut rows = Vec::with_capacity(contacts.len());
-        for (i, (contact, key)) in contacts.iter().zip(&keys).enumerate() {
-            let id = uuid::Uuid::now_v7().to_string();
-            let address = format!("subscriber{}@example.org", start + i);
-            rows.push(subscription::ActiveModel {
-                subscription_id: Set(id.clone()),
-                tenant: Set(TENANT.into()),
-                contact_id: Set(contact.clone()),
-                channel: Set(channel_name(Channel::Email).into()),
-                topic: Set(topic.into()),
-                state: Set(State::Confirmed.as_str().into()),
-                sealed_address: Set(key.seal(&address_field(&id), address.as_bytes()).unwrap()),
-                address_index: Set(subs.address_index(TENANT, Channel::Email, &address)),
-                code_hash: Set(None),
-                confirm_expires_at: Set(None),
-                code_attempts: Set(0),
-                created_at: Set(now),
-                confirmed_at: Set(Some(now)),
-                updated_at: Set(now),
-                key_seq: Set(Some(key.handle())),
-                ..Default::default()
-            });
+        pending.extend(contacts.into_iter().zip(keys));
+        if !random {
+            signed_up += sign_up(&db, &subs, topic, signed_up, &pending).await;
+            pending.clear();
         }
-        for batch in rows.chunks(1000) {
-            subscription::Entity::insert_many(batch.to_vec())
-                .exec_without_returning(&db)
-                .await
-                .unwrap();
-        }
+    }
+    pending.sort_by(|a, b| a.0.cmp(&b.0));
+    for batch in pending.chunks(chunk) {
+        signed_up += sign_up(&db, &subs, topic, signed_up, batch).await;
     }
     // On SQLite, fold the import's write-ahead log into the database, as its automatic
     // checkpoints do in steady use: otherwise the first resolutions read through a log of
     // hundreds of megabytes, or pay for a checkpoint running beside them.
     tutela_store::purge_freed_pages(&db).await.unwrap();
+}
+
+/// Inserts a confirmed email subscription to `topic` for each contact, numbering their
+/// addresses from `first`; returns how many.
+async fn sign_up(
+    db: &sea_orm::DatabaseConnection,
+    subs: &tutela_subscription::Subscriptions,
+    topic: &str,
+    first: usize,
+    contacts: &[(String, tutela_store::SubjectKey)],
+) -> usize {
+    let now = chrono::Utc::now();
+    let mut rows = Vec::with_capacity(contacts.len());
+    for (i, (contact, key)) in contacts.iter().enumerate() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let address = format!("subscriber{}@example.org", first + i);
+        rows.push(subscription::ActiveModel {
+            subscription_id: Set(id.clone()),
+            tenant: Set(TENANT.into()),
+            contact_id: Set(contact.clone()),
+            channel: Set(channel_name(Channel::Email).into()),
+            topic: Set(topic.into()),
+            state: Set(State::Confirmed.as_str().into()),
+            sealed_address: Set(key.seal(&address_field(&id), address.as_bytes()).unwrap()),
+            address_index: Set(subs.address_index(TENANT, Channel::Email, &address)),
+            code_hash: Set(None),
+            confirm_expires_at: Set(None),
+            code_attempts: Set(0),
+            created_at: Set(now),
+            confirmed_at: Set(Some(now)),
+            updated_at: Set(now),
+            key_seq: Set(Some(key.handle())),
+            ..Default::default()
+        });
+    }
+    for batch in rows.chunks(1000) {
+        subscription::Entity::insert_many(batch.to_vec())
+            .exec_without_returning(db)
+            .await
+            .unwrap();
+    }
+    contacts.len()
 }
 
 /// CPU seconds this process has used (user + system), from `/proc/self/stat`; `None` off Linux.

@@ -761,3 +761,72 @@ mod m20261124_000005_subscription_key_seq {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Statement, Value};
+    use tutela_store::testing::TestDatabase;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn subscriptions_made_before_key_numbers_get_their_contacts_number() {
+        let db = TestDatabase::create().await.unwrap();
+        let conn = db.connect().await.unwrap();
+        tutela_store::migrate(&conn, &[]).await.unwrap();
+        SubscriptionMigrator::up(&conn, Some(4)).await.unwrap();
+        let backend = conn.get_database_backend();
+        let run = |sql: &str, values: Vec<Value>| {
+            Statement::from_sql_and_values(
+                backend,
+                tutela_store::placeholders(backend, sql),
+                values,
+            )
+        };
+        let now = chrono::Utc::now();
+        for contact in ["c1", "c2"] {
+            conn.execute_raw(run(
+                "INSERT INTO tutela_subject_keys (scope, tenant, subject_id, kek_id, wrapped_key, \
+                 created_at) VALUES ('subscription', 't', $1, 'k', $2, $3)",
+                vec![contact.into(), Some(vec![1u8]).into(), now.into()],
+            ))
+            .await
+            .unwrap();
+        }
+        // c2 signs up first, so the subscription and key orders differ.
+        for (sub, contact) in [("s1", "c2"), ("s2", "c1")] {
+            conn.execute_raw(run(
+                "INSERT INTO subscriptions (subscription_id, tenant, contact_id, channel, topic, \
+                 state, sealed_address, address_index, created_at, updated_at) \
+                 VALUES ($1, 't', $2, 'email', 'news', 'confirmed', $3, $4, $5, $6)",
+                vec![
+                    sub.into(),
+                    contact.into(),
+                    vec![0u8].into(),
+                    sub.into(),
+                    now.into(),
+                    now.into(),
+                ],
+            ))
+            .await
+            .unwrap();
+        }
+
+        SubscriptionMigrator::up(&conn, None).await.unwrap();
+        let rows = conn
+            .query_all_raw(Statement::from_string(
+                backend,
+                "SELECT s.subscription_id AS id, s.key_seq AS got, k.seq AS want \
+                 FROM subscriptions s JOIN tutela_subject_keys k ON k.subject_id = s.contact_id \
+                 ORDER BY s.subscription_id",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        for row in rows {
+            let got: Option<i64> = row.try_get("", "got").unwrap();
+            let want: i64 = row.try_get("", "want").unwrap();
+            assert_eq!(got, Some(want));
+        }
+    }
+}

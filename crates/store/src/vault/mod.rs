@@ -20,7 +20,7 @@ use base64::Engine;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
-    QueryFilter, QuerySelect,
+    QueryFilter,
 };
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
@@ -312,21 +312,12 @@ impl KeyVault {
                     subject: subject.clone(),
                 });
             }
-            entity::Entity::insert_many(rows)
-                .exec_without_returning(&self.db)
-                .await?;
-            // The numbers the database gave the batch, read back in one query.
-            let handles: HashMap<String, i64> = entity::Entity::find()
-                .select_only()
-                .column(entity::Column::SubjectId)
-                .column(entity::Column::Seq)
-                .filter(entity::Column::Scope.eq(self.scope))
-                .filter(entity::Column::Tenant.eq(tenant))
-                .filter(entity::Column::SubjectId.is_in(chunk.iter().map(String::as_str)))
-                .into_tuple::<(String, i64)>()
-                .all(&self.db)
+            // The numbers the database gave the batch come back with the insert.
+            let handles: HashMap<String, i64> = entity::Entity::insert_many(rows)
+                .exec_with_returning(&self.db)
                 .await?
                 .into_iter()
+                .map(|row| (row.subject_id, row.seq))
                 .collect();
             for key in &mut keys[first..] {
                 key.handle = *handles.get(&key.subject).ok_or(StoreError::KeyNotFound)?;

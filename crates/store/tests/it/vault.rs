@@ -44,6 +44,34 @@ async fn a_sealed_value_opens_for_the_same_subject_and_field() {
 }
 
 #[tokio::test]
+async fn keys_made_in_bulk_open_as_single_ones_do_and_carry_their_row_numbers() {
+    let (_db, vault, _) = vault().await;
+    let first = vault.get_or_create("acme", "learner-0").await.unwrap();
+    let subjects: Vec<String> = (1..=3).map(|i| format!("learner-{i}")).collect();
+    let keys = vault.create_many("acme", &subjects).await.unwrap();
+    let mut last = first.handle();
+    for (subject, key) in subjects.iter().zip(&keys) {
+        // Numbered after every earlier key, in the order made.
+        assert!(key.handle() > last, "{} after {last}", key.handle());
+        last = key.handle();
+        let again = vault.get("acme", subject).await.unwrap();
+        assert_eq!(again.handle(), key.handle());
+        let sealed = key.seal("learner.email", b"ada@example.org").unwrap();
+        assert_eq!(
+            again.open_string("learner.email", &sealed).unwrap(),
+            "ada@example.org"
+        );
+    }
+    // A subject who already has a key is refused, and the batch with it.
+    let again = vec!["learner-9".to_owned(), "learner-2".to_owned()];
+    assert!(vault.create_many("acme", &again).await.is_err());
+    assert!(matches!(
+        vault.get("acme", "learner-9").await,
+        Err(StoreError::KeyNotFound)
+    ));
+}
+
+#[tokio::test]
 async fn a_value_bound_to_one_learner_does_not_open_for_another() {
     let (_db, vault, _) = vault().await;
     let ada = vault.get_or_create("acme", "learner-1").await.unwrap();

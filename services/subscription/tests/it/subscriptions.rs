@@ -879,3 +879,63 @@ async fn concurrent_sign_ups_and_confirmations_all_succeed() {
     );
     suite.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_subscription_pointing_at_another_contacts_key_fails_instead_of_opening_it() {
+    // The audience reaches each contact's key by the number the subscription keeps. Should that
+    // number ever point at another contact's key row (a bad restore, a hand edit), the
+    // resolution must stop with an error, never decrypt with the wrong key or send anything.
+    let suite = TestSuite::start().await.unwrap();
+    let c = clients(&suite, TENANT);
+    topic(&suite, &c, "courses").await;
+    let a = confirmed(&suite, &c, Channel::Email, "courses", "a@example.org").await;
+    let b = confirmed(&suite, &c, Channel::Email, "courses", "b@example.org").await;
+    assert_eq!(
+        audience(&suite, &c, "courses", Channel::Email).await.len(),
+        2
+    );
+    let id_of = |r: &SubscribeResponse| r.subscription.as_ref().unwrap().subscription_id.clone();
+    let db = suite.database().connect().await.unwrap();
+    use sea_orm::{ConnectionTrait, Statement, Value};
+    let backend = db.get_database_backend();
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        tutela_store::placeholders(
+            backend,
+            "UPDATE subscriptions SET key_seq = (SELECT key_seq FROM subscriptions \
+             WHERE subscription_id = $1) WHERE subscription_id = $2",
+        ),
+        [Value::from(id_of(&b)), Value::from(id_of(&a))],
+    ))
+    .await
+    .unwrap();
+
+    let mut stream = suite
+        .subscriptions(c.marketing.clone())
+        .resolve_audience(ResolveAudienceRequest {
+            topic: "courses".into(),
+            channel: Channel::Email as i32,
+            batch_size: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut sent = Vec::new();
+    let err = loop {
+        match stream.message().await {
+            Ok(Some(batch)) => sent.extend(batch.recipients),
+            Ok(None) => panic!(
+                "the resolution ended normally with {} recipients",
+                sent.len()
+            ),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(
+        sent.iter()
+            .all(|r| r.address != "b@example.org" || r.subscription_id == id_of(&b)),
+        "b's address went out under a's subscription"
+    );
+    assert!(!err.message().contains("example.org"));
+}
