@@ -30,20 +30,21 @@ impl<M: MigratorTrait + 'static> Migrations for MigratorSet<M> {
 
     fn up<'a>(&'a self, db: &'a DatabaseConnection) -> BoxFuture<'a, Result<(), DbErr>> {
         Box::pin(async move {
+            // One transaction on both engines: a run cut short leaves no half-made schema, and
+            // on SQLite every statement then runs on the same connection (sea-orm otherwise runs
+            // SQLite migrations outside a transaction, on whichever pooled connection is free).
+            let txn = db.begin().await?;
             if db.get_database_backend() == DbBackend::Postgres {
                 // Several pods may start at once: one migrates, the others wait and then find
                 // nothing pending. The lock is released when the transaction ends.
-                let txn = db.begin().await?;
                 txn.execute_raw(Statement::from_string(
                     DbBackend::Postgres,
                     "SELECT pg_advisory_xact_lock(7238561120934)",
                 ))
                 .await?;
-                M::up(&txn, None).await?;
-                txn.commit().await
-            } else {
-                M::up(db, None).await
             }
+            M::up(&txn, None).await?;
+            txn.commit().await
         })
     }
 }
