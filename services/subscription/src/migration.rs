@@ -723,10 +723,6 @@ mod m20261124_000005_subscription_key_seq {
 
     #[async_trait::async_trait]
     impl MigrationTrait for Migration {
-        fn use_transaction(&self) -> Option<bool> {
-            Some(true)
-        }
-
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             manager
                 .alter_table(
@@ -812,7 +808,11 @@ mod tests {
             .unwrap();
         }
 
-        SubscriptionMigrator::up(&conn, None).await.unwrap();
+        // Through the runner, as `tutela migrate` and `serve` apply it.
+        let sets = [tutela_store::migrations_of::<SubscriptionMigrator>(
+            "subscription",
+        )];
+        tutela_store::migrate(&conn, &sets).await.unwrap();
         let rows = conn
             .query_all_raw(Statement::from_string(
                 backend,

@@ -5,8 +5,9 @@
 //!
 //! SQLite cannot add a primary key to a table, so the table is rebuilt with `seq` as its
 //! `INTEGER PRIMARY KEY` (an alias of the row id, which VACUUM keeps) and (scope, tenant,
-//! subject) as a unique key; rows keep their order. PostgreSQL adds a `bigserial` column with a
-//! unique index.
+//! subject) as a unique key; rows keep their order. The runner's transaction (see
+//! `MigratorSet::up`) makes the rebuild all or nothing: cut short, it leaves the old table, which
+//! holds the only copies of the keys. PostgreSQL adds a `bigserial` column with a unique index.
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -40,12 +41,6 @@ fn seq() -> ColumnDef {
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
-    /// In one transaction on SQLite as well: a rebuild cut short must leave the old table, which
-    /// holds the only copies of the keys; and its statements must all run on one connection.
-    fn use_transaction(&self) -> Option<bool> {
-        Some(true)
-    }
-
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         use TutelaSubjectKeys as K;
         if manager.get_database_backend() == DbBackend::Postgres {

@@ -71,11 +71,6 @@ impl Keyring {
                     .decode(encoded.expose_secret().trim())
                     .map_err(|_| StoreError::Config(format!("kek {id:?} is not valid base64")))?,
             );
-            if bytes.len() != 32 {
-                return Err(StoreError::Config(format!(
-                    "kek {id:?} must decode to exactly 32 bytes"
-                )));
-            }
             let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| {
                 StoreError::Config(format!("kek {id:?} must decode to exactly 32 bytes"))
             })?;
@@ -102,6 +97,13 @@ impl Keyring {
             .get(id)
             .ok_or_else(|| StoreError::UnknownKek(id.to_owned()))
     }
+}
+
+/// A decrypted text field; bytes that are not UTF-8 count as a failed decryption.
+fn text(bytes: Zeroizing<Vec<u8>>) -> StoreResult<String> {
+    std::str::from_utf8(&bytes)
+        .map(str::to_owned)
+        .map_err(|_| StoreError::Decrypt)
 }
 
 /// The associated data of `field` of a subject's data.
@@ -287,8 +289,8 @@ impl KeyVault {
         let now = self.clock.now();
         let mut keys = Vec::with_capacity(subjects.len());
         for chunk in subjects.chunks(BATCH) {
-            let first = keys.len();
             let mut rows = Vec::with_capacity(chunk.len());
+            let mut raws = Vec::with_capacity(chunk.len());
             for subject in chunk {
                 let raw = Key::<Aes256Gcm>::try_generate().map_err(|_| StoreError::Random)?;
                 let raw = Zeroizing::new(<[u8; 32]>::from(raw));
@@ -303,24 +305,24 @@ impl KeyVault {
                     created_at: Set(now),
                     shredded_at: Set(None),
                 });
-                keys.push(SubjectKey {
-                    cipher: Aes256Gcm::new_from_slice(raw.as_slice())
-                        .map_err(|_| StoreError::Decrypt)?,
-                    handle: 0,
-                    scope: self.scope,
-                    tenant: tenant.to_owned(),
-                    subject: subject.clone(),
-                });
+                raws.push(raw);
             }
             // The numbers the database gave the batch come back with the insert.
-            let handles: HashMap<String, i64> = entity::Entity::insert_many(rows)
+            let mut handles: HashMap<String, i64> = entity::Entity::insert_many(rows)
                 .exec_with_returning(&self.db)
                 .await?
                 .into_iter()
                 .map(|row| (row.subject_id, row.seq))
                 .collect();
-            for key in &mut keys[first..] {
-                key.handle = *handles.get(&key.subject).ok_or(StoreError::KeyNotFound)?;
+            for (subject, raw) in chunk.iter().zip(raws) {
+                keys.push(SubjectKey {
+                    cipher: Aes256Gcm::new_from_slice(raw.as_slice())
+                        .map_err(|_| StoreError::Decrypt)?,
+                    handle: handles.remove(subject).ok_or(StoreError::KeyNotFound)?,
+                    scope: self.scope,
+                    tenant: tenant.to_owned(),
+                    subject: subject.clone(),
+                });
             }
         }
         Ok(keys)
@@ -336,23 +338,23 @@ impl KeyVault {
         self.unwrap(row)
     }
 
-    /// Opens `field` of a subject with the key row the caller's own query read from
-    /// [`KEYS_TABLE`] (joined on scope, tenant and subject), so that a bulk read, such as the
-    /// audience of a send, needs no query per subject and keeps no key past the one value.
-    /// [`StoreError::Erased`] for a tombstone.
-    pub fn open_stored(
+    /// Opens text `field` of a subject with the key row the caller's own query read from
+    /// [`KEYS_TABLE`] (joined on its `seq`, or on scope, tenant and subject), so that a bulk
+    /// read, such as the audience of a send, needs no query per subject and keeps no key past
+    /// the one value. [`StoreError::Erased`] for a tombstone.
+    pub fn open_stored_string(
         &self,
         key: StoredKey<'_>,
         field: &str,
         ciphertext: &[u8],
-    ) -> StoreResult<Zeroizing<Vec<u8>>> {
+    ) -> StoreResult<String> {
         let wrapped = key.wrapped_key.ok_or(StoreError::Erased)?;
         let cipher = self.unwrap_cipher(key.tenant, key.subject, key.kek_id, wrapped)?;
-        open_with(
+        text(open_with(
             &cipher,
             &field_aad(self.scope, key.tenant, key.subject, field),
             ciphertext,
-        )
+        )?)
     }
 
     /// The scope (owning service) of this vault: the `scope` column of [`KEYS_TABLE`].
@@ -451,7 +453,7 @@ impl KeyVault {
 }
 
 /// A subject's row of [`KEYS_TABLE`] as a caller's bulk query read it, for
-/// [`KeyVault::open_stored`].
+/// [`KeyVault::open_stored_string`].
 #[derive(Clone, Copy)]
 pub struct StoredKey<'a> {
     /// The tenant of the subject.
@@ -512,7 +514,6 @@ impl SubjectKey {
 
     /// [`Self::open`] for text fields.
     pub fn open_string(&self, field: &str, ciphertext: &[u8]) -> StoreResult<String> {
-        let bytes = self.open(field, ciphertext)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Decrypt)
+        text(self.open(field, ciphertext)?)
     }
 }

@@ -314,12 +314,11 @@ fn recipients(
             kek_id: row.kek_id,
             wrapped_key: (!row.wrapped_key.is_empty()).then_some(row.wrapped_key),
         };
-        let address =
-            subs.vault
-                .open_stored(key, &address_field(row.subscription_id), row.sealed_address)?;
-        let address = std::str::from_utf8(&address)
-            .map_err(|_| Error::internal("a sealed address is not text"))?
-            .to_owned();
+        let address = subs.vault.open_stored_string(
+            key,
+            &address_field(row.subscription_id),
+            row.sealed_address,
+        )?;
         let id = Uuid::parse_str(row.subscription_id).map_err(Error::internal)?;
         let token = subs.tokens.unsubscribe(id);
         let (list_unsubscribe, list_unsubscribe_post) = if email {
