@@ -1,7 +1,8 @@
 //! ResolveAudience: the recipients of a send, streamed in batches.
 //!
 //! One scan of the topic and channel's confirmed subscriptions in key order, joined with the
-//! contacts' wrapped data keys so that no row costs a query of its own. Who must be left out
+//! contacts' wrapped data keys (by the key row's number each subscription keeps) so that no row
+//! costs a query of its own. Who must be left out
 //! although their subscription says confirmed — a `marketing` withdrawal in the consent ledger
 //! newer than their last grant, a restriction of processing, an address on the suppression list —
 //! is read first into memory: these sets are small next to the audience. Pages are decrypted on
@@ -257,34 +258,6 @@ fn unpack(page: &PackedPage) -> Result<Vec<Row<'_>>> {
         .collect()
 }
 
-/// The page of up to [`PAGE`] subscriptions after `after`.
-async fn page(
-    subs: &Subscriptions,
-    tenant: &str,
-    topic: &str,
-    channel: &str,
-    (after, upto): (i64, i64),
-) -> Result<PackedPage> {
-    let backend = subs.db.get_database_backend();
-    PackedPage::find_by_statement(Statement::from_sql_and_values(
-        backend,
-        placeholders(backend, &packed_sql(backend)),
-        [
-            Value::from(subs.vault.scope()),
-            Value::from(tenant),
-            Value::from(topic),
-            Value::from(channel),
-            Value::from(State::Confirmed.as_str()),
-            Value::from(after),
-            Value::from(upto),
-            Value::from(PAGE),
-        ],
-    ))
-    .one(&subs.db)
-    .await?
-    .ok_or_else(|| Error::internal("an aggregate query returned no row"))
-}
-
 /// The recipients of one page, in order, leaving out `excluded` contacts and `suppressed`
 /// addresses. CPU-bound: runs on the blocking pool.
 fn recipients(
@@ -389,9 +362,32 @@ struct Scan {
     email: bool,
     excluded: Arc<HashSet<String>>,
     suppressed: Arc<HashSet<String>>,
+    /// [`packed_sql`] as the backend spells it, written once per resolution.
+    sql: Arc<str>,
 }
 
 impl Scan {
+    /// The page of up to [`PAGE`] subscriptions with sequence numbers in `(after, upto]`.
+    async fn page(&self, (after, upto): (i64, i64)) -> Result<PackedPage> {
+        PackedPage::find_by_statement(Statement::from_sql_and_values(
+            self.subs.db.get_database_backend(),
+            &*self.sql,
+            [
+                Value::from(self.subs.vault.scope()),
+                Value::from(self.tenant.as_str()),
+                Value::from(self.topic.as_str()),
+                Value::from(self.channel),
+                Value::from(State::Confirmed.as_str()),
+                Value::from(after),
+                Value::from(upto),
+                Value::from(PAGE),
+            ],
+        ))
+        .one(&self.subs.db)
+        .await?
+        .ok_or_else(|| Error::internal("an aggregate query returned no row"))
+    }
+
     /// Reads and decrypts the subscriptions with sequence numbers in `(after, upto]` page by
     /// page, each page decrypted on the blocking pool while the next is read, and sends each
     /// page's recipients to `out` until it is closed.
@@ -400,8 +396,7 @@ impl Scan {
         (after, upto): (i64, i64),
         out: mpsc::Sender<Result<Vec<Recipient>>>,
     ) -> Result<()> {
-        let s = &self;
-        let mut current = page(&s.subs, &s.tenant, &s.topic, s.channel, (after, upto)).await?;
+        let mut current = self.page((after, upto)).await?;
         while current.rows > 0 {
             let full = current.rows == PAGE;
             let after = current.last.unwrap_or(upto);
@@ -419,7 +414,7 @@ impl Scan {
                 })
             };
             let next = if full {
-                Some(page(&s.subs, &s.tenant, &s.topic, s.channel, (after, upto)).await?)
+                Some(self.page((after, upto)).await?)
             } else {
                 None
             };
@@ -449,7 +444,9 @@ async fn produce(
 ) -> Result<u64> {
     let tenant = call.tenant().to_owned();
     let channel_name = channel_name(channel);
+    let backend = subs.db.get_database_backend();
     let scan = Scan {
+        sql: placeholders(backend, &packed_sql(backend)).into(),
         subs: subs.clone(),
         excluded: Arc::new(subs.ledger.left_out_of_marketing(&tenant).await?),
         suppressed: Arc::new(suppressed(subs, &tenant, channel_name).await?),

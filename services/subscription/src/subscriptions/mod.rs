@@ -351,8 +351,8 @@ impl Subscriptions {
     }
 
     /// The `List-Unsubscribe` header value (RFC 2369, RFC 8058) for `token`: the unsubscribe
-    /// URL in angle brackets. Built by
-    /// pushing, not `format!`, because an audience builds one per recipient.
+    /// URL in angle brackets. Built by pushing, not `format!`, because an audience builds one
+    /// per recipient.
     pub fn list_unsubscribe(&self, token: &str) -> String {
         let path = tutela_policy::methods::UNSUBSCRIBE_PATH;
         let mut header =
