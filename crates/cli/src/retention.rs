@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use tutela_store::Clock as _;
-
 use crate::config::Config;
 
 /// What one sweep removed (or, dry, would remove).
@@ -20,22 +18,28 @@ pub struct Report {
 pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
     let hosted = crate::services::resolve(&config.server.services)?;
     let mut report = Report::default();
-    if hosted.contains(&tutela_subscription::SERVICE) {
-        let db = crate::server::migrate(config).await?;
-        let register = crate::guard::load_register(config)?;
-        let now = tutela_store::SystemClock.now();
+    let (subscription, enrolment) = (
+        hosted.contains(&tutela_subscription::SERVICE),
+        hosted.contains(&tutela_enrolment::SERVICE),
+    );
+    if !subscription && !enrolment {
+        return Ok(report);
+    }
+    // One connection, register and moment for every hosted service's sweep.
+    let db = crate::server::migrate(config).await?;
+    let register = Arc::new(crate::guard::load_register(config)?);
+    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
+    let now = clock.now();
+    if subscription {
         report.delivery_events =
             tutela_subscription::sweep_events(&db, &register, now, dry_run).await?;
     }
-    if !hosted.contains(&tutela_enrolment::SERVICE) {
+    if !enrolment {
         return Ok(report);
     }
-    let db = crate::server::migrate(config).await?;
     let keyring = Arc::new(crate::keys::load_keyring(config)?);
     let audit_keys = crate::keys::load_audit_keys(config)?;
-    let register = Arc::new(crate::guard::load_register(config)?);
-    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
-    let learners = tutela_enrolment::Learners::new(db.clone(), keyring, audit_keys, clock.clone());
+    let learners = tutela_enrolment::Learners::new(db.clone(), keyring, audit_keys, clock);
     let sweeper = tutela_enrolment::Sweeper::new(
         db.clone(),
         learners,
@@ -56,7 +60,7 @@ pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
             bar.set_position(done);
         }
     };
-    report.enrolment = sweeper.sweep(clock.now(), dry_run, &progress).await?;
+    report.enrolment = sweeper.sweep(now, dry_run, &progress).await?;
     bar.finish_and_clear();
     Ok(report)
 }
