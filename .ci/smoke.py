@@ -8,6 +8,7 @@ Usage: smoke.py HOST:PORT TUTELA_BINARY DATA_DIR"""
 import subprocess
 import sys
 import time
+import urllib.request
 
 import grpc
 from google.protobuf import descriptor_pool, message_factory
@@ -44,13 +45,19 @@ assert "tutela.consent.v1.ConsentLedger" in services, services
 assert "tutela.enrolment.v1.LearnerService" in services, services
 print(f"smoke: SERVING, services: {', '.join(sorted(services))}")
 
-# A registrar's token, signed with the development secret `serve` generated in the data dir.
-token = subprocess.run(
-    [binary, "token", "issue", "--tenant", "default", "--role", "registrar", "--data-dir", data_dir],
-    check=True,
-    capture_output=True,
-    text=True,
-).stdout.strip().splitlines()[-1]
+
+
+def issue_token(role):
+    """A token for `role`, signed with the development secret `serve` generated in the data dir."""
+    return subprocess.run(
+        [binary, "token", "issue", "--tenant", "default", "--role", role, "--data-dir", data_dir],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip().splitlines()[-1]
+
+
+token = issue_token("registrar")
 
 pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
 learners = pool.FindServiceByName("tutela.enrolment.v1.LearnerService")
@@ -116,14 +123,7 @@ print("smoke: CreateLearner, GetLearner and three refusals answered as the proto
 
 # Subscriptions: double opt-in, the audience as a server stream, and RFC 8058 one-click
 # unsubscribe with Python's own HTTP client on the same port.
-import urllib.request
-
-marketing = subprocess.run(
-    [binary, "token", "issue", "--tenant", "default", "--role", "marketing", "--data-dir", data_dir],
-    check=True,
-    capture_output=True,
-    text=True,
-).stdout.strip().splitlines()[-1]
+marketing = issue_token("marketing")
 subscriptions = pool.FindServiceByName("tutela.subscription.v1.SubscriptionService")
 PutTopic, put_topic = rpc("PutTopic", subscriptions)
 Subscribe, subscribe = rpc("Subscribe", subscriptions)

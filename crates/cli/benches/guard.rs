@@ -266,11 +266,7 @@ async fn bench_rpc(suite: &TestSuite) {
     let (u, g) = (unguarded[1], guarded[1]);
     println!(
         "DescribeSubject over loopback, 64 in flight: unguarded {u:.0} calls/s, guarded + audited ({} database) {g:.0} calls/s = {:.0}%",
-        if std::env::var("TEST_DATABASE_URL").is_ok() {
-            "PostgreSQL"
-        } else {
-            "SQLite"
-        },
+        suite.database().backend().name(),
         g / u * 100.0
     );
 }

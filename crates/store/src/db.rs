@@ -19,6 +19,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The engine's name, for reports and benchmark output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "SQLite",
+            Self::Postgres => "PostgreSQL",
+        }
+    }
+
     /// The engine a URL names, or an error naming the accepted schemes.
     pub fn of_url(url: &str) -> StoreResult<Self> {
         if url.starts_with("sqlite:") {

@@ -63,12 +63,8 @@ where
 
 #[tokio::main]
 async fn main() {
-    let backend = if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
-        "PostgreSQL"
-    } else {
-        "SQLite"
-    };
     let suite = TestSuite::start().await.unwrap();
+    let backend = suite.database().backend().name();
     let registrar = Credentials::new(
         &suite.token("acme", "registrar-1", &["registrar"]),
         "course_administration",

@@ -144,18 +144,19 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-#[tokio::main]
-async fn main() {
-    let backend = if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
-        "PostgreSQL"
-    } else {
-        "SQLite"
-    };
-    let audience_size: usize = std::env::var("BENCH_AUDIENCE")
+/// A number from the environment variable `name`, or `default`.
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000_000);
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() {
+    let audience_size = setting("BENCH_AUDIENCE", 1_000_000);
     let suite = TestSuite::start().await.unwrap();
+    let backend = suite.database().backend().name();
     let editor = Credentials::new(
         &suite.token(TENANT, "editor", &["marketing"]),
         "consent_management",
@@ -222,11 +223,7 @@ async fn main() {
         start.elapsed().as_secs_f64()
     );
     let marketing = Credentials::new(&suite.token(TENANT, "mkt", &["marketing"]), "marketing");
-    let runs: usize = std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(3);
-    for run in 1..=runs {
+    for run in 1..=setting("BENCH_RUNS", 3) {
         let (start, cpu) = (Instant::now(), cpu_seconds());
         let mut stream = suite
             .subscriptions(marketing.clone())
