@@ -6,9 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
+use tutela_anonymise::recognise::{Pack, RecogniseError, Recogniser};
 use tutela_proto::common::{DataCategory, LegalBasis, Purpose};
 use tutela_proto::{LEGAL_BASIS_NAMES, PURPOSE_NAMES};
 
@@ -189,7 +191,7 @@ pub struct Register {
     /// Rules by purpose, in the vocabulary's order.
     pub purposes: Vec<std::sync::Arc<PurposeRule>>,
     /// Identifiers never collected (E3): the built-in ones, then the register's own.
-    pub prohibited_identifiers: Vec<ProhibitedIdentifier>,
+    pub prohibited_identifiers: ProhibitedIdentifiers,
     /// Who counts as a minor, whose data is collected only with a guardian's consent (E4, C5).
     pub minors: Minors,
     /// How communications data is kept (C4).
@@ -261,42 +263,98 @@ impl Minors {
     }
 }
 
-/// A kind of identifier tutela refuses to store anywhere, free text included.
+/// A kind of identifier tutela refuses to store anywhere, free text included. What counts as one
+/// is decided by `tutela_anonymise::recognise`, the recognisers the survey service's scrubbing
+/// uses too.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProhibitedIdentifier {
     /// Its name in the register (e.g. `us_ssn`).
     pub name: String,
     /// What it is, for error messages: "a US social security number".
     pub description: String,
-    /// The regular expression a value must not contain a match of.
+    /// The regular expression a value must not contain a match of; empty for a built-in
+    /// recogniser.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub pattern: String,
     #[serde(skip)]
-    regex: regex::Regex,
+    recogniser: Recogniser,
 }
 
 impl ProhibitedIdentifier {
-    fn new(name: &str, description: &str, pattern: &str) -> Result<Self, regex::Error> {
-        Ok(Self {
-            name: name.to_owned(),
+    fn new(description: &str, recogniser: Recogniser) -> Self {
+        Self {
+            name: recogniser.name().to_owned(),
             description: description.to_owned(),
-            pattern: pattern.to_owned(),
-            regex: regex::Regex::new(pattern)?,
-        })
+            pattern: recogniser.pattern_source().unwrap_or_default().to_owned(),
+            recogniser,
+        }
     }
 
     /// Whether `text` contains something that looks like this identifier.
     pub fn found_in(&self, text: &str) -> bool {
-        self.regex.is_match(text)
+        self.recogniser.found_in(text)
+    }
+
+    /// The byte spans of what looks like this identifier in `text`, in order.
+    pub fn spans_in<'a>(&'a self, text: &'a str) -> impl Iterator<Item = Range<usize>> + 'a {
+        self.recogniser.find_iter(text)
     }
 }
 
-/// Identifiers refused whatever the register says: US social security numbers, written with
-/// dashes or spaces (`123-45-6789`, `123 45 6789`), or as nine digits standing alone.
-const BUILT_IN_PROHIBITED: &[(&str, &str, &str)] = &[(
-    "us_ssn",
-    "a US social security number",
-    r"(^|[^0-9])[0-9]{3}([- ]?)[0-9]{2}([- ]?)[0-9]{4}([^0-9]|$)",
-)];
+/// The register's prohibited identifiers, built-in ones first, with one pack of their
+/// recognisers so that a text is searched for all of them in one pass. Reads as a slice.
+#[derive(Debug, Clone)]
+pub struct ProhibitedIdentifiers {
+    rules: Vec<ProhibitedIdentifier>,
+    pack: Pack,
+}
+
+impl ProhibitedIdentifiers {
+    fn new(rules: Vec<ProhibitedIdentifier>) -> Result<Self, RecogniseError> {
+        let pack = Pack::new(rules.iter().map(|r| r.recogniser.clone()).collect())?;
+        Ok(Self { rules, pack })
+    }
+
+    /// The first identifier (in the register's order) found in `text`, searching for all of them
+    /// in one pass: what a check that refuses the text names.
+    pub fn first_in(&self, text: &str) -> Option<&ProhibitedIdentifier> {
+        self.pack
+            .first(text)
+            .and_then(|finding| self.rules.get(finding.recogniser))
+    }
+}
+
+impl std::ops::Deref for ProhibitedIdentifiers {
+    type Target = [ProhibitedIdentifier];
+
+    fn deref(&self) -> &[ProhibitedIdentifier] {
+        &self.rules
+    }
+}
+
+impl<'a> IntoIterator for &'a ProhibitedIdentifiers {
+    type Item = &'a ProhibitedIdentifier;
+    type IntoIter = std::slice::Iter<'a, ProhibitedIdentifier>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.rules.iter()
+    }
+}
+
+impl Serialize for ProhibitedIdentifiers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.rules.serialize(serializer)
+    }
+}
+
+/// Identifiers refused whatever the register says: US social security numbers as SSA assigns
+/// them (see `tutela_anonymise::recognise` for exactly which texts hold one).
+fn built_in_prohibited() -> Result<Vec<ProhibitedIdentifier>, RecogniseError> {
+    Ok(vec![ProhibitedIdentifier::new(
+        "a US social security number",
+        Recogniser::us_ssn()?,
+    )])
+}
 
 /// Why a register did not load: the line and what is wrong.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -473,24 +531,20 @@ impl Register {
             }));
         }
         purposes.sort_by_key(|p| p.purpose as i32);
-        let mut prohibited_identifiers = Vec::new();
-        for (name, description, pattern) in BUILT_IN_PROHIBITED {
-            prohibited_identifiers.push(
-                ProhibitedIdentifier::new(name, description, pattern)
-                    .map_err(|e| err(0..0, format!("built-in pattern {name}: {e}")))?,
-            );
-        }
+        let mut prohibited_identifiers =
+            built_in_prohibited().map_err(|e| err(0..0, format!("built-in recogniser: {e}")))?;
         for (name, raw) in raw.prohibited_identifiers {
-            let rule =
-                ProhibitedIdentifier::new(name.get_ref(), &raw.description, raw.pattern.get_ref())
-                    .map_err(|e| {
-                        err(
-                            raw.pattern.span(),
-                            format!("pattern of {}: {e}", name.get_ref()),
-                        )
-                    })?;
-            prohibited_identifiers.push(rule);
+            let recogniser =
+                Recogniser::pattern(name.get_ref(), raw.pattern.get_ref()).map_err(|e| {
+                    err(
+                        raw.pattern.span(),
+                        format!("pattern of {}: {e}", name.get_ref()),
+                    )
+                })?;
+            prohibited_identifiers.push(ProhibitedIdentifier::new(&raw.description, recogniser));
         }
+        let prohibited_identifiers = ProhibitedIdentifiers::new(prohibited_identifiers)
+            .map_err(|e| err(0..0, format!("prohibited identifiers: {e}")))?;
         let minors = match raw.minors {
             None => Minors::default(),
             Some(m) => {
@@ -645,17 +699,50 @@ mod tests {
     #[test]
     fn prohibited_identifiers_are_built_in_and_extended_by_the_register() {
         let ssn = &Register::default_register().unwrap().prohibited_identifiers[0];
-        for text in ["123-45-6789", "my ssn is 123 45 6789.", "123456789"] {
+        // Nine digits in a row are an SSN only beside a word that says so (issue 13, point 11).
+        for text in ["123-45-6789", "my ssn is 123 45 6789.", "SSN 123456789"] {
             assert!(ssn.found_in(text), "{text}");
         }
-        for text in ["1234567890", "020 7946 0958", "2026-11-24", "12-345-6789"] {
+        for text in [
+            "1234567890",
+            "020 7946 0958",
+            "2026-11-24",
+            "12-345-6789",
+            "123456789",
+            "Company no. 123456789",
+            "load123456789@example.org",
+            "Given123456789",
+            "666-12-3456",
+        ] {
             assert!(!ssn.found_in(text), "{text}");
         }
+        let spans: Vec<_> = ssn.spans_in("id 078-05-1120.").collect();
+        assert_eq!(spans, vec![Range { start: 3, end: 14 }]);
         let text = format!(
             "{DEFAULT_REGISTER}\n[prohibited_identifiers.nino]\ndescription = \"a UK National Insurance number\"\npattern = '[A-Z]{{2}}[0-9]{{6}}[A-D]'\n"
         );
         let register = Register::parse(&text, "t").unwrap();
         assert!(register.prohibited_identifiers[1].found_in("QQ123456C"));
+        // One pass for all of them names the first found, in the register's order.
+        let all = &register.prohibited_identifiers;
+        assert_eq!(all.first_in("QQ123456C").unwrap().name, "nino");
+        assert_eq!(
+            all.first_in("QQ123456C 123-45-6789").unwrap().name,
+            "us_ssn"
+        );
+        assert!(all.first_in("Company no. 123456789").is_none());
+        let json = register.to_json();
+        assert!(
+            json.contains(r#""pattern": "[A-Z]{2}[0-9]{6}[A-D]""#),
+            "{json}"
+        );
+        // A pattern that matches empty text would refuse every text: it names its line.
+        let empty = text
+            .replace("[A-D]'", "[A-D]?'")
+            .replace("'[A-Z]{2}[0-9]{6}", "'[A-Z]*[0-9]*");
+        let err = Register::parse(&empty, "t").unwrap_err();
+        assert_eq!(err.line, empty.lines().count(), "{err}");
+        assert!(err.message.contains("empty"), "{err}");
         let bad = text.replace("[A-D]'", "[A-D'");
         let err = Register::parse(&bad, "t").unwrap_err();
         assert_eq!(err.line, bad.lines().count(), "{err}");

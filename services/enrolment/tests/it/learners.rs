@@ -208,7 +208,8 @@ async fn a_social_security_number_anywhere_is_refused_and_nothing_is_stored() {
         .update_learner(UpdateLearnerRequest {
             learner: subject(&id),
             profile: Some(LearnerProfile {
-                phone: "078051120".into(),
+                // Nine digits in a row are an SSN only beside a word that says so.
+                phone: "SSN 078051120".into(),
                 ..Default::default()
             }),
             update_mask: Some(FieldMask {
