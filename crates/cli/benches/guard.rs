@@ -32,7 +32,6 @@ async fn bench_decision(suite: &TestSuite) {
     let audit = AuditLog::detached(AuditKeys::from_secret(b"bench"));
     let guard = tutela::guard::build(
         suite.config(),
-        false,
         audit,
         Arc::new(tutela::guard::load_register(suite.config()).unwrap()),
         Arc::new(tutela_policy::ConsentGate::without_ledger()),

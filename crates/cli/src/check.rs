@@ -10,13 +10,14 @@
 //! next init step, `tutela migrate`, which connects with the same settings and names the error.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use tutela_store::Backend;
 
 use crate::config::Config;
+use crate::keys::sqlite_dir;
 use crate::{auth, guard, keys, services};
 
 /// How a line of the report weighs.
@@ -123,11 +124,10 @@ pub fn check(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Report {
         Some(Backend::Postgres) => postgres(&url, env, &mut report),
         None => {}
     }
-    let sqlite = backend == Some(Backend::Sqlite);
 
     // Key files: read as `serve` reads them, unless `serve` would generate them (SQLite only).
-    if would_generate(config, &config.keys.kek_file, "kek", sqlite) {
-        report.push(Level::Note, generated("keys.kek_file", config, "kek"));
+    if would_generate(config, &config.keys.kek_file, keys::KEK) {
+        report.push(Level::Note, generated("keys.kek_file", config, keys::KEK));
     } else if report
         .result("key-encryption keys", keys::load_keyring(config))
         .is_some()
@@ -137,10 +137,10 @@ pub fn check(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Report {
             format!("key-encryption keys: {}", shown(&config.keys.kek_file)),
         );
     }
-    if would_generate(config, &config.keys.audit_key_file, "audit-key", sqlite) {
+    if would_generate(config, &config.keys.audit_key_file, keys::AUDIT_KEY) {
         report.push(
             Level::Note,
-            generated("keys.audit_key_file", config, "audit-key"),
+            generated("keys.audit_key_file", config, keys::AUDIT_KEY),
         );
     } else if report
         .result("audit key", keys::load_audit_keys(config))
@@ -172,20 +172,19 @@ pub fn check(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Report {
 
     // Token verification. Where `serve` would generate the development secret, the guard below
     // is built with a placeholder instead, so that its own checks still run.
-    let generates_secret = sqlite
-        && config.auth.jwks_file.as_os_str().is_empty()
+    let generates_secret = config.auth.jwks_file.as_os_str().is_empty()
         && config.auth.dev_secret.expose_secret().is_empty()
-        && !config.data_dir.join("dev-secret").exists();
+        && would_generate(config, Path::new(""), keys::DEV_SECRET);
     let mut guard_config = config.clone();
     let auth_ok = if generates_secret {
         report.push(
             Level::Note,
-            generated("auth.jwks_file", config, "dev-secret"),
+            generated("auth.jwks_file", config, keys::DEV_SECRET),
         );
         guard_config.auth.dev_secret = PLACEHOLDER_SECRET.to_owned().into();
         true
     } else {
-        let settings = report.result("auth", auth::settings(config, false));
+        let settings = report.result("auth", auth::settings(config));
         if settings.is_some() {
             report.push(
                 Level::Ok,
@@ -202,7 +201,6 @@ pub fn check(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Report {
         );
         let built = guard::build(
             &guard_config,
-            false,
             audit,
             Arc::new(register),
             Arc::new(tutela_policy::ConsentGate::without_ledger()),
@@ -242,23 +240,30 @@ fn verification(config: &Config) -> String {
         how.push(format!("JWKS {}", shown(&config.auth.jwks_file)));
     }
     if !config.auth.dev_secret.expose_secret().is_empty()
-        || config.data_dir.join("dev-secret").exists()
+        || matches!(keys::find_dev_secret(config, keys::DEV_SECRET), Ok(Some(_)))
     {
         how.push("development secret (HS256)".to_owned());
     }
     how.join(" and ")
 }
 
-/// Whether `serve` would generate the secret `name` into the data dir (see `keys.rs`).
-fn would_generate(config: &Config, configured: &Path, name: &str, sqlite: bool) -> bool {
-    configured.as_os_str().is_empty() && sqlite && !config.data_dir.join(name).exists()
+/// Whether `serve` would generate the secret `name` (see `keys.rs`): not configured, on SQLite,
+/// and not generated before.
+fn would_generate(config: &Config, configured: &Path, name: &str) -> bool {
+    configured.as_os_str().is_empty()
+        && matches!(keys::dev_secret_target(config, name), Ok(Some(_)))
+        && matches!(keys::find_dev_secret(config, name), Ok(None))
 }
 
 fn generated(setting: &str, config: &Config, name: &str) -> String {
+    let target = keys::dev_secret_target(config, name)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| config.data_dir.join(name));
     format!(
         "{setting} is not set: serve generates a development secret in {} (SQLite only; keep it \
          with the database)",
-        config.data_dir.join(name).display()
+        target.display()
     )
 }
 
@@ -295,23 +300,6 @@ fn sqlite(config: &Config, url: &str, report: &mut Report) {
             Err(err) => report.push(Level::Problem, format!("SQLite storage: {err}")),
         }
     }
-}
-
-/// The directory of the database file in a `sqlite:` URL; `None` for an in-memory database.
-fn sqlite_dir(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    if path.is_empty() || path.contains(":memory:") {
-        return None;
-    }
-    let parent = Path::new(path).parent()?;
-    Some(if parent.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        parent.to_path_buf()
-    })
 }
 
 /// Whether `dir` (or, if it does not exist yet, its nearest existing ancestor) takes a new file.
@@ -452,19 +440,6 @@ fn consent(config: &Config, hosted: &[&str], report: &mut Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_directory_of_a_sqlite_url() {
-        assert_eq!(
-            sqlite_dir("sqlite:///var/lib/tutela/tutela.db?mode=rwc"),
-            Some(PathBuf::from("/var/lib/tutela"))
-        );
-        assert_eq!(
-            sqlite_dir("sqlite://tutela.db?mode=rwc"),
-            Some(PathBuf::from("."))
-        );
-        assert_eq!(sqlite_dir("sqlite::memory:"), None);
-    }
 
     #[test]
     fn a_missing_directory_is_judged_by_its_nearest_existing_parent() {

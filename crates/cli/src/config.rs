@@ -16,8 +16,14 @@ pub const DEFAULTS: &str = include_str!("../config.default.toml");
 /// The prefix of environment variables that configure tutela.
 pub const ENV_PREFIX: &str = "TUTELA_";
 
-/// Environment variables with the prefix that are not settings.
-const NOT_SETTINGS: &[&str] = &["TUTELA_CONFIG"];
+/// Environment variables with the prefix that are not settings: the loader's own.
+pub const NOT_SETTINGS: &[&str] = &["TUTELA_CONFIG"];
+
+/// The prefix of environment variables that stand in for a command's flags (`TUTELA_CLI_TOKEN`
+/// for `--token`). The settings loader never reads them, so a command's variable can never be
+/// taken for a setting, whatever flags are added later; a list of clap's variables in the loader
+/// would have to be kept in step with every command by hand.
+pub const CLI_ENV_PREFIX: &str = "TUTELA_CLI_";
 
 /// Environment variables whose names do not follow the `__` nesting, and the setting each sets.
 const ALIASES: &[(&str, &str)] = &[("TUTELA_AUTH_DEV_SECRET", "TUTELA_AUTH__DEV_SECRET")];
@@ -179,7 +185,7 @@ pub struct ConfigError(String);
 fn env_dict(env: impl IntoIterator<Item = (String, String)>) -> Dict {
     let mut root = Dict::new();
     for (key, raw) in env {
-        if NOT_SETTINGS.contains(&key.as_str()) {
+        if NOT_SETTINGS.contains(&key.as_str()) || key.starts_with(CLI_ENV_PREFIX) {
             continue;
         }
         let key = ALIASES
@@ -308,6 +314,21 @@ impl Config {
                 c.token_dir.clone()
             },
         })
+    }
+
+    /// The database URL for a command that only reads: like [`Self::database_url`], but an
+    /// SQLite database file that does not exist is an error naming it, not a new empty database.
+    pub fn existing_database_url(&self) -> anyhow::Result<String> {
+        let url = self.database_url();
+        if let Some(file) = crate::keys::sqlite_file(&url)
+            && !file.exists()
+        {
+            anyhow::bail!(
+                "no database at {}: point at it with --data-dir or --database-url",
+                file.display()
+            );
+        }
+        Ok(url)
     }
 
     /// The database URL: as configured, or SQLite in the data dir.

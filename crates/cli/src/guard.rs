@@ -30,17 +30,15 @@ pub fn load_rules(config: &Config) -> anyhow::Result<AccessRules> {
         .with_context(|| format!("access policies {}", file.display()))
 }
 
-/// The guard for `config`, enforcing `register` and checking consent through `consent`;
-/// `generate_dev_secret` lets a development secret be created.
+/// The guard for `config`, enforcing `register` and checking consent through `consent`.
 pub fn build(
     config: &Config,
-    generate_dev_secret: bool,
     audit: tutela_policy::audit::AuditLog,
     register: Arc<Register>,
     consent: Arc<tutela_policy::ConsentGate>,
 ) -> anyhow::Result<Guard> {
     let rules = Arc::new(load_rules(config)?);
-    let settings = crate::auth::settings(config, generate_dev_secret)?;
+    let settings = crate::auth::settings(config)?;
     let verifier =
         tutela_policy::principal::TokenVerifier::new(&settings).map_err(anyhow::Error::msg)?;
     let pool = tutela_proto::descriptor_pool().map_err(|e| anyhow::anyhow!("descriptors: {e}"))?;

@@ -104,7 +104,7 @@ enum AuditCommand {
         #[arg(long, requires = "token")]
         resolve: bool,
         /// A bearer token (for `--resolve`).
-        #[arg(long, env = "TUTELA_TOKEN", hide_env_values = true)]
+        #[arg(long, env = "TUTELA_CLI_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -225,7 +225,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load(cli.config.as_ref(), common.overrides())?;
             let keys = tutela::keys::load_audit_keys(&config)?;
-            let db = tutela_store::connect(&config.database_url(), 2).await?;
+            let db = tutela_store::connect(&config.existing_database_url()?, 2).await?;
             match tutela_policy::audit::verify(&db, &keys).await? {
                 tutela_policy::audit::Verification::Intact { records } => {
                     println!("audit log intact: {records} records");
@@ -252,7 +252,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let config = load(cli.config.as_ref(), common.overrides())?;
             // Only the tenant's dpo may turn pseudonyms back into subject ids.
             if resolve {
-                let settings = tutela::auth::settings(&config, false)?;
+                let settings = tutela::auth::settings(&config)?;
                 let verifier = tutela_policy::principal::TokenVerifier::new(&settings)
                     .map_err(anyhow::Error::msg)?;
                 let caller = verifier
@@ -264,7 +264,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
             }
-            let db = tutela_store::connect(&config.database_url(), 2).await?;
+            let db = tutela_store::connect(&config.existing_database_url()?, 2).await?;
             let summary =
                 tutela_policy::audit::accessed_by(&db, &tenant, &principal, from, to).await?;
             let resolved = if resolve {
@@ -407,7 +407,50 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("tutela: {err:#}");
-            ExitCode::FAILURE
+            let missing_key = err
+                .chain()
+                .any(|e| e.downcast_ref::<tutela::keys::MissingKey>().is_some());
+            if missing_key {
+                ExitCode::from(tutela::keys::MISSING_KEY_EXIT)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The environment variables every argument of `command` and its subcommands reads.
+    fn env_vars(command: &clap::Command, out: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if let Some(var) = arg.get_env() {
+                out.push(var.to_string_lossy().into_owned());
+            }
+        }
+        for sub in command.get_subcommands() {
+            env_vars(sub, out);
+        }
+    }
+
+    #[test]
+    fn no_command_line_variable_can_be_taken_for_a_setting() {
+        let mut vars = Vec::new();
+        env_vars(&Cli::command(), &mut vars);
+        assert!(vars.iter().any(|v| v == "TUTELA_CLI_TOKEN"), "{vars:?}");
+        for var in vars {
+            assert!(
+                var.starts_with(tutela::config::CLI_ENV_PREFIX)
+                    || tutela::config::NOT_SETTINGS.contains(&var.as_str()),
+                "{var}: a command's variable must start with {}",
+                tutela::config::CLI_ENV_PREFIX
+            );
+            let set = [(var.clone(), "not-a-setting".to_owned())];
+            let config = Config::load(None, set, &Overrides::default());
+            assert!(config.is_ok(), "{var}: {:?}", config.err());
         }
     }
 }

@@ -25,6 +25,15 @@ pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
     if !subscription && !enrolment {
         return Ok(report);
     }
+    // Keys first: a sweep that cannot run must not have created a database on its way.
+    let keys = if enrolment {
+        Some((
+            Arc::new(crate::keys::load_keyring(config)?),
+            crate::keys::load_audit_keys(config)?,
+        ))
+    } else {
+        None
+    };
     // One connection, register and moment for every hosted service's sweep.
     let db = crate::server::migrate(config).await?;
     let register = Arc::new(crate::guard::load_register(config)?);
@@ -34,11 +43,9 @@ pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
         report.delivery_events =
             tutela_subscription::sweep_events(&db, &register, now, dry_run).await?;
     }
-    if !enrolment {
+    let Some((keyring, audit_keys)) = keys else {
         return Ok(report);
-    }
-    let keyring = Arc::new(crate::keys::load_keyring(config)?);
-    let audit_keys = crate::keys::load_audit_keys(config)?;
+    };
     let learners = tutela_enrolment::Learners::new(db.clone(), keyring, audit_keys, clock);
     let sweeper = tutela_enrolment::Sweeper::new(
         db.clone(),

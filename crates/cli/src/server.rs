@@ -91,6 +91,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let hosted = services::resolve(&config.server.services)?;
+    // The one place development keys are generated: every other command only reads them.
+    let generated = keys::generate_development_keys(&config)?;
     let keyring = Arc::new(keys::load_keyring(&config)?);
     let audit_keys = keys::load_audit_keys(&config)?;
     let db = migrate(&config).await?;
@@ -140,12 +142,11 @@ pub async fn run(
     });
     let guard = Arc::new(crate::guard::build(
         &config,
-        true,
         audit,
         register.clone(),
         consent.clone(),
     )?);
-    announce_dev_token(&config)?;
+    write_dev_admin_token(&config, generated.dev_secret)?;
     let s = &config.server;
 
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -360,15 +361,24 @@ pub async fn run(
     Ok(())
 }
 
-/// In development (a generated secret in the data dir), prints a ready admin token so that a
-/// newcomer can call the suite at once.
-fn announce_dev_token(config: &Config) -> anyhow::Result<()> {
+/// The file beside the generated development secret that holds a ready admin token.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// In development (a generated token secret), writes a ready admin token to a file only its owner
+/// can read, so that a newcomer can call the suite at once, and prints where it is: a long-lived
+/// admin credential must not end up in every log the output goes to. The token is renewed on
+/// every start, so the file always holds one that works.
+fn write_dev_admin_token(config: &Config, first_start: bool) -> anyhow::Result<()> {
     use secrecy::ExposeSecret;
     let generated = config.auth.dev_secret.expose_secret().is_empty()
         && config.auth.jwks_file.as_os_str().is_empty();
     if !generated {
         return Ok(());
     }
+    let Some(secret) = keys::find_dev_secret(config, keys::DEV_SECRET)? else {
+        return Ok(());
+    };
+    let path = secret.with_file_name(ADMIN_TOKEN_FILE);
     let request = tutela_policy::principal::TokenRequest {
         tenant: "default".into(),
         subject: "dev-admin".into(),
@@ -379,8 +389,15 @@ fn announce_dev_token(config: &Config) -> anyhow::Result<()> {
         ttl: chrono::Duration::hours(12),
     };
     let token = crate::auth::issue(config, &request)?;
+    keys::write_private(&path, &format!("{token}\n"), true)?;
     println!(
-        "development admin token (tenant \"default\", roles dpo and registrar, valid 12 h):\n{token}"
+        "development admin token (tenant \"default\", roles dpo and registrar, valid 12 h) {} {}",
+        if first_start {
+            "written to"
+        } else {
+            "renewed in"
+        },
+        path.display()
     );
     Ok(())
 }

@@ -19,7 +19,7 @@ use tutela_proto::privacy::DescribeSubjectRequest;
 use tutela_proto::privacy::subject_data_client::SubjectDataClient;
 use tutela_testkit::Credentials;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tutela");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_tutela");
 
 fn list_services() -> ServerReflectionRequest {
     ServerReflectionRequest {
@@ -29,13 +29,18 @@ fn list_services() -> ServerReflectionRequest {
 }
 
 /// `tutela serve` as a child process on a free port, with JSON logs on a channel.
-struct Served {
+pub(crate) struct Served {
     child: std::process::Child,
-    addr: String,
+    pub(crate) addr: String,
     log: std::sync::mpsc::Receiver<String>,
 }
 
 fn serve(dir: &Path, env: &[(&str, &OsStr)]) -> Served {
+    serve_with_stdout(dir, env, Stdio::null())
+}
+
+/// [`serve`], with standard output going to `stdout`.
+pub(crate) fn serve_with_stdout(dir: &Path, env: &[(&str, &OsStr)], stdout: Stdio) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
@@ -43,7 +48,7 @@ fn serve(dir: &Path, env: &[(&str, &OsStr)]) -> Served {
         .env("RUST_LOG", "info")
         .env_remove("TEST_DATABASE_URL")
         .envs(env.iter().copied())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -90,7 +95,7 @@ impl Served {
     }
 
     /// Sends SIGTERM and waits (up to 10 s) for a clean exit; returns the rest of the log.
-    async fn stop(mut self) -> String {
+    pub(crate) async fn stop(mut self) -> String {
         let sent = Instant::now();
         self.signal("TERM");
         let status = loop {
@@ -214,6 +219,14 @@ async fn sighup_reloads_the_access_policies_and_keeps_them_when_the_new_ones_are
 #[test]
 fn retention_sweep_reports_what_it_removed() {
     let dir = tempfile::tempdir().unwrap();
+    // The keys `serve` would have generated: the sweep never generates them.
+    let kek = "dev-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n";
+    std::fs::write(dir.path().join("kek"), kek).unwrap();
+    std::fs::write(
+        dir.path().join("audit-key"),
+        "an-audit-key-of-at-least-32-chars\n",
+    )
+    .unwrap();
     for (args, expected) in [
         (
             &["retention", "sweep", "--dry-run"][..],

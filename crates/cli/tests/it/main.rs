@@ -6,5 +6,6 @@
 mod audit;
 mod binary;
 mod check;
+mod dev_keys;
 mod guard;
 mod serve;
