@@ -59,6 +59,24 @@ fn json_of<M: prost::Message>(message: &M, full_name: &str) -> Result<serde_json
     Ok(fields::to_json(&fields::to_dynamic(message, full_name)?))
 }
 
+/// One kind of record as export JSON, when the caller may read its `category` (which is then
+/// noted in `held` if there is any); nothing otherwise.
+fn section<T>(
+    rows: &[T],
+    category: tutela_proto::common::DataCategory,
+    readable: tutela_policy::CategorySet,
+    held: &mut tutela_policy::CategorySet,
+    json: impl Fn(&T) -> Result<serde_json::Value>,
+) -> Result<Vec<serde_json::Value>> {
+    if !readable.contains(category) {
+        return Ok(Vec::new());
+    }
+    if !rows.is_empty() {
+        held.insert(category);
+    }
+    rows.iter().map(json).collect()
+}
+
 #[async_trait::async_trait]
 impl SubjectDataProvider for EnrolmentRights {
     fn service(&self) -> &'static str {
@@ -111,50 +129,18 @@ impl SubjectDataProvider for EnrolmentRights {
         } else {
             tutela_policy::CategorySet::EMPTY
         };
-        let enrolments: Vec<serde_json::Value> = if readable.contains(EDUCATION) {
-            if !enrolments.is_empty() {
-                held.insert(EDUCATION);
-            }
-            enrolments
-                .iter()
-                .map(|e| json_of(&to_enrolment(e), "tutela.enrolment.v1.Enrolment"))
-                .collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
-        let results: Vec<serde_json::Value> = if readable.contains(ASSESSMENT) {
-            if !results.is_empty() {
-                held.insert(ASSESSMENT);
-            }
-            results
-                .iter()
-                .map(|r| json_of(&to_result(r), "tutela.enrolment.v1.AssessmentResult"))
-                .collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
-        let certificates: Vec<serde_json::Value> = if readable.contains(EDUCATION) {
-            if !certificates.is_empty() {
-                held.insert(EDUCATION);
-            }
-            certificates
-                .iter()
-                .map(|c| json_of(c, "tutela.enrolment.v1.Certificate"))
-                .collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
-        let feedback: Vec<serde_json::Value> = if readable.contains(COMMUNICATION) {
-            if !feedback.is_empty() {
-                held.insert(COMMUNICATION);
-            }
-            feedback
-                .iter()
-                .map(|f| json_of(f, "tutela.enrolment.v1.Feedback"))
-                .collect::<Result<_>>()?
-        } else {
-            Vec::new()
-        };
+        let enrolments = section(&enrolments, EDUCATION, readable, &mut held, |e| {
+            json_of(&to_enrolment(e), "tutela.enrolment.v1.Enrolment")
+        })?;
+        let results = section(&results, ASSESSMENT, readable, &mut held, |r| {
+            json_of(&to_result(r), "tutela.enrolment.v1.AssessmentResult")
+        })?;
+        let certificates = section(&certificates, EDUCATION, readable, &mut held, |c| {
+            json_of(c, "tutela.enrolment.v1.Certificate")
+        })?;
+        let feedback = section(&feedback, COMMUNICATION, readable, &mut held, |f| {
+            json_of(f, "tutela.enrolment.v1.Feedback")
+        })?;
         let mut document = serde_json::json!({
             "service": SERVICE,
             // The learner's pseudonym in the audit log: the dpo looks up who accessed

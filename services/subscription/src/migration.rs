@@ -850,12 +850,26 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn subscriptions_made_before_key_numbers_get_their_contacts_number() {
+    /// A fresh database with the subscription migrations applied up to number `n`.
+    async fn migrated_up_to(n: u32) -> (TestDatabase, sea_orm::DatabaseConnection) {
         let db = TestDatabase::create().await.unwrap();
         let conn = db.connect().await.unwrap();
         tutela_store::migrate(&conn, &[]).await.unwrap();
-        SubscriptionMigrator::up(&conn, Some(4)).await.unwrap();
+        SubscriptionMigrator::up(&conn, Some(n)).await.unwrap();
+        (db, conn)
+    }
+
+    /// The remaining migrations, through the runner, as `tutela migrate` and `serve` apply them.
+    async fn migrate_the_rest(conn: &sea_orm::DatabaseConnection) {
+        let sets = [tutela_store::migrations_of::<SubscriptionMigrator>(
+            "subscription",
+        )];
+        tutela_store::migrate(conn, &sets).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn subscriptions_made_before_key_numbers_get_their_contacts_number() {
+        let (_db, conn) = migrated_up_to(4).await;
         let backend = conn.get_database_backend();
         let run = |sql: &str, values: Vec<Value>| {
             Statement::from_sql_and_values(
@@ -893,11 +907,7 @@ mod tests {
             .unwrap();
         }
 
-        // Through the runner, as `tutela migrate` and `serve` apply it.
-        let sets = [tutela_store::migrations_of::<SubscriptionMigrator>(
-            "subscription",
-        )];
-        tutela_store::migrate(&conn, &sets).await.unwrap();
+        migrate_the_rest(&conn).await;
         let rows = conn
             .query_all_raw(Statement::from_string(
                 backend,
@@ -917,10 +927,7 @@ mod tests {
 
     #[tokio::test]
     async fn free_text_verification_methods_become_short_names_or_other_and_stay_append_only() {
-        let db = TestDatabase::create().await.unwrap();
-        let conn = db.connect().await.unwrap();
-        tutela_store::migrate(&conn, &[]).await.unwrap();
-        SubscriptionMigrator::up(&conn, Some(5)).await.unwrap();
+        let (_db, conn) = migrated_up_to(5).await;
         let backend = conn.get_database_backend();
         let stored = [
             (
@@ -953,10 +960,7 @@ mod tests {
             .unwrap();
         }
 
-        let sets = [tutela_store::migrations_of::<SubscriptionMigrator>(
-            "subscription",
-        )];
-        tutela_store::migrate(&conn, &sets).await.unwrap();
+        migrate_the_rest(&conn).await;
         let rows = conn
             .query_all_raw(Statement::from_string(
                 backend,
