@@ -256,7 +256,7 @@ impl SubjectAccess {
     /// Records that the caller verified the identity of someone asking for the subject's data.
     pub async fn record_identity_verification(
         &self,
-        method: &str,
+        method: tutela_proto::privacy::VerificationMethod,
         evidence_reference: &str,
     ) -> Result<()> {
         let call = &self.call.0;

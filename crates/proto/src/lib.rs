@@ -166,3 +166,23 @@ pub const LEGAL_BASIS_NAMES: [(LegalBasis, &str); 6] = [
 ];
 
 short_names!(LegalBasis, LEGAL_BASIS_NAMES);
+
+/// Short names of the ways a rights requester's identity is checked, as the consent ledger
+/// stores them.
+pub const VERIFICATION_METHOD_NAMES: [(privacy::VerificationMethod, &str); 4] = [
+    (
+        privacy::VerificationMethod::PhotoIdInPerson,
+        "photo_id_in_person",
+    ),
+    (privacy::VerificationMethod::PhotoIdVideo, "photo_id_video"),
+    (
+        privacy::VerificationMethod::KnowledgeCheck,
+        "knowledge_check",
+    ),
+    (
+        privacy::VerificationMethod::AuthenticatedAccount,
+        "authenticated_account",
+    ),
+];
+
+short_names!(privacy::VerificationMethod, VERIFICATION_METHOD_NAMES);

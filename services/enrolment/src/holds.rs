@@ -3,7 +3,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+};
 use tonic::{Request, Response, Status};
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, timestamp};
@@ -292,14 +294,21 @@ impl HoldApi for LegalHoldService {
         request: Request<ListLegalHoldsRequest>,
     ) -> std::result::Result<Response<ListLegalHoldsResponse>, Status> {
         let call = Authorized::of(&request)?;
-        let (access, rows) = self
+        let access = self
             .records
-            .learner_rows::<entity::Entity>(
-                &call,
-                request.get_ref().learner.as_ref(),
-                entity::Column::Seq,
-            )
+            .subject_access(&call, request.get_ref().learner.as_ref(), "learner")
             .await?;
+        let rows = access
+            .find::<entity::Entity>()
+            .order_by_asc(entity::Column::Seq)
+            .all(&self.db)
+            .await
+            .map_err(Error::from)?;
+        // Holds outlive the profile: those of an erased learner keep their records, and the dpo
+        // must be able to find them.
+        if rows.is_empty() && !self.records.learners().exists(&access).await? {
+            return Err(Error::NotFound("learner").into());
+        }
         access.record(tutela_policy::CategorySet::EMPTY);
         Ok(Response::new(ListLegalHoldsResponse {
             holds: rows.iter().map(to_hold).collect(),

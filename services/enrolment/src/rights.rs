@@ -38,9 +38,43 @@ const ASSESSMENT: tutela_proto::common::DataCategory =
 const COMMUNICATION: tutela_proto::common::DataCategory =
     tutela_proto::common::DataCategory::Communication;
 
+/// What the export of an erased learner says about the records it still holds.
+pub const ERASED_NOTE: &str = "Your profile was erased at your request. The records below are kept because a legal hold protects them (see legal_hold_reasons); once it is released, they go with a new erasure request or at the end of their retention period.";
+
+/// The service's export of `document`, which holds `categories`.
+fn export_of(
+    document: &serde_json::Value,
+    categories: tutela_policy::CategorySet,
+) -> Result<ServiceExport> {
+    Ok(ServiceExport {
+        service: SERVICE.to_owned(),
+        media_type: "application/json".to_owned(),
+        document: serde_json::to_vec_pretty(document).map_err(Error::internal)?,
+        categories: categories.iter().map(|c| c as i32).collect(),
+    })
+}
+
 /// A record as export JSON (proto field names, enums by name, RFC 3339 times).
 fn json_of<M: prost::Message>(message: &M, full_name: &str) -> Result<serde_json::Value> {
     Ok(fields::to_json(&fields::to_dynamic(message, full_name)?))
+}
+
+/// One kind of record as export JSON, when the caller may read its `category` (which is then
+/// noted in `held` if there is any); nothing otherwise.
+fn section<T>(
+    rows: &[T],
+    category: tutela_proto::common::DataCategory,
+    readable: tutela_policy::CategorySet,
+    held: &mut tutela_policy::CategorySet,
+    json: impl Fn(&T) -> Result<serde_json::Value>,
+) -> Result<Vec<serde_json::Value>> {
+    if !readable.contains(category) {
+        return Ok(Vec::new());
+    }
+    if !rows.is_empty() {
+        held.insert(category);
+    }
+    rows.iter().map(json).collect()
 }
 
 #[async_trait::async_trait]
@@ -75,79 +109,59 @@ impl SubjectDataProvider for EnrolmentRights {
 
     async fn export(&self, access: &SubjectAccess) -> Result<ServiceExport> {
         let readable = access.call().readable();
-        let (document, categories) = if self.learners.exists(access).await? {
-            let learner = self.learners.learner(access, readable).await?;
-            let mut held = self.learners.held(access).await?;
-            let (enrolments, results) = self.records.of_learner(access).await?;
-            let enrolments: Vec<serde_json::Value> = if readable.contains(EDUCATION) {
-                if !enrolments.is_empty() {
-                    held.insert(EDUCATION);
-                }
-                enrolments
-                    .iter()
-                    .map(|e| json_of(&to_enrolment(e), "tutela.enrolment.v1.Enrolment"))
-                    .collect::<Result<_>>()?
-            } else {
-                Vec::new()
-            };
-            let results: Vec<serde_json::Value> = if readable.contains(ASSESSMENT) {
-                if !results.is_empty() {
-                    held.insert(ASSESSMENT);
-                }
-                results
-                    .iter()
-                    .map(|r| json_of(&to_result(r), "tutela.enrolment.v1.AssessmentResult"))
-                    .collect::<Result<_>>()?
-            } else {
-                Vec::new()
-            };
-            let (certificates, feedback) = self.outcomes.of_learner(access).await?;
-            let certificates: Vec<serde_json::Value> = if readable.contains(EDUCATION) {
-                if !certificates.is_empty() {
-                    held.insert(EDUCATION);
-                }
-                certificates
-                    .iter()
-                    .map(|c| json_of(c, "tutela.enrolment.v1.Certificate"))
-                    .collect::<Result<_>>()?
-            } else {
-                Vec::new()
-            };
-            let feedback: Vec<serde_json::Value> = if readable.contains(COMMUNICATION) {
-                if !feedback.is_empty() {
-                    held.insert(COMMUNICATION);
-                }
-                feedback
-                    .iter()
-                    .map(|f| json_of(f, "tutela.enrolment.v1.Feedback"))
-                    .collect::<Result<_>>()?
-            } else {
-                Vec::new()
-            };
-            let document = serde_json::json!({
-                "service": SERVICE,
-                // The learner's pseudonym in the audit log: the dpo looks up who accessed
-                // their data with it (`tutela audit accessed`).
-                "audit_pseudonym": self.learners.pseudonym(access),
-                "learner": json_of(&learner, "tutela.enrolment.v1.Learner")?,
-                "enrolments": enrolments,
-                "results": results,
-                "certificates": certificates,
-                "feedback": feedback,
-            });
-            (document, held.intersect(readable))
-        } else {
-            (
-                serde_json::json!({ "service": SERVICE, "learner": null }),
+        let profile = self.learners.exists(access).await?;
+        let (enrolments, results) = self.records.of_learner(access).await?;
+        let (certificates, feedback) = self.outcomes.of_learner(access).await?;
+        if !profile
+            && enrolments.is_empty()
+            && results.is_empty()
+            && certificates.is_empty()
+            && feedback.is_empty()
+        {
+            // Never enrolled here, or erased with nothing held.
+            return export_of(
+                &serde_json::json!({ "service": SERVICE, "learner": null }),
                 tutela_policy::CategorySet::EMPTY,
-            )
+            );
+        }
+        let mut held = if profile {
+            self.learners.held(access).await?
+        } else {
+            tutela_policy::CategorySet::EMPTY
         };
-        Ok(ServiceExport {
-            service: SERVICE.to_owned(),
-            media_type: "application/json".to_owned(),
-            document: serde_json::to_vec_pretty(&document).map_err(Error::internal)?,
-            categories: categories.iter().map(|c| c as i32).collect(),
-        })
+        let enrolments = section(&enrolments, EDUCATION, readable, &mut held, |e| {
+            json_of(&to_enrolment(e), "tutela.enrolment.v1.Enrolment")
+        })?;
+        let results = section(&results, ASSESSMENT, readable, &mut held, |r| {
+            json_of(&to_result(r), "tutela.enrolment.v1.AssessmentResult")
+        })?;
+        let certificates = section(&certificates, EDUCATION, readable, &mut held, |c| {
+            json_of(c, "tutela.enrolment.v1.Certificate")
+        })?;
+        let feedback = section(&feedback, COMMUNICATION, readable, &mut held, |f| {
+            json_of(f, "tutela.enrolment.v1.Feedback")
+        })?;
+        let mut document = serde_json::json!({
+            "service": SERVICE,
+            // The learner's pseudonym in the audit log: the dpo looks up who accessed
+            // their data with it (`tutela audit accessed`).
+            "audit_pseudonym": self.learners.pseudonym(access),
+            "enrolments": enrolments,
+            "results": results,
+            "certificates": certificates,
+            "feedback": feedback,
+        });
+        if profile {
+            let learner = self.learners.learner(access, readable).await?;
+            document["learner"] = json_of(&learner, "tutela.enrolment.v1.Learner")?;
+        } else {
+            // Erased, but records a legal hold protects are kept: the person gets those, and
+            // why they are still here.
+            document["learner_erased"] = true.into();
+            document["note"] = ERASED_NOTE.into();
+            document["legal_hold_reasons"] = self.holds.of(access).await?.reasons.into();
+        }
+        export_of(&document, held.intersect(readable))
     }
 
     async fn erase(&self, access: &SubjectAccess, _reason: &str) -> Result<ServiceErasure> {

@@ -13,6 +13,7 @@ impl MigratorTrait for SubscriptionMigrator {
             Box::new(m20261124_000003_identity_verifications::Migration),
             Box::new(m20261124_000004_subscriptions::Migration),
             Box::new(m20261124_000005_subscription_key_seq::Migration),
+            Box::new(m20261201_000006_verification_method_names::Migration),
         ]
     }
 
@@ -28,11 +29,7 @@ async fn append_only(manager: &SchemaManager<'_>, table: &str) -> Result<(), DbE
     match manager.get_database_backend() {
         DbBackend::Sqlite => {
             for op in ["UPDATE", "DELETE"] {
-                db.execute_unprepared(&format!(
-                    "CREATE TRIGGER {table}_no_{op} BEFORE {op} ON {table} \
-                     BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END"
-                ))
-                .await?;
+                db.execute_unprepared(&sqlite_refusal(table, op)).await?;
             }
         }
         DbBackend::Postgres => {
@@ -54,6 +51,14 @@ async fn append_only(manager: &SchemaManager<'_>, table: &str) -> Result<(), DbE
         }
     }
     Ok(())
+}
+
+/// The SQLite trigger that refuses `op` on `table`.
+fn sqlite_refusal(table: &str, op: &str) -> String {
+    format!(
+        "CREATE TRIGGER {table}_no_{op} BEFORE {op} ON {table} \
+         BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END"
+    )
 }
 
 mod m20261124_000001_consent_ledger {
@@ -758,6 +763,86 @@ mod m20261124_000005_subscription_key_seq {
     }
 }
 
+/// Identity verifications keep how the identity was checked as a short name of
+/// `tutela.privacy.v1.VerificationMethod`. Before, the ledger's own RPC took free text, and an SSN
+/// sent there was stored in clear: rows naming one of the four methods (by enum name, as the
+/// SubjectData RPC stored them, or by short name) get its short name; anything else becomes
+/// `other`, since free text may hold anything and the note of the check is where the detail
+/// lives. The append-only trigger is lifted for this one statement, inside the migration's
+/// transaction, so no other write can slip through.
+mod m20261201_000006_verification_method_names {
+    use sea_orm::{ConnectionTrait, DbBackend};
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261201_000006_verification_method_names"
+        }
+    }
+
+    /// The methods that existed when free text was replaced (frozen: later methods never
+    /// appeared as free text).
+    const METHODS: [&str; 4] = [
+        "photo_id_in_person",
+        "photo_id_video",
+        "knowledge_check",
+        "authenticated_account",
+    ];
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let db = manager.get_connection();
+            let cases: String = METHODS
+                .iter()
+                .map(|m| {
+                    let upper = m.to_ascii_uppercase();
+                    format!("WHEN UPPER(TRIM(method)) IN ('VERIFICATION_METHOD_{upper}', '{upper}') THEN '{m}' ")
+                })
+                .collect();
+            let update =
+                format!("UPDATE identity_verifications SET method = CASE {cases}ELSE 'other' END");
+            match manager.get_database_backend() {
+                DbBackend::Sqlite => {
+                    db.execute_unprepared("DROP TRIGGER identity_verifications_no_UPDATE")
+                        .await?;
+                    db.execute_unprepared(&update).await?;
+                    db.execute_unprepared(&super::sqlite_refusal(
+                        "identity_verifications",
+                        "UPDATE",
+                    ))
+                    .await?;
+                }
+                DbBackend::Postgres => {
+                    db.execute_unprepared(
+                        "ALTER TABLE identity_verifications \
+                         DISABLE TRIGGER identity_verifications_append_only",
+                    )
+                    .await?;
+                    db.execute_unprepared(&update).await?;
+                    db.execute_unprepared(
+                        "ALTER TABLE identity_verifications \
+                         ENABLE TRIGGER identity_verifications_append_only",
+                    )
+                    .await?;
+                }
+                other => {
+                    return Err(DbErr::Migration(format!("unsupported backend {other:?}")));
+                }
+            }
+            Ok(())
+        }
+
+        async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+            Err(DbErr::Migration(
+                "the free text this migration replaced is gone on purpose".into(),
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use sea_orm::{ConnectionTrait, Statement, Value};
@@ -765,12 +850,26 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn subscriptions_made_before_key_numbers_get_their_contacts_number() {
+    /// A fresh database with the subscription migrations applied up to number `n`.
+    async fn migrated_up_to(n: u32) -> (TestDatabase, sea_orm::DatabaseConnection) {
         let db = TestDatabase::create().await.unwrap();
         let conn = db.connect().await.unwrap();
         tutela_store::migrate(&conn, &[]).await.unwrap();
-        SubscriptionMigrator::up(&conn, Some(4)).await.unwrap();
+        SubscriptionMigrator::up(&conn, Some(n)).await.unwrap();
+        (db, conn)
+    }
+
+    /// The remaining migrations, through the runner, as `tutela migrate` and `serve` apply them.
+    async fn migrate_the_rest(conn: &sea_orm::DatabaseConnection) {
+        let sets = [tutela_store::migrations_of::<SubscriptionMigrator>(
+            "subscription",
+        )];
+        tutela_store::migrate(conn, &sets).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn subscriptions_made_before_key_numbers_get_their_contacts_number() {
+        let (_db, conn) = migrated_up_to(4).await;
         let backend = conn.get_database_backend();
         let run = |sql: &str, values: Vec<Value>| {
             Statement::from_sql_and_values(
@@ -808,11 +907,7 @@ mod tests {
             .unwrap();
         }
 
-        // Through the runner, as `tutela migrate` and `serve` apply it.
-        let sets = [tutela_store::migrations_of::<SubscriptionMigrator>(
-            "subscription",
-        )];
-        tutela_store::migrate(&conn, &sets).await.unwrap();
+        migrate_the_rest(&conn).await;
         let rows = conn
             .query_all_raw(Statement::from_string(
                 backend,
@@ -828,5 +923,69 @@ mod tests {
             let want: i64 = row.try_get("", "want").unwrap();
             assert_eq!(got, Some(want));
         }
+    }
+
+    #[tokio::test]
+    async fn free_text_verification_methods_become_short_names_or_other_and_stay_append_only() {
+        let (_db, conn) = migrated_up_to(5).await;
+        let backend = conn.get_database_backend();
+        let stored = [
+            (
+                "VERIFICATION_METHOD_PHOTO_ID_IN_PERSON",
+                "photo_id_in_person",
+            ),
+            ("VERIFICATION_METHOD_KNOWLEDGE_CHECK", "knowledge_check"),
+            ("authenticated_account", "authenticated_account"),
+            (" photo_id_video ", "photo_id_video"),
+            ("passport, SSN 123-45-6789", "other"),
+            ("", "other"),
+        ];
+        let now = chrono::Utc::now();
+        for (i, (method, _)) in stored.iter().enumerate() {
+            conn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                tutela_store::placeholders(
+                    backend,
+                    "INSERT INTO identity_verifications (tenant, subject_id, method, sealed, \
+                     verified_by, verified_at) VALUES ('t', $1, $2, $3, 'dpo', $4)",
+                ),
+                vec![
+                    Value::from(format!("s{i}")),
+                    Value::from(*method),
+                    Value::from(vec![0u8]),
+                    Value::from(now),
+                ],
+            ))
+            .await
+            .unwrap();
+        }
+
+        migrate_the_rest(&conn).await;
+        let rows = conn
+            .query_all_raw(Statement::from_string(
+                backend,
+                "SELECT subject_id, method FROM identity_verifications ORDER BY seq",
+            ))
+            .await
+            .unwrap();
+        let got: Vec<String> = rows
+            .iter()
+            .map(|r| r.try_get::<String>("", "method").unwrap())
+            .collect();
+        let want: Vec<&str> = stored.iter().map(|(_, short)| *short).collect();
+        assert_eq!(got, want);
+        for short in &got {
+            assert!(
+                short == "other"
+                    || tutela_proto::privacy::VerificationMethod::from_short_name(short).is_some(),
+                "{short}"
+            );
+        }
+        // The ledger is append-only again.
+        let err = conn
+            .execute_unprepared("UPDATE identity_verifications SET method = 'x'")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
     }
 }

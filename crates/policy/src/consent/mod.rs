@@ -182,8 +182,8 @@ pub struct IdentityVerification<'a> {
     pub tenant: &'a str,
     /// The subject whose data was asked for.
     pub subject: &'a str,
-    /// How, as `tutela.privacy.v1.VerificationMethod` names it.
-    pub method: &'a str,
+    /// How.
+    pub method: tutela_proto::privacy::VerificationMethod,
     /// A reference to the note of the check.
     pub evidence_reference: &'a str,
     /// Who checked.
@@ -194,7 +194,7 @@ impl std::fmt::Debug for IdentityVerification<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdentityVerification")
             .field("tenant", &self.tenant)
-            .field("method", &self.method)
+            .field("method", &self.method.short_name())
             .finish_non_exhaustive()
     }
 }

@@ -156,7 +156,7 @@ impl ConsentSource for RemoteLedger {
                 subject: Some(SubjectRef {
                     subject_id: v.subject.to_owned(),
                 }),
-                method: v.method.to_owned(),
+                method: v.method as i32,
                 evidence_reference: v.evidence_reference.to_owned(),
                 verified_by: v.verified_by.to_owned(),
             },

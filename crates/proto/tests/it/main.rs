@@ -89,3 +89,23 @@ fn purpose_and_legal_basis_short_names_match_the_proto_enums() {
         LEGAL_BASIS_NAMES.len() + 1
     );
 }
+
+#[test]
+fn verification_method_short_names_match_the_proto_enum() {
+    use tutela_proto::VERIFICATION_METHOD_NAMES;
+    use tutela_proto::privacy::VerificationMethod;
+    for (method, short) in VERIFICATION_METHOD_NAMES {
+        let proto = method
+            .as_str_name()
+            .strip_prefix("VERIFICATION_METHOD_")
+            .unwrap();
+        assert_eq!(proto.to_ascii_lowercase(), short);
+        assert_eq!(VerificationMethod::from_short_name(short), Some(method));
+    }
+    assert_eq!(
+        (0..64)
+            .filter(|n| VerificationMethod::try_from(*n).is_ok())
+            .count(),
+        VERIFICATION_METHOD_NAMES.len() + 1
+    );
+}

@@ -255,8 +255,9 @@ impl Records {
         )
     }
 
-    /// The access to an existing learner named at `field`.
-    pub(crate) async fn learner_access(
+    /// The access to the learner named at `field`, whether or not their profile exists (an
+    /// erased learner's held records and holds outlive it).
+    pub(crate) async fn subject_access(
         &self,
         call: &Authorized,
         learner: Option<&SubjectRef>,
@@ -266,7 +267,17 @@ impl Records {
         let id = c.subject_id(learner, field);
         c.finish()?;
         let id = id.ok_or_else(|| Error::internal("learner id checked but missing"))?;
-        let access = call.subject(&id).await?;
+        call.subject(&id).await
+    }
+
+    /// The access to an existing learner named at `field`.
+    pub(crate) async fn learner_access(
+        &self,
+        call: &Authorized,
+        learner: Option<&SubjectRef>,
+        field: &str,
+    ) -> Result<SubjectAccess> {
+        let access = self.subject_access(call, learner, field).await?;
         if !self.learners.exists(&access).await? {
             return Err(Error::NotFound("learner"));
         }

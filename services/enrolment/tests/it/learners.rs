@@ -115,6 +115,36 @@ async fn a_registrar_creates_and_reads_a_learner_without_the_categories_their_ro
 }
 
 #[tokio::test]
+async fn a_read_with_categories_withheld_keeps_the_real_created_and_updated_times() {
+    let suite = TestSuite::start().await.unwrap();
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let id = create_as_registrar(&suite).await.learner_id;
+    let after = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let reply = suite
+        .learners(staff(&suite, "registrar", "course_administration"))
+        .get_learner(get(&id))
+        .await
+        .unwrap();
+    // The registrar's view withholds categories, so the response went through redaction.
+    assert!(
+        reply
+            .metadata()
+            .get("x-tutela-withheld-categories")
+            .is_some()
+    );
+    let learner = reply.into_inner().learner.unwrap();
+    for (name, at) in [
+        ("created_at", learner.created_at),
+        ("updated_at", learner.updated_at),
+    ] {
+        let at = at.unwrap_or_else(|| panic!("{name} missing"));
+        let at =
+            chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap()).unwrap();
+        assert!(before <= at && at <= after, "{name} reads {at}");
+    }
+}
+
+#[tokio::test]
 async fn role_views_a_tutor_never_sees_special_category_data_an_exam_officer_sees_the_photo_id() {
     let suite = TestSuite::start().await.unwrap();
     let id = create_as_registrar(&suite).await.learner_id;

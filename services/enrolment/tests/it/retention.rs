@@ -10,7 +10,7 @@ use tutela_proto::enrolment::{
     EnrolmentStatus, GetLearnerRequest, HoldScope, ListLegalHoldsRequest, ListResultsRequest,
     PlaceLegalHoldRequest, ReleaseLegalHoldRequest,
 };
-use tutela_proto::privacy::{DescribeSubjectRequest, EraseSubjectRequest};
+use tutela_proto::privacy::{DescribeSubjectRequest, EraseSubjectRequest, ExportSubjectRequest};
 use tutela_testkit::{Credentials, TestSuite};
 
 use crate::learners::stored_in_plaintext;
@@ -141,6 +141,159 @@ async fn erasure_destroys_the_profile_and_keeps_only_a_held_result() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn what_a_hold_keeps_after_erasure_stays_described_exported_and_its_holds_listed() {
+    use tutela_proto::common::{DataCategory, Purpose};
+    use tutela_proto::consent::{
+        ConsentActor, ConsentEvidence, ConsentMethod, GetConsentStateRequest, RecordConsentRequest,
+    };
+    let suite = TestSuite::start().await.unwrap();
+    let (learner, results) = learner_with_results(&suite).await;
+    let cm = Credentials::new(
+        &suite.token("acme", "staff-1", &["registrar"]),
+        "consent_management",
+    );
+    let evidence_reference = tutela_store::testing::logs::personal_value("consent form 4471-b");
+    suite
+        .consent_ledger(cm.clone())
+        .record_consent(RecordConsentRequest {
+            subject: subject(&learner),
+            purpose: Purpose::Marketing as i32,
+            evidence: Some(ConsentEvidence {
+                method: ConsentMethod::WebForm as i32,
+                wording_version: "marketing-2026-03".into(),
+                wording_sha256: "a".repeat(64),
+                evidence_reference,
+                actor: ConsentActor::Subject as i32,
+                guardian: None,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let hold_id = hold(&suite, &learner, HoldScope::Result, &results[1]).await;
+    erase(&suite, &learner).await;
+
+    // The dpo still finds the hold in force that keeps the result.
+    let holds = suite
+        .holds(dpo(&suite, "legal_obligation"))
+        .list_legal_holds(ListLegalHoldsRequest {
+            learner: subject(&learner),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .holds;
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].hold_id, hold_id);
+    assert!(holds[0].released_at.is_none());
+
+    // The person may ask for a copy of what is kept: their identity check is recorded...
+    verify_identity(&suite, &learner).await;
+    let mut rights = suite.subject_data(dpo(&suite, "subject_rights"));
+    let described = rights
+        .describe_subject(DescribeSubjectRequest {
+            subject: subject(&learner),
+            services: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    let exported = rights
+        .export_subject(ExportSubjectRequest {
+            subject: subject(&learner),
+            services: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .exports;
+    // ...and what DescribeSubject lists is what ExportSubject returns, service by service.
+    assert_eq!(described.len(), exported.len());
+    for (d, e) in described.iter().zip(&exported) {
+        assert_eq!(d.service, e.service);
+        let mut held = d.categories.clone();
+        let mut sent = e.categories.clone();
+        held.sort_unstable();
+        sent.sort_unstable();
+        assert_eq!(held, sent, "{}", d.service);
+    }
+    let of = |service: &str| exported.iter().find(|e| e.service == service).unwrap();
+    let enrolment = of("enrolment");
+    assert_eq!(enrolment.categories, [DataCategory::Assessment as i32]);
+    assert!(
+        described
+            .iter()
+            .any(|d| d.service == "enrolment" && d.legal_hold)
+    );
+    let document: serde_json::Value = serde_json::from_slice(&enrolment.document).unwrap();
+    assert!(document.get("learner").is_none(), "{document}");
+    assert_eq!(document["learner_erased"], true);
+    assert_eq!(document["legal_hold_reasons"][0], "appeal case 2026/114");
+    assert_eq!(document["results"].as_array().unwrap().len(), 1);
+    assert_eq!(document["results"][0]["result_id"], results[1].as_str());
+    assert!(document["enrolments"].as_array().unwrap().is_empty());
+    let document: serde_json::Value = serde_json::from_slice(&of("subscription").document).unwrap();
+    let history = document["consent_history"].as_array().unwrap();
+    assert_eq!(history.len(), 1);
+    // Shredded with the key: the export leaves the empty field out.
+    assert!(history[0]["evidence"]["evidence_reference"].is_null());
+    assert_eq!(
+        history[0]["evidence"]["wording_version"],
+        "marketing-2026-03"
+    );
+
+    // The consent history stays readable as evidence, and says the subject was erased.
+    let state = suite
+        .consent_ledger(cm)
+        .get_consent_state(GetConsentStateRequest {
+            subject: subject(&learner),
+            purpose: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(state.subject_erased);
+    assert_eq!(state.states.len(), 1);
+    assert!(state.states[0].granted);
+    assert!(state.identity_verified_at.is_some());
+
+    // A learner who never was is still NOT_FOUND.
+    let err = suite
+        .holds(dpo(&suite, "legal_obligation"))
+        .list_legal_holds(ListLegalHoldsRequest {
+            learner: subject("6f0c1e2d-3b4a-4c5d-8e9f-0a1b2c3d4e5f"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_subject_erased_with_nothing_held_may_still_be_verified_and_gets_an_empty_export() {
+    let suite = TestSuite::start().await.unwrap();
+    let learner = new_learner(&suite).await;
+    erase(&suite, &learner).await;
+    verify_identity(&suite, &learner).await;
+    let exported = suite
+        .subject_data(dpo(&suite, "subject_rights"))
+        .export_subject(ExportSubjectRequest {
+            subject: subject(&learner),
+            services: vec!["enrolment".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .exports;
+    let document: serde_json::Value = serde_json::from_slice(&exported[0].document).unwrap();
+    assert_eq!(
+        document,
+        serde_json::json!({ "service": "enrolment", "learner": null })
+    );
+    assert!(exported[0].categories.is_empty());
 }
 
 #[tokio::test]

@@ -107,6 +107,15 @@ impl Ledger {
         }
     }
 
+    /// Whether the subject's data key was shredded (the subject erased).
+    async fn erased(&self, tenant: &str, subject: &str) -> Result<bool> {
+        match self.vault.get(tenant, subject).await {
+            Err(StoreError::Erased) => Ok(true),
+            Ok(_) | Err(StoreError::KeyNotFound) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// Whether the subject's latest restriction entry restricts processing.
     async fn restricted(&self, tenant: &str, subject: &str) -> Result<Option<bool>> {
         Ok(
@@ -328,24 +337,31 @@ impl ConsentSource for Ledger {
     }
 
     async fn verify_identity(&self, v: &IdentityVerification<'_>) -> Result<()> {
-        let key = self.vault.get_or_create(v.tenant, v.subject).await?;
+        // An erased subject may still ask for what a legal hold kept, so their request is
+        // verified too. Their key is shredded and a new one would undo the tombstone, so the
+        // reference is not kept: method, who and when are the record.
+        let sealed = match self.vault.get_or_create(v.tenant, v.subject).await {
+            // Bound to the subject by the vault; one field name for every verification.
+            Ok(key) => key.seal(
+                "identity_verifications.sealed",
+                v.evidence_reference.as_bytes(),
+            )?,
+            Err(StoreError::Erased) => Vec::new(),
+            Err(err) => return Err(err.into()),
+        };
         let now = self.clock.now();
         entity::verification::ActiveModel {
             tenant: Set(v.tenant.to_owned()),
             subject_id: Set(v.subject.to_owned()),
-            method: Set(v.method.to_owned()),
-            // Bound to the subject by the vault; one field name for every verification.
-            sealed: Set(key.seal(
-                "identity_verifications.sealed",
-                v.evidence_reference.as_bytes(),
-            )?),
+            method: Set(v.method.short_name().to_owned()),
+            sealed: Set(sealed),
             verified_by: Set(v.verified_by.to_owned()),
             verified_at: Set(now),
             ..Default::default()
         }
         .insert(&self.db)
         .await?;
-        tracing::info!(method = v.method, "identity verification recorded");
+        tracing::info!("identity verification recorded");
         Ok(())
     }
 
@@ -722,7 +738,11 @@ impl ConsentLedger for ConsentLedgerService {
             .ledger
             .identity_verified_at(access.tenant(), access.subject_id())
             .await?;
-        if rows.is_empty() && restricted.is_none() && verified.is_none() {
+        let erased = self
+            .ledger
+            .erased(access.tenant(), access.subject_id())
+            .await?;
+        if rows.is_empty() && restricted.is_none() && verified.is_none() && !erased {
             return Err(Error::NotFound("consent entries for the subject").into());
         }
         let snapshot = fold(&rows);
@@ -748,6 +768,7 @@ impl ConsentLedger for ConsentLedgerService {
             states,
             restricted: restricted.unwrap_or(false),
             identity_verified_at: verified.map(timestamp),
+            subject_erased: erased,
         }))
     }
 
@@ -800,7 +821,7 @@ impl ConsentLedger for ConsentLedgerService {
         let r = request.get_ref();
         let mut c = Checks::new();
         let id = c.subject_id(r.subject.as_ref(), "subject");
-        let method = c.required_text(&r.method, "method", 64).map(str::to_owned);
+        let method = tutela_policy::rights::verification_method(&mut c, r.method);
         let reference = c
             .required_text(&r.evidence_reference, "evidence_reference", 200)
             .map(str::to_owned);
@@ -825,7 +846,7 @@ impl ConsentLedger for ConsentLedgerService {
             .verify_identity(&IdentityVerification {
                 tenant: access.tenant(),
                 subject: access.subject_id(),
-                method: &method,
+                method,
                 evidence_reference: &reference,
                 verified_by: &by,
             })

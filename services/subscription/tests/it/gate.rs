@@ -275,7 +275,7 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
         .verify_identity(&tutela_policy::consent::IdentityVerification {
             tenant: "acme",
             subject: SUBJECT,
-            method: "VERIFICATION_METHOD_PHOTO_ID_IN_PERSON",
+            method: tutela_proto::privacy::VerificationMethod::PhotoIdInPerson,
             evidence_reference: "front desk note 7",
             verified_by: "dpo-1",
         })

@@ -274,3 +274,105 @@ async fn partners_and_tutors_have_no_access_to_the_ledger() {
         assert_eq!(reason(&err), "ACCESS_DENIED");
     }
 }
+
+/// The request as clients built it before `method` became an enum: free text in field 2.
+#[derive(Clone, PartialEq, prost::Message)]
+struct FreeTextVerification {
+    #[prost(message, optional, tag = "1")]
+    subject: Option<tutela_proto::common::SubjectRef>,
+    #[prost(string, tag = "2")]
+    method: String,
+    #[prost(string, tag = "3")]
+    evidence_reference: String,
+}
+
+#[tokio::test]
+async fn a_verification_method_is_the_closed_enum_stored_by_short_name_and_no_request_value_is_logged()
+ {
+    use prost::Message as _;
+    use tutela_proto::VERIFICATION_METHOD_NAMES;
+    use tutela_proto::consent::RecordIdentityVerificationRequest;
+    use tutela_proto::privacy::VerificationMethod;
+    use tutela_store::testing::logs::{capture, personal_value};
+    let capture = capture();
+    let suite = TestSuite::start().await.unwrap();
+    let dpo = suite.token("acme", "dpo-1", &["dpo"]);
+    let mut ledger = suite.consent_ledger(Credentials::new(&dpo, CM));
+    let reference = personal_value("ID check note 8812, desk 3");
+    let verified_by = personal_value("front-desk-clerk-77");
+    let ssn = personal_value("SSN 078-05-1120");
+    let request = |id: &str, method: i32| RecordIdentityVerificationRequest {
+        subject: subject(id),
+        method,
+        evidence_reference: reference.clone(),
+        verified_by: verified_by.clone(),
+    };
+    let db = suite.database().connect().await.unwrap();
+    let backend = db.get_database_backend();
+    let mut ids = Vec::new();
+    for (method, short) in VERIFICATION_METHOD_NAMES {
+        let id = uuid::Uuid::new_v4().to_string();
+        ledger
+            .record_identity_verification(request(&id, method as i32))
+            .await
+            .unwrap();
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                backend,
+                tutela_store::placeholders(
+                    backend,
+                    "SELECT method FROM identity_verifications WHERE subject_id = $1",
+                ),
+                [id.as_str().into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let stored: String = row.try_get("", "method").unwrap();
+        assert_eq!(stored, short);
+        assert_eq!(VerificationMethod::from_short_name(&stored), Some(method));
+        ids.push(id);
+    }
+
+    // Unset, unknown, or sent as free text by an old client: refused, naming the field.
+    let old = FreeTextVerification {
+        subject: subject(&ids[0]),
+        method: ssn.clone(),
+        evidence_reference: reference.clone(),
+    };
+    let from_old =
+        RecordIdentityVerificationRequest::decode(old.encode_to_vec().as_slice()).unwrap();
+    for bad in [request(&ids[0], 0), request(&ids[0], 99), from_old] {
+        let err = ledger.record_identity_verification(bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(fields(&err), ["method"]);
+    }
+    let err = suite
+        .subject_data(Credentials::new(&dpo, "subject_rights"))
+        .record_identity_verification(tutela_proto::privacy::RecordIdentityVerificationRequest {
+            subject: subject(&ids[0]),
+            method: 0,
+            evidence_reference: reference.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(fields(&err), ["method"]);
+    suite.stop().await.unwrap();
+
+    let text = capture.text();
+    assert!(
+        text.contains("identity verification recorded"),
+        "the capture works"
+    );
+    let mut sent = vec![reference, verified_by, ssn];
+    sent.extend(ids);
+    sent.extend(
+        VERIFICATION_METHOD_NAMES
+            .iter()
+            .flat_map(|(m, short)| [m.as_str_name().to_owned(), (*short).to_owned()]),
+    );
+    for value in sent {
+        assert!(!text.contains(&value), "a log or span carries {value:?}");
+    }
+}
