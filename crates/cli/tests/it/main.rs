@@ -7,4 +7,5 @@ mod audit;
 mod binary;
 mod check;
 mod guard;
+mod principal;
 mod serve;
