@@ -515,9 +515,9 @@ pub fn bearer(headers: &http::HeaderMap) -> Result<&str> {
 mod tests {
     use super::*;
 
-    const SECRET: &str = "a-development-secret-of-at-least-32-chars";
+    pub(super) const SECRET: &str = "a-development-secret-of-at-least-32-chars";
 
-    fn settings() -> AuthSettings {
+    pub(super) fn settings() -> AuthSettings {
         AuthSettings {
             issuer: "tutela".into(),
             audience: "tutela".into(),
@@ -634,13 +634,13 @@ mod model_tests {
     use serde_json::json;
     use tutela_proto::common::Purpose;
 
+    use super::tests::{SECRET, settings};
     use super::*;
     use crate::authorized::Authorized;
     use crate::categories::CategorySet;
     use crate::consent::ConsentGate;
     use crate::register::Register;
 
-    const SECRET: &str = "a-development-secret-of-at-least-32-chars";
     const LEARNER: &str = "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77";
     const WARD_A: &str = "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
     const WARD_B: &str = "00000000-0000-4000-8000-000000000002";
@@ -655,14 +655,7 @@ mod model_tests {
     const MALFORMED_ROLE: &str = "Learner";
 
     fn verifier() -> TokenVerifier {
-        TokenVerifier::new(&AuthSettings {
-            issuer: "tutela".into(),
-            audience: "tutela".into(),
-            hs256_secret: Some(SecretString::from(SECRET)),
-            jwks: None,
-            leeway_secs: 0,
-        })
-        .unwrap()
+        TokenVerifier::new(&settings()).unwrap()
     }
 
     /// A token signed with the development secret carrying exactly `claims`, as a client or an
@@ -695,12 +688,6 @@ mod model_tests {
             c["partner"] = json!(p);
         }
         c
-    }
-
-    fn canonical(id: &str) -> Option<String> {
-        uuid::Uuid::parse_str(id)
-            .ok()
-            .map(|u| u.hyphenated().to_string())
     }
 
     /// What the principal model says of a token, written per kind from the rules in the module
@@ -738,18 +725,19 @@ mod model_tests {
                     .flatten()
             }
             PrincipalKind::Learner => {
-                let own = canonical(sub)?;
+                let own = learner_id(sub)?;
                 (only("learner") && wards.is_empty() && partner.is_none())
                     .then(|| BTreeSet::from([own]))
             }
             PrincipalKind::Guardian => {
-                let ids: Vec<String> = wards.iter().map(|w| canonical(w)).collect::<Option<_>>()?;
+                let ids: Vec<String> =
+                    wards.iter().map(|w| learner_id(w)).collect::<Option<_>>()?;
                 let set: BTreeSet<String> = ids.iter().cloned().collect();
                 let fine = only("guardian")
                     && partner.is_none()
                     && !ids.is_empty()
                     && set.len() == ids.len()
-                    && canonical(sub).is_none_or(|own| !set.contains(&own));
+                    && learner_id(sub).is_none_or(|own| !set.contains(&own));
                 fine.then_some(set)
             }
         }
@@ -947,11 +935,9 @@ pZur00fd7zF+v8H4NNut18hEP2jA9LhJ2IUE8MMH+p02Qr4t0gxVxetB
         }]}))
         .unwrap();
         let v = TokenVerifier::new(&AuthSettings {
-            issuer: "tutela".into(),
-            audience: "tutela".into(),
             hs256_secret: None,
             jwks: Some(jwks),
-            leeway_secs: 0,
+            ..settings()
         })
         .unwrap();
         let key = EncodingKey::from_ec_pem(ES256_PRIVATE.as_bytes()).unwrap();

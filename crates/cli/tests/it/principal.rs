@@ -65,6 +65,20 @@ fn get(id: &str) -> GetLearnerRequest {
     }
 }
 
+/// The learner's profile as `token` may read it for subject rights.
+async fn profile(suite: &TestSuite, token: &str, id: &str) -> LearnerProfile {
+    suite
+        .learners(Credentials::new(token, "subject_rights"))
+        .get_learner(get(id))
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap()
+        .profile
+        .unwrap()
+}
+
 fn rename(id: &str) -> UpdateLearnerRequest {
     UpdateLearnerRequest {
         learner: subject(id),
@@ -131,16 +145,7 @@ async fn tokens_whose_kind_and_roles_disagree_reach_no_learner() {
     }
 
     let dpo = suite.token("acme", "dpo-1", &["dpo"]);
-    let record = suite
-        .learners(Credentials::new(&dpo, "subject_rights"))
-        .get_learner(get(&id))
-        .await
-        .unwrap()
-        .into_inner()
-        .learner
-        .unwrap()
-        .profile
-        .unwrap();
+    let record = profile(&suite, &dpo, &id).await;
     assert_eq!(record.given_name, GIVEN);
     let registrar = suite.token("acme", "registrar-1", &["registrar"]);
     // The ledger holds no entry for the learner: it answers NOT_FOUND.
@@ -162,16 +167,7 @@ async fn a_consistent_learner_token_reads_and_rectifies_only_its_own_record() {
     let token = suite.token("acme", &me, &["learner"]);
     let learners = suite.learners(Credentials::new(&token, "subject_rights"));
 
-    let own = learners
-        .clone()
-        .get_learner(get(&me))
-        .await
-        .unwrap()
-        .into_inner()
-        .learner
-        .unwrap()
-        .profile
-        .unwrap();
+    let own = profile(&suite, &token, &me).await;
     assert_eq!(own.family_name, FAMILY);
     assert_eq!(own.disabilities, [DISABILITY]);
     learners.clone().update_learner(rename(&me)).await.unwrap();
