@@ -132,20 +132,22 @@ enum TokenCommand {
         /// The tenant (training organisation).
         #[arg(long)]
         tenant: String,
-        /// A role (repeatable): registrar, tutor, exam_officer, marketing, dpo, partner,
-        /// learner, guardian, service.
+        /// A role (repeatable): staff roles (registrar, tutor, exam_officer, marketing, dpo),
+        /// or alone the role of another kind (learner, guardian, partner, service). Roles that
+        /// contradict the kind are refused, as the guard would refuse the token.
         #[arg(long = "role", value_name = "ROLE", required = true)]
         roles: Vec<String>,
-        /// The principal id (for a learner: their learner id). Default: a new random id.
+        /// The principal id (for a learner: their learner id, a UUID). Default: a new random id.
         #[arg(long)]
         subject: Option<String>,
-        /// The partner id, for partner tokens.
+        /// The partner id, required for partner tokens and refused on others.
         #[arg(long)]
         partner: Option<String>,
-        /// A learner the guardian acts for (repeatable).
+        /// A learner the guardian acts for (repeatable; required for guardians, refused on
+        /// others).
         #[arg(long = "ward", value_name = "LEARNER_ID")]
         wards: Vec<String>,
-        /// The principal kind; default: implied by the first role.
+        /// The principal kind; default: the kind whose role is given, else staff.
         #[arg(long, value_parser = ["staff", "service", "partner", "learner", "guardian"])]
         kind: Option<String>,
         /// Lifetime, e.g. 15m, 1h, 7d.
@@ -348,7 +350,11 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     ..Overrides::default()
                 },
             )?;
-            let kind = kind.map(|k| tutela_policy::PrincipalKind::for_role(&k));
+            let kind = kind.and_then(|k| {
+                tutela_policy::PrincipalKind::ALL
+                    .into_iter()
+                    .find(|kind| kind.as_str() == k)
+            });
             let request = tutela_policy::principal::TokenRequest {
                 tenant,
                 subject: subject.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),

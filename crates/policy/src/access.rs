@@ -6,8 +6,10 @@
 //! RPC, the resource the key's service, the context the key's purpose — and Cedar evaluation is
 //! deterministic. So a cached decision is exactly what evaluating its key again would give; it can
 //! never turn a deny into an allow. Policies cannot name individual principals (the principal's id
-//! is not in the request), which is intended: rules are about roles. A reload builds new
-//! [`AccessRules`] with an empty cache.
+//! is not in the request), which is intended: rules are about kinds and roles. Grants of a
+//! subject's own data are keyed on `principal.kind`, the fact the guard's reach check reads
+//! ([`Principal::reach`]), so the two cannot disagree about who a learner or guardian is. A
+//! reload builds new [`AccessRules`] with an empty cache.
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -49,11 +51,24 @@ pub struct DecisionKey {
 }
 
 impl DecisionKey {
-    /// The key of `principal` calling `rpc` of `service` for `purpose`.
+    /// The key of `principal` calling `rpc` of `service` for `purpose`. The rules see a
+    /// learner, guardian, partner or service as its kind and its kind's own role, and staff as
+    /// their staff roles: no token can show the rules a kind role its kind does not have, so
+    /// what the rules grant follows from the same kind as the guard's reach check, even if a
+    /// policy names a kind role instead of `principal.kind`.
     pub fn new(principal: &Principal, rpc: &str, service: &str, purpose: Purpose) -> Self {
+        let roles = match principal.kind.own_role() {
+            Some(own) => vec![own.to_owned()],
+            None => principal
+                .roles
+                .iter()
+                .filter(|r| PrincipalKind::for_role(r) == PrincipalKind::Staff)
+                .cloned()
+                .collect(),
+        };
         Self {
             kind: principal.kind,
-            roles: principal.roles.clone(),
+            roles,
             has_partner: principal.partner.is_some(),
             rpc: rpc.to_owned(),
             service: service.to_owned(),
@@ -372,6 +387,31 @@ mod tests {
                 .decide(&key(&["learner"], ERASE, Purpose::SubjectRights))
                 .allowed
         );
+    }
+
+    /// What the rules grant a subject on their own data follows from the kind, like the guard's
+    /// reach: a staff or service principal showing the rules a learner's or guardian's role
+    /// (which authentication refuses anyway) gains nothing from it.
+    #[test]
+    fn own_data_grants_follow_the_kind_not_a_role() {
+        let rules = AccessRules::default_rules().unwrap();
+        let get = "tutela.enrolment.v1.LearnerService/GetLearner";
+        let own = |kind, roles: &[&str]| {
+            rules.evaluate(&DecisionKey {
+                kind,
+                ..key(roles, get, Purpose::SubjectRights)
+            })
+        };
+        assert!(own(PrincipalKind::Learner, &["learner"]).allowed);
+        assert!(own(PrincipalKind::Guardian, &["guardian"]).allowed);
+        for (kind, roles) in [
+            (PrincipalKind::Staff, &["learner"][..]),
+            (PrincipalKind::Staff, &["tutor", "guardian"]),
+            (PrincipalKind::Service, &["learner"]),
+        ] {
+            let d = own(kind, roles);
+            assert!(!d.allowed, "{kind:?} {roles:?}: {:?}", d.policies);
+        }
     }
 
     #[test]

@@ -146,14 +146,10 @@ impl Authorized {
     }
 
     async fn check_subject(&self, subject_id: &str, recipient: Option<&str>) -> Result<()> {
-        use crate::principal::PrincipalKind;
         let p = &self.0.principal;
-        let reachable = match p.kind {
-            PrincipalKind::Learner => p.id == subject_id,
-            PrincipalKind::Guardian => p.wards.iter().any(|w| w == subject_id),
-            _ => true,
-        };
-        if !reachable {
+        // The reach follows from the kind alone, the fact the access rules' own-data grants
+        // read; authentication refused any token whose roles say otherwise.
+        if !p.reach().includes(subject_id) {
             return Err(Error::NotFound("subject"));
         }
         if self.0.rule.consent_required {

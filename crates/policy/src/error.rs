@@ -23,6 +23,9 @@ pub enum AuthFailure {
     Invalid,
     /// The token has expired (or is not valid yet).
     Expired,
+    /// The token is genuine but its claims contradict each other (e.g. a staff token carrying
+    /// the role `learner`): the principal model's rule it breaks, in words naming no value.
+    Inconsistent(&'static str),
 }
 
 /// One invalid field of a request: its path (e.g. `learner.email`) and what is wrong, in words
@@ -145,6 +148,7 @@ impl Error {
             Self::Unauthenticated(AuthFailure::Missing) => "TOKEN_MISSING",
             Self::Unauthenticated(AuthFailure::Invalid) => "TOKEN_INVALID",
             Self::Unauthenticated(AuthFailure::Expired) => "TOKEN_EXPIRED",
+            Self::Unauthenticated(AuthFailure::Inconsistent(_)) => "TOKEN_INCONSISTENT",
             Self::PurposeMissing => "PURPOSE_MISSING",
             Self::PurposeUnknown => "PURPOSE_UNKNOWN",
             Self::PurposeNotRegistered(_) => "PURPOSE_NOT_REGISTERED",
@@ -224,6 +228,9 @@ impl From<Error> for Status {
         let mut metadata = HashMap::new();
         let mut details = ErrorDetails::new();
         let message = match &err {
+            Error::Unauthenticated(AuthFailure::Inconsistent(rule)) => {
+                format!("the token's claims contradict each other: {rule}")
+            }
             Error::PurposeMissing => {
                 details.add_bad_request_violation(
                     PURPOSE_HEADER,
@@ -330,6 +337,11 @@ mod tests {
                 Error::Unauthenticated(AuthFailure::Expired),
                 Code::Unauthenticated,
                 "TOKEN_EXPIRED",
+            ),
+            (
+                Error::Unauthenticated(AuthFailure::Inconsistent("a token carries a role")),
+                Code::Unauthenticated,
+                "TOKEN_INCONSISTENT",
             ),
             (
                 Error::PurposeMissing,

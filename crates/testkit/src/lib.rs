@@ -220,6 +220,34 @@ impl TestSuite {
         tutela::auth::issue(&self.config, &request).unwrap_or_default()
     }
 
+    /// A token carrying exactly `claims`, signed with the suite's development secret, as a
+    /// client or an identity provider could make it: unlike [`TestSuite::token_for`], which
+    /// refuses to sign contradictory claims, it signs anything. The issuer and audience are the
+    /// suite's unless `claims` names its own.
+    pub fn signed(&self, claims: &serde_json::Value) -> String {
+        let mut claims = claims.clone();
+        let now = chrono::Utc::now().timestamp();
+        let defaults = [
+            ("iss", serde_json::json!(self.config.auth.issuer)),
+            ("aud", serde_json::json!(self.config.auth.audience)),
+            ("iat", serde_json::json!(now)),
+            ("exp", serde_json::json!(now + 3600)),
+        ];
+        if let Some(map) = claims.as_object_mut() {
+            for (name, value) in defaults {
+                map.entry(name).or_insert(value);
+            }
+        }
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(
+                self.config.auth.dev_secret.expose_secret().as_bytes(),
+            ),
+        )
+        .unwrap_or_default()
+    }
+
     /// A `tutela.privacy.v1.SubjectData` client sending `credentials`.
     pub fn subject_data(&self, credentials: Credentials) -> SubjectDataClient<Authed> {
         SubjectDataClient::with_interceptor(self.channel(), credentials)

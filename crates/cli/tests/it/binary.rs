@@ -403,3 +403,38 @@ fn token_issue_prints_a_token_the_guard_accepts() {
     assert_eq!(principal.tenant, "acme");
     assert_eq!(principal.roles, ["dpo"]);
 }
+
+/// `token issue` signs no token the guard would refuse as contradictory, and says why; it still
+/// derives the kind from a kind's role.
+#[test]
+fn token_issue_refuses_roles_that_contradict_the_kind() {
+    let issue = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["token", "issue", "--tenant", "acme"])
+            .args(args)
+            .env("TUTELA_AUTH_DEV_SECRET", SECRET)
+            .output()
+            .unwrap()
+    };
+    let ward = "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    for args in [
+        &["--role", "tutor", "--role", "learner"][..],
+        &["--role", "learner", "--kind", "staff"],
+        &["--role", "registrar", "--role", "guardian", "--ward", ward],
+    ] {
+        let out = issue(args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("refusing to sign a contradictory"),
+            "{args:?}: {err}"
+        );
+    }
+    let out = issue(&["--role", "guardian", "--ward", ward]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

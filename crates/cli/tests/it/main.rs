@@ -8,4 +8,5 @@ mod binary;
 mod check;
 mod dev_keys;
 mod guard;
+mod principal;
 mod serve;

@@ -264,7 +264,12 @@ async fn a_guardian_decides_for_a_ward_under_their_own_identity() {
 async fn partners_and_tutors_have_no_access_to_the_ledger() {
     let suite = TestSuite::start().await.unwrap();
     for role in ["partner", "tutor", "exam_officer"] {
-        let creds = Credentials::new(&suite.token("acme", "x", &[role]), CM);
+        // A partner token names its partner (one without is refused as inconsistent).
+        let token = suite.token_for(TokenRequest {
+            partner: (role == "partner").then(|| "exam-board-1".into()),
+            ..crate::gate::staff(role)
+        });
+        let creds = Credentials::new(&token, CM);
         let err = suite
             .consent_ledger(creds)
             .record_consent(grant(SUBJECT, Purpose::Marketing, ""))
