@@ -8,3 +8,4 @@ mod binary;
 mod check;
 mod guard;
 mod serve;
+mod validation;
