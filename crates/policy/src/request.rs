@@ -35,6 +35,27 @@ pub const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
 /// default for decoding).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// The most characters of a string field of a type outside the contract (the `paths` of a
+/// `google.protobuf.FieldMask`), which has no text rule of its own.
+pub const FOREIGN_TEXT_MAX: usize = 256;
+
+/// The kind and maximum length a string field is checked by: its text rule; for a type outside
+/// the contract, a code of at most [`FOREIGN_TEXT_MAX`] characters. A contract field without a
+/// rule (which the contract's test rules out) is refused whenever it is not empty, rather than
+/// left unchecked.
+pub fn text_rule(field: &FieldDescriptor) -> (TextKind, usize) {
+    match tutela_proto::field_text_rule(field) {
+        Some(rule) => (
+            TextKind::try_from(rule.kind).unwrap_or(TextKind::SingleLine),
+            usize::try_from(rule.max_length).unwrap_or(usize::MAX),
+        ),
+        None if field.parent_message().package_name().starts_with("tutela.") => {
+            (TextKind::SingleLine, 0)
+        }
+        None => (TextKind::Code, FOREIGN_TEXT_MAX),
+    }
+}
+
 /// What to check of one field.
 #[derive(Debug, Clone)]
 enum Check {
@@ -85,17 +106,7 @@ impl Plans {
             }
             let check = match field.kind() {
                 Kind::String => {
-                    // The contract's test rules out a string field without a rule; were one to
-                    // slip through, it is held to the strictest kind rather than left unchecked.
-                    let (kind, max) = tutela_proto::field_text_rule(&field).map_or(
-                        (TextKind::SingleLine, 0),
-                        |r| {
-                            (
-                                TextKind::try_from(r.kind).unwrap_or(TextKind::SingleLine),
-                                usize::try_from(r.max_length).unwrap_or(usize::MAX),
-                            )
-                        },
-                    );
+                    let (kind, max) = text_rule(&field);
                     Check::Text { kind, max }
                 }
                 Kind::Message(inner) if inner.full_name() == "google.protobuf.Timestamp" => {

@@ -169,14 +169,10 @@ fn leaves(
     for field in message.fields() {
         match field.kind() {
             Kind::String => {
-                let rule = tutela_proto::field_text_rule(&field).unwrap();
+                let (kind, max) = tutela_policy::request::text_rule(&field);
                 let mut fields = stack.clone();
                 fields.push(field.clone());
-                strings.push(Leaf {
-                    fields,
-                    kind: TextKind::try_from(rule.kind).unwrap(),
-                    max: usize::try_from(rule.max_length).unwrap(),
-                });
+                strings.push(Leaf { fields, kind, max });
             }
             Kind::Message(inner) if inner.full_name() == "google.protobuf.Timestamp" => {
                 let mut fields = stack.clone();
