@@ -214,7 +214,6 @@ fn value_to_json(field: &FieldDescriptor, value: &Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::register::Register;
 
     fn consent_evidence(reference: &str) -> DynamicMessage {
         let evidence = tutela_proto::consent::ConsentEvidence {

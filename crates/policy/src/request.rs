@@ -401,26 +401,18 @@ mod tests {
         }
     }
 
-    fn consent_evidence(reference: &str) -> tutela_proto::consent::ConsentEvidence {
-        tutela_proto::consent::ConsentEvidence {
-            method: 1,
-            wording_version: "v1".into(),
-            wording_sha256: "a".repeat(64),
-            evidence_reference: reference.into(),
-            actor: 2,
-            guardian: Some(tutela_proto::consent::Guardian {
-                guardian_id: String::new(),
-                name: "Ada 123-45-6789".into(),
-                relationship: "parent".into(),
-            }),
-        }
-    }
-
     #[test]
     fn a_prohibited_identifier_is_found_in_nested_text_and_named_by_path() {
         let register = Register::default_register().unwrap();
         let request = tutela_proto::consent::RecordConsentRequest {
-            evidence: Some(consent_evidence("ssn 123456789")),
+            evidence: Some(tutela_proto::consent::ConsentEvidence {
+                evidence_reference: "ssn 123456789".into(),
+                guardian: Some(tutela_proto::consent::Guardian {
+                    name: "Ada 123-45-6789".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let err = plan("tutela.consent.v1.RecordConsentRequest")

@@ -192,6 +192,13 @@ fn leaves(
     }
 }
 
+/// The string fields and the timestamps of `input`.
+fn walk(input: &MessageDescriptor) -> (Vec<Leaf>, Vec<Vec<prost_reflect::FieldDescriptor>>) {
+    let (mut strings, mut timestamps) = (Vec::new(), Vec::new());
+    leaves(input, &mut Vec::new(), &mut strings, &mut timestamps);
+    (strings, timestamps)
+}
+
 /// A request of `input` with only the field at `fields` set to `value` (lists hold one item).
 fn request_with(
     input: &MessageDescriptor,
@@ -262,13 +269,7 @@ async fn every_string_field_of_every_request_is_checked_by_its_text_rule() {
     let suite = TestSuite::start().await.unwrap();
     let mut checked = 0;
     for target in targets(&suite) {
-        let mut strings = Vec::new();
-        leaves(
-            &target.input,
-            &mut Vec::new(),
-            &mut strings,
-            &mut Vec::new(),
-        );
+        let (strings, _) = walk(&target.input);
         for leaf in &strings {
             let path = leaf.path();
             let send_text = |text: String| {
@@ -347,13 +348,7 @@ async fn a_request_that_is_no_valid_message_is_an_invalid_argument_never_interna
     let mut malformed = 0;
     for target in targets(&suite) {
         // A valid message with its last length-delimited field cut short.
-        let mut strings = Vec::new();
-        leaves(
-            &target.input,
-            &mut Vec::new(),
-            &mut strings,
-            &mut Vec::new(),
-        );
+        let (strings, _) = walk(&target.input);
         let mut truncated = match strings.first() {
             Some(leaf) => request_with(&target.input, &leaf.fields, Value::String("abcdef".into())),
             // A message without fields: an unknown length-delimited field.
@@ -398,13 +393,7 @@ async fn timestamps_outside_0001_to_9999_are_refused_naming_the_field() {
     let suite = TestSuite::start().await.unwrap();
     let mut checked = 0;
     for target in targets(&suite) {
-        let mut timestamps = Vec::new();
-        leaves(
-            &target.input,
-            &mut Vec::new(),
-            &mut Vec::new(),
-            &mut timestamps,
-        );
+        let (_, timestamps) = walk(&target.input);
         for fields in timestamps {
             let leaf = Leaf {
                 fields: fields.clone(),
@@ -473,4 +462,51 @@ fn every_rpc_of_the_contract_takes_a_unary_request_and_so_has_a_plan() {
         without.is_empty(),
         "RPCs whose requests are not validated: {without:?}"
     );
+}
+
+/// `PageRequest.page_size` above 500 is served as 500, as the contract says: a full page of 500
+/// and a token for the rest.
+#[tokio::test]
+async fn a_page_size_above_the_cap_is_served_as_the_cap() {
+    use tutela_proto::common::PageRequest;
+    use tutela_proto::enrolment::{Course, CreateCourseRequest, ListCoursesRequest};
+    let suite = TestSuite::start().await.unwrap();
+    let token = suite.token("acme", "registrar-1", &["registrar"]);
+    let courses = suite.courses(Credentials::new(&token, "course_administration"));
+    let cap = usize::try_from(tutela_policy::validate::MAX_PAGE_SIZE).unwrap();
+    for chunk in (0..=cap).collect::<Vec<_>>().chunks(50) {
+        let creates = chunk.iter().map(|i| {
+            let mut client = courses.clone();
+            async move {
+                client
+                    .create_course(CreateCourseRequest {
+                        course: Some(Course {
+                            code: format!("C-{i}"),
+                            title: "Course".into(),
+                            start_date: "2027-01-01".into(),
+                            end_date: "2027-06-30".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                    .await
+            }
+        });
+        for created in futures::future::join_all(creates).await {
+            created.unwrap();
+        }
+    }
+    let page = courses
+        .clone()
+        .list_courses(ListCoursesRequest {
+            page: Some(PageRequest {
+                page_size: u32::MAX,
+                page_token: String::new(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.courses.len(), cap);
+    assert!(!page.page.unwrap().next_page_token.is_empty());
 }
