@@ -261,14 +261,12 @@ impl RequestPlan {
                     ));
                 }
             }
-            (Check::Timestamp, Value::Message(at)) => {
-                if !timestamp_in_range(at) {
-                    found.invalid.push(Violation::new(
-                        path,
-                        "a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z, \
-                         nanos from 0 to 999999999",
-                    ));
-                }
+            (Check::Timestamp, Value::Message(at)) if !timestamp_in_range(at) => {
+                found.invalid.push(Violation::new(
+                    path,
+                    "a time from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z, \
+                     nanos from 0 to 999999999",
+                ));
             }
             (Check::Message(plan), Value::Message(inner)) => {
                 self.walk(*plan, inner, &path, prohibited, found);
