@@ -49,5 +49,6 @@ pub fn build(
         rules,
         MethodTable::from_pool(pool),
         consent,
-    )?)
+    )?
+    .with_max_message_bytes(config.server.max_message_bytes))
 }

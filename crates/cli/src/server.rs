@@ -254,7 +254,7 @@ pub async fn run(
         );
         routes.add_service(
             tutela_proto::enrolment::feedback_service_server::FeedbackServiceServer::new(
-                tutela_enrolment::FeedbackService::new(records.clone(), register.clone()),
+                tutela_enrolment::FeedbackService::new(records.clone()),
             )
             .max_decoding_message_size(s.max_message_bytes)
             .max_encoding_message_size(s.max_message_bytes),

@@ -105,6 +105,18 @@ pub enum Error {
     /// Bad input: one entry per offending field.
     #[error("invalid request")]
     InvalidArgument(Vec<Violation>),
+    /// The request body is not one valid encoding of the RPC's request message (random bytes, a
+    /// truncated message, a wrong wire type, text that is not UTF-8). The description names what
+    /// is wrong, never the bytes.
+    #[error("malformed request: {0}")]
+    MalformedRequest(&'static str),
+    /// The request message is compressed; tutela accepts uncompressed requests only, so that no
+    /// request escapes validation.
+    #[error("compressed request messages are not accepted; send them uncompressed")]
+    CompressionUnsupported,
+    /// The request message is larger than the server's limit (in bytes).
+    #[error("the request message is larger than {0} bytes")]
+    MessageTooLarge(usize),
     /// A field holds an identifier tutela never collects (E3), e.g. a US social security number.
     #[error("prohibited identifier")]
     ProhibitedIdentifier(Vec<Violation>),
@@ -160,6 +172,9 @@ impl Error {
             Self::LegalHold => "LEGAL_HOLD",
             Self::FailedPrecondition { reason, .. } => reason,
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::MalformedRequest(_) => "MALFORMED_REQUEST",
+            Self::CompressionUnsupported => "COMPRESSION_UNSUPPORTED",
+            Self::MessageTooLarge(_) => "MESSAGE_TOO_LARGE",
             Self::ProhibitedIdentifier(_) => "PROHIBITED_IDENTIFIER",
             Self::NotForPurpose(_) => "CATEGORY_NOT_FOR_PURPOSE",
             Self::NotFound(_) => "NOT_FOUND",
@@ -177,6 +192,7 @@ impl Error {
             Self::PurposeMissing
             | Self::PurposeUnknown
             | Self::InvalidArgument(_)
+            | Self::MalformedRequest(_)
             | Self::ProhibitedIdentifier(_)
             | Self::NotForPurpose(_) => Code::InvalidArgument,
             Self::Denied | Self::CategoryDenied(_) => Code::PermissionDenied,
@@ -186,6 +202,8 @@ impl Error {
             | Self::GuardianConsentRequired { .. }
             | Self::LegalHold
             | Self::FailedPrecondition { .. } => Code::FailedPrecondition,
+            Self::CompressionUnsupported => Code::Unimplemented,
+            Self::MessageTooLarge(_) => Code::ResourceExhausted,
             Self::NotFound(_) => Code::NotFound,
             Self::AlreadyExists(_) => Code::AlreadyExists,
             Self::AuditUnavailable | Self::Unavailable(_) => Code::Unavailable,
@@ -408,6 +426,21 @@ mod tests {
                 Error::invalid("learner.email", "not an email address"),
                 Code::InvalidArgument,
                 "INVALID_ARGUMENT",
+            ),
+            (
+                Error::MalformedRequest("truncated"),
+                Code::InvalidArgument,
+                "MALFORMED_REQUEST",
+            ),
+            (
+                Error::CompressionUnsupported,
+                Code::Unimplemented,
+                "COMPRESSION_UNSUPPORTED",
+            ),
+            (
+                Error::MessageTooLarge(1024),
+                Code::ResourceExhausted,
+                "MESSAGE_TOO_LARGE",
             ),
             (Error::NotFound("learner"), Code::NotFound, "NOT_FOUND"),
             (

@@ -1,8 +1,8 @@
 //! Generic operations on messages, driven by the contract's data-category annotations, so that
 //! services do not list their fields by category by hand: which categories a write carries (data
-//! minimisation, E5), a scan of every text for identifiers tutela never collects (E3), and the
-//! split of a message into one part per category, so that each part is sealed, read and erased on
-//! its own.
+//! minimisation, E5), and the split of a message into one part per category, so that each part is
+//! sealed, read and erased on its own. (Prohibited identifiers are refused earlier, for every
+//! request, by `crate::request`.)
 
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, FieldDescriptor, MessageDescriptor, ReflectMessage, Value};
@@ -10,7 +10,6 @@ use tutela_proto::common::DataCategory;
 
 use crate::categories::CategorySet;
 use crate::error::{Error, Result, Violation};
-use crate::register::ProhibitedIdentifier;
 
 /// The descriptor of the contract's message `full_name`.
 pub fn descriptor(full_name: &str) -> Result<MessageDescriptor> {
@@ -106,58 +105,6 @@ pub fn minimise<'a>(
         Ok(())
     } else {
         Err(Error::NotForPurpose(violations))
-    }
-}
-
-/// Refuses every text of `message` (recursively, lists included) that contains a prohibited
-/// identifier: one violation per field, naming the kind of identifier, never the value.
-pub fn refuse_prohibited(
-    message: &DynamicMessage,
-    prefix: &str,
-    rules: &[ProhibitedIdentifier],
-) -> Result<()> {
-    let mut violations = Vec::new();
-    scan(message, prefix, rules, &mut violations);
-    if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::ProhibitedIdentifier(violations))
-    }
-}
-
-fn scan(
-    message: &DynamicMessage,
-    prefix: &str,
-    rules: &[ProhibitedIdentifier],
-    out: &mut Vec<Violation>,
-) {
-    let check = |text: &str, path: String, out: &mut Vec<Violation>| {
-        if let Some(rule) = rules.iter().find(|r| r.found_in(text)) {
-            out.push(Violation::new(
-                path,
-                format!(
-                    "looks like {}, which is never collected; remove it",
-                    rule.description
-                ),
-            ));
-        }
-    };
-    for (field, value) in message.fields() {
-        let path = format!("{prefix}.{}", field.name());
-        match value {
-            Value::String(text) => check(text, path, out),
-            Value::Message(inner) => scan(inner, &path, rules, out),
-            Value::List(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    match item {
-                        Value::String(text) => check(text, format!("{path}[{i}]"), out),
-                        Value::Message(inner) => scan(inner, &format!("{path}[{i}]"), rules, out),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
     }
 }
 
@@ -267,7 +214,6 @@ fn value_to_json(field: &FieldDescriptor, value: &Value) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::register::Register;
 
     fn consent_evidence(reference: &str) -> DynamicMessage {
         let evidence = tutela_proto::consent::ConsentEvidence {
@@ -283,36 +229,6 @@ mod tests {
             }),
         };
         to_dynamic(&evidence, "tutela.consent.v1.ConsentEvidence").unwrap()
-    }
-
-    #[test]
-    fn a_prohibited_identifier_is_found_in_nested_text_and_named_by_path() {
-        let register = Register::default_register().unwrap();
-        let err = refuse_prohibited(
-            &consent_evidence("ssn 123456789"),
-            "evidence",
-            &register.prohibited_identifiers,
-        )
-        .unwrap_err();
-        let Error::ProhibitedIdentifier(v) = &err else {
-            panic!("{err:?}")
-        };
-        let fields: Vec<&str> = v.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            ["evidence.evidence_reference", "evidence.guardian.name"]
-        );
-        assert!(!format!("{err:?}").contains("123"));
-        refuse_prohibited(
-            &to_dynamic(
-                &tutela_proto::consent::ConsentEvidence::default(),
-                "tutela.consent.v1.ConsentEvidence",
-            )
-            .unwrap(),
-            "evidence",
-            &register.prohibited_identifiers,
-        )
-        .unwrap();
     }
 
     #[test]

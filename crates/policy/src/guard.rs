@@ -45,6 +45,8 @@ pub struct Guard {
     rules: RwLock<Arc<AccessRules>>,
     methods: MethodTable,
     consent: Arc<ConsentGate>,
+    /// The largest request message buffered for validation (the server's decoding limit).
+    max_message_bytes: usize,
 }
 
 /// Why the guard cannot start.
@@ -71,7 +73,36 @@ impl Guard {
             rules: RwLock::new(rules),
             methods,
             consent,
+            max_message_bytes: crate::request::DEFAULT_MAX_MESSAGE_BYTES,
         })
+    }
+
+    /// The largest request message the guard reads to validate it; set it to the server's own
+    /// decoding limit, so that the guard refuses no message the server would accept.
+    #[must_use]
+    pub fn with_max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// `request` with its message checked against the contract (see [`crate::request`]), or why
+    /// it is refused. RPCs without a plan (and plain HTTP paths) pass as they are.
+    async fn validated(
+        &self,
+        plan: Option<&crate::request::RequestPlan>,
+        request: http::Request<Body>,
+    ) -> Result<http::Request<Body>> {
+        let Some(plan) = plan else {
+            return Ok(request);
+        };
+        crate::request::checked(
+            request,
+            plan,
+            &self.register.prohibited_identifiers,
+            self.max_message_bytes,
+        )
+        .await
+        .inspect_err(|err| tracing::info!(rpc = %plan.input().full_name(), reason = err.reason(), "request refused"))
     }
 
     /// Replaces the access rules (a policy reload). The new rules come with an empty decision
@@ -225,7 +256,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let guard = self.guard.clone();
         let path = request.uri().path().to_owned();
-        let (authorized, redaction) = match guard.check(&path, request.headers()) {
+        let (authorized, redaction, plan) = match guard.check(&path, request.headers()) {
             Err(err) => {
                 tracing::info!(rpc = %path, reason = err.reason(), "call refused");
                 let purpose = purpose(request.headers())
@@ -243,8 +274,17 @@ where
                     Ok(tonic::Status::from(err).into_http())
                 });
             }
-            Ok(Outcome::Exempt | Outcome::MessageToken) => {
+            Ok(Outcome::Exempt) => {
                 return Box::pin(inner.call(request));
+            }
+            Ok(Outcome::MessageToken) => {
+                let plan = guard.methods.get(&path).and_then(|m| m.input.clone());
+                return Box::pin(async move {
+                    match guard.validated(plan.as_ref(), request).await {
+                        Ok(request) => inner.call(request).await,
+                        Err(err) => Ok(tonic::Status::from(err).into_http()),
+                    }
+                });
             }
             Ok(Outcome::Authorized(authorized, method)) => {
                 let readable = authorized.readable();
@@ -252,11 +292,15 @@ where
                 let withheld = method.output_categories.without(readable);
                 let redaction =
                     (!withheld.is_empty()).then(|| (method.output.clone(), readable, withheld));
-                (authorized, redaction)
+                (authorized, redaction, method.input.clone())
             }
         };
         Box::pin(async move {
-            let response = inner.call(request).await?;
+            // A refused request is audited like any call the handler refuses.
+            let response = match guard.validated(plan.as_ref(), request).await {
+                Ok(request) => inner.call(request).await?,
+                Err(err) => tonic::Status::from(err).into_http(),
+            };
             // The response leaves only once its audit records are durable (fail closed).
             if let Err(err) = guard.audit_call(&authorized).await {
                 return Ok(tonic::Status::from(err).into_http());

@@ -14,6 +14,7 @@ pub mod methods;
 pub mod principal;
 pub mod redact;
 pub mod register;
+pub mod request;
 pub mod rights;
 pub mod scope;
 pub mod validate;

@@ -8,6 +8,7 @@ use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
 use tutela_proto::common::DataCategory;
 
 use crate::categories::CategorySet;
+use crate::request::{PlanBuilder, RequestPlan};
 
 /// gRPC services reachable without a token or purpose: health and reflection only.
 pub const EXEMPT_SERVICES: [&str; 3] = [
@@ -47,6 +48,9 @@ pub struct MethodInfo {
     pub output: MessageDescriptor,
     /// Every category a response can carry.
     pub output_categories: CategorySet,
+    /// How its request is checked before the handler runs; `None` for a client-streaming RPC,
+    /// whose messages are not buffered (the contract has none).
+    pub input: Option<RequestPlan>,
 }
 
 /// Every RPC of the contract by HTTP/2 path (`/package.Service/Method`).
@@ -81,6 +85,9 @@ impl MethodTable {
     /// The RPCs of every `tutela.*` service in `pool`.
     pub fn from_pool(pool: &DescriptorPool) -> Self {
         let mut methods = HashMap::new();
+        // One set of message plans for every RPC: request messages share most of their parts.
+        let mut plans = PlanBuilder::new();
+        let mut inputs = Vec::new();
         for service in pool
             .services()
             .filter(|s| s.package_name().starts_with("tutela."))
@@ -100,16 +107,27 @@ impl MethodTable {
                         Authorisation::Guarded
                     };
                 let output = method.output();
+                let path = format!("/{rpc}");
+                if !method.is_client_streaming() {
+                    plans.add(&method.input());
+                    inputs.push(path.clone());
+                }
                 methods.insert(
-                    format!("/{rpc}"),
+                    path,
                     MethodInfo {
                         rpc,
                         area: area.clone(),
                         authorisation,
                         output_categories: message_categories(&output),
                         output,
+                        input: None,
                     },
                 );
+            }
+        }
+        for (path, plan) in inputs.into_iter().zip(plans.finish()) {
+            if let Some(m) = methods.get_mut(&path) {
+                m.input = Some(plan);
             }
         }
         Self { methods }

@@ -24,6 +24,14 @@ pub fn is_country_code(value: &str) -> bool {
     value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase())
 }
 
+/// Whether `key` is a valid idempotency key: 8 to 128 characters of `[A-Za-z0-9_-]`.
+pub fn is_idempotency_key(key: &str) -> bool {
+    (8..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// The default and the largest page size (see `tutela.common.v1.PageRequest`).
 pub const DEFAULT_PAGE_SIZE: u64 = 50;
 /// The largest page size; bigger requests are capped.
@@ -152,11 +160,7 @@ impl Checks {
         if key.is_empty() {
             return None;
         }
-        let ok = (8..=128).contains(&key.len())
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if ok {
+        if is_idempotency_key(key) {
             Some(key.to_owned())
         } else {
             self.fail(

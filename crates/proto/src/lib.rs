@@ -1,10 +1,11 @@
 //! The tutela contract as Rust: generated messages, clients and servers, plus the encoded file
-//! descriptor set (for reflection) and the data-category annotation of every field, which the
-//! guard's redaction, the exporters and the audit record read.
+//! descriptor set (for reflection), the data-category annotation of every field, which the
+//! guard's redaction, the exporters and the audit record read, and the text rule of every string
+//! field, which the guard's request validation reads.
 
 use std::sync::LazyLock;
 
-use prost_reflect::{DescriptorPool, FieldDescriptor, Value};
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, Value};
 
 /// Generated code, one module per proto package (prost's relative paths need this nesting).
 pub mod tutela {
@@ -41,7 +42,7 @@ pub use tutela::enrolment::v1 as enrolment;
 pub use tutela::privacy::v1 as privacy;
 pub use tutela::subscription::v1 as subscription;
 
-use common::{DataCategory, LegalBasis, Purpose};
+use common::{DataCategory, LegalBasis, Purpose, TextKind, TextRule};
 
 /// The encoded `FileDescriptorSet` of every tutela proto and its imports, custom options included.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
@@ -49,6 +50,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 /// Full name of the field option that carries a field's data category.
 pub const CATEGORY_OPTION: &str = "tutela.common.v1.category";
+
+/// Full name of the field option that carries a string field's text rule.
+pub const TEXT_OPTION: &str = "tutela.common.v1.text";
 
 static POOL: LazyLock<Result<DescriptorPool, prost_reflect::DescriptorError>> =
     LazyLock::new(|| DescriptorPool::decode(FILE_DESCRIPTOR_SET));
@@ -86,6 +90,33 @@ pub fn unannotated_fields(pool: &DescriptorPool) -> Vec<String> {
         .filter(|m| !m.is_map_entry())
         .flat_map(|m| m.fields().collect::<Vec<_>>())
         .filter(|f| field_category(f).is_none())
+        .map(|f| f.full_name().to_owned())
+        .collect()
+}
+
+/// The text rule a string field is annotated with, or `None` when the annotation is missing, has
+/// no kind, or has no maximum length.
+pub fn field_text_rule(field: &FieldDescriptor) -> Option<TextRule> {
+    let options = field.options();
+    let ext = field.parent_pool().get_extension_by_name(TEXT_OPTION)?;
+    if !options.has_extension(&ext) {
+        return None;
+    }
+    let rule: TextRule = match options.get_extension(&ext).as_ref() {
+        Value::Message(m) => m.transcode_to().ok()?,
+        _ => return None,
+    };
+    let known = TextKind::try_from(rule.kind).is_ok_and(|k| k != TextKind::Unspecified);
+    (known && rule.max_length > 0).then_some(rule)
+}
+
+/// Names of the string fields (repeated ones included) of `tutela.*` messages that lack a usable
+/// text rule, as `package.Message.field`. The contract requires this to be empty.
+pub fn unruled_string_fields(pool: &DescriptorPool) -> Vec<String> {
+    pool.all_messages()
+        .filter(|m| m.package_name().starts_with("tutela."))
+        .flat_map(|m| m.fields().collect::<Vec<_>>())
+        .filter(|f| f.kind() == Kind::String && field_text_rule(f).is_none())
         .map(|f| f.full_name().to_owned())
         .collect()
 }

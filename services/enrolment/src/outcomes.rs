@@ -353,13 +353,13 @@ impl CertificateApi for CertificateService {
 #[derive(Debug, Clone)]
 pub struct FeedbackService {
     records: Records,
-    register: std::sync::Arc<Register>,
 }
 
 impl FeedbackService {
-    /// The service over `records`, refusing the identifiers `register` prohibits.
-    pub fn new(records: Records, register: std::sync::Arc<Register>) -> Self {
-        Self { records, register }
+    /// The service over `records`. Prohibited identifiers in the text never reach it: the guard
+    /// scans every request first.
+    pub fn new(records: Records) -> Self {
+        Self { records }
     }
 }
 
@@ -388,8 +388,6 @@ impl FeedbackApi for FeedbackService {
         let (Some(text), Some(course_id), Some(kind)) = (text, course_id, kind) else {
             return Err(Error::internal("feedback checked but incomplete").into());
         };
-        let dynamic = fields::to_dynamic(&given, "tutela.enrolment.v1.Feedback")?;
-        fields::refuse_prohibited(&dynamic, "feedback", &self.register.prohibited_identifiers)?;
         fields::minimise(
             [("feedback.text", DataCategory::Communication)],
             call.rule().categories,

@@ -10,3 +10,4 @@ mod dev_keys;
 mod guard;
 mod principal;
 mod serve;
+mod validation;

@@ -6,7 +6,8 @@
 use prost_reflect::DescriptorPool;
 use tutela_proto::common::{DataCategory, LegalBasis, Purpose};
 use tutela_proto::{
-    CATEGORY_NAMES, LEGAL_BASIS_NAMES, PURPOSE_NAMES, descriptor_pool, unannotated_fields,
+    CATEGORY_NAMES, LEGAL_BASIS_NAMES, PURPOSE_NAMES, descriptor_pool, field_text_rule,
+    unannotated_fields, unruled_string_fields,
 };
 
 #[test]
@@ -24,6 +25,69 @@ fn every_field_of_every_tutela_message_has_a_data_category() {
         .map(|m| m.fields().count())
         .sum::<usize>();
     assert!(tutela_fields > 20, "walked only {tutela_fields} fields");
+}
+
+#[test]
+fn every_string_field_of_every_tutela_message_has_a_text_rule() {
+    let pool = descriptor_pool().expect("descriptor set decodes");
+    let missing = unruled_string_fields(pool);
+    assert!(
+        missing.is_empty(),
+        "string fields without a text rule: {missing:?}"
+    );
+    let ruled: Vec<_> = pool
+        .all_messages()
+        .filter(|m| m.package_name().starts_with("tutela."))
+        .flat_map(|m| m.fields().collect::<Vec<_>>())
+        .filter_map(|f| field_text_rule(&f))
+        .collect();
+    assert!(
+        ruled.len() > 100,
+        "walked only {} string fields",
+        ruled.len()
+    );
+    // Repeated string fields are walked too.
+    let disabilities = pool
+        .get_message_by_name("tutela.enrolment.v1.LearnerProfile")
+        .and_then(|m| m.get_field_by_name("disabilities"))
+        .unwrap();
+    assert!(disabilities.is_list());
+    assert_eq!(field_text_rule(&disabilities).unwrap().max_length, 200);
+}
+
+/// Compiles the real protos with `common.proto` edited by `edit`.
+fn compile_common_edited(edit: impl FnOnce(String) -> String) -> DescriptorPool {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let original = std::fs::read_to_string(root.join("tutela/common/v1/common.proto")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("tutela/common/v1");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::write(copy.join("common.proto"), edit(original)).unwrap();
+    let mut compiler = protox::Compiler::new([dir.path()]).unwrap();
+    compiler.include_imports(true);
+    compiler.open_file("tutela/common/v1/common.proto").unwrap();
+    DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
+}
+
+/// The test of the test: a string field whose text rule was removed, or whose rule has no kind,
+/// is named exactly.
+#[test]
+fn the_text_rule_check_names_a_field_whose_rule_was_removed() {
+    let broken = compile_common_edited(|original| {
+        let ruled = ", (text) = {kind: TEXT_KIND_CODE, max_length: 64}];\n}\n\n// Says where";
+        assert!(original.contains(ruled));
+        original.replace(ruled, "];\n}\n\n// Says where").replace(
+            "(text) = {kind: TEXT_KIND_IDEMPOTENCY_KEY, max_length: 128}",
+            "(text) = {max_length: 128}",
+        )
+    });
+    assert_eq!(
+        unruled_string_fields(&broken),
+        vec![
+            "tutela.common.v1.PageRequest.page_token".to_owned(),
+            "tutela.common.v1.IdempotencyKey.key".to_owned()
+        ]
+    );
 }
 
 /// The test of the test: compile the real protos with one annotation removed, and the check

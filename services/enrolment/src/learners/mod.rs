@@ -542,7 +542,7 @@ pub struct LearnerService {
 }
 
 impl LearnerService {
-    /// The service over `learners`, refusing the identifiers `register` prohibits.
+    /// The service over `learners`, applying the age of consent of `register`.
     pub fn new(learners: Learners, register: Arc<Register>) -> Self {
         Self { learners, register }
     }
@@ -604,13 +604,12 @@ impl LearnerService {
         }
     }
 
+    // Prohibited identifiers never get here: the guard scans every request before its handler.
     fn admit<'a>(
         &self,
         call: &Authorized,
-        written: &DynamicMessage,
         carried: impl IntoIterator<Item = (&'a str, DataCategory)>,
     ) -> Result<()> {
-        fields::refuse_prohibited(written, "profile", &self.register.prohibited_identifiers)?;
         fields::minimise(carried, call.rule().categories, call.purpose().short_name())
     }
 }
@@ -667,11 +666,7 @@ impl LearnerApi for LearnerService {
         c.finish()?;
         let dynamic = fields::to_dynamic(&profile, PROFILE)?;
         let carried = fields::carried(&dynamic, "profile");
-        self.admit(
-            &call,
-            &dynamic,
-            carried.iter().map(|(p, c)| (p.as_str(), *c)),
-        )?;
+        self.admit(&call, carried.iter().map(|(p, c)| (p.as_str(), *c)))?;
         let hash = request_hash(&CreateLearnerRequest {
             profile: Some(profile.clone()),
             idempotency_key: None,
@@ -791,11 +786,7 @@ impl LearnerApi for LearnerService {
         for (field, _, _) in &masked {
             fields::copy_field(&whole, &mut written, field);
         }
-        self.admit(
-            &call,
-            &written,
-            masked.iter().map(|(_, path, c)| (path.as_str(), *c)),
-        )?;
+        self.admit(&call, masked.iter().map(|(_, path, c)| (path.as_str(), *c)))?;
         let access = Self::access(&call, r.learner.as_ref()).await?;
         let born_or_moved = LearnerProfile {
             date_of_birth: profile.date_of_birth.clone(),

@@ -109,19 +109,28 @@ async fn grants_and_withdrawals_fold_into_the_current_state_and_the_history_keep
 async fn bad_input_names_every_field_and_stores_nothing() {
     let suite = TestSuite::start().await.unwrap();
     let mut ledger = suite.consent_ledger(registrar(&suite));
-    let mut request = grant("not-a-uuid", Purpose::CourseAdministration, "");
-    let e = request.evidence.as_mut().unwrap();
-    e.wording_sha256 = "XYZ".into();
-    e.method = 0;
-    // A guardian named for a decision the subject made (and the subject's own consent cannot
-    // name a purpose that does not rest on consent).
-    e.guardian = evidence(ConsentActor::Guardian).guardian;
-    let err = ledger.record_consent(request).await.unwrap_err();
+    let bad = |subject: &str| {
+        let mut request = grant(subject, Purpose::CourseAdministration, "");
+        let e = request.evidence.as_mut().unwrap();
+        e.wording_sha256 = "XYZ".into();
+        e.method = 0;
+        // A guardian named for a decision the subject made (and the subject's own consent cannot
+        // name a purpose that does not rest on consent).
+        e.guardian = evidence(ConsentActor::Guardian).guardian;
+        request
+    };
+    // A subject id that is no UUID is refused by the guard's contract check, before the handler.
+    let err = ledger.record_consent(bad("not-a-uuid")).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(fields(&err), ["subject.subject_id"]);
+    let err = ledger
+        .record_consent(bad("0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a70"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(
         fields(&err),
         [
-            "subject.subject_id",
             "purpose",
             "evidence.method",
             "evidence.wording_sha256",
