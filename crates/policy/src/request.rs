@@ -23,7 +23,7 @@ use tonic::body::Body;
 use tutela_proto::common::TextKind;
 
 use crate::error::{Error, Result, Violation};
-use crate::register::ProhibitedIdentifier;
+use crate::register::ProhibitedIdentifiers;
 use crate::validate::is_idempotency_key;
 
 /// The earliest second a `google.protobuf.Timestamp` may hold: 0001-01-01T00:00:00Z.
@@ -180,7 +180,7 @@ impl RequestPlan {
     pub fn check_encoded(
         &self,
         encoded: &[u8],
-        prohibited: &[ProhibitedIdentifier],
+        prohibited: &ProhibitedIdentifiers,
     ) -> Result<DynamicMessage> {
         let message = DynamicMessage::decode(self.input.clone(), encoded)
             .map_err(|_| Error::MalformedRequest("not a valid encoding of the request message"))?;
@@ -193,7 +193,7 @@ impl RequestPlan {
     pub fn check(
         &self,
         message: &DynamicMessage,
-        prohibited: &[ProhibitedIdentifier],
+        prohibited: &ProhibitedIdentifiers,
     ) -> Result<()> {
         let mut found = Found::default();
         self.walk(self.root, message, "", prohibited, &mut found);
@@ -211,7 +211,7 @@ impl RequestPlan {
         plan: usize,
         message: &DynamicMessage,
         prefix: &str,
-        prohibited: &[ProhibitedIdentifier],
+        prohibited: &ProhibitedIdentifiers,
         found: &mut Found,
     ) {
         let Some(plan) = self.plans.messages.get(plan) else {
@@ -242,7 +242,7 @@ impl RequestPlan {
         check: &Check,
         value: &Value,
         path: String,
-        prohibited: &[ProhibitedIdentifier],
+        prohibited: &ProhibitedIdentifiers,
         found: &mut Found,
     ) {
         match (check, value) {
@@ -250,7 +250,7 @@ impl RequestPlan {
                 if let Some(problem) = text_problem(*kind, *max, text) {
                     found.invalid.push(Violation::new(path, problem));
                 } else if matches!(kind, TextKind::SingleLine | TextKind::MultiLine)
-                    && let Some(rule) = prohibited.iter().find(|r| r.found_in(text))
+                    && let Some(rule) = prohibited.first_in(text)
                 {
                     found.prohibited.push(Violation::new(
                         path,
@@ -355,7 +355,7 @@ pub fn unary_message(body: &[u8]) -> Result<&[u8]> {
 pub async fn checked(
     request: http::Request<Body>,
     plan: &RequestPlan,
-    prohibited: &[ProhibitedIdentifier],
+    prohibited: &ProhibitedIdentifiers,
     max_message_bytes: usize,
 ) -> Result<http::Request<Body>> {
     let (parts, body) = request.into_parts();
@@ -388,6 +388,11 @@ mod tests {
     fn plan(name: &str) -> RequestPlan {
         let pool = tutela_proto::descriptor_pool().unwrap();
         RequestPlan::for_message(&pool.get_message_by_name(name).unwrap())
+    }
+
+    /// The built-in identifiers only: what the tests below check never holds one.
+    fn built_in() -> ProhibitedIdentifiers {
+        Register::default_register().unwrap().prohibited_identifiers
     }
 
     fn fields(err: &Error) -> Vec<&str> {
@@ -459,7 +464,7 @@ mod tests {
             ..Default::default()
         };
         let err = plan("tutela.enrolment.v1.UpdateLearnerRequest")
-            .check_encoded(&request.encode_to_vec(), &[])
+            .check_encoded(&request.encode_to_vec(), &built_in())
             .unwrap_err();
         assert_eq!(err.reason(), "INVALID_ARGUMENT");
         assert_eq!(
@@ -487,7 +492,7 @@ mod tests {
             ..Default::default()
         };
         plan("tutela.enrolment.v1.UpdateLearnerRequest")
-            .check_encoded(&fine.encode_to_vec(), &[])
+            .check_encoded(&fine.encode_to_vec(), &built_in())
             .unwrap();
     }
 
@@ -505,7 +510,7 @@ mod tests {
             (0, 1_000_000_000),
         ] {
             let err = p
-                .check_encoded(&at(seconds, nanos).encode_to_vec(), &[])
+                .check_encoded(&at(seconds, nanos).encode_to_vec(), &built_in())
                 .unwrap_err();
             assert_eq!(fields(&err), ["occurred_at"], "{seconds} {nanos}");
         }
@@ -513,7 +518,7 @@ mod tests {
             (MIN_TIMESTAMP_SECONDS, 0),
             (MAX_TIMESTAMP_SECONDS, 999_999_999),
         ] {
-            p.check_encoded(&at(seconds, nanos).encode_to_vec(), &[])
+            p.check_encoded(&at(seconds, nanos).encode_to_vec(), &built_in())
                 .unwrap();
         }
     }
@@ -549,7 +554,7 @@ mod tests {
             &[0x0a, 3, 0x0a, 1, 0xff][..],
         ] {
             assert_eq!(
-                p.check_encoded(bytes, &[]).unwrap_err().reason(),
+                p.check_encoded(bytes, &built_in()).unwrap_err().reason(),
                 "MALFORMED_REQUEST",
                 "{bytes:?}"
             );

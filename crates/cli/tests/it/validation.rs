@@ -16,7 +16,7 @@ use tonic_types::StatusExt;
 use tutela_policy::Register;
 use tutela_policy::access::{AccessRules, DecisionKey};
 use tutela_policy::methods::{Authorisation, MethodInfo, MethodTable};
-use tutela_policy::principal::{Principal, PrincipalKind};
+use tutela_policy::principal::{Audience, Claims, Principal, PrincipalKind};
 use tutela_proto::PURPOSE_NAMES;
 use tutela_proto::common::TextKind;
 use tutela_testkit::{Credentials, TestSuite};
@@ -89,14 +89,19 @@ fn targets(suite: &TestSuite) -> Vec<Target> {
             let input = m.input.as_ref().unwrap().input().clone();
             let token = (m.authorisation == Authorisation::Guarded).then(|| {
                 let found = roles.iter().find_map(|role| {
-                    let principal = Principal {
-                        id: "staff-1".into(),
+                    let principal = Principal::from_claims(Claims {
+                        iss: "tutela".into(),
+                        aud: Audience::One("tutela".into()),
+                        sub: "staff-1".into(),
+                        exp: 0,
+                        iat: 0,
                         tenant: "acme".into(),
                         kind: PrincipalKind::for_role(role),
                         roles: vec![(*role).to_owned()],
                         partner: (*role == "partner").then(|| "partner-1".to_owned()),
                         wards: Vec::new(),
-                    };
+                    })
+                    .unwrap();
                     PURPOSE_NAMES.iter().find_map(|(purpose, name)| {
                         let key = DecisionKey::new(&principal, &m.rpc, &m.area, *purpose);
                         (register.rule(*purpose).is_some() && rules.decide(&key).allowed)
