@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tutela_proto::common::{DataCategory, Purpose};
 
+use crate::audit::{AuditLog, AuditRecord, EventKind, Outcome};
 use crate::categories::CategorySet;
 use crate::consent::ConsentGate;
 use crate::error::{Error, Result};
@@ -22,8 +23,21 @@ struct Inner {
     rpc: String,
     policies: Vec<String>,
     consent: Arc<ConsentGate>,
-    accesses: Mutex<Vec<(String, CategorySet)>>,
+    audit: AuditLog,
+    accesses: Mutex<Vec<Access>>,
     refusal: Mutex<Option<(String, &'static str)>>,
+}
+
+/// What a call did to one subject's data, for its audit record.
+#[derive(Debug)]
+pub(crate) struct Access {
+    pub(crate) subject: String,
+    pub(crate) categories: CategorySet,
+    /// Outbox rows staged by the call's writes to the subject.
+    pub(crate) staged: Vec<String>,
+    /// Whether the call also noted an access that staged nothing (a read): then the record is
+    /// owed whatever became of the staged rows.
+    pub(crate) unstaged: bool,
 }
 
 /// An authorised call. Cheap to clone.
@@ -39,6 +53,7 @@ impl Authorized {
         rpc: String,
         policies: Vec<String>,
         consent: Arc<ConsentGate>,
+        audit: AuditLog,
     ) -> Self {
         Self(Arc::new(Inner {
             principal,
@@ -48,6 +63,7 @@ impl Authorized {
             rpc,
             policies,
             consent,
+            audit,
             accesses: Mutex::new(Vec::new()),
             refusal: Mutex::new(None),
         }))
@@ -178,17 +194,61 @@ impl Authorized {
             .take()
     }
 
-    fn record_access(&self, subject_id: &str, categories: CategorySet) {
+    fn record_access(&self, subject_id: &str, categories: CategorySet, staged: Option<String>) {
         let mut accesses = self.0.accesses.lock().unwrap_or_else(|p| p.into_inner());
-        match accesses.iter_mut().find(|(s, _)| s == subject_id) {
-            Some((_, seen)) => *seen = seen.union(categories),
-            None => accesses.push((subject_id.to_owned(), categories)),
+        let i = match accesses.iter().position(|a| a.subject == subject_id) {
+            Some(i) => i,
+            None => {
+                accesses.push(Access {
+                    subject: subject_id.to_owned(),
+                    categories: CategorySet::EMPTY,
+                    staged: Vec::new(),
+                    unstaged: false,
+                });
+                accesses.len() - 1
+            }
+        };
+        let access = &mut accesses[i];
+        access.categories = access.categories.union(categories);
+        match staged {
+            Some(id) => access.staged.push(id),
+            None => access.unstaged = true,
         }
     }
 
     /// The accesses recorded so far, emptied.
-    pub(crate) fn take_accesses(&self) -> Vec<(String, CategorySet)> {
+    pub(crate) fn take_accesses(&self) -> Vec<Access> {
         std::mem::take(&mut *self.0.accesses.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The audit record of this call, stamped now: its decision (no subject) or an access to
+    /// `subject` (tenant's subject id, written as its pseudonym) of `categories`.
+    pub(crate) fn audit_record(
+        &self,
+        subject: Option<&str>,
+        categories: CategorySet,
+    ) -> AuditRecord {
+        let p = &self.0.principal;
+        let audit = &self.0.audit;
+        AuditRecord {
+            at: audit.now(),
+            kind: if subject.is_some() {
+                EventKind::Access
+            } else {
+                EventKind::Decision
+            },
+            tenant: p.tenant.clone(),
+            principal: crate::audit::principal_ref(audit.keys(), p),
+            principal_kind: p.kind.as_str().to_owned(),
+            roles: p.roles.join(","),
+            rpc: self.0.rpc.clone(),
+            purpose: self.0.purpose.short_name().to_owned(),
+            subject: subject.map(|s| audit.keys().pseudonym(&p.tenant, s)),
+            categories: categories.names().join(","),
+            decision: Outcome::Allow,
+            reason: self.0.policies.join(","),
+            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
+        }
     }
 }
 
@@ -227,10 +287,27 @@ impl SubjectAccess {
         &self.call
     }
 
-    /// Notes that the call read or changed `categories` of the subject's data. The guard writes
-    /// one audit record per subject before the response leaves, and fails the call if it cannot.
+    /// Notes that the call read `categories` of the subject's data. The guard writes one audit
+    /// record per subject before the response leaves, and fails the call if it cannot. A write
+    /// takes [`SubjectAccess::record_in`] instead, so that its record cannot be lost.
     pub fn record(&self, categories: CategorySet) {
-        self.call.record_access(&self.subject, categories);
+        self.call.record_access(&self.subject, categories, None);
+    }
+
+    /// Notes that the call changes `categories` of the subject's data within `txn`, and stages
+    /// the audit record in the outbox within that same transaction: the record is durable
+    /// exactly when the change is. The guard chains it after the call (one record per subject,
+    /// as with [`SubjectAccess::record`]); if the process dies first, recovery chains it at the
+    /// next start. Every write of a subject's data goes through this.
+    pub async fn record_in<C: sea_orm::ConnectionTrait>(
+        &self,
+        txn: &C,
+        categories: CategorySet,
+    ) -> Result<()> {
+        let record = self.call.audit_record(Some(&self.subject), categories);
+        let id = crate::audit::stage(txn, &record, &self.subject).await?;
+        self.call.record_access(&self.subject, categories, Some(id));
+        Ok(())
     }
 
     /// Whether processing of the subject's data is restricted (Art. 18).

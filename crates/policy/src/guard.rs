@@ -136,6 +136,7 @@ impl Guard {
                 method.rpc.clone(),
                 decision.policies.clone(),
                 self.consent.clone(),
+                self.audit.clone(),
             ),
             method,
         ))
@@ -311,24 +312,11 @@ impl Guard {
         }
     }
 
-    /// Writes the decision record of an allowed call and one record per subject it accessed.
+    /// Writes the decision record of an allowed call and one record per subject it accessed. A
+    /// subject whose writes staged their record in the outbox gets it chained from there.
     async fn audit_call(&self, authorized: &Authorized) -> Result<()> {
         let p = authorized.principal();
-        let base = AuditRecord {
-            at: self.audit.now(),
-            kind: EventKind::Decision,
-            tenant: p.tenant.clone(),
-            principal: self.principal_ref(p),
-            principal_kind: p.kind.as_str().to_owned(),
-            roles: p.roles.join(","),
-            rpc: authorized.rpc().to_owned(),
-            purpose: authorized.purpose().short_name().to_owned(),
-            subject: None,
-            categories: String::new(),
-            decision: AuditOutcome::Allow,
-            reason: authorized.policies().join(","),
-            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
-        };
+        let base = authorized.audit_record(None, CategorySet::EMPTY);
         let accesses = authorized.take_accesses();
         if let Some((subject, reason)) = authorized.take_refusal() {
             // The handler was refused a subject (out of reach, no consent): that decision is a
@@ -351,14 +339,20 @@ impl Guard {
         // An access record carries the decision too (principal, RPC, purpose, deciding
         // policies), so a call that touched subjects needs no separate decision record.
         let mut appends = Vec::with_capacity(accesses.len());
-        for (subject, categories) in accesses {
+        for access in accesses {
             let record = AuditRecord {
                 kind: EventKind::Access,
-                subject: Some(self.audit.keys().pseudonym(&p.tenant, &subject)),
-                categories: join(categories),
+                subject: Some(self.audit.keys().pseudonym(&p.tenant, &access.subject)),
+                categories: join(access.categories),
                 ..base.clone()
             };
-            appends.push(self.audit.append(record, Some((p.tenant.clone(), subject))));
+            let only_staged = !access.unstaged;
+            appends.push(self.audit.append_staged(
+                record,
+                Some((p.tenant.clone(), access.subject)),
+                access.staged,
+                only_staged,
+            ));
         }
         // Queued together, so they land in the same batch.
         for result in futures::future::join_all(appends).await {
