@@ -25,6 +25,8 @@ struct Inner {
     consent: Arc<ConsentGate>,
     audit: AuditLog,
     accesses: Mutex<Vec<Access>>,
+    /// Outbox rows of the call's decision, staged by writes that touch no subject's data.
+    decision_staged: Mutex<Vec<String>>,
     refusal: Mutex<Option<(String, &'static str)>>,
 }
 
@@ -65,6 +67,7 @@ impl Authorized {
             consent,
             audit,
             accesses: Mutex::new(Vec::new()),
+            decision_staged: Mutex::new(Vec::new()),
             refusal: Mutex::new(None),
         }))
     }
@@ -216,6 +219,25 @@ impl Authorized {
         }
     }
 
+    /// Stages the call's decision record in the outbox within `txn`, for a write that touches
+    /// no subject's data (a course, a topic): durable exactly when the write is, chained by the
+    /// guard after the call or by recovery if the process dies first.
+    pub async fn record_in(&self, txn: &sea_orm::DatabaseTransaction) -> Result<()> {
+        let record = self.audit_record(None, CategorySet::EMPTY);
+        let id = crate::audit::stage(txn, &record, "").await?;
+        self.0
+            .decision_staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+        Ok(())
+    }
+
+    /// The decision's staged outbox rows, emptied.
+    pub(crate) fn take_decision_staged(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.decision_staged.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     /// The accesses recorded so far, emptied.
     pub(crate) fn take_accesses(&self) -> Vec<Access> {
         std::mem::take(&mut *self.0.accesses.lock().unwrap_or_else(|p| p.into_inner()))
@@ -271,6 +293,17 @@ impl std::fmt::Debug for SubjectAccess {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::audit::StageAudit for SubjectAccess {
+    async fn stage_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        categories: CategorySet,
+    ) -> Result<()> {
+        self.record_in(txn, categories).await
+    }
+}
+
 impl SubjectAccess {
     /// The subject's id.
     pub fn subject_id(&self) -> &str {
@@ -299,9 +332,9 @@ impl SubjectAccess {
     /// exactly when the change is. The guard chains it after the call (one record per subject,
     /// as with [`SubjectAccess::record`]); if the process dies first, recovery chains it at the
     /// next start. Every write of a subject's data goes through this.
-    pub async fn record_in<C: sea_orm::ConnectionTrait>(
+    pub async fn record_in(
         &self,
-        txn: &C,
+        txn: &sea_orm::DatabaseTransaction,
         categories: CategorySet,
     ) -> Result<()> {
         let record = self.call.audit_record(Some(&self.subject), categories);
@@ -344,6 +377,7 @@ impl SubjectAccess {
                 method,
                 evidence_reference,
                 verified_by: &call.principal.id,
+                audit: self,
             })
             .await
     }
@@ -376,6 +410,7 @@ impl SubjectAccess {
                 evidence,
                 recorded_by: &call.principal.id,
                 idempotency_key,
+                audit: self,
             })
             .await
     }
@@ -391,6 +426,7 @@ impl SubjectAccess {
                 restricted,
                 reason,
                 recorded_by: &call.principal.id,
+                audit: self,
             })
             .await
     }

@@ -317,7 +317,8 @@ impl Guard {
     async fn audit_call(&self, authorized: &Authorized) -> Result<()> {
         let p = authorized.principal();
         let base = authorized.audit_record(None, CategorySet::EMPTY);
-        let accesses = authorized.take_accesses();
+        let mut accesses = authorized.take_accesses();
+        let decision_staged = authorized.take_decision_staged();
         if let Some((subject, reason)) = authorized.take_refusal() {
             // The handler was refused a subject (out of reach, no consent): that decision is a
             // deny, whatever else the call did.
@@ -334,7 +335,14 @@ impl Guard {
                 return Ok(());
             }
         } else if accesses.is_empty() {
-            return self.audit.append(base, None).await;
+            return self
+                .audit
+                .append_staged(base, None, decision_staged, false)
+                .await;
+        }
+        // The access records carry the decision: the first takes its staged rows.
+        if let Some(first) = accesses.first_mut() {
+            first.staged.extend(decision_staged);
         }
         // An access record carries the decision too (principal, RPC, purpose, deciding
         // policies), so a call that touched subjects needs no separate decision record.

@@ -207,6 +207,16 @@ impl EventKind {
             Self::Access => "access",
         }
     }
+
+    /// As read back: anything but `access` reads as a decision (and then fails verification
+    /// if it was stored otherwise).
+    fn parse(stored: &str) -> Self {
+        if stored == "access" {
+            Self::Access
+        } else {
+            Self::Decision
+        }
+    }
 }
 
 /// Whether the call was allowed.
@@ -225,6 +235,11 @@ impl Outcome {
             Self::Allow => "allow",
             Self::Deny => "deny",
         }
+    }
+
+    /// As read back: anything but `allow` reads as a refusal.
+    fn parse(stored: &str) -> Self {
+        if stored == "allow" { Self::Allow } else { Self::Deny }
     }
 }
 
@@ -325,23 +340,35 @@ impl AuditLog {
         categories: crate::CategorySet,
         note: String,
     ) -> Result<()> {
-        let p = call.principal();
-        let record = AuditRecord {
-            at: self.now(),
-            kind: EventKind::Access,
-            tenant: p.tenant.clone(),
-            principal: principal_ref(&self.keys, p),
-            principal_kind: p.kind.as_str().to_owned(),
-            roles: p.roles.join(","),
-            rpc: call.rpc().to_owned(),
-            purpose: call.purpose().short_name().to_owned(),
-            subject: None,
-            categories: categories.names().join(","),
-            decision: Outcome::Allow,
+        self.append(Self::summary(call, categories, note), None)
+            .await
+    }
+
+    /// [`AuditLog::summarise`] for a write of many subjects' data at once (e.g. delivery events
+    /// in bulk): stages the summary within `txn`, the write's transaction, so that it is durable
+    /// exactly when the write is. [`StagedRecord::append`] after the commit chains it; if the
+    /// process dies first, recovery does.
+    pub async fn summarise_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        call: &crate::Authorized,
+        categories: crate::CategorySet,
+        note: String,
+    ) -> Result<StagedRecord> {
+        let record = Self::summary(call, categories, note);
+        let id = stage(txn, &record, "").await?;
+        Ok(StagedRecord {
+            log: self.clone(),
+            record,
+            id,
+        })
+    }
+
+    fn summary(call: &crate::Authorized, categories: crate::CategorySet, note: String) -> AuditRecord {
+        AuditRecord {
             reason: note,
-            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
-        };
-        self.append(record, None).await
+            ..call.audit_record(None, categories)
+        }
     }
 
     /// Appends `record` and waits until it is durable. `subject` is the (tenant, subject id) the
@@ -611,6 +638,113 @@ const RECOVERY_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 /// Appended to the reason of a record chained by recovery, so an investigator can tell it.
 pub const RECOVERED: &str = " [recovered]";
 
+/// A record staged in the outbox by [`AuditLog::summarise_in`], waiting to be chained.
+#[derive(Debug)]
+#[must_use = "a staged record is chained by `append` (or, late, by recovery)"]
+pub struct StagedRecord {
+    log: AuditLog,
+    record: AuditRecord,
+    id: String,
+}
+
+impl StagedRecord {
+    /// Chains the record once the transaction that staged it has committed (nothing when the
+    /// transaction rolled back, or recovery chained it already).
+    pub async fn append(self) -> Result<()> {
+        self.log
+            .append_staged(self.record, None, vec![self.id], true)
+            .await
+    }
+}
+
+/// What a write takes to stage its audit record in its own transaction, so that the write and
+/// its record commit together or not at all: a guarded call's [`crate::SubjectAccess`], or a
+/// [`TokenCallAudit`] for a call a signed token authorised.
+#[async_trait::async_trait]
+pub trait StageAudit: Send + Sync {
+    /// Stages the record of a change of `categories` of the subject's data within `txn`.
+    async fn stage_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        categories: crate::CategorySet,
+    ) -> Result<()>;
+}
+
+/// The audit record of a call that a signed token in its message authorised (no principal, no
+/// guard decision): its writes stage it with [`StageAudit::stage_in`], and [`finish`] chains it
+/// with its outcome once the call is done, in place of what was staged.
+///
+/// [`finish`]: TokenCallAudit::finish
+pub struct TokenCallAudit {
+    log: AuditLog,
+    record: AuditRecord,
+    subject: Option<(String, String)>,
+    staged: std::sync::Mutex<Vec<String>>,
+}
+
+impl fmt::Debug for TokenCallAudit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCallAudit")
+            .field("rpc", &self.record.rpc)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCallAudit {
+    /// The record `record` (written as an allowed access until [`finish`](Self::finish) says
+    /// otherwise) of a call about `subject` (tenant, subject id), when it names one.
+    pub fn new(log: &AuditLog, record: AuditRecord, subject: Option<(String, String)>) -> Self {
+        Self {
+            log: log.clone(),
+            record,
+            subject,
+            staged: Default::default(),
+        }
+    }
+
+    /// Chains the record with its outcome: allowed with `note`, or refused for `err`. What the
+    /// call's writes staged is chained once, here or by recovery.
+    pub async fn finish(self, outcome: std::result::Result<&str, &Error>) -> Result<()> {
+        let (decision, reason) = match outcome {
+            Ok(note) => (Outcome::Allow, note.to_owned()),
+            Err(err) => (Outcome::Deny, err.reason().to_owned()),
+        };
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()));
+        let record = AuditRecord {
+            decision,
+            reason,
+            ..self.record
+        };
+        self.log
+            .append_staged(record, self.subject, staged, false)
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl StageAudit for TokenCallAudit {
+    async fn stage_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        categories: crate::CategorySet,
+    ) -> Result<()> {
+        let Some((_, subject_id)) = &self.subject else {
+            return Err(Error::internal("a token call stages a write without its subject"));
+        };
+        let record = AuditRecord {
+            at: self.log.now(),
+            categories: categories.names().join(","),
+            ..self.record.clone()
+        };
+        let id = stage(txn, &record, subject_id).await?;
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+        Ok(())
+    }
+}
+
 /// Stages an access record in the outbox within `conn` (the transaction of the write it
 /// accounts for): committed with the write, or not at all. Returns the staged row's id.
 pub(crate) async fn stage<C: ConnectionTrait>(
@@ -665,25 +799,27 @@ pub async fn recover(
     let head = lock_head(&txn).await?;
     let mut rows = take_staged(&txn, ids).await?;
     rows.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
-    let records: Vec<(AuditRecord, (String, String))> = rows
+    let records: Vec<(AuditRecord, Option<(String, String)>)> = rows
         .into_iter()
         .map(|row| {
+            let subject = (!row.subject.is_empty()).then_some(row.subject);
+            let mapping = subject.is_some().then(|| (row.tenant.clone(), row.subject_id));
             let record = AuditRecord {
                 at: row.at,
-                kind: EventKind::Access,
-                tenant: row.tenant.clone(),
+                kind: EventKind::parse(&row.kind),
+                tenant: row.tenant,
                 principal: row.principal,
                 principal_kind: row.principal_kind,
                 roles: row.roles,
                 rpc: row.rpc,
                 purpose: row.purpose,
-                subject: Some(row.subject),
+                subject,
                 categories: row.categories,
-                decision: Outcome::Allow,
+                decision: Outcome::parse(&row.decision),
                 reason: format!("{}{RECOVERED}", row.reason),
                 trace_id: row.trace_id,
             };
-            (record, (row.tenant, row.subject_id))
+            (record, mapping)
         })
         .collect();
     let n = records.len();
@@ -691,7 +827,7 @@ pub async fn recover(
         &txn,
         keys,
         head,
-        records.iter().map(|(r, s)| (r, Some(s))),
+        records.iter().map(|(r, s)| (r, s.as_ref())),
         &Default::default(),
     )
     .await?;
@@ -816,11 +952,7 @@ pub async fn verify(
             }
             let record = AuditRecord {
                 at: row.at,
-                kind: if row.kind == "access" {
-                    EventKind::Access
-                } else {
-                    EventKind::Decision
-                },
+                kind: EventKind::parse(&row.kind),
                 tenant: row.tenant.clone(),
                 principal: row.principal.clone(),
                 principal_kind: row.principal_kind.clone(),
@@ -829,11 +961,7 @@ pub async fn verify(
                 purpose: row.purpose.clone(),
                 subject: row.subject.clone(),
                 categories: row.categories.clone(),
-                decision: if row.decision == "allow" {
-                    Outcome::Allow
-                } else {
-                    Outcome::Deny
-                },
+                decision: Outcome::parse(&row.decision),
                 reason: row.reason.clone(),
                 trace_id: row.trace_id.clone(),
             };
