@@ -167,8 +167,15 @@ mod m20261124_000001_audit_log {
 mod m20261201_000001_audit_outbox {
     use sea_orm_migration::prelude::*;
 
-    #[derive(DeriveMigrationName)]
     pub struct Migration;
+
+    // Named by hand: the derive names a migration after its file, which the first one of this
+    // file already is (and is recorded as, in every existing database).
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261201_000001_audit_outbox"
+        }
+    }
 
     #[derive(DeriveIden)]
     enum TutelaAuditHead {

@@ -365,7 +365,9 @@ impl AuditLog {
     }
 
     fn summary(call: &crate::Authorized, categories: crate::CategorySet, note: String) -> AuditRecord {
+        // An access without one subject: the categories of many.
         AuditRecord {
+            kind: EventKind::Access,
             reason: note,
             ..call.audit_record(None, categories)
         }
