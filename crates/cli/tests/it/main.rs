@@ -6,5 +6,6 @@
 mod audit;
 mod binary;
 mod check;
+mod crash;
 mod guard;
 mod serve;
