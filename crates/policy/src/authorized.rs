@@ -235,7 +235,13 @@ impl Authorized {
 
     /// The decision's staged outbox rows, emptied.
     pub(crate) fn take_decision_staged(&self) -> Vec<String> {
-        std::mem::take(&mut *self.0.decision_staged.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(
+            &mut *self
+                .0
+                .decision_staged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
     /// The accesses recorded so far, emptied.

@@ -3,9 +3,18 @@
 //! register and the Cedar rules, hands the handler an [`Authorized`] value, and redacts the
 //! response to the categories the caller may read. Health and reflection are the only services on
 //! the allow-list; an RPC the contract does not define is denied.
+//!
+//! What a caller without a verified principal can make the process write is bounded: a path that
+//! is no RPC of the contract is recorded as [`UNKNOWN_RPC`], never as sent, and at most
+//! [`ANONYMOUS_BUDGET`] such refusals per [`ANONYMOUS_WINDOW`] get an audit record and a log line
+//! each; the rest are counted, and one summary record (and one log line) per window says how
+//! many there were.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::BoxFuture;
 use tonic::body::Body;
@@ -23,6 +32,59 @@ use crate::principal::Principal;
 use crate::principal::{TokenVerifier, bearer};
 use crate::redact::RedactBody;
 use crate::register::Register;
+
+/// The RPC recorded for a path that is no RPC of the contract: the path itself may be anything
+/// (kilobytes, an email, an identifier), so it is neither audited nor logged.
+pub const UNKNOWN_RPC: &str = "unknown";
+/// Refusals of callers without a verified principal audited and logged one by one per window.
+pub const ANONYMOUS_BUDGET: u32 = 100;
+/// The window of [`ANONYMOUS_BUDGET`]; refusals beyond it are summarised once per window.
+pub const ANONYMOUS_WINDOW: Duration = Duration::from_secs(5);
+/// The start of the reason of a summary record, followed by the count.
+pub const OVER_BUDGET: &str = "UNAUTHENTICATED_OVER_BUDGET: ";
+
+/// A fixed-window counter of refusals of callers without a verified principal.
+#[derive(Debug, Default)]
+struct AnonymousRefusals(Mutex<Window>);
+
+#[derive(Debug, Default)]
+struct Window {
+    started: Option<Instant>,
+    recorded: u32,
+    counted: u64,
+}
+
+/// What to do with one anonymous refusal.
+enum Admission {
+    /// Audit and log it.
+    Record,
+    /// Count it; the first one counted in a window names when to write the window's summary.
+    Count(Option<Instant>),
+}
+
+impl AnonymousRefusals {
+    fn admit(&self, now: Instant) -> Admission {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // A window with nothing counted just ends; one with a count ends when its summary is
+        // taken, so that every counted refusal is in exactly one summary.
+        if w.counted == 0 && w.started.is_some_and(|s| now >= s + ANONYMOUS_WINDOW) {
+            *w = Window::default();
+        }
+        let started = *w.started.get_or_insert(now);
+        if w.recorded < ANONYMOUS_BUDGET {
+            w.recorded += 1;
+            return Admission::Record;
+        }
+        w.counted += 1;
+        Admission::Count((w.counted == 1).then_some(started + ANONYMOUS_WINDOW))
+    }
+
+    /// The refusals counted in the window, which ends.
+    fn take(&self) -> u64 {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *w).counted
+    }
+}
 
 /// What the guard decided about one call.
 #[derive(Debug)]
@@ -45,6 +107,7 @@ pub struct Guard {
     rules: RwLock<Arc<AccessRules>>,
     methods: MethodTable,
     consent: Arc<ConsentGate>,
+    anonymous: AnonymousRefusals,
 }
 
 /// Why the guard cannot start.
@@ -71,6 +134,7 @@ impl Guard {
             rules: RwLock::new(rules),
             methods,
             consent,
+            anonymous: AnonymousRefusals::default(),
         })
     }
 
@@ -228,18 +292,30 @@ where
         let path = request.uri().path().to_owned();
         let (authorized, redaction) = match guard.check(&path, request.headers()) {
             Err(err) => {
-                tracing::info!(rpc = %path, reason = err.reason(), "call refused");
+                let rpc = guard.rpc_label(&path);
                 let purpose = purpose(request.headers())
                     .map(|p| p.short_name())
                     .unwrap_or("");
                 let principal = bearer(request.headers())
                     .ok()
                     .and_then(|t| guard.verifier.verify(t).ok());
-                let record = guard.refusal_record(principal.as_ref(), &path, purpose, &err);
+                if principal.is_none()
+                    && let Admission::Count(summary_at) = guard.anonymous.admit(Instant::now())
+                {
+                    if let Some(at) = summary_at {
+                        tokio::spawn(guard.clone().summarise_anonymous(at));
+                    }
+                    return Box::pin(async move { Ok(tonic::Status::from(err).into_http()) });
+                }
+                tracing::info!(rpc, reason = err.reason(), "call refused");
+                let record = guard.refusal_record(principal.as_ref(), rpc, purpose, &err);
                 return Box::pin(async move {
                     // The call fails either way; a refusal that cannot be audited is logged.
                     if guard.audit.append(record, None).await.is_err() {
-                        tracing::error!(rpc = %path, "refusal could not be audited");
+                        tracing::error!(
+                            rpc = guard.rpc_label(&path),
+                            "refusal could not be audited"
+                        );
                     }
                     Ok(tonic::Status::from(err).into_http())
                 });
@@ -286,10 +362,36 @@ impl Guard {
         crate::audit::principal_ref(self.audit.keys(), p)
     }
 
+    /// How a refused path is recorded: its RPC, or [`UNKNOWN_RPC`].
+    fn rpc_label(&self, path: &str) -> &str {
+        self.methods
+            .get(path)
+            .map_or(UNKNOWN_RPC, |m| m.rpc.as_str())
+    }
+
+    /// Writes, at the end of a window, the summary of the anonymous refusals over its budget.
+    async fn summarise_anonymous(self: Arc<Self>, at: Instant) {
+        tokio::time::sleep_until(at).await;
+        let refused = self.anonymous.take();
+        tracing::warn!(
+            refused,
+            window_secs = ANONYMOUS_WINDOW.as_secs(),
+            "unauthenticated calls refused over the budget, audited as one summary"
+        );
+        let record = AuditRecord {
+            rpc: UNKNOWN_RPC.to_owned(),
+            reason: format!("{OVER_BUDGET}{refused}"),
+            ..self.refusal_record(None, UNKNOWN_RPC, "", &Error::Denied)
+        };
+        if self.audit.append(record, None).await.is_err() {
+            tracing::error!(refused, "summary of refusals could not be audited");
+        }
+    }
+
     fn refusal_record(
         &self,
         principal: Option<&Principal>,
-        path: &str,
+        rpc: &str,
         purpose: &str,
         err: &Error,
     ) -> AuditRecord {
@@ -302,7 +404,7 @@ impl Guard {
                 .unwrap_or_else(|| "-".into()),
             principal_kind: principal.map(|p| p.kind.as_str()).unwrap_or("-").to_owned(),
             roles: principal.map(|p| p.roles.join(",")).unwrap_or_default(),
-            rpc: path.trim_start_matches('/').to_owned(),
+            rpc: rpc.to_owned(),
             purpose: purpose.to_owned(),
             subject: None,
             categories: String::new(),

@@ -9,8 +9,8 @@ use std::ffi::{OsStr, OsString};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use secrecy::ExposeSecret;
 use tonic::transport::{Channel, Endpoint};
 use tutela_policy::audit::{AuditKeys, RECOVERED};
 use tutela_proto::common::{Purpose, SubjectRef};
@@ -43,7 +43,11 @@ impl Deployment {
     async fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let kek = tutela_store::Keyring::generate_base64().unwrap();
-        std::fs::write(dir.path().join("kek"), format!("crash-1:{}", kek.expose_secret())).unwrap();
+        std::fs::write(
+            dir.path().join("kek"),
+            format!("crash-1:{}", kek.expose_secret()),
+        )
+        .unwrap();
         let audit_key = tutela_store::Keyring::generate_base64()
             .unwrap()
             .expose_secret()
@@ -237,7 +241,12 @@ async fn pairs(db: &DatabaseConnection, sql: &str) -> Vec<(String, String)> {
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.try_get_by_index(0).unwrap(), r.try_get_by_index(1).unwrap()))
+        .map(|r| {
+            (
+                r.try_get_by_index(0).unwrap(),
+                r.try_get_by_index(1).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -310,7 +319,11 @@ async fn every_write_survives_kill_9_with_its_audit_record() {
         (ENROL, "SELECT tenant, learner_id FROM enrolments"),
     ] {
         let rows = pairs(&db, sql).await;
-        assert!(rows.len() > ROUNDS as usize, "{rpc}: only {} rows", rows.len());
+        assert!(
+            rows.len() > ROUNDS as usize,
+            "{rpc}: only {} rows",
+            rows.len()
+        );
         let missing = rows
             .iter()
             .filter(|(tenant, id)| !audited.contains(&(rpc.to_owned(), keys.pseudonym(tenant, id))))

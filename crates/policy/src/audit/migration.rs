@@ -220,14 +220,23 @@ mod m20261201_000001_audit_outbox {
                 ])
                 .values([1.into(), 0i64.into(), super::super::GENESIS.into()])
                 .map_err(|e| DbErr::Custom(e.to_string()))?
-                .on_conflict(OnConflict::column(TutelaAuditHead::Id).do_nothing().to_owned());
+                .on_conflict(
+                    OnConflict::column(TutelaAuditHead::Id)
+                        .do_nothing()
+                        .to_owned(),
+                );
             m.exec_stmt(head).await?;
             let text = |c: O| ColumnDef::new(c).text().not_null().to_owned();
             m.create_table(
                 Table::create()
                     .table(O::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(O::Id).string_len(36).not_null().primary_key())
+                    .col(
+                        ColumnDef::new(O::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(O::At).timestamp_with_time_zone().not_null())
                     .col(text(O::Kind))
                     .col(text(O::Tenant))

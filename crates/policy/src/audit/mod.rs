@@ -239,7 +239,11 @@ impl Outcome {
 
     /// As read back: anything but `allow` reads as a refusal.
     fn parse(stored: &str) -> Self {
-        if stored == "allow" { Self::Allow } else { Self::Deny }
+        if stored == "allow" {
+            Self::Allow
+        } else {
+            Self::Deny
+        }
     }
 }
 
@@ -364,7 +368,11 @@ impl AuditLog {
         })
     }
 
-    fn summary(call: &crate::Authorized, categories: crate::CategorySet, note: String) -> AuditRecord {
+    fn summary(
+        call: &crate::Authorized,
+        categories: crate::CategorySet,
+        note: String,
+    ) -> AuditRecord {
         // An access without one subject: the categories of many.
         AuditRecord {
             kind: EventKind::Access,
@@ -521,7 +529,10 @@ async fn write_batch(
 ) -> std::result::Result<(), sea_orm::DbErr> {
     let txn = db.begin().await?;
     let head = lock_head(&txn).await?;
-    let staged: Vec<String> = batch.iter().flat_map(|p| p.staged.iter().cloned()).collect();
+    let staged: Vec<String> = batch
+        .iter()
+        .flat_map(|p| p.staged.iter().cloned())
+        .collect();
     let taken: std::collections::HashSet<String> = if staged.is_empty() {
         Default::default()
     } else {
@@ -531,9 +542,9 @@ async fn write_batch(
             .map(|row| row.id)
             .collect()
     };
-    let records = batch.iter().filter(|p| {
-        !p.only_staged || p.staged.iter().any(|id| taken.contains(id))
-    });
+    let records = batch
+        .iter()
+        .filter(|p| !p.only_staged || p.staged.iter().any(|id| taken.contains(id)));
     let records = records.map(|p| (&p.record, p.subject.as_ref()));
     let written = chain(&txn, keys, head, records, mapped).await?;
     txn.commit().await?;
@@ -731,7 +742,9 @@ impl StageAudit for TokenCallAudit {
         categories: crate::CategorySet,
     ) -> Result<()> {
         let Some((_, subject_id)) = &self.subject else {
-            return Err(Error::internal("a token call stages a write without its subject"));
+            return Err(Error::internal(
+                "a token call stages a write without its subject",
+            ));
         };
         let record = AuditRecord {
             at: self.log.now(),
@@ -805,7 +818,9 @@ pub async fn recover(
         .into_iter()
         .map(|row| {
             let subject = (!row.subject.is_empty()).then_some(row.subject);
-            let mapping = subject.is_some().then(|| (row.tenant.clone(), row.subject_id));
+            let mapping = subject
+                .is_some()
+                .then(|| (row.tenant.clone(), row.subject_id));
             let record = AuditRecord {
                 at: row.at,
                 kind: EventKind::parse(&row.kind),

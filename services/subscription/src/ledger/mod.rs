@@ -16,12 +16,12 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+use tutela_policy::audit::StageAudit;
 use tutela_policy::consent::{
     ConsentFact, ConsentGate, ConsentSnapshot, ConsentSource, GuardianGrant, IdentityVerification,
     Restriction, check_evidence,
 };
 use tutela_policy::validate::{Checks, page_token, timestamp};
-use tutela_policy::audit::StageAudit;
 use tutela_policy::{Authorized, CategorySet, Error, Register, Result};
 use tutela_proto::common::{DataCategory, Purpose};
 use tutela_proto::consent::consent_ledger_server::ConsentLedger;
