@@ -47,6 +47,8 @@ pub(crate) struct Access {
 pub struct Authorized(Arc<Inner>);
 
 impl Authorized {
+    // Each argument is one part of the guard's decision, and only the guard calls this.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         principal: Principal,
         purpose: Purpose,
