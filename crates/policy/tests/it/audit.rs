@@ -10,12 +10,7 @@ use tutela_store::testing::TestDatabase;
 use tutela_store::{ManualClock, migrate, migrations_of};
 
 async fn setup() -> (TestDatabase, DatabaseConnection, AuditLog, AuditKeys) {
-    let db = TestDatabase::create().await.unwrap();
-    let conn = db.connect().await.unwrap();
-    migrate(&conn, &[migrations_of::<AuditMigrator>("audit")])
-        .await
-        .unwrap();
-    let keys = AuditKeys::from_secret(b"an audit secret of at least thirty-two bytes");
+    let (db, conn, keys) = fresh().await;
     let clock = Arc::new(ManualClock::new(
         DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
     ));
