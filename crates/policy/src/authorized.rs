@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tutela_proto::common::{DataCategory, Purpose};
 
+use crate::audit::{AuditLog, AuditRecord, EventKind, Outcome};
 use crate::categories::CategorySet;
 use crate::consent::ConsentGate;
 use crate::error::{Error, Result};
@@ -22,8 +23,23 @@ struct Inner {
     rpc: String,
     policies: Vec<String>,
     consent: Arc<ConsentGate>,
-    accesses: Mutex<Vec<(String, CategorySet)>>,
+    audit: AuditLog,
+    accesses: Mutex<Vec<Access>>,
+    /// Outbox rows of the call's decision, staged by writes that touch no subject's data.
+    decision_staged: Mutex<Vec<String>>,
     refusal: Mutex<Option<(String, &'static str)>>,
+}
+
+/// What a call did to one subject's data, for its audit record.
+#[derive(Debug)]
+pub(crate) struct Access {
+    pub(crate) subject: String,
+    pub(crate) categories: CategorySet,
+    /// Outbox rows staged by the call's writes to the subject.
+    pub(crate) staged: Vec<String>,
+    /// Whether the call also noted an access that staged nothing (a read): then the record is
+    /// owed whatever became of the staged rows.
+    pub(crate) unstaged: bool,
 }
 
 /// An authorised call. Cheap to clone.
@@ -31,6 +47,8 @@ struct Inner {
 pub struct Authorized(Arc<Inner>);
 
 impl Authorized {
+    // Each argument is one part of the guard's decision, and only the guard calls this.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         principal: Principal,
         purpose: Purpose,
@@ -39,6 +57,7 @@ impl Authorized {
         rpc: String,
         policies: Vec<String>,
         consent: Arc<ConsentGate>,
+        audit: AuditLog,
     ) -> Self {
         Self(Arc::new(Inner {
             principal,
@@ -48,7 +67,9 @@ impl Authorized {
             rpc,
             policies,
             consent,
+            audit,
             accesses: Mutex::new(Vec::new()),
+            decision_staged: Mutex::new(Vec::new()),
             refusal: Mutex::new(None),
         }))
     }
@@ -174,17 +195,86 @@ impl Authorized {
             .take()
     }
 
-    fn record_access(&self, subject_id: &str, categories: CategorySet) {
+    fn record_access(&self, subject_id: &str, categories: CategorySet, staged: Option<String>) {
         let mut accesses = self.0.accesses.lock().unwrap_or_else(|p| p.into_inner());
-        match accesses.iter_mut().find(|(s, _)| s == subject_id) {
-            Some((_, seen)) => *seen = seen.union(categories),
-            None => accesses.push((subject_id.to_owned(), categories)),
+        let i = match accesses.iter().position(|a| a.subject == subject_id) {
+            Some(i) => i,
+            None => {
+                accesses.push(Access {
+                    subject: subject_id.to_owned(),
+                    categories: CategorySet::EMPTY,
+                    staged: Vec::new(),
+                    unstaged: false,
+                });
+                accesses.len() - 1
+            }
+        };
+        let access = &mut accesses[i];
+        access.categories = access.categories.union(categories);
+        match staged {
+            Some(id) => access.staged.push(id),
+            None => access.unstaged = true,
         }
     }
 
+    /// Stages the call's decision record in the outbox within `txn`, for a write that touches
+    /// no subject's data (a course, a topic): durable exactly when the write is, chained by the
+    /// guard after the call or by recovery if the process dies first.
+    pub async fn record_in(&self, txn: &sea_orm::DatabaseTransaction) -> Result<()> {
+        let record = self.audit_record(None, CategorySet::EMPTY);
+        let id = crate::audit::stage(txn, &record, "").await?;
+        self.0
+            .decision_staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+        Ok(())
+    }
+
+    /// The decision's staged outbox rows, emptied.
+    pub(crate) fn take_decision_staged(&self) -> Vec<String> {
+        std::mem::take(
+            &mut *self
+                .0
+                .decision_staged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+
     /// The accesses recorded so far, emptied.
-    pub(crate) fn take_accesses(&self) -> Vec<(String, CategorySet)> {
+    pub(crate) fn take_accesses(&self) -> Vec<Access> {
         std::mem::take(&mut *self.0.accesses.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The audit record of this call, stamped now: its decision (no subject) or an access to
+    /// `subject` (tenant's subject id, written as its pseudonym) of `categories`.
+    pub(crate) fn audit_record(
+        &self,
+        subject: Option<&str>,
+        categories: CategorySet,
+    ) -> AuditRecord {
+        let p = &self.0.principal;
+        let audit = &self.0.audit;
+        AuditRecord {
+            at: audit.now(),
+            kind: if subject.is_some() {
+                EventKind::Access
+            } else {
+                EventKind::Decision
+            },
+            tenant: p.tenant.clone(),
+            principal: crate::audit::principal_ref(audit.keys(), p),
+            principal_kind: p.kind.as_str().to_owned(),
+            roles: p.roles.join(","),
+            rpc: self.0.rpc.clone(),
+            purpose: self.0.purpose.short_name().to_owned(),
+            subject: subject.map(|s| audit.keys().pseudonym(&p.tenant, s)),
+            categories: categories.names().join(","),
+            decision: Outcome::Allow,
+            reason: self.0.policies.join(","),
+            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
+        }
     }
 }
 
@@ -207,6 +297,17 @@ impl std::fmt::Debug for SubjectAccess {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::audit::StageAudit for SubjectAccess {
+    async fn stage_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        categories: CategorySet,
+    ) -> Result<()> {
+        self.record_in(txn, categories).await
+    }
+}
+
 impl SubjectAccess {
     /// The subject's id.
     pub fn subject_id(&self) -> &str {
@@ -223,10 +324,27 @@ impl SubjectAccess {
         &self.call
     }
 
-    /// Notes that the call read or changed `categories` of the subject's data. The guard writes
-    /// one audit record per subject before the response leaves, and fails the call if it cannot.
+    /// Notes that the call read `categories` of the subject's data. The guard writes one audit
+    /// record per subject before the response leaves, and fails the call if it cannot. A write
+    /// takes [`SubjectAccess::record_in`] instead, so that its record cannot be lost.
     pub fn record(&self, categories: CategorySet) {
-        self.call.record_access(&self.subject, categories);
+        self.call.record_access(&self.subject, categories, None);
+    }
+
+    /// Notes that the call changes `categories` of the subject's data within `txn`, and stages
+    /// the audit record in the outbox within that same transaction: the record is durable
+    /// exactly when the change is. The guard chains it after the call (one record per subject,
+    /// as with [`SubjectAccess::record`]); if the process dies first, recovery chains it at the
+    /// next start. Every write of a subject's data goes through this.
+    pub async fn record_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        categories: CategorySet,
+    ) -> Result<()> {
+        let record = self.call.audit_record(Some(&self.subject), categories);
+        let id = crate::audit::stage(txn, &record, &self.subject).await?;
+        self.call.record_access(&self.subject, categories, Some(id));
+        Ok(())
     }
 
     /// Whether processing of the subject's data is restricted (Art. 18).
@@ -263,6 +381,7 @@ impl SubjectAccess {
                 method,
                 evidence_reference,
                 verified_by: &call.principal.id,
+                audit: self,
             })
             .await
     }
@@ -295,6 +414,7 @@ impl SubjectAccess {
                 evidence,
                 recorded_by: &call.principal.id,
                 idempotency_key,
+                audit: self,
             })
             .await
     }
@@ -310,6 +430,7 @@ impl SubjectAccess {
                 restricted,
                 reason,
                 recorded_by: &call.principal.id,
+                audit: self,
             })
             .await
     }

@@ -3,9 +3,18 @@
 //! register and the Cedar rules, hands the handler an [`Authorized`] value, and redacts the
 //! response to the categories the caller may read. Health and reflection are the only services on
 //! the allow-list; an RPC the contract does not define is denied.
+//!
+//! What a caller without a verified principal can make the process write is bounded: a path that
+//! is no RPC of the contract is recorded as [`UNKNOWN_RPC`], never as sent, and at most
+//! [`ANONYMOUS_BUDGET`] such refusals per [`ANONYMOUS_WINDOW`] get an audit record and a log line
+//! each; the rest are counted, and one summary record (and one log line) per window says how
+//! many there were.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures::future::BoxFuture;
 use tonic::body::Body;
@@ -23,6 +32,59 @@ use crate::principal::Principal;
 use crate::principal::{TokenVerifier, bearer};
 use crate::redact::RedactBody;
 use crate::register::Register;
+
+/// The RPC recorded for a path that is no RPC of the contract: the path itself may be anything
+/// (kilobytes, an email, an identifier), so it is neither audited nor logged.
+pub const UNKNOWN_RPC: &str = "unknown";
+/// Refusals of callers without a verified principal audited and logged one by one per window.
+pub const ANONYMOUS_BUDGET: u32 = 100;
+/// The window of [`ANONYMOUS_BUDGET`]; refusals beyond it are summarised once per window.
+pub const ANONYMOUS_WINDOW: Duration = Duration::from_secs(5);
+/// The start of the reason of a summary record, followed by the count.
+pub const OVER_BUDGET: &str = "UNAUTHENTICATED_OVER_BUDGET: ";
+
+/// A fixed-window counter of refusals of callers without a verified principal.
+#[derive(Debug, Default)]
+struct AnonymousRefusals(Mutex<Window>);
+
+#[derive(Debug, Default)]
+struct Window {
+    started: Option<Instant>,
+    recorded: u32,
+    counted: u64,
+}
+
+/// What to do with one anonymous refusal.
+enum Admission {
+    /// Audit and log it.
+    Record,
+    /// Count it; the first one counted in a window names when to write the window's summary.
+    Count(Option<Instant>),
+}
+
+impl AnonymousRefusals {
+    fn admit(&self, now: Instant) -> Admission {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // A window with nothing counted just ends; one with a count ends when its summary is
+        // taken, so that every counted refusal is in exactly one summary.
+        if w.counted == 0 && w.started.is_some_and(|s| now >= s + ANONYMOUS_WINDOW) {
+            *w = Window::default();
+        }
+        let started = *w.started.get_or_insert(now);
+        if w.recorded < ANONYMOUS_BUDGET {
+            w.recorded += 1;
+            return Admission::Record;
+        }
+        w.counted += 1;
+        Admission::Count((w.counted == 1).then_some(started + ANONYMOUS_WINDOW))
+    }
+
+    /// The refusals counted in the window, which ends.
+    fn take(&self) -> u64 {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *w).counted
+    }
+}
 
 /// What the guard decided about one call.
 #[derive(Debug)]
@@ -47,6 +109,7 @@ pub struct Guard {
     consent: Arc<ConsentGate>,
     /// The largest request message buffered for validation (the server's decoding limit).
     max_message_bytes: usize,
+    anonymous: AnonymousRefusals,
 }
 
 /// Why the guard cannot start.
@@ -74,6 +137,7 @@ impl Guard {
             methods,
             consent,
             max_message_bytes: crate::request::DEFAULT_MAX_MESSAGE_BYTES,
+            anonymous: AnonymousRefusals::default(),
         })
     }
 
@@ -167,6 +231,7 @@ impl Guard {
                 method.rpc.clone(),
                 decision.policies.clone(),
                 self.consent.clone(),
+                self.audit.clone(),
             ),
             method,
         ))
@@ -258,18 +323,30 @@ where
         let path = request.uri().path().to_owned();
         let (authorized, redaction, plan) = match guard.check(&path, request.headers()) {
             Err(err) => {
-                tracing::info!(rpc = %path, reason = err.reason(), "call refused");
+                let rpc = guard.rpc_label(&path);
                 let purpose = purpose(request.headers())
                     .map(|p| p.short_name())
                     .unwrap_or("");
                 let principal = bearer(request.headers())
                     .ok()
                     .and_then(|t| guard.verifier.verify(t).ok());
-                let record = guard.refusal_record(principal.as_ref(), &path, purpose, &err);
+                if principal.is_none()
+                    && let Admission::Count(summary_at) = guard.anonymous.admit(Instant::now())
+                {
+                    if let Some(at) = summary_at {
+                        tokio::spawn(guard.clone().summarise_anonymous(at));
+                    }
+                    return Box::pin(async move { Ok(tonic::Status::from(err).into_http()) });
+                }
+                tracing::info!(rpc, reason = err.reason(), "call refused");
+                let record = guard.refusal_record(principal.as_ref(), rpc, purpose, &err);
                 return Box::pin(async move {
                     // The call fails either way; a refusal that cannot be audited is logged.
                     if guard.audit.append(record, None).await.is_err() {
-                        tracing::error!(rpc = %path, "refusal could not be audited");
+                        tracing::error!(
+                            rpc = guard.rpc_label(&path),
+                            "refusal could not be audited"
+                        );
                     }
                     Ok(tonic::Status::from(err).into_http())
                 });
@@ -329,10 +406,36 @@ impl Guard {
         crate::audit::principal_ref(self.audit.keys(), p)
     }
 
+    /// How a refused path is recorded: its RPC, or [`UNKNOWN_RPC`].
+    fn rpc_label(&self, path: &str) -> &str {
+        self.methods
+            .get(path)
+            .map_or(UNKNOWN_RPC, |m| m.rpc.as_str())
+    }
+
+    /// Writes, at the end of a window, the summary of the anonymous refusals over its budget.
+    async fn summarise_anonymous(self: Arc<Self>, at: Instant) {
+        tokio::time::sleep_until(at).await;
+        let refused = self.anonymous.take();
+        tracing::warn!(
+            refused,
+            window_secs = ANONYMOUS_WINDOW.as_secs(),
+            "unauthenticated calls refused over the budget, audited as one summary"
+        );
+        let record = AuditRecord {
+            rpc: UNKNOWN_RPC.to_owned(),
+            reason: format!("{OVER_BUDGET}{refused}"),
+            ..self.refusal_record(None, UNKNOWN_RPC, "", &Error::Denied)
+        };
+        if self.audit.append(record, None).await.is_err() {
+            tracing::error!(refused, "summary of refusals could not be audited");
+        }
+    }
+
     fn refusal_record(
         &self,
         principal: Option<&Principal>,
-        path: &str,
+        rpc: &str,
         purpose: &str,
         err: &Error,
     ) -> AuditRecord {
@@ -345,7 +448,7 @@ impl Guard {
                 .unwrap_or_else(|| "-".into()),
             principal_kind: principal.map(|p| p.kind.as_str()).unwrap_or("-").to_owned(),
             roles: principal.map(|p| p.roles.join(",")).unwrap_or_default(),
-            rpc: path.trim_start_matches('/').to_owned(),
+            rpc: rpc.to_owned(),
             purpose: purpose.to_owned(),
             subject: None,
             categories: String::new(),
@@ -355,25 +458,13 @@ impl Guard {
         }
     }
 
-    /// Writes the decision record of an allowed call and one record per subject it accessed.
+    /// Writes the decision record of an allowed call and one record per subject it accessed. A
+    /// subject whose writes staged their record in the outbox gets it chained from there.
     async fn audit_call(&self, authorized: &Authorized) -> Result<()> {
         let p = authorized.principal();
-        let base = AuditRecord {
-            at: self.audit.now(),
-            kind: EventKind::Decision,
-            tenant: p.tenant.clone(),
-            principal: self.principal_ref(p),
-            principal_kind: p.kind.as_str().to_owned(),
-            roles: p.roles.join(","),
-            rpc: authorized.rpc().to_owned(),
-            purpose: authorized.purpose().short_name().to_owned(),
-            subject: None,
-            categories: String::new(),
-            decision: AuditOutcome::Allow,
-            reason: authorized.policies().join(","),
-            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
-        };
-        let accesses = authorized.take_accesses();
+        let base = authorized.audit_record(None, CategorySet::EMPTY);
+        let mut accesses = authorized.take_accesses();
+        let decision_staged = authorized.take_decision_staged();
         if let Some((subject, reason)) = authorized.take_refusal() {
             // The handler was refused a subject (out of reach, no consent): that decision is a
             // deny, whatever else the call did.
@@ -390,19 +481,32 @@ impl Guard {
                 return Ok(());
             }
         } else if accesses.is_empty() {
-            return self.audit.append(base, None).await;
+            return self
+                .audit
+                .append_staged(base, None, decision_staged, false)
+                .await;
+        }
+        // The access records carry the decision: the first takes its staged rows.
+        if let Some(first) = accesses.first_mut() {
+            first.staged.extend(decision_staged);
         }
         // An access record carries the decision too (principal, RPC, purpose, deciding
         // policies), so a call that touched subjects needs no separate decision record.
         let mut appends = Vec::with_capacity(accesses.len());
-        for (subject, categories) in accesses {
+        for access in accesses {
             let record = AuditRecord {
                 kind: EventKind::Access,
-                subject: Some(self.audit.keys().pseudonym(&p.tenant, &subject)),
-                categories: join(categories),
+                subject: Some(self.audit.keys().pseudonym(&p.tenant, &access.subject)),
+                categories: join(access.categories),
                 ..base.clone()
             };
-            appends.push(self.audit.append(record, Some((p.tenant.clone(), subject))));
+            let only_staged = !access.unstaged;
+            appends.push(self.audit.append_staged(
+                record,
+                Some((p.tenant.clone(), access.subject)),
+                access.staged,
+                only_staged,
+            ));
         }
         // Queued together, so they land in the same batch.
         for result in futures::future::join_all(appends).await {

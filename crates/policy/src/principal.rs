@@ -756,6 +756,8 @@ mod model_tests {
             "tutela.enrolment.v1.LearnerService/GetLearner".into(),
             Vec::new(),
             Arc::new(ConsentGate::without_ledger()),
+            // The reach refuses before anything is audited; a detached log suffices.
+            crate::audit::AuditLog::detached(crate::audit::AuditKeys::from_secret(b"test")),
         );
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

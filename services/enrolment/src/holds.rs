@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
 };
 use tonic::{Request, Response, Status};
 use tutela_policy::scope::found;
@@ -225,6 +226,7 @@ impl HoldApi for LegalHoldService {
         if !exists {
             return Err(Error::NotFound("record").into());
         }
+        let txn = self.db.begin().await.map_err(Error::from)?;
         let row = entity::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
             hold_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -236,9 +238,13 @@ impl HoldApi for LegalHoldService {
             placed_at: Set(self.records.now()),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await
         .map_err(Error::from)?;
+        access
+            .record_in(&txn, tutela_policy::CategorySet::EMPTY)
+            .await?;
+        txn.commit().await.map_err(Error::from)?;
         tracing::info!(scope = scope.as_str_name(), "legal hold placed");
         Ok(Response::new(PlaceLegalHoldResponse {
             hold: Some(to_hold(&row)),
@@ -281,8 +287,12 @@ impl HoldApi for LegalHoldService {
         active.released_at = Set(Some(self.records.now()));
         active.released_by = Set(Some(call.principal().id.clone()));
         active.release_reason = Set(Some(reason));
-        let row = active.update(&self.db).await.map_err(Error::from)?;
-        access.record(tutela_policy::CategorySet::EMPTY);
+        let txn = self.db.begin().await.map_err(Error::from)?;
+        let row = active.update(&txn).await.map_err(Error::from)?;
+        access
+            .record_in(&txn, tutela_policy::CategorySet::EMPTY)
+            .await?;
+        txn.commit().await.map_err(Error::from)?;
         tracing::info!("legal hold released");
         Ok(Response::new(ReleaseLegalHoldResponse {
             hold: Some(to_hold(&row)),

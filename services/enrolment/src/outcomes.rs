@@ -1,7 +1,9 @@
 //! Certificates and badges (with their Open Badges 3.0 export), and feedback, compliments and
 //! complaints: `tutela.enrolment.v1.CertificateService` and `FeedbackService`.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+};
 use tonic::{Request, Response, Status};
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, timestamp};
@@ -167,21 +169,28 @@ impl Outcomes {
     /// Deletes a learner's feedback, and their certificates unless `keep_certificates`;
     /// returns how many rows went.
     pub async fn erase(&self, access: &SubjectAccess, keep_certificates: bool) -> Result<u64> {
-        let db = self.records.db();
+        let txn = self.records.db().begin().await?;
         let mut erased = feedback::Entity::delete_many()
             .filter(feedback::Column::Tenant.eq(access.tenant()))
             .filter(feedback::Column::LearnerId.eq(access.subject_id()))
-            .exec(db)
+            .exec(&txn)
             .await?
             .rows_affected;
         if !keep_certificates {
             erased += certificate::Entity::delete_many()
                 .filter(certificate::Column::Tenant.eq(access.tenant()))
                 .filter(certificate::Column::LearnerId.eq(access.subject_id()))
-                .exec(db)
+                .exec(&txn)
                 .await?
                 .rows_affected;
         }
+        access
+            .record_in(
+                &txn,
+                CategorySet::of(&[DataCategory::Education, DataCategory::Communication]),
+            )
+            .await?;
+        txn.commit().await?;
         Ok(erased)
     }
 }
@@ -244,6 +253,7 @@ impl CertificateApi for CertificateService {
             .into());
         }
         let course = self.records.course(&call, &enrolment.course_id).await?;
+        let txn = db.begin().await.map_err(Error::from)?;
         let row = certificate::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
             certificate_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -261,10 +271,13 @@ impl CertificateApi for CertificateService {
             request_hash: Set(request_hash),
             ..Default::default()
         }
-        .insert(db)
+        .insert(&txn)
         .await
         .map_err(Error::from)?;
-        access.record(CategorySet::of(&[DataCategory::Education]));
+        access
+            .record_in(&txn, CategorySet::of(&[DataCategory::Education]))
+            .await?;
+        txn.commit().await.map_err(Error::from)?;
         Ok(Response::new(IssueCertificateResponse {
             certificate: Some(to_certificate(&row)),
         }))
@@ -415,7 +428,8 @@ impl FeedbackApi for FeedbackService {
                     .learners()
                     .key_for_writing(access.tenant(), access.subject_id())
                     .await?;
-                feedback::ActiveModel {
+                let txn = db.begin().await.map_err(Error::from)?;
+                let row = feedback::ActiveModel {
                     tenant: Set(access.tenant().to_owned()),
                     feedback_id: Set(id.clone()),
                     learner_id: Set(access.subject_id().to_owned()),
@@ -430,11 +444,17 @@ impl FeedbackApi for FeedbackService {
                     request_hash: Set(request_hash),
                     ..Default::default()
                 }
-                .insert(db)
+                .insert(&txn)
                 .await
-                .map_err(Error::from)?
+                .map_err(Error::from)?;
+                access
+                    .record_in(&txn, CategorySet::of(&[DataCategory::Communication]))
+                    .await?;
+                txn.commit().await.map_err(Error::from)?;
+                row
             }
         };
+        // A replay stores nothing; its read is audited all the same.
         access.record(CategorySet::of(&[DataCategory::Communication]));
         Ok(Response::new(RecordFeedbackResponse {
             feedback: Some(Feedback {

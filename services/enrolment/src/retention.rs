@@ -273,7 +273,7 @@ impl Sweeper {
                 report.learners += 1;
                 if !dry_run {
                     self.learners
-                        .erase_learner(&row.tenant, &row.learner_id)
+                        .erase_learner(&row.tenant, &row.learner_id, None)
                         .await?;
                 }
             }

@@ -195,6 +195,12 @@ impl SubjectDataProvider for SubscriptionRights {
     }
 
     async fn erase(&self, access: &SubjectAccess, _reason: &str) -> Result<ServiceErasure> {
+        let erased_categories = CategorySet::of(&[
+            DataCategory::Identity,
+            DataCategory::Contact,
+            DataCategory::Demographic,
+            DataCategory::Communication,
+        ]);
         let s = &self.subs;
         let tenant = access.tenant();
         let contact_id = access.subject_id();
@@ -226,6 +232,7 @@ impl SubjectDataProvider for SubscriptionRights {
             .exec(&txn)
             .await?
             .rows_affected;
+        access.record_in(&txn, erased_categories).await?;
         txn.commit().await?;
         // After the rows: the ledger's sealed evidence references and guardian details share
         // this key, so they become unreadable too; the bare consent facts stay as proof.
@@ -234,12 +241,6 @@ impl SubjectDataProvider for SubscriptionRights {
         }
         s.gate.invalidate(tenant, contact_id);
         tutela_store::purge_freed_pages(&s.db).await?;
-        access.record(CategorySet::of(&[
-            DataCategory::Identity,
-            DataCategory::Contact,
-            DataCategory::Demographic,
-            DataCategory::Communication,
-        ]));
         tracing::info!(records = erased, "contact's subscription data erased");
         Ok(ServiceErasure {
             service: SERVICE.to_owned(),

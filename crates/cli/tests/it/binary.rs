@@ -30,12 +30,12 @@ fn list_services() -> ServerReflectionRequest {
 
 /// `tutela serve` as a child process on a free port, with JSON logs on a channel.
 pub(crate) struct Served {
-    child: std::process::Child,
+    pub(crate) child: std::process::Child,
     pub(crate) addr: String,
     log: std::sync::mpsc::Receiver<String>,
 }
 
-fn serve(dir: &Path, env: &[(&str, &OsStr)]) -> Served {
+pub(crate) fn serve(dir: &Path, env: &[(&str, &OsStr)]) -> Served {
     serve_with_stdout(dir, env, Stdio::null())
 }
 
@@ -94,6 +94,12 @@ impl Served {
         assert!(sent.success());
     }
 
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Sends SIGTERM and waits (up to 10 s) for a clean exit; returns the rest of the log.
     pub(crate) async fn stop(mut self) -> String {
         let sent = Instant::now();
@@ -109,8 +115,9 @@ impl Served {
             // Async: the test's own client connections must keep running to see the GOAWAY.
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        assert!(status.success(), "exit status {status}");
-        self.log.iter().collect::<Vec<_>>().join("\n")
+        let log = self.log.iter().collect::<Vec<_>>().join("\n");
+        assert!(status.success(), "exit status {status}: {log}");
+        log
     }
 }
 
@@ -148,7 +155,27 @@ async fn sigterm_lets_the_call_in_flight_finish_and_exits_zero() {
     assert!(log.contains("tutela stopped"), "{log}");
 }
 
-const SECRET: &str = "a-development-secret-for-this-test-0123456789";
+pub(crate) const SECRET: &str = "a-development-secret-for-this-test-0123456789";
+
+/// A token of tenant `acme` for `subject` with `roles`, signed with [`SECRET`].
+pub(crate) fn dev_token(subject: &str, roles: &[&str]) -> String {
+    tutela_policy::principal::issue_hs256(
+        &SECRET.into(),
+        "tutela",
+        "tutela",
+        &tutela_policy::principal::TokenRequest {
+            tenant: "acme".into(),
+            subject: subject.into(),
+            kind: None,
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            partner: None,
+            wards: Vec::new(),
+            ttl: chrono::Duration::hours(1),
+        },
+        chrono::Utc::now(),
+    )
+    .unwrap()
+}
 
 #[tokio::test]
 async fn sighup_reloads_the_access_policies_and_keeps_them_when_the_new_ones_are_invalid() {
@@ -165,22 +192,7 @@ async fn sighup_reloads_the_access_policies_and_keeps_them_when_the_new_ones_are
             ("TUTELA_AUTH_DEV_SECRET", OsStr::new(SECRET)),
         ],
     );
-    let token = tutela_policy::principal::issue_hs256(
-        &SECRET.into(),
-        "tutela",
-        "tutela",
-        &tutela_policy::principal::TokenRequest {
-            tenant: "acme".into(),
-            subject: "dpo-1".into(),
-            kind: None,
-            roles: vec!["dpo".into()],
-            partner: None,
-            wards: Vec::new(),
-            ttl: chrono::Duration::hours(1),
-        },
-        chrono::Utc::now(),
-    )
-    .unwrap();
+    let token = dev_token("dpo-1", &["dpo"]);
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", served.addr))
         .unwrap()
         .connect()

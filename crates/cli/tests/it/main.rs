@@ -6,6 +6,7 @@
 mod audit;
 mod binary;
 mod check;
+mod crash;
 mod dev_keys;
 mod guard;
 mod principal;

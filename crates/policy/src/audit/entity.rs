@@ -79,3 +79,45 @@ pub mod subject {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod outbox {
+    use sea_orm::entity::prelude::*;
+
+    /// An access record staged by a write in the write's own transaction, not yet chained: the
+    /// guard chains it after the call, or recovery does when the process died first.
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tutela_audit_outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub at: DateTimeUtc,
+        pub kind: String,
+        pub tenant: String,
+        pub principal: String,
+        pub principal_kind: String,
+        pub roles: String,
+        pub rpc: String,
+        pub purpose: String,
+        pub subject: String,
+        pub subject_id: String,
+        pub categories: String,
+        pub decision: String,
+        pub reason: String,
+        pub trace_id: String,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("AuditOutbox")
+                .field("id", &self.id)
+                .field("rpc", &self.rpc)
+                .field("subject", &self.subject)
+                .finish_non_exhaustive()
+        }
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

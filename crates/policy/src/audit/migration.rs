@@ -7,7 +7,10 @@ pub struct AuditMigrator;
 
 impl MigratorTrait for AuditMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_audit_log::Migration)]
+        vec![
+            Box::new(m20261124_000001_audit_log::Migration),
+            Box::new(m20261201_000001_audit_outbox::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -153,6 +156,118 @@ mod m20261124_000001_audit_log {
             m.drop_table(Table::drop().table(TutelaAuditHead::Table).to_owned())
                 .await?;
             m.drop_table(Table::drop().table(TutelaAuditLog::Table).to_owned())
+                .await
+        }
+    }
+}
+
+/// The head row from the start, so that the first batch of several processes on a fresh database
+/// locks a row that exists (two writers would otherwise both start at record 1); and the outbox,
+/// where a write stages its audit record in its own transaction.
+mod m20261201_000001_audit_outbox {
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    // Named by hand: the derive names a migration after its file, which the first one of this
+    // file already is (and is recorded as, in every existing database).
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261201_000001_audit_outbox"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum TutelaAuditHead {
+        Table,
+        Id,
+        Seq,
+        Hash,
+    }
+
+    #[derive(DeriveIden)]
+    enum TutelaAuditOutbox {
+        Table,
+        Id,
+        At,
+        Kind,
+        Tenant,
+        Principal,
+        PrincipalKind,
+        Roles,
+        Rpc,
+        Purpose,
+        Subject,
+        SubjectId,
+        Categories,
+        Decision,
+        Reason,
+        TraceId,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            use TutelaAuditOutbox as O;
+            // A database with records already has its head; one without gets the genesis head,
+            // which is what `verify` expects of an empty log.
+            let mut head = Query::insert();
+            head.into_table(TutelaAuditHead::Table)
+                .columns([
+                    TutelaAuditHead::Id,
+                    TutelaAuditHead::Seq,
+                    TutelaAuditHead::Hash,
+                ])
+                .values([1.into(), 0i64.into(), super::super::GENESIS.into()])
+                .map_err(|e| DbErr::Custom(e.to_string()))?
+                .on_conflict(
+                    OnConflict::column(TutelaAuditHead::Id)
+                        .do_nothing()
+                        .to_owned(),
+                );
+            m.exec_stmt(head).await?;
+            let text = |c: O| ColumnDef::new(c).text().not_null().to_owned();
+            m.create_table(
+                Table::create()
+                    .table(O::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(O::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(O::At).timestamp_with_time_zone().not_null())
+                    .col(text(O::Kind))
+                    .col(text(O::Tenant))
+                    .col(text(O::Principal))
+                    .col(text(O::PrincipalKind))
+                    .col(text(O::Roles))
+                    .col(text(O::Rpc))
+                    .col(text(O::Purpose))
+                    .col(text(O::Subject))
+                    .col(text(O::SubjectId))
+                    .col(text(O::Categories))
+                    .col(text(O::Decision))
+                    .col(text(O::Reason))
+                    .col(text(O::TraceId))
+                    .to_owned(),
+            )
+            .await?;
+            // Recovery looks for rows older than a cut-off.
+            m.create_index(
+                Index::create()
+                    .name("tutela_audit_outbox_at")
+                    .table(O::Table)
+                    .col(O::At)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await
+        }
+
+        async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+            m.drop_table(Table::drop().table(TutelaAuditOutbox::Table).to_owned())
                 .await
         }
     }

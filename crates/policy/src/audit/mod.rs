@@ -207,6 +207,16 @@ impl EventKind {
             Self::Access => "access",
         }
     }
+
+    /// As read back: anything but `access` reads as a decision (and then fails verification
+    /// if it was stored otherwise).
+    fn parse(stored: &str) -> Self {
+        if stored == "access" {
+            Self::Access
+        } else {
+            Self::Decision
+        }
+    }
 }
 
 /// Whether the call was allowed.
@@ -224,6 +234,15 @@ impl Outcome {
         match self {
             Self::Allow => "allow",
             Self::Deny => "deny",
+        }
+    }
+
+    /// As read back: anything but `allow` reads as a refusal.
+    fn parse(stored: &str) -> Self {
+        if stored == "allow" {
+            Self::Allow
+        } else {
+            Self::Deny
         }
     }
 }
@@ -262,6 +281,11 @@ pub struct AuditRecord {
 struct Pending {
     record: AuditRecord,
     subject: Option<(String, String)>,
+    /// Outbox rows this record stands for: the writer deletes them in the batch that chains it.
+    staged: Vec<String>,
+    /// Whether the record stands only for its staged rows: then it is dropped when none of them
+    /// is left (recovery chained them already, or the write that staged them rolled back).
+    only_staged: bool,
     done: oneshot::Sender<bool>,
 }
 
@@ -281,10 +305,12 @@ impl fmt::Debug for AuditLog {
 
 impl AuditLog {
     /// Starts the writer task over `db` (whose audit tables are migrated).
+    /// At once, and then every [`RECOVERY_INTERVAL`], it chains the outbox rows that calls
+    /// interrupted before their audit (see [`recover`]).
     pub fn start(db: DatabaseConnection, keys: AuditKeys, clock: SharedClock) -> Self {
         let keys = Arc::new(keys);
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(db, keys.clone(), rx));
+        tokio::spawn(writer(db, keys.clone(), clock.clone(), rx));
         Self { tx, keys, clock }
     }
 
@@ -318,23 +344,41 @@ impl AuditLog {
         categories: crate::CategorySet,
         note: String,
     ) -> Result<()> {
-        let p = call.principal();
-        let record = AuditRecord {
-            at: self.now(),
+        self.append(Self::summary(call, categories, note), None)
+            .await
+    }
+
+    /// [`AuditLog::summarise`] for a write of many subjects' data at once (e.g. delivery events
+    /// in bulk): stages the summary within `txn`, the write's transaction, so that it is durable
+    /// exactly when the write is. [`StagedRecord::append`] after the commit chains it; if the
+    /// process dies first, recovery does.
+    pub async fn summarise_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        call: &crate::Authorized,
+        categories: crate::CategorySet,
+        note: String,
+    ) -> Result<StagedRecord> {
+        let record = Self::summary(call, categories, note);
+        let id = stage(txn, &record, "").await?;
+        Ok(StagedRecord {
+            log: self.clone(),
+            record,
+            id,
+        })
+    }
+
+    fn summary(
+        call: &crate::Authorized,
+        categories: crate::CategorySet,
+        note: String,
+    ) -> AuditRecord {
+        // An access without one subject: the categories of many.
+        AuditRecord {
             kind: EventKind::Access,
-            tenant: p.tenant.clone(),
-            principal: principal_ref(&self.keys, p),
-            principal_kind: p.kind.as_str().to_owned(),
-            roles: p.roles.join(","),
-            rpc: call.rpc().to_owned(),
-            purpose: call.purpose().short_name().to_owned(),
-            subject: None,
-            categories: categories.names().join(","),
-            decision: Outcome::Allow,
             reason: note,
-            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
-        };
-        self.append(record, None).await
+            ..call.audit_record(None, categories)
+        }
     }
 
     /// Appends `record` and waits until it is durable. `subject` is the (tenant, subject id) the
@@ -344,11 +388,26 @@ impl AuditLog {
         record: AuditRecord,
         subject: Option<(String, String)>,
     ) -> Result<()> {
+        self.append_staged(record, subject, Vec::new(), false).await
+    }
+
+    /// Appends `record` in place of the outbox rows `staged` (see [`stage`]), deleting them in
+    /// the same transaction. When `only_staged` and none of the rows is left, nothing is
+    /// appended: another process recovered them, or the write that staged them rolled back.
+    pub(crate) async fn append_staged(
+        &self,
+        record: AuditRecord,
+        subject: Option<(String, String)>,
+        staged: Vec<String>,
+        only_staged: bool,
+    ) -> Result<()> {
         let (done, durable) = oneshot::channel();
         self.tx
             .send(Pending {
                 record,
                 subject,
+                staged,
+                only_staged,
                 done,
             })
             .await
@@ -360,12 +419,43 @@ impl AuditLog {
     }
 }
 
-async fn writer(db: DatabaseConnection, keys: Arc<AuditKeys>, mut rx: mpsc::Receiver<Pending>) {
+async fn writer(
+    db: DatabaseConnection,
+    keys: Arc<AuditKeys>,
+    clock: SharedClock,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Pseudonyms whose mapping row this process has written: most accesses are to subjects
     // seen before, and skipping them spares a statement per batch.
     let mut mapped = std::collections::HashSet::new();
-    while let Some(first) = rx.recv().await {
+    // The first tick is immediate: what the last run of any process left is chained at start.
+    let mut recovery = tokio::time::interval(RECOVERY_INTERVAL);
+    recovery.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first_recovery = true;
+    loop {
+        let first = tokio::select! {
+            next = rx.recv() => match next {
+                Some(next) => next,
+                None => break,
+            },
+            _ = recovery.tick() => {
+                // At start every row is an orphan or a live call's, and chaining a live call's
+                // row is safe (its guard then finds it gone); later only old rows, to leave live
+                // calls their own record.
+                let cutoff = if std::mem::take(&mut first_recovery) {
+                    None
+                } else {
+                    Some(clock.now() - RECOVERY_AGE)
+                };
+                match recover(&db, &keys, cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::warn!(records = n, "audit records of interrupted calls recovered"),
+                    Err(err) => tracing::error!(error = %err, "audit outbox could not be recovered"),
+                }
+                continue;
+            }
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -389,14 +479,13 @@ async fn writer(db: DatabaseConnection, keys: Arc<AuditKeys>, mut rx: mpsc::Rece
     }
 }
 
-async fn write_batch(
-    db: &DatabaseConnection,
-    keys: &AuditKeys,
-    batch: &[Pending],
-    mapped: &mut std::collections::HashSet<String>,
-) -> std::result::Result<(), sea_orm::DbErr> {
-    let txn = db.begin().await?;
-    let backend = db.get_database_backend();
+/// Locks the head for the rest of `txn` and reads it: every writer of every process chains
+/// under this lock, which keeps the chain linear. The migration makes the head row exist, so the
+/// lock always has a row to hold, even before the first record.
+async fn lock_head(
+    txn: &sea_orm::DatabaseTransaction,
+) -> std::result::Result<(i64, String), sea_orm::DbErr> {
+    let backend = txn.get_database_backend();
     if backend == DbBackend::Sqlite {
         // Take the write lock before reading the head, so that two writers on one file wait for
         // each other instead of both reading the same head.
@@ -410,15 +499,73 @@ async fn write_batch(
     if backend == DbBackend::Postgres {
         query = query.lock_exclusive();
     }
-    let head = query.one(&txn).await?;
-    let (mut seq, mut hash) = head
-        .as_ref()
-        .map_or((0, GENESIS.to_owned()), |h| (h.seq, h.hash.clone()));
+    let head = query.one(txn).await?;
+    Ok(head.map_or((0, GENESIS.to_owned()), |h| (h.seq, h.hash)))
+}
 
-    let mut rows = Vec::with_capacity(batch.len());
+/// Deletes the outbox rows `ids`, returning those this transaction deleted (a row another
+/// writer deleted first is not returned, so it is chained once).
+async fn take_staged(
+    txn: &sea_orm::DatabaseTransaction,
+    ids: Vec<String>,
+) -> std::result::Result<Vec<entity::outbox::Model>, sea_orm::DbErr> {
+    let mut taken = Vec::new();
+    for chunk in ids.chunks(500) {
+        taken.extend(
+            entity::outbox::Entity::delete_many()
+                .filter(entity::outbox::Column::Id.is_in(chunk.iter().cloned()))
+                .exec_with_returning(txn)
+                .await?,
+        );
+    }
+    Ok(taken)
+}
+
+async fn write_batch(
+    db: &DatabaseConnection,
+    keys: &AuditKeys,
+    batch: &[Pending],
+    mapped: &mut std::collections::HashSet<String>,
+) -> std::result::Result<(), sea_orm::DbErr> {
+    let txn = db.begin().await?;
+    let head = lock_head(&txn).await?;
+    let staged: Vec<String> = batch
+        .iter()
+        .flat_map(|p| p.staged.iter().cloned())
+        .collect();
+    let taken: std::collections::HashSet<String> = if staged.is_empty() {
+        Default::default()
+    } else {
+        take_staged(&txn, staged)
+            .await?
+            .into_iter()
+            .map(|row| row.id)
+            .collect()
+    };
+    let records = batch
+        .iter()
+        .filter(|p| !p.only_staged || p.staged.iter().any(|id| taken.contains(id)));
+    let records = records.map(|p| (&p.record, p.subject.as_ref()));
+    let written = chain(&txn, keys, head, records, mapped).await?;
+    txn.commit().await?;
+    mapped.extend(written);
+    Ok(())
+}
+
+/// Chains `records` after `head` within `txn` (which holds the head's lock), writes the
+/// pseudonym mappings of those not in `mapped` and the new head; the caller commits. Returns the
+/// pseudonyms whose mapping it wrote.
+async fn chain<'a>(
+    txn: &sea_orm::DatabaseTransaction,
+    keys: &AuditKeys,
+    (mut seq, mut hash): (i64, String),
+    records: impl Iterator<Item = (&'a AuditRecord, Option<&'a (String, String)>)>,
+    mapped: &std::collections::HashSet<String>,
+) -> std::result::Result<Vec<String>, sea_orm::DbErr> {
+    let backend = txn.get_database_backend();
+    let mut rows = Vec::new();
     let mut subjects = Vec::new();
-    for pending in batch {
-        let r = &pending.record;
+    for (r, subject) in records {
         seq += 1;
         let next = keys.link(&hash, seq, r);
         rows.push(entity::record::ActiveModel {
@@ -439,7 +586,7 @@ async fn write_batch(
             prev_hash: Set(std::mem::replace(&mut hash, next.clone())),
             hash: Set(next),
         });
-        if let (Some(pseudonym), Some((tenant, id))) = (&r.subject, &pending.subject)
+        if let (Some(pseudonym), Some((tenant, id))) = (&r.subject, subject)
             && !mapped.contains(pseudonym)
         {
             subjects.push(entity::subject::ActiveModel {
@@ -449,14 +596,17 @@ async fn write_batch(
             });
         }
     }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
     // Both backends bind at most 32766/65535 parameters per statement; 16 columns × 1000 rows
     // stays well within either.
     if backend == DbBackend::Postgres {
-        insert_unnest(&txn, rows).await?;
+        insert_unnest(txn, rows).await?;
     } else {
         for chunk in statement_chunks(rows) {
             entity::record::Entity::insert_many(chunk)
-                .exec_without_returning(&txn)
+                .exec_without_returning(txn)
                 .await?;
         }
     }
@@ -469,7 +619,7 @@ async fn write_batch(
                     .do_nothing()
                     .to_owned(),
             )
-            .exec_without_returning(&txn)
+            .exec_without_returning(txn)
             .await?;
     }
     let new_head = entity::head::ActiveModel {
@@ -483,15 +633,223 @@ async fn write_batch(
                 .update_columns([entity::head::Column::Seq, entity::head::Column::Hash])
                 .to_owned(),
         )
-        .exec_without_returning(&txn)
+        .exec_without_returning(txn)
         .await?;
-    txn.commit().await?;
-    for s in subjects {
-        if let sea_orm::ActiveValue::Set(p) = s.pseudonym {
-            mapped.insert(p);
+    Ok(subjects
+        .into_iter()
+        .filter_map(|s| match s.pseudonym {
+            sea_orm::ActiveValue::Set(p) => Some(p),
+            _ => None,
+        })
+        .collect())
+}
+
+/// How often the outbox is checked for records of interrupted calls.
+pub const RECOVERY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How old an outbox row must be before a periodic recovery takes it from a live call.
+const RECOVERY_AGE: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
+/// Appended to the reason of a record chained by recovery, so an investigator can tell it.
+pub const RECOVERED: &str = " [recovered]";
+
+/// A record staged in the outbox by [`AuditLog::summarise_in`], waiting to be chained.
+#[derive(Debug)]
+#[must_use = "a staged record is chained by `append` (or, late, by recovery)"]
+pub struct StagedRecord {
+    log: AuditLog,
+    record: AuditRecord,
+    id: String,
+}
+
+impl StagedRecord {
+    /// Chains the record once the transaction that staged it has committed (nothing when the
+    /// transaction rolled back, or recovery chained it already).
+    pub async fn append(self) -> Result<()> {
+        self.log
+            .append_staged(self.record, None, vec![self.id], true)
+            .await
+    }
+}
+
+/// What a write takes to stage its audit record in its own transaction, so that the write and
+/// its record commit together or not at all: a guarded call's [`crate::SubjectAccess`], or a
+/// [`TokenCallAudit`] for a call a signed token authorised.
+#[async_trait::async_trait]
+pub trait StageAudit: Send + Sync {
+    /// Stages the record of a change of `categories` of the subject's data within `txn`.
+    async fn stage_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        categories: crate::CategorySet,
+    ) -> Result<()>;
+}
+
+/// The audit record of a call that a signed token in its message authorised (no principal, no
+/// guard decision): its writes stage it with [`StageAudit::stage_in`], and [`finish`] chains it
+/// with its outcome once the call is done, in place of what was staged.
+///
+/// [`finish`]: TokenCallAudit::finish
+pub struct TokenCallAudit {
+    log: AuditLog,
+    record: AuditRecord,
+    subject: Option<(String, String)>,
+    staged: std::sync::Mutex<Vec<String>>,
+}
+
+impl fmt::Debug for TokenCallAudit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenCallAudit")
+            .field("rpc", &self.record.rpc)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCallAudit {
+    /// The record `record` (written as an allowed access until [`finish`](Self::finish) says
+    /// otherwise) of a call about `subject` (tenant, subject id), when it names one.
+    pub fn new(log: &AuditLog, record: AuditRecord, subject: Option<(String, String)>) -> Self {
+        Self {
+            log: log.clone(),
+            record,
+            subject,
+            staged: Default::default(),
         }
     }
-    Ok(())
+
+    /// Chains the record with its outcome: allowed with `note`, or refused for `err`. What the
+    /// call's writes staged is chained once, here or by recovery.
+    pub async fn finish(self, outcome: std::result::Result<&str, &Error>) -> Result<()> {
+        let (decision, reason) = match outcome {
+            Ok(note) => (Outcome::Allow, note.to_owned()),
+            Err(err) => (Outcome::Deny, err.reason().to_owned()),
+        };
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()));
+        let record = AuditRecord {
+            decision,
+            reason,
+            ..self.record
+        };
+        self.log
+            .append_staged(record, self.subject, staged, false)
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl StageAudit for TokenCallAudit {
+    async fn stage_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        categories: crate::CategorySet,
+    ) -> Result<()> {
+        let Some((_, subject_id)) = &self.subject else {
+            return Err(Error::internal(
+                "a token call stages a write without its subject",
+            ));
+        };
+        let record = AuditRecord {
+            at: self.log.now(),
+            categories: categories.names().join(","),
+            ..self.record.clone()
+        };
+        let id = stage(txn, &record, subject_id).await?;
+        self.staged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+        Ok(())
+    }
+}
+
+/// Stages an access record in the outbox within `conn` (the transaction of the write it
+/// accounts for): committed with the write, or not at all. Returns the staged row's id.
+pub(crate) async fn stage<C: ConnectionTrait>(
+    conn: &C,
+    record: &AuditRecord,
+    subject_id: &str,
+) -> Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    entity::outbox::Entity::insert(entity::outbox::ActiveModel {
+        id: Set(id.clone()),
+        at: Set(record.at),
+        kind: Set(record.kind.as_str().to_owned()),
+        tenant: Set(record.tenant.clone()),
+        principal: Set(record.principal.clone()),
+        principal_kind: Set(record.principal_kind.clone()),
+        roles: Set(record.roles.clone()),
+        rpc: Set(record.rpc.clone()),
+        purpose: Set(record.purpose.clone()),
+        subject: Set(record.subject.clone().unwrap_or_default()),
+        subject_id: Set(subject_id.to_owned()),
+        categories: Set(record.categories.clone()),
+        decision: Set(record.decision.as_str().to_owned()),
+        reason: Set(record.reason.clone()),
+        trace_id: Set(record.trace_id.clone()),
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(id)
+}
+
+/// Chains, in one transaction, the outbox rows staged before `cutoff` (all of them when
+/// `None`): the audit records of writes whose call was interrupted (a crash, a kill) after the
+/// write committed and before the guard chained its record. Each gets [`RECOVERED`] after its
+/// reason. Safe with several processes: a row is chained by whichever transaction deletes it.
+/// Returns how many records were recovered.
+pub async fn recover(
+    db: &DatabaseConnection,
+    keys: &AuditKeys,
+    cutoff: Option<DateTime<Utc>>,
+) -> std::result::Result<usize, sea_orm::DbErr> {
+    use entity::outbox::Column as C;
+    // A cheap look first: most checks find nothing and need no lock on the head.
+    let mut waiting = entity::outbox::Entity::find().select_only().column(C::Id);
+    if let Some(cutoff) = cutoff {
+        waiting = waiting.filter(C::At.lt(cutoff));
+    }
+    let ids: Vec<String> = waiting.limit(10_000).into_tuple().all(db).await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let txn = db.begin().await?;
+    let head = lock_head(&txn).await?;
+    let mut rows = take_staged(&txn, ids).await?;
+    rows.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+    let records: Vec<(AuditRecord, Option<(String, String)>)> = rows
+        .into_iter()
+        .map(|row| {
+            let subject = (!row.subject.is_empty()).then_some(row.subject);
+            let mapping = subject
+                .is_some()
+                .then(|| (row.tenant.clone(), row.subject_id));
+            let record = AuditRecord {
+                at: row.at,
+                kind: EventKind::parse(&row.kind),
+                tenant: row.tenant,
+                principal: row.principal,
+                principal_kind: row.principal_kind,
+                roles: row.roles,
+                rpc: row.rpc,
+                purpose: row.purpose,
+                subject,
+                categories: row.categories,
+                decision: Outcome::parse(&row.decision),
+                reason: format!("{}{RECOVERED}", row.reason),
+                trace_id: row.trace_id,
+            };
+            (record, mapping)
+        })
+        .collect();
+    let n = records.len();
+    chain(
+        &txn,
+        keys,
+        head,
+        records.iter().map(|(r, s)| (r, s.as_ref())),
+        &Default::default(),
+    )
+    .await?;
+    txn.commit().await?;
+    Ok(n)
 }
 
 /// PostgreSQL: one INSERT of the whole batch from column arrays (16 parameters, whatever the batch
@@ -611,11 +969,7 @@ pub async fn verify(
             }
             let record = AuditRecord {
                 at: row.at,
-                kind: if row.kind == "access" {
-                    EventKind::Access
-                } else {
-                    EventKind::Decision
-                },
+                kind: EventKind::parse(&row.kind),
                 tenant: row.tenant.clone(),
                 principal: row.principal.clone(),
                 principal_kind: row.principal_kind.clone(),
@@ -624,11 +978,7 @@ pub async fn verify(
                 purpose: row.purpose.clone(),
                 subject: row.subject.clone(),
                 categories: row.categories.clone(),
-                decision: if row.decision == "allow" {
-                    Outcome::Allow
-                } else {
-                    Outcome::Deny
-                },
+                decision: Outcome::parse(&row.decision),
                 reason: row.reason.clone(),
                 trace_id: row.trace_id.clone(),
             };

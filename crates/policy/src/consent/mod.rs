@@ -163,6 +163,9 @@ pub struct GuardianGrant<'a> {
     pub recorded_by: &'a str,
     /// Makes the append safe to retry, when the call that records it has a key.
     pub idempotency_key: Option<&'a str>,
+    /// Stages the write's audit record in the ledger's transaction (a remote ledger leaves it
+    /// to the ledger service's own guard).
+    pub audit: &'a dyn crate::audit::StageAudit,
 }
 
 impl std::fmt::Debug for GuardianGrant<'_> {
@@ -188,6 +191,9 @@ pub struct IdentityVerification<'a> {
     pub evidence_reference: &'a str,
     /// Who checked.
     pub verified_by: &'a str,
+    /// Stages the write's audit record in the ledger's transaction (a remote ledger leaves it
+    /// to the ledger service's own guard).
+    pub audit: &'a dyn crate::audit::StageAudit,
 }
 
 impl std::fmt::Debug for IdentityVerification<'_> {
@@ -212,6 +218,9 @@ pub struct Restriction<'a> {
     pub reason: &'a str,
     /// The principal who recorded it.
     pub recorded_by: &'a str,
+    /// Stages the write's audit record in the ledger's transaction (a remote ledger leaves it
+    /// to the ledger service's own guard).
+    pub audit: &'a dyn crate::audit::StageAudit,
 }
 
 impl std::fmt::Debug for Restriction<'_> {

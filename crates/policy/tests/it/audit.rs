@@ -4,18 +4,13 @@ use chrono::DateTime;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use tutela_policy::audit::migration::AuditMigrator;
 use tutela_policy::audit::{
-    AuditKeys, AuditLog, AuditRecord, EventKind, Outcome, Verification, verify,
+    AuditKeys, AuditLog, AuditRecord, EventKind, Outcome, RECOVERED, Verification, recover, verify,
 };
 use tutela_store::testing::TestDatabase;
 use tutela_store::{ManualClock, migrate, migrations_of};
 
 async fn setup() -> (TestDatabase, DatabaseConnection, AuditLog, AuditKeys) {
-    let db = TestDatabase::create().await.unwrap();
-    let conn = db.connect().await.unwrap();
-    migrate(&conn, &[migrations_of::<AuditMigrator>("audit")])
-        .await
-        .unwrap();
-    let keys = AuditKeys::from_secret(b"an audit secret of at least thirty-two bytes");
+    let (db, conn, keys) = fresh().await;
     let clock = Arc::new(ManualClock::new(
         DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
     ));
@@ -170,4 +165,115 @@ async fn pseudonyms_are_stable_keyed_and_not_the_id() {
     let other = AuditKeys::from_secret(b"another audit secret, also thirty-two bytes");
     assert_ne!(a, other.pseudonym("acme", "learner-1"));
     assert_eq!(format!("{keys:?}"), "AuditKeys([redacted])");
+}
+
+async fn fresh() -> (TestDatabase, DatabaseConnection, AuditKeys) {
+    let db = TestDatabase::create().await.unwrap();
+    let conn = db.connect().await.unwrap();
+    migrate(&conn, &[migrations_of::<AuditMigrator>("audit")])
+        .await
+        .unwrap();
+    let keys = AuditKeys::from_secret(b"an audit secret of at least thirty-two bytes");
+    (db, conn, keys)
+}
+
+#[tokio::test]
+async fn several_writers_on_a_fresh_database_form_one_chain() {
+    let (db, conn, keys) = fresh().await;
+    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
+    let mut logs = Vec::new();
+    for _ in 0..3 {
+        // Each with its own pool, as separate processes have.
+        let own = db.connect().await.unwrap();
+        logs.push(AuditLog::start(own, keys.clone(), clock.clone()));
+    }
+    let appends: Vec<_> = logs
+        .iter()
+        .flat_map(|log| (0..50).map(move |i| (log.clone(), i)))
+        .map(|(log, i)| {
+            tokio::spawn(async move {
+                let r = record(&log, i);
+                log.append(r, None).await
+            })
+        })
+        .collect();
+    for a in appends {
+        a.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        verify(&conn, &keys).await.unwrap(),
+        Verification::Intact { records: 150 }
+    );
+}
+
+#[tokio::test]
+async fn staged_records_of_interrupted_calls_are_recovered_once_and_marked() {
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    use tutela_policy::audit::entity::outbox;
+    let (db, conn, keys) = fresh().await;
+    let rows: Vec<outbox::ActiveModel> = (0..40)
+        .map(|i| {
+            let subject = format!("learner-{i}");
+            tutela_store::testing::logs::personal(&[&subject]);
+            outbox::ActiveModel {
+                id: Set(uuid::Uuid::new_v4().to_string()),
+                at: Set(chrono::Utc::now()),
+                kind: Set("access".into()),
+                tenant: Set("acme".into()),
+                principal: Set("staff-1".into()),
+                principal_kind: Set("staff".into()),
+                roles: Set("registrar".into()),
+                rpc: Set("tutela.enrolment.v1.LearnerService/CreateLearner".into()),
+                purpose: Set("course_administration".into()),
+                subject: Set(keys.pseudonym("acme", &subject)),
+                subject_id: Set(subject),
+                categories: Set("identity".into()),
+                decision: Set("allow".into()),
+                reason: Set("registrar-manages-learners".into()),
+                trace_id: Set(String::new()),
+            }
+        })
+        .collect();
+    outbox::Entity::insert_many(rows)
+        .exec_without_returning(&conn)
+        .await
+        .unwrap();
+    // Two processes recover at once, each with its own pool.
+    let (a, b) = (db.connect().await.unwrap(), db.connect().await.unwrap());
+    let (x, y) = tokio::join!(recover(&a, &keys, None), recover(&b, &keys, None));
+    assert_eq!(
+        x.unwrap() + y.unwrap(),
+        40,
+        "each staged record chained once"
+    );
+    assert_eq!(
+        verify(&conn, &keys).await.unwrap(),
+        Verification::Intact { records: 40 }
+    );
+    assert!(
+        outbox::Entity::find().all(&conn).await.unwrap().is_empty(),
+        "the outbox is empty"
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT reason FROM tutela_audit_log",
+        ))
+        .await
+        .unwrap();
+    for r in rows {
+        let reason: String = r.try_get("", "reason").unwrap();
+        assert_eq!(reason, format!("registrar-manages-learners{RECOVERED}"));
+    }
+    let resolved = tutela_policy::audit::resolve_pseudonyms(
+        &conn,
+        "acme",
+        &[keys.pseudonym("acme", "learner-7")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        resolved.values().next().map(String::as_str),
+        Some("learner-7")
+    );
 }

@@ -203,16 +203,26 @@ impl Learners {
         Ok(to_learner(&row, profile))
     }
 
-    /// Deletes the learner's rows and destroys their data key; returns how many rows went.
+    /// Deletes the learner's rows and destroys their data key; returns how many rows went. The
+    /// erasure's audit record commits with the deletion.
     pub async fn erase(&self, access: &SubjectAccess) -> Result<u64> {
-        self.erase_learner(access.tenant(), access.subject_id())
+        let held = self.held(access).await?;
+        self.erase_learner(access.tenant(), access.subject_id(), Some((access, held)))
             .await
     }
 
-    /// [`Learners::erase`] for the retention sweeper, which acts for the organisation on rows
-    /// it found due, not for a caller.
-    pub(crate) async fn erase_learner(&self, tenant: &str, learner_id: &str) -> Result<u64> {
+    /// [`Learners::erase`]; the retention sweeper, which acts for the organisation on rows it
+    /// found due rather than for a caller, has no call to audit (`None`).
+    pub(crate) async fn erase_learner(
+        &self,
+        tenant: &str,
+        learner_id: &str,
+        audit: Option<(&SubjectAccess, CategorySet)>,
+    ) -> Result<u64> {
         let txn = self.db.begin().await?;
+        if let Some((access, held)) = audit {
+            access.record_in(&txn, held).await?;
+        }
         let mut erased = 0;
         erased += part::Entity::delete_many()
             .filter(part::Column::Tenant.eq(tenant))
@@ -282,12 +292,13 @@ impl Learners {
         }
     }
 
-    /// Stores a new learner with `profile`'s parts.
+    /// Stores a new learner with `profile`'s parts (of `categories`), with its audit record.
     async fn insert(
         &self,
         access: &SubjectAccess,
         profile: &LearnerProfile,
         dynamic: &DynamicMessage,
+        categories: CategorySet,
         idempotency: Option<(&str, &str)>,
     ) -> Result<Learner> {
         let tenant = access.tenant();
@@ -295,6 +306,7 @@ impl Learners {
         let now = self.clock.now();
         let key = self.vault.get_or_create(tenant, id).await?;
         let txn = self.db.begin().await?;
+        access.record_in(&txn, categories).await?;
         learner::ActiveModel {
             tenant: Set(tenant.to_owned()),
             learner_id: Set(id.to_owned()),
@@ -340,7 +352,7 @@ impl Learners {
         })
     }
 
-    /// Writes the `masked` fields of `written` into the learner's parts.
+    /// Writes the `masked` fields of `written` into the learner's parts, with the audit record.
     async fn update(
         &self,
         access: &SubjectAccess,
@@ -355,6 +367,10 @@ impl Learners {
         let key = self.vault.get_or_create(tenant, id).await?;
         let descriptor = fields::descriptor(PROFILE)?;
         let txn = self.db.begin().await?;
+        // The first statement a write: on SQLite the transaction then holds the write lock.
+        access
+            .record_in(&txn, masked.iter().map(|(_, _, c)| *c).collect())
+            .await?;
         let mut categories: Vec<DataCategory> = masked.iter().map(|(_, _, c)| *c).collect();
         categories.sort_by_key(|c| *c as i32);
         categories.dedup();
@@ -716,7 +732,13 @@ impl LearnerApi for LearnerService {
         let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
         let learner = match self
             .learners
-            .insert(&access, &profile, &dynamic, idempotency)
+            .insert(
+                &access,
+                &profile,
+                &dynamic,
+                carried.iter().map(|(_, c)| *c).collect(),
+                idempotency,
+            )
             .await
         {
             Ok(learner) => learner,
@@ -737,7 +759,6 @@ impl LearnerApi for LearnerService {
             }
             Err(err) => return Err(err.into()),
         };
-        access.record(carried.iter().map(|(_, c)| *c).collect());
         tracing::info!(categories = carried.len(), "learner created");
         Ok(Response::new(CreateLearnerResponse {
             learner: Some(learner),
@@ -817,7 +838,6 @@ impl LearnerApi for LearnerService {
                 self.learners
                     .update(&access, &written, &masked, idempotency)
                     .await?;
-                access.record(masked.iter().map(|(_, _, c)| *c).collect());
                 tracing::info!(fields = masked.len(), "learner rectified");
             }
         }

@@ -6,7 +6,7 @@ pub mod entity;
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    QuerySelect, Set, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -210,24 +210,32 @@ impl Records {
     /// many rows went, and how many enrolments and results were kept.
     pub async fn erase_except(&self, access: &SubjectAccess, held: &Held) -> Result<Erased> {
         let mut erased = Erased::default();
-        for row in access.find::<result::Entity>().all(&self.db).await? {
+        let txn = self.db.begin().await?;
+        // The audit record first: on SQLite the transaction then holds the write lock before it
+        // reads what to delete.
+        access
+            .record_in(
+                &txn,
+                CategorySet::of(&[DataCategory::Education, DataCategory::Assessment]),
+            )
+            .await?;
+        for row in access.find::<result::Entity>().all(&txn).await? {
             if held.result(&row.result_id) {
                 erased.kept_results += 1;
             } else {
-                result::Entity::delete_by_id(row.seq).exec(&self.db).await?;
+                result::Entity::delete_by_id(row.seq).exec(&txn).await?;
                 erased.rows += 1;
             }
         }
-        for row in access.find::<enrolment::Entity>().all(&self.db).await? {
+        for row in access.find::<enrolment::Entity>().all(&txn).await? {
             if held.enrolment(&row.enrolment_id) {
                 erased.kept_enrolments += 1;
             } else {
-                enrolment::Entity::delete_by_id(row.seq)
-                    .exec(&self.db)
-                    .await?;
+                enrolment::Entity::delete_by_id(row.seq).exec(&txn).await?;
                 erased.rows += 1;
             }
         }
+        txn.commit().await?;
         Ok(erased)
     }
 
@@ -388,6 +396,7 @@ impl CourseApi for CourseService {
                 course: Some(to_course(&row)),
             }));
         }
+        let txn = self.records.db.begin().await.map_err(Error::from)?;
         let row = course::ActiveModel {
             tenant: Set(call.tenant().to_owned()),
             course_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -402,7 +411,7 @@ impl CourseApi for CourseService {
             request_hash: Set(request_hash),
             ..Default::default()
         }
-        .insert(&self.records.db)
+        .insert(&txn)
         .await
         .map_err(|err| {
             if tutela_store::is_unique_violation(&err) {
@@ -411,6 +420,8 @@ impl CourseApi for CourseService {
                 err.into()
             }
         })?;
+        call.record_in(&txn).await?;
+        txn.commit().await.map_err(Error::from)?;
         Ok(Response::new(CreateCourseResponse {
             course: Some(to_course(&row)),
         }))
@@ -520,6 +531,7 @@ impl EnrolmentApi for EnrolmentService {
             return Err(Error::AlreadyExists("enrolment of this learner on this course").into());
         }
         let now = self.records.now();
+        let txn = self.records.db.begin().await.map_err(Error::from)?;
         let row = enrolment::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
             enrolment_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -532,10 +544,13 @@ impl EnrolmentApi for EnrolmentService {
             request_hash: Set(request_hash),
             ..Default::default()
         }
-        .insert(&self.records.db)
+        .insert(&txn)
         .await
         .map_err(Error::from)?;
-        access.record(CategorySet::of(&[DataCategory::Education]));
+        access
+            .record_in(&txn, CategorySet::of(&[DataCategory::Education]))
+            .await?;
+        txn.commit().await.map_err(Error::from)?;
         Ok(Response::new(EnrolLearnerResponse {
             enrolment: Some(to_enrolment(&row)),
         }))
@@ -581,6 +596,7 @@ impl EnrolmentApi for EnrolmentService {
         }
         // Only from the status read: a concurrent change makes this one a no-op, reported as
         // the conflict it is.
+        let txn = self.records.db.begin().await.map_err(Error::from)?;
         let updated = enrolment::Entity::update_many()
             .col_expr(
                 enrolment::Column::Status,
@@ -592,7 +608,7 @@ impl EnrolmentApi for EnrolmentService {
             )
             .filter(enrolment::Column::Seq.eq(row.seq))
             .filter(enrolment::Column::Status.eq(from.as_str_name()))
-            .exec(&self.records.db)
+            .exec(&txn)
             .await
             .map_err(Error::from)?;
         if updated.rows_affected != 1 {
@@ -602,8 +618,11 @@ impl EnrolmentApi for EnrolmentService {
             }
             .into());
         }
+        access
+            .record_in(&txn, CategorySet::of(&[DataCategory::Education]))
+            .await?;
+        txn.commit().await.map_err(Error::from)?;
         let row = self.records.enrolment(&call, &id).await?;
-        access.record(CategorySet::of(&[DataCategory::Education]));
         Ok(Response::new(ChangeEnrolmentStatusResponse {
             enrolment: Some(to_enrolment(&row)),
         }))
@@ -733,6 +752,7 @@ impl EnrolmentApi for EnrolmentService {
             }
             .into());
         }
+        let txn = self.records.db.begin().await.map_err(Error::from)?;
         let stored = result::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
             result_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -749,10 +769,13 @@ impl EnrolmentApi for EnrolmentService {
             request_hash: Set(request_hash),
             ..Default::default()
         }
-        .insert(&self.records.db)
+        .insert(&txn)
         .await
         .map_err(Error::from)?;
-        access.record(CategorySet::of(&[DataCategory::Assessment]));
+        access
+            .record_in(&txn, CategorySet::of(&[DataCategory::Assessment]))
+            .await?;
+        txn.commit().await.map_err(Error::from)?;
         Ok(Response::new(RecordResultResponse {
             result: Some(to_result(&stored)),
         }))

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, Set, Statement, Value,
+    QueryOrder, QuerySelect, Set, Statement, TransactionTrait, Value,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+use tutela_policy::audit::StageAudit;
 use tutela_policy::consent::{
     ConsentFact, ConsentGate, ConsentSnapshot, ConsentSource, GuardianGrant, IdentityVerification,
     Restriction, check_evidence,
@@ -224,12 +225,15 @@ impl Ledger {
 impl Ledger {
     /// Appends a validated entry, or finds the one an earlier call with the same idempotency key
     /// appended (ALREADY_EXISTS if that call asked for something else). Returns the row, the
-    /// subject's key (`None` once erased) and whether this call appended it.
+    /// subject's key (`None` once erased) and whether this call appended it. The entry's audit
+    /// record (an access to `touched`) is staged through `audit` in the append's transaction.
     pub(crate) async fn append(
         &self,
         tenant: &str,
         a: &Append,
         recorded_by: &str,
+        audit: &dyn StageAudit,
+        touched: CategorySet,
     ) -> Result<(entity::Model, Option<SubjectKey>, bool)> {
         if let Some(key) = &a.idempotency_key
             && let Some(row) = self.by_idempotency_key(tenant, key).await?
@@ -268,13 +272,17 @@ impl Ledger {
             request_hash: Set(a.request_hash.clone()),
             ..Default::default()
         };
-        let row = match entity::Entity::insert(row)
-            .exec_with_returning(&self.db)
-            .await
-        {
-            Ok(row) => row,
+        let txn = self.db.begin().await?;
+        let inserted = entity::Entity::insert(row).exec_with_returning(&txn).await;
+        let row = match inserted {
+            Ok(row) => {
+                audit.stage_in(&txn, touched).await?;
+                txn.commit().await?;
+                row
+            }
             // A concurrent retry with the same key won the race: answer as a retry.
             Err(err) if tutela_store::is_unique_violation(&err) => {
+                drop(txn);
                 let idempotency_key = a.idempotency_key.as_deref().unwrap_or_default();
                 let row = self
                     .by_idempotency_key(tenant, idempotency_key)
@@ -350,6 +358,7 @@ impl ConsentSource for Ledger {
             Err(err) => return Err(err.into()),
         };
         let now = self.clock.now();
+        let txn = self.db.begin().await?;
         entity::verification::ActiveModel {
             tenant: Set(v.tenant.to_owned()),
             subject_id: Set(v.subject.to_owned()),
@@ -359,8 +368,12 @@ impl ConsentSource for Ledger {
             verified_at: Set(now),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
+        v.audit
+            .stage_in(&txn, CategorySet::of(&[DataCategory::IdentityDocument]))
+            .await?;
+        txn.commit().await?;
         tracing::info!("identity verification recorded");
         Ok(())
     }
@@ -387,12 +400,19 @@ impl ConsentSource for Ledger {
                 .idempotency_key
                 .map(|_| hex::encode(Sha256::digest(canonical(&request, |_| ())))),
         };
-        self.append(grant.tenant, &append, grant.recorded_by)
-            .await
-            .map(|_| ())
+        self.append(
+            grant.tenant,
+            &append,
+            grant.recorded_by,
+            grant.audit,
+            append.touched(),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn restrict(&self, change: &Restriction<'_>) -> Result<()> {
+        let txn = self.db.begin().await?;
         entity::restriction::ActiveModel {
             tenant: Set(change.tenant.to_owned()),
             subject_id: Set(change.subject.to_owned()),
@@ -402,8 +422,10 @@ impl ConsentSource for Ledger {
             recorded_at: Set(self.clock.now()),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
+        change.audit.stage_in(&txn, CategorySet::EMPTY).await?;
+        txn.commit().await?;
         tracing::info!(restricted = change.restricted, "restriction recorded");
         Ok(())
     }
@@ -426,6 +448,17 @@ impl ConsentLedgerService {
             gate,
             register,
         }
+    }
+}
+
+impl Append {
+    /// The categories an entry of this append holds.
+    pub(crate) fn touched(&self) -> CategorySet {
+        let mut touched = CategorySet::of(&[DataCategory::Identity, DataCategory::Communication]);
+        if !self.recipient.is_empty() {
+            touched = touched.union(CategorySet::of(&[DataCategory::Employment]));
+        }
+        touched
     }
 }
 
@@ -568,14 +601,12 @@ impl ConsentLedgerService {
 
     async fn append(&self, call: &Authorized, a: Append) -> Result<ConsentEntry> {
         let access = call.subject(&a.subject).await?;
-        let mut touched = CategorySet::of(&[DataCategory::Identity, DataCategory::Communication]);
-        if !a.recipient.is_empty() {
-            touched = touched.union(CategorySet::of(&[DataCategory::Employment]));
-        }
+        let touched = a.touched();
+        // A replay appends nothing but reads the entry back.
         access.record(touched);
         let (row, key, appended) = self
             .ledger
-            .append(access.tenant(), &a, &call.principal().id)
+            .append(access.tenant(), &a, &call.principal().id, &access, touched)
             .await?;
         if appended {
             // After the commit: the next call in this process sees the new state.
@@ -805,6 +836,7 @@ impl ConsentLedger for ConsentLedgerService {
                 restricted: r.restricted,
                 reason: &reason,
                 recorded_by: &recorded_by,
+                audit: &access,
             })
             .await?;
         Ok(Response::new(RecordRestrictionResponse {
@@ -849,6 +881,7 @@ impl ConsentLedger for ConsentLedgerService {
                 method,
                 evidence_reference: &reference,
                 verified_by: &by,
+                audit: &access,
             })
             .await?;
         Ok(Response::new(RecordIdentityVerificationResponse {

@@ -21,7 +21,9 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
-use tutela_policy::audit::{AuditKeys, AuditLog, AuditRecord, EventKind, Outcome};
+use tutela_policy::audit::{
+    AuditKeys, AuditLog, AuditRecord, EventKind, Outcome, StageAudit, TokenCallAudit,
+};
 use tutela_policy::consent::{ConsentGate, check_evidence};
 use tutela_policy::error::AuthFailure;
 use tutela_policy::scope::within;
@@ -458,8 +460,9 @@ impl Subscriptions {
         }
     }
 
-    /// Moves `row` to `to` with its evidence, in one transaction; `false` if another call moved
-    /// it first (the update matches the state it read).
+    /// Moves `row` to `to` with its evidence and its audit record (staged through `audit`), in
+    /// one transaction; `false` if another call moved it first (the update matches the state it
+    /// read).
     async fn transition(
         &self,
         row: &subscription::Model,
@@ -467,6 +470,7 @@ impl Subscriptions {
         method: &str,
         opt_in: Option<&OptInEvidence>,
         recorded_by: &str,
+        audit: &dyn StageAudit,
     ) -> Result<bool> {
         let now = self.clock.now();
         let txn = self.db.begin().await?;
@@ -499,22 +503,23 @@ impl Subscriptions {
             )
             .insert(&txn)
             .await?;
+            audit
+                .stage_in(&txn, CategorySet::of(&[DataCategory::Communication]))
+                .await?;
         }
         txn.commit().await?;
         Ok(moved)
     }
 
     /// The audit record of a call a token authorised: no principal, the subject by pseudonym.
-    async fn audit_token_call(
+    /// The call's writes stage it (allowed, with `note`); its `finish` chains it with the
+    /// outcome.
+    fn token_audit(
         &self,
         rpc: &str,
         row: Option<&subscription::Model>,
-        outcome: std::result::Result<&str, &Error>,
-    ) -> Result<()> {
-        let (decision, reason) = match outcome {
-            Ok(note) => (Outcome::Allow, (*note).to_owned()),
-            Err(err) => (Outcome::Deny, err.reason().to_owned()),
-        };
+        note: &str,
+    ) -> TokenCallAudit {
         let record = AuditRecord {
             at: self.audit.now(),
             kind: if row.is_some() {
@@ -534,12 +539,12 @@ impl Subscriptions {
             } else {
                 String::new()
             },
-            decision,
-            reason,
+            decision: Outcome::Allow,
+            reason: note.to_owned(),
             trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
         };
         let subject = row.map(|r| (r.tenant.clone(), r.contact_id.clone()));
-        self.audit.append(record, subject).await
+        TokenCallAudit::new(&self.audit, record, subject)
     }
 
     /// One-click unsubscribe with a token: the gRPC call and the RFC 8058 POST both come here.
@@ -556,16 +561,25 @@ impl Subscriptions {
         let row = match found {
             Ok(row) => row,
             Err(err) => {
-                self.audit_token_call("Unsubscribe", None, Err(&err))
+                self.token_audit("Unsubscribe", None, "")
+                    .finish(Err(&err))
                     .await?;
                 return Err(err);
             }
         };
+        let audit = self.token_audit("Unsubscribe", Some(&row), "unsubscribed");
         let state = State::of(&row.state);
         let changed = match state {
             State::Pending | State::Confirmed => {
-                self.transition(&row, State::Unsubscribed, "one_click", None, TOKEN_HOLDER)
-                    .await?
+                self.transition(
+                    &row,
+                    State::Unsubscribed,
+                    "one_click",
+                    None,
+                    TOKEN_HOLDER,
+                    &audit,
+                )
+                .await?
             }
             State::Unsubscribed | State::Suppressed => false,
         };
@@ -579,30 +593,32 @@ impl Subscriptions {
                 .map_or(State::Unsubscribed, |r| State::of(&r.state)),
             other => other,
         };
-        self.audit_token_call(
-            "Unsubscribe",
-            Some(&row),
-            Ok(if changed {
+        audit
+            .finish(Ok(if changed {
                 "unsubscribed"
             } else {
                 "already unsubscribed"
-            }),
-        )
-        .await?;
+            }))
+            .await?;
         if changed {
             tracing::info!(channel = %row.channel, "unsubscribed by token");
         }
         Ok((row.subscription_id, after, changed))
     }
 
-    /// Appends a ledger entry for the contact and makes this process's guard see it at once.
+    /// Appends a ledger entry for the contact and makes this process's guard see it at once;
+    /// `audit` stages the entry's audit record in the append's transaction.
     async fn append_consent(
         &self,
         tenant: &str,
         append: &Append,
         recorded_by: &str,
+        audit: &dyn StageAudit,
     ) -> Result<tutela_proto::consent::ConsentEntry> {
-        let (row, key, appended) = self.ledger.append(tenant, append, recorded_by).await?;
+        let (row, key, appended) = self
+            .ledger
+            .append(tenant, append, recorded_by, audit, append.touched())
+            .await?;
         if appended {
             self.gate.invalidate(tenant, &append.subject);
         }
@@ -639,6 +655,7 @@ impl SubscriptionService {
         row: subscription::Model,
         method: &str,
         opt_in: &OptInEvidence,
+        audit: &TokenCallAudit,
     ) -> Result<ConfirmSubscriptionResponse> {
         let s = &self.subs;
         match State::of(&row.state) {
@@ -698,10 +715,17 @@ impl SubscriptionService {
             idempotency_key: None,
             request_hash: None,
         };
-        s.append_consent(&row.tenant, &consent, TOKEN_HOLDER)
+        s.append_consent(&row.tenant, &consent, TOKEN_HOLDER, audit)
             .await?;
-        s.transition(&row, State::Confirmed, method, Some(opt_in), TOKEN_HOLDER)
-            .await?;
+        s.transition(
+            &row,
+            State::Confirmed,
+            method,
+            Some(opt_in),
+            TOKEN_HOLDER,
+            audit,
+        )
+        .await?;
         let row = subscription::Entity::find_by_id(row.seq)
             .one(&s.db)
             .await?
@@ -1058,7 +1082,6 @@ impl SubscriptionService {
                 row
             }
         };
-        txn.commit().await?;
         let mut touched = CategorySet::of(&[
             DataCategory::Identity,
             DataCategory::Contact,
@@ -1067,7 +1090,8 @@ impl SubscriptionService {
         if has_profile {
             touched.insert(DataCategory::Demographic);
         }
-        access.record(touched);
+        access.record_in(&txn, touched).await?;
+        txn.commit().await?;
         tracing::info!(channel, "subscription pending confirmation");
         Ok(SubscribeResponse {
             subscription: Some(Subscriptions::to_subscription(&row, input.address)),
@@ -1165,6 +1189,7 @@ impl SubscriptionService {
                     "opt_out",
                     None,
                     &call.principal().id,
+                    &access,
                 )
                 .await?
                 {
@@ -1190,7 +1215,7 @@ impl SubscriptionService {
                     request_hash: None,
                 };
                 Some(
-                    s.append_consent(access.tenant(), &append, &call.principal().id)
+                    s.append_consent(access.tenant(), &append, &call.principal().id, &access)
                         .await?,
                 )
             }
@@ -1299,14 +1324,17 @@ impl SubscriptionService {
                     suppress(&txn, row, kind_name(*kind), &call.principal().id, now).await?;
             }
         }
-        txn.commit().await?;
-        s.audit
-            .summarise(
+        let summary = s
+            .audit
+            .summarise_in(
+                &txn,
                 call,
                 CategorySet::of(&[DataCategory::Communication]),
                 format!("events recorded: {recorded}; subscriptions suppressed: {suppressed}"),
             )
             .await?;
+        txn.commit().await?;
+        summary.append().await?;
         Ok(RecordEventsResponse {
             recorded,
             suppressed,
@@ -1402,12 +1430,13 @@ impl SubscriptionApi for SubscriptionService {
             .one(db)
             .await
             .map_err(Error::from)?;
+        let txn = db.begin().await.map_err(Error::from)?;
         match existing {
             Some(row) => {
                 let mut row: topic::ActiveModel = row.into();
                 row.description = Set(description.clone());
                 row.updated_at = Set(now);
-                row.update(db).await.map_err(Error::from)?;
+                row.update(&txn).await.map_err(Error::from)?;
             }
             None => {
                 topic::ActiveModel {
@@ -1417,7 +1446,7 @@ impl SubscriptionApi for SubscriptionService {
                     updated_at: Set(now),
                     ..Default::default()
                 }
-                .insert(db)
+                .insert(&txn)
                 .await
                 .map_err(|err| {
                     if tutela_store::is_unique_violation(&err) {
@@ -1428,6 +1457,8 @@ impl SubscriptionApi for SubscriptionService {
                 })?;
             }
         }
+        call.record_in(&txn).await?;
+        txn.commit().await.map_err(Error::from)?;
         Ok(Response::new(PutTopicResponse {
             topic: Some(Topic {
                 topic_id: id,
@@ -1474,19 +1505,21 @@ impl SubscriptionApi for SubscriptionService {
             Ok(found) => found,
             Err(err) => {
                 self.subs
-                    .audit_token_call("ConfirmSubscription", None, Err(&err))
+                    .token_audit("ConfirmSubscription", None, "")
+                    .finish(Err(&err))
                     .await?;
                 return Err(err.into());
             }
         };
-        let confirmed = self.confirm(row.clone(), method, &opt_in).await;
+        let audit = self
+            .subs
+            .token_audit("ConfirmSubscription", Some(&row), "confirmed");
+        let confirmed = self.confirm(row, method, &opt_in, &audit).await;
         let outcome = match &confirmed {
             Ok(_) => Ok("confirmed"),
             Err(err) => Err(err),
         };
-        self.subs
-            .audit_token_call("ConfirmSubscription", Some(&row), outcome)
-            .await?;
+        audit.finish(outcome).await?;
         Ok(Response::new(confirmed?))
     }
 

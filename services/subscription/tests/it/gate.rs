@@ -278,6 +278,7 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
             method: tutela_proto::privacy::VerificationMethod::PhotoIdInPerson,
             evidence_reference: "front desk note 7",
             verified_by: "dpo-1",
+            audit: &AuditedByTheLedger,
         })
         .await
         .unwrap();
@@ -297,6 +298,7 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
                 restricted,
                 reason: "accuracy contested",
                 recorded_by: "dpo-1",
+                audit: &AuditedByTheLedger,
             })
             .await
             .unwrap();
@@ -318,6 +320,7 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
                 evidence: &guardian,
                 recorded_by: "registrar-1",
                 idempotency_key: Some("guardian-remote-0001"),
+                audit: &AuditedByTheLedger,
             })
             .await
             .unwrap();
@@ -398,4 +401,19 @@ async fn a_remote_answer_with_withheld_recipients_fails_closed() {
     .unwrap();
     let err = remote.snapshot("acme", SUBJECT).await.unwrap_err();
     assert_eq!(err.reason(), "UNAVAILABLE");
+}
+
+/// A remote ledger stages nothing here: the ledger service's own guard audits the write. What a
+/// caller of the remote ledger passes.
+struct AuditedByTheLedger;
+
+#[async_trait::async_trait]
+impl tutela_policy::audit::StageAudit for AuditedByTheLedger {
+    async fn stage_in(
+        &self,
+        _txn: &sea_orm::DatabaseTransaction,
+        _categories: tutela_policy::CategorySet,
+    ) -> tutela_policy::Result<()> {
+        Ok(())
+    }
 }
