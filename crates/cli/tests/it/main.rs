@@ -6,5 +6,7 @@
 mod audit;
 mod binary;
 mod check;
+mod connections;
 mod guard;
 mod serve;
+mod traces;
