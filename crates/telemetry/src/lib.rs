@@ -255,16 +255,17 @@ pub fn current_trace_id() -> Option<String> {
 mod tests {
     use super::*;
 
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
     #[test]
     fn otlp_is_on_only_when_an_endpoint_is_configured() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
         assert!(!otlp_requested(env(&[])));
         assert!(otlp_requested(env(&[(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -278,15 +279,6 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
             ("OTEL_SDK_DISABLED", "true")
         ])));
-    }
-
-    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k: &str| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| (*v).to_owned())
-        }
     }
 
     fn service_name(resource: &opentelemetry_sdk::Resource) -> String {

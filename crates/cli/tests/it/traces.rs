@@ -9,6 +9,8 @@ use opentelemetry::{Key, Value};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tutela_proto::common::SubjectRef;
 use tutela_proto::privacy::DescribeSubjectRequest;
@@ -83,7 +85,11 @@ async fn server_spans_follow_the_rpc_conventions_and_never_carry_path_text() {
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
+    // Server spans only. The test binary's global subscriber (the log capture) stays the default
+    // on other threads; a span of this subscriber with a parent, dropped on such a thread (the
+    // SQLite driver's worker), would be closed through the wrong subscriber.
     let subscriber = tracing_subscriber::registry()
+        .with(Targets::new().with_target("tutela_telemetry", Level::INFO))
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
     let _default = tracing::subscriber::set_default(subscriber);
     let suite = TestSuite::start().await.unwrap();
