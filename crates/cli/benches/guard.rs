@@ -253,30 +253,10 @@ where
     calls as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Serves `routes` behind `layer` on a new port with `tutela serve`'s stack and settings.
-async fn serve_beside<G>(suite: &TestSuite, routes: tonic::service::Routes, layer: G) -> SocketAddr
-where
-    G: tower::Layer<tonic::service::Routes> + Clone + Send + 'static,
-    G::Service: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    <G::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
-{
+async fn bind() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let settings = suite.config().server.clone();
-    tokio::spawn(tutela::server::serve(
-        settings,
-        routes,
-        layer,
-        listener,
-        std::future::pending(),
-    ));
-    addr
+    (listener, addr)
 }
 
 async fn bench_rpc(suite: &TestSuite) {
@@ -295,21 +275,28 @@ async fn bench_rpc(suite: &TestSuite) {
     else {
         panic!("the bench's token is not authorised for DescribeSubject");
     };
-    let unguarded = serve_beside(
-        suite,
+    // Both beside the suite, with `tutela serve`'s stack and settings.
+    let settings = suite.config().server.clone();
+    let (listener, unguarded_addr) = bind().await;
+    tokio::spawn(tutela::server::serve(
+        settings.clone(),
         unguarded.routes,
         tower::util::MapRequestLayer::new(move |mut request: http::Request<tonic::body::Body>| {
             request.extensions_mut().insert(authorized.clone());
             request
         }),
-    )
-    .await;
-    let echo = serve_beside(
-        suite,
+        listener,
+        std::future::pending(),
+    ));
+    let (listener, echo) = bind().await;
+    tokio::spawn(tutela::server::serve(
+        settings,
         tonic::service::Routes::new(Echo),
         tower::layer::util::Identity::new(),
-    )
-    .await;
+        listener,
+        std::future::pending(),
+    ));
+    let unguarded = unguarded_addr;
     let guarded = suite.addr();
 
     // Warm up all three, then measure in turns so that noise hits them alike.
