@@ -3,7 +3,9 @@
 //! 1. the guard's whole decision per call (token, purpose, register, Cedar with its cache),
 //! 2. audit records per second through the batching writer (SQLite; PostgreSQL too when
 //!    `TEST_DATABASE_URL` is set),
-//! 3. a guarded, audited trivial RPC against the same RPC unguarded, over real gRPC on loopback.
+//! 3. DescribeSubject (the subscription service's provider) guarded and audited against the same
+//!    handler unguarded, and both against a bare tonic echo, over real gRPC on loopback with the
+//!    same client, concurrency, server stack and database.
 //!
 //! Run: `cargo bench -p tutela --bench guard` (add `TEST_DATABASE_URL=postgres://...` for
 //! PostgreSQL). Timings are medians of what this machine does; they are printed, never asserted.
@@ -13,13 +15,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{Request, Response, Status};
+use tonic::Status;
+use tonic::service::interceptor::InterceptedService;
+use tonic_prost::ProstCodec;
 use tutela_policy::audit::migration::AuditMigrator;
 use tutela_policy::audit::{AuditKeys, AuditLog, AuditRecord, EventKind, Outcome};
 use tutela_proto::common::SubjectRef;
-use tutela_proto::privacy::subject_data_server::{SubjectData, SubjectDataServer};
 use tutela_proto::privacy::*;
 use tutela_store::testing::TestDatabase;
 use tutela_testkit::{Credentials, TestSuite};
@@ -147,54 +151,67 @@ async fn bench_audit(label: &str, db: TestDatabase) {
     );
 }
 
-/// The same RPC with no guard: answers what the dispatcher answers with no providers.
-struct Unguarded;
+/// A bare tonic service on the same server stack: `/bench.Echo/Echo` answers with the request.
+#[derive(Clone)]
+struct Echo;
 
-#[tonic::async_trait]
-impl SubjectData for Unguarded {
-    async fn describe_subject(
-        &self,
-        request: Request<DescribeSubjectRequest>,
-    ) -> Result<Response<DescribeSubjectResponse>, Status> {
-        let id = request
-            .get_ref()
-            .subject
-            .as_ref()
-            .map(|s| s.subject_id.as_str())
-            .unwrap_or("");
-        uuid::Uuid::parse_str(id).map_err(|_| Status::invalid_argument("subject"))?;
-        Ok(Response::new(DescribeSubjectResponse {
-            services: Vec::new(),
-        }))
-    }
-    async fn export_subject(
-        &self,
-        _: Request<ExportSubjectRequest>,
-    ) -> Result<Response<ExportSubjectResponse>, Status> {
-        Err(Status::unimplemented("bench"))
-    }
-    async fn erase_subject(
-        &self,
-        _: Request<EraseSubjectRequest>,
-    ) -> Result<Response<EraseSubjectResponse>, Status> {
-        Err(Status::unimplemented("bench"))
-    }
-    async fn restrict_subject(
-        &self,
-        _: Request<RestrictSubjectRequest>,
-    ) -> Result<Response<RestrictSubjectResponse>, Status> {
-        Err(Status::unimplemented("bench"))
-    }
-    async fn record_identity_verification(
-        &self,
-        _: Request<RecordIdentityVerificationRequest>,
-    ) -> Result<Response<RecordIdentityVerificationResponse>, Status> {
-        Err(Status::unimplemented("bench"))
+impl tonic::server::NamedService for Echo {
+    const NAME: &'static str = "bench.Echo";
+}
+
+struct EchoUnary;
+
+impl tonic::server::UnaryService<DescribeSubjectRequest> for EchoUnary {
+    type Response = DescribeSubjectRequest;
+    type Future = std::future::Ready<Result<tonic::Response<DescribeSubjectRequest>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<DescribeSubjectRequest>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(request.into_inner())))
     }
 }
 
-async fn drive(channel: tonic::transport::Channel, credentials: Credentials, secs: u64) -> f64 {
+impl tower::Service<http::Request<tonic::body::Body>> for Echo {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            let codec = ProstCodec::<DescribeSubjectRequest, DescribeSubjectRequest>::default();
+            Ok(tonic::server::Grpc::new(codec)
+                .unary(EchoUnary, request)
+                .await)
+        })
+    }
+}
+
+const DESCRIBE: &str = "/tutela.privacy.v1.SubjectData/DescribeSubject";
+const ECHO: &str = "/bench.Echo/Echo";
+
+/// Calls per second of `path` (answering `R`) with 64 calls in flight on one connection, for
+/// `secs`: the same client code for every server measured.
+async fn drive<R>(
+    address: SocketAddr,
+    credentials: Credentials,
+    path: &'static str,
+    secs: u64,
+) -> f64
+where
+    R: prost::Message + Default + Send + 'static,
+{
     let in_flight = 64;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let request = DescribeSubjectRequest {
         subject: Some(SubjectRef {
@@ -205,16 +222,23 @@ async fn drive(channel: tonic::transport::Channel, credentials: Credentials, sec
     let start = Instant::now();
     let handles: Vec<_> = (0..in_flight)
         .map(|_| {
-            let mut client =
-                tutela_proto::privacy::subject_data_client::SubjectDataClient::with_interceptor(
-                    channel.clone(),
-                    credentials.clone(),
-                );
+            let mut client = tonic::client::Grpc::new(InterceptedService::new(
+                channel.clone(),
+                credentials.clone(),
+            ));
             let request = request.clone();
             tokio::spawn(async move {
                 let mut calls = 0u64;
                 while Instant::now() < deadline {
-                    client.describe_subject(request.clone()).await.unwrap();
+                    client.ready().await.unwrap();
+                    client
+                        .unary::<_, R, _>(
+                            tonic::Request::new(request.clone()),
+                            http::uri::PathAndQuery::from_static(path),
+                            ProstCodec::default(),
+                        )
+                        .await
+                        .unwrap();
                     calls += 1;
                 }
                 calls
@@ -228,44 +252,82 @@ async fn drive(channel: tonic::transport::Channel, credentials: Credentials, sec
     calls as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn bench_rpc(suite: &TestSuite) {
+async fn bind() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    // The same server settings as `tutela serve`, minus the guard.
-    let s = &suite.config().server;
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .max_concurrent_streams(s.max_concurrent_streams)
-            .timeout(Duration::from_secs(s.request_timeout_secs))
-            .trace_fn(tutela_telemetry::server_span)
-            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                s.concurrency_limit,
-            ))
-            .add_service(SubjectDataServer::new(Unguarded))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    let bare = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    (listener, addr)
+}
+
+async fn bench_rpc(suite: &TestSuite) {
     let token = suite.token("acme", "dpo-1", &["dpo"]);
     let creds = Credentials::new(&token, "subject_rights");
-    // Warm up both, then measure alternately so that noise hits both alike.
-    drive(bare.clone(), creds.clone(), 1).await;
-    drive(suite.channel(), creds.clone(), 1).await;
-    let (mut unguarded, mut guarded) = (Vec::new(), Vec::new());
+    // The same handler without the guard: the same services assembled from the same
+    // configuration and database, with the authorisation the guard grants this token made once
+    // and attached to every call, where the guard checks token, purpose, register and rules,
+    // and writes the audit records, on every call.
+    let unguarded = tutela::server::assemble(suite.config()).await.unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    headers.insert("x-tutela-purpose", "subject_rights".parse().unwrap());
+    let Ok(tutela_policy::guard::Outcome::Authorized(authorized, _)) =
+        unguarded.guard.check(DESCRIBE, &headers)
+    else {
+        panic!("the bench's token is not authorised for DescribeSubject");
+    };
+    // Both beside the suite, with `tutela serve`'s stack and settings.
+    let settings = suite.config().server.clone();
+    let (listener, unguarded_addr) = bind().await;
+    tokio::spawn(tutela::server::serve(
+        settings.clone(),
+        unguarded.routes,
+        tower::util::MapRequestLayer::new(move |mut request: http::Request<tonic::body::Body>| {
+            request.extensions_mut().insert(authorized.clone());
+            request
+        }),
+        listener,
+        std::future::pending(),
+    ));
+    let (listener, echo) = bind().await;
+    tokio::spawn(tutela::server::serve(
+        settings,
+        tonic::service::Routes::new(Echo),
+        tower::layer::util::Identity::new(),
+        listener,
+        std::future::pending(),
+    ));
+    let unguarded = unguarded_addr;
+    let guarded = suite.addr();
+
+    // Warm up all three, then measure in turns so that noise hits them alike.
+    drive::<DescribeSubjectRequest>(echo, creds.clone(), ECHO, 1).await;
+    drive::<DescribeSubjectResponse>(unguarded, creds.clone(), DESCRIBE, 1).await;
+    drive::<DescribeSubjectResponse>(guarded, creds.clone(), DESCRIBE, 1).await;
+    let (mut e, mut u, mut g) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
-        unguarded.push(drive(bare.clone(), creds.clone(), 3).await);
-        guarded.push(drive(suite.channel(), creds.clone(), 3).await);
+        e.push(drive::<DescribeSubjectRequest>(echo, creds.clone(), ECHO, 3).await);
+        u.push(drive::<DescribeSubjectResponse>(unguarded, creds.clone(), DESCRIBE, 3).await);
+        g.push(drive::<DescribeSubjectResponse>(guarded, creds.clone(), DESCRIBE, 3).await);
     }
-    unguarded.sort_by(f64::total_cmp);
-    guarded.sort_by(f64::total_cmp);
-    let (u, g) = (unguarded[1], guarded[1]);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[1]
+    };
+    let (e, u, g) = (median(&mut e), median(&mut u), median(&mut g));
     println!(
-        "DescribeSubject over loopback, 64 in flight: unguarded {u:.0} calls/s, guarded + audited ({} database) {g:.0} calls/s = {:.0}%",
-        suite.database().backend().name(),
+        "over loopback, 64 calls in flight on one connection, same client and server stack ({} database):",
+        suite.database().backend().name()
+    );
+    println!("  bare tonic echo                                  {e:>8.0} calls/s  100%");
+    println!(
+        "  DescribeSubject (subscription provider), no guard {u:>8.0} calls/s  {:>3.0}% of echo",
+        u / e * 100.0
+    );
+    println!(
+        "  DescribeSubject, guarded + audited                {g:>8.0} calls/s  {:>3.0}% of echo",
+        g / e * 100.0
+    );
+    println!(
+        "  the guard keeps {:.0}% of the unguarded handler's rate",
         g / u * 100.0
     );
 }
@@ -276,9 +338,8 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        // Only the subscription service: no SubjectData provider, so the guarded DescribeSubject
-        // does what the unguarded one does, and the difference is the guard (token, purpose,
-        // rules, restriction check through the consent cache, audit).
+        // Only the subscription service: DescribeSubject runs its provider, with and without
+        // the guard.
         let suite = TestSuite::start_with(|c| c.server.services = vec!["subscription".into()])
             .await
             .unwrap();

@@ -117,6 +117,9 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     pub keepalive_interval_secs: u64,
     pub keepalive_timeout_secs: u64,
+    pub handshake_timeout_secs: u64,
+    pub max_pending_handshakes: usize,
+    pub max_header_bytes: u32,
     pub drain_delay_secs: u64,
     pub shutdown_grace_secs: u64,
 }
@@ -273,6 +276,18 @@ impl Config {
         if s.request_timeout_secs == 0 {
             return Err(ConfigError(
                 "server.request_timeout_secs must be positive".into(),
+            ));
+        }
+        if s.handshake_timeout_secs == 0 || s.max_pending_handshakes == 0 {
+            return Err(ConfigError(
+                "server.handshake_timeout_secs and server.max_pending_handshakes must be positive"
+                    .into(),
+            ));
+        }
+        // Below a few KiB, ordinary gRPC metadata (a JWT, a traceparent) would not fit.
+        if s.max_header_bytes < 4096 {
+            return Err(ConfigError(
+                "server.max_header_bytes must be at least 4096".into(),
             ));
         }
         let base = &self.subscription.public_base_url;

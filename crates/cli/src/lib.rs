@@ -5,6 +5,7 @@ pub mod auth;
 pub mod check;
 pub mod config;
 pub mod guard;
+pub mod handshake;
 pub mod keys;
 pub mod retention;
 pub mod server;

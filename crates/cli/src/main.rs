@@ -206,7 +206,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 },
             )?;
             let telemetry = tutela_telemetry::init(
-                "tutela",
+                &server::default_service_name(&config),
                 config.telemetry.format.into(),
                 &config.telemetry.filter,
             )?;

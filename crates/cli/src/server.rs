@@ -1,20 +1,23 @@
 //! The one gRPC endpoint of a tutela process: the hosted services, health and reflection behind
-//! explicit limits, with a graceful shutdown. `run` takes an already-bound listener, so that tests
-//! run the real server on port 0.
+//! the guard and explicit limits, with a graceful shutdown. Connections reach it only once they
+//! have proved a protocol within the handshake timeout ([`crate::handshake`]); every request runs
+//! in a server span named after the contract or a route template, never the path's own text.
+//! `run` takes an already-bound listener, so that tests run the real server on port 0.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::service::RoutesBuilder;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::config::Config;
+use crate::handshake::{self, OneRequestPerHttp1Connection};
 use crate::{keys, services};
 
 /// Health service name that reports the whole process.
@@ -83,6 +86,16 @@ async fn set_all(reporter: &HealthReporter, names: &[String], status: ServingSta
     }
 }
 
+/// What `run` serves, assembled from the configuration: the routes of the hosted services,
+/// health and reflection (unguarded until [`serve`] puts a guard in front of them), the guard,
+/// and the health reporter. Assembling also starts the scheduled sweeps.
+pub struct Assembled {
+    pub routes: Routes,
+    pub guard: Arc<tutela_policy::Guard>,
+    reporter: HealthReporter,
+    health_names: Vec<String>,
+}
+
 /// Serves until `shutdown` resolves, then drains: health turns NOT_SERVING at once, new calls
 /// stop after `drain_delay_secs`, and in-flight calls get `shutdown_grace_secs` to finish.
 pub async fn run(
@@ -90,12 +103,55 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let Assembled {
+        routes,
+        guard,
+        reporter,
+        health_names,
+    } = assemble(&config).await?;
+    let s = &config.server;
+    let hosted = services::resolve(&s.services)?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, services = ?hosted, reflection = s.reflection, "tutela serving");
+    let stopping = Arc::new(Notify::new());
+    let signal = {
+        let stopping = stopping.clone();
+        let drain = Duration::from_secs(s.drain_delay_secs);
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: health is NOT_SERVING, draining in-flight calls");
+            set_all(&reporter, &health_names, ServingStatus::NotServing).await;
+            stopping.notify_one();
+            tokio::time::sleep(drain).await;
+        }
+    };
+    // Around the whole router: no RPC is reachable except through the guard.
+    let serve = serve(
+        s.clone(),
+        routes,
+        tutela_policy::GuardLayer::new(guard),
+        listener,
+        signal,
+    );
+    let grace = Duration::from_secs(s.shutdown_grace_secs + s.drain_delay_secs);
+    tokio::select! {
+        served = serve => served?,
+        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "calls still in flight after the grace period; exiting anyway");
+        }
+    }
+    tracing::info!("tutela stopped");
+    Ok(())
+}
+
+/// Connects, migrates and builds everything `run` serves.
+pub async fn assemble(config: &Config) -> anyhow::Result<Assembled> {
     let hosted = services::resolve(&config.server.services)?;
     // The one place development keys are generated: every other command only reads them.
-    let generated = keys::generate_development_keys(&config)?;
-    let keyring = Arc::new(keys::load_keyring(&config)?);
-    let audit_keys = keys::load_audit_keys(&config)?;
-    let db = migrate(&config).await?;
+    let generated = keys::generate_development_keys(config)?;
+    let keyring = Arc::new(keys::load_keyring(config)?);
+    let audit_keys = keys::load_audit_keys(config)?;
+    let db = migrate(config).await?;
     let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
     let learners = hosted.contains(&tutela_enrolment::SERVICE).then(|| {
         tutela_enrolment::Learners::new(
@@ -106,7 +162,7 @@ pub async fn run(
         )
     });
     let audit = tutela_policy::audit::AuditLog::start(db.clone(), audit_keys, clock.clone());
-    let register = Arc::new(crate::guard::load_register(&config)?);
+    let register = Arc::new(crate::guard::load_register(config)?);
     // The ledger is read in-process where this process hosts it; elsewhere over gRPC when one
     // is configured, and otherwise consent-based purposes fail closed.
     let ledger = hosted.contains(&tutela_subscription::SERVICE).then(|| {
@@ -141,12 +197,12 @@ pub async fn run(
         })
     });
     let guard = Arc::new(crate::guard::build(
-        &config,
+        config,
         audit,
         register.clone(),
         consent.clone(),
     )?);
-    write_dev_admin_token(&config, generated.dev_secret)?;
+    write_dev_admin_token(config, generated.dev_secret)?;
     let s = &config.server;
 
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -308,23 +364,6 @@ pub async fn run(
     #[cfg(unix)]
     tokio::spawn(reload_on_hangup(config.clone(), guard.clone()));
 
-    let local = listener.local_addr()?;
-    tracing::info!(address = %local, services = ?hosted, reflection = s.reflection, "tutela serving");
-
-    let stopping = Arc::new(Notify::new());
-    let signal = {
-        let stopping = stopping.clone();
-        let reporter = reporter.clone();
-        let drain = Duration::from_secs(s.drain_delay_secs);
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: health is NOT_SERVING, draining in-flight calls");
-            set_all(&reporter, &health_names, ServingStatus::NotServing).await;
-            stopping.notify_one();
-            tokio::time::sleep(drain).await;
-        }
-    };
-
     let mut routes = routes.routes();
     if let Some(subs) = subscriptions {
         // RFC 8058 one-click unsubscribe: plain HTTP/1.1 POSTs from mail clients, beside gRPC.
@@ -332,33 +371,102 @@ pub async fn run(
         *routes.axum_router_mut() =
             router.merge(tutela_subscription::subscriptions::http::router(subs));
     }
+    Ok(Assembled {
+        routes,
+        guard,
+        reporter,
+        health_names,
+    })
+}
 
-    let serve = tonic::transport::Server::builder()
+/// Serves `routes` behind `guard` on the connections of `listener` that prove a protocol, with
+/// the limits of `settings`, until `signal` resolves (then waits for open calls). Outside the
+/// guard: the server span, one request per HTTP/1.1 connection and the concurrency limit. `run`
+/// passes the guard; only benchmarks pass anything else.
+pub async fn serve<G>(
+    settings: crate::config::ServerConfig,
+    routes: Routes,
+    guard: G,
+    listener: TcpListener,
+    signal: impl Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    G: tower::Layer<Routes> + Clone,
+    G::Service: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    <G::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
+{
+    let s = &settings;
+    let incoming = handshake::admit(
+        listener,
+        handshake::Limits {
+            timeout: Duration::from_secs(s.handshake_timeout_secs),
+            max_pending: s.max_pending_handshakes,
+            max_head_bytes: s.max_header_bytes as usize,
+        },
+    );
+    tonic::transport::Server::builder()
         // gRPC stays HTTP/2; HTTP/1.1 is for the unsubscribe endpoint only.
         .accept_http1(true)
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(s.keepalive_interval_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(s.keepalive_timeout_secs)))
+        .http2_max_header_list_size(s.max_header_bytes)
         .max_concurrent_streams(s.max_concurrent_streams)
         .timeout(Duration::from_secs(s.request_timeout_secs))
-        .trace_fn(tutela_telemetry::server_span)
+        .layer(tutela_telemetry::ServerTraceLayer::new(span_names()?))
+        .layer(OneRequestPerHttp1Connection)
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             s.concurrency_limit,
         ))
-        // Around the whole router: no RPC is reachable except through the guard.
-        .layer(tutela_policy::GuardLayer::new(guard))
+        .layer(guard)
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await
+        .context("server failed")
+}
 
-    let grace = Duration::from_secs(s.shutdown_grace_secs + s.drain_delay_secs);
-    tokio::select! {
-        served = serve => served.context("server failed")?,
-        () = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "calls still in flight after the grace period; exiting anyway");
+/// The names server spans may carry: every RPC of the contract, of health and of reflection, and
+/// the one-click unsubscribe route's template.
+fn span_names() -> anyhow::Result<tutela_telemetry::Routes> {
+    let sets = [
+        tutela_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut rpcs = Vec::new();
+    for set in sets {
+        let set = prost_types::FileDescriptorSet::decode(set).context("descriptor set")?;
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    rpcs.push(format!(
+                        "{}.{}/{}",
+                        file.package(),
+                        service.name(),
+                        method.name()
+                    ));
+                }
+            }
         }
     }
-    tracing::info!("tutela stopped");
-    Ok(())
+    Ok(tutela_telemetry::Routes::default()
+        .with_rpcs(rpcs)
+        .with_http_route(&tutela_subscription::subscriptions::http::route()))
+}
+
+/// The service name spans are exported under unless `OTEL_SERVICE_NAME` names one: `tutela`, or
+/// `tutela-<service>` when the process hosts a single service (one Deployment per service).
+pub fn default_service_name(config: &Config) -> String {
+    match services::resolve(&config.server.services).as_deref() {
+        Ok([only]) => format!("tutela-{only}"),
+        _ => "tutela".to_owned(),
+    }
 }
 
 /// The file beside the generated development secret that holds a ready admin token.

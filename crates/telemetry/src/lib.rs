@@ -1,8 +1,15 @@
 //! Tracing for every tutela process: a terminal or JSON log, OpenTelemetry export switched on by
 //! the standard `OTEL_EXPORTER_OTLP_*` variables, and W3C trace context carried across gRPC calls.
 //!
-//! Spans and log lines carry ids and pseudonyms only. The server span records the RPC's method and
-//! nothing of the request; handlers use `#[instrument(skip_all, fields(..))]` with ids.
+//! Spans and log lines carry ids and pseudonyms only. The server span ([`ServerTraceLayer`])
+//! follows the OpenTelemetry RPC conventions and names only what the contract or a route
+//! template names: never a path's own text (an unsubscribe token is a credential; an unknown
+//! path is anyone's text), and nothing of the request. Handlers use
+//! `#[instrument(skip_all, fields(..))]` with ids.
+
+mod server;
+
+pub use server::{Routes, ServerTrace, ServerTraceLayer, TracedBody, UNKNOWN_ROUTE};
 
 use std::fmt;
 
@@ -86,8 +93,55 @@ pub fn otlp_requested(env: impl Fn(&str) -> Option<String>) -> bool {
     !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
+/// The resource spans are exported with: `service.name` from `OTEL_SERVICE_NAME`, else from
+/// `service.name` in `OTEL_RESOURCE_ATTRIBUTES`, else `default_service_name`; the other
+/// attributes of `OTEL_RESOURCE_ATTRIBUTES` (`key=value` pairs, comma-separated, values
+/// percent-encoded); and the SDK's `telemetry.sdk.*`. An `OTEL_RESOURCE_ATTRIBUTES` that does not
+/// parse is ignored whole, as the specification says, with a warning.
+pub fn resource(
+    default_service_name: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> opentelemetry_sdk::Resource {
+    use opentelemetry::KeyValue;
+    let listed = env("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    let parsed: Option<Vec<KeyValue>> = listed
+        .split(',')
+        .filter(|entry| !entry.trim().is_empty())
+        .map(|entry| {
+            let (key, value) = entry.split_once('=')?;
+            let key = key.trim();
+            let value = percent_encoding::percent_decode_str(value.trim())
+                .decode_utf8()
+                .ok()?;
+            (!key.is_empty()).then(|| KeyValue::new(key.to_owned(), value.into_owned()))
+        })
+        .collect();
+    let attributes = parsed.unwrap_or_else(|| {
+        eprintln!("tutela: OTEL_RESOURCE_ATTRIBUTES is not a list of key=value pairs; ignored");
+        Vec::new()
+    });
+    let name = env("OTEL_SERVICE_NAME")
+        .filter(|n| !n.trim().is_empty())
+        .or_else(|| {
+            attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == "service.name")
+                .map(|kv| kv.value.to_string())
+        })
+        .unwrap_or_else(|| default_service_name.to_owned());
+    opentelemetry_sdk::Resource::builder_empty()
+        .with_detector(Box::new(
+            opentelemetry_sdk::resource::TelemetryResourceDetector,
+        ))
+        .with_attributes(attributes)
+        .with_service_name(name)
+        .build()
+}
+
 /// Installs the global subscriber: `filter` (overridden by `RUST_LOG`) to standard error in
-/// `format`, plus OTLP export of spans when the environment asks for it. Call once, from `main`.
+/// `format`, plus OTLP export of spans when the environment asks for it, as `service_name` unless
+/// `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` name the service (see [`resource`]). Call
+/// once, from `main`.
 pub fn init(
     service_name: &str,
     format: LogFormat,
@@ -107,9 +161,7 @@ pub fn init(
             .with_tonic()
             .build()
             .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name(service_name.to_owned())
-            .build();
+        let resource = resource(service_name, |k| std::env::var(k).ok());
         Some(
             SdkTracerProvider::builder()
                 .with_batch_exporter(exporter)
@@ -166,31 +218,6 @@ impl Injector for MetadataInjector<'_> {
     }
 }
 
-/// The span of one incoming gRPC call, a child of the caller's W3C trace context when the request
-/// carries one. It names the method only: requests are never recorded.
-pub fn server_span<B>(request: &http::Request<B>) -> tracing::Span {
-    let path = request.uri().path();
-    let (service, method) = path
-        .trim_start_matches('/')
-        .split_once('/')
-        .unwrap_or((path, ""));
-    let span = tracing::info_span!(
-        "grpc.server",
-        otel.name = %path,
-        otel.kind = "server",
-        rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
-        rpc.grpc.status_code = tracing::field::Empty,
-    );
-    let parent = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&HeaderExtractor(request.headers()))
-    });
-    // Without an OpenTelemetry layer there is nothing to attach to; that is fine.
-    let _ = span.set_parent(parent);
-    span
-}
-
 /// Writes the current span's trace context into outgoing call metadata (`traceparent`,
 /// `tracestate`), so that the next service's spans join the same trace.
 pub fn inject_context(metadata: &mut tonic::metadata::MetadataMap) {
@@ -228,16 +255,17 @@ pub fn current_trace_id() -> Option<String> {
 mod tests {
     use super::*;
 
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
     #[test]
     fn otlp_is_on_only_when_an_endpoint_is_configured() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            }
-        };
         assert!(!otlp_requested(env(&[])));
         assert!(otlp_requested(env(&[(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -253,6 +281,66 @@ mod tests {
         ])));
     }
 
+    fn service_name(resource: &opentelemetry_sdk::Resource) -> String {
+        resource
+            .get(&opentelemetry::Key::new("service.name"))
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_service_is_named_by_the_environment_before_the_default() {
+        assert_eq!(service_name(&resource("tutela", env(&[]))), "tutela");
+        assert_eq!(
+            service_name(&resource(
+                "tutela",
+                env(&[("OTEL_SERVICE_NAME", "tutela-enrolment")])
+            )),
+            "tutela-enrolment"
+        );
+        assert_eq!(
+            service_name(&resource(
+                "tutela",
+                env(&[(
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "service.name=from-attributes,deployment.environment=prod"
+                )])
+            )),
+            "from-attributes"
+        );
+        // OTEL_SERVICE_NAME wins over the attribute list, as the specification says.
+        let both = resource(
+            "tutela",
+            env(&[
+                ("OTEL_SERVICE_NAME", "named"),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "service.name=listed,service.namespace=learning%20platform",
+                ),
+            ]),
+        );
+        assert_eq!(service_name(&both), "named");
+        assert_eq!(
+            both.get(&opentelemetry::Key::new("service.namespace"))
+                .map(|v| v.to_string()),
+            Some("learning platform".to_owned())
+        );
+        assert!(
+            both.get(&opentelemetry::Key::new("telemetry.sdk.name"))
+                .is_some()
+        );
+        // Blank counts as unset; a list that does not parse is ignored whole.
+        assert_eq!(
+            service_name(&resource("tutela", env(&[("OTEL_SERVICE_NAME", " ")]))),
+            "tutela"
+        );
+        let bad = resource(
+            "tutela",
+            env(&[("OTEL_RESOURCE_ATTRIBUTES", "service.name=x,garbage")]),
+        );
+        assert_eq!(service_name(&bad), "tutela");
+    }
+
     #[test]
     fn an_incoming_trace_context_is_continued_on_outgoing_calls() {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -266,7 +354,9 @@ mod tests {
                 .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
                 .body(())
                 .unwrap();
-            let span = server_span(&request);
+            let span = Routes::default()
+                .with_rpcs(["tutela.privacy.v1.SubjectData/ExportSubject".to_owned()])
+                .server_span(&request);
             let _entered = span.enter();
 
             let mut outgoing = tonic::metadata::MetadataMap::new();

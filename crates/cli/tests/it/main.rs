@@ -6,9 +6,11 @@
 mod audit;
 mod binary;
 mod check;
+mod connections;
 mod crash;
 mod dev_keys;
 mod guard;
 mod principal;
 mod serve;
+mod traces;
 mod validation;

@@ -15,14 +15,17 @@ use tutela_policy::methods::UNSUBSCRIBE_PATH;
 
 use super::{ONE_CLICK, Subscriptions};
 
+/// The route's template, `/unsubscribe/{token}`: what logs and spans may name it by (the token
+/// is a credential).
+pub fn route() -> String {
+    format!("{UNSUBSCRIBE_PATH}{{token}}")
+}
+
 /// The routes to merge into the server's router, under the prefix the guard lets through (the
 /// token in the path authorises the call).
 pub fn router(subs: Subscriptions) -> Router {
     Router::new()
-        .route(
-            &format!("{UNSUBSCRIBE_PATH}{{token}}"),
-            post(one_click).get(landing),
-        )
+        .route(&route(), post(one_click).get(landing))
         .with_state(subs)
 }
 
