@@ -253,8 +253,9 @@ async fn an_unknown_path_is_audited_and_logged_as_unknown_never_as_sent() {
     if logs::capture_is_active() {
         let text = logs::capture().text();
         assert!(
-            text.lines().any(|l| l.contains("tutela_policy::guard: call refused")
-                && l.contains("rpc=\"unknown\"")),
+            text.lines()
+                .any(|l| l.contains("tutela_policy::guard: call refused")
+                    && l.contains("rpc=\"unknown\"")),
             "the refusal is logged under the label"
         );
         // Neither the guard's events nor the span around them carry any of the path.
