@@ -373,10 +373,23 @@ where
             }
         };
         Box::pin(async move {
-            // A refused request is audited like any call the handler refuses.
             let response = match guard.validated(plan.as_ref(), request).await {
                 Ok(request) => inner.call(request).await?,
-                Err(err) => tonic::Status::from(err).into_http(),
+                Err(err) => {
+                    // Refused before its handler ran: the guard's own decision, so a deny with
+                    // its reason (MALFORMED_REQUEST, PROHIBITED_IDENTIFIER, ...), not the allow
+                    // that a call its handler refuses is recorded as.
+                    let record = guard.refusal_record(
+                        Some(authorized.principal()),
+                        authorized.rpc(),
+                        authorized.purpose().short_name(),
+                        &err,
+                    );
+                    if let Err(unaudited) = guard.audit.append(record, None).await {
+                        return Ok(tonic::Status::from(unaudited).into_http());
+                    }
+                    return Ok(tonic::Status::from(err).into_http());
+                }
             };
             // The response leaves only once its audit records are durable (fail closed).
             if let Err(err) = guard.audit_call(&authorized).await {

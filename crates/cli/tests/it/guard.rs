@@ -315,3 +315,48 @@ async fn anonymous_refusals_past_the_budget_are_counted_into_one_summary() {
     );
     assert_eq!(rows.len(), one_by_one + summaries);
 }
+
+#[tokio::test]
+async fn a_request_refused_before_its_handler_is_audited_as_a_deny_with_its_reason() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let suite = TestSuite::start().await.unwrap();
+    let token = suite.token("acme", "dpo-1", &["dpo"]);
+    let err = suite
+        .subject_data(Credentials::new(&token, "subject_rights"))
+        .describe_subject(DescribeSubjectRequest {
+            subject: Some(SubjectRef {
+                subject_id: "not-a-uuid".to_owned(),
+            }),
+            services: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let conn = suite.database().connect().await.unwrap();
+    let rows: Vec<(String, String, String)> = conn
+        .query_all_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT rpc, decision, reason FROM tutela_audit_log ORDER BY seq",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "rpc").unwrap(),
+                r.try_get("", "decision").unwrap(),
+                r.try_get("", "reason").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [(
+            "tutela.privacy.v1.SubjectData/DescribeSubject".to_owned(),
+            "deny".to_owned(),
+            "INVALID_ARGUMENT".to_owned()
+        )],
+        "one record: the guard's refusal, with its reason"
+    );
+}
