@@ -112,7 +112,7 @@ pub async fn run(
     let s = &config.server;
     let hosted = services::resolve(&s.services)?;
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, services = ?hosted, reflection = s.reflection, "tutela serving");
+    tracing::info!(listen = %local, services = ?hosted, reflection = s.reflection, "tutela serving");
     let stopping = Arc::new(Notify::new());
     let signal = {
         let stopping = stopping.clone();

@@ -58,7 +58,7 @@ pub(crate) fn serve_with_stdout(dir: &Path, env: &[(&str, &OsStr)], stdout: Stdi
         let line = lines.next().expect("server exited before serving").unwrap();
         if line.contains("tutela serving") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["fields"]["address"].as_str().unwrap().to_owned();
+            break v["fields"]["listen"].as_str().unwrap().to_owned();
         }
     };
     let (tx, log) = std::sync::mpsc::channel();
