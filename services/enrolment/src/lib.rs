@@ -4,6 +4,7 @@
 //! results; certificates and badges (Open Badges 3.0); feedback, compliments and complaints.
 
 pub mod holds;
+mod hosted;
 pub mod learners;
 pub mod migration;
 pub mod outcomes;
@@ -21,3 +22,6 @@ pub use rights::EnrolmentRights;
 
 /// The service's short name (`--service enrolment`, health, key-vault scope).
 pub const SERVICE: &str = "enrolment";
+
+/// The service as a `tutela` process hosts it.
+pub const HOSTED: &dyn tutela_host::HostedService = &hosted::Enrolment;

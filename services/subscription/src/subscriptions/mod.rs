@@ -44,9 +44,9 @@ use tutela_store::{KeyVault, Keyring, SharedClock, SubjectKey};
 use uuid::Uuid;
 
 use crate::SERVICE;
-use crate::ledger::{Append, Ledger};
 use crate::tokens::{TokenError, Tokens};
 use entity::{contact, event, evidence, subscription, suppression, topic};
+use tutela_ledger::{Append, Ledger};
 
 /// How long a confirmation token (email, post) is valid.
 pub const TOKEN_VALIDITY: chrono::Duration = chrono::Duration::days(7);
@@ -296,10 +296,8 @@ pub struct Parts {
     pub audit: AuditLog,
     /// The clock.
     pub clock: SharedClock,
-    /// The consent ledger of this process.
+    /// The consent ledger of this process (and the guard's consent gate over it).
     pub ledger: Arc<Ledger>,
-    /// The guard's consent gate of this process (invalidated after ledger appends).
-    pub gate: Arc<ConsentGate>,
     /// The processing register.
     pub register: Arc<Register>,
     /// Where people reach `POST /unsubscribe/{token}`, e.g. `https://news.example.org`.
@@ -335,8 +333,8 @@ impl Subscriptions {
             tokens: Tokens::new(&keys),
             keys,
             clock: parts.clock,
+            gate: parts.ledger.gate(),
             ledger: parts.ledger,
-            gate: parts.gate,
             register: parts.register,
             audit: parts.audit,
             public_base_url: parts.public_base_url.trim_end_matches('/').to_owned(),
@@ -606,8 +604,8 @@ impl Subscriptions {
         Ok((row.subscription_id, after, changed))
     }
 
-    /// Appends a ledger entry for the contact and makes this process's guard see it at once;
-    /// `audit` stages the entry's audit record in the append's transaction.
+    /// Appends a ledger entry for the contact (the ledger makes this process's guard see it at
+    /// once); `audit` stages the entry's audit record in the append's transaction.
     async fn append_consent(
         &self,
         tenant: &str,
@@ -615,14 +613,7 @@ impl Subscriptions {
         recorded_by: &str,
         audit: &dyn StageAudit,
     ) -> Result<tutela_proto::consent::ConsentEntry> {
-        let (row, key, appended) = self
-            .ledger
-            .append(tenant, append, recorded_by, audit, append.touched())
-            .await?;
-        if appended {
-            self.gate.invalidate(tenant, &append.subject);
-        }
-        crate::ledger::entry(row, key.as_ref())
+        self.ledger.append(tenant, append, recorded_by, audit).await
     }
 }
 
