@@ -250,7 +250,12 @@ pub async fn assemble(config: &Config) -> anyhow::Result<Assembled> {
             });
         }
     }
-    let (mut routes, names, http, providers) = served.into_parts();
+    let tutela_host::ServedParts {
+        grpc: mut routes,
+        names,
+        http,
+        providers,
+    } = served.into_parts();
 
     let (reporter, health) = tonic_health::server::health_reporter();
     // Overall status, plus one entry per hosted service under its short name (the name the

@@ -158,17 +158,27 @@ impl Served {
         &self.names
     }
 
-    /// Takes everything apart: gRPC routes, their names, HTTP routes and rights providers.
-    pub fn into_parts(
-        self,
-    ) -> (
-        RoutesBuilder,
-        Vec<&'static str>,
-        Option<axum::Router>,
-        Vec<Arc<dyn SubjectDataProvider>>,
-    ) {
-        (self.grpc, self.names, self.http, self.providers)
+    /// Takes everything apart for the host.
+    pub fn into_parts(self) -> ServedParts {
+        ServedParts {
+            grpc: self.grpc,
+            names: self.names,
+            http: self.http,
+            providers: self.providers,
+        }
     }
+}
+
+/// What the hosted services serve, apart.
+pub struct ServedParts {
+    /// Their gRPC routes.
+    pub grpc: RoutesBuilder,
+    /// The full names of their gRPC services, in the order they were added.
+    pub names: Vec<&'static str>,
+    /// Their plain HTTP routes, if any.
+    pub http: Option<axum::Router>,
+    /// Their parts in data-subject rights.
+    pub providers: Vec<Arc<dyn SubjectDataProvider>>,
 }
 
 /// Progress of a sweep: the phase, and how many of its items were looked at out of how many.
