@@ -59,11 +59,12 @@ pub struct Config {
     pub sections: BTreeMap<String, serde_json::Value>,
 }
 
-/// The configuration as read: the host's sections, and every other top-level key.
+/// The top-level keys that are not the host's (read apart from [`Config`], whose own reading
+/// keeps figment's naming of a bad value's key and source).
 #[derive(Deserialize)]
-struct Read {
+struct Rest {
     #[serde(flatten)]
-    config: Config,
+    _host: Config,
     #[serde(flatten)]
     rest: BTreeMap<String, serde_json::Value>,
 }
@@ -260,8 +261,9 @@ impl Config {
         if !overrides.services.is_empty() {
             figment = figment.merge(Serialized::default("server.services", &overrides.services));
         }
-        let Read { mut config, rest } = figment
-            .extract::<Read>()
+        let mut config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let Rest { rest, .. } = figment
+            .extract::<Rest>()
             .map_err(|e| ConfigError(e.to_string()))?;
         let services = crate::services::all();
         for (key, section) in rest {
@@ -500,6 +502,18 @@ mod tests {
         // A section of a service this build does not have is no setting at all.
         let err = load(&[("TUTELA_SURVEY__X", "1")]).unwrap_err().to_string();
         assert!(err.contains("survey"), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_an_error_naming_its_key() {
+        let err = Config::load(
+            None,
+            env(&[("TUTELA_SERVER__MAX_MESSAGE_BYTES", "abc")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.max_message_bytes"), "{err}");
     }
 
     #[test]
