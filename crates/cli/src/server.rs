@@ -130,10 +130,7 @@ pub async fn run(
     Ok(())
 }
 
-/// The parts of this process every hosted service is built from. The consent ledger is built
-/// here where a hosted service hosts it, and the guard reads it in-process; elsewhere the guard
-/// reads a remote ledger when `remote` and one is configured, and otherwise consent-based
-/// purposes fail closed.
+/// What `serve` and `retention sweep` load before any hosted service is built.
 pub(crate) struct Shared {
     pub db: sea_orm::DatabaseConnection,
     pub keyring: Arc<tutela_store::Keyring>,
@@ -143,6 +140,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The parts of this process every hosted service is built from. The consent ledger is
+    /// built here where a hosted service hosts it, and the guard reads it in-process; elsewhere
+    /// the guard reads a remote ledger when `remote` and one is configured, and otherwise
+    /// consent-based purposes fail closed.
     pub(crate) fn context(
         self,
         config: &Config,
