@@ -23,7 +23,7 @@ pub use access::{AccessRules, Decision, DecisionKey};
 pub use authorized::{Authorized, SubjectAccess};
 pub use categories::CategorySet;
 pub use consent::{ConsentGate, ConsentSnapshot, ConsentSource};
-pub use error::{AuthFailure, Error, Result, Violation};
+pub use error::{AuthFailure, Error, Precondition, Result, Violation};
 pub use guard::{Guard, GuardLayer};
 pub use methods::MethodTable;
 pub use principal::{Principal, PrincipalKind};

@@ -165,7 +165,7 @@ impl SubjectData for SubjectDataDispatcher {
         let verified = access.identity_verified_at().await?;
         if verified.is_none_or(|at| at + VERIFICATION_VALIDITY < chrono::Utc::now()) {
             return Err(Error::FailedPrecondition {
-                reason: "IDENTITY_NOT_VERIFIED",
+                reason: crate::Precondition::IdentityNotVerified,
                 message: "record a verification of the requester's identity first \
                           (RecordIdentityVerification)"
                     .into(),

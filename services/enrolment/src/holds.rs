@@ -8,6 +8,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use tonic::{Request, Response, Status};
+use tutela_policy::Precondition;
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, timestamp};
 use tutela_policy::{Authorized, Error, Result, SubjectAccess};
@@ -278,7 +279,7 @@ impl HoldApi for LegalHoldService {
         let access = call.subject(&row.learner_id).await?;
         if row.released_at.is_some() {
             return Err(Error::FailedPrecondition {
-                reason: "HOLD_RELEASED",
+                reason: Precondition::HoldReleased,
                 message: "the hold was released already".into(),
             }
             .into());

@@ -5,6 +5,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 use tonic::{Request, Response, Status};
+use tutela_policy::Precondition;
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess, fields};
@@ -247,7 +248,7 @@ impl CertificateApi for CertificateService {
         }
         if status_of(&enrolment) != EnrolmentStatus::Completed {
             return Err(Error::FailedPrecondition {
-                reason: "ENROLMENT_NOT_COMPLETED",
+                reason: Precondition::EnrolmentNotCompleted,
                 message: "certificates are issued for completed enrolments".into(),
             }
             .into());

@@ -10,6 +10,7 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+use tutela_policy::Precondition;
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, page_token, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Result, SubjectAccess};
@@ -585,7 +586,7 @@ impl EnrolmentApi for EnrolmentService {
         }
         if !transition_allowed(from, to) {
             return Err(Error::FailedPrecondition {
-                reason: "INVALID_TRANSITION",
+                reason: Precondition::InvalidTransition,
                 message: format!(
                     "an enrolment cannot go from {} to {}",
                     from.as_str_name(),
@@ -613,7 +614,7 @@ impl EnrolmentApi for EnrolmentService {
             .map_err(Error::from)?;
         if updated.rows_affected != 1 {
             return Err(Error::FailedPrecondition {
-                reason: "CONCURRENT_CHANGE",
+                reason: Precondition::ConcurrentChange,
                 message: "the enrolment changed meanwhile; read it again".into(),
             }
             .into());
@@ -747,7 +748,7 @@ impl EnrolmentApi for EnrolmentService {
             EnrolmentStatus::Started | EnrolmentStatus::Completed
         ) {
             return Err(Error::FailedPrecondition {
-                reason: "ENROLMENT_NOT_STARTED",
+                reason: Precondition::EnrolmentNotStarted,
                 message: "results are recorded for enrolments that have started".into(),
             }
             .into());

@@ -21,6 +21,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
+use tutela_policy::Precondition;
 use tutela_policy::audit::{
     AuditKeys, AuditLog, AuditRecord, EventKind, Outcome, StageAudit, TokenCallAudit,
 };
@@ -668,7 +669,7 @@ impl SubscriptionService {
             }
             State::Unsubscribed | State::Suppressed => {
                 return Err(Error::FailedPrecondition {
-                    reason: "SUBSCRIPTION_NOT_PENDING",
+                    reason: Precondition::SubscriptionNotPending,
                     message:
                         "the subscription is no longer waiting for confirmation; subscribe again"
                             .into(),
@@ -914,7 +915,7 @@ impl SubscriptionService {
             .is_some()
         {
             return Err(Error::FailedPrecondition {
-                reason: "ADDRESS_SUPPRESSED",
+                reason: Precondition::AddressSuppressed,
                 message: "this address is on the suppression list (a hard bounce, a complaint or an erasure) and cannot be subscribed".into(),
             });
         }
