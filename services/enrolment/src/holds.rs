@@ -1,7 +1,7 @@
 //! Legal holds: `tutela.enrolment.v1.LegalHoldService`, and what erasure and the retention
 //! sweeper ask of holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
@@ -19,6 +19,7 @@ use tutela_proto::enrolment::{
     PlaceLegalHoldResponse, ReleaseLegalHoldRequest, ReleaseLegalHoldResponse,
 };
 
+pub use crate::held::Held;
 use crate::records::Records;
 use crate::records::entity::{enrolment, result};
 
@@ -48,51 +49,6 @@ pub mod entity {
     tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
 }
 
-/// What holds in force protect of one learner.
-#[derive(Debug, Clone, Default)]
-pub struct Held {
-    /// Everything of the learner, the profile included.
-    pub whole: bool,
-    /// Enrolment ids held.
-    pub enrolments: HashSet<String>,
-    /// Result ids held.
-    pub results: HashSet<String>,
-    /// The reasons of the holds, for erasure reports.
-    pub reasons: Vec<String>,
-}
-
-impl Held {
-    /// Whether any hold is in force.
-    pub fn any(&self) -> bool {
-        self.whole || !self.enrolments.is_empty() || !self.results.is_empty()
-    }
-
-    /// Whether an enrolment is protected.
-    pub fn enrolment(&self, id: &str) -> bool {
-        self.whole || self.enrolments.contains(id)
-    }
-
-    /// Whether a result is protected.
-    pub fn result(&self, id: &str) -> bool {
-        self.whole || self.results.contains(id)
-    }
-
-    fn add(&mut self, row: &entity::Model) {
-        match HoldScope::from_str_name(&row.scope) {
-            Some(HoldScope::Enrolment) => {
-                self.enrolments.insert(row.record_id.clone());
-            }
-            Some(HoldScope::Result) => {
-                self.results.insert(row.record_id.clone());
-            }
-            // A scope this build does not know holds everything: keeping too much is the
-            // recoverable mistake.
-            _ => self.whole = true,
-        }
-        self.reasons.push(row.reason.clone());
-    }
-}
-
 /// Hold look-ups.
 #[derive(Debug, Clone)]
 pub struct Holds {
@@ -114,7 +70,7 @@ impl Holds {
             .all(&self.db)
             .await?
         {
-            held.add(&row);
+            held.protect(&row.scope, &row.record_id, &row.reason);
         }
         Ok(held)
     }
@@ -129,7 +85,7 @@ impl Holds {
         {
             all.entry((row.tenant.clone(), row.learner_id.clone()))
                 .or_default()
-                .add(&row);
+                .protect(&row.scope, &row.record_id, &row.reason);
         }
         Ok(all)
     }

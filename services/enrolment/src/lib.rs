@@ -3,6 +3,7 @@
 //! service's part in data-subject rights; courses, enrolments with their lifecycle, and assessment
 //! results; certificates and badges (Open Badges 3.0); feedback, compliments and complaints.
 
+mod held;
 pub mod holds;
 pub mod learners;
 pub mod migration;

@@ -25,7 +25,7 @@ use tutela_proto::enrolment::{
     ListResultsResponse, RecordResultRequest, RecordResultResponse,
 };
 
-use crate::holds::Held;
+use crate::held::Held;
 use crate::learners::Learners;
 
 /// What erasing a learner's records did.
