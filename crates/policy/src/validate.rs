@@ -109,6 +109,16 @@ impl Checks {
         value.ok_or_else(|| self.flag(field, description))
     }
 
+    /// `value()` when no violation was recorded since there were `before` (a [`Checks::len`]),
+    /// else the proof that one was: the result of a parser made of several checks.
+    pub fn clean_since<T>(&self, before: usize, value: impl FnOnce() -> T) -> Field<T> {
+        if self.violations.len() > before {
+            Err(Flagged(()))
+        } else {
+            Ok(value())
+        }
+    }
+
     /// Records a violation unless `ok`.
     pub fn ensure(&mut self, ok: bool, field: &str, description: &str) {
         if !ok {
