@@ -10,7 +10,7 @@ use sea_orm::{
 use tonic::{Request, Response, Status};
 use tutela_policy::Precondition;
 use tutela_policy::scope::found;
-use tutela_policy::validate::{Checks, timestamp};
+use tutela_policy::validate::timestamp;
 use tutela_policy::{Authorized, Error, Result, SubjectAccess};
 use tutela_proto::common::SubjectRef;
 use tutela_proto::enrolment::legal_hold_service_server::LegalHoldService as HoldApi;
@@ -22,6 +22,7 @@ use tutela_proto::enrolment::{
 pub use crate::held::Held;
 use crate::records::Records;
 use crate::records::entity::{enrolment, result};
+use crate::requests::{NewHold, Release};
 
 /// The legal-hold table.
 pub mod entity {
@@ -133,32 +134,11 @@ impl HoldApi for LegalHoldService {
     ) -> std::result::Result<Response<PlaceLegalHoldResponse>, Status> {
         let call = Authorized::of(&request)?;
         let r = request.get_ref();
-        let mut c = Checks::new();
-        let reason = c.required_text(&r.reason, "reason", 500).map(str::to_owned);
-        let scope = HoldScope::try_from(r.scope)
-            .ok()
-            .filter(|s| *s != HoldScope::Unspecified);
-        c.ensure(scope.is_some(), "scope", "required: what to hold");
-        let record_id = r.record_id.trim().to_owned();
-        match scope {
-            Some(HoldScope::Learner) => {
-                c.ensure(
-                    record_id.is_empty(),
-                    "record_id",
-                    "must be empty for HOLD_SCOPE_LEARNER",
-                );
-            }
-            Some(_) => c.ensure(
-                !record_id.is_empty(),
-                "record_id",
-                "required for this scope",
-            ),
-            None => {}
-        }
-        c.finish()?;
-        let (Some(reason), Some(scope)) = (reason, scope) else {
-            return Err(Error::internal("hold checked but incomplete").into());
-        };
+        let NewHold {
+            reason,
+            scope,
+            record_id,
+        } = NewHold::try_from(r)?;
         let access = self
             .records
             .learner_access(&call, r.learner.as_ref(), "learner")
@@ -213,16 +193,7 @@ impl HoldApi for LegalHoldService {
         request: Request<ReleaseLegalHoldRequest>,
     ) -> std::result::Result<Response<ReleaseLegalHoldResponse>, Status> {
         let call = Authorized::of(&request)?;
-        let r = request.get_ref();
-        let mut c = Checks::new();
-        let hold_id = c
-            .required_text(&r.hold_id, "hold_id", 64)
-            .map(str::to_owned);
-        let reason = c.required_text(&r.reason, "reason", 500).map(str::to_owned);
-        c.finish()?;
-        let (Some(hold_id), Some(reason)) = (hold_id, reason) else {
-            return Err(Error::internal("release checked but incomplete").into());
-        };
+        let Release { hold_id, reason } = Release::try_from(request.get_ref())?;
         let row = found(
             call.find::<entity::Entity>()
                 .filter(entity::Column::HoldId.eq(&hold_id))

@@ -9,6 +9,7 @@ pub mod learners;
 pub mod migration;
 pub mod outcomes;
 pub mod records;
+mod requests;
 pub mod retention;
 pub mod rights;
 
