@@ -9,7 +9,8 @@
 //! tenant-scoped by the call (no key of one tenant can answer another's) and its refusal is an
 //! [`Error`]; the storage stays each service's own: either columns on the rows a write makes
 //! (`idempotency_key`, `request_hash`) or a side table naming the RPC too. Both store the same
-//! fingerprint, so rows written before this module existed replay unchanged.
+//! fingerprint, so rows written before this module existed replay unchanged. A write that loses
+//! a race on a key's unique index ([`key_taken`]) answers as a retry by calling [`replay`] again.
 
 use sea_orm::{ColumnTrait, ConnectionTrait, QueryFilter};
 use sha2::{Digest, Sha256};
@@ -164,18 +165,6 @@ pub async fn replay<T: KeyTable>(
         .one(db)
         .await?;
     decide(idempotency, stored, |row| T::stored(row))
-}
-
-/// After a keyed write lost a race on the key's unique index to a concurrent call: that call's
-/// row when it was the same request (answered as a retry), ALREADY_EXISTS otherwise.
-pub async fn after_race<T: KeyTable>(
-    call: &Authorized,
-    db: &impl ConnectionTrait,
-    idempotency: &Idempotency,
-) -> Result<T::Model> {
-    replay::<T>(call, db, Some(idempotency))
-        .await?
-        .ok_or(REUSED)
 }
 
 /// Maps a failed insert of a keyed write: a unique violation means the key was taken meanwhile

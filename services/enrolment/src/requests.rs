@@ -308,3 +308,116 @@ impl TryFrom<&ReleaseLegalHoldRequest> for Release {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tutela_policy::Error;
+    use tutela_proto::common::IdempotencyKey;
+    use tutela_proto::enrolment::{AssessmentResult, Course};
+
+    fn violations<T>(parsed: Result<T>) -> Vec<String> {
+        match parsed {
+            Err(Error::InvalidArgument(v)) => v.into_iter().map(|v| v.field).collect(),
+            Err(other) => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+            Ok(_) => panic!("expected INVALID_ARGUMENT"),
+        }
+    }
+
+    #[test]
+    fn a_course_comes_out_trimmed_with_the_fingerprint_of_the_request_without_its_key() {
+        let request = CreateCourseRequest {
+            course: Some(Course {
+                code: " ENG-1 ".into(),
+                title: "Engineering".into(),
+                start_date: "2026-09-01".into(),
+                end_date: "2027-06-30".into(),
+                ..Default::default()
+            }),
+            idempotency_key: Some(IdempotencyKey {
+                key: "course-key-0001".into(),
+            }),
+        };
+        let course = NewCourse::try_from(&request).unwrap();
+        assert_eq!(course.code, "ENG-1");
+        let idempotency = course.idempotency.unwrap();
+        let mut unkeyed = request.clone();
+        unkeyed.idempotency_key = None;
+        let expected = Idempotency::new(Some("x".into()), "CreateCourse", &unkeyed).unwrap();
+        assert_eq!(idempotency.key(), "course-key-0001");
+        assert_eq!(idempotency.fingerprint(), expected.fingerprint());
+    }
+
+    #[test]
+    fn a_bad_course_names_every_field_once_in_request_order() {
+        let request = CreateCourseRequest {
+            course: Some(Course {
+                start_date: "2027-01-01".into(),
+                end_date: "2026-01-01".into(),
+                ..Default::default()
+            }),
+            idempotency_key: Some(IdempotencyKey {
+                key: "short".into(),
+            }),
+        };
+        assert_eq!(
+            violations(NewCourse::try_from(&request)),
+            [
+                "idempotency_key.key",
+                "course.code",
+                "course.title",
+                "course.end_date"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_result_needs_a_time_not_in_the_future_and_a_score_within_its_maximum() {
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let request = |seconds: i64, score: f64| RecordResultRequest {
+            result: Some(AssessmentResult {
+                enrolment_id: "e-1".into(),
+                assessment: "Unit 4".into(),
+                score,
+                maximum: 100.0,
+                assessed_at: Some(prost_types::Timestamp { seconds, nanos: 0 }),
+                ..Default::default()
+            }),
+            idempotency_key: None,
+        };
+        let parsed = NewResult::parse(&request(1_790_000_000, 71.0), now).unwrap();
+        assert_eq!((parsed.score, parsed.idempotency), (71.0, None));
+        assert_eq!(
+            violations(NewResult::parse(&request(1_800_000_061, 171.0), now)),
+            ["result.score", "result.assessed_at"]
+        );
+    }
+
+    #[test]
+    fn a_hold_on_a_record_names_it_and_a_hold_on_the_learner_names_none() {
+        let hold = |scope: HoldScope, record_id: &str| PlaceLegalHoldRequest {
+            reason: "appeal".into(),
+            scope: scope as i32,
+            record_id: record_id.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            NewHold::try_from(&hold(HoldScope::Result, " r-1 "))
+                .unwrap()
+                .record_id,
+            "r-1"
+        );
+        assert_eq!(
+            violations(NewHold::try_from(&hold(HoldScope::Result, ""))),
+            ["record_id"]
+        );
+        assert_eq!(
+            violations(NewHold::try_from(&hold(HoldScope::Learner, "r-1"))),
+            ["record_id"]
+        );
+        assert_eq!(
+            violations(NewHold::try_from(&hold(HoldScope::Unspecified, ""))),
+            ["scope"]
+        );
+    }
+}
