@@ -3,12 +3,14 @@
 //! service's part in data-subject rights; courses, enrolments with their lifecycle, and assessment
 //! results; certificates and badges (Open Badges 3.0); feedback, compliments and complaints.
 
+mod held;
 pub mod holds;
 mod hosted;
 pub mod learners;
 pub mod migration;
 pub mod outcomes;
 pub mod records;
+mod requests;
 pub mod retention;
 pub mod rights;
 
