@@ -32,6 +32,7 @@ use crate::principal::Principal;
 use crate::principal::{TokenVerifier, bearer};
 use crate::redact::RedactBody;
 use crate::register::Register;
+use crate::token_call::TokenCall;
 
 /// The RPC recorded for a path that is no RPC of the contract: the path itself may be anything
 /// (kilobytes, an email, an identifier), so it is neither audited nor logged.
@@ -91,8 +92,9 @@ impl AnonymousRefusals {
 pub enum Outcome<'a> {
     /// Health or reflection: passes untouched.
     Exempt,
-    /// Authorised by a signed token in the message, which the handler verifies.
-    MessageToken,
+    /// Authorised by a signed token in the message (or path), which the handler verifies; the
+    /// RPC the guard audits it as.
+    MessageToken(&'a str),
     /// Authorised; the handler gets the value, the response is redacted to its categories.
     Authorized(Authorized, &'a MethodInfo),
 }
@@ -197,11 +199,14 @@ impl Guard {
         // The HTTP prefixes are compared only for paths that are no RPC, so guarded calls never
         // pay for them.
         let token_authorised = match method {
-            Some(m) => m.authorisation == Authorisation::MessageToken,
-            None => TOKEN_HTTP_PREFIXES.iter().any(|p| path.starts_with(p)),
+            Some(m) => (m.authorisation == Authorisation::MessageToken).then_some(m.rpc.as_str()),
+            None => TOKEN_HTTP_PREFIXES
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix))
+                .map(|(_, rpc)| *rpc),
         };
-        if token_authorised {
-            return Ok(Outcome::MessageToken);
+        if let Some(rpc) = token_authorised {
+            return Ok(Outcome::MessageToken(rpc));
         }
         let principal = self.verifier.verify(bearer(headers)?)?;
         let Some(method) = method else {
@@ -238,7 +243,7 @@ impl Guard {
     }
 }
 
-fn covers_every_rpc(
+pub(crate) fn covers_every_rpc(
     methods: &MethodTable,
     rules: &AccessRules,
 ) -> std::result::Result<(), GuardError> {
@@ -354,13 +359,26 @@ where
             Ok(Outcome::Exempt) => {
                 return Box::pin(inner.call(request));
             }
-            Ok(Outcome::MessageToken) => {
+            Ok(Outcome::MessageToken(rpc)) => {
                 let plan = guard.methods.get(&path).and_then(|m| m.input.clone());
+                // The guard, not the handler, writes the call's record: the handler only adds
+                // the subject it resolved (see `crate::token_call`).
+                let call = TokenCall::new(guard.audit.clone(), rpc);
+                request.extensions_mut().insert(call.clone());
                 return Box::pin(async move {
-                    match guard.validated(plan.as_ref(), request).await {
-                        Ok(request) => inner.call(request).await,
-                        Err(err) => Ok(tonic::Status::from(err).into_http()),
+                    let response = match guard.validated(plan.as_ref(), request).await {
+                        Ok(request) => inner.call(request).await?,
+                        Err(err) => {
+                            call.refused(&err);
+                            tonic::Status::from(err).into_http()
+                        }
+                    };
+                    // Fail closed: a call whose record cannot be written does not succeed.
+                    let failure = crate::token_call::failure(&response);
+                    if let Err(err) = call.finish(failure).await {
+                        return Ok(tonic::Status::from(err).into_http());
                     }
+                    Ok(response)
                 });
             }
             Ok(Outcome::Authorized(authorized, method)) => {

@@ -17,6 +17,7 @@ pub mod register;
 pub mod request;
 pub mod rights;
 pub mod scope;
+pub mod token_call;
 pub mod validate;
 
 pub use access::{AccessRules, Decision, DecisionKey};
@@ -28,3 +29,4 @@ pub use guard::{Guard, GuardLayer};
 pub use methods::MethodTable;
 pub use principal::{Principal, PrincipalKind};
 pub use register::{PurposeRule, Register};
+pub use token_call::TokenCall;
