@@ -26,7 +26,7 @@ use crate::audit::{AuditLog, AuditRecord, EventKind, Outcome as AuditOutcome};
 use crate::authorized::Authorized;
 use crate::categories::CategorySet;
 use crate::consent::ConsentGate;
-use crate::error::{Error, PURPOSE_HEADER, Result};
+use crate::error::{Denial, DenyCause, Error, PURPOSE_HEADER, Result};
 use crate::methods::{Authorisation, MethodInfo, MethodTable, TOKEN_HTTP_PREFIXES, is_exempt};
 use crate::principal::Principal;
 use crate::principal::{TokenVerifier, bearer};
@@ -217,14 +217,15 @@ impl Guard {
             .register
             .rule(purpose)
             .ok_or(Error::PurposeNotRegistered(purpose.short_name()))?;
-        let decision = self.rules().decide(&DecisionKey::new(
+        let rules = self.rules();
+        let decision = rules.decide(&DecisionKey::new(
             &principal,
             &method.rpc,
             &method.area,
             purpose,
         ));
         if !decision.allowed {
-            return Err(Error::Denied);
+            return Err(self.denial(&rules, &principal, method, purpose, &decision.policies));
         }
         let readable = decision.readable.intersect(rule.categories);
         Ok(Outcome::Authorized(
@@ -240,6 +241,51 @@ impl Guard {
             ),
             method,
         ))
+    }
+}
+
+impl Guard {
+    /// Why the rules refused `principal` the RPC for `purpose` (`forbids` the forbid rules that
+    /// matched), for the integrator reading the error: the purposes the register lists for
+    /// which the rules would allow it, if any. Runs on refusals only; the decisions it asks for
+    /// are cached like any other.
+    fn denial(
+        &self,
+        rules: &AccessRules,
+        principal: &Principal,
+        method: &MethodInfo,
+        purpose: Purpose,
+        forbids: &[String],
+    ) -> Error {
+        let cause = if forbids.is_empty() {
+            let allowed: Vec<&'static str> = tutela_proto::PURPOSE_NAMES
+                .iter()
+                .filter(|(other, _)| *other != purpose && self.register.rule(*other).is_some())
+                .filter(|(other, _)| {
+                    rules
+                        .decide(&DecisionKey::new(
+                            principal,
+                            &method.rpc,
+                            &method.area,
+                            *other,
+                        ))
+                        .allowed
+                })
+                .map(|(_, name)| *name)
+                .collect();
+            if allowed.is_empty() {
+                DenyCause::NoRule
+            } else {
+                DenyCause::PurposeNotAllowed(allowed)
+            }
+        } else {
+            DenyCause::Forbidden(forbids.to_vec())
+        };
+        Error::NotPermitted(Box::new(Denial {
+            rpc: method.rpc.clone(),
+            purpose: purpose.short_name(),
+            cause,
+        }))
     }
 }
 

@@ -48,6 +48,11 @@ use common::{Authorisation, DataCategory, LegalBasis, Purpose, TextKind, TextRul
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tutela_descriptor.bin"));
 
+/// The encoded `FileDescriptorSet` of `google/rpc/error_details.proto` (ErrorInfo, BadRequest,
+/// PreconditionFailure, ...) and its imports: the details of every tutela error, for reflection.
+pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/error_details_descriptor.bin"));
+
 /// Full name of the field option that carries a field's data category.
 pub const CATEGORY_OPTION: &str = "tutela.common.v1.category";
 
