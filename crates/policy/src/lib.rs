@@ -10,6 +10,7 @@ pub mod consent;
 pub mod error;
 pub mod fields;
 pub mod guard;
+pub mod matrix;
 pub mod methods;
 pub mod principal;
 pub mod redact;
