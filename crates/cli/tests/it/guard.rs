@@ -392,3 +392,30 @@ async fn a_request_refused_before_its_handler_is_audited_as_a_deny_with_its_reas
         "one record: the guard's refusal, with its reason"
     );
 }
+
+#[tokio::test]
+async fn a_refusal_by_a_forbid_rule_names_the_rule() {
+    let suite = TestSuite::start().await.unwrap();
+    let token = suite.token("acme", SUBJECT, &["learner"]);
+    let err = suite
+        .learners(Credentials::new(&token, "course_administration"))
+        .create_learner(tutela_proto::enrolment::CreateLearnerRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let info = err.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "ACCESS_DENIED");
+    assert_eq!(
+        info.metadata["action"],
+        "tutela.enrolment.v1.LearnerService/CreateLearner"
+    );
+    assert_eq!(info.metadata["why"], "forbidden");
+    assert!(
+        info.metadata["policies"].contains("learners-and-guardians-never-list-or-create-learners"),
+        "{:?}",
+        info.metadata
+    );
+    // The learner's id is in the token, never in the refusal.
+    assert!(!format!("{info:?}").contains(SUBJECT));
+    assert!(!err.message().contains(SUBJECT));
+}
