@@ -35,6 +35,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("tutela_descriptor.bin"), &encoded)?;
 
+    // The google.rpc error details every tutela error carries (a copy of googleapis'
+    // google/rpc/error_details.proto under its canonical name, with its imports), served by
+    // reflection so that clients decode them; tonic-types has the generated code.
+    let mut details = protox::Compiler::new([&root])?;
+    details.include_imports(true);
+    details.open_file("google/rpc/error_details.proto")?;
+    std::fs::write(
+        out.join("error_details_descriptor.bin"),
+        details.encode_file_descriptor_set(),
+    )?;
+
     let fds = <prost_types::FileDescriptorSet as prost::Message>::decode(encoded.as_slice())?;
     tonic_prost_build::configure()
         .build_client(true)

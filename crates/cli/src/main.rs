@@ -53,8 +53,16 @@ enum Command {
     /// validating them against the schema; a copy of the defaults is where your own start.
     Policies {
         /// Print the Cedar schema (the roles, actions and context policies may use) instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "matrix")]
         schema: bool,
+        /// Print what the policies and register in force allow instead: role × RPC × purpose,
+        /// with the categories each allowed call may read (asked of the rules, as the guard
+        /// does). The table lists the allowed combinations; everything else is refused.
+        #[arg(long)]
+        matrix: bool,
+        /// Output format of `--matrix`: `table`, or `json` (every combination, allowed or not).
+        #[arg(long, value_enum, default_value = "table", requires = "matrix")]
+        format: MatrixFormat,
     },
     /// Development tokens.
     Token {
@@ -74,6 +82,15 @@ enum Command {
         #[arg(long = "service", value_name = "NAME")]
         services: Vec<String>,
     },
+}
+
+/// How `policies --matrix` prints.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MatrixFormat {
+    /// A plain table of the allowed combinations.
+    Table,
+    /// JSON: every combination with `allowed`.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,11 +334,30 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Policies { schema } => {
+        Command::Policies {
+            schema,
+            matrix,
+            format,
+        } => {
             let config = load(cli.config.as_ref(), Overrides::default())?;
             // Loading validates: a file that does not validate fails here, naming the error.
-            tutela::guard::load_rules(&config)?;
-            if schema {
+            let rules = tutela::guard::load_rules(&config)?;
+            if matrix {
+                let register = tutela::guard::load_register(&config)?;
+                let pool = tutela_proto::descriptor_pool()
+                    .map_err(|e| anyhow::anyhow!("descriptors: {e}"))?;
+                let matrix = tutela_policy::matrix::access_matrix(
+                    &rules,
+                    &register,
+                    &tutela_policy::MethodTable::from_pool(pool),
+                );
+                let text = match format {
+                    MatrixFormat::Json => serde_json::to_string_pretty(&matrix)? + "\n",
+                    MatrixFormat::Table => matrix_table(&matrix),
+                };
+                // An error, not a panic, when the reader goes away (`| head`).
+                std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())?;
+            } else if schema {
                 print!("{}", tutela_policy::access::DEFAULT_SCHEMA);
             } else if config.access.policies_file.as_os_str().is_empty() {
                 print!("{}", tutela_policy::access::DEFAULT_POLICIES);
@@ -394,6 +430,60 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The allowed rows of `matrix` as a plain table, with what the table leaves out.
+fn matrix_table(matrix: &tutela_policy::matrix::AccessMatrix) -> String {
+    use std::fmt::Write as _;
+    let allowed: Vec<_> = matrix.entries.iter().filter(|e| e.allowed).collect();
+    let rows: Vec<[String; 5]> = allowed
+        .iter()
+        .map(|e| {
+            [
+                e.role.clone(),
+                e.rpc.clone(),
+                e.purpose.to_owned(),
+                if e.consent_required { "yes" } else { "no" }.to_owned(),
+                e.readable.join(","),
+            ]
+        })
+        .collect();
+    let header = ["ROLE", "RPC", "PURPOSE", "CONSENT", "READABLE"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    let _ = writeln!(
+        out,
+        "\n{} of {} role × RPC × purpose combinations allowed; every other one is refused \
+         (ACCESS_DENIED, or PURPOSE_NOT_REGISTERED for a purpose the register does not list).",
+        allowed.len(),
+        matrix.entries.len()
+    );
+    let _ = writeln!(
+        out,
+        "CONSENT yes: allowed only for a subject whose consent for the purpose is in the ledger. \
+         A learner or guardian reaches only themselves or their wards."
+    );
+    if !matrix.message_token_rpcs.is_empty() {
+        let _ = writeln!(
+            out,
+            "Authorised by a token in the message, with no role: {}",
+            matrix.message_token_rpcs.join(", ")
+        );
+    }
+    out
 }
 
 #[tokio::main]

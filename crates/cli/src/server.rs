@@ -58,7 +58,10 @@ pub async fn migrate(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnect
 fn reflection_builder<'a>(names: &[&str]) -> tonic_reflection::server::Builder<'a> {
     let mut builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tutela_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // The google.rpc error details (ErrorInfo, BadRequest, PreconditionFailure, ...) every
+        // error carries, so that grpcurl and other reflection clients decode them.
+        .register_encoded_file_descriptor_set(tutela_proto::ERROR_DETAILS_DESCRIPTOR_SET);
     // Advertise what this process serves, not every service in the contract.
     for name in names {
         builder = builder.with_service_name(*name);

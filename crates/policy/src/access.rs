@@ -198,6 +198,34 @@ impl AccessRules {
         })
     }
 
+    /// The roles the policies name (`Tutela::Role::"..."` anywhere in a policy), sorted: the
+    /// staff roles an operator's rules grant something to, plus any kind role they name.
+    pub fn roles(&self) -> Vec<String> {
+        fn walk(value: &serde_json::Value, out: &mut HashSet<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if map.get("type").and_then(|t| t.as_str()) == Some("Tutela::Role")
+                        && let Some(id) = map.get("id").and_then(|i| i.as_str())
+                    {
+                        out.insert(id.to_owned());
+                    }
+                    map.values().for_each(|v| walk(v, out));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut roles = HashSet::new();
+        for policy in self.policies.policies() {
+            if let Ok(json) = policy.to_json() {
+                walk(&json, &mut roles);
+            }
+        }
+        let mut roles: Vec<String> = roles.into_iter().collect();
+        roles.sort();
+        roles
+    }
+
     /// Whether the schema has an action for `rpc` (a gRPC path without the leading slash).
     pub fn has_action(&self, rpc: &str) -> bool {
         self.actions.contains(rpc)

@@ -124,7 +124,7 @@ impl Authorized {
         if self.0.readable.contains(category) {
             Ok(())
         } else {
-            Err(Error::CategoryDenied(category.short_name()))
+            Err(self.category_denied(category, false))
         }
     }
 
@@ -133,8 +133,17 @@ impl Authorized {
         if self.0.rule.categories.contains(category) {
             Ok(())
         } else {
-            Err(Error::CategoryDenied(category.short_name()))
+            Err(self.category_denied(category, true))
         }
+    }
+
+    fn category_denied(&self, category: DataCategory, not_for_purpose: bool) -> Error {
+        Error::CategoryDenied(Box::new(crate::error::CategoryDenial {
+            category: category.short_name(),
+            rpc: self.0.rpc.clone(),
+            purpose: self.0.purpose.short_name(),
+            not_for_purpose,
+        }))
     }
 }
 

@@ -112,6 +112,54 @@ impl std::fmt::Display for Precondition {
     }
 }
 
+/// Why the access rules refused a call (sent in the `ErrorInfo` metadata `why`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyCause {
+    /// No rule grants the caller's roles this RPC, for any purpose the register lists.
+    NoRule,
+    /// Rules grant the RPC to the caller, but only for these other purposes.
+    PurposeNotAllowed(Vec<&'static str>),
+    /// A `forbid` rule matched: the `@id`s of the rules.
+    Forbidden(Vec<String>),
+}
+
+impl DenyCause {
+    /// The `why` of the `ErrorInfo` metadata.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::NoRule => "no_rule",
+            Self::PurposeNotAllowed(_) => "purpose_not_allowed",
+            Self::Forbidden(_) => "forbidden",
+        }
+    }
+}
+
+/// A refusal of the access rules: the RPC (the Cedar action), the purpose and the cause. Holds
+/// no personal data: names of the contract and the policies only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// `package.Service/Method`.
+    pub rpc: String,
+    /// The purpose's short name.
+    pub purpose: &'static str,
+    /// Why.
+    pub cause: DenyCause,
+}
+
+/// A refusal of one category of data within an allowed call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategoryDenial {
+    /// The category's short name.
+    pub category: &'static str,
+    /// `package.Service/Method`.
+    pub rpc: String,
+    /// The purpose's short name.
+    pub purpose: &'static str,
+    /// True when the register does not let the purpose touch the category at all (a write's
+    /// data minimisation); false when the caller may not read it.
+    pub not_for_purpose: bool,
+}
+
 /// Everything a tutela call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -128,12 +176,16 @@ pub enum Error {
     /// processed for it.
     #[error("purpose {0} is not in the processing register")]
     PurposeNotRegistered(&'static str),
-    /// The access rules do not permit this call.
+    /// The call is no RPC the access rules know (nothing about it may be repeated).
     #[error("access denied")]
     Denied,
+    /// The access rules do not permit this RPC to this caller for this purpose: which call, and
+    /// why, so that an integrator need not read the policies.
+    #[error("access denied: {} is not permitted for the purpose {}", .0.rpc, .0.purpose)]
+    NotPermitted(Box<Denial>),
     /// The caller may make the call but not touch this category of data.
-    #[error("access to {0} data is not permitted")]
-    CategoryDenied(&'static str),
+    #[error("access to {} data is not permitted", .0.category)]
+    CategoryDenied(Box<CategoryDenial>),
     /// The purpose needs the subject's consent and there is none (or it was withdrawn).
     #[error("consent for {purpose} is required")]
     ConsentRequired {
@@ -235,7 +287,7 @@ impl Error {
             Self::GuardianConsentRequired { .. } => Precondition::GuardianConsentRequired.reason(),
             Self::LegalHold => Precondition::LegalHold.reason(),
             Self::FailedPrecondition { reason, .. } => reason.reason(),
-            Self::Denied => "ACCESS_DENIED",
+            Self::Denied | Self::NotPermitted(_) => "ACCESS_DENIED",
             Self::CategoryDenied(_) => "CATEGORY_DENIED",
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
             Self::MalformedRequest(_) => "MALFORMED_REQUEST",
@@ -274,7 +326,9 @@ impl Error {
             | Self::MalformedRequest(_)
             | Self::ProhibitedIdentifier(_)
             | Self::NotForPurpose(_) => Code::InvalidArgument,
-            Self::Denied | Self::CategoryDenied(_) => Code::PermissionDenied,
+            Self::Denied | Self::NotPermitted(_) | Self::CategoryDenied(_) => {
+                Code::PermissionDenied
+            }
             Self::PurposeNotRegistered(_)
             | Self::ConsentRequired { .. }
             | Self::Restricted
@@ -394,8 +448,31 @@ impl From<Error> for Status {
                 );
                 err.to_string()
             }
-            Error::CategoryDenied(category) => {
-                metadata.insert("category".into(), (*category).to_owned());
+            Error::NotPermitted(denial) => {
+                metadata.insert("action".into(), denial.rpc.clone());
+                metadata.insert("purpose".into(), denial.purpose.to_owned());
+                metadata.insert("why".into(), denial.cause.as_str().to_owned());
+                match &denial.cause {
+                    DenyCause::PurposeNotAllowed(allowed) => {
+                        metadata.insert("allowed_purposes".into(), allowed.join(","));
+                    }
+                    DenyCause::Forbidden(policies) => {
+                        metadata.insert("policies".into(), policies.join(","));
+                    }
+                    DenyCause::NoRule => {}
+                }
+                err.to_string()
+            }
+            Error::CategoryDenied(denial) => {
+                metadata.insert("category".into(), denial.category.to_owned());
+                metadata.insert("action".into(), denial.rpc.clone());
+                metadata.insert("purpose".into(), denial.purpose.to_owned());
+                let why = if denial.not_for_purpose {
+                    "category_not_for_purpose"
+                } else {
+                    "category_not_readable"
+                };
+                metadata.insert("why".into(), why.to_owned());
                 err.to_string()
             }
             Error::Internal(cause) => {
@@ -467,7 +544,21 @@ mod tests {
             ),
             (Error::Denied, Code::PermissionDenied, "ACCESS_DENIED"),
             (
-                Error::CategoryDenied("special_category"),
+                Error::NotPermitted(Box::new(Denial {
+                    rpc: "tutela.enrolment.v1.LearnerService/GetLearner".into(),
+                    purpose: "marketing",
+                    cause: DenyCause::NoRule,
+                })),
+                Code::PermissionDenied,
+                "ACCESS_DENIED",
+            ),
+            (
+                Error::CategoryDenied(Box::new(CategoryDenial {
+                    category: "special_category",
+                    rpc: "tutela.enrolment.v1.LearnerService/GetLearner".into(),
+                    purpose: "course_administration",
+                    not_for_purpose: false,
+                })),
                 Code::PermissionDenied,
                 "CATEGORY_DENIED",
             ),
@@ -668,6 +759,43 @@ mod tests {
         let pf = status.get_details_precondition_failure().unwrap();
         assert_eq!(pf.violations[0].r#type, "CONSENT");
         assert_eq!(pf.violations[0].subject, "funder_reporting/jobcentre");
+    }
+
+    #[test]
+    fn an_access_refusal_names_the_action_the_purpose_and_why() {
+        let status = Status::from(Error::NotPermitted(Box::new(Denial {
+            rpc: "tutela.enrolment.v1.LearnerService/GetLearner".into(),
+            purpose: "marketing",
+            cause: DenyCause::PurposeNotAllowed(vec!["course_administration", "exam_booking"]),
+        })));
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "ACCESS_DENIED");
+        assert_eq!(
+            info.metadata["action"],
+            "tutela.enrolment.v1.LearnerService/GetLearner"
+        );
+        assert_eq!(info.metadata["purpose"], "marketing");
+        assert_eq!(info.metadata["why"], "purpose_not_allowed");
+        assert_eq!(
+            info.metadata["allowed_purposes"],
+            "course_administration,exam_booking"
+        );
+        assert!(
+            status.message().contains("GetLearner"),
+            "{}",
+            status.message()
+        );
+
+        let status = Status::from(Error::CategoryDenied(Box::new(CategoryDenial {
+            category: "special_category",
+            rpc: "tutela.enrolment.v1.LearnerService/UpdateLearner".into(),
+            purpose: "exam_booking",
+            not_for_purpose: true,
+        })));
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.metadata["category"], "special_category");
+        assert_eq!(info.metadata["purpose"], "exam_booking");
+        assert_eq!(info.metadata["why"], "category_not_for_purpose");
     }
 
     #[test]

@@ -26,12 +26,13 @@ use crate::audit::{AuditLog, AuditRecord, EventKind, Outcome as AuditOutcome};
 use crate::authorized::Authorized;
 use crate::categories::CategorySet;
 use crate::consent::ConsentGate;
-use crate::error::{Error, PURPOSE_HEADER, Result};
+use crate::error::{Denial, DenyCause, Error, PURPOSE_HEADER, Result};
 use crate::methods::{Authorisation, MethodInfo, MethodTable, TOKEN_HTTP_PREFIXES, is_exempt};
 use crate::principal::Principal;
 use crate::principal::{TokenVerifier, bearer};
 use crate::redact::RedactBody;
 use crate::register::Register;
+use crate::token_call::TokenCall;
 
 /// The RPC recorded for a path that is no RPC of the contract: the path itself may be anything
 /// (kilobytes, an email, an identifier), so it is neither audited nor logged.
@@ -91,8 +92,9 @@ impl AnonymousRefusals {
 pub enum Outcome<'a> {
     /// Health or reflection: passes untouched.
     Exempt,
-    /// Authorised by a signed token in the message, which the handler verifies.
-    MessageToken,
+    /// Authorised by a signed token in the message (or path), which the handler verifies; the
+    /// RPC the guard audits it as.
+    MessageToken(&'a str),
     /// Authorised; the handler gets the value, the response is redacted to its categories.
     Authorized(Authorized, &'a MethodInfo),
 }
@@ -197,11 +199,14 @@ impl Guard {
         // The HTTP prefixes are compared only for paths that are no RPC, so guarded calls never
         // pay for them.
         let token_authorised = match method {
-            Some(m) => m.authorisation == Authorisation::MessageToken,
-            None => TOKEN_HTTP_PREFIXES.iter().any(|p| path.starts_with(p)),
+            Some(m) => (m.authorisation == Authorisation::MessageToken).then_some(m.rpc.as_str()),
+            None => TOKEN_HTTP_PREFIXES
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix))
+                .map(|(_, rpc)| *rpc),
         };
-        if token_authorised {
-            return Ok(Outcome::MessageToken);
+        if let Some(rpc) = token_authorised {
+            return Ok(Outcome::MessageToken(rpc));
         }
         let principal = self.verifier.verify(bearer(headers)?)?;
         let Some(method) = method else {
@@ -212,14 +217,15 @@ impl Guard {
             .register
             .rule(purpose)
             .ok_or(Error::PurposeNotRegistered(purpose.short_name()))?;
-        let decision = self.rules().decide(&DecisionKey::new(
+        let rules = self.rules();
+        let decision = rules.decide(&DecisionKey::new(
             &principal,
             &method.rpc,
             &method.area,
             purpose,
         ));
         if !decision.allowed {
-            return Err(Error::Denied);
+            return Err(self.denial(&rules, &principal, method, purpose, &decision.policies));
         }
         let readable = decision.readable.intersect(rule.categories);
         Ok(Outcome::Authorized(
@@ -238,7 +244,52 @@ impl Guard {
     }
 }
 
-fn covers_every_rpc(
+impl Guard {
+    /// Why the rules refused `principal` the RPC for `purpose` (`forbids` the forbid rules that
+    /// matched), for the integrator reading the error: the purposes the register lists for
+    /// which the rules would allow it, if any. Runs on refusals only; the decisions it asks for
+    /// are cached like any other.
+    fn denial(
+        &self,
+        rules: &AccessRules,
+        principal: &Principal,
+        method: &MethodInfo,
+        purpose: Purpose,
+        forbids: &[String],
+    ) -> Error {
+        let cause = if forbids.is_empty() {
+            let allowed: Vec<&'static str> = tutela_proto::PURPOSE_NAMES
+                .iter()
+                .filter(|(other, _)| *other != purpose && self.register.rule(*other).is_some())
+                .filter(|(other, _)| {
+                    rules
+                        .decide(&DecisionKey::new(
+                            principal,
+                            &method.rpc,
+                            &method.area,
+                            *other,
+                        ))
+                        .allowed
+                })
+                .map(|(_, name)| *name)
+                .collect();
+            if allowed.is_empty() {
+                DenyCause::NoRule
+            } else {
+                DenyCause::PurposeNotAllowed(allowed)
+            }
+        } else {
+            DenyCause::Forbidden(forbids.to_vec())
+        };
+        Error::NotPermitted(Box::new(Denial {
+            rpc: method.rpc.clone(),
+            purpose: purpose.short_name(),
+            cause,
+        }))
+    }
+}
+
+pub(crate) fn covers_every_rpc(
     methods: &MethodTable,
     rules: &AccessRules,
 ) -> std::result::Result<(), GuardError> {
@@ -354,13 +405,26 @@ where
             Ok(Outcome::Exempt) => {
                 return Box::pin(inner.call(request));
             }
-            Ok(Outcome::MessageToken) => {
+            Ok(Outcome::MessageToken(rpc)) => {
                 let plan = guard.methods.get(&path).and_then(|m| m.input.clone());
+                // The guard, not the handler, writes the call's record: the handler only adds
+                // the subject it resolved (see `crate::token_call`).
+                let call = TokenCall::new(guard.audit.clone(), rpc);
+                request.extensions_mut().insert(call.clone());
                 return Box::pin(async move {
-                    match guard.validated(plan.as_ref(), request).await {
-                        Ok(request) => inner.call(request).await,
-                        Err(err) => Ok(tonic::Status::from(err).into_http()),
+                    let response = match guard.validated(plan.as_ref(), request).await {
+                        Ok(request) => inner.call(request).await?,
+                        Err(err) => {
+                            call.refused(&err);
+                            tonic::Status::from(err).into_http()
+                        }
+                    };
+                    // Fail closed: a call whose record cannot be written does not succeed.
+                    let failure = crate::token_call::failure(&response);
+                    if let Err(err) = call.finish(failure).await {
+                        return Ok(tonic::Status::from(err).into_http());
                     }
+                    Ok(response)
                 });
             }
             Ok(Outcome::Authorized(authorized, method)) => {

@@ -18,21 +18,38 @@ pub const EXEMPT_SERVICES: [&str; 3] = [
 ];
 
 /// Plain HTTP paths (not gRPC) served on the same port that a signed token in the path
-/// authorises on its own: RFC 8058 one-click unsubscribe (`POST /unsubscribe/{token}`), which a
-/// mail client calls without any credential.
-pub const TOKEN_HTTP_PREFIXES: [&str; 1] = [UNSUBSCRIBE_PATH];
+/// authorises on its own, each with the RPC it performs (its audit records name that RPC): RFC
+/// 8058 one-click unsubscribe (`POST /unsubscribe/{token}`), which a mail client calls without
+/// any credential.
+pub const TOKEN_HTTP_PREFIXES: [(&str, &str); 1] = [(
+    UNSUBSCRIBE_PATH,
+    "tutela.subscription.v1.SubscriptionService/Unsubscribe",
+)];
 
 /// The path prefix of RFC 8058 one-click unsubscribe: `POST {UNSUBSCRIBE_PATH}{token}`.
 pub const UNSUBSCRIBE_PATH: &str = "/unsubscribe/";
 
-/// How an RPC is authorised.
+/// How an RPC is authorised, as the contract declares it with the `tutela.common.v1.authorisation`
+/// method option (never from the RPC's name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Authorisation {
-    /// Bearer token, purpose, register, access rules: the normal path.
+    /// Bearer token, purpose, register, access rules: the normal path, and the default of an RPC
+    /// that declares nothing.
     Guarded,
     /// A signed token inside the message authorises it (one-click unsubscribe, opt-in
-    /// confirmation); the RPC's name contains `Unsubscribe` or `Confirm`.
+    /// confirmation): declared `AUTHORISATION_MESSAGE_TOKEN`. The guard audits each call itself
+    /// ([`crate::token_call`]).
     MessageToken,
+}
+
+impl Authorisation {
+    /// How `method` is authorised, from its method option.
+    pub fn of(method: &prost_reflect::MethodDescriptor) -> Self {
+        match tutela_proto::method_authorisation(method) {
+            tutela_proto::common::Authorisation::MessageToken => Self::MessageToken,
+            _ => Self::Guarded,
+        }
+    }
 }
 
 /// One RPC of the contract.
@@ -100,12 +117,7 @@ impl MethodTable {
                 .to_owned();
             for method in service.methods() {
                 let rpc = format!("{}/{}", service.full_name(), method.name());
-                let authorisation =
-                    if method.name().contains("Unsubscribe") || method.name().contains("Confirm") {
-                        Authorisation::MessageToken
-                    } else {
-                        Authorisation::Guarded
-                    };
+                let authorisation = Authorisation::of(&method);
                 let output = method.output();
                 let path = format!("/{rpc}");
                 if !method.is_client_streaming() {
@@ -152,4 +164,85 @@ pub fn is_exempt(path: &str) -> bool {
         .next()
         .unwrap_or_default();
     EXEMPT_SERVICES.contains(&service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The contract's RPCs that a token in their message authorises: exactly the two a person
+    /// calls from a message they received. A new one must be added here on purpose.
+    #[test]
+    fn the_message_token_methods_are_exactly_the_ones_the_contract_declares() {
+        let table = MethodTable::from_pool(tutela_proto::descriptor_pool().unwrap());
+        let mut token: Vec<&str> = table
+            .iter()
+            .filter(|m| m.authorisation == Authorisation::MessageToken)
+            .map(|m| m.rpc.as_str())
+            .collect();
+        token.sort_unstable();
+        assert_eq!(
+            token,
+            [
+                "tutela.subscription.v1.SubscriptionService/ConfirmSubscription",
+                "tutela.subscription.v1.SubscriptionService/Unsubscribe",
+            ]
+        );
+    }
+
+    /// Compiles the real contract plus a service of a future area, `tutela.exam.v1`.
+    fn with_exam_service(service: &str) -> DescriptorPool {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+        let dir = tempfile::tempdir().unwrap();
+        let exam = dir.path().join("tutela/exam/v1");
+        std::fs::create_dir_all(&exam).unwrap();
+        let file = format!(
+            "syntax = \"proto3\";\npackage tutela.exam.v1;\n\
+             import \"tutela/common/v1/common.proto\";\n\
+             message Empty {{}}\n{service}\n"
+        );
+        std::fs::write(exam.join("exam.proto"), file).unwrap();
+        let mut compiler = protox::Compiler::new([root.as_path(), dir.path()]).unwrap();
+        compiler.include_imports(true);
+        compiler.open_file("tutela/exam/v1/exam.proto").unwrap();
+        DescriptorPool::decode(compiler.encode_file_descriptor_set().as_slice()).unwrap()
+    }
+
+    /// No RPC's trust depends on its name: `ConfirmExamBooking` and `UnsubscribeFromNews`
+    /// without the option take the bearer-token path (principal, purpose, Cedar, the coverage
+    /// check); only the declared one is a message-token call.
+    #[test]
+    fn an_undeclared_rpc_named_like_a_token_call_takes_the_bearer_token_path() {
+        let pool = with_exam_service(
+            "service ExamService {\n\
+               rpc ConfirmExamBooking(Empty) returns (Empty);\n\
+               rpc UnsubscribeFromNews(Empty) returns (Empty);\n\
+               rpc RedeemVoucher(Empty) returns (Empty) {\n\
+                 option (tutela.common.v1.authorisation) = AUTHORISATION_MESSAGE_TOKEN;\n\
+               }\n\
+               rpc BookExam(Empty) returns (Empty) {\n\
+                 option (tutela.common.v1.authorisation) = AUTHORISATION_BEARER_TOKEN;\n\
+               }\n\
+             }",
+        );
+        let table = MethodTable::from_pool(&pool);
+        let of = |method: &str| {
+            table
+                .get(&format!("/tutela.exam.v1.ExamService/{method}"))
+                .unwrap()
+                .authorisation
+        };
+        assert_eq!(of("ConfirmExamBooking"), Authorisation::Guarded);
+        assert_eq!(of("UnsubscribeFromNews"), Authorisation::Guarded);
+        assert_eq!(of("BookExam"), Authorisation::Guarded);
+        assert_eq!(of("RedeemVoucher"), Authorisation::MessageToken);
+        // And so the guard's coverage check demands Cedar actions for them.
+        let err =
+            crate::guard::covers_every_rpc(&table, &crate::AccessRules::default_rules().unwrap())
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("ExamService/ConfirmExamBooking"), "{err}");
+        assert!(err.contains("ExamService/UnsubscribeFromNews"), "{err}");
+        assert!(!err.contains("RedeemVoucher"), "{err}");
+    }
 }

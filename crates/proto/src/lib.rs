@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, Value};
+use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MethodDescriptor, Value};
 
 /// Generated code, one module per proto package (prost's relative paths need this nesting).
 pub mod tutela {
@@ -42,17 +42,25 @@ pub use tutela::enrolment::v1 as enrolment;
 pub use tutela::privacy::v1 as privacy;
 pub use tutela::subscription::v1 as subscription;
 
-use common::{DataCategory, LegalBasis, Purpose, TextKind, TextRule};
+use common::{Authorisation, DataCategory, LegalBasis, Purpose, TextKind, TextRule};
 
 /// The encoded `FileDescriptorSet` of every tutela proto and its imports, custom options included.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tutela_descriptor.bin"));
+
+/// The encoded `FileDescriptorSet` of `google/rpc/error_details.proto` (ErrorInfo, BadRequest,
+/// PreconditionFailure, ...) and its imports: the details of every tutela error, for reflection.
+pub const ERROR_DETAILS_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/error_details_descriptor.bin"));
 
 /// Full name of the field option that carries a field's data category.
 pub const CATEGORY_OPTION: &str = "tutela.common.v1.category";
 
 /// Full name of the field option that carries a string field's text rule.
 pub const TEXT_OPTION: &str = "tutela.common.v1.text";
+
+/// Full name of the method option that declares how an RPC is authorised.
+pub const AUTHORISATION_OPTION: &str = "tutela.common.v1.authorisation";
 
 static POOL: LazyLock<Result<DescriptorPool, prost_reflect::DescriptorError>> =
     LazyLock::new(|| DescriptorPool::decode(FILE_DESCRIPTOR_SET));
@@ -78,6 +86,25 @@ pub fn field_category(field: &FieldDescriptor) -> Option<DataCategory> {
             .ok()
             .filter(|c| *c != DataCategory::Unspecified),
         _ => None,
+    }
+}
+
+/// How an RPC is authorised, as its `authorisation` method option declares: a signed token in
+/// the message only when the option says so explicitly; absent, unset or a value this build does
+/// not know is a bearer token, so that nothing but the contract's own word skips the full check.
+pub fn method_authorisation(method: &MethodDescriptor) -> Authorisation {
+    let options = method.options();
+    let declared = method
+        .parent_pool()
+        .get_extension_by_name(AUTHORISATION_OPTION)
+        .filter(|ext| options.has_extension(ext))
+        .and_then(|ext| match options.get_extension(&ext).as_ref() {
+            Value::EnumNumber(n) => Authorisation::try_from(*n).ok(),
+            _ => None,
+        });
+    match declared {
+        Some(Authorisation::MessageToken) => Authorisation::MessageToken,
+        _ => Authorisation::BearerToken,
     }
 }
 

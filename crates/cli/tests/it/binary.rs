@@ -263,6 +263,69 @@ fn retention_sweep_reports_what_it_removed() {
     }
 }
 
+/// `policies --matrix` is computed from the policies in force: the built-in ones by default,
+/// an operator's file when configured (its own role appears, the defaults' grants are gone).
+#[test]
+fn policies_matrix_prints_what_the_policies_in_force_allow() {
+    let out = Command::new(BIN)
+        .args(["policies", "--matrix"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("ROLE"), "{table}");
+    let dpo_describes = table.lines().any(|l| {
+        let cells: Vec<&str> = l.split_whitespace().collect();
+        cells.len() >= 4
+            && cells[0] == "dpo"
+            && cells[1] == "tutela.privacy.v1.SubjectData/DescribeSubject"
+            && cells[2] == "subject_rights"
+    });
+    assert!(dpo_describes, "{table}");
+    assert!(table.contains("SubscriptionService/Unsubscribe"), "{table}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policies.cedar");
+    std::fs::write(
+        &file,
+        "@id(\"auditors-read-certificates\")\n\
+         permit (principal in Tutela::Role::\"auditor\", \
+         action == Tutela::Action::\"tutela.enrolment.v1.CertificateService/ListCertificates\", \
+         resource) when { context.purpose == \"quality_assurance\" };",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["policies", "--matrix", "--format", "json"])
+        .env("TUTELA_ACCESS__POLICIES_FILE", &file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let matrix: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let allowed: Vec<&serde_json::Value> = matrix["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["allowed"] == true)
+        .collect();
+    assert_eq!(allowed.len(), 1, "{allowed:?}");
+    assert_eq!(allowed[0]["role"], "auditor");
+    assert_eq!(
+        allowed[0]["rpc"],
+        "tutela.enrolment.v1.CertificateService/ListCertificates"
+    );
+    assert_eq!(allowed[0]["purpose"], "quality_assurance");
+    assert_eq!(allowed[0]["policies"][0], "auditors-read-certificates");
+    assert!(allowed[0]["readable"].as_array().is_some());
+}
+
 #[test]
 fn policies_prints_the_rules_in_force_and_refuses_invalid_ones() {
     let out = Command::new(BIN).arg("policies").output().unwrap();

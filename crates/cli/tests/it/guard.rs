@@ -93,6 +93,38 @@ async fn a_role_without_a_grant_is_denied() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     assert_eq!(reason(&err), "ACCESS_DENIED");
+    // The refusal says what was refused and why, so that the integrator need not read Cedar.
+    let info = err.get_details_error_info().unwrap();
+    assert_eq!(
+        info.metadata["action"],
+        "tutela.privacy.v1.SubjectData/ExportSubject"
+    );
+    assert_eq!(info.metadata["purpose"], "subject_rights");
+    assert_eq!(info.metadata["why"], "no_rule");
+    assert!(!err.message().contains(SUBJECT), "{}", err.message());
+}
+
+#[tokio::test]
+async fn a_refusal_for_the_wrong_purpose_names_the_purposes_that_would_be_allowed() {
+    let suite = TestSuite::start().await.unwrap();
+    let token = suite.token("acme", "dpo-1", &["dpo"]);
+    let err = suite
+        .subject_data(Credentials::new(&token, "marketing"))
+        .describe_subject(describe(SUBJECT))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let info = err.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "ACCESS_DENIED");
+    assert_eq!(
+        info.metadata["action"],
+        "tutela.privacy.v1.SubjectData/DescribeSubject"
+    );
+    assert_eq!(info.metadata["purpose"], "marketing");
+    assert_eq!(info.metadata["why"], "purpose_not_allowed");
+    let allowed: Vec<&str> = info.metadata["allowed_purposes"].split(',').collect();
+    assert!(allowed.contains(&"subject_rights"), "{allowed:?}");
+    assert!(!allowed.contains(&"marketing"), "{allowed:?}");
 }
 
 #[tokio::test]
@@ -359,4 +391,31 @@ async fn a_request_refused_before_its_handler_is_audited_as_a_deny_with_its_reas
         )],
         "one record: the guard's refusal, with its reason"
     );
+}
+
+#[tokio::test]
+async fn a_refusal_by_a_forbid_rule_names_the_rule() {
+    let suite = TestSuite::start().await.unwrap();
+    let token = suite.token("acme", SUBJECT, &["learner"]);
+    let err = suite
+        .learners(Credentials::new(&token, "course_administration"))
+        .create_learner(tutela_proto::enrolment::CreateLearnerRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let info = err.get_details_error_info().unwrap();
+    assert_eq!(info.reason, "ACCESS_DENIED");
+    assert_eq!(
+        info.metadata["action"],
+        "tutela.enrolment.v1.LearnerService/CreateLearner"
+    );
+    assert_eq!(info.metadata["why"], "forbidden");
+    assert!(
+        info.metadata["policies"].contains("learners-and-guardians-never-list-or-create-learners"),
+        "{:?}",
+        info.metadata
+    );
+    // The learner's id is in the token, never in the refusal.
+    assert!(!format!("{info:?}").contains(SUBJECT));
+    assert!(!err.message().contains(SUBJECT));
 }

@@ -29,6 +29,70 @@ fn service_names(response: ServerReflectionResponse) -> Vec<String> {
     }
 }
 
+/// The error details every refusal carries are described by reflection too, so that grpcurl
+/// decodes `ErrorInfo` and `BadRequest` instead of printing base64.
+#[tokio::test]
+async fn reflection_describes_the_google_rpc_error_details() {
+    use prost::Message as _;
+    let suite = TestSuite::start().await.unwrap();
+    for symbol in ["google.rpc.ErrorInfo", "google.rpc.BadRequest"] {
+        let mut replies = suite
+            .reflection()
+            .server_reflection_info(tokio_stream::iter([ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileContainingSymbol(symbol.into())),
+            }]))
+            .await
+            .unwrap()
+            .into_inner();
+        let files = match replies.next().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::FileDescriptorResponse(files)) => files.file_descriptor_proto,
+            other => panic!("{symbol}: unexpected reflection response {other:?}"),
+        };
+        let files: Vec<prost_types::FileDescriptorProto> = files
+            .iter()
+            .map(|f| prost_types::FileDescriptorProto::decode(f.as_slice()).unwrap())
+            .collect();
+        let details = files
+            .iter()
+            .find(|f| f.name() == "google/rpc/error_details.proto")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{symbol}: {:?}",
+                    files.iter().map(|f| f.name()).collect::<Vec<_>>()
+                )
+            });
+        // Its import is served too (a client asks for it by file name), so a client needs
+        // nothing else to decode it.
+        assert!(
+            details
+                .dependency
+                .contains(&"google/protobuf/duration.proto".to_owned())
+        );
+        let mut replies = suite
+            .reflection()
+            .server_reflection_info(tokio_stream::iter([ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::FileByFilename(
+                    "google/protobuf/duration.proto".into(),
+                )),
+            }]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(matches!(
+            replies.next().await.unwrap().unwrap().message_response,
+            Some(MessageResponse::FileDescriptorResponse(_))
+        ));
+        let name = symbol.trim_start_matches("google.rpc.");
+        assert!(
+            details.message_type.iter().any(|m| m.name() == name),
+            "{symbol}"
+        );
+    }
+    suite.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
     let suite = TestSuite::start().await.unwrap();

@@ -718,9 +718,15 @@ impl TokenCallAudit {
     /// Chains the record with its outcome: allowed with `note`, or refused for `err`. What the
     /// call's writes staged is chained once, here or by recovery.
     pub async fn finish(self, outcome: std::result::Result<&str, &Error>) -> Result<()> {
+        self.finish_with(outcome.map_err(Error::reason)).await
+    }
+
+    /// [`finish`](Self::finish) with the refusal's reason itself (as the guard reads it off a
+    /// response), not an [`Error`].
+    pub async fn finish_with(self, outcome: std::result::Result<&str, &str>) -> Result<()> {
         let (decision, reason) = match outcome {
             Ok(note) => (Outcome::Allow, note.to_owned()),
-            Err(err) => (Outcome::Deny, err.reason().to_owned()),
+            Err(reason) => (Outcome::Deny, reason.to_owned()),
         };
         let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()));
         let record = AuditRecord {

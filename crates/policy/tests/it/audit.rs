@@ -9,7 +9,7 @@ use tutela_policy::audit::{
 use tutela_store::testing::TestDatabase;
 use tutela_store::{ManualClock, migrate, migrations_of};
 
-async fn setup() -> (TestDatabase, DatabaseConnection, AuditLog, AuditKeys) {
+pub(crate) async fn setup() -> (TestDatabase, DatabaseConnection, AuditLog, AuditKeys) {
     let (db, conn, keys) = fresh().await;
     let clock = Arc::new(ManualClock::new(
         DateTime::from_timestamp(1_790_000_000, 0).unwrap(),

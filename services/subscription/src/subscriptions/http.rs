@@ -6,12 +6,12 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State as Shared};
+use axum::extract::{Extension, Path, State as Shared};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use tutela_policy::Error;
 use tutela_policy::methods::UNSUBSCRIBE_PATH;
+use tutela_policy::{Error, TokenCall};
 
 use super::{ONE_CLICK, Subscriptions};
 
@@ -44,6 +44,7 @@ fn text(status: StatusCode, body: &'static str) -> Response {
 async fn one_click(
     Shared(subs): Shared<Subscriptions>,
     Path(token): Path<String>,
+    Extension(call): Extension<TokenCall>,
     body: Bytes,
 ) -> Response {
     // RFC 8058 says the body is `List-Unsubscribe=One-Click`; an empty body (a plain form or
@@ -56,7 +57,7 @@ async fn one_click(
             "expected the body List-Unsubscribe=One-Click\n",
         );
     }
-    match subs.unsubscribe_with_token(&token).await {
+    match subs.unsubscribe_with_token(&token, &call).await {
         Ok(_) => text(StatusCode::OK, "You are unsubscribed.\n"),
         Err(Error::Unauthenticated(_) | Error::NotFound(_)) => text(
             StatusCode::NOT_FOUND,
@@ -69,7 +70,9 @@ async fn one_click(
     }
 }
 
-async fn landing(Path(token): Path<String>) -> Response {
+async fn landing(Path(token): Path<String>, Extension(call): Extension<TokenCall>) -> Response {
+    // The guard audits every call on this path; this one shows a page and changes nothing.
+    call.noted("unsubscribe page shown");
     // The token is base64url: nothing in it needs escaping, but anything else is refused
     // rather than echoed into HTML.
     if token.is_empty()

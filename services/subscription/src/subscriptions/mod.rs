@@ -22,12 +22,11 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 use tutela_policy::Precondition;
-use tutela_policy::audit::{
-    AuditKeys, AuditLog, AuditRecord, EventKind, Outcome, StageAudit, TokenCallAudit,
-};
+use tutela_policy::audit::{AuditKeys, AuditLog, StageAudit, TokenCallAudit};
 use tutela_policy::consent::{ConsentGate, parse_evidence};
 use tutela_policy::error::AuthFailure;
 use tutela_policy::scope::within;
+use tutela_policy::token_call::{TOKEN_HOLDER, TokenCall};
 use tutela_policy::validate::{Checks, Field, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess};
 use tutela_proto::common::{DataCategory, Purpose, SubjectRef};
@@ -58,11 +57,7 @@ pub const MAX_CODE_ATTEMPTS: i32 = 5;
 /// The RFC 8058 POST body.
 pub const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
 
-const SERVICE_NAME: &str = "tutela.subscription.v1.SubscriptionService";
 const PROFILE_FIELD: &str = "contacts.profile";
-
-/// How the audit log names a caller who holds only a token.
-const TOKEN_HOLDER: &str = "token-holder";
 
 /// A subscription's state as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -506,45 +501,44 @@ impl Subscriptions {
         Ok(moved)
     }
 
-    /// The audit record of a call a token authorised: no principal, the subject by pseudonym.
-    /// The call's writes stage it (allowed, with `note`); its `finish` chains it with the
-    /// outcome.
-    fn token_audit(
-        &self,
-        rpc: &str,
-        row: Option<&subscription::Model>,
-        note: &str,
-    ) -> TokenCallAudit {
-        let record = AuditRecord {
-            at: self.audit.now(),
-            kind: if row.is_some() {
-                EventKind::Access
-            } else {
-                EventKind::Decision
-            },
-            tenant: row.map(|r| r.tenant.clone()).unwrap_or_default(),
-            principal: "-".to_owned(),
-            principal_kind: TOKEN_HOLDER.to_owned(),
-            roles: String::new(),
-            rpc: format!("{SERVICE_NAME}/{rpc}"),
-            purpose: Purpose::ConsentManagement.short_name().to_owned(),
-            subject: row.map(|r| self.keys.pseudonym(&r.tenant, &r.contact_id)),
-            categories: if row.is_some() {
-                DataCategory::Communication.short_name().to_owned()
-            } else {
-                String::new()
-            },
-            decision: Outcome::Allow,
-            reason: note.to_owned(),
-            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
-        };
-        let subject = row.map(|r| (r.tenant.clone(), r.contact_id.clone()));
-        TokenCallAudit::new(&self.audit, record, subject)
+    /// The token resolved to `row`: the call's audit record names its contact (by pseudonym)
+    /// and its writes stage their records through the returned handle; the guard writes the
+    /// record itself once the call is done.
+    fn token_resolved(
+        call: &TokenCall,
+        row: &subscription::Model,
+        note: &'static str,
+    ) -> Arc<TokenCallAudit> {
+        call.resolved(
+            &row.tenant,
+            &row.contact_id,
+            CategorySet::of(&[DataCategory::Communication]),
+            note,
+        )
     }
 
     /// One-click unsubscribe with a token: the gRPC call and the RFC 8058 POST both come here.
     /// Returns the subscription id, its state after the call, and whether the call changed it.
-    pub async fn unsubscribe_with_token(&self, token: &str) -> Result<(String, State, bool)> {
+    /// `call` is the guard's record of the call (the handler reports what it resolved and why it
+    /// refused).
+    pub async fn unsubscribe_with_token(
+        &self,
+        token: &str,
+        call: &TokenCall,
+    ) -> Result<(String, State, bool)> {
+        call.for_purpose(Purpose::ConsentManagement);
+        let outcome = self.unsubscribe_resolved(token, call).await;
+        if let Err(err) = &outcome {
+            call.refused(err);
+        }
+        outcome
+    }
+
+    async fn unsubscribe_resolved(
+        &self,
+        token: &str,
+        call: &TokenCall,
+    ) -> Result<(String, State, bool)> {
         let found = match self.tokens.check_unsubscribe(token) {
             Ok(id) => subscription::Entity::find()
                 .filter(subscription::Column::SubscriptionId.eq(id.to_string()))
@@ -553,16 +547,8 @@ impl Subscriptions {
                 .ok_or(Error::NotFound("subscription")),
             Err(_) => Err(Error::Unauthenticated(AuthFailure::Invalid)),
         };
-        let row = match found {
-            Ok(row) => row,
-            Err(err) => {
-                self.token_audit("Unsubscribe", None, "")
-                    .finish(Err(&err))
-                    .await?;
-                return Err(err);
-            }
-        };
-        let audit = self.token_audit("Unsubscribe", Some(&row), "unsubscribed");
+        let row = found?;
+        let audit = Self::token_resolved(call, &row, "unsubscribed");
         let state = State::of(&row.state);
         let changed = match state {
             State::Pending | State::Confirmed => {
@@ -572,7 +558,7 @@ impl Subscriptions {
                     "one_click",
                     None,
                     TOKEN_HOLDER,
-                    &audit,
+                    &*audit,
                 )
                 .await?
             }
@@ -588,13 +574,9 @@ impl Subscriptions {
                 .map_or(State::Unsubscribed, |r| State::of(&r.state)),
             other => other,
         };
-        audit
-            .finish(Ok(if changed {
-                "unsubscribed"
-            } else {
-                "already unsubscribed"
-            }))
-            .await?;
+        if !changed {
+            call.noted("already unsubscribed");
+        }
         if changed {
             tracing::info!(channel = %row.channel, "unsubscribed by token");
         }
@@ -1480,26 +1462,17 @@ impl SubscriptionApi for SubscriptionService {
         &self,
         request: Request<ConfirmSubscriptionRequest>,
     ) -> std::result::Result<Response<ConfirmSubscriptionResponse>, Status> {
-        let checked = self.checked_confirmation(request.get_ref()).await;
-        let (row, method, opt_in) = match checked {
-            Ok(found) => found,
-            Err(err) => {
-                self.subs
-                    .token_audit("ConfirmSubscription", None, "")
-                    .finish(Err(&err))
-                    .await?;
-                return Err(err.into());
-            }
-        };
-        let audit = self
-            .subs
-            .token_audit("ConfirmSubscription", Some(&row), "confirmed");
-        let confirmed = self.confirm(row, method, &opt_in, &audit).await;
-        let outcome = match &confirmed {
-            Ok(_) => Ok("confirmed"),
-            Err(err) => Err(err),
-        };
-        audit.finish(outcome).await?;
+        let call = TokenCall::of(&request)?;
+        call.for_purpose(Purpose::ConsentManagement);
+        let confirmed = async {
+            let (row, method, opt_in) = self.checked_confirmation(request.get_ref()).await?;
+            let audit = Subscriptions::token_resolved(&call, &row, "confirmed");
+            self.confirm(row, method, &opt_in, &audit).await
+        }
+        .await;
+        if let Err(err) = &confirmed {
+            call.refused(err);
+        }
         Ok(Response::new(confirmed?))
     }
 
@@ -1507,9 +1480,10 @@ impl SubscriptionApi for SubscriptionService {
         &self,
         request: Request<UnsubscribeRequest>,
     ) -> std::result::Result<Response<UnsubscribeResponse>, Status> {
+        let call = TokenCall::of(&request)?;
         let (subscription_id, state, changed) = self
             .subs
-            .unsubscribe_with_token(&request.get_ref().token)
+            .unsubscribe_with_token(&request.get_ref().token, &call)
             .await?;
         Ok(Response::new(UnsubscribeResponse {
             subscription_id,

@@ -233,6 +233,20 @@ async fn every_rpc_role_purpose_and_consent_state() {
         .filter(|m| m.authorisation == Authorisation::Guarded)
         .collect();
     assert!(guarded.len() >= 8, "the matrix covers every guarded RPC");
+    // The only RPCs outside the matrix: those the contract declares message-token calls.
+    let mut token: Vec<&str> = methods
+        .iter()
+        .filter(|m| m.authorisation == Authorisation::MessageToken)
+        .map(|m| m.rpc.as_str())
+        .collect();
+    token.sort_unstable();
+    assert_eq!(
+        token,
+        [
+            "tutela.subscription.v1.SubscriptionService/ConfirmSubscription",
+            "tutela.subscription.v1.SubscriptionService/Unsubscribe",
+        ]
+    );
     let (mut cases, mut allowed) = (0, 0);
     for method in &guarded {
         let path = format!("/{}", method.rpc);

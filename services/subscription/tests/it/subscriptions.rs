@@ -939,3 +939,110 @@ async fn a_subscription_pointing_at_another_contacts_key_fails_instead_of_openin
     );
     assert!(!err.message().contains("example.org"));
 }
+
+/// The two token calls are audited by the guard, not by their handlers: every call, allowed or
+/// refused (a forged token, a bad request, an RFC 8058 POST), leaves one record naming the RPC,
+/// the token holder, the outcome and, once the token resolved, the contact by pseudonym.
+#[tokio::test]
+async fn every_token_call_leaves_one_audit_record_with_its_outcome() {
+    let suite = TestSuite::start().await.unwrap();
+    let c = clients(&suite, TENANT);
+    topic(&suite, &c, "news").await;
+    confirmed(&suite, &c, Channel::Email, "news", "dee@example.org").await;
+    let forged = confirm_token(&suite, "bm90IGEgdG9rZW4").await.unwrap_err();
+    assert_eq!(forged.code(), Code::Unauthenticated);
+    let bad = suite
+        .subscriptions(Credentials::none())
+        .confirm_subscription(ConfirmSubscriptionRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let recipients = audience(&suite, &c, "news", Channel::Email).await;
+    let token = recipients[0].unsubscribe_token.clone();
+    let mut client = suite.subscriptions(Credentials::none());
+    for _ in 0..2 {
+        client
+            .unsubscribe(UnsubscribeRequest {
+                token: token.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    let status = curl_post(&format!("http://{}/unsubscribe/AAAA", suite.addr())).await;
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
+
+    let db = suite.database().connect().await.unwrap();
+    use sea_orm::{ConnectionTrait, Statement};
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT rpc, kind, decision, reason, purpose, subject FROM tutela_audit_log \
+             WHERE principal_kind = 'token-holder' ORDER BY seq"
+                .to_owned(),
+        ))
+        .await
+        .unwrap();
+    let records: Vec<(String, String, String, String, String, bool)> = rows
+        .iter()
+        .map(|r| {
+            let rpc: String = r.try_get("", "rpc").unwrap();
+            let subject: Option<String> = r.try_get("", "subject").unwrap();
+            (
+                rpc.rsplit('/').next().unwrap().to_owned(),
+                r.try_get("", "kind").unwrap(),
+                r.try_get("", "decision").unwrap(),
+                r.try_get("", "reason").unwrap(),
+                r.try_get("", "purpose").unwrap(),
+                subject.is_some_and(|s| !s.is_empty()),
+            )
+        })
+        .collect();
+    let expected = [
+        ("ConfirmSubscription", "access", "allow", "confirmed", true),
+        (
+            "ConfirmSubscription",
+            "decision",
+            "deny",
+            "TOKEN_INVALID",
+            false,
+        ),
+        (
+            "ConfirmSubscription",
+            "decision",
+            "deny",
+            "INVALID_ARGUMENT",
+            false,
+        ),
+        ("Unsubscribe", "access", "allow", "unsubscribed", true),
+        (
+            "Unsubscribe",
+            "access",
+            "allow",
+            "already unsubscribed",
+            true,
+        ),
+        ("Unsubscribe", "decision", "deny", "TOKEN_INVALID", false),
+    ];
+    let got: Vec<_> = records
+        .iter()
+        .map(|(m, k, d, r, _, s)| (m.as_str(), k.as_str(), d.as_str(), r.as_str(), *s))
+        .collect();
+    assert_eq!(got, expected);
+    // The purpose the handlers declare, refusals included.
+    assert!(
+        records.iter().all(|r| r.4 == "consent_management"),
+        "{records:?}"
+    );
+    suite.stop().await.unwrap();
+}
+
+/// `curl -X POST` with the RFC 8058 body; the status line and headers.
+async fn curl_post(url: &str) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10", "-X", "POST", "--data"])
+        .args(["List-Unsubscribe=One-Click", url])
+        .output()
+        .await
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
