@@ -14,16 +14,30 @@ pub struct Report {
     pub delivery_events: u64,
 }
 
-/// Sweeps once at the current time; `dry_run` only counts.
+/// The exit status of `tutela retention sweep` while another replica sweeps (EX_TEMPFAIL: try
+/// again later).
+pub const SWEEP_BUSY_EXIT: u8 = 75;
+
+/// Another replica holds a sweep's lease: this sweep did not run, and removed nothing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another replica ({}) is sweeping: it holds the lease {:?} until {}; nothing was swept, try again once it is done",
+    .0.holder,
+    .0.lease,
+    .0.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+)]
+pub struct SweepBusy(pub tutela_store::lease::Holding);
+
+/// Sweeps once at the current time; `dry_run` only counts. A real sweep takes the leases of every
+/// hosted service's sweep, as `serve` does, or fails with [`SweepBusy`] and removes nothing.
 pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
     let hosted = crate::services::resolve(&config.server.services)?;
-    let mut report = Report::default();
     let (subscription, enrolment) = (
         hosted.contains(&tutela_subscription::SERVICE),
         hosted.contains(&tutela_enrolment::SERVICE),
     );
     if !subscription && !enrolment {
-        return Ok(report);
+        return Ok(Report::default());
     }
     // Keys first: a sweep that cannot run must not have created a database on its way.
     let keys = if enrolment {
@@ -39,6 +53,45 @@ pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
     let register = Arc::new(crate::guard::load_register(config)?);
     let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
     let now = clock.now();
+    // A dry run only counts, and needs no lease.
+    let mut leases = Vec::new();
+    if !dry_run && subscription {
+        let name = tutela_subscription::EVENT_SWEEP_LEASE;
+        leases.push(tutela_store::Lease::new(db.clone(), name, clock.clone()));
+    }
+    if !dry_run && enrolment {
+        let name = tutela_enrolment::SWEEP_LEASE;
+        leases.push(tutela_store::Lease::new(db.clone(), name, clock.clone()));
+    }
+    let swept = tutela_store::lease::run_all(
+        &leases,
+        sweep_hosted(db, register, clock, now, keys, subscription, dry_run),
+    )
+    .await?;
+    match swept {
+        tutela_store::Leased::Done(report) => report,
+        tutela_store::Leased::Busy(Some(holding)) => Err(SweepBusy(holding).into()),
+        // Released between the attempt and the look-up: the operator may simply run it again.
+        tutela_store::Leased::Busy(None) => {
+            anyhow::bail!("another replica was sweeping just now; nothing was swept, try again")
+        }
+        tutela_store::Leased::Lost => anyhow::bail!(
+            "the sweep stopped part-way: its lease passed to another replica, which carries on"
+        ),
+    }
+}
+
+/// The sweeps themselves, once their leases are held.
+async fn sweep_hosted(
+    db: sea_orm::DatabaseConnection,
+    register: Arc<tutela_policy::Register>,
+    clock: tutela_store::SharedClock,
+    now: chrono::DateTime<chrono::Utc>,
+    keys: Option<(Arc<tutela_store::Keyring>, tutela_policy::audit::AuditKeys)>,
+    subscription: bool,
+    dry_run: bool,
+) -> anyhow::Result<Report> {
+    let mut report = Report::default();
     if subscription {
         report.delivery_events =
             tutela_subscription::sweep_events(&db, &register, now, dry_run).await?;

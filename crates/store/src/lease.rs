@@ -27,6 +27,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// Who holds a lease, and until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holding {
+    /// The lease's name.
+    pub lease: String,
     /// The holder's replica id (see [`replica_id`]).
     pub holder: String,
     /// When the lease lapses unless its holder renews it.
@@ -195,6 +197,7 @@ impl Lease {
         let holder: String = row.try_get("", "holder")?;
         let expires_at: i64 = row.try_get("", "expires_at")?;
         Ok(Some(Holding {
+            lease: self.name.clone(),
             holder,
             expires_at: DateTime::from_timestamp_millis(expires_at)
                 .unwrap_or(DateTime::<Utc>::MAX_UTC),
@@ -205,34 +208,59 @@ impl Lease {
     /// the end. A job whose lease is lost is dropped at its next await point: whatever it had
     /// committed stays, and the new holder carries on from there.
     pub async fn run<F: Future>(&self, job: F) -> StoreResult<Leased<F::Output>> {
-        if !self.acquire().await? {
-            return Ok(Leased::Busy(self.current().await?));
-        }
-        let mut job = std::pin::pin!(job);
-        let start = tokio::time::Instant::now() + self.renew_every;
-        let mut ticks = tokio::time::interval_at(start, self.renew_every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let output = loop {
-            tokio::select! {
-                output = &mut job => break output,
-                _ = ticks.tick() => match self.renew().await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(lease = %self.name, "lease lost to another replica: job stopped");
-                        return Ok(Leased::Lost);
-                    }
-                    // The lease still runs until it lapses: try again at the next tick.
-                    Err(err) => {
-                        tracing::warn!(lease = %self.name, error = %err, "lease not renewed")
-                    }
-                },
-            }
-        };
-        // Not releasing only delays the next holder until the lease lapses: report the job's
-        // outcome regardless.
-        if let Err(err) = self.release().await {
-            tracing::warn!(lease = %self.name, error = %err, "lease not released; it lapses on its own");
-        }
-        Ok(Leased::Done(output))
+        run_all(std::slice::from_ref(self), job).await
     }
+}
+
+/// Frees every lease in `leases` that this holder has; errors are only logged, since a lease not
+/// released lapses on its own.
+async fn release_all(leases: &[Lease]) {
+    for lease in leases {
+        if let Err(err) = lease.release().await {
+            tracing::warn!(lease = %lease.name, error = %err, "lease not released; it lapses on its own");
+        }
+    }
+}
+
+/// [`Lease::run`] under several leases at once (a command that runs several replicas' jobs):
+/// all are taken, in order, or none is and the job does not run.
+pub async fn run_all<F: Future>(leases: &[Lease], job: F) -> StoreResult<Leased<F::Output>> {
+    for (taken, lease) in leases.iter().enumerate() {
+        let held = match lease.acquire().await {
+            Ok(true) => continue,
+            Ok(false) => lease.current().await,
+            Err(err) => Err(err),
+        };
+        release_all(&leases[..taken]).await;
+        return held.map(Leased::Busy);
+    }
+    let Some(every) = leases.iter().map(|l| l.renew_every).min() else {
+        return Ok(Leased::Done(job.await));
+    };
+    let mut job = std::pin::pin!(job);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let output = loop {
+        tokio::select! {
+            output = &mut job => break output,
+            _ = ticks.tick() => {
+                for lease in leases {
+                    match lease.renew().await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(lease = %lease.name, "lease lost to another replica: job stopped");
+                            release_all(leases).await;
+                            return Ok(Leased::Lost);
+                        }
+                        // The lease still runs until it lapses: try again at the next tick.
+                        Err(err) => {
+                            tracing::warn!(lease = %lease.name, error = %err, "lease not renewed")
+                        }
+                    }
+                }
+            }
+        }
+    };
+    release_all(leases).await;
+    Ok(Leased::Done(output))
 }

@@ -16,7 +16,7 @@ pub use learners::{LearnerService, Learners};
 pub use migration::EnrolmentMigrator;
 pub use outcomes::{CertificateService, FeedbackService, Outcomes};
 pub use records::{CourseService, EnrolmentService, Records};
-pub use retention::{SweepReport, Sweeper};
+pub use retention::{SWEEP_LEASE, SweepReport, Sweeper};
 pub use rights::EnrolmentRights;
 
 /// The service's short name (`--service enrolment`, health, key-vault scope).

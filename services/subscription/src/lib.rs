@@ -9,7 +9,7 @@ pub mod tokens;
 
 pub use ledger::{ConsentLedgerService, Ledger};
 pub use migration::SubscriptionMigrator;
-pub use rights::{SubscriptionRights, sweep_events, sweep_events_paged};
+pub use rights::{EVENT_SWEEP_LEASE, SubscriptionRights, sweep_events, sweep_events_paged};
 pub use subscriptions::{Parts, SubscriptionService, Subscriptions};
 
 /// The service's short name (`--service subscription`, health, key-vault scope).

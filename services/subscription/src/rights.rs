@@ -251,6 +251,10 @@ impl SubjectDataProvider for SubscriptionRights {
     }
 }
 
+/// The lease (`tutela_store::Lease`) a replica holds while it sweeps delivery events, so that
+/// replicas scheduling the same sweep do not run it at once.
+pub const EVENT_SWEEP_LEASE: &str = "subscription delivery event sweep";
+
 /// Delivery events one sweep deletes per statement: short statements keep other writers (on
 /// SQLite, every other writer) waiting for milliseconds, not for one delete of a whole table.
 pub const EVENT_PAGE: u64 = 500;

@@ -89,6 +89,7 @@ async fn a_held_lease_is_refused_until_it_lapses_and_is_then_taken_over() {
     assert_eq!(
         b.current().await.unwrap(),
         Some(Holding {
+            lease: "sweep".into(),
             holder: "b".into(),
             expires_at: clock_now(&clock) + seconds(60),
         })
@@ -217,4 +218,46 @@ async fn a_job_whose_lease_is_taken_over_is_stopped() {
         "b",
         "the loser leaves the new holder's lease alone"
     );
+}
+
+#[tokio::test]
+async fn a_job_under_several_leases_runs_only_when_it_gets_them_all() {
+    let (db, clock) = database().await;
+    let shared: SharedClock = clock.clone();
+    let lease = |name: &str, holder: &str| {
+        let shared = shared.clone();
+        let (name, holder) = (name.to_owned(), holder.to_owned());
+        let db = &db;
+        async move {
+            Lease::new(db.connect().await.unwrap(), name, shared)
+                .with_holder(holder)
+                .with_ttl(TTL)
+        }
+    };
+    let mine = [lease("events", "a").await, lease("records", "a").await];
+    let theirs = lease("records", "b").await;
+    assert!(theirs.acquire().await.unwrap());
+
+    let busy =
+        tutela_store::lease::run_all(&mine, async { unreachable!("ran without its leases") })
+            .await
+            .unwrap();
+    assert!(matches!(
+        busy,
+        Leased::Busy(Some(Holding { ref lease, ref holder, .. })) if lease == "records" && holder == "b"
+    ));
+    assert_eq!(
+        mine[0].current().await.unwrap(),
+        None,
+        "the lease taken first is given back"
+    );
+
+    theirs.release().await.unwrap();
+    let done = tutela_store::lease::run_all(&mine, async { "swept" })
+        .await
+        .unwrap();
+    assert_eq!(done, Leased::Done("swept"));
+    for lease in &mine {
+        assert_eq!(lease.current().await.unwrap(), None, "released at the end");
+    }
 }
