@@ -428,18 +428,10 @@ impl Sweeper {
                     .map(|r| key(&r.tenant, &r.enrolment_id))
                     .collect();
                 let facts = self.facts(&learners, &enrolments, &[], &none).await?;
-                for row in &rows {
-                    match rules.result(row, &facts) {
-                        Verdict::Remove => {
-                            report.results += 1;
-                            if !dry_run {
-                                result::Entity::delete_by_id(row.seq).exec(&self.db).await?;
-                            }
-                        }
-                        Verdict::Held => report.held += 1,
-                        Verdict::Keep => {}
-                    }
-                }
+                let decided = rows.iter().map(|r| (r.seq, rules.result(r, &facts)));
+                let counts = (&mut report.results, &mut report.held);
+                self.settle::<result::Entity>(result::Column::Seq, decided, counts, dry_run)
+                    .await?;
                 pages.completed(rows.len());
             }
         }
@@ -458,24 +450,22 @@ impl Sweeper {
                 let learners = rows.iter().map(|e| key(&e.tenant, &e.learner_id)).collect();
                 let courses = rows.iter().map(|e| key(&e.tenant, &e.course_id)).collect();
                 let facts = self.facts(&learners, &none, &rows, &courses).await?;
+                // Results only matter to enrolments that would otherwise go.
+                let candidates: BTreeSet<Key> = rows
+                    .iter()
+                    .filter(|e| rules.enrolment(e, &facts, false) == Verdict::Remove)
+                    .map(|e| key(&e.tenant, &e.learner_id))
+                    .collect();
                 let with_results = self
-                    .remaining_results(&rules, &facts, &learners, dry_run)
+                    .remaining_results(&rules, &facts, &candidates, dry_run)
                     .await?;
-                for row in &rows {
-                    let has_results = with_results.contains(&key(&row.tenant, &row.enrolment_id));
-                    match rules.enrolment(row, &facts, has_results) {
-                        Verdict::Remove => {
-                            report.enrolments += 1;
-                            if !dry_run {
-                                enrolment::Entity::delete_by_id(row.seq)
-                                    .exec(&self.db)
-                                    .await?;
-                            }
-                        }
-                        Verdict::Held => report.held += 1,
-                        Verdict::Keep => {}
-                    }
-                }
+                let decided = rows.iter().map(|e| {
+                    let has_results = with_results.contains(&key(&e.tenant, &e.enrolment_id));
+                    (e.seq, rules.enrolment(e, &facts, has_results))
+                });
+                let counts = (&mut report.enrolments, &mut report.held);
+                self.settle::<enrolment::Entity>(enrolment::Column::Seq, decided, counts, dry_run)
+                    .await?;
                 pages.completed(rows.len());
             }
         }
@@ -494,20 +484,15 @@ impl Sweeper {
                 let learners = rows.iter().map(|c| key(&c.tenant, &c.learner_id)).collect();
                 let courses = rows.iter().map(|c| key(&c.tenant, &c.course_id)).collect();
                 let facts = self.facts(&learners, &none, &[], &courses).await?;
-                for row in &rows {
-                    match rules.certificate(row, &facts) {
-                        Verdict::Remove => {
-                            report.certificates += 1;
-                            if !dry_run {
-                                certificate::Entity::delete_by_id(row.seq)
-                                    .exec(&self.db)
-                                    .await?;
-                            }
-                        }
-                        Verdict::Held => report.held += 1,
-                        Verdict::Keep => {}
-                    }
-                }
+                let decided = rows.iter().map(|c| (c.seq, rules.certificate(c, &facts)));
+                let counts = (&mut report.certificates, &mut report.held);
+                self.settle::<certificate::Entity>(
+                    certificate::Column::Seq,
+                    decided,
+                    counts,
+                    dry_run,
+                )
+                .await?;
                 pages.completed(rows.len());
             }
         }
@@ -523,20 +508,10 @@ impl Sweeper {
             while let Some(rows) = pages.next().await? {
                 let learners = rows.iter().map(|f| key(&f.tenant, &f.learner_id)).collect();
                 let facts = self.facts(&learners, &none, &[], &none).await?;
-                for row in &rows {
-                    match rules.feedback(row, &facts) {
-                        Verdict::Remove => {
-                            report.feedback += 1;
-                            if !dry_run {
-                                feedback::Entity::delete_by_id(row.seq)
-                                    .exec(&self.db)
-                                    .await?;
-                            }
-                        }
-                        Verdict::Held => report.held += 1,
-                        Verdict::Keep => {}
-                    }
-                }
+                let decided = rows.iter().map(|f| (f.seq, rules.feedback(f, &facts)));
+                let counts = (&mut report.feedback, &mut report.held);
+                self.settle::<feedback::Entity>(feedback::Column::Seq, decided, counts, dry_run)
+                    .await?;
                 pages.completed(rows.len());
             }
         }
@@ -556,13 +531,16 @@ impl Sweeper {
             )
             .await?;
             while let Some(rows) = pages.next().await? {
+                // Only learners whose own retention has passed need their records looked at.
+                let due: Vec<&learner::Model> = rows
+                    .iter()
+                    .filter(|l| retention.due(l.created_at) <= now)
+                    .collect();
                 let learners: BTreeSet<Key> =
-                    rows.iter().map(|l| key(&l.tenant, &l.learner_id)).collect();
+                    due.iter().map(|l| key(&l.tenant, &l.learner_id)).collect();
                 let remaining = self.remaining_records(&rules, &learners, dry_run).await?;
-                for row in &rows {
-                    if remaining.kept.contains(&key(&row.tenant, &row.learner_id))
-                        || retention.due(row.created_at) > now
-                    {
+                for row in due {
+                    if remaining.kept.contains(&key(&row.tenant, &row.learner_id)) {
                         continue;
                     }
                     if remaining
@@ -592,6 +570,33 @@ impl Sweeper {
             "retention sweep"
         );
         Ok(report)
+    }
+
+    /// Counts the verdicts on a page's rows (by key) into `(removed, held)`, and deletes those
+    /// removed in one statement unless `dry_run`.
+    async fn settle<E: EntityTrait>(
+        &self,
+        seq: E::Column,
+        decided: impl Iterator<Item = (i64, Verdict)>,
+        (removed, held): (&mut u64, &mut u64),
+        dry_run: bool,
+    ) -> Result<()> {
+        let mut gone = Vec::new();
+        for (key, verdict) in decided {
+            match verdict {
+                Verdict::Remove => gone.push(key),
+                Verdict::Held => *held += 1,
+                Verdict::Keep => {}
+            }
+        }
+        *removed += gone.len() as u64;
+        if !dry_run && !gone.is_empty() {
+            E::delete_many()
+                .filter(seq.is_in(gone))
+                .exec(&self.db)
+                .await?;
+        }
+        Ok(())
     }
 
     /// The (tenant, enrolment id) of every result of `learners` that stays after this sweep.
