@@ -116,8 +116,7 @@ impl Lease {
     /// The same lease, lasting `ttl` and renewed every third of it.
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
-        self.renew_every = ttl / 3;
-        self
+        self.with_renewal(ttl / 3)
     }
 
     /// The same lease, renewed every `every` while a job runs (at least every millisecond).
