@@ -25,23 +25,26 @@ async fn the_event_sweep_deletes_page_by_page_every_due_event_once_and_no_other(
     let kept = [
         false, true, false, false, true, false, false, false, true, false,
     ];
-    let mut expected_left = Vec::new();
-    for (i, kept) in kept.into_iter().enumerate() {
-        let occurred_at: DateTime<Utc> = if kept { recent } else { old };
-        let seq = event::Entity::insert(event::ActiveModel {
+    let insert = |message_id: String, occurred_at: DateTime<Utc>| {
+        event::Entity::insert(event::ActiveModel {
             tenant: Set("acme".into()),
             contact_id: Set("c".into()),
             subscription_id: Set("s".into()),
-            message_id: Set(format!("m{i}")),
+            message_id: Set(message_id),
             kind: Set("EVENT_KIND_DELIVERED".into()),
             occurred_at: Set(occurred_at),
             recorded_at: Set(occurred_at),
             ..Default::default()
         })
         .exec(&db)
-        .await
-        .unwrap()
-        .last_insert_id;
+    };
+    let mut expected_left = Vec::new();
+    for (i, kept) in kept.into_iter().enumerate() {
+        let occurred_at = if kept { recent } else { old };
+        let seq = insert(format!("m{i}"), occurred_at)
+            .await
+            .unwrap()
+            .last_insert_id;
         if kept {
             expected_left.push(seq);
         }
@@ -62,19 +65,7 @@ async fn the_event_sweep_deletes_page_by_page_every_due_event_once_and_no_other(
     assert_eq!(left, expected_left);
     // Pages that end exactly at the last due event.
     for i in 0..3 {
-        event::Entity::insert(event::ActiveModel {
-            tenant: Set("acme".into()),
-            contact_id: Set("c".into()),
-            subscription_id: Set("s".into()),
-            message_id: Set(format!("late{i}")),
-            kind: Set("EVENT_KIND_DELIVERED".into()),
-            occurred_at: Set(old),
-            recorded_at: Set(now),
-            ..Default::default()
-        })
-        .exec(&db)
-        .await
-        .unwrap();
+        insert(format!("late{i}"), old).await.unwrap();
     }
     assert_eq!(sweep(false, 3).await.unwrap(), 3);
 }
