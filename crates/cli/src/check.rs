@@ -213,8 +213,8 @@ pub fn check(config: &Config, env: &dyn Fn(&str) -> Option<String>) -> Report {
         }
     }
 
-    if let Some(hosted) = &hosted {
-        consent(config, hosted, &mut report);
+    if let Ok(hosted) = services::hosted(&config.server.services) {
+        consent(config, hosted.iter().any(|s| s.hosts_ledger()), &mut report);
     }
     report
 }
@@ -372,9 +372,10 @@ fn postgres(url: &str, env: &dyn Fn(&str) -> Option<String>, report: &mut Report
     }
 }
 
-/// Where consent is read: in-process with the subscription service, else the remote ledger.
-fn consent(config: &Config, hosted: &[&str], report: &mut Report) {
-    if hosted.contains(&tutela_subscription::SERVICE) {
+/// Where consent is read: in-process where a hosted service hosts the ledger (subscription),
+/// else the remote ledger.
+fn consent(config: &Config, hosts_ledger: bool, report: &mut Report) {
+    if hosts_ledger {
         report.push(Level::Ok, "consent ledger: hosted in this process");
         if !config.consent.ledger_endpoint.is_empty() {
             report.push(

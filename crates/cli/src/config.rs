@@ -2,6 +2,7 @@
 //! then `TUTELA_` environment variables, then command-line flags. Unknown keys are errors, so a
 //! typo cannot silently fall back to a default. The loader takes the environment as a parameter.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -28,9 +29,9 @@ pub const CLI_ENV_PREFIX: &str = "TUTELA_CLI_";
 /// Environment variables whose names do not follow the `__` nesting, and the setting each sets.
 const ALIASES: &[(&str, &str)] = &[("TUTELA_AUTH_DEV_SECRET", "TUTELA_AUTH__DEV_SECRET")];
 
-/// All settings.
+/// All settings. Unknown keys are refused as [`Config::load`] reads them: the host's sections are
+/// these fields, and the rest must be the section of a service built into this binary.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Where the embedded database and generated development keys live.
     pub data_dir: PathBuf,
@@ -52,15 +53,20 @@ pub struct Config {
     pub access: AccessConfig,
     /// The retention sweeper.
     pub retention: RetentionConfig,
-    /// Subscription management.
-    pub subscription: SubscriptionConfig,
+    /// Each built-in service's own section (`[subscription]`), by the service's name: the
+    /// service declares and checks its settings (`HostedService::check_settings`), not this file.
+    #[serde(skip)]
+    pub sections: BTreeMap<String, serde_json::Value>,
 }
 
-/// Subscription management (see `config.default.toml`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubscriptionConfig {
-    pub public_base_url: String,
+/// The top-level keys that are not the host's (read apart from [`Config`], whose own reading
+/// keeps figment's naming of a bad value's key and source).
+#[derive(Deserialize)]
+struct Rest {
+    #[serde(flatten)]
+    _host: Config,
+    #[serde(flatten)]
+    rest: BTreeMap<String, serde_json::Value>,
 }
 
 /// When `serve` sweeps what retention makes due (see `config.default.toml`).
@@ -255,7 +261,22 @@ impl Config {
         if !overrides.services.is_empty() {
             figment = figment.merge(Serialized::default("server.services", &overrides.services));
         }
-        let config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let mut config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let Rest { rest, .. } = figment
+            .extract::<Rest>()
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let services = crate::services::all();
+        for (key, section) in rest {
+            if !services.iter().any(|s| s.name() == key) {
+                return Err(ConfigError(format!("unknown field `{key}`")));
+            }
+            config.sections.insert(key, section);
+        }
+        for service in services {
+            service
+                .check_settings(config.section(service.name()))
+                .map_err(ConfigError)?;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -290,14 +311,6 @@ impl Config {
                 "server.max_header_bytes must be at least 4096".into(),
             ));
         }
-        let base = &self.subscription.public_base_url;
-        if !(base.starts_with("https://") || base.starts_with("http://"))
-            || base.trim_end_matches('/').len() <= "https://".len()
-        {
-            return Err(ConfigError(format!(
-                "subscription.public_base_url must be an http(s) URL such as https://news.example.org, not {base:?}"
-            )));
-        }
         let ledger = &self.consent.ledger_endpoint;
         let scheme_ok = ledger.starts_with("http://") || ledger.starts_with("https://");
         if !ledger.is_empty() && !scheme_ok {
@@ -315,6 +328,11 @@ impl Config {
                 .map_err(|e| ConfigError(format!("database.url: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The settings section of the service `name`, if the configuration has one.
+    pub fn section(&self, name: &str) -> Option<&serde_json::Value> {
+        self.sections.get(name)
     }
 
     /// The remote consent ledger's settings, when one is configured.
@@ -459,6 +477,43 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn a_services_section_is_checked_by_the_service_and_keeps_its_keys() {
+        let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs), &Overrides::default());
+        let c = load(&[(
+            "TUTELA_SUBSCRIPTION__PUBLIC_BASE_URL",
+            "https://news.example.org",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.section("subscription").unwrap()["public_base_url"],
+            "https://news.example.org"
+        );
+        let err = load(&[("TUTELA_SUBSCRIPTION__PUBLIC_BASE_URL", "news.example.org")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("subscription.public_base_url"), "{err}");
+        let err = load(&[("TUTELA_SUBSCRIPTION__PUBLIC_BASE", "https://x.example")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("public_base"), "{err}");
+        // A section of a service this build does not have is no setting at all.
+        let err = load(&[("TUTELA_SURVEY__X", "1")]).unwrap_err().to_string();
+        assert!(err.contains("survey"), "{err}");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_an_error_naming_its_key() {
+        let err = Config::load(
+            None,
+            env(&[("TUTELA_SERVER__MAX_MESSAGE_BYTES", "abc")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.max_message_bytes"), "{err}");
     }
 
     #[test]

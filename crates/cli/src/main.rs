@@ -374,17 +374,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load(cli.config.as_ref(), common.overrides())?;
             let report = tutela::retention::sweep(&config, dry_run).await?;
-            let (e, events) = (&report.enrolment, report.delivery_events);
-            println!(
-                "{} {} result(s), {} enrolment(s), {} certificate(s), {} feedback record(s), {} learner(s), {events} delivery event(s); {} record(s) due but kept under a legal hold",
-                if dry_run { "would remove" } else { "removed" },
-                e.results,
-                e.enrolments,
-                e.certificates,
-                e.feedback,
-                e.learners,
-                e.held
-            );
+            print!("{report}");
             Ok(())
         }
         Command::Migrate { common, services } => {

@@ -12,9 +12,10 @@ use anyhow::Context;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tonic::service::{Routes, RoutesBuilder};
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tutela_host::{HostedService, Served};
 
 use crate::config::Config;
 use crate::handshake::{self, OneRequestPerHttp1Connection};
@@ -28,19 +29,11 @@ const HEALTH: &str = "grpc.health.v1.Health";
 const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 const SUBJECT_DATA: &str = "tutela.privacy.v1.SubjectData";
-const CONSENT_LEDGER: &str = "tutela.consent.v1.ConsentLedger";
-const SUBSCRIPTIONS: &str = "tutela.subscription.v1.SubscriptionService";
-const LEARNERS: &str = "tutela.enrolment.v1.LearnerService";
-const COURSES: &str = "tutela.enrolment.v1.CourseService";
-const ENROLMENTS: &str = "tutela.enrolment.v1.EnrolmentService";
-const HOLDS: &str = "tutela.enrolment.v1.LegalHoldService";
-const CERTIFICATES: &str = "tutela.enrolment.v1.CertificateService";
-const FEEDBACK: &str = "tutela.enrolment.v1.FeedbackService";
 
 /// Connects to the configured database and applies the audit log's and every hosted service's
 /// migrations.
 pub async fn migrate(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnection> {
-    let hosted = services::resolve(&config.server.services)?;
+    let hosted = services::hosted(&config.server.services)?;
     let url = config.database_url();
     if tutela_store::Backend::of_url(&url)? == tutela_store::Backend::Sqlite {
         std::fs::create_dir_all(&config.data_dir)
@@ -53,15 +46,8 @@ pub async fn migrate(config: &Config) -> anyhow::Result<sea_orm::DatabaseConnect
     let mut sets = vec![tutela_store::migrations_of::<
         tutela_policy::audit::migration::AuditMigrator,
     >("audit")];
-    if hosted.contains(&tutela_enrolment::SERVICE) {
-        sets.push(tutela_store::migrations_of::<
-            tutela_enrolment::EnrolmentMigrator,
-        >(tutela_enrolment::SERVICE));
-    }
-    if hosted.contains(&tutela_subscription::SERVICE) {
-        sets.push(tutela_store::migrations_of::<
-            tutela_subscription::SubscriptionMigrator,
-        >(tutela_subscription::SERVICE));
+    for service in &hosted {
+        sets.extend(service.migrations());
     }
     tutela_store::migrate(&db, &sets)
         .await
@@ -144,139 +130,152 @@ pub async fn run(
     Ok(())
 }
 
+/// What `serve` and `retention sweep` load before any hosted service is built.
+pub(crate) struct Shared {
+    pub db: sea_orm::DatabaseConnection,
+    pub keyring: Arc<tutela_store::Keyring>,
+    pub audit: tutela_policy::audit::AuditLog,
+    pub clock: tutela_store::SharedClock,
+    pub register: Arc<tutela_policy::Register>,
+}
+
+impl Shared {
+    /// The parts of this process every hosted service is built from. The consent ledger is
+    /// built here where a hosted service hosts it, and the guard reads it in-process; elsewhere
+    /// the guard reads a remote ledger when `remote` and one is configured, and otherwise
+    /// consent-based purposes fail closed.
+    pub(crate) fn context(
+        self,
+        config: &Config,
+        hosted: &[&'static dyn HostedService],
+        remote: bool,
+    ) -> anyhow::Result<tutela_host::Context> {
+        let ledger = hosted.iter().any(|s| s.hosts_ledger()).then(|| {
+            Arc::new(tutela_ledger::Ledger::new(
+                self.db.clone(),
+                self.keyring.clone(),
+                self.clock.clone(),
+            ))
+        });
+        let consent = match &ledger {
+            Some(ledger) => ledger.gate(),
+            None => Arc::new(match config.remote_ledger().filter(|_| remote) {
+                Some(settings) => tutela_policy::ConsentGate::new(
+                    Arc::new(tutela_policy::consent::RemoteLedger::new(&settings)?),
+                    tutela_policy::consent::MAX_TTL,
+                ),
+                None => tutela_policy::ConsentGate::without_ledger(),
+            }),
+        };
+        Ok(tutela_host::Context {
+            db: self.db,
+            keyring: self.keyring,
+            audit: self.audit,
+            clock: self.clock,
+            register: self.register,
+            consent,
+            ledger,
+            settings: serde_json::Value::Null,
+            max_message_bytes: config.server.max_message_bytes,
+        })
+    }
+}
+
+/// `ctx` with the settings section of `service`.
+pub(crate) fn for_service(
+    ctx: &tutela_host::Context,
+    config: &Config,
+    service: &dyn HostedService,
+) -> tutela_host::Context {
+    tutela_host::Context {
+        settings: config.section(service.name()).cloned().unwrap_or_default(),
+        ..ctx.clone()
+    }
+}
+
 /// Connects, migrates and builds everything `run` serves.
 pub async fn assemble(config: &Config) -> anyhow::Result<Assembled> {
-    let hosted = services::resolve(&config.server.services)?;
+    let hosted = services::hosted(&config.server.services)?;
     // The one place development keys are generated: every other command only reads them.
     let generated = keys::generate_development_keys(config)?;
     let keyring = Arc::new(keys::load_keyring(config)?);
     let audit_keys = keys::load_audit_keys(config)?;
     let db = migrate(config).await?;
     let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
-    let learners = hosted.contains(&tutela_enrolment::SERVICE).then(|| {
-        tutela_enrolment::Learners::new(
-            db.clone(),
-            keyring.clone(),
-            audit_keys.clone(),
-            clock.clone(),
-        )
-    });
     let audit = tutela_policy::audit::AuditLog::start(db.clone(), audit_keys, clock.clone());
     let register = Arc::new(crate::guard::load_register(config)?);
-    // The ledger is read in-process where this process hosts it; elsewhere over gRPC when one
-    // is configured, and otherwise consent-based purposes fail closed.
-    let ledger = hosted.contains(&tutela_subscription::SERVICE).then(|| {
-        Arc::new(tutela_subscription::Ledger::new(
-            db.clone(),
-            keyring.clone(),
-            clock.clone(),
-        ))
-    });
-    let consent = Arc::new(match &ledger {
-        Some(ledger) => {
-            tutela_policy::ConsentGate::new(ledger.clone(), tutela_policy::consent::MAX_TTL)
-        }
-        None => match config.remote_ledger() {
-            Some(settings) => tutela_policy::ConsentGate::new(
-                Arc::new(tutela_policy::consent::RemoteLedger::new(&settings)?),
-                tutela_policy::consent::MAX_TTL,
-            ),
-            None => tutela_policy::ConsentGate::without_ledger(),
-        },
-    });
-    let subscriptions = ledger.as_ref().map(|ledger| {
-        tutela_subscription::Subscriptions::new(tutela_subscription::Parts {
-            db: db.clone(),
-            keyring: keyring.clone(),
-            audit: audit.clone(),
-            clock: clock.clone(),
-            ledger: ledger.clone(),
-            gate: consent.clone(),
-            register: register.clone(),
-            public_base_url: config.subscription.public_base_url.clone(),
-        })
-    });
+    let ctx = Shared {
+        db,
+        keyring,
+        audit: audit.clone(),
+        clock,
+        register: register.clone(),
+    }
+    .context(config, &hosted, true)?;
     let guard = Arc::new(crate::guard::build(
         config,
         audit,
         register.clone(),
-        consent.clone(),
+        ctx.consent.clone(),
     )?);
     write_dev_admin_token(config, generated.dev_secret)?;
     let s = &config.server;
 
-    let (reporter, health) = tonic_health::server::health_reporter();
-    // Overall status, plus one entry per hosted service under its short name (the name the
-    // Kubernetes probes ask for).
-    let mut health_names = vec![OVERALL.to_owned()];
-    health_names.extend(hosted.iter().map(|s| (*s).to_owned()));
-    // ...and under the full gRPC names of the services they expose, as generic clients ask.
-    health_names.push(SUBJECT_DATA.to_owned());
-    if ledger.is_some() {
-        health_names.push(CONSENT_LEDGER.to_owned());
-        health_names.push(SUBSCRIPTIONS.to_owned());
-    }
-    if learners.is_some() {
-        health_names.extend(
-            [LEARNERS, COURSES, ENROLMENTS, HOLDS, CERTIFICATES, FEEDBACK].map(str::to_owned),
+    let mut served = Served::default();
+    if let Some(ledger) = &ctx.ledger {
+        served.grpc(
+            tutela_proto::consent::consent_ledger_server::ConsentLedgerServer::new(
+                tutela_ledger::ConsentLedgerService::new(ledger, register),
+            )
+            .max_decoding_message_size(s.max_message_bytes)
+            .max_encoding_message_size(s.max_message_bytes),
         );
     }
+    let interval = Duration::from_secs(config.retention.sweep_interval_secs);
+    for service in &hosted {
+        let ctx = for_service(&ctx, config, *service);
+        service
+            .build(&ctx, &mut served)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", service.name()))?;
+        let sweepers = service
+            .sweepers(&ctx)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", service.name()))?;
+        for sweeper in sweepers {
+            let clock = ctx.clock.clone();
+            let lease =
+                crate::retention::lease(&ctx.db, service.name(), sweeper.name(), clock.clone());
+            tokio::spawn(async move {
+                on_schedule(sweeper.name(), interval, lease, || {
+                    let (sweeper, now) = (sweeper.clone(), clock.now());
+                    async move { sweeper.sweep(now, false, &|_, _, _| {}).await.map(|_| ()) }
+                })
+                .await;
+            });
+        }
+    }
+    let tutela_host::ServedParts {
+        grpc: mut routes,
+        names,
+        http,
+        providers,
+    } = served.into_parts();
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    // Overall status, plus one entry per hosted service under its short name (the name the
+    // Kubernetes probes ask for)...
+    let mut health_names = vec![OVERALL.to_owned()];
+    health_names.extend(hosted.iter().map(|s| s.name().to_owned()));
+    // ...and under the full gRPC names of the services they expose, as generic clients ask.
+    health_names.push(SUBJECT_DATA.to_owned());
+    health_names.extend(names.iter().map(|n| (*n).to_owned()));
     set_all(&reporter, &health_names, ServingStatus::Serving).await;
 
-    let mut routes = RoutesBuilder::default();
     routes.add_service(
         health
             .max_decoding_message_size(s.max_message_bytes)
             .max_encoding_message_size(s.max_message_bytes),
     );
-    let interval = Duration::from_secs(config.retention.sweep_interval_secs);
     // One SubjectData endpoint with a provider per hosted service.
-    let mut providers: Vec<Arc<dyn tutela_policy::rights::SubjectDataProvider>> = Vec::new();
-    if let Some(learners) = &learners {
-        providers.push(Arc::new(tutela_enrolment::EnrolmentRights::new(
-            learners.clone(),
-            tutela_enrolment::Records::new(db.clone(), learners.clone()),
-            tutela_enrolment::Holds::new(db.clone()),
-        )));
-        let sweeper = tutela_enrolment::Sweeper::new(
-            db.clone(),
-            learners.clone(),
-            tutela_enrolment::Holds::new(db.clone()),
-            register.clone(),
-        );
-        let lease =
-            tutela_store::Lease::new(db.clone(), tutela_enrolment::SWEEP_LEASE, clock.clone());
-        let clock = clock.clone();
-        tokio::spawn(async move {
-            on_schedule("retention", interval, lease, || {
-                let (sweeper, now) = (sweeper.clone(), clock.now());
-                async move { sweeper.sweep(now, false, &|_, _, _| {}).await.map(|_| ()) }
-            })
-            .await;
-        });
-    }
-    if let Some(subs) = &subscriptions {
-        providers.push(Arc::new(tutela_subscription::SubscriptionRights::new(
-            subs.clone(),
-        )));
-        let lease = tutela_store::Lease::new(
-            db.clone(),
-            tutela_subscription::EVENT_SWEEP_LEASE,
-            clock.clone(),
-        );
-        let (db, register, clock) = (db.clone(), register.clone(), clock.clone());
-        tokio::spawn(async move {
-            on_schedule("delivery events", interval, lease, || {
-                let (db, register, now) = (db.clone(), register.clone(), clock.now());
-                async move {
-                    tutela_subscription::sweep_events(&db, &register, now, false)
-                        .await
-                        .map(|_| ())
-                }
-            })
-            .await;
-        });
-    }
     routes.add_service(
         tutela_proto::privacy::subject_data_server::SubjectDataServer::new(
             tutela_policy::rights::SubjectDataDispatcher::new(providers),
@@ -285,73 +284,7 @@ pub async fn assemble(config: &Config) -> anyhow::Result<Assembled> {
         .max_encoding_message_size(s.max_message_bytes),
     );
     let mut advertised = vec![HEALTH, SUBJECT_DATA];
-    if let Some(learners) = learners {
-        let records = tutela_enrolment::Records::new(db.clone(), learners.clone());
-        routes.add_service(
-            tutela_proto::enrolment::course_service_server::CourseServiceServer::new(
-                tutela_enrolment::CourseService::new(records.clone()),
-            )
-            .max_decoding_message_size(s.max_message_bytes)
-            .max_encoding_message_size(s.max_message_bytes),
-        );
-        routes.add_service(
-            tutela_proto::enrolment::enrolment_service_server::EnrolmentServiceServer::new(
-                tutela_enrolment::EnrolmentService::new(records.clone()),
-            )
-            .max_decoding_message_size(s.max_message_bytes)
-            .max_encoding_message_size(s.max_message_bytes),
-        );
-        routes.add_service(
-            tutela_proto::enrolment::legal_hold_service_server::LegalHoldServiceServer::new(
-                tutela_enrolment::LegalHoldService::new(records.clone()),
-            )
-            .max_decoding_message_size(s.max_message_bytes)
-            .max_encoding_message_size(s.max_message_bytes),
-        );
-        routes.add_service(
-            tutela_proto::enrolment::certificate_service_server::CertificateServiceServer::new(
-                tutela_enrolment::CertificateService::new(records.clone(), register.clone()),
-            )
-            .max_decoding_message_size(s.max_message_bytes)
-            .max_encoding_message_size(s.max_message_bytes),
-        );
-        routes.add_service(
-            tutela_proto::enrolment::feedback_service_server::FeedbackServiceServer::new(
-                tutela_enrolment::FeedbackService::new(records.clone()),
-            )
-            .max_decoding_message_size(s.max_message_bytes)
-            .max_encoding_message_size(s.max_message_bytes),
-        );
-        advertised.extend([COURSES, ENROLMENTS, HOLDS, CERTIFICATES, FEEDBACK]);
-        routes.add_service(
-            tutela_proto::enrolment::learner_service_server::LearnerServiceServer::new(
-                tutela_enrolment::LearnerService::new(learners, register.clone()),
-            )
-            .max_decoding_message_size(s.max_message_bytes)
-            .max_encoding_message_size(s.max_message_bytes),
-        );
-        advertised.push(LEARNERS);
-    }
-    if let Some(ledger) = ledger {
-        routes.add_service(
-            tutela_proto::consent::consent_ledger_server::ConsentLedgerServer::new(
-                tutela_subscription::ConsentLedgerService::new(ledger, consent, register),
-            )
-            .max_decoding_message_size(s.max_message_bytes)
-            .max_encoding_message_size(s.max_message_bytes),
-        );
-        advertised.push(CONSENT_LEDGER);
-    }
-    if let Some(subs) = &subscriptions {
-        routes.add_service(
-            tutela_proto::subscription::subscription_service_server::SubscriptionServiceServer::new(
-                tutela_subscription::SubscriptionService::new(subs.clone()),
-            )
-            .max_decoding_message_size(s.max_message_bytes)
-            .max_encoding_message_size(s.max_message_bytes),
-        );
-        advertised.push(SUBSCRIPTIONS);
-    }
+    advertised.extend(names);
     if s.reflection {
         advertised.extend([REFLECTION_V1, REFLECTION_V1ALPHA]);
         routes.add_service(
@@ -372,11 +305,10 @@ pub async fn assemble(config: &Config) -> anyhow::Result<Assembled> {
     tokio::spawn(reload_on_hangup(config.clone(), guard.clone()));
 
     let mut routes = routes.routes();
-    if let Some(subs) = subscriptions {
-        // RFC 8058 one-click unsubscribe: plain HTTP/1.1 POSTs from mail clients, beside gRPC.
+    if let Some(http) = http {
+        // Plain HTTP routes of the hosted services (RFC 8058 unsubscribe), beside gRPC.
         let router = std::mem::take(routes.axum_router_mut());
-        *routes.axum_router_mut() =
-            router.merge(tutela_subscription::subscriptions::http::router(subs));
+        *routes.axum_router_mut() = router.merge(http);
     }
     Ok(Assembled {
         routes,
@@ -438,7 +370,7 @@ where
 }
 
 /// The names server spans may carry: every RPC of the contract, of health and of reflection, and
-/// the one-click unsubscribe route's template.
+/// the templates of the services' plain HTTP routes (the one-click unsubscribe).
 fn span_names() -> anyhow::Result<tutela_telemetry::Routes> {
     let sets = [
         tutela_proto::FILE_DESCRIPTOR_SET,
@@ -462,9 +394,13 @@ fn span_names() -> anyhow::Result<tutela_telemetry::Routes> {
             }
         }
     }
-    Ok(tutela_telemetry::Routes::default()
-        .with_rpcs(rpcs)
-        .with_http_route(&tutela_subscription::subscriptions::http::route()))
+    let mut routes = tutela_telemetry::Routes::default().with_rpcs(rpcs);
+    for service in services::all() {
+        for template in service.http_route_templates() {
+            routes = routes.with_http_route(&template);
+        }
+    }
+    Ok(routes)
 }
 
 /// The service name spans are exported under unless `OTEL_SERVICE_NAME` names one: `tutela`, or

@@ -1,19 +1,29 @@
 //! Which services a process hosts. The names are the ones `--service` and `server.services`
-//! accept; a service is available once its crate is built into this binary.
+//! accept; a service is available once its crate is built into this binary and listed in
+//! [`all`], the one list that `serve`, `migrate`, `retention sweep` and `serve --check` iterate.
 
 use anyhow::bail;
+use tutela_host::HostedService;
 
 /// Every service of the suite, in the order they are hosted.
 pub const KNOWN: [&str; 4] = ["enrolment", "sharing", "survey", "subscription"];
 
-/// The services built into this binary.
-pub const AVAILABLE: [&str; 2] = ["enrolment", "subscription"];
+/// The services built into this binary. Adding a service is its crate and one line here.
+pub fn all() -> [&'static dyn HostedService; 2] {
+    [tutela_enrolment::HOSTED, tutela_subscription::HOSTED]
+}
+
+/// The names of the services built into this binary.
+pub fn available() -> Vec<&'static str> {
+    all().iter().map(|s| s.name()).collect()
+}
 
 /// The services to host: `requested`, or every available one when empty. An unknown name, or a
 /// known service that this build does not contain yet, is an error naming it.
 pub fn resolve(requested: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    let available = available();
     if requested.is_empty() {
-        return Ok(AVAILABLE.to_vec());
+        return Ok(available);
     }
     let mut hosted = Vec::new();
     for name in requested {
@@ -23,7 +33,7 @@ pub fn resolve(requested: &[String]) -> anyhow::Result<Vec<&'static str>> {
                 KNOWN.join(", ")
             );
         };
-        if !AVAILABLE.contains(known) {
+        if !available.contains(known) {
             bail!("service {name:?} is not available in this build yet");
         }
         if !hosted.contains(known) {
@@ -31,6 +41,15 @@ pub fn resolve(requested: &[String]) -> anyhow::Result<Vec<&'static str>> {
         }
     }
     Ok(hosted)
+}
+
+/// The services to host (see [`resolve`]), in that order.
+pub fn hosted(requested: &[String]) -> anyhow::Result<Vec<&'static dyn HostedService>> {
+    let all = all();
+    Ok(resolve(requested)?
+        .into_iter()
+        .filter_map(|name| all.iter().copied().find(|s| s.name() == name))
+        .collect())
 }
 
 #[cfg(test)]
@@ -48,6 +67,21 @@ mod tests {
 
     #[test]
     fn no_request_means_every_available_service() {
-        assert_eq!(resolve(&[]).unwrap(), AVAILABLE.to_vec());
+        assert_eq!(resolve(&[]).unwrap(), ["enrolment", "subscription"]);
+        assert_eq!(resolve(&[]).unwrap(), available());
+    }
+
+    #[test]
+    fn every_service_built_in_is_a_known_one_and_sharing_and_survey_are_not_yet() {
+        for name in available() {
+            assert!(KNOWN.contains(&name), "{name}");
+        }
+        for name in ["sharing", "survey"] {
+            let err = resolve(&[name.to_owned()]).unwrap_err().to_string();
+            assert!(err.contains("not available in this build yet"), "{err}");
+        }
+        let hosted = hosted(&["subscription".to_owned()]).unwrap();
+        assert_eq!(hosted.len(), 1);
+        assert_eq!(hosted[0].name(), "subscription");
     }
 }

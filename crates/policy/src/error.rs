@@ -48,6 +48,70 @@ impl Violation {
     }
 }
 
+/// Declares [`Precondition`] from one list, so that its `ALL` and its reasons cannot miss a
+/// variant.
+macro_rules! preconditions {
+    ($($(#[doc = $doc:literal])+ $variant:ident => $reason:literal,)+) => {
+        /// Every `ErrorInfo.reason` a client may see with FAILED_PRECONDITION: the request is
+        /// well-formed, but the state of the data (or of the subject's consent, or of the
+        /// register) forbids it now. `proto/tutela/common/v1/errors.proto` documents each one
+        /// (`FailedPreconditionReason`); a test keeps the two lists equal.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Precondition {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        impl Precondition {
+            /// Every reason, in declaration order.
+            pub const ALL: &[Self] = &[$(Self::$variant),+];
+
+            /// The `ErrorInfo.reason` clients switch on; never changes once released.
+            pub const fn reason(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $reason,)+
+                }
+            }
+        }
+    };
+}
+
+preconditions! {
+    /// The purpose is known but the processing register does not list it.
+    PurposeNotRegistered => "PURPOSE_NOT_REGISTERED",
+    /// The purpose needs the subject's consent and the ledger holds none (or a withdrawal).
+    ConsentRequired => "CONSENT_REQUIRED",
+    /// Processing of the subject's data is restricted (GDPR Art. 18).
+    ProcessingRestricted => "PROCESSING_RESTRICTED",
+    /// The subject is under the age of consent and no guardian's consent is recorded.
+    GuardianConsentRequired => "GUARDIAN_CONSENT_REQUIRED",
+    /// A legal hold protects the data.
+    LegalHold => "LEGAL_HOLD",
+    /// The subject's data was erased (their key shredded): nothing of theirs can be opened.
+    SubjectErased => "SUBJECT_ERASED",
+    /// The enrolment lifecycle does not allow the requested status change.
+    InvalidTransition => "INVALID_TRANSITION",
+    /// The resource changed between the read and the write; read it again.
+    ConcurrentChange => "CONCURRENT_CHANGE",
+    /// Results are recorded only for enrolments that have started.
+    EnrolmentNotStarted => "ENROLMENT_NOT_STARTED",
+    /// Certificates are issued only for completed enrolments.
+    EnrolmentNotCompleted => "ENROLMENT_NOT_COMPLETED",
+    /// The legal hold was released already.
+    HoldReleased => "HOLD_RELEASED",
+    /// The subscription no longer waits for confirmation (unsubscribed or suppressed).
+    SubscriptionNotPending => "SUBSCRIPTION_NOT_PENDING",
+    /// The address is on the suppression list and cannot be subscribed.
+    AddressSuppressed => "ADDRESS_SUPPRESSED",
+    /// An access request needs a recent, recorded verification of the requester's identity.
+    IdentityNotVerified => "IDENTITY_NOT_VERIFIED",
+}
+
+impl std::fmt::Display for Precondition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
 /// Everything a tutela call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -94,11 +158,13 @@ pub enum Error {
     #[error("a legal hold protects this data")]
     LegalHold,
     /// The request is well-formed but the resource's state forbids it (e.g. an enrolment
-    /// transition). `reason` is an ErrorInfo reason, `message` a sentence without personal data.
+    /// transition). `reason` gives the ErrorInfo reason, `message` a sentence without personal
+    /// data. The preconditions with details of their own (consent, restriction, hold, register)
+    /// have their own variants above.
     #[error("{message}")]
     FailedPrecondition {
         /// Machine-readable reason.
-        reason: &'static str,
+        reason: Precondition,
         /// Human-readable explanation.
         message: String,
     },
@@ -163,14 +229,14 @@ impl Error {
             Self::Unauthenticated(AuthFailure::Inconsistent(_)) => "TOKEN_INCONSISTENT",
             Self::PurposeMissing => "PURPOSE_MISSING",
             Self::PurposeUnknown => "PURPOSE_UNKNOWN",
-            Self::PurposeNotRegistered(_) => "PURPOSE_NOT_REGISTERED",
+            Self::PurposeNotRegistered(_) => Precondition::PurposeNotRegistered.reason(),
+            Self::ConsentRequired { .. } => Precondition::ConsentRequired.reason(),
+            Self::Restricted => Precondition::ProcessingRestricted.reason(),
+            Self::GuardianConsentRequired { .. } => Precondition::GuardianConsentRequired.reason(),
+            Self::LegalHold => Precondition::LegalHold.reason(),
+            Self::FailedPrecondition { reason, .. } => reason.reason(),
             Self::Denied => "ACCESS_DENIED",
             Self::CategoryDenied(_) => "CATEGORY_DENIED",
-            Self::ConsentRequired { .. } => "CONSENT_REQUIRED",
-            Self::Restricted => "PROCESSING_RESTRICTED",
-            Self::GuardianConsentRequired { .. } => "GUARDIAN_CONSENT_REQUIRED",
-            Self::LegalHold => "LEGAL_HOLD",
-            Self::FailedPrecondition { reason, .. } => reason,
             Self::InvalidArgument(_) => "INVALID_ARGUMENT",
             Self::MalformedRequest(_) => "MALFORMED_REQUEST",
             Self::CompressionUnsupported => "COMPRESSION_UNSUPPORTED",
@@ -182,6 +248,19 @@ impl Error {
             Self::AuditUnavailable => "AUDIT_UNAVAILABLE",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// The precondition that failed, for the errors that answer FAILED_PRECONDITION.
+    pub fn precondition(&self) -> Option<Precondition> {
+        match self {
+            Self::PurposeNotRegistered(_) => Some(Precondition::PurposeNotRegistered),
+            Self::ConsentRequired { .. } => Some(Precondition::ConsentRequired),
+            Self::Restricted => Some(Precondition::ProcessingRestricted),
+            Self::GuardianConsentRequired { .. } => Some(Precondition::GuardianConsentRequired),
+            Self::LegalHold => Some(Precondition::LegalHold),
+            Self::FailedPrecondition { reason, .. } => Some(*reason),
+            _ => None,
         }
     }
 
@@ -230,7 +309,7 @@ impl From<tutela_store::StoreError> for Error {
         match err {
             StoreError::Database(db) => db.into(),
             StoreError::Erased => Self::FailedPrecondition {
-                reason: "SUBJECT_ERASED",
+                reason: Precondition::SubjectErased,
                 message: "the subject's data was erased".into(),
             },
             StoreError::KeyNotFound => Self::NotFound("subject"),
@@ -416,7 +495,7 @@ mod tests {
             (Error::LegalHold, Code::FailedPrecondition, "LEGAL_HOLD"),
             (
                 Error::FailedPrecondition {
-                    reason: "INVALID_TRANSITION",
+                    reason: Precondition::InvalidTransition,
                     message: "no".into(),
                 },
                 Code::FailedPrecondition,
@@ -468,6 +547,92 @@ mod tests {
                 .expect("every status has ErrorInfo");
             assert_eq!(info.reason, reason);
             assert_eq!(info.domain, ERROR_DOMAIN);
+        }
+    }
+
+    #[test]
+    fn every_failed_precondition_names_its_precondition_as_its_reason() {
+        let failing = Precondition::ALL
+            .iter()
+            .map(|p| Error::FailedPrecondition {
+                reason: *p,
+                message: "no".into(),
+            })
+            .chain([
+                Error::PurposeNotRegistered("marketing"),
+                Error::ConsentRequired {
+                    purpose: "marketing",
+                    recipient: None,
+                },
+                Error::Restricted,
+                Error::GuardianConsentRequired {
+                    purpose: "marketing",
+                    age_of_consent: 13,
+                },
+                Error::LegalHold,
+            ]);
+        for err in failing {
+            assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+            let precondition = err.precondition().expect("a precondition");
+            assert_eq!(precondition.reason(), err.reason());
+        }
+        assert_eq!(Error::Denied.precondition(), None);
+    }
+
+    /// The leading comment of each value of `tutela.common.v1.FailedPreconditionReason`, by
+    /// value name, read from the source info the descriptor set keeps.
+    fn documented_reasons() -> HashMap<String, String> {
+        use prost_reflect::prost_types::FileDescriptorProto;
+        const ENUM_TYPE: i32 = 5; // FileDescriptorProto.enum_type
+        const ENUM_VALUE: i32 = 2; // EnumDescriptorProto.value
+        let pool = tutela_proto::descriptor_pool().expect("the contract's descriptors");
+        let file: &FileDescriptorProto = pool
+            .file_descriptor_protos()
+            .find(|f| f.name() == "tutela/common/v1/errors.proto")
+            .expect("errors.proto is compiled");
+        let (e, reasons) = file
+            .enum_type
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.name() == "FailedPreconditionReason")
+            .expect("the FailedPreconditionReason enum");
+        let comments = file.source_code_info.as_ref().expect("source info");
+        reasons
+            .value
+            .iter()
+            .enumerate()
+            .map(|(v, value)| {
+                let path = [ENUM_TYPE, e as i32, ENUM_VALUE, v as i32];
+                let comment = comments
+                    .location
+                    .iter()
+                    .find(|l| l.path == path)
+                    .map(|l| l.leading_comments().trim().to_owned())
+                    .unwrap_or_default();
+                (value.name().to_owned(), comment)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_precondition_reason_is_documented_in_the_contract_and_no_other() {
+        let documented = documented_reasons();
+        for p in Precondition::ALL {
+            let name = format!("FAILED_PRECONDITION_REASON_{}", p.reason());
+            let comment = documented
+                .get(&name)
+                .unwrap_or_else(|| panic!("{name} is missing from errors.proto"));
+            assert!(!comment.is_empty(), "{name} has no comment in errors.proto");
+        }
+        let sent: Vec<String> = Precondition::ALL
+            .iter()
+            .map(|p| format!("FAILED_PRECONDITION_REASON_{}", p.reason()))
+            .collect();
+        for name in documented.keys() {
+            assert!(
+                name == "FAILED_PRECONDITION_REASON_UNSPECIFIED" || sent.contains(name),
+                "errors.proto documents {name}, which no Precondition sends"
+            );
         }
     }
 

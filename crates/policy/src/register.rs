@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::ops::Range;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -388,6 +389,260 @@ fn parse_retention(text: &str) -> Option<(u32, u32)> {
     }
 }
 
+/// The register text being parsed, to name the line of what is wrong in it.
+struct Source<'a> {
+    text: &'a str,
+    source_name: &'a str,
+}
+
+impl Source<'_> {
+    fn err(&self, span: Range<usize>, message: String) -> RegisterError {
+        RegisterError {
+            source_name: self.source_name.to_owned(),
+            line: line_of(self.text, span.start),
+            message,
+        }
+    }
+
+    /// One purpose's entry, checked against the vocabularies, the rules that tie its bases,
+    /// categories and consent together, and the register's `recipients`.
+    fn purpose_rule(
+        &self,
+        name: &Spanned<String>,
+        rule: RawPurpose,
+        recipients: &BTreeMap<String, Recipient>,
+    ) -> Result<PurposeRule, RegisterError> {
+        let purpose = self.purpose(name)?;
+        let legal_bases = self.legal_bases(name, &rule.legal_bases)?;
+        let categories = self.categories(&rule.categories)?;
+        self.check_conditions(name, &rule, &legal_bases, categories)?;
+        let retention = self.retention(&rule.retention, &rule.retention_from)?;
+        let recipients = self.recipient_ids(&rule.recipients, recipients)?;
+        Ok(PurposeRule {
+            purpose,
+            description: rule.description,
+            legal_bases,
+            art9_condition: rule.art9_condition,
+            categories,
+            consent_required: rule.consent_required,
+            retention,
+            recipients,
+        })
+    }
+
+    fn purpose(&self, name: &Spanned<String>) -> Result<Purpose, RegisterError> {
+        Purpose::from_short_name(name.get_ref()).ok_or_else(|| {
+            let known: Vec<&str> = PURPOSE_NAMES.iter().map(|(_, n)| *n).collect();
+            self.err(
+                name.span(),
+                format!(
+                    "unknown purpose {:?}; purposes are {}",
+                    name.get_ref(),
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+
+    /// The purpose's legal bases: each one known, at least one.
+    fn legal_bases(
+        &self,
+        name: &Spanned<String>,
+        raw: &[Spanned<String>],
+    ) -> Result<Vec<LegalBasis>, RegisterError> {
+        let mut legal_bases = Vec::new();
+        for b in raw {
+            let basis = LegalBasis::from_short_name(b.get_ref()).ok_or_else(|| {
+                let known: Vec<&str> = LEGAL_BASIS_NAMES.iter().map(|(_, n)| *n).collect();
+                self.err(
+                    b.span(),
+                    format!(
+                        "unknown legal basis {:?}; bases are {}",
+                        b.get_ref(),
+                        known.join(", ")
+                    ),
+                )
+            })?;
+            legal_bases.push(basis);
+        }
+        if legal_bases.is_empty() {
+            return Err(self.err(
+                name.span(),
+                format!("purpose {} has no legal basis", name.get_ref()),
+            ));
+        }
+        Ok(legal_bases)
+    }
+
+    /// The categories a purpose may touch; `none` is not a category one can be allowed.
+    fn categories(&self, raw: &[Spanned<String>]) -> Result<CategorySet, RegisterError> {
+        let mut categories = CategorySet::EMPTY;
+        for c in raw {
+            match DataCategory::from_short_name(c.get_ref()) {
+                Some(DataCategory::None) | None => {
+                    return Err(
+                        self.err(c.span(), format!("unknown data category {:?}", c.get_ref()))
+                    );
+                }
+                Some(category) => categories.insert(category),
+            }
+        }
+        Ok(categories)
+    }
+
+    /// Art. 9 data needs its condition; a consent check needs consent among the bases, and
+    /// consent as the only basis needs the consent check.
+    fn check_conditions(
+        &self,
+        name: &Spanned<String>,
+        rule: &RawPurpose,
+        legal_bases: &[LegalBasis],
+        categories: CategorySet,
+    ) -> Result<(), RegisterError> {
+        if categories.contains(DataCategory::SpecialCategory)
+            && rule
+                .art9_condition
+                .as_deref()
+                .is_none_or(|c| c.trim().is_empty())
+        {
+            return Err(self.err(
+                name.span(),
+                format!(
+                    "purpose {} touches special_category data but names no art9_condition",
+                    name.get_ref()
+                ),
+            ));
+        }
+        let consents = legal_bases.contains(&LegalBasis::Consent);
+        if rule.consent_required && !consents {
+            return Err(self.err(
+                name.span(),
+                format!(
+                    "purpose {} requires consent, so its legal_bases must include consent",
+                    name.get_ref()
+                ),
+            ));
+        }
+        if consents && legal_bases.len() == 1 && !rule.consent_required {
+            return Err(self.err(
+                name.span(),
+                format!(
+                    "purpose {} rests on consent alone, so consent_required must be true",
+                    name.get_ref()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn retention(
+        &self,
+        period: &Spanned<String>,
+        from: &Spanned<String>,
+    ) -> Result<Retention, RegisterError> {
+        let (months, days) = parse_retention(period.get_ref()).ok_or_else(|| {
+            self.err(
+                period.span(),
+                "retention must be <n>d, <n>m or <n>y".to_owned(),
+            )
+        })?;
+        let from = match from.get_ref().as_str() {
+            "collection" => RetentionFrom::Collection,
+            "programme_end" => RetentionFrom::ProgrammeEnd,
+            "last_activity" => RetentionFrom::LastActivity,
+            "withdrawal" => RetentionFrom::Withdrawal,
+            other => {
+                return Err(self.err(
+                    from.span(),
+                    format!(
+                        "retention_from {other:?} must be collection, programme_end, last_activity or withdrawal"
+                    ),
+                ));
+            }
+        };
+        Ok(Retention { months, days, from })
+    }
+
+    /// A purpose's recipients, each declared in the register's `recipients`.
+    fn recipient_ids(
+        &self,
+        raw: &[Spanned<String>],
+        declared: &BTreeMap<String, Recipient>,
+    ) -> Result<Vec<String>, RegisterError> {
+        raw.iter()
+            .map(|r| {
+                if declared.contains_key(r.get_ref()) {
+                    Ok(r.get_ref().clone())
+                } else {
+                    Err(self.err(r.span(), format!("unknown recipient {:?}", r.get_ref())))
+                }
+            })
+            .collect()
+    }
+
+    /// The built-in recognisers, then the register's own patterns.
+    fn prohibited_identifiers(
+        &self,
+        raw: BTreeMap<Spanned<String>, RawProhibited>,
+    ) -> Result<ProhibitedIdentifiers, RegisterError> {
+        let mut prohibited = built_in_prohibited()
+            .map_err(|e| self.err(0..0, format!("built-in recogniser: {e}")))?;
+        for (name, raw) in raw {
+            let recogniser =
+                Recogniser::pattern(name.get_ref(), raw.pattern.get_ref()).map_err(|e| {
+                    self.err(
+                        raw.pattern.span(),
+                        format!("pattern of {}: {e}", name.get_ref()),
+                    )
+                })?;
+            prohibited.push(ProhibitedIdentifier::new(&raw.description, recogniser));
+        }
+        ProhibitedIdentifiers::new(prohibited)
+            .map_err(|e| self.err(0..0, format!("prohibited identifiers: {e}")))
+    }
+
+    fn minors(&self, m: &RawMinors) -> Result<Minors, RegisterError> {
+        let valid_age = |a: &Spanned<u8>| {
+            if (1..=21).contains(a.get_ref()) {
+                Ok(*a.get_ref())
+            } else {
+                Err(self.err(
+                    a.span(),
+                    "an age of consent must be between 1 and 21".to_owned(),
+                ))
+            }
+        };
+        let mut by_country = BTreeMap::new();
+        for (country, age) in &m.by_country {
+            let code = country.get_ref();
+            if !crate::validate::is_country_code(code) {
+                return Err(self.err(
+                    country.span(),
+                    format!("{code:?} is not an ISO 3166-1 alpha-2 country code"),
+                ));
+            }
+            by_country.insert(code.clone(), valid_age(age)?);
+        }
+        Ok(Minors {
+            age_of_consent: valid_age(&m.age_of_consent)?,
+            by_country,
+        })
+    }
+
+    fn communications(&self, c: &RawCommunications) -> Result<Communications, RegisterError> {
+        let days = *c.event_retention_days.get_ref();
+        if !(1..=3650).contains(&days) {
+            return Err(self.err(
+                c.event_retention_days.span(),
+                "event_retention_days must be between 1 and 3650".to_owned(),
+            ));
+        }
+        Ok(Communications {
+            event_retention_days: days,
+        })
+    }
+}
+
 impl Register {
     /// The default register.
     pub fn default_register() -> Result<Self, RegisterError> {
@@ -396,207 +651,31 @@ impl Register {
 
     /// Parses and validates a register; `source_name` is used in errors.
     pub fn parse(text: &str, source_name: &str) -> Result<Self, RegisterError> {
-        let err = |span: std::ops::Range<usize>, message: String| RegisterError {
-            source_name: source_name.to_owned(),
-            line: line_of(text, span.start),
-            message,
-        };
+        let src = Source { text, source_name };
         let raw: RawRegister = toml::from_str(text)
-            .map_err(|e| err(e.span().unwrap_or(0..0), e.message().to_owned()))?;
-
+            .map_err(|e| src.err(e.span().unwrap_or(0..0), e.message().to_owned()))?;
         let recipients: BTreeMap<String, Recipient> = raw
             .recipients
             .into_iter()
             .map(|(k, v)| (k.into_inner(), v))
             .collect();
-
-        let mut purposes = Vec::new();
-        for (name, rule) in raw.purposes {
-            let purpose = Purpose::from_short_name(name.get_ref()).ok_or_else(|| {
-                let known: Vec<&str> = PURPOSE_NAMES.iter().map(|(_, n)| *n).collect();
-                err(
-                    name.span(),
-                    format!(
-                        "unknown purpose {:?}; purposes are {}",
-                        name.get_ref(),
-                        known.join(", ")
-                    ),
-                )
-            })?;
-            let mut legal_bases = Vec::new();
-            for b in &rule.legal_bases {
-                let basis = LegalBasis::from_short_name(b.get_ref()).ok_or_else(|| {
-                    let known: Vec<&str> = LEGAL_BASIS_NAMES.iter().map(|(_, n)| *n).collect();
-                    err(
-                        b.span(),
-                        format!(
-                            "unknown legal basis {:?}; bases are {}",
-                            b.get_ref(),
-                            known.join(", ")
-                        ),
-                    )
-                })?;
-                legal_bases.push(basis);
-            }
-            if legal_bases.is_empty() {
-                return Err(err(
-                    name.span(),
-                    format!("purpose {} has no legal basis", name.get_ref()),
-                ));
-            }
-            let mut categories = CategorySet::EMPTY;
-            for c in &rule.categories {
-                match DataCategory::from_short_name(c.get_ref()) {
-                    Some(DataCategory::None) | None => {
-                        return Err(err(
-                            c.span(),
-                            format!("unknown data category {:?}", c.get_ref()),
-                        ));
-                    }
-                    Some(category) => categories.insert(category),
-                }
-            }
-            if categories.contains(DataCategory::SpecialCategory)
-                && rule
-                    .art9_condition
-                    .as_deref()
-                    .is_none_or(|c| c.trim().is_empty())
-            {
-                return Err(err(
-                    name.span(),
-                    format!(
-                        "purpose {} touches special_category data but names no art9_condition",
-                        name.get_ref()
-                    ),
-                ));
-            }
-            let consents = legal_bases.contains(&LegalBasis::Consent);
-            if rule.consent_required && !consents {
-                return Err(err(
-                    name.span(),
-                    format!(
-                        "purpose {} requires consent, so its legal_bases must include consent",
-                        name.get_ref()
-                    ),
-                ));
-            }
-            if consents && legal_bases.len() == 1 && !rule.consent_required {
-                return Err(err(
-                    name.span(),
-                    format!(
-                        "purpose {} rests on consent alone, so consent_required must be true",
-                        name.get_ref()
-                    ),
-                ));
-            }
-            let (months, days) = parse_retention(rule.retention.get_ref()).ok_or_else(|| {
-                err(
-                    rule.retention.span(),
-                    "retention must be <n>d, <n>m or <n>y".to_owned(),
-                )
-            })?;
-            let from = match rule.retention_from.get_ref().as_str() {
-                "collection" => RetentionFrom::Collection,
-                "programme_end" => RetentionFrom::ProgrammeEnd,
-                "last_activity" => RetentionFrom::LastActivity,
-                "withdrawal" => RetentionFrom::Withdrawal,
-                other => {
-                    return Err(err(
-                        rule.retention_from.span(),
-                        format!(
-                            "retention_from {other:?} must be collection, programme_end, last_activity or withdrawal"
-                        ),
-                    ));
-                }
-            };
-            let mut recipient_ids = Vec::new();
-            for r in &rule.recipients {
-                if !recipients.contains_key(r.get_ref()) {
-                    return Err(err(
-                        r.span(),
-                        format!("unknown recipient {:?}", r.get_ref()),
-                    ));
-                }
-                recipient_ids.push(r.get_ref().clone());
-            }
-            purposes.push(std::sync::Arc::new(PurposeRule {
-                purpose,
-                description: rule.description,
-                legal_bases,
-                art9_condition: rule.art9_condition,
-                categories,
-                consent_required: rule.consent_required,
-                retention: Retention { months, days, from },
-                recipients: recipient_ids,
-            }));
-        }
+        let mut purposes = raw
+            .purposes
+            .into_iter()
+            .map(|(name, rule)| src.purpose_rule(&name, rule, &recipients).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         purposes.sort_by_key(|p| p.purpose as i32);
-        let mut prohibited_identifiers =
-            built_in_prohibited().map_err(|e| err(0..0, format!("built-in recogniser: {e}")))?;
-        for (name, raw) in raw.prohibited_identifiers {
-            let recogniser =
-                Recogniser::pattern(name.get_ref(), raw.pattern.get_ref()).map_err(|e| {
-                    err(
-                        raw.pattern.span(),
-                        format!("pattern of {}: {e}", name.get_ref()),
-                    )
-                })?;
-            prohibited_identifiers.push(ProhibitedIdentifier::new(&raw.description, recogniser));
-        }
-        let prohibited_identifiers = ProhibitedIdentifiers::new(prohibited_identifiers)
-            .map_err(|e| err(0..0, format!("prohibited identifiers: {e}")))?;
-        let minors = match raw.minors {
-            None => Minors::default(),
-            Some(m) => {
-                let valid_age = |a: &Spanned<u8>| {
-                    if (1..=21).contains(a.get_ref()) {
-                        Ok(*a.get_ref())
-                    } else {
-                        Err(err(
-                            a.span(),
-                            "an age of consent must be between 1 and 21".to_owned(),
-                        ))
-                    }
-                };
-                let mut by_country = BTreeMap::new();
-                for (country, age) in &m.by_country {
-                    let code = country.get_ref();
-                    if !crate::validate::is_country_code(code) {
-                        return Err(err(
-                            country.span(),
-                            format!("{code:?} is not an ISO 3166-1 alpha-2 country code"),
-                        ));
-                    }
-                    by_country.insert(code.clone(), valid_age(age)?);
-                }
-                Minors {
-                    age_of_consent: valid_age(&m.age_of_consent)?,
-                    by_country,
-                }
-            }
-        };
-        let communications = match raw.communications {
-            None => Communications::default(),
-            Some(c) => {
-                let days = *c.event_retention_days.get_ref();
-                if !(1..=3650).contains(&days) {
-                    return Err(err(
-                        c.event_retention_days.span(),
-                        "event_retention_days must be between 1 and 3650".to_owned(),
-                    ));
-                }
-                Communications {
-                    event_retention_days: days,
-                }
-            }
-        };
         Ok(Self {
             organisation: raw.organisation,
             recipients,
             purposes,
-            prohibited_identifiers,
-            minors,
-            communications,
+            prohibited_identifiers: src.prohibited_identifiers(raw.prohibited_identifiers)?,
+            minors: raw
+                .minors
+                .map_or(Ok(Minors::default()), |m| src.minors(&m))?,
+            communications: raw
+                .communications
+                .map_or(Ok(Communications::default()), |c| src.communications(&c))?,
         })
     }
 

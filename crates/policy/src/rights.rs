@@ -19,7 +19,7 @@ pub const VERIFICATION_VALIDITY: chrono::Duration = chrono::Duration::days(90);
 
 use crate::authorized::{Authorized, SubjectAccess};
 use crate::error::{Error, Result, Violation};
-use crate::validate::Checks;
+use crate::validate::{Checks, Field};
 
 /// One service's part in rights handling. Implementations scope everything to
 /// `access.tenant()` and include in exports only categories in `access.call().readable()`.
@@ -52,22 +52,25 @@ impl std::fmt::Debug for SubjectDataDispatcher {
 
 /// The `method` of an identity verification request: one of the closed list, never unset.
 pub fn verification_method(c: &mut Checks, method: i32) -> Option<VerificationMethod> {
+    parse_verification_method(c, method).ok()
+}
+
+/// [`verification_method`], parsed.
+pub fn parse_verification_method(c: &mut Checks, method: i32) -> Field<VerificationMethod> {
     let method = VerificationMethod::try_from(method)
         .ok()
         .filter(|m| *m != VerificationMethod::Unspecified);
-    c.ensure(
-        method.is_some(),
+    c.parse(
+        method,
         "method",
         "required: how the identity was checked, a tutela.privacy.v1.VerificationMethod",
-    );
-    method
+    )
 }
 
 fn subject_id(subject: Option<&tutela_proto::common::SubjectRef>) -> Result<String> {
     let mut checks = Checks::new();
-    let id = checks.subject_id(subject, "subject");
-    checks.finish()?;
-    id.ok_or_else(|| Error::internal("subject id checked but missing"))
+    let id = checks.subject(subject, "subject");
+    checks.parsed(id)
 }
 
 impl SubjectDataDispatcher {
@@ -136,16 +139,11 @@ impl SubjectData for SubjectDataDispatcher {
         let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
         let r = request.get_ref();
         let mut c = Checks::new();
-        let reference = c
-            .required_text(&r.evidence_reference, "evidence_reference", 200)
-            .map(str::to_owned);
-        let method = verification_method(&mut c, r.method);
-        c.finish()?;
-        let (Some(reference), Some(method)) = (reference, method) else {
-            return Err(Error::internal("verification checked but incomplete").into());
-        };
+        let reference = c.required(&r.evidence_reference, "evidence_reference", 200);
+        let method = parse_verification_method(&mut c, r.method);
+        let (reference, method) = c.parsed((reference, method))?;
         access
-            .record_identity_verification(method, &reference)
+            .record_identity_verification(method, reference)
             .await?;
         let verified_at = chrono::Utc::now();
         Ok(Response::new(RecordIdentityVerificationResponse {
@@ -165,7 +163,7 @@ impl SubjectData for SubjectDataDispatcher {
         let verified = access.identity_verified_at().await?;
         if verified.is_none_or(|at| at + VERIFICATION_VALIDITY < chrono::Utc::now()) {
             return Err(Error::FailedPrecondition {
-                reason: "IDENTITY_NOT_VERIFIED",
+                reason: crate::Precondition::IdentityNotVerified,
                 message: "record a verification of the requester's identity first \
                           (RecordIdentityVerification)"
                     .into(),

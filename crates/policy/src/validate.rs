@@ -37,6 +37,50 @@ pub const DEFAULT_PAGE_SIZE: u64 = 50;
 /// The largest page size; bigger requests are capped.
 pub const MAX_PAGE_SIZE: u64 = 500;
 
+/// Proof that a violation was recorded: only [`Checks::flag`] makes one, so a field that failed
+/// to parse always has its violation in the [`Checks`] that parsed it.
+#[derive(Debug)]
+pub struct Flagged(());
+
+/// A field of a request, parsed into its type, or flagged as bad.
+pub type Field<T> = std::result::Result<T, Flagged>;
+
+/// The fields of one request, parsed or flagged: a [`Field`] or a tuple of them.
+pub trait Fields {
+    /// The parsed values, in the same shape.
+    type Parsed;
+    /// Every value, or the first flag.
+    fn all(self) -> Field<Self::Parsed>;
+}
+
+impl<T> Fields for Field<T> {
+    type Parsed = T;
+    fn all(self) -> Field<T> {
+        self
+    }
+}
+
+macro_rules! fields_tuple {
+    ($($name:ident),+) => {
+        impl<$($name),+> Fields for ($(Field<$name>,)+) {
+            type Parsed = ($($name,)+);
+            #[allow(non_snake_case)]
+            fn all(self) -> Field<Self::Parsed> {
+                let ($($name,)+) = self;
+                Ok(($($name?,)+))
+            }
+        }
+    };
+}
+
+fields_tuple!(A, B);
+fields_tuple!(A, B, C);
+fields_tuple!(A, B, C, D);
+fields_tuple!(A, B, C, D, E);
+fields_tuple!(A, B, C, D, E, F);
+fields_tuple!(A, B, C, D, E, F, G);
+fields_tuple!(A, B, C, D, E, F, G, H);
+
 /// Violations found so far in one request.
 #[derive(Debug, Default)]
 pub struct Checks {
@@ -54,6 +98,27 @@ impl Checks {
         self.violations.push(Violation::new(field, description));
     }
 
+    /// Records a violation of `field` and returns the proof of it, for a field that did not parse.
+    pub fn flag(&mut self, field: impl Into<String>, description: impl Into<String>) -> Flagged {
+        self.fail(field, description);
+        Flagged(())
+    }
+
+    /// `value` parsed, or a violation of `field` when it is `None`.
+    pub fn parse<T>(&mut self, value: Option<T>, field: &str, description: &str) -> Field<T> {
+        value.ok_or_else(|| self.flag(field, description))
+    }
+
+    /// `value()` when no violation was recorded since there were `before` (a [`Checks::len`]),
+    /// else the proof that one was: the result of a parser made of several checks.
+    pub fn clean_since<T>(&self, before: usize, value: impl FnOnce() -> T) -> Field<T> {
+        if self.violations.len() > before {
+            Err(Flagged(()))
+        } else {
+            Ok(value())
+        }
+    }
+
     /// Records a violation unless `ok`.
     pub fn ensure(&mut self, ok: bool, field: &str, description: &str) {
         if !ok {
@@ -68,13 +133,7 @@ impl Checks {
         field: &str,
         max: usize,
     ) -> Option<&'a str> {
-        let value = value.trim();
-        if value.is_empty() {
-            self.fail(field, "required");
-            None
-        } else {
-            self.optional_text(value, field, max)
-        }
+        self.required(value, field, max).ok()
     }
 
     /// An optional text of at most `max` characters, trimmed (empty is fine).
@@ -84,30 +143,45 @@ impl Checks {
         field: &str,
         max: usize,
     ) -> Option<&'a str> {
+        self.optional(value, field, max).ok()
+    }
+
+    /// [`Checks::required_text`], parsed.
+    pub fn required<'a>(&mut self, value: &'a str, field: &str, max: usize) -> Field<&'a str> {
+        let value = value.trim();
+        if value.is_empty() {
+            Err(self.flag(field, "required"))
+        } else {
+            self.optional(value, field, max)
+        }
+    }
+
+    /// [`Checks::optional_text`], parsed.
+    pub fn optional<'a>(&mut self, value: &'a str, field: &str, max: usize) -> Field<&'a str> {
         let value = value.trim();
         if value.chars().count() > max {
-            self.fail(field, format!("at most {max} characters"));
-            None
+            Err(self.flag(field, format!("at most {max} characters")))
         } else {
-            Some(value)
+            Ok(value)
         }
     }
 
     /// The subject id of a required `SubjectRef` at `field` (a UUID).
     pub fn subject_id(&mut self, subject: Option<&SubjectRef>, field: &str) -> Option<String> {
+        self.subject(subject, field).ok()
+    }
+
+    /// [`Checks::subject_id`], parsed.
+    pub fn subject(&mut self, subject: Option<&SubjectRef>, field: &str) -> Field<String> {
         let path = format!("{field}.subject_id");
         let id = subject.map(|s| s.subject_id.trim()).unwrap_or_default();
         if id.is_empty() {
-            self.fail(path, "required");
-            return None;
+            return Err(self.flag(path, "required"));
         }
         match uuid::Uuid::parse_str(id) {
             // One spelling per subject, so that ledger rows, keys and pseudonyms agree.
-            Ok(uuid) => Some(uuid.hyphenated().to_string()),
-            Err(_) => {
-                self.fail(path, "must be a UUID");
-                None
-            }
+            Ok(uuid) => Ok(uuid.hyphenated().to_string()),
+            Err(_) => Err(self.flag(path, "must be a UUID")),
         }
     }
 
@@ -156,18 +230,21 @@ impl Checks {
 
     /// An optional idempotency key at `field`: 8 to 128 characters of `[A-Za-z0-9_-]`.
     pub fn idempotency_key(&mut self, key: Option<&IdempotencyKey>, field: &str) -> Option<String> {
+        self.key(key, field).ok().flatten()
+    }
+
+    /// [`Checks::idempotency_key`], parsed: `Ok(None)` when the request carries no key.
+    pub fn key(&mut self, key: Option<&IdempotencyKey>, field: &str) -> Field<Option<String>> {
         let key = key.map(|k| k.key.as_str()).unwrap_or_default();
         if key.is_empty() {
-            return None;
-        }
-        if is_idempotency_key(key) {
-            Some(key.to_owned())
+            Ok(None)
+        } else if is_idempotency_key(key) {
+            Ok(Some(key.to_owned()))
         } else {
-            self.fail(
+            Err(self.flag(
                 format!("{field}.key"),
                 "8 to 128 characters of letters, digits, '_' and '-'",
-            );
-            None
+            ))
         }
     }
 
@@ -202,6 +279,16 @@ impl Checks {
     /// Whether nothing was found wrong so far.
     pub fn is_empty(&self) -> bool {
         self.violations.is_empty()
+    }
+
+    /// The parsed `fields` when nothing was found wrong (a cross-field [`Checks::ensure`]
+    /// included), else INVALID_ARGUMENT with every violation. A flagged field always has its
+    /// violation here, so there is no third outcome.
+    pub fn parsed<F: Fields>(self, fields: F) -> Result<F::Parsed> {
+        match fields.all() {
+            Ok(parsed) if self.violations.is_empty() => Ok(parsed),
+            _ => Err(Error::InvalidArgument(self.violations)),
+        }
     }
 
     /// `Ok` when nothing was found wrong, else INVALID_ARGUMENT with every violation.
@@ -254,6 +341,30 @@ mod tests {
                 "evidence.wording_version"
             ]
         );
+    }
+
+    #[test]
+    fn parsed_fields_come_out_typed_or_every_violation_is_reported() {
+        let mut c = Checks::new();
+        let title = c.required(" Data protection ", "title", 300);
+        let kind = c.parse(Some(7_u8), "kind", "required");
+        assert_eq!(c.parsed((title, kind)).unwrap(), ("Data protection", 7));
+
+        let mut c = Checks::new();
+        let title = c.required("  ", "title", 300);
+        let kind = c.parse(None::<u8>, "kind", "required: a kind");
+        let subject = c.subject(None, "learner");
+        let Err(Error::InvalidArgument(v)) = c.parsed((title, kind, subject)) else {
+            panic!("expected violations");
+        };
+        let fields: Vec<&str> = v.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["title", "kind", "learner.subject_id"]);
+
+        // A cross-field check fails the request even when every field parsed.
+        let mut c = Checks::new();
+        let start = c.parse(Some(2), "start", "required");
+        c.ensure(false, "end", "must not be before start");
+        assert!(matches!(c.parsed(start), Err(Error::InvalidArgument(v)) if v.len() == 1));
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! Legal holds: `tutela.enrolment.v1.LegalHoldService`, and what erasure and the retention
 //! sweeper ask of holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
     TransactionTrait,
 };
 use tonic::{Request, Response, Status};
+use tutela_policy::Precondition;
 use tutela_policy::scope::found;
-use tutela_policy::validate::{Checks, timestamp};
+use tutela_policy::validate::timestamp;
 use tutela_policy::{Authorized, Error, Result, SubjectAccess};
 use tutela_proto::common::SubjectRef;
 use tutela_proto::enrolment::legal_hold_service_server::LegalHoldService as HoldApi;
@@ -18,8 +19,10 @@ use tutela_proto::enrolment::{
     PlaceLegalHoldResponse, ReleaseLegalHoldRequest, ReleaseLegalHoldResponse,
 };
 
+pub use crate::held::Held;
 use crate::records::Records;
 use crate::records::entity::{enrolment, result};
+use crate::requests::{NewHold, Release};
 
 /// The legal-hold table.
 pub mod entity {
@@ -47,51 +50,6 @@ pub mod entity {
     tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
 }
 
-/// What holds in force protect of one learner.
-#[derive(Debug, Clone, Default)]
-pub struct Held {
-    /// Everything of the learner, the profile included.
-    pub whole: bool,
-    /// Enrolment ids held.
-    pub enrolments: HashSet<String>,
-    /// Result ids held.
-    pub results: HashSet<String>,
-    /// The reasons of the holds, for erasure reports.
-    pub reasons: Vec<String>,
-}
-
-impl Held {
-    /// Whether any hold is in force.
-    pub fn any(&self) -> bool {
-        self.whole || !self.enrolments.is_empty() || !self.results.is_empty()
-    }
-
-    /// Whether an enrolment is protected.
-    pub fn enrolment(&self, id: &str) -> bool {
-        self.whole || self.enrolments.contains(id)
-    }
-
-    /// Whether a result is protected.
-    pub fn result(&self, id: &str) -> bool {
-        self.whole || self.results.contains(id)
-    }
-
-    fn add(&mut self, row: &entity::Model) {
-        match HoldScope::from_str_name(&row.scope) {
-            Some(HoldScope::Enrolment) => {
-                self.enrolments.insert(row.record_id.clone());
-            }
-            Some(HoldScope::Result) => {
-                self.results.insert(row.record_id.clone());
-            }
-            // A scope this build does not know holds everything: keeping too much is the
-            // recoverable mistake.
-            _ => self.whole = true,
-        }
-        self.reasons.push(row.reason.clone());
-    }
-}
-
 /// Hold look-ups.
 #[derive(Debug, Clone)]
 pub struct Holds {
@@ -113,7 +71,7 @@ impl Holds {
             .all(&self.db)
             .await?
         {
-            held.add(&row);
+            held.protect(&row.scope, &row.record_id, &row.reason);
         }
         Ok(held)
     }
@@ -133,7 +91,7 @@ impl Holds {
         {
             all.entry((row.tenant.clone(), row.learner_id.clone()))
                 .or_default()
-                .add(&row);
+                .protect(&row.scope, &row.record_id, &row.reason);
         }
         Ok(all)
     }
@@ -181,32 +139,11 @@ impl HoldApi for LegalHoldService {
     ) -> std::result::Result<Response<PlaceLegalHoldResponse>, Status> {
         let call = Authorized::of(&request)?;
         let r = request.get_ref();
-        let mut c = Checks::new();
-        let reason = c.required_text(&r.reason, "reason", 500).map(str::to_owned);
-        let scope = HoldScope::try_from(r.scope)
-            .ok()
-            .filter(|s| *s != HoldScope::Unspecified);
-        c.ensure(scope.is_some(), "scope", "required: what to hold");
-        let record_id = r.record_id.trim().to_owned();
-        match scope {
-            Some(HoldScope::Learner) => {
-                c.ensure(
-                    record_id.is_empty(),
-                    "record_id",
-                    "must be empty for HOLD_SCOPE_LEARNER",
-                );
-            }
-            Some(_) => c.ensure(
-                !record_id.is_empty(),
-                "record_id",
-                "required for this scope",
-            ),
-            None => {}
-        }
-        c.finish()?;
-        let (Some(reason), Some(scope)) = (reason, scope) else {
-            return Err(Error::internal("hold checked but incomplete").into());
-        };
+        let NewHold {
+            reason,
+            scope,
+            record_id,
+        } = NewHold::try_from(r)?;
         let access = self
             .records
             .learner_access(&call, r.learner.as_ref(), "learner")
@@ -261,16 +198,7 @@ impl HoldApi for LegalHoldService {
         request: Request<ReleaseLegalHoldRequest>,
     ) -> std::result::Result<Response<ReleaseLegalHoldResponse>, Status> {
         let call = Authorized::of(&request)?;
-        let r = request.get_ref();
-        let mut c = Checks::new();
-        let hold_id = c
-            .required_text(&r.hold_id, "hold_id", 64)
-            .map(str::to_owned);
-        let reason = c.required_text(&r.reason, "reason", 500).map(str::to_owned);
-        c.finish()?;
-        let (Some(hold_id), Some(reason)) = (hold_id, reason) else {
-            return Err(Error::internal("release checked but incomplete").into());
-        };
+        let Release { hold_id, reason } = Release::try_from(request.get_ref())?;
         let row = found(
             call.find::<entity::Entity>()
                 .filter(entity::Column::HoldId.eq(&hold_id))
@@ -283,7 +211,7 @@ impl HoldApi for LegalHoldService {
         let access = call.subject(&row.learner_id).await?;
         if row.released_at.is_some() {
             return Err(Error::FailedPrecondition {
-                reason: "HOLD_RELEASED",
+                reason: Precondition::HoldReleased,
                 message: "the hold was released already".into(),
             }
             .into());

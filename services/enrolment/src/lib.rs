@@ -3,11 +3,14 @@
 //! service's part in data-subject rights; courses, enrolments with their lifecycle, and assessment
 //! results; certificates and badges (Open Badges 3.0); feedback, compliments and complaints.
 
+mod held;
 pub mod holds;
+mod hosted;
 pub mod learners;
 pub mod migration;
 pub mod outcomes;
 pub mod records;
+mod requests;
 pub mod retention;
 pub mod rights;
 
@@ -16,8 +19,11 @@ pub use learners::{LearnerService, Learners};
 pub use migration::EnrolmentMigrator;
 pub use outcomes::{CertificateService, FeedbackService, Outcomes};
 pub use records::{CourseService, EnrolmentService, Records};
-pub use retention::{SWEEP_LEASE, SweepReport, Sweeper};
+pub use retention::{SweepReport, Sweeper};
 pub use rights::EnrolmentRights;
 
 /// The service's short name (`--service enrolment`, health, key-vault scope).
 pub const SERVICE: &str = "enrolment";
+
+/// The service as a `tutela` process hosts it.
+pub const HOSTED: &dyn tutela_host::HostedService = &hosted::Enrolment;

@@ -5,8 +5,10 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 use tonic::{Request, Response, Status};
+use tutela_policy::Precondition;
+use tutela_policy::idempotency::Idempotency;
 use tutela_policy::scope::found;
-use tutela_policy::validate::{Checks, timestamp};
+use tutela_policy::validate::timestamp;
 use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess, fields};
 use tutela_proto::common::{DataCategory, SubjectRef};
 use tutela_proto::enrolment::certificate_service_server::CertificateService as CertificateApi;
@@ -18,7 +20,8 @@ use tutela_proto::enrolment::{
     RecordFeedbackRequest, RecordFeedbackResponse,
 };
 
-use crate::records::{Idempotent, Records, idempotent, keyed_hash, status_of};
+use crate::records::{Records, status_of};
+use crate::requests::{NewCertificate, NewFeedback};
 
 /// The certificate and feedback tables.
 pub mod entity {
@@ -75,7 +78,8 @@ pub mod entity {
 
 use entity::{certificate, feedback};
 
-idempotent!(certificate, feedback);
+// Each row of these tables remembers the idempotency key and request of the write that made it.
+tutela_policy::idempotent_rows!(certificate, feedback);
 
 fn feedback_field(id: &str) -> String {
     format!("feedback.text/{id}")
@@ -216,28 +220,18 @@ impl CertificateApi for CertificateService {
         request: Request<IssueCertificateRequest>,
     ) -> std::result::Result<Response<IssueCertificateResponse>, Status> {
         let call = Authorized::of(&request)?;
-        let r = request.get_ref();
-        let mut c = Checks::new();
-        let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
-        let enrolment_id = c
-            .required_text(&r.enrolment_id, "enrolment_id", 64)
-            .map(str::to_owned);
-        let title = c.optional_text(&r.title, "title", 300).map(str::to_owned);
-        let kind = AwardKind::try_from(r.kind)
-            .ok()
-            .filter(|k| *k != AwardKind::Unspecified);
-        c.ensure(kind.is_some(), "kind", "required: certificate or badge");
-        c.finish()?;
-        let (Some(enrolment_id), Some(title), Some(kind)) = (enrolment_id, title, kind) else {
-            return Err(Error::internal("certificate checked but incomplete").into());
-        };
+        let NewCertificate {
+            idempotency,
+            enrolment_id,
+            title,
+            kind,
+        } = NewCertificate::try_from(request.get_ref())?;
         let db = self.records.db();
         let enrolment = self.records.enrolment(&call, &enrolment_id).await?;
         let access = call.subject(&enrolment.learner_id).await?;
-        let request_hash = keyed_hash(key.as_deref(), r, |m| m.idempotency_key = None);
         if let Some(stored) = self
             .records
-            .replay::<certificate::Entity>(&call, key.as_deref(), request_hash.as_deref())
+            .replay::<certificate::Entity>(&call, idempotency.as_ref())
             .await?
         {
             access.record(CategorySet::of(&[DataCategory::Education]));
@@ -247,12 +241,13 @@ impl CertificateApi for CertificateService {
         }
         if status_of(&enrolment) != EnrolmentStatus::Completed {
             return Err(Error::FailedPrecondition {
-                reason: "ENROLMENT_NOT_COMPLETED",
+                reason: Precondition::EnrolmentNotCompleted,
                 message: "certificates are issued for completed enrolments".into(),
             }
             .into());
         }
         let course = self.records.course(&call, &enrolment.course_id).await?;
+        let (key, request_hash) = Idempotency::columns(idempotency.as_ref());
         let txn = db.begin().await.map_err(Error::from)?;
         let row = certificate::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
@@ -384,23 +379,12 @@ impl FeedbackApi for FeedbackService {
     ) -> std::result::Result<Response<RecordFeedbackResponse>, Status> {
         let call = Authorized::of(&request)?;
         let r = request.get_ref();
-        let given = r.feedback.clone().unwrap_or_default();
-        let mut c = Checks::new();
-        let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
-        let text = c
-            .required_text(&given.text, "feedback.text", 10_000)
-            .map(str::to_owned);
-        let course_id = c
-            .optional_text(&given.course_id, "feedback.course_id", 64)
-            .map(str::to_owned);
-        let kind = FeedbackKind::try_from(given.kind)
-            .ok()
-            .filter(|k| *k != FeedbackKind::Unspecified);
-        c.ensure(kind.is_some(), "feedback.kind", "required");
-        c.finish()?;
-        let (Some(text), Some(course_id), Some(kind)) = (text, course_id, kind) else {
-            return Err(Error::internal("feedback checked but incomplete").into());
-        };
+        let NewFeedback {
+            idempotency,
+            text,
+            course_id,
+            kind,
+        } = NewFeedback::try_from(r)?;
         fields::minimise(
             [("feedback.text", DataCategory::Communication)],
             call.rule().categories,
@@ -408,16 +392,19 @@ impl FeedbackApi for FeedbackService {
         )?;
         let access = self
             .records
-            .learner_access(&call, given.learner.as_ref(), "feedback.learner")
+            .learner_access(
+                &call,
+                r.feedback.as_ref().and_then(|f| f.learner.as_ref()),
+                "feedback.learner",
+            )
             .await?;
         if !course_id.is_empty() {
             self.records.course(&call, &course_id).await?;
         }
         let db = self.records.db();
-        let request_hash = keyed_hash(key.as_deref(), r, |m| m.idempotency_key = None);
         let stored = self
             .records
-            .replay::<feedback::Entity>(&call, key.as_deref(), request_hash.as_deref())
+            .replay::<feedback::Entity>(&call, idempotency.as_ref())
             .await?;
         let row = match stored {
             Some(row) => row,
@@ -428,6 +415,7 @@ impl FeedbackApi for FeedbackService {
                     .learners()
                     .key_for_writing(access.tenant(), access.subject_id())
                     .await?;
+                let (key, request_hash) = Idempotency::columns(idempotency.as_ref());
                 let txn = db.begin().await.map_err(Error::from)?;
                 let row = feedback::ActiveModel {
                     tenant: Set(access.tenant().to_owned()),

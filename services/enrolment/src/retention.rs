@@ -35,10 +35,6 @@ use crate::records::entity::{course, enrolment, result};
 /// Rows of one table a sweep reads at a time.
 pub const PAGE_SIZE: u64 = 500;
 
-/// The lease (`tutela_store::Lease`) a replica holds while it sweeps this service's records, so
-/// that replicas scheduling the same sweep do not run it at once.
-pub const SWEEP_LEASE: &str = "enrolment retention sweep";
-
 /// What one sweep removed (or, dry, would remove).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {

@@ -52,12 +52,11 @@ async fn seed(suite: &TestSuite, topic: &str, n: usize) {
         keyring: keyring.clone(),
         audit: tutela_policy::audit::AuditLog::detached(keys),
         clock: clock.clone(),
-        ledger: Arc::new(tutela_subscription::Ledger::new(
+        ledger: Arc::new(tutela_ledger::Ledger::new(
             db.clone(),
             keyring.clone(),
             clock.clone(),
         )),
-        gate: Arc::new(tutela_policy::ConsentGate::without_ledger()),
         register: Arc::new(tutela_policy::Register::default_register().unwrap()),
         public_base_url: "https://news.example.org".into(),
     });

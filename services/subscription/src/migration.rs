@@ -8,345 +8,44 @@ pub struct SubscriptionMigrator;
 impl MigratorTrait for SubscriptionMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
-            Box::new(m20261124_000001_consent_ledger::Migration),
-            Box::new(m20261124_000002_restrictions::Migration),
-            Box::new(m20261124_000003_identity_verifications::Migration),
+            Box::new(MovedToTheLedger("migration")),
+            Box::new(MovedToTheLedger("m20261124_000002_restrictions")),
+            Box::new(MovedToTheLedger("m20261124_000003_identity_verifications")),
             Box::new(m20261124_000004_subscriptions::Migration),
             Box::new(m20261124_000005_subscription_key_seq::Migration),
-            Box::new(m20261201_000006_verification_method_names::Migration),
+            Box::new(MovedToTheLedger(
+                "m20261201_000006_verification_method_names",
+            )),
         ]
     }
 
     fn migration_table_name() -> DynIden {
-        Alias::new("tutela_migrations_subscription").into()
+        Alias::new(tutela_ledger::migration::SUBSCRIPTION_HISTORY).into()
     }
 }
 
-/// Refuses UPDATE and DELETE (and TRUNCATE on PostgreSQL) on `table`: the ledger is evidence.
-async fn append_only(manager: &SchemaManager<'_>, table: &str) -> Result<(), DbErr> {
-    use sea_orm::{ConnectionTrait, DbBackend};
-    let db = manager.get_connection();
-    match manager.get_database_backend() {
-        DbBackend::Sqlite => {
-            for op in ["UPDATE", "DELETE"] {
-                db.execute_unprepared(&sqlite_refusal(table, op)).await?;
-            }
-        }
-        DbBackend::Postgres => {
-            db.execute_unprepared(&format!(
-                "CREATE FUNCTION {table}_append_only() RETURNS trigger \
-                 LANGUAGE plpgsql AS $$ BEGIN \
-                 RAISE EXCEPTION 'the consent ledger is append-only'; END $$"
-            ))
-            .await?;
-            db.execute_unprepared(&format!(
-                "CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE \
-                 OR TRUNCATE ON {table} FOR EACH STATEMENT \
-                 EXECUTE FUNCTION {table}_append_only()"
-            ))
-            .await?;
-        }
-        other => {
-            return Err(DbErr::Migration(format!("unsupported backend {other:?}")));
-        }
-    }
-    Ok(())
-}
+/// A migration of the consent ledger's tables that this migrator ran before the ledger had a
+/// crate of its own (`tutela_ledger::migration`, which adopts it where this history records it).
+/// Kept by name and doing nothing: the history of a database made before the move stays known,
+/// and on a new database the ledger's own migrator, which runs first, has made the tables.
+struct MovedToTheLedger(&'static str);
 
-/// The SQLite trigger that refuses `op` on `table`.
-fn sqlite_refusal(table: &str, op: &str) -> String {
-    format!(
-        "CREATE TRIGGER {table}_no_{op} BEFORE {op} ON {table} \
-         BEGIN SELECT RAISE(ABORT, 'the consent ledger is append-only'); END"
-    )
-}
-
-mod m20261124_000001_consent_ledger {
-    use sea_orm_migration::prelude::*;
-
-    pub struct Migration;
-
-    // Named by hand: the derive takes the file's name, which every migration here shares.
-    impl MigrationName for Migration {
-        fn name(&self) -> &str {
-            "migration"
-        }
-    }
-
-    #[derive(DeriveIden)]
-    enum ConsentEntries {
-        Table,
-        Seq,
-        EntryId,
-        Tenant,
-        SubjectId,
-        Purpose,
-        Recipient,
-        Granted,
-        OccurredAt,
-        RecordedAt,
-        Method,
-        WordingVersion,
-        WordingSha256,
-        Actor,
-        Sealed,
-        RecordedBy,
-        IdempotencyKey,
-        RequestHash,
-    }
-
-    #[async_trait::async_trait]
-    impl MigrationTrait for Migration {
-        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            manager
-                .create_table(
-                    Table::create()
-                        .table(ConsentEntries::Table)
-                        .col(
-                            ColumnDef::new(ConsentEntries::Seq)
-                                .big_integer()
-                                .not_null()
-                                .auto_increment()
-                                .primary_key(),
-                        )
-                        .col(
-                            ColumnDef::new(ConsentEntries::EntryId)
-                                .string()
-                                .not_null()
-                                .unique_key(),
-                        )
-                        .col(ColumnDef::new(ConsentEntries::Tenant).string().not_null())
-                        .col(
-                            ColumnDef::new(ConsentEntries::SubjectId)
-                                .string()
-                                .not_null(),
-                        )
-                        .col(ColumnDef::new(ConsentEntries::Purpose).string().not_null())
-                        .col(
-                            ColumnDef::new(ConsentEntries::Recipient)
-                                .string()
-                                .not_null(),
-                        )
-                        .col(ColumnDef::new(ConsentEntries::Granted).boolean().not_null())
-                        .col(
-                            ColumnDef::new(ConsentEntries::OccurredAt)
-                                .timestamp_with_time_zone()
-                                .not_null(),
-                        )
-                        .col(
-                            ColumnDef::new(ConsentEntries::RecordedAt)
-                                .timestamp_with_time_zone()
-                                .not_null(),
-                        )
-                        .col(ColumnDef::new(ConsentEntries::Method).string().not_null())
-                        .col(
-                            ColumnDef::new(ConsentEntries::WordingVersion)
-                                .string()
-                                .not_null(),
-                        )
-                        .col(
-                            ColumnDef::new(ConsentEntries::WordingSha256)
-                                .string()
-                                .not_null(),
-                        )
-                        .col(ColumnDef::new(ConsentEntries::Actor).string().not_null())
-                        .col(ColumnDef::new(ConsentEntries::Sealed).binary().not_null())
-                        .col(
-                            ColumnDef::new(ConsentEntries::RecordedBy)
-                                .string()
-                                .not_null(),
-                        )
-                        .col(
-                            ColumnDef::new(ConsentEntries::IdempotencyKey)
-                                .string()
-                                .null(),
-                        )
-                        .col(ColumnDef::new(ConsentEntries::RequestHash).string().null())
-                        .to_owned(),
-                )
-                .await?;
-            manager
-                .create_index(
-                    Index::create()
-                        .name("consent_entries_by_subject")
-                        .table(ConsentEntries::Table)
-                        .col(ConsentEntries::Tenant)
-                        .col(ConsentEntries::SubjectId)
-                        .col(ConsentEntries::Seq)
-                        .to_owned(),
-                )
-                .await?;
-            // NULLs are distinct in unique indexes on both backends: only keyed writes collide.
-            manager
-                .create_index(
-                    Index::create()
-                        .name("consent_entries_idempotency")
-                        .table(ConsentEntries::Table)
-                        .col(ConsentEntries::Tenant)
-                        .col(ConsentEntries::IdempotencyKey)
-                        .unique()
-                        .to_owned(),
-                )
-                .await?;
-            // Append-only in the database itself, not only by the absence of an RPC.
-            super::append_only(manager, "consent_entries").await
-        }
-
-        async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
-            Err(DbErr::Migration(
-                "the consent ledger is evidence and is never dropped by a migration".into(),
-            ))
-        }
+impl MigrationName for MovedToTheLedger {
+    fn name(&self) -> &str {
+        self.0
     }
 }
 
-mod m20261124_000002_restrictions {
-    use sea_orm_migration::prelude::*;
-
-    pub struct Migration;
-
-    impl MigrationName for Migration {
-        fn name(&self) -> &str {
-            "m20261124_000002_restrictions"
-        }
+#[async_trait::async_trait]
+impl MigrationTrait for MovedToTheLedger {
+    async fn up(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Ok(())
     }
 
-    #[derive(DeriveIden)]
-    enum Restrictions {
-        Table,
-        Seq,
-        Tenant,
-        SubjectId,
-        Restricted,
-        Reason,
-        RecordedBy,
-        RecordedAt,
-    }
-
-    #[async_trait::async_trait]
-    impl MigrationTrait for Migration {
-        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            manager
-                .create_table(
-                    Table::create()
-                        .table(Restrictions::Table)
-                        .col(
-                            ColumnDef::new(Restrictions::Seq)
-                                .big_integer()
-                                .not_null()
-                                .auto_increment()
-                                .primary_key(),
-                        )
-                        .col(ColumnDef::new(Restrictions::Tenant).string().not_null())
-                        .col(ColumnDef::new(Restrictions::SubjectId).string().not_null())
-                        .col(
-                            ColumnDef::new(Restrictions::Restricted)
-                                .boolean()
-                                .not_null(),
-                        )
-                        .col(ColumnDef::new(Restrictions::Reason).string().not_null())
-                        .col(ColumnDef::new(Restrictions::RecordedBy).string().not_null())
-                        .col(
-                            ColumnDef::new(Restrictions::RecordedAt)
-                                .timestamp_with_time_zone()
-                                .not_null(),
-                        )
-                        .to_owned(),
-                )
-                .await?;
-            manager
-                .create_index(
-                    Index::create()
-                        .name("restrictions_by_subject")
-                        .table(Restrictions::Table)
-                        .col(Restrictions::Tenant)
-                        .col(Restrictions::SubjectId)
-                        .col(Restrictions::Seq)
-                        .to_owned(),
-                )
-                .await?;
-            super::append_only(manager, "restrictions").await
-        }
-
-        async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
-            Err(DbErr::Migration(
-                "restrictions are evidence and are never dropped by a migration".into(),
-            ))
-        }
-    }
-}
-
-mod m20261124_000003_identity_verifications {
-    use sea_orm_migration::prelude::*;
-
-    pub struct Migration;
-
-    impl MigrationName for Migration {
-        fn name(&self) -> &str {
-            "m20261124_000003_identity_verifications"
-        }
-    }
-
-    #[derive(DeriveIden)]
-    enum IdentityVerifications {
-        Table,
-        Seq,
-        Tenant,
-        SubjectId,
-        Method,
-        Sealed,
-        VerifiedBy,
-        VerifiedAt,
-    }
-
-    #[async_trait::async_trait]
-    impl MigrationTrait for Migration {
-        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            use IdentityVerifications as V;
-            manager
-                .create_table(
-                    Table::create()
-                        .table(V::Table)
-                        .col(
-                            ColumnDef::new(V::Seq)
-                                .big_integer()
-                                .not_null()
-                                .auto_increment()
-                                .primary_key(),
-                        )
-                        .col(ColumnDef::new(V::Tenant).string().not_null())
-                        .col(ColumnDef::new(V::SubjectId).string().not_null())
-                        .col(ColumnDef::new(V::Method).string().not_null())
-                        // The evidence reference, sealed under the subject's data key.
-                        .col(ColumnDef::new(V::Sealed).binary().not_null())
-                        .col(ColumnDef::new(V::VerifiedBy).string().not_null())
-                        .col(
-                            ColumnDef::new(V::VerifiedAt)
-                                .timestamp_with_time_zone()
-                                .not_null(),
-                        )
-                        .to_owned(),
-                )
-                .await?;
-            manager
-                .create_index(
-                    Index::create()
-                        .name("identity_verifications_by_subject")
-                        .table(V::Table)
-                        .col(V::Tenant)
-                        .col(V::SubjectId)
-                        .col(V::Seq)
-                        .to_owned(),
-                )
-                .await?;
-            super::append_only(manager, "identity_verifications").await
-        }
-
-        async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
-            Err(DbErr::Migration(
-                "identity verifications are evidence and are never dropped by a migration".into(),
-            ))
-        }
+    async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "the consent ledger's tables are the ledger's; they are never dropped from here".into(),
+        ))
     }
 }
 
@@ -694,7 +393,7 @@ mod m20261124_000004_subscriptions {
                 true,
             )
             .await?;
-            super::append_only(manager, "subscription_evidence").await
+            tutela_ledger::migration::append_only(manager, "subscription_evidence").await
         }
 
         async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
@@ -763,86 +462,6 @@ mod m20261124_000005_subscription_key_seq {
     }
 }
 
-/// Identity verifications keep how the identity was checked as a short name of
-/// `tutela.privacy.v1.VerificationMethod`. Before, the ledger's own RPC took free text, and an SSN
-/// sent there was stored in clear: rows naming one of the four methods (by enum name, as the
-/// SubjectData RPC stored them, or by short name) get its short name; anything else becomes
-/// `other`, since free text may hold anything and the note of the check is where the detail
-/// lives. The append-only trigger is lifted for this one statement, inside the migration's
-/// transaction, so no other write can slip through.
-mod m20261201_000006_verification_method_names {
-    use sea_orm::{ConnectionTrait, DbBackend};
-    use sea_orm_migration::prelude::*;
-
-    pub struct Migration;
-
-    impl MigrationName for Migration {
-        fn name(&self) -> &str {
-            "m20261201_000006_verification_method_names"
-        }
-    }
-
-    /// The methods that existed when free text was replaced (frozen: later methods never
-    /// appeared as free text).
-    const METHODS: [&str; 4] = [
-        "photo_id_in_person",
-        "photo_id_video",
-        "knowledge_check",
-        "authenticated_account",
-    ];
-
-    #[async_trait::async_trait]
-    impl MigrationTrait for Migration {
-        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            let db = manager.get_connection();
-            let cases: String = METHODS
-                .iter()
-                .map(|m| {
-                    let upper = m.to_ascii_uppercase();
-                    format!("WHEN UPPER(TRIM(method)) IN ('VERIFICATION_METHOD_{upper}', '{upper}') THEN '{m}' ")
-                })
-                .collect();
-            let update =
-                format!("UPDATE identity_verifications SET method = CASE {cases}ELSE 'other' END");
-            match manager.get_database_backend() {
-                DbBackend::Sqlite => {
-                    db.execute_unprepared("DROP TRIGGER identity_verifications_no_UPDATE")
-                        .await?;
-                    db.execute_unprepared(&update).await?;
-                    db.execute_unprepared(&super::sqlite_refusal(
-                        "identity_verifications",
-                        "UPDATE",
-                    ))
-                    .await?;
-                }
-                DbBackend::Postgres => {
-                    db.execute_unprepared(
-                        "ALTER TABLE identity_verifications \
-                         DISABLE TRIGGER identity_verifications_append_only",
-                    )
-                    .await?;
-                    db.execute_unprepared(&update).await?;
-                    db.execute_unprepared(
-                        "ALTER TABLE identity_verifications \
-                         ENABLE TRIGGER identity_verifications_append_only",
-                    )
-                    .await?;
-                }
-                other => {
-                    return Err(DbErr::Migration(format!("unsupported backend {other:?}")));
-                }
-            }
-            Ok(())
-        }
-
-        async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
-            Err(DbErr::Migration(
-                "the free text this migration replaced is gone on purpose".into(),
-            ))
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use sea_orm::{ConnectionTrait, Statement, Value};
@@ -850,21 +469,104 @@ mod tests {
 
     use super::*;
 
-    /// A fresh database with the subscription migrations applied up to number `n`.
+    /// The subscription history as releases before the ledger's move made it: the ledger's
+    /// tables were its first three migrations and its sixth.
+    struct BeforeTheMove;
+
+    impl MigratorTrait for BeforeTheMove {
+        fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+            let mut ledger = tutela_ledger::migration::LedgerMigrator::migrations().into_iter();
+            let mut first: Vec<Box<dyn MigrationTrait>> = ledger.by_ref().take(3).collect();
+            first.push(Box::new(m20261124_000004_subscriptions::Migration));
+            first.push(Box::new(m20261124_000005_subscription_key_seq::Migration));
+            first.extend(ledger);
+            first
+        }
+
+        fn migration_table_name() -> DynIden {
+            SubscriptionMigrator::migration_table_name()
+        }
+    }
+
+    /// A fresh database migrated as a release before the ledger's move did, up to number `n`.
     async fn migrated_up_to(n: u32) -> (TestDatabase, sea_orm::DatabaseConnection) {
         let db = TestDatabase::create().await.unwrap();
         let conn = db.connect().await.unwrap();
         tutela_store::migrate(&conn, &[]).await.unwrap();
-        SubscriptionMigrator::up(&conn, Some(n)).await.unwrap();
+        // In one transaction, as the runner applied them (see `tutela_store::migrate`).
+        let txn = sea_orm::TransactionTrait::begin(&conn).await.unwrap();
+        BeforeTheMove::up(&txn, Some(n)).await.unwrap();
+        txn.commit().await.unwrap();
         (db, conn)
     }
 
-    /// The remaining migrations, through the runner, as `tutela migrate` and `serve` apply them.
+    /// The remaining migrations, through the runner, as `tutela migrate` and `serve` apply them
+    /// since the move: the ledger's set, then the subscription set.
     async fn migrate_the_rest(conn: &sea_orm::DatabaseConnection) {
-        let sets = [tutela_store::migrations_of::<SubscriptionMigrator>(
-            "subscription",
-        )];
+        let sets = tutela_host::HostedService::migrations(crate::HOSTED);
         tutela_store::migrate(conn, &sets).await.unwrap();
+    }
+
+    async fn count(conn: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
+        let row = conn
+            .query_one_raw(Statement::from_string(conn.get_database_backend(), sql))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index(0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_database_made_before_the_ledger_moved_keeps_its_ledger_and_makes_no_table_twice() {
+        let (_db, conn) = migrated_up_to(6).await;
+        let backend = conn.get_database_backend();
+        conn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            tutela_store::placeholders(
+                backend,
+                "INSERT INTO restrictions (tenant, subject_id, restricted, reason, recorded_by, \
+                 recorded_at) VALUES ('t', 's', $1, 'asked', 'dpo', $2)",
+            ),
+            vec![Value::from(true), Value::from(chrono::Utc::now())],
+        ))
+        .await
+        .unwrap();
+
+        // Twice: the second run finds nothing pending.
+        migrate_the_rest(&conn).await;
+        migrate_the_rest(&conn).await;
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM restrictions").await, 1);
+        // The ledger's history adopted all four; the subscription history kept its six.
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM tutela_migrations_ledger").await,
+            4
+        );
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM tutela_migrations_subscription").await,
+            6
+        );
+        let err = conn
+            .execute_unprepared("DELETE FROM restrictions")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_new_database_gets_the_ledger_tables_from_the_ledgers_migrations() {
+        let db = TestDatabase::create().await.unwrap();
+        let conn = db.connect().await.unwrap();
+        migrate_the_rest(&conn).await;
+        for table in ["consent_entries", "restrictions", "identity_verifications"] {
+            assert_eq!(
+                count(&conn, &format!("SELECT COUNT(*) FROM {table}")).await,
+                0
+            );
+        }
+        for history in ["tutela_migrations_ledger", "tutela_migrations_subscription"] {
+            let applied = count(&conn, &format!("SELECT COUNT(*) FROM {history}")).await;
+            assert_eq!(applied, if history.ends_with("ledger") { 4 } else { 6 });
+        }
     }
 
     #[tokio::test]

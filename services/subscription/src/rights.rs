@@ -161,12 +161,13 @@ impl SubjectDataProvider for SubscriptionRights {
                 })
                 .collect::<Vec<_>>()
                 .into();
-            let rows = s.ledger.rows(access.tenant(), access.subject_id()).await?;
-            let key = s.ledger.key(access.tenant(), access.subject_id()).await?;
-            document["consent_history"] = rows
+            let history = s
+                .ledger
+                .history(access.tenant(), access.subject_id())
+                .await?;
+            document["consent_history"] = history
                 .into_iter()
-                .map(|row| {
-                    let entry = crate::ledger::entry(row, key.as_ref())?;
+                .map(|entry| {
                     Ok(fields::to_json(&fields::to_dynamic(
                         &entry,
                         "tutela.consent.v1.ConsentEntry",
@@ -234,12 +235,12 @@ impl SubjectDataProvider for SubscriptionRights {
             .rows_affected;
         access.record_in(&txn, erased_categories).await?;
         txn.commit().await?;
-        // After the rows: the ledger's sealed evidence references and guardian details share
-        // this key, so they become unreadable too; the bare consent facts stay as proof.
-        if s.vault.shred(tenant, contact_id).await? {
+        // After the rows: the contact's key, which the ledger's sealed evidence references and
+        // guardian details share, so they become unreadable too; the bare consent facts stay as
+        // proof. The ledger shreds it and forgets what its gate cached.
+        if s.ledger.erase(tenant, contact_id).await? {
             erased += 1;
         }
-        s.gate.invalidate(tenant, contact_id);
         tutela_store::purge_freed_pages(&s.db).await?;
         tracing::info!(records = erased, "contact's subscription data erased");
         Ok(ServiceErasure {
@@ -250,10 +251,6 @@ impl SubjectDataProvider for SubscriptionRights {
         })
     }
 }
-
-/// The lease (`tutela_store::Lease`) a replica holds while it sweeps delivery events, so that
-/// replicas scheduling the same sweep do not run it at once.
-pub const EVENT_SWEEP_LEASE: &str = "subscription delivery event sweep";
 
 /// Delivery events one sweep deletes per statement: short statements keep other writers (on
 /// SQLite, every other writer) waiting for milliseconds, not for one delete of a whole table.

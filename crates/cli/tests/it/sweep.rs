@@ -11,9 +11,9 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use crate::binary::BIN;
 
 const ELSEWHERE: &str = "replica-elsewhere/41/0f0f0f0f";
-const LEASES: [&str; 2] = [
-    tutela_enrolment::SWEEP_LEASE,
-    tutela_subscription::EVENT_SWEEP_LEASE,
+const SWEEPERS: [(&str, &str); 2] = [
+    ("enrolment", "retention"),
+    ("subscription", "delivery events"),
 ];
 
 fn tutela(dir: &Path, args: &[&str]) -> Output {
@@ -92,7 +92,8 @@ async fn while_another_replica_holds_the_sweep_leases_serve_skips_and_the_sweep_
     let migrated = tutela(dir.path(), &["migrate"]);
     assert!(migrated.status.success(), "{migrated:?}");
     let db = database(dir.path()).await;
-    for lease in LEASES {
+    for (service, sweeper) in SWEEPERS {
+        let lease = tutela::retention::lease_name(service, sweeper);
         execute(
             &db,
             &format!(

@@ -5,7 +5,7 @@
 use tutela_proto::consent::{ConsentActor, ConsentEvidence, ConsentMethod, Guardian};
 
 use crate::principal::{Principal, PrincipalKind};
-use crate::validate::Checks;
+use crate::validate::{Checks, Field};
 
 /// Checks `evidence` (the request field `field`, e.g. `evidence`) for a decision recorded by
 /// `caller`, adding one violation per bad field; the trimmed evidence when all is well. A
@@ -17,12 +17,21 @@ pub fn check_evidence(
     evidence: Option<&ConsentEvidence>,
     field: &str,
 ) -> Option<ConsentEvidence> {
+    parse_evidence(c, caller, evidence, field).ok()
+}
+
+/// [`check_evidence`], parsed.
+pub fn parse_evidence(
+    c: &mut Checks,
+    caller: &Principal,
+    evidence: Option<&ConsentEvidence>,
+    field: &str,
+) -> Field<ConsentEvidence> {
     let Some(e) = evidence else {
-        c.fail(
+        return Err(c.flag(
             field,
             "required: how the decision was made and where the proof is",
-        );
-        return None;
+        ));
     };
     let at = |name: &str| format!("{field}.{name}");
     let before = c.len();
@@ -72,7 +81,7 @@ pub fn check_evidence(
         (_, Some(_)) => c.fail(at("guardian"), "only allowed when the actor is a guardian"),
         (_, None) => {}
     }
-    (c.len() == before).then(|| ConsentEvidence {
+    c.clean_since(before, || ConsentEvidence {
         method: e.method,
         wording_version: e.wording_version.trim().to_owned(),
         wording_sha256: hash.to_owned(),

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 
 mod evidence;
 mod remote;
-pub use evidence::check_evidence;
+pub use evidence::{check_evidence, parse_evidence};
 pub use remote::{RemoteLedger, RemoteLedgerSettings};
 
 /// The longest time a cached consent state is trusted. Cross-process withdrawals take effect

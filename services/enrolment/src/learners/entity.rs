@@ -62,4 +62,12 @@ pub mod idempotency {
     }
 
     tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
+
+    // One table for the keys of two RPCs, so the RPC is stored and compared too.
+    impl tutela_policy::idempotency::KeyTable for Entity {
+        const KEY: Column = Column::Key;
+        fn stored(row: &Model) -> (Option<&str>, Option<&str>) {
+            (Some(&row.rpc), Some(&row.request_hash))
+        }
+    }
 }

@@ -23,7 +23,8 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use tutela_policy::audit::AuditKeys;
 use tutela_policy::consent::check_evidence;
-use tutela_policy::scope::{found, within};
+use tutela_policy::idempotency::{self as keys, Idempotency};
+use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, page_token, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess, fields};
 use tutela_proto::common::{DataCategory, PageResponse};
@@ -254,38 +255,24 @@ impl Learners {
     /// another request.
     async fn replay(
         &self,
-        tenant: &str,
-        key: Option<&str>,
-        rpc: &str,
-        hash: &str,
+        call: &Authorized,
+        idempotency: Option<&Idempotency>,
     ) -> Result<Option<String>> {
-        let Some(key) = key else {
-            return Ok(None);
-        };
-        let row = within::<idempotency::Entity>(tenant)
-            .filter(idempotency::Column::Key.eq(key))
-            .one(&self.db)
-            .await?;
-        match row {
-            None => Ok(None),
-            Some(row) if row.rpc == rpc && row.request_hash == hash => Ok(Some(row.learner_id)),
-            Some(_) => Err(Error::AlreadyExists("idempotency key")),
-        }
+        let row = keys::replay::<idempotency::Entity>(call, &self.db, idempotency).await?;
+        Ok(row.map(|row| row.learner_id))
     }
 
     fn idempotency_row(
         tenant: &str,
-        key: &str,
-        rpc: &str,
-        hash: &str,
+        idempotency: &Idempotency,
         learner_id: &str,
         now: DateTime<Utc>,
     ) -> idempotency::ActiveModel {
         idempotency::ActiveModel {
             tenant: Set(tenant.to_owned()),
-            key: Set(key.to_owned()),
-            rpc: Set(rpc.to_owned()),
-            request_hash: Set(hash.to_owned()),
+            key: Set(idempotency.key().to_owned()),
+            rpc: Set(idempotency.rpc().to_owned()),
+            request_hash: Set(idempotency.fingerprint().to_owned()),
             learner_id: Set(learner_id.to_owned()),
             created_at: Set(now),
             ..Default::default()
@@ -299,7 +286,7 @@ impl Learners {
         profile: &LearnerProfile,
         dynamic: &DynamicMessage,
         categories: CategorySet,
-        idempotency: Option<(&str, &str)>,
+        idempotency: Option<&Idempotency>,
     ) -> Result<Learner> {
         let tenant = access.tenant();
         let id = access.subject_id();
@@ -331,17 +318,11 @@ impl Learners {
             .insert(&txn)
             .await?;
         }
-        if let Some((k, hash)) = idempotency {
-            Self::idempotency_row(tenant, k, CREATE, hash, id, now)
+        if let Some(idempotency) = idempotency {
+            Self::idempotency_row(tenant, idempotency, id, now)
                 .insert(&txn)
                 .await
-                .map_err(|err| {
-                    if tutela_store::is_unique_violation(&err) {
-                        Error::AlreadyExists("idempotency key")
-                    } else {
-                        err.into()
-                    }
-                })?;
+                .map_err(keys::key_taken)?;
         }
         txn.commit().await?;
         Ok(Learner {
@@ -358,7 +339,7 @@ impl Learners {
         access: &SubjectAccess,
         written: &DynamicMessage,
         masked: &[(prost_reflect::FieldDescriptor, String, DataCategory)],
-        idempotency: Option<(&str, &str)>,
+        idempotency: Option<&Idempotency>,
     ) -> Result<()> {
         let tenant = access.tenant();
         let id = access.subject_id();
@@ -432,10 +413,11 @@ impl Learners {
         }
         row.updated_at = Set(now);
         row.update(&txn).await?;
-        if let Some((k, hash)) = idempotency {
-            Self::idempotency_row(tenant, k, UPDATE, hash, id, now)
+        if let Some(idempotency) = idempotency {
+            Self::idempotency_row(tenant, idempotency, id, now)
                 .insert(&txn)
-                .await?;
+                .await
+                .map_err(keys::key_taken)?;
         }
         txn.commit().await?;
         Ok(())
@@ -449,11 +431,6 @@ fn to_learner(row: &learner::Model, profile: LearnerProfile) -> Learner {
         created_at: Some(timestamp(row.created_at)),
         updated_at: Some(timestamp(row.updated_at)),
     }
-}
-
-/// A request's hash without its idempotency key, to tell a retry from a reuse of the key.
-fn request_hash<M: prost::Message>(request: &M) -> String {
-    hex::encode(Sha256::digest(request.encode_to_vec()))
 }
 
 fn trim_all(profile: &mut LearnerProfile) {
@@ -569,10 +546,8 @@ impl LearnerService {
         learner: Option<&tutela_proto::common::SubjectRef>,
     ) -> Result<SubjectAccess> {
         let mut c = Checks::new();
-        let id = c.subject_id(learner, "learner");
-        c.finish()?;
-        let id = id.ok_or_else(|| Error::internal("learner id checked but missing"))?;
-        call.subject(&id).await
+        let id = c.subject(learner, "learner");
+        call.subject(&c.parsed(id)?).await
     }
 
     /// E3 and E5 on what a write carries: no prohibited identifier anywhere, no category the
@@ -683,18 +658,20 @@ impl LearnerApi for LearnerService {
         let dynamic = fields::to_dynamic(&profile, PROFILE)?;
         let carried = fields::carried(&dynamic, "profile");
         self.admit(&call, carried.iter().map(|(p, c)| (p.as_str(), *c)))?;
-        let hash = request_hash(&CreateLearnerRequest {
-            profile: Some(profile.clone()),
-            idempotency_key: None,
-            learner_id: chosen_id.clone().unwrap_or_default(),
-            guardian_consent: guardian_consent.clone(),
-        });
+        // The request in one spelling (trimmed, the id normalised), so a retry written
+        // differently is still a retry.
+        let idempotency = Idempotency::new(
+            key,
+            CREATE,
+            &CreateLearnerRequest {
+                profile: Some(profile.clone()),
+                idempotency_key: None,
+                learner_id: chosen_id.clone().unwrap_or_default(),
+                guardian_consent: guardian_consent.clone(),
+            },
+        );
         let readable = call.readable();
-        if let Some(id) = self
-            .learners
-            .replay(call.tenant(), key.as_deref(), CREATE, &hash)
-            .await?
-        {
+        if let Some(id) = self.learners.replay(&call, idempotency.as_ref()).await? {
             let access = call.subject(&id).await?;
             let learner = self.learners.learner(&access, readable).await?;
             return Ok(Response::new(CreateLearnerResponse {
@@ -711,10 +688,10 @@ impl LearnerApi for LearnerService {
         }
         // E4: the guardian's consent is in the ledger before the minor's data is stored.
         if let Some(evidence) = &guardian_consent {
-            let ledger_key = key.as_deref().map(|k| {
+            let ledger_key = idempotency.as_ref().map(|i| {
                 format!(
                     "guardian-{}",
-                    &hex::encode(Sha256::digest(k.as_bytes()))[..32]
+                    &hex::encode(Sha256::digest(i.key().as_bytes()))[..32]
                 )
             });
             access
@@ -729,7 +706,6 @@ impl LearnerApi for LearnerService {
             }
             .into());
         }
-        let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
         let learner = match self
             .learners
             .insert(
@@ -737,18 +713,14 @@ impl LearnerApi for LearnerService {
                 &profile,
                 &dynamic,
                 carried.iter().map(|(_, c)| *c).collect(),
-                idempotency,
+                idempotency.as_ref(),
             )
             .await
         {
             Ok(learner) => learner,
             // Two concurrent calls with one key: the loser answers as a retry would.
-            Err(Error::AlreadyExists(_)) if key.is_some() => {
-                let Some(id) = self
-                    .learners
-                    .replay(call.tenant(), key.as_deref(), CREATE, &hash)
-                    .await?
-                else {
+            Err(Error::AlreadyExists(_)) if idempotency.is_some() => {
+                let Some(id) = self.learners.replay(&call, idempotency.as_ref()).await? else {
                     return Err(Error::AlreadyExists("learner").into());
                 };
                 let access = call.subject(&id).await?;
@@ -817,11 +789,8 @@ impl LearnerApi for LearnerService {
         let mut canonical = r.clone();
         canonical.idempotency_key = None;
         canonical.profile = Some(profile);
-        let hash = request_hash(&canonical);
-        let replayed = self
-            .learners
-            .replay(call.tenant(), key.as_deref(), UPDATE, &hash)
-            .await?;
+        let idempotency = Idempotency::new(key, UPDATE, &canonical);
+        let replayed = self.learners.replay(&call, idempotency.as_ref()).await?;
         match replayed {
             Some(id) if id != access.subject_id() => {
                 return Err(Error::AlreadyExists("idempotency key").into());
@@ -834,9 +803,8 @@ impl LearnerApi for LearnerService {
                     self.require_guardian_if_minor(&call, &access, &names, born_or_moved)
                         .await?;
                 }
-                let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
                 self.learners
-                    .update(&access, &written, &masked, idempotency)
+                    .update(&access, &written, &masked, idempotency.as_ref())
                     .await?;
                 tracing::info!(fields = masked.len(), "learner rectified");
             }

@@ -3,13 +3,14 @@
 
 pub mod entity;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set, TransactionTrait,
 };
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
+use tutela_policy::Precondition;
+use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, page_token, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Result, SubjectAccess};
@@ -24,8 +25,9 @@ use tutela_proto::enrolment::{
     ListResultsResponse, RecordResultRequest, RecordResultResponse,
 };
 
-use crate::holds::Held;
+use crate::held::Held;
 use crate::learners::Learners;
+use crate::requests::{Enrol, NewCourse, NewResult, StatusChange};
 
 /// What erasing a learner's records did.
 #[derive(Debug, Clone, Copy, Default)]
@@ -55,65 +57,8 @@ pub(crate) fn status_of(row: &enrolment::Model) -> EnrolmentStatus {
     EnrolmentStatus::from_str_name(&row.status).unwrap_or(EnrolmentStatus::Unspecified)
 }
 
-/// With an idempotency key, the hash of the request without it (what tells a retry from another
-/// request reusing the key); `clear_key` removes the key from a copy.
-pub(crate) fn keyed_hash<M: prost::Message + Clone>(
-    key: Option<&str>,
-    request: &M,
-    clear_key: impl FnOnce(&mut M),
-) -> Option<String> {
-    key.map(|_| {
-        let mut canonical = request.clone();
-        clear_key(&mut canonical);
-        hex::encode(Sha256::digest(canonical.encode_to_vec()))
-    })
-}
-
-/// A table whose rows remember the idempotency key and request hash of the write that made them.
-pub(crate) trait Idempotent: tutela_policy::scope::TenantScoped {
-    /// The column holding the key.
-    const KEY: Self::Column;
-    /// The stored request hash of a row.
-    fn request_hash(row: &Self::Model) -> Option<&str>;
-}
-
-macro_rules! idempotent {
-    ($($module:ident),+) => {
-        $(impl Idempotent for $module::Entity {
-            const KEY: $module::Column = $module::Column::IdempotencyKey;
-            fn request_hash(row: &$module::Model) -> Option<&str> {
-                row.request_hash.as_deref()
-            }
-        })+
-    };
-}
-pub(crate) use idempotent;
-
-idempotent!(course, enrolment, result);
-
-/// Answers a retried write: the stored row when the key came with the same request, else
-/// ALREADY_EXISTS.
-fn replayed<T>(
-    row: Option<T>,
-    stored_hash: impl Fn(&T) -> Option<&str>,
-    hash: &str,
-) -> Result<Option<T>> {
-    match row {
-        None => Ok(None),
-        Some(row) if stored_hash(&row) == Some(hash) => Ok(Some(row)),
-        Some(_) => Err(Error::AlreadyExists("idempotency key")),
-    }
-}
-
-fn date(text: &str, field: &str, c: &mut Checks) -> Option<NaiveDate> {
-    if text.trim().is_empty() {
-        c.fail(field, "required, as YYYY-MM-DD");
-        return None;
-    }
-    NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
-        .map_err(|_| c.fail(field, "must be a date as YYYY-MM-DD"))
-        .ok()
-}
+// Each row of these tables remembers the idempotency key and request of the write that made it.
+tutela_policy::idempotent_rows!(course, enrolment, result);
 
 fn to_course(row: &course::Model) -> Course {
     Course {
@@ -272,10 +217,8 @@ impl Records {
         field: &str,
     ) -> Result<SubjectAccess> {
         let mut c = Checks::new();
-        let id = c.subject_id(learner, field);
-        c.finish()?;
-        let id = id.ok_or_else(|| Error::internal("learner id checked but missing"))?;
-        call.subject(&id).await
+        let id = c.subject(learner, field);
+        call.subject(&c.parsed(id)?).await
     }
 
     /// The access to an existing learner named at `field`.
@@ -305,23 +248,14 @@ impl Records {
         Ok((access, rows))
     }
 
-    /// The row an earlier write with this idempotency key made, when this is its retry; ALREADY_EXISTS
-    /// when the key came with another request; `None` without a key or an earlier write.
-    pub(crate) async fn replay<E: Idempotent>(
+    /// The row an earlier write with this idempotency key made, when this is its retry (see
+    /// [`idempotency::replay`]).
+    pub(crate) async fn replay<E: idempotency::KeyTable>(
         &self,
         call: &Authorized,
-        key: Option<&str>,
-        hash: Option<&str>,
+        idempotency: Option<&Idempotency>,
     ) -> Result<Option<E::Model>> {
-        let (Some(key), Some(hash)) = (key, hash) else {
-            return Ok(None);
-        };
-        let row = call
-            .find::<E>()
-            .filter(E::KEY.eq(key))
-            .one(&self.db)
-            .await?;
-        replayed(row, |r| E::request_hash(r), hash)
+        idempotency::replay::<E>(call, &self.db, idempotency).await
     }
 
     /// The database.
@@ -359,53 +293,27 @@ impl CourseApi for CourseService {
         request: Request<CreateCourseRequest>,
     ) -> std::result::Result<Response<CreateCourseResponse>, Status> {
         let call = Authorized::of(&request)?;
-        let r = request.get_ref();
-        let given = r.course.clone().unwrap_or_default();
-        let mut c = Checks::new();
-        let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
-        let code = c
-            .required_text(&given.code, "course.code", 64)
-            .map(str::to_owned);
-        let title = c
-            .required_text(&given.title, "course.title", 300)
-            .map(str::to_owned);
-        let programme = c
-            .optional_text(&given.programme, "course.programme", 300)
-            .map(str::to_owned);
-        let body = c
-            .optional_text(&given.awarding_body, "course.awarding_body", 300)
-            .map(str::to_owned);
-        let start = date(&given.start_date, "course.start_date", &mut c);
-        let end = date(&given.end_date, "course.end_date", &mut c);
-        if let (Some(s), Some(e)) = (start, end) {
-            c.ensure(e >= s, "course.end_date", "must not be before start_date");
-        }
-        c.finish()?;
-        let (Some(code), Some(title), Some(programme), Some(body), Some(start), Some(end)) =
-            (code, title, programme, body, start, end)
-        else {
-            return Err(Error::internal("course checked but incomplete").into());
-        };
-        let request_hash = keyed_hash(key.as_deref(), r, |m| m.idempotency_key = None);
+        let new = NewCourse::try_from(request.get_ref())?;
         if let Some(row) = self
             .records
-            .replay::<course::Entity>(&call, key.as_deref(), request_hash.as_deref())
+            .replay::<course::Entity>(&call, new.idempotency.as_ref())
             .await?
         {
             return Ok(Response::new(CreateCourseResponse {
                 course: Some(to_course(&row)),
             }));
         }
+        let (key, request_hash) = Idempotency::columns(new.idempotency.as_ref());
         let txn = self.records.db.begin().await.map_err(Error::from)?;
         let row = course::ActiveModel {
             tenant: Set(call.tenant().to_owned()),
             course_id: Set(uuid::Uuid::new_v4().to_string()),
-            code: Set(code),
-            title: Set(title),
-            programme: Set(programme),
-            awarding_body: Set(body),
-            start_date: Set(start),
-            end_date: Set(end),
+            code: Set(new.code),
+            title: Set(new.title),
+            programme: Set(new.programme),
+            awarding_body: Set(new.awarding_body),
+            start_date: Set(new.start),
+            end_date: Set(new.end),
             created_at: Set(self.records.now()),
             idempotency_key: Set(key),
             request_hash: Set(request_hash),
@@ -487,31 +395,18 @@ impl EnrolmentApi for EnrolmentService {
     ) -> std::result::Result<Response<EnrolLearnerResponse>, Status> {
         let call = Authorized::of(&request)?;
         let r = request.get_ref();
-        let mut c = Checks::new();
-        let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
-        let course_id = c
-            .required_text(&r.course_id, "course_id", 64)
-            .map(str::to_owned);
-        let status = match EnrolmentStatus::try_from(r.status) {
-            Ok(EnrolmentStatus::Unspecified) => Some(EnrolmentStatus::Applied),
-            Ok(s @ (EnrolmentStatus::Applied | EnrolmentStatus::Enrolled)) => Some(s),
-            _ => {
-                c.fail("status", "APPLIED or ENROLLED (or unset for APPLIED)");
-                None
-            }
-        };
-        c.finish()?;
-        let (Some(course_id), Some(status)) = (course_id, status) else {
-            return Err(Error::internal("enrolment checked but incomplete").into());
-        };
+        let Enrol {
+            idempotency,
+            course_id,
+            status,
+        } = Enrol::try_from(r)?;
         let access = self
             .records
             .learner_access(&call, r.learner.as_ref(), "learner")
             .await?;
-        let request_hash = keyed_hash(key.as_deref(), r, |m| m.idempotency_key = None);
         if let Some(row) = self
             .records
-            .replay::<enrolment::Entity>(&call, key.as_deref(), request_hash.as_deref())
+            .replay::<enrolment::Entity>(&call, idempotency.as_ref())
             .await?
         {
             access.record(CategorySet::of(&[DataCategory::Education]));
@@ -531,6 +426,7 @@ impl EnrolmentApi for EnrolmentService {
             return Err(Error::AlreadyExists("enrolment of this learner on this course").into());
         }
         let now = self.records.now();
+        let (key, request_hash) = Idempotency::columns(idempotency.as_ref());
         let txn = self.records.db.begin().await.map_err(Error::from)?;
         let row = enrolment::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
@@ -561,19 +457,10 @@ impl EnrolmentApi for EnrolmentService {
         request: Request<ChangeEnrolmentStatusRequest>,
     ) -> std::result::Result<Response<ChangeEnrolmentStatusResponse>, Status> {
         let call = Authorized::of(&request)?;
-        let r = request.get_ref();
-        let mut c = Checks::new();
-        let id = c
-            .required_text(&r.enrolment_id, "enrolment_id", 64)
-            .map(str::to_owned);
-        let to = EnrolmentStatus::try_from(r.status)
-            .ok()
-            .filter(|s| *s != EnrolmentStatus::Unspecified);
-        c.ensure(to.is_some(), "status", "required: the new status");
-        c.finish()?;
-        let (Some(id), Some(to)) = (id, to) else {
-            return Err(Error::internal("status change checked but incomplete").into());
-        };
+        let StatusChange {
+            enrolment_id: id,
+            to,
+        } = StatusChange::try_from(request.get_ref())?;
         let row = self.records.enrolment(&call, &id).await?;
         let access = call.subject(&row.learner_id).await?;
         let from = status_of(&row);
@@ -585,7 +472,7 @@ impl EnrolmentApi for EnrolmentService {
         }
         if !transition_allowed(from, to) {
             return Err(Error::FailedPrecondition {
-                reason: "INVALID_TRANSITION",
+                reason: Precondition::InvalidTransition,
                 message: format!(
                     "an enrolment cannot go from {} to {}",
                     from.as_str_name(),
@@ -613,7 +500,7 @@ impl EnrolmentApi for EnrolmentService {
             .map_err(Error::from)?;
         if updated.rows_affected != 1 {
             return Err(Error::FailedPrecondition {
-                reason: "CONCURRENT_CHANGE",
+                reason: Precondition::ConcurrentChange,
                 message: "the enrolment changed meanwhile; read it again".into(),
             }
             .into());
@@ -688,53 +575,13 @@ impl EnrolmentApi for EnrolmentService {
         request: Request<RecordResultRequest>,
     ) -> std::result::Result<Response<RecordResultResponse>, Status> {
         let call = Authorized::of(&request)?;
-        let r = request.get_ref();
-        let given = r.result.clone().unwrap_or_default();
-        let mut c = Checks::new();
-        let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
-        let enrolment_id = c
-            .required_text(&given.enrolment_id, "result.enrolment_id", 64)
-            .map(str::to_owned);
-        let assessment = c
-            .required_text(&given.assessment, "result.assessment", 300)
-            .map(str::to_owned);
-        let assessor = c
-            .optional_text(&given.assessor, "result.assessor", 200)
-            .map(str::to_owned);
-        c.ensure(
-            given.maximum.is_finite() && given.maximum > 0.0,
-            "result.maximum",
-            "required: a positive number",
-        );
-        c.ensure(
-            given.score.is_finite() && given.score >= 0.0 && given.score <= given.maximum,
-            "result.score",
-            "from 0 to maximum",
-        );
         let now = self.records.now();
-        let assessed_at = given
-            .assessed_at
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?));
-        match assessed_at {
-            None => c.fail("result.assessed_at", "required: a valid timestamp"),
-            Some(at) if at > now + chrono::Duration::seconds(60) => {
-                c.fail("result.assessed_at", "must not be in the future");
-            }
-            Some(_) => {}
-        }
-        c.finish()?;
-        let (Some(enrolment_id), Some(assessment), Some(assessor), Some(assessed_at)) =
-            (enrolment_id, assessment, assessor, assessed_at)
-        else {
-            return Err(Error::internal("result checked but incomplete").into());
-        };
-        let row = self.records.enrolment(&call, &enrolment_id).await?;
+        let new = NewResult::parse(request.get_ref(), now)?;
+        let row = self.records.enrolment(&call, &new.enrolment_id).await?;
         let access = call.subject(&row.learner_id).await?;
-        let request_hash = keyed_hash(key.as_deref(), r, |m| m.idempotency_key = None);
         if let Some(stored) = self
             .records
-            .replay::<result::Entity>(&call, key.as_deref(), request_hash.as_deref())
+            .replay::<result::Entity>(&call, new.idempotency.as_ref())
             .await?
         {
             access.record(CategorySet::of(&[DataCategory::Assessment]));
@@ -747,23 +594,24 @@ impl EnrolmentApi for EnrolmentService {
             EnrolmentStatus::Started | EnrolmentStatus::Completed
         ) {
             return Err(Error::FailedPrecondition {
-                reason: "ENROLMENT_NOT_STARTED",
+                reason: Precondition::EnrolmentNotStarted,
                 message: "results are recorded for enrolments that have started".into(),
             }
             .into());
         }
+        let (key, request_hash) = Idempotency::columns(new.idempotency.as_ref());
         let txn = self.records.db.begin().await.map_err(Error::from)?;
         let stored = result::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
             result_id: Set(uuid::Uuid::new_v4().to_string()),
             enrolment_id: Set(row.enrolment_id.clone()),
             learner_id: Set(row.learner_id.clone()),
-            assessment: Set(assessment),
-            score: Set(given.score),
-            maximum: Set(given.maximum),
-            passed: Set(given.passed),
-            assessed_at: Set(assessed_at),
-            assessor: Set(assessor),
+            assessment: Set(new.assessment),
+            score: Set(new.score),
+            maximum: Set(new.maximum),
+            passed: Set(new.passed),
+            assessed_at: Set(new.assessed_at),
+            assessor: Set(new.assessor),
             recorded_at: Set(now),
             idempotency_key: Set(key),
             request_hash: Set(request_hash),

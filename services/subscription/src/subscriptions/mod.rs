@@ -21,13 +21,14 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
+use tutela_policy::Precondition;
 use tutela_policy::audit::{
     AuditKeys, AuditLog, AuditRecord, EventKind, Outcome, StageAudit, TokenCallAudit,
 };
-use tutela_policy::consent::{ConsentGate, check_evidence};
+use tutela_policy::consent::{ConsentGate, parse_evidence};
 use tutela_policy::error::AuthFailure;
 use tutela_policy::scope::within;
-use tutela_policy::validate::{Checks, timestamp};
+use tutela_policy::validate::{Checks, Field, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess};
 use tutela_proto::common::{DataCategory, Purpose, SubjectRef};
 use tutela_proto::consent::{ConsentActor, ConsentEvidence, ConsentMethod};
@@ -44,9 +45,9 @@ use tutela_store::{KeyVault, Keyring, SharedClock, SubjectKey};
 use uuid::Uuid;
 
 use crate::SERVICE;
-use crate::ledger::{Append, Ledger};
 use crate::tokens::{TokenError, Tokens};
 use entity::{contact, event, evidence, subscription, suppression, topic};
+use tutela_ledger::{Append, Ledger};
 
 /// How long a confirmation token (email, post) is valid.
 pub const TOKEN_VALIDITY: chrono::Duration = chrono::Duration::days(7);
@@ -210,20 +211,19 @@ fn valid_topic_id(id: &str) -> bool {
 }
 
 /// Checks an opt-in's evidence at `field`.
-fn check_opt_in(c: &mut Checks, e: Option<&OptInEvidence>, field: &str) -> Option<OptInEvidence> {
+fn check_opt_in(c: &mut Checks, e: Option<&OptInEvidence>, field: &str) -> Field<OptInEvidence> {
     let Some(e) = e else {
-        c.fail(
+        return Err(c.flag(
             field,
             "required: where and with which wording the person acted",
-        );
-        return None;
+        ));
     };
     let before = c.len();
     c.required_text(&e.source, &format!("{field}.source"), 128);
     c.required_text(&e.wording_version, &format!("{field}.wording_version"), 64);
     let sha = e.wording_sha256.trim();
     c.wording_sha256(sha, &format!("{field}.wording_sha256"));
-    (c.len() == before).then(|| OptInEvidence {
+    c.clean_since(before, || OptInEvidence {
         source: e.source.trim().to_owned(),
         wording_version: e.wording_version.trim().to_owned(),
         wording_sha256: sha.to_owned(),
@@ -231,16 +231,13 @@ fn check_opt_in(c: &mut Checks, e: Option<&OptInEvidence>, field: &str) -> Optio
 }
 
 /// A channel field that must be set.
-fn check_channel(c: &mut Checks, value: i32, field: &str) -> Option<Channel> {
+fn check_channel(c: &mut Checks, value: i32, field: &str) -> Field<Channel> {
     match Channel::try_from(value) {
-        Ok(Channel::Unspecified) | Err(_) => {
-            c.fail(
-                field,
-                "required: a channel of tutela.subscription.v1.Channel",
-            );
-            None
-        }
-        Ok(ch) => Some(ch),
+        Ok(Channel::Unspecified) | Err(_) => Err(c.flag(
+            field,
+            "required: a channel of tutela.subscription.v1.Channel",
+        )),
+        Ok(ch) => Ok(ch),
     }
 }
 
@@ -296,10 +293,8 @@ pub struct Parts {
     pub audit: AuditLog,
     /// The clock.
     pub clock: SharedClock,
-    /// The consent ledger of this process.
+    /// The consent ledger of this process (and the guard's consent gate over it).
     pub ledger: Arc<Ledger>,
-    /// The guard's consent gate of this process (invalidated after ledger appends).
-    pub gate: Arc<ConsentGate>,
     /// The processing register.
     pub register: Arc<Register>,
     /// Where people reach `POST /unsubscribe/{token}`, e.g. `https://news.example.org`.
@@ -335,8 +330,8 @@ impl Subscriptions {
             tokens: Tokens::new(&keys),
             keys,
             clock: parts.clock,
+            gate: parts.ledger.gate(),
             ledger: parts.ledger,
-            gate: parts.gate,
             register: parts.register,
             audit: parts.audit,
             public_base_url: parts.public_base_url.trim_end_matches('/').to_owned(),
@@ -606,8 +601,8 @@ impl Subscriptions {
         Ok((row.subscription_id, after, changed))
     }
 
-    /// Appends a ledger entry for the contact and makes this process's guard see it at once;
-    /// `audit` stages the entry's audit record in the append's transaction.
+    /// Appends a ledger entry for the contact (the ledger makes this process's guard see it at
+    /// once); `audit` stages the entry's audit record in the append's transaction.
     async fn append_consent(
         &self,
         tenant: &str,
@@ -615,14 +610,7 @@ impl Subscriptions {
         recorded_by: &str,
         audit: &dyn StageAudit,
     ) -> Result<tutela_proto::consent::ConsentEntry> {
-        let (row, key, appended) = self
-            .ledger
-            .append(tenant, append, recorded_by, audit, append.touched())
-            .await?;
-        if appended {
-            self.gate.invalidate(tenant, &append.subject);
-        }
-        crate::ledger::entry(row, key.as_ref())
+        self.ledger.append(tenant, append, recorded_by, audit).await
     }
 }
 
@@ -643,10 +631,8 @@ impl SubscriptionService {
         contact: Option<&SubjectRef>,
     ) -> Result<SubjectAccess> {
         let mut c = Checks::new();
-        let id = c.subject_id(contact, "contact");
-        c.finish()?;
-        let id = id.ok_or_else(|| Error::internal("contact id checked but missing"))?;
-        call.subject(&id).await
+        let id = c.subject(contact, "contact");
+        call.subject(&c.parsed(id)?).await
     }
 
     /// Confirms `row` after its token or code was checked.
@@ -668,7 +654,7 @@ impl SubscriptionService {
             }
             State::Unsubscribed | State::Suppressed => {
                 return Err(Error::FailedPrecondition {
-                    reason: "SUBSCRIPTION_NOT_PENDING",
+                    reason: Precondition::SubscriptionNotPending,
                     message:
                         "the subscription is no longer waiting for confirmation; subscribe again"
                             .into(),
@@ -767,8 +753,7 @@ impl SubscriptionService {
             ),
         }
         let opt_in = check_opt_in(&mut c, r.evidence.as_ref(), "evidence");
-        c.finish()?;
-        let opt_in = opt_in.ok_or_else(|| Error::internal("evidence checked but missing"))?;
+        let opt_in = c.parsed(opt_in)?;
         let now = s.clock.now();
         if !token.is_empty() {
             let id = s
@@ -852,22 +837,18 @@ fn check_subscribe(r: &SubscribeRequest, today: NaiveDate) -> Result<SubscribeIn
         "topic",
         "required: a topic id of [a-z0-9_], at most 64",
     );
-    let normalised = channel.and_then(|ch| match normalise_address(ch, &r.address) {
-        Ok(n) => Some(n),
-        Err(why) => {
-            c.fail("address", why);
-            None
-        }
+    // The address is checked by its channel's rule, so only once the channel parsed.
+    let addressed = channel.and_then(|ch| {
+        normalise_address(ch, &r.address)
+            .map(|normalised| (ch, normalised))
+            .map_err(|why| c.flag("address", why))
     });
     let date_of_birth = r.date_of_birth.trim();
     c.date_of_birth(date_of_birth, "date_of_birth", today);
     let country = r.country.trim();
     c.country(country, "country");
     let opt_in = check_opt_in(&mut c, r.evidence.as_ref(), "evidence");
-    c.finish()?;
-    let (Some(channel), Some(normalised), Some(opt_in)) = (channel, normalised, opt_in) else {
-        return Err(Error::internal("subscribe request checked but incomplete"));
-    };
+    let ((channel, normalised), opt_in) = c.parsed((addressed, opt_in))?;
     Ok(SubscribeInput {
         contact,
         channel,
@@ -914,7 +895,7 @@ impl SubscriptionService {
             .is_some()
         {
             return Err(Error::FailedPrecondition {
-                reason: "ADDRESS_SUPPRESSED",
+                reason: Precondition::AddressSuppressed,
                 message: "this address is on the suppression list (a hard bounce, a complaint or an erasure) and cannot be subscribed".into(),
             });
         }
@@ -1166,9 +1147,8 @@ impl SubscriptionService {
                 "only for an opt-out from communications",
             );
         }
-        let evidence = check_evidence(&mut c, call.principal(), r.evidence.as_ref(), "evidence");
-        c.finish()?;
-        let evidence = evidence.ok_or_else(|| Error::internal("evidence checked but missing"))?;
+        let evidence = parse_evidence(&mut c, call.principal(), r.evidence.as_ref(), "evidence");
+        let evidence = c.parsed(evidence)?;
         let access = Self::contact_access(call, r.contact.as_ref()).await?;
         let mut unsubscribed = 0u32;
         if kind == Some(OptOutKind::Communications) {
@@ -1582,8 +1562,7 @@ impl SubscriptionApi for SubscriptionService {
             "required: a topic id of [a-z0-9_], at most 64",
         );
         c.ensure(r.batch_size <= 5000, "batch_size", "at most 5000");
-        c.finish()?;
-        let channel = channel.ok_or_else(|| Error::internal("channel checked but missing"))?;
+        let channel = c.parsed(channel)?;
         let batch = if r.batch_size == 0 {
             1000
         } else {

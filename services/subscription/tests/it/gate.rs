@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use tonic::Request;
+use tutela_ledger::{ConsentLedgerService, Ledger};
 use tutela_policy::access::{AccessRules, DEFAULT_POLICIES, DEFAULT_SCHEMA};
 use tutela_policy::audit::{AuditKeys, AuditLog};
 use tutela_policy::consent::{RemoteLedger, RemoteLedgerSettings};
 use tutela_policy::guard::Outcome;
 use tutela_policy::principal::{AuthSettings, TokenRequest, TokenVerifier, issue_hs256};
-use tutela_policy::{Authorized, ConsentGate, ConsentSource, Guard, MethodTable, Register};
+use tutela_policy::{Authorized, ConsentSource, Guard, MethodTable, Register};
 use tutela_proto::common::Purpose;
 use tutela_proto::consent::consent_ledger_server::ConsentLedger;
 use tutela_store::testing::TestDatabase;
-use tutela_subscription::{ConsentLedgerService, Ledger};
 use tutela_testkit::{Credentials, TestSuite};
 
 use crate::*;
@@ -58,11 +58,11 @@ pub async fn process_reading(
 ) -> Process {
     let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
     let register = Arc::new(Register::default_register().unwrap());
-    let store = Arc::new(Ledger::new(db.clone(), keyring, clock.clone()));
-    let gate = Arc::new(ConsentGate::new(
-        source.unwrap_or_else(|| store.clone()),
-        tutela_policy::consent::MAX_TTL,
-    ));
+    let ledger = match source {
+        Some(source) => Ledger::reading(db.clone(), keyring, clock.clone(), source),
+        None => Ledger::new(db.clone(), keyring, clock.clone()),
+    };
+    let gate = ledger.gate();
     let rules = AccessRules::new(DEFAULT_SCHEMA, &format!("{DEFAULT_POLICIES}\n{extra}")).unwrap();
     let verifier = TokenVerifier::new(&AuthSettings {
         issuer: "tutela".into(),
@@ -83,7 +83,7 @@ pub async fn process_reading(
     .unwrap();
     Process {
         guard,
-        ledger: ConsentLedgerService::new(store, gate, register),
+        ledger: ConsentLedgerService::new(&ledger, register),
     }
 }
 
@@ -167,17 +167,13 @@ pub async fn migrated() -> (
 ) {
     let database = TestDatabase::create().await.unwrap();
     let db = database.connect().await.unwrap();
-    tutela_store::migrate(
-        &db,
-        &[
-            tutela_store::migrations_of::<tutela_policy::audit::migration::AuditMigrator>("audit"),
-            tutela_store::migrations_of::<tutela_subscription::SubscriptionMigrator>(
-                "subscription",
-            ),
-        ],
-    )
-    .await
-    .unwrap();
+    let mut sets = vec![tutela_store::migrations_of::<
+        tutela_policy::audit::migration::AuditMigrator,
+    >("audit")];
+    sets.extend(tutela_host::HostedService::migrations(
+        tutela_subscription::HOSTED,
+    ));
+    tutela_store::migrate(&db, &sets).await.unwrap();
     let kek = tutela_store::Keyring::generate_base64().unwrap();
     let keyring = Arc::new(tutela_store::Keyring::from_base64([("k1", &kek)]).unwrap());
     (database, db, keyring)

@@ -2,8 +2,15 @@
 //! `tutela.consent.v1.ConsentLedger` service over them, and the [`ConsentSource`] the guard of
 //! this process reads. Evidence references and guardian details are sealed under the subject's
 //! data key, so erasing the subject (shredding the key) leaves only the bare facts of the entry.
+//!
+//! Every guard reads it, so it is a crate of its own that services use only through [`Ledger`]:
+//! the consent gate over it, appends, a tenant's marketing exclusions in one batch, and its part
+//! in a subject's export and erasure. Only the ledger invalidates its gate's cache: after each
+//! append, and when a subject is erased. Which process hosts it is a deployment choice (the host
+//! builds it where a hosted service asks for it; other processes read it over gRPC).
 
 pub mod entity;
+pub mod migration;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,22 +42,124 @@ use tutela_proto::consent::{
 };
 use tutela_store::{KeyVault, Keyring, SharedClock, StoreError, SubjectKey, placeholders};
 
-use crate::SERVICE;
+/// The ledger's name: its migration set and its part of the host.
+pub const LEDGER: &str = "ledger";
+
+/// The key vault scope of the subjects' data keys the ledger seals under. It is the subscription
+/// service's scope, where the ledger began: keys made then stay readable, and one key per contact
+/// means that erasing them from either shreds both.
+pub const VAULT_SCOPE: &str = "subscription";
 
 /// How far in the future an `occurred_at` may be (clock skew between the caller and us).
 const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(60);
 
+/// The consent ledger of a process: its storage and the guard's consent gate over it.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    store: Arc<Store>,
+    gate: Arc<ConsentGate>,
+}
+
+impl Ledger {
+    /// The ledger over `db` (migrated with [`migration::migrations`]), with a consent gate that
+    /// reads it and caches for at most [`tutela_policy::consent::MAX_TTL`].
+    pub fn new(db: DatabaseConnection, keyring: Arc<Keyring>, clock: SharedClock) -> Self {
+        let store = Arc::new(Store::new(db, keyring, clock));
+        let gate = Arc::new(ConsentGate::new(
+            store.clone(),
+            tutela_policy::consent::MAX_TTL,
+        ));
+        Self { store, gate }
+    }
+
+    /// As [`Ledger::new`], with the gate reading consent from `source` instead (another process's
+    /// ledger, as a process that does not host it sees it); appends still invalidate it.
+    pub fn reading(
+        db: DatabaseConnection,
+        keyring: Arc<Keyring>,
+        clock: SharedClock,
+        source: Arc<dyn ConsentSource>,
+    ) -> Self {
+        let store = Arc::new(Store::new(db, keyring, clock));
+        let gate = Arc::new(ConsentGate::new(source, tutela_policy::consent::MAX_TTL));
+        Self { store, gate }
+    }
+
+    /// The guard's consent gate over this ledger.
+    pub fn gate(&self) -> Arc<ConsentGate> {
+        self.gate.clone()
+    }
+
+    /// The ledger as a [`ConsentSource`], read without the gate's cache.
+    pub fn source(&self) -> Arc<dyn ConsentSource> {
+        self.store.clone()
+    }
+
+    /// Whether the ledger holds any entry for the subject (one row read, not the history).
+    pub async fn has_entries(&self, tenant: &str, subject: &str) -> Result<bool> {
+        self.store.has_entries(tenant, subject).await
+    }
+
+    /// The subject's entries in ledger order, as the API shows them (without evidence reference
+    /// and guardian once the subject was erased): the ledger's part of an export.
+    pub async fn history(&self, tenant: &str, subject: &str) -> Result<Vec<ConsentEntry>> {
+        let rows = self.store.rows(tenant, subject).await?;
+        let key = self.store.key(tenant, subject).await?;
+        rows.into_iter()
+            .map(|row| entry(row, key.as_ref()))
+            .collect()
+    }
+
+    /// The tenant's subjects whose latest `marketing` entry for the purpose as a whole is a
+    /// withdrawal, or whose processing is restricted: whom no audience may include. One batch
+    /// for the whole tenant, not one snapshot per recipient.
+    pub async fn marketing_exclusions(&self, tenant: &str) -> Result<HashSet<String>> {
+        self.store.left_out_of_marketing(tenant).await
+    }
+
+    /// Appends `append` for `tenant` (or finds the entry an earlier call with the same
+    /// idempotency key appended), staging its audit record through `audit` in the append's
+    /// transaction; the next consent check in this process sees it.
+    pub async fn append(
+        &self,
+        tenant: &str,
+        append: &Append,
+        recorded_by: &str,
+        audit: &dyn StageAudit,
+    ) -> Result<ConsentEntry> {
+        let (row, key, appended) = self
+            .store
+            .append(tenant, append, recorded_by, audit, append.touched())
+            .await?;
+        if appended {
+            // After the commit: the next call in this process sees the new state.
+            self.gate.invalidate(tenant, &append.subject);
+        }
+        entry(row, key.as_ref())
+    }
+
+    /// The ledger's part of erasing a subject: their data key is shredded (the key in
+    /// [`VAULT_SCOPE`], which the subscription service's sealed data shares), so evidence
+    /// references and guardian details become unreadable for good while the bare consent facts
+    /// stay as proof; the gate forgets what it cached. Returns whether a key was shredded.
+    pub async fn erase(&self, tenant: &str, subject: &str) -> Result<bool> {
+        let shredded = self.store.vault.shred(tenant, subject).await?;
+        self.gate.invalidate(tenant, subject);
+        Ok(shredded)
+    }
+}
+
 /// The ledger's storage.
 #[derive(Clone)]
-pub struct Ledger {
+pub(crate) struct Store {
     db: DatabaseConnection,
     vault: KeyVault,
     clock: SharedClock,
 }
 
-impl std::fmt::Debug for Ledger {
+impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger")
+        f.debug_struct("Store")
             .field("vault", &self.vault)
             .finish_non_exhaustive()
     }
@@ -75,14 +184,13 @@ fn sealed_field(entry_id: &str) -> String {
     format!("consent_entries.sealed/{entry_id}")
 }
 
-impl Ledger {
-    /// The ledger over `db` (migrated with [`crate::SubscriptionMigrator`]).
-    pub fn new(db: DatabaseConnection, keyring: Arc<Keyring>, clock: SharedClock) -> Self {
-        let vault = KeyVault::new(db.clone(), keyring, SERVICE, clock.clone());
+impl Store {
+    fn new(db: DatabaseConnection, keyring: Arc<Keyring>, clock: SharedClock) -> Self {
+        let vault = KeyVault::new(db.clone(), keyring, VAULT_SCOPE, clock.clone());
         Self { db, vault, clock }
     }
 
-    pub(crate) async fn rows(&self, tenant: &str, subject: &str) -> Result<Vec<entity::Model>> {
+    async fn rows(&self, tenant: &str, subject: &str) -> Result<Vec<entity::Model>> {
         Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
             .filter(entity::Column::SubjectId.eq(subject))
             .order_by_asc(entity::Column::Seq)
@@ -91,7 +199,7 @@ impl Ledger {
     }
 
     /// Whether the ledger holds any entry for the subject (one row read, not the history).
-    pub(crate) async fn has_entries(&self, tenant: &str, subject: &str) -> Result<bool> {
+    async fn has_entries(&self, tenant: &str, subject: &str) -> Result<bool> {
         Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
             .filter(entity::Column::SubjectId.eq(subject))
             .one(&self.db)
@@ -100,7 +208,7 @@ impl Ledger {
     }
 
     /// The subject's data key, or `None` once their data was erased (or nothing was sealed).
-    pub(crate) async fn key(&self, tenant: &str, subject: &str) -> Result<Option<SubjectKey>> {
+    async fn key(&self, tenant: &str, subject: &str) -> Result<Option<SubjectKey>> {
         match self.vault.get(tenant, subject).await {
             Ok(key) => Ok(Some(key)),
             Err(StoreError::Erased | StoreError::KeyNotFound) => Ok(None),
@@ -147,7 +255,7 @@ impl Ledger {
 
     /// Subjects whose latest `marketing` entry for the purpose as a whole is a withdrawal, or whose
     /// processing is restricted.
-    pub(crate) async fn left_out_of_marketing(&self, tenant: &str) -> Result<HashSet<String>> {
+    async fn left_out_of_marketing(&self, tenant: &str) -> Result<HashSet<String>> {
         #[derive(FromQueryResult)]
         struct Latest {
             subject_id: String,
@@ -222,12 +330,12 @@ impl Ledger {
     }
 }
 
-impl Ledger {
+impl Store {
     /// Appends a validated entry, or finds the one an earlier call with the same idempotency key
     /// appended (ALREADY_EXISTS if that call asked for something else). Returns the row, the
     /// subject's key (`None` once erased) and whether this call appended it. The entry's audit
     /// record (an access to `touched`) is staged through `audit` in the append's transaction.
-    pub(crate) async fn append(
+    async fn append(
         &self,
         tenant: &str,
         a: &Append,
@@ -336,7 +444,7 @@ fn fold(rows: &[entity::Model]) -> ConsentSnapshot {
 }
 
 #[async_trait::async_trait]
-impl ConsentSource for Ledger {
+impl ConsentSource for Store {
     async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot> {
         let mut snapshot = fold(&self.rows(tenant, subject).await?);
         snapshot.restricted = self.restricted(tenant, subject).await?.unwrap_or(false);
@@ -434,18 +542,18 @@ impl ConsentSource for Ledger {
 /// The gRPC service over the ledger.
 #[derive(Debug, Clone)]
 pub struct ConsentLedgerService {
-    ledger: Arc<Ledger>,
+    ledger: Arc<Store>,
     gate: Arc<ConsentGate>,
     register: Arc<Register>,
 }
 
 impl ConsentLedgerService {
-    /// The service; `gate` is the guard's consent gate of this process, invalidated after each
-    /// append so that the next call sees the new state.
-    pub fn new(ledger: Arc<Ledger>, gate: Arc<ConsentGate>, register: Arc<Register>) -> Self {
+    /// The service over `ledger`, whose gate it invalidates after each append so that the next
+    /// call sees the new state.
+    pub fn new(ledger: &Ledger, register: Arc<Register>) -> Self {
         Self {
-            ledger,
-            gate,
+            ledger: ledger.store.clone(),
+            gate: ledger.gate.clone(),
             register,
         }
     }
@@ -453,7 +561,7 @@ impl ConsentLedgerService {
 
 impl Append {
     /// The categories an entry of this append holds.
-    pub(crate) fn touched(&self) -> CategorySet {
+    fn touched(&self) -> CategorySet {
         let mut touched = CategorySet::of(&[DataCategory::Identity, DataCategory::Communication]);
         if !self.recipient.is_empty() {
             touched = touched.union(CategorySet::of(&[DataCategory::Employment]));
@@ -463,15 +571,30 @@ impl Append {
 }
 
 /// A validated append.
-pub(crate) struct Append {
-    pub(crate) subject: String,
-    pub(crate) purpose: Purpose,
-    pub(crate) recipient: String,
-    pub(crate) granted: bool,
-    pub(crate) evidence: ConsentEvidence,
-    pub(crate) occurred_at: Option<DateTime<Utc>>,
-    pub(crate) idempotency_key: Option<String>,
-    pub(crate) request_hash: Option<String>,
+#[derive(Clone)]
+pub struct Append {
+    /// The subject the entry is about.
+    pub subject: String,
+    /// What consent is given or withdrawn for.
+    pub purpose: Purpose,
+    /// Empty for the purpose as a whole.
+    pub recipient: String,
+    /// Given (true) or withdrawn.
+    pub granted: bool,
+    /// How it was given or withdrawn.
+    pub evidence: ConsentEvidence,
+    /// When, if not now.
+    pub occurred_at: Option<DateTime<Utc>>,
+    /// A caller's key that makes a retry append nothing.
+    pub idempotency_key: Option<String>,
+    /// With an idempotency key: the hash that tells a retry from a reuse of the key.
+    pub request_hash: Option<String>,
+}
+
+impl std::fmt::Debug for Append {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Append([redacted])")
+    }
 }
 
 fn method_name(m: ConsentMethod) -> &'static str {
@@ -646,7 +769,7 @@ impl ConsentLedgerService {
 /// The entry as the API shows it, with the sealed part opened while the subject's key lives
 /// (`key` is `None` once the subject was erased: the evidence reference and guardian are gone for
 /// good, the rest of the entry stays as proof).
-pub(crate) fn entry(row: entity::Model, key: Option<&SubjectKey>) -> Result<ConsentEntry> {
+fn entry(row: entity::Model, key: Option<&SubjectKey>) -> Result<ConsentEntry> {
     let sealed = match key {
         Some(key) => {
             let json = key.open(&sealed_field(&row.entry_id), &row.sealed)?;
