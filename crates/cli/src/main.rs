@@ -135,7 +135,9 @@ enum RetentionCommand {
     Sweep {
         #[command(flatten)]
         common: Common,
-        /// Count what is due without removing anything.
+        /// Count what is due without removing anything (and without taking the sweep's lease,
+        /// which a real sweep holds so that no other replica sweeps at the same time; while
+        /// another replica holds it, a real sweep removes nothing and exits with status 75).
         #[arg(long)]
         dry_run: bool,
     },
@@ -496,8 +498,13 @@ async fn main() -> ExitCode {
             let missing_key = err
                 .chain()
                 .any(|e| e.downcast_ref::<tutela::keys::MissingKey>().is_some());
+            let busy = err
+                .chain()
+                .any(|e| e.downcast_ref::<tutela::retention::SweepBusy>().is_some());
             if missing_key {
                 ExitCode::from(tutela::keys::MISSING_KEY_EXIT)
+            } else if busy {
+                ExitCode::from(tutela::retention::SWEEP_BUSY_EXIT)
             } else {
                 ExitCode::FAILURE
             }

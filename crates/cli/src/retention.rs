@@ -44,7 +44,39 @@ impl fmt::Display for Report {
     }
 }
 
-/// Sweeps once at the current time; `dry_run` only counts.
+/// The exit status of `tutela retention sweep` while another replica sweeps (EX_TEMPFAIL: try
+/// again later).
+pub const SWEEP_BUSY_EXIT: u8 = 75;
+
+/// Another replica holds a sweep's lease: this sweep did not run, and removed nothing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "another replica ({}) is sweeping: it holds the lease {:?} until {}; nothing was swept, try again once it is done",
+    .0.holder,
+    .0.lease,
+    .0.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+)]
+pub struct SweepBusy(pub tutela_store::lease::Holding);
+
+/// The name of the lease a service's sweeper runs under (`enrolment retention sweep`), in
+/// `serve` and in `tutela retention sweep` alike: different sweeps run side by side, and no
+/// sweep on two replicas at once.
+pub fn lease_name(service: &str, sweeper: &str) -> String {
+    format!("{service} {sweeper} sweep")
+}
+
+/// The lease of `service`'s `sweeper`, held as this process.
+pub fn lease(
+    db: &sea_orm::DatabaseConnection,
+    service: &str,
+    sweeper: &str,
+    clock: tutela_store::SharedClock,
+) -> tutela_store::Lease {
+    tutela_store::Lease::new(db.clone(), lease_name(service, sweeper), clock)
+}
+
+/// Sweeps once at the current time; `dry_run` only counts. A real sweep takes the leases of every
+/// hosted service's sweepers, as `serve` does, or fails with [`SweepBusy`] and removes nothing.
 pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
     let hosted = crate::services::hosted(&config.server.services)?;
     let mut report = Report {
@@ -54,6 +86,7 @@ pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
     if hosted.is_empty() {
         return Ok(report);
     }
+    let mut sweepers = Vec::new();
     // Keys first: a sweep that cannot run must not have created a database on its way.
     let keyring = Arc::new(crate::keys::load_keyring(config)?);
     let audit_keys = crate::keys::load_audit_keys(config)?;
@@ -64,13 +97,26 @@ pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
     let now = clock.now();
     // A sweep reads no consent and writes no audit record of its own.
     let ctx = crate::server::Shared {
-        db,
+        db: db.clone(),
         keyring,
         audit: tutela_policy::audit::AuditLog::detached(audit_keys),
-        clock,
+        clock: clock.clone(),
         register,
     }
     .context(config, &hosted, false)?;
+    for service in hosted {
+        let ctx = crate::server::for_service(&ctx, config, service);
+        let built = service
+            .sweepers(&ctx)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", service.name()))?;
+        sweepers.extend(built.into_iter().map(|sweeper| (service.name(), sweeper)));
+    }
+    // A dry run only counts, and needs no lease.
+    let leases: Vec<tutela_store::Lease> = sweepers
+        .iter()
+        .filter(|_| !dry_run)
+        .map(|(service, sweeper)| lease(&db, service, sweeper.name(), clock.clone()))
+        .collect();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len}")
@@ -85,19 +131,27 @@ pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
             bar.set_position(done);
         }
     };
-    for service in hosted {
-        let ctx = crate::server::for_service(&ctx, config, service);
-        let sweepers = service
-            .sweepers(&ctx)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", service.name()))?;
-        for sweeper in sweepers {
+    let swept = tutela_store::lease::run_all(&leases, async {
+        for (service, sweeper) in &sweepers {
             report.swept.push(Swept {
-                service: service.name(),
+                service,
                 sweeper: sweeper.name(),
                 report: sweeper.sweep(now, dry_run, &progress).await?,
             });
         }
-    }
+        Ok::<(), tutela_policy::Error>(())
+    })
+    .await?;
     bar.finish_and_clear();
-    Ok(report)
+    match swept {
+        tutela_store::Leased::Done(done) => done.map(|()| report).map_err(Into::into),
+        tutela_store::Leased::Busy(Some(holding)) => Err(SweepBusy(holding).into()),
+        // Released between the attempt and the look-up: the operator may simply run it again.
+        tutela_store::Leased::Busy(None) => {
+            anyhow::bail!("another replica was sweeping just now; nothing was swept, try again")
+        }
+        tutela_store::Leased::Lost => anyhow::bail!(
+            "the sweep stopped part-way: its lease passed to another replica, which carries on"
+        ),
+    }
 }

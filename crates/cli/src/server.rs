@@ -245,8 +245,10 @@ pub async fn assemble(config: &Config) -> anyhow::Result<Assembled> {
             .map_err(|e| anyhow::anyhow!("{}: {e}", service.name()))?;
         for sweeper in sweepers {
             let clock = ctx.clock.clone();
+            let lease =
+                crate::retention::lease(&ctx.db, service.name(), sweeper.name(), clock.clone());
             tokio::spawn(async move {
-                on_schedule(sweeper.name(), interval, || {
+                on_schedule(sweeper.name(), interval, lease, || {
                     let (sweeper, now) = (sweeper.clone(), clock.now());
                     async move { sweeper.sweep(now, false, &|_, _, _| {}).await.map(|_| ()) }
                 })
@@ -454,13 +456,19 @@ fn write_dev_admin_token(config: &Config, first_start: bool) -> anyhow::Result<(
     Ok(())
 }
 
-/// Runs `job` every `interval` (never when zero), the first time at once. A failed run is logged
-/// and retried at the next tick: what was due stays due.
-async fn on_schedule<F, Fut>(what: &'static str, interval: Duration, job: F)
-where
+/// Runs `job` every `interval` (never when zero), the first time at once, under `lease`: of the
+/// replicas that schedule the same job, only the one holding the lease runs it, and the others
+/// skip that round. A failed run is logged and retried at the next tick: what was due stays due.
+async fn on_schedule<F, Fut>(
+    what: &'static str,
+    interval: Duration,
+    lease: tutela_store::Lease,
+    job: F,
+) where
     F: Fn() -> Fut,
     Fut: Future<Output = tutela_policy::Result<()>>,
 {
+    use tutela_store::Leased;
     if interval.is_zero() {
         return;
     }
@@ -468,8 +476,23 @@ where
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        if let Err(err) = job().await {
-            tracing::error!(error = %err, job = what, "scheduled sweep failed");
+        match lease.run(job()).await {
+            Ok(Leased::Done(Ok(()))) => {}
+            Ok(Leased::Done(Err(err))) => {
+                tracing::error!(error = %err, job = what, "scheduled sweep failed")
+            }
+            Ok(Leased::Busy(holding)) => tracing::info!(
+                job = what,
+                holder = holding.as_ref().map(|h| h.holder.as_str()),
+                "scheduled sweep skipped: another replica holds its lease"
+            ),
+            Ok(Leased::Lost) => tracing::warn!(
+                job = what,
+                "scheduled sweep stopped: its lease passed to another replica"
+            ),
+            Err(err) => {
+                tracing::error!(error = %err, job = what, "scheduled sweep's lease unavailable")
+            }
         }
     }
 }

@@ -76,11 +76,16 @@ impl Holds {
         Ok(held)
     }
 
-    /// Every hold in force, by tenant and learner (for the retention sweeper).
-    pub async fn all(&self) -> Result<HashMap<(String, String), Held>> {
+    /// The holds in force on the learners `which` selects, by tenant and learner (the retention
+    /// sweeper asks for one page of learners at a time, and so sees a hold placed mid-sweep).
+    pub async fn in_force(
+        &self,
+        which: sea_orm::Condition,
+    ) -> Result<HashMap<(String, String), Held>> {
         let mut all: HashMap<(String, String), Held> = HashMap::new();
         for row in entity::Entity::find()
             .filter(entity::Column::ReleasedAt.is_null())
+            .filter(which)
             .all(&self.db)
             .await?
         {

@@ -8,7 +8,7 @@ pub mod subscriptions;
 pub mod tokens;
 
 pub use migration::SubscriptionMigrator;
-pub use rights::{SubscriptionRights, sweep_events};
+pub use rights::{SubscriptionRights, sweep_events, sweep_events_paged};
 pub use subscriptions::{Parts, SubscriptionService, Subscriptions};
 
 /// The service's short name (`--service subscription`, health, key-vault scope).

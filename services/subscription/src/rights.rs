@@ -252,26 +252,69 @@ impl SubjectDataProvider for SubscriptionRights {
     }
 }
 
+/// Delivery events one sweep deletes per statement: short statements keep other writers (on
+/// SQLite, every other writer) waiting for milliseconds, not for one delete of a whole table.
+pub const EVENT_PAGE: u64 = 500;
+
 /// Deletes delivery events older than the register's event retention (only counts them when
-/// `dry_run`); returns how many.
+/// `dry_run`); returns how many. Deletes [`EVENT_PAGE`] at a time.
 pub async fn sweep_events(
     db: &sea_orm::DatabaseConnection,
     register: &tutela_policy::Register,
     now: DateTime<Utc>,
     dry_run: bool,
 ) -> Result<u64> {
-    use sea_orm::PaginatorTrait as _;
+    sweep_events_paged(db, register, now, dry_run, EVENT_PAGE).await
+}
+
+/// [`sweep_events`], deleting `page` events at a time: it reads the keys of the next `page` due
+/// events past the last one deleted (keyset order, so each event is looked at once however the
+/// table changes meanwhile) and deletes those.
+pub async fn sweep_events_paged(
+    db: &sea_orm::DatabaseConnection,
+    register: &tutela_policy::Register,
+    now: DateTime<Utc>,
+    dry_run: bool,
+    page: u64,
+) -> Result<u64> {
+    use sea_orm::{PaginatorTrait as _, QuerySelect as _};
     let days = i64::from(register.communications.event_retention_days);
     let cutoff = now - chrono::Duration::days(days);
     let due = event::Column::OccurredAt.lt(cutoff);
     if dry_run {
         return Ok(event::Entity::find().filter(due).count(db).await?);
     }
-    let swept = event::Entity::delete_many()
-        .filter(due)
-        .exec(db)
-        .await?
-        .rows_affected;
+    let page = page.max(1);
+    let (mut swept, mut after) = (0, None);
+    loop {
+        let mut next = event::Entity::find()
+            .select_only()
+            .column(event::Column::Seq)
+            .filter(due.clone());
+        if let Some(after) = after {
+            next = next.filter(event::Column::Seq.gt(after));
+        }
+        let seqs: Vec<i64> = next
+            .order_by_asc(event::Column::Seq)
+            .limit(page)
+            .into_tuple()
+            .all(db)
+            .await?;
+        let Some(&last) = seqs.last() else {
+            break;
+        };
+        let full = seqs.len() as u64 == page;
+        swept += event::Entity::delete_many()
+            .filter(event::Column::Seq.is_in(seqs))
+            .filter(due.clone())
+            .exec(db)
+            .await?
+            .rows_affected;
+        after = Some(last);
+        if !full {
+            break;
+        }
+    }
     if swept > 0 {
         tracing::info!(events = swept, "delivery events past retention swept");
     }

@@ -12,5 +12,6 @@ mod dev_keys;
 mod guard;
 mod principal;
 mod serve;
+mod sweep;
 mod traces;
 mod validation;

@@ -12,6 +12,7 @@ use crate::error::StoreResult;
 
 mod m20261124_000001_subject_keys;
 mod m20261124_000002_subject_key_seq;
+mod m20261201_000001_leases;
 
 /// A set of migrations that can be applied to a database.
 pub trait Migrations: Send + Sync {
@@ -55,7 +56,7 @@ pub fn migrations_of<M: MigratorTrait + 'static>(name: &'static str) -> Box<dyn 
     Box::new(MigratorSet::<M>(name, PhantomData))
 }
 
-/// The store's own tables (the key vault), which every service database needs.
+/// The store's own tables (the key vault, the leases), which every service database needs.
 pub(crate) struct StoreMigrator;
 
 impl MigratorTrait for StoreMigrator {
@@ -63,6 +64,7 @@ impl MigratorTrait for StoreMigrator {
         vec![
             Box::new(m20261124_000001_subject_keys::Migration),
             Box::new(m20261124_000002_subject_key_seq::Migration),
+            Box::new(m20261201_000001_leases::Migration),
         ]
     }
 

@@ -3,4 +3,5 @@
 // Test helpers may fail loudly: a panic here is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod lease;
 mod vault;

@@ -20,8 +20,14 @@ use crate::*;
 /// A learner with a started enrolment and two results; returns (learner, [result ids]).
 async fn learner_with_results(suite: &TestSuite) -> (String, Vec<String>) {
     let course_id = new_course(suite, "ENG-L3-2027").await;
+    learner_on(suite, &course_id).await
+}
+
+/// A learner with a started enrolment on `course_id` and two results; returns (learner,
+/// [result ids]).
+async fn learner_on(suite: &TestSuite, course_id: &str) -> (String, Vec<String>) {
     let learner = new_learner(suite).await;
-    let enrolment = enrol(suite, &learner, &course_id).await;
+    let enrolment = enrol(suite, &learner, course_id).await;
     move_to(suite, &enrolment, EnrolmentStatus::Enrolled)
         .await
         .unwrap();
@@ -352,6 +358,24 @@ async fn a_hold_on_the_whole_learner_keeps_everything_until_released() {
     assert_eq!(err.code(), Code::PermissionDenied);
 }
 
+/// The suite's sweeper with the default register, reading the default page size.
+async fn sweeper(suite: &TestSuite) -> tutela_enrolment::Sweeper {
+    let db = suite.database().connect().await.unwrap();
+    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
+    let learners = tutela_enrolment::Learners::new(
+        db.clone(),
+        Arc::new(tutela::keys::load_keyring(suite.config()).unwrap()),
+        tutela::keys::load_audit_keys(suite.config()).unwrap(),
+        clock,
+    );
+    tutela_enrolment::Sweeper::new(
+        db.clone(),
+        learners,
+        tutela_enrolment::Holds::new(db),
+        Arc::new(tutela_policy::Register::default_register().unwrap()),
+    )
+}
+
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text).unwrap().to_utc()
 }
@@ -362,20 +386,7 @@ async fn the_sweeper_removes_what_is_due_at_the_injected_time_and_skips_held_rec
     let (learner, results) = learner_with_results(&suite).await;
     let hold_id = hold(&suite, &learner, HoldScope::Result, &results[1]).await;
 
-    let db = suite.database().connect().await.unwrap();
-    let clock: tutela_store::SharedClock = Arc::new(tutela_store::SystemClock);
-    let learners = tutela_enrolment::Learners::new(
-        db.clone(),
-        Arc::new(tutela::keys::load_keyring(suite.config()).unwrap()),
-        tutela::keys::load_audit_keys(suite.config()).unwrap(),
-        clock,
-    );
-    let sweeper = tutela_enrolment::Sweeper::new(
-        db.clone(),
-        learners,
-        tutela_enrolment::Holds::new(db.clone()),
-        Arc::new(tutela_policy::Register::default_register().unwrap()),
-    );
+    let sweeper = sweeper(&suite).await;
     let none = &|_: &'static str, _: u64, _: u64| {};
 
     // The course ends on 2027-06-30; results are kept one year after that.
@@ -437,4 +448,154 @@ async fn the_sweeper_removes_what_is_due_at_the_injected_time_and_skips_held_rec
             "{value:?} survived"
         );
     }
+}
+
+#[tokio::test]
+async fn a_sweep_decides_the_same_whatever_its_page_size_and_a_dry_run_counts_what_a_real_one_removes()
+ {
+    let suite = TestSuite::start().await.unwrap();
+    let course_id = new_course(&suite, "ENG-L3-2027").await;
+    // One result held, nothing held, everything held.
+    let (a, a_results) = learner_on(&suite, &course_id).await;
+    let (b, _) = learner_on(&suite, &course_id).await;
+    let (c, _) = learner_on(&suite, &course_id).await;
+    hold(&suite, &a, HoldScope::Result, &a_results[1]).await;
+    hold(&suite, &c, HoldScope::Learner, "").await;
+    let none = &|_: &'static str, _: u64, _: u64| {};
+    let due = at("2028-07-01T00:00:00Z");
+    let whole = sweeper(&suite).await;
+    let paged = sweeper(&suite).await.with_page_size(1);
+
+    let dry = whole.sweep(due, true, none).await.unwrap();
+    // a: one result goes, one is held and keeps the enrolment and the learner; b: everything
+    // goes; c: both results and the enrolment are held.
+    assert_eq!(
+        dry,
+        tutela_enrolment::SweepReport {
+            results: 3,
+            enrolments: 1,
+            learners: 1,
+            held: 4,
+            ..Default::default()
+        }
+    );
+    assert_eq!(paged.sweep(due, true, none).await.unwrap(), dry);
+    assert_eq!(paged.sweep(due, false, none).await.unwrap(), dry);
+    assert_eq!(
+        [
+            results_stored(&suite, &a).await,
+            results_stored(&suite, &b).await,
+            results_stored(&suite, &c).await
+        ],
+        [1, 0, 2]
+    );
+    // Nothing goes twice; what is held is still counted as held.
+    assert_eq!(
+        paged.sweep(due, false, none).await.unwrap(),
+        tutela_enrolment::SweepReport {
+            held: 4,
+            ..Default::default()
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_sweep_visits_each_row_once_while_rows_change_between_pages() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+    use tutela_enrolment::outcomes::entity::feedback;
+
+    let suite = TestSuite::start().await.unwrap();
+    let db = suite.database().connect().await.unwrap();
+    let (old, recent) = (at("2026-01-01T00:00:00Z"), at("2028-06-01T00:00:00Z"));
+    let insert = |received_at: DateTime<Utc>| {
+        let db = db.clone();
+        async move {
+            feedback::Entity::insert(feedback::ActiveModel {
+                tenant: Set("acme".into()),
+                feedback_id: Set(uuid::Uuid::new_v4().to_string()),
+                learner_id: Set(uuid::Uuid::new_v4().to_string()),
+                course_id: Set("course-1".into()),
+                kind: Set("FEEDBACK_KIND_COMPLAINT".into()),
+                sealed: Set(vec![0]),
+                received_at: Set(received_at),
+                recorded_by: Set("staff-1".into()),
+                ..Default::default()
+            })
+            .exec(&db)
+            .await
+            .unwrap()
+            .last_insert_id
+        }
+    };
+    // Due (received long ago) but for three; pages of four rows.
+    let mut seqs = Vec::new();
+    for kept in [
+        false, false, true, false, false, true, false, false, false, true, false, false, false,
+    ] {
+        seqs.push(insert(if kept { recent } else { old }).await);
+    }
+    let set_received = |seq: i64, received_at: DateTime<Utc>| {
+        let db = db.clone();
+        async move {
+            feedback::ActiveModel {
+                seq: Set(seq),
+                received_at: Set(received_at),
+                ..Default::default()
+            }
+            .update(&db)
+            .await
+            .unwrap();
+        }
+    };
+
+    // Once the first page is swept: a due row ahead of the cursor is deleted, a kept row ahead
+    // becomes due, a kept row behind it becomes due, and two due rows are added.
+    let changed = AtomicBool::new(false);
+    let calls = Mutex::new(Vec::new());
+    let handle = tokio::runtime::Handle::current();
+    let progress = |phase: &'static str, done: u64, total: u64| {
+        if phase != "feedback" {
+            return;
+        }
+        calls.lock().unwrap().push((done, total));
+        if done == 4 && !changed.swap(true, Ordering::SeqCst) {
+            tokio::task::block_in_place(|| {
+                handle.block_on(async {
+                    feedback::Entity::delete_by_id(seqs[12])
+                        .exec(&db)
+                        .await
+                        .unwrap();
+                    set_received(seqs[5], old).await;
+                    set_received(seqs[2], old).await;
+                    insert(old).await;
+                    insert(old).await;
+                })
+            });
+        }
+    };
+    let sweeper = sweeper(&suite).await.with_page_size(4);
+    let due = at("2028-07-01T00:00:00Z");
+    let report = sweeper.sweep(due, false, &progress).await.unwrap();
+    assert!(changed.load(Ordering::SeqCst));
+    // 10 due at the start, less the one deleted, plus the one made due ahead and the two added.
+    assert_eq!(report.feedback, 12);
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [(0, 13), (4, 13), (8, 13), (12, 13), (14, 14)],
+        "progress counts pages as they complete, against a count taken at the start"
+    );
+    // The row made due behind the cursor waits for the next sweep; the one kept stays.
+    let report = sweeper.sweep(due, false, &|_, _, _| {}).await.unwrap();
+    assert_eq!(report.feedback, 1);
+    let left: Vec<i64> = feedback::Entity::find()
+        .all(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.seq)
+        .collect();
+    assert_eq!(left, [seqs[9]]);
 }

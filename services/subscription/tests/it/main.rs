@@ -9,6 +9,7 @@ mod ledger;
 mod matrix;
 mod pii;
 mod property;
+mod retention;
 mod subscriptions;
 
 use tutela_proto::common::{IdempotencyKey, Purpose, SubjectRef};
