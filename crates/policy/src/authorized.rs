@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tutela_proto::common::{DataCategory, Purpose};
 
-use crate::audit::{AuditLog, AuditRecord, EventKind, Outcome};
+use crate::audit::{AuditEvent, AuditLog, Caller, Outcome};
 use crate::categories::CategorySet;
 use crate::consent::ConsentGate;
 use crate::error::{Error, Result};
@@ -27,7 +27,9 @@ struct Inner {
     accesses: Mutex<Vec<Access>>,
     /// Outbox rows of the call's decision, staged by writes that touch no subject's data.
     decision_staged: Mutex<Vec<String>>,
-    refusal: Mutex<Option<(String, &'static str)>>,
+    /// Every subject a check of this call refused, with the reason: a list call may be refused
+    /// several, and each refusal is a decision of its own.
+    refusals: Mutex<Vec<(String, &'static str)>>,
 }
 
 /// What a call did to one subject's data, for its audit record.
@@ -70,7 +72,7 @@ impl Authorized {
             audit,
             accesses: Mutex::new(Vec::new()),
             decision_staged: Mutex::new(Vec::new()),
-            refusal: Mutex::new(None),
+            refusals: Mutex::new(Vec::new()),
         }))
     }
 
@@ -157,8 +159,11 @@ impl Authorized {
     ) -> Result<SubjectAccess> {
         let checked = self.check_subject(subject_id, recipient).await;
         if let Err(err) = &checked {
-            let mut refusal = self.0.refusal.lock().unwrap_or_else(|p| p.into_inner());
-            *refusal = Some((subject_id.to_owned(), err.reason()));
+            self.0
+                .refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((subject_id.to_owned(), err.reason()));
         }
         checked.map(|()| SubjectAccess {
             call: self.clone(),
@@ -186,13 +191,10 @@ impl Authorized {
             .await
     }
 
-    /// The subject a check of this call refused, with the reason, for the audit record.
-    pub(crate) fn take_refusal(&self) -> Option<(String, &'static str)> {
-        self.0
-            .refusal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+    /// The subjects checks of this call refused, with the reasons, for the audit records;
+    /// emptied.
+    pub(crate) fn take_refusals(&self) -> Vec<(String, &'static str)> {
+        std::mem::take(&mut *self.0.refusals.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn record_access(&self, subject_id: &str, categories: CategorySet, staged: Option<String>) {
@@ -221,8 +223,7 @@ impl Authorized {
     /// no subject's data (a course, a topic): durable exactly when the write is, chained by the
     /// guard after the call or by recovery if the process dies first.
     pub async fn record_in(&self, txn: &sea_orm::DatabaseTransaction) -> Result<()> {
-        let record = self.audit_record(None, CategorySet::EMPTY);
-        let id = crate::audit::stage(txn, &record, "").await?;
+        let id = self.0.audit.stage(txn, self.decision()).await?;
         self.0
             .decision_staged
             .lock()
@@ -247,33 +248,58 @@ impl Authorized {
         std::mem::take(&mut *self.0.accesses.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The audit record of this call, stamped now: its decision (no subject) or an access to
-    /// `subject` (tenant's subject id, written as its pseudonym) of `categories`.
-    pub(crate) fn audit_record(
-        &self,
-        subject: Option<&str>,
-        categories: CategorySet,
-    ) -> AuditRecord {
-        let p = &self.0.principal;
-        let audit = &self.0.audit;
-        AuditRecord {
-            at: audit.now(),
-            kind: if subject.is_some() {
-                EventKind::Access
-            } else {
-                EventKind::Decision
-            },
-            tenant: p.tenant.clone(),
-            principal: crate::audit::principal_ref(audit.keys(), p),
-            principal_kind: p.kind.as_str().to_owned(),
-            roles: p.roles.join(","),
-            rpc: self.0.rpc.clone(),
-            purpose: self.0.purpose.short_name().to_owned(),
-            subject: subject.map(|s| audit.keys().pseudonym(&p.tenant, s)),
-            categories: categories.names().join(","),
-            decision: Outcome::Allow,
-            reason: self.0.policies.join(","),
-            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
+    /// Who made this call and which call it is, as its audit records state it.
+    pub(crate) fn caller(&self) -> Caller {
+        Caller::new(
+            self.0.audit.keys(),
+            Some(&self.0.principal),
+            &self.0.rpc,
+            self.0.purpose.short_name(),
+        )
+    }
+
+    /// The deciding policies, as an allowed call's records give its reason.
+    fn policy_reason(&self) -> String {
+        self.0.policies.join(",")
+    }
+
+    /// The guard's decision to allow this call.
+    pub(crate) fn decision(&self) -> AuditEvent {
+        AuditEvent::Decision {
+            caller: self.caller(),
+            outcome: Outcome::Allow,
+            reason: self.policy_reason(),
+        }
+    }
+
+    /// This call's access to `categories` of `subject_id`'s data.
+    pub(crate) fn access(&self, subject_id: &str, categories: CategorySet) -> AuditEvent {
+        AuditEvent::SubjectAccess {
+            caller: self.caller(),
+            subject: self.0.audit.subject(self.tenant(), subject_id),
+            categories,
+            outcome: Outcome::Allow,
+            reason: self.policy_reason(),
+        }
+    }
+
+    /// The refusal, for `reason`, of this call's access to `subject_id`'s data.
+    pub(crate) fn refusal(&self, subject_id: &str, reason: &str) -> AuditEvent {
+        AuditEvent::SubjectAccess {
+            caller: self.caller(),
+            subject: self.0.audit.subject(self.tenant(), subject_id),
+            categories: CategorySet::EMPTY,
+            outcome: Outcome::Deny,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// What this call did to `categories` of many subjects' data, in counts (`note`).
+    pub(crate) fn summary(&self, categories: CategorySet, note: String) -> AuditEvent {
+        AuditEvent::Summary {
+            caller: self.caller(),
+            categories,
+            note,
         }
     }
 }
@@ -341,8 +367,8 @@ impl SubjectAccess {
         txn: &sea_orm::DatabaseTransaction,
         categories: CategorySet,
     ) -> Result<()> {
-        let record = self.call.audit_record(Some(&self.subject), categories);
-        let id = crate::audit::stage(txn, &record, &self.subject).await?;
+        let event = self.call.access(&self.subject, categories);
+        let id = self.call.0.audit.stage(txn, event).await?;
         self.call.record_access(&self.subject, categories, Some(id));
         Ok(())
     }

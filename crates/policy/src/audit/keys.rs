@@ -150,13 +150,3 @@ impl TokenSigner {
         mac.verify_truncated_left(tag).is_ok()
     }
 }
-
-/// How a principal appears in the audit log: staff, service and partner ids as they are;
-/// learners and guardians only by pseudonym.
-pub fn principal_ref(keys: &AuditKeys, p: &crate::principal::Principal) -> String {
-    use crate::principal::PrincipalKind;
-    match p.kind {
-        PrincipalKind::Learner | PrincipalKind::Guardian => keys.pseudonym(&p.tenant, &p.id),
-        _ => p.id.clone(),
-    }
-}

@@ -14,6 +14,7 @@
 //!
 //! The parts, each readable on its own:
 //! - [`keys`]: the keys derived from the audit secret (chain, pseudonyms, blind indexes, tokens);
+//! - [`event`]: the typed events callers audit, each of which becomes one record;
 //! - [`record`]: what one record says, as chained and stored;
 //! - [`writer`]: the handle callers append through and the task that chains batches;
 //! - [`outbox`]: records staged within a write's own transaction, and their recovery;
@@ -21,6 +22,7 @@
 //! - [`query`]: the breach question and the dpo's resolution of pseudonyms.
 
 pub mod entity;
+pub mod event;
 pub mod keys;
 pub mod migration;
 pub mod outbox;
@@ -29,11 +31,11 @@ pub mod record;
 pub mod verify;
 pub mod writer;
 
-pub use keys::{AuditKeys, TokenSigner, principal_ref};
-pub(crate) use outbox::stage;
+pub use event::{AuditEvent, Caller, Subject, TOKEN_HOLDER, TokenCall, principal_ref};
+pub use keys::{AuditKeys, TokenSigner};
 pub use outbox::{RECOVERED, RECOVERY_INTERVAL, StageAudit, StagedRecord, TokenCallAudit, recover};
 pub use query::{AccessSummary, accessed_by, resolve_pseudonyms};
-pub use record::{AuditRecord, EventKind, Outcome};
+pub use record::{EventKind, Outcome};
 pub use verify::{Verification, verify};
 pub use writer::AuditLog;
 

@@ -11,6 +11,7 @@ use sea_orm::{
 };
 
 use super::entity;
+use super::event::{AuditEvent, Subject, TokenCall};
 use super::keys::AuditKeys;
 use super::record::{AuditRecord, EventKind, Outcome};
 use super::writer::{AuditLog, chain, lock_head, take_staged};
@@ -36,9 +37,7 @@ impl StagedRecord {
     /// Chains the record once the transaction that staged it has committed (nothing when the
     /// transaction rolled back, or recovery chained it already).
     pub async fn append(self) -> Result<()> {
-        self.log
-            .append_staged(self.record, None, vec![self.id], true)
-            .await
+        self.log.send(self.record, None, vec![self.id], true).await
     }
 }
 
@@ -62,27 +61,30 @@ pub trait StageAudit: Send + Sync {
 /// [`finish`]: TokenCallAudit::finish
 pub struct TokenCallAudit {
     log: AuditLog,
-    record: AuditRecord,
-    subject: Option<(String, String)>,
+    /// When the call began: its final record is stamped then, its staged ones when staged.
+    at: DateTime<Utc>,
+    call: TokenCall,
+    note: String,
     staged: std::sync::Mutex<Vec<String>>,
 }
 
 impl fmt::Debug for TokenCallAudit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCallAudit")
-            .field("rpc", &self.record.rpc)
+            .field("rpc", &self.call.rpc)
             .finish_non_exhaustive()
     }
 }
 
 impl TokenCallAudit {
-    /// The record `record` (written as an allowed access until [`finish`](Self::finish) says
-    /// otherwise) of a call about `subject` (tenant, subject id), when it names one.
-    pub fn new(log: &AuditLog, record: AuditRecord, subject: Option<(String, String)>) -> Self {
+    /// The record of `call`, written as allowed with `note` until [`finish`](Self::finish) says
+    /// otherwise.
+    pub fn new(log: &AuditLog, call: TokenCall, note: &str) -> Self {
         Self {
             log: log.clone(),
-            record,
-            subject,
+            at: log.now(),
+            call,
+            note: note.to_owned(),
             staged: Default::default(),
         }
     }
@@ -90,19 +92,18 @@ impl TokenCallAudit {
     /// Chains the record with its outcome: allowed with `note`, or refused for `err`. What the
     /// call's writes staged is chained once, here or by recovery.
     pub async fn finish(self, outcome: std::result::Result<&str, &Error>) -> Result<()> {
-        let (decision, reason) = match outcome {
+        let (outcome, reason) = match outcome {
             Ok(note) => (Outcome::Allow, note.to_owned()),
             Err(err) => (Outcome::Deny, err.reason().to_owned()),
         };
         let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|p| p.into_inner()));
-        let record = AuditRecord {
-            decision,
+        let event = AuditEvent::TokenCall {
+            call: self.call,
+            outcome,
             reason,
-            ..self.record
         };
-        self.log
-            .append_staged(record, self.subject, staged, false)
-            .await
+        let (record, subject) = event.into_record(self.at);
+        self.log.send(record, subject, staged, false).await
     }
 }
 
@@ -113,17 +114,20 @@ impl StageAudit for TokenCallAudit {
         txn: &sea_orm::DatabaseTransaction,
         categories: crate::CategorySet,
     ) -> Result<()> {
-        let Some((_, subject_id)) = &self.subject else {
+        if self.call.subject.is_none() {
             return Err(Error::internal(
                 "a token call stages a write without its subject",
             ));
+        }
+        let event = AuditEvent::TokenCall {
+            call: TokenCall {
+                categories,
+                ..self.call.clone()
+            },
+            outcome: Outcome::Allow,
+            reason: self.note.clone(),
         };
-        let record = AuditRecord {
-            at: self.log.now(),
-            categories: categories.names().join(","),
-            ..self.record.clone()
-        };
-        let id = stage(txn, &record, subject_id).await?;
+        let id = self.log.stage(txn, event).await?;
         self.staged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -134,10 +138,10 @@ impl StageAudit for TokenCallAudit {
 
 /// Stages an access record in the outbox within `conn` (the transaction of the write it
 /// accounts for): committed with the write, or not at all. Returns the staged row's id.
-pub(crate) async fn stage<C: ConnectionTrait>(
+pub(super) async fn stage<C: ConnectionTrait>(
     conn: &C,
     record: &AuditRecord,
-    subject_id: &str,
+    subject: Option<&Subject>,
 ) -> Result<String> {
     let id = uuid::Uuid::new_v4().to_string();
     entity::outbox::Entity::insert(entity::outbox::ActiveModel {
@@ -151,7 +155,7 @@ pub(crate) async fn stage<C: ConnectionTrait>(
         rpc: Set(record.rpc.clone()),
         purpose: Set(record.purpose.clone()),
         subject: Set(record.subject.clone().unwrap_or_default()),
-        subject_id: Set(subject_id.to_owned()),
+        subject_id: Set(subject.map(|s| s.id().to_owned()).unwrap_or_default()),
         categories: Set(record.categories.clone()),
         decision: Set(record.decision.as_str().to_owned()),
         reason: Set(record.reason.clone()),
@@ -186,13 +190,13 @@ pub async fn recover(
     let head = lock_head(&txn).await?;
     let mut rows = take_staged(&txn, ids).await?;
     rows.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
-    let records: Vec<(AuditRecord, Option<(String, String)>)> = rows
+    let records: Vec<(AuditRecord, Option<Subject>)> = rows
         .into_iter()
         .map(|row| {
             let subject = (!row.subject.is_empty()).then_some(row.subject);
             let mapping = subject
-                .is_some()
-                .then(|| (row.tenant.clone(), row.subject_id));
+                .clone()
+                .map(|pseudonym| Subject::stored(pseudonym, row.tenant.clone(), row.subject_id));
             let record = AuditRecord {
                 at: row.at,
                 kind: EventKind::parse(&row.kind),

@@ -62,31 +62,31 @@ impl Outcome {
 
 /// One audit record, before it is chained.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditRecord {
+pub(crate) struct AuditRecord {
     /// When.
-    pub at: DateTime<Utc>,
+    pub(crate) at: DateTime<Utc>,
     /// Decision or access.
-    pub kind: EventKind,
+    pub(crate) kind: EventKind,
     /// The tenant.
-    pub tenant: String,
+    pub(crate) tenant: String,
     /// The principal: a staff, service or partner id, or the pseudonym of a learner or guardian.
-    pub principal: String,
+    pub(crate) principal: String,
     /// The principal's kind.
-    pub principal_kind: String,
+    pub(crate) principal_kind: String,
     /// The principal's roles, comma-separated.
-    pub roles: String,
+    pub(crate) roles: String,
     /// The RPC.
-    pub rpc: String,
+    pub(crate) rpc: String,
     /// The purpose.
-    pub purpose: String,
+    pub(crate) purpose: String,
     /// The subject's pseudonym, for accesses.
-    pub subject: Option<String>,
+    pub(crate) subject: Option<String>,
     /// Data categories concerned, comma-separated short names.
-    pub categories: String,
+    pub(crate) categories: String,
     /// Allowed or refused.
-    pub decision: Outcome,
+    pub(crate) decision: Outcome,
     /// The deciding policy ids, or the refusal's reason.
-    pub reason: String,
+    pub(crate) reason: String,
     /// The W3C trace id, when tracing.
-    pub trace_id: String,
+    pub(crate) trace_id: String,
 }

@@ -13,9 +13,10 @@ use sea_orm::{
 use tokio::sync::{mpsc, oneshot};
 use tutela_store::SharedClock;
 
+use super::event::{AuditEvent, Subject};
 use super::keys::AuditKeys;
 use super::outbox::{RECOVERY_AGE, RECOVERY_INTERVAL, StagedRecord, recover, stage};
-use super::record::{AuditRecord, EventKind};
+use super::record::AuditRecord;
 use super::{GENESIS, entity};
 use crate::error::{Error, Result};
 
@@ -26,7 +27,8 @@ const QUEUE: usize = 16_384;
 
 struct Pending {
     record: AuditRecord,
-    subject: Option<(String, String)>,
+    /// The subject the record's pseudonym stands for, whose mapping the batch writes.
+    subject: Option<Subject>,
     /// Outbox rows this record stands for: the writer deletes them in the batch that chains it.
     staged: Vec<String>,
     /// Whether the record stands only for its staged rows: then it is dropped when none of them
@@ -35,7 +37,7 @@ struct Pending {
     done: oneshot::Sender<bool>,
 }
 
-/// The handle through which records are appended. Cheap to clone.
+/// The handle through which events are audited. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
@@ -81,6 +83,11 @@ impl AuditLog {
         self.clock.now()
     }
 
+    /// `subject_id` of `tenant` as events name them (see [`AuditKeys::subject`]).
+    pub fn subject(&self, tenant: &str, subject_id: &str) -> Subject {
+        self.keys.subject(tenant, subject_id)
+    }
+
     /// Appends a record of what `call` did beyond its decision, e.g. how many recipients an
     /// audience resolution streamed (the guard wrote the decision before the first message left;
     /// a stream's size is known only at its end). `note` must not contain personal data.
@@ -90,8 +97,7 @@ impl AuditLog {
         categories: crate::CategorySet,
         note: String,
     ) -> Result<()> {
-        self.append(Self::summary(call, categories, note), None)
-            .await
+        self.append(call.summary(categories, note)).await
     }
 
     /// [`AuditLog::summarise`] for a write of many subjects' data at once (e.g. delivery events
@@ -105,8 +111,8 @@ impl AuditLog {
         categories: crate::CategorySet,
         note: String,
     ) -> Result<StagedRecord> {
-        let record = Self::summary(call, categories, note);
-        let id = stage(txn, &record, "").await?;
+        let (record, subject) = call.summary(categories, note).into_record(self.now());
+        let id = stage(txn, &record, subject.as_ref()).await?;
         Ok(StagedRecord {
             log: self.clone(),
             record,
@@ -114,36 +120,41 @@ impl AuditLog {
         })
     }
 
-    fn summary(
-        call: &crate::Authorized,
-        categories: crate::CategorySet,
-        note: String,
-    ) -> AuditRecord {
-        // An access without one subject: the categories of many.
-        AuditRecord {
-            kind: EventKind::Access,
-            reason: note,
-            ..call.audit_record(None, categories)
-        }
+    /// Appends `event`, stamped now, and waits until its record is durable.
+    pub async fn append(&self, event: AuditEvent) -> Result<()> {
+        self.append_staged(event, Vec::new(), false).await
     }
 
-    /// Appends `record` and waits until it is durable. `subject` is the (tenant, subject id) the
-    /// record's pseudonym stands for, kept apart from the log for the dpo to resolve.
-    pub async fn append(
-        &self,
-        record: AuditRecord,
-        subject: Option<(String, String)>,
-    ) -> Result<()> {
-        self.append_staged(record, subject, Vec::new(), false).await
-    }
-
-    /// Appends `record` in place of the outbox rows `staged` (see [`stage`]), deleting them in
+    /// Appends `event` in place of the outbox rows `staged` (see [`stage`]), deleting them in
     /// the same transaction. When `only_staged` and none of the rows is left, nothing is
     /// appended: another process recovered them, or the write that staged them rolled back.
     pub(crate) async fn append_staged(
         &self,
+        event: AuditEvent,
+        staged: Vec<String>,
+        only_staged: bool,
+    ) -> Result<()> {
+        let (record, subject) = event.into_record(self.now());
+        self.send(record, subject, staged, only_staged).await
+    }
+
+    /// Stages `event`, stamped now, in the outbox within `txn` (the transaction of the write it
+    /// accounts for): committed with the write, or not at all. Returns the staged row's id, for
+    /// [`AuditLog::append_staged`] to chain the record in its place.
+    pub(crate) async fn stage(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        event: AuditEvent,
+    ) -> Result<String> {
+        let (record, subject) = event.into_record(self.now());
+        stage(txn, &record, subject.as_ref()).await
+    }
+
+    /// Queues `record` for the writer and waits until the batch holding it has committed.
+    pub(super) async fn send(
+        &self,
         record: AuditRecord,
-        subject: Option<(String, String)>,
+        subject: Option<Subject>,
         staged: Vec<String>,
         only_staged: bool,
     ) -> Result<()> {
@@ -305,7 +316,7 @@ pub(super) async fn chain<'a>(
     txn: &sea_orm::DatabaseTransaction,
     keys: &AuditKeys,
     (mut seq, mut hash): (i64, String),
-    records: impl Iterator<Item = (&'a AuditRecord, Option<&'a (String, String)>)>,
+    records: impl Iterator<Item = (&'a AuditRecord, Option<&'a Subject>)>,
     mapped: &std::collections::HashSet<String>,
 ) -> std::result::Result<Vec<String>, sea_orm::DbErr> {
     let backend = txn.get_database_backend();
@@ -332,13 +343,13 @@ pub(super) async fn chain<'a>(
             prev_hash: Set(std::mem::replace(&mut hash, next.clone())),
             hash: Set(next),
         });
-        if let (Some(pseudonym), Some((tenant, id))) = (&r.subject, subject)
+        if let (Some(pseudonym), Some(subject)) = (&r.subject, subject)
             && !mapped.contains(pseudonym)
         {
             subjects.push(entity::subject::ActiveModel {
                 pseudonym: Set(pseudonym.clone()),
-                tenant: Set(tenant.clone()),
-                subject_id: Set(id.clone()),
+                tenant: Set(subject.tenant().to_owned()),
+                subject_id: Set(subject.id().to_owned()),
             });
         }
     }

@@ -22,7 +22,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 use tutela_policy::audit::{
-    AuditKeys, AuditLog, AuditRecord, EventKind, Outcome, StageAudit, TokenCallAudit,
+    AuditKeys, AuditLog, StageAudit, TOKEN_HOLDER, TokenCall, TokenCallAudit,
 };
 use tutela_policy::consent::{ConsentGate, check_evidence};
 use tutela_policy::error::AuthFailure;
@@ -59,9 +59,6 @@ pub const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
 
 const SERVICE_NAME: &str = "tutela.subscription.v1.SubscriptionService";
 const PROFILE_FIELD: &str = "contacts.profile";
-
-/// How the audit log names a caller who holds only a token.
-const TOKEN_HOLDER: &str = "token-holder";
 
 /// A subscription's state as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -520,31 +517,17 @@ impl Subscriptions {
         row: Option<&subscription::Model>,
         note: &str,
     ) -> TokenCallAudit {
-        let record = AuditRecord {
-            at: self.audit.now(),
-            kind: if row.is_some() {
-                EventKind::Access
-            } else {
-                EventKind::Decision
-            },
-            tenant: row.map(|r| r.tenant.clone()).unwrap_or_default(),
-            principal: "-".to_owned(),
-            principal_kind: TOKEN_HOLDER.to_owned(),
-            roles: String::new(),
+        let call = TokenCall {
             rpc: format!("{SERVICE_NAME}/{rpc}"),
-            purpose: Purpose::ConsentManagement.short_name().to_owned(),
-            subject: row.map(|r| self.keys.pseudonym(&r.tenant, &r.contact_id)),
+            purpose: Purpose::ConsentManagement,
+            subject: row.map(|r| self.audit.subject(&r.tenant, &r.contact_id)),
             categories: if row.is_some() {
-                DataCategory::Communication.short_name().to_owned()
+                CategorySet::of(&[DataCategory::Communication])
             } else {
-                String::new()
+                CategorySet::EMPTY
             },
-            decision: Outcome::Allow,
-            reason: note.to_owned(),
-            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
         };
-        let subject = row.map(|r| (r.tenant.clone(), r.contact_id.clone()));
-        TokenCallAudit::new(&self.audit, record, subject)
+        TokenCallAudit::new(&self.audit, call, note)
     }
 
     /// One-click unsubscribe with a token: the gRPC call and the RFC 8058 POST both come here.
