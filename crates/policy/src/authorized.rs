@@ -17,6 +17,7 @@ use crate::register::PurposeRule;
 #[derive(Debug)]
 struct Inner {
     principal: Principal,
+    tenant: crate::scope::Tenant,
     purpose: Purpose,
     rule: Arc<PurposeRule>,
     readable: CategorySet,
@@ -62,6 +63,7 @@ impl Authorized {
         audit: AuditLog,
     ) -> Self {
         Self(Arc::new(Inner {
+            tenant: crate::scope::Tenant::verified(principal.tenant.clone()),
             principal,
             purpose,
             rule,
@@ -88,6 +90,11 @@ impl Authorized {
     /// The tenant every query of this call is scoped to.
     pub fn tenant(&self) -> &str {
         &self.0.principal.tenant
+    }
+
+    /// The caller's tenant, as the capability every scoped query takes.
+    pub fn scope(&self) -> &crate::scope::Tenant {
+        &self.0.tenant
     }
 
     /// Who is calling.
@@ -181,13 +188,13 @@ impl Authorized {
         if self.0.rule.consent_required {
             self.0
                 .consent
-                .require(&p.tenant, subject_id, self.0.purpose, recipient)
+                .require(&self.0.tenant, subject_id, self.0.purpose, recipient)
                 .await?;
         }
         // Art. 18: a restricted subject's data is only stored and handled for their rights.
         self.0
             .consent
-            .require_unrestricted(&p.tenant, subject_id, self.0.purpose)
+            .require_unrestricted(&self.0.tenant, subject_id, self.0.purpose)
             .await
     }
 
@@ -378,7 +385,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         Ok(call
             .consent
-            .snapshot(&call.principal.tenant, &self.subject)
+            .snapshot(&call.tenant, &self.subject)
             .await?
             .restricted)
     }
@@ -388,7 +395,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         Ok(call
             .consent
-            .snapshot(&call.principal.tenant, &self.subject)
+            .snapshot(&call.tenant, &self.subject)
             .await?
             .identity_verified_at)
     }
@@ -402,7 +409,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         call.consent
             .verify_identity(&crate::consent::IdentityVerification {
-                tenant: &call.principal.tenant,
+                tenant: &call.tenant,
                 subject: &self.subject,
                 method,
                 evidence_reference,
@@ -418,7 +425,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         Ok(call
             .consent
-            .snapshot(&call.principal.tenant, &self.subject)
+            .snapshot(&call.tenant, &self.subject)
             .await?
             .guardian_permits(call.purpose))
     }
@@ -434,7 +441,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         call.consent
             .record_guardian_consent(&crate::consent::GuardianGrant {
-                tenant: &call.principal.tenant,
+                tenant: &call.tenant,
                 subject: &self.subject,
                 purpose: call.purpose,
                 evidence,
@@ -451,7 +458,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         call.consent
             .restrict(&crate::consent::Restriction {
-                tenant: &call.principal.tenant,
+                tenant: &call.tenant,
                 subject: &self.subject,
                 restricted,
                 reason,

@@ -28,3 +28,4 @@ pub use guard::{Guard, GuardLayer};
 pub use methods::MethodTable;
 pub use principal::{Principal, PrincipalKind};
 pub use register::{PurposeRule, Register};
+pub use scope::Tenant;

@@ -1,9 +1,7 @@
 //! Certificates and badges (with their Open Badges 3.0 export), and feedback, compliments and
 //! complaints: `tutela.enrolment.v1.CertificateService` and `FeedbackService`.
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 use tonic::{Request, Response, Status};
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, timestamp};
@@ -170,16 +168,14 @@ impl Outcomes {
     /// returns how many rows went.
     pub async fn erase(&self, access: &SubjectAccess, keep_certificates: bool) -> Result<u64> {
         let txn = self.records.db().begin().await?;
-        let mut erased = feedback::Entity::delete_many()
-            .filter(feedback::Column::Tenant.eq(access.tenant()))
-            .filter(feedback::Column::LearnerId.eq(access.subject_id()))
+        let mut erased = access
+            .delete::<feedback::Entity>()
             .exec(&txn)
             .await?
             .rows_affected;
         if !keep_certificates {
-            erased += certificate::Entity::delete_many()
-                .filter(certificate::Column::Tenant.eq(access.tenant()))
-                .filter(certificate::Column::LearnerId.eq(access.subject_id()))
+            erased += access
+                .delete::<certificate::Entity>()
                 .exec(&txn)
                 .await?
                 .rows_affected;

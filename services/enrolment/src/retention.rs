@@ -13,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{DatabaseConnection, EntityTrait};
 use tutela_policy::register::{Retention, RetentionFrom};
-use tutela_policy::{Register, Result};
+use tutela_policy::{Register, Result, Tenant};
 use tutela_proto::common::Purpose;
 
 use crate::holds::Holds;
@@ -273,7 +273,7 @@ impl Sweeper {
                 report.learners += 1;
                 if !dry_run {
                     self.learners
-                        .erase_learner(&row.tenant, &row.learner_id, None)
+                        .erase_learner(&Tenant::of_row(&row)?, &row.learner_id, None)
                         .await?;
                 }
             }

@@ -67,7 +67,7 @@ impl SubjectDataProvider for SubscriptionRights {
         if self
             .subs
             .ledger
-            .has_entries(access.tenant(), access.subject_id())
+            .has_entries(access.call().scope(), access.subject_id())
             .await?
         {
             held = held.union(CategorySet::of(&[
@@ -110,7 +110,9 @@ impl SubjectDataProvider for SubscriptionRights {
                 .into();
         }
         if readable.contains(DataCategory::Demographic) {
-            let profile = s.profile(access.tenant(), access.subject_id()).await?;
+            let profile = s
+                .profile(access.call().scope(), access.subject_id())
+                .await?;
             if !profile.date_of_birth.is_empty() || !profile.country.is_empty() {
                 held.insert(DataCategory::Demographic);
                 document["contact"] = json!({
@@ -161,7 +163,10 @@ impl SubjectDataProvider for SubscriptionRights {
                 })
                 .collect::<Vec<_>>()
                 .into();
-            let rows = s.ledger.rows(access.tenant(), access.subject_id()).await?;
+            let rows = s
+                .ledger
+                .rows(access.call().scope(), access.subject_id())
+                .await?;
             let key = s.ledger.key(access.tenant(), access.subject_id()).await?;
             document["consent_history"] = rows
                 .into_iter()
@@ -209,9 +214,8 @@ impl SubjectDataProvider for SubscriptionRights {
         // A write first: on SQLite a transaction that starts by reading cannot become a writer
         // once another connection has committed; after a write it holds the lock, and the
         // subscriptions it reads next are all there are.
-        let mut erased = event::Entity::delete_many()
-            .filter(event::Column::Tenant.eq(tenant))
-            .filter(event::Column::ContactId.eq(contact_id))
+        let mut erased = access
+            .delete::<event::Entity>()
             .exec(&txn)
             .await?
             .rows_affected;
@@ -220,15 +224,13 @@ impl SubjectDataProvider for SubscriptionRights {
         for row in &rows {
             suppress(&txn, row, "erasure", &access.call().principal().id, now).await?;
         }
-        erased += subscription::Entity::delete_many()
-            .filter(subscription::Column::Tenant.eq(tenant))
-            .filter(subscription::Column::ContactId.eq(contact_id))
+        erased += access
+            .delete::<subscription::Entity>()
             .exec(&txn)
             .await?
             .rows_affected;
-        erased += contact::Entity::delete_many()
-            .filter(contact::Column::Tenant.eq(tenant))
-            .filter(contact::Column::ContactId.eq(contact_id))
+        erased += access
+            .delete::<contact::Entity>()
             .exec(&txn)
             .await?
             .rows_affected;
@@ -239,7 +241,7 @@ impl SubjectDataProvider for SubscriptionRights {
         if s.vault.shred(tenant, contact_id).await? {
             erased += 1;
         }
-        s.gate.invalidate(tenant, contact_id);
+        s.gate.invalidate(access.call().scope(), contact_id);
         tutela_store::purge_freed_pages(&s.db).await?;
         tracing::info!(records = erased, "contact's subscription data erased");
         Ok(ServiceErasure {

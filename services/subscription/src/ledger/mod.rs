@@ -22,7 +22,7 @@ use tutela_policy::consent::{
     Restriction, check_evidence,
 };
 use tutela_policy::validate::{Checks, page_token, timestamp};
-use tutela_policy::{Authorized, CategorySet, Error, Register, Result};
+use tutela_policy::{Authorized, CategorySet, Error, Register, Result, Tenant};
 use tutela_proto::common::{DataCategory, Purpose};
 use tutela_proto::consent::consent_ledger_server::ConsentLedger;
 use tutela_proto::consent::{
@@ -82,8 +82,9 @@ impl Ledger {
         Self { db, vault, clock }
     }
 
-    pub(crate) async fn rows(&self, tenant: &str, subject: &str) -> Result<Vec<entity::Model>> {
-        Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
+    pub(crate) async fn rows(&self, tenant: &Tenant, subject: &str) -> Result<Vec<entity::Model>> {
+        Ok(tenant
+            .find::<entity::Entity>()
             .filter(entity::Column::SubjectId.eq(subject))
             .order_by_asc(entity::Column::Seq)
             .all(&self.db)
@@ -91,8 +92,9 @@ impl Ledger {
     }
 
     /// Whether the ledger holds any entry for the subject (one row read, not the history).
-    pub(crate) async fn has_entries(&self, tenant: &str, subject: &str) -> Result<bool> {
-        Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
+    pub(crate) async fn has_entries(&self, tenant: &Tenant, subject: &str) -> Result<bool> {
+        Ok(tenant
+            .find::<entity::Entity>()
             .filter(entity::Column::SubjectId.eq(subject))
             .one(&self.db)
             .await?
@@ -118,31 +120,29 @@ impl Ledger {
     }
 
     /// Whether the subject's latest restriction entry restricts processing.
-    async fn restricted(&self, tenant: &str, subject: &str) -> Result<Option<bool>> {
-        Ok(
-            tutela_policy::scope::within::<entity::restriction::Entity>(tenant)
-                .filter(entity::restriction::Column::SubjectId.eq(subject))
-                .order_by_desc(entity::restriction::Column::Seq)
-                .one(&self.db)
-                .await?
-                .map(|row| row.restricted),
-        )
+    async fn restricted(&self, tenant: &Tenant, subject: &str) -> Result<Option<bool>> {
+        Ok(tenant
+            .find::<entity::restriction::Entity>()
+            .filter(entity::restriction::Column::SubjectId.eq(subject))
+            .order_by_desc(entity::restriction::Column::Seq)
+            .one(&self.db)
+            .await?
+            .map(|row| row.restricted))
     }
 
     /// When a requester's identity was last verified for the subject.
     async fn identity_verified_at(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         subject: &str,
     ) -> Result<Option<DateTime<Utc>>> {
-        Ok(
-            tutela_policy::scope::within::<entity::verification::Entity>(tenant)
-                .filter(entity::verification::Column::SubjectId.eq(subject))
-                .order_by_desc(entity::verification::Column::Seq)
-                .one(&self.db)
-                .await?
-                .map(|row| row.verified_at),
-        )
+        Ok(tenant
+            .find::<entity::verification::Entity>()
+            .filter(entity::verification::Column::SubjectId.eq(subject))
+            .order_by_desc(entity::verification::Column::Seq)
+            .one(&self.db)
+            .await?
+            .map(|row| row.verified_at))
     }
 
     /// Subjects whose latest `marketing` entry for the purpose as a whole is a withdrawal, or whose
@@ -214,8 +214,13 @@ impl Ledger {
         Ok(out)
     }
 
-    async fn by_idempotency_key(&self, tenant: &str, key: &str) -> Result<Option<entity::Model>> {
-        Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
+    async fn by_idempotency_key(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+    ) -> Result<Option<entity::Model>> {
+        Ok(tenant
+            .find::<entity::Entity>()
             .filter(entity::Column::IdempotencyKey.eq(key))
             .one(&self.db)
             .await?)
@@ -229,7 +234,7 @@ impl Ledger {
     /// record (an access to `touched`) is staged through `audit` in the append's transaction.
     pub(crate) async fn append(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         a: &Append,
         recorded_by: &str,
         audit: &dyn StageAudit,
@@ -240,7 +245,10 @@ impl Ledger {
         {
             return self.replay(row, a).await;
         }
-        let key = self.vault.get_or_create(tenant, &a.subject).await?;
+        let key = self
+            .vault
+            .get_or_create(tenant.as_str(), &a.subject)
+            .await?;
         let entry_id = uuid::Uuid::now_v7().to_string();
         let sealed = Sealed {
             evidence_reference: a.evidence.evidence_reference.clone(),
@@ -255,7 +263,7 @@ impl Ledger {
         let now = self.clock.now();
         let row = entity::ActiveModel {
             entry_id: Set(entry_id.clone()),
-            tenant: Set(tenant.to_owned()),
+            tenant: Set(tenant.as_str().to_owned()),
             subject_id: Set(a.subject.clone()),
             purpose: Set(a.purpose.short_name().to_owned()),
             recipient: Set(a.recipient.clone()),
@@ -337,7 +345,7 @@ fn fold(rows: &[entity::Model]) -> ConsentSnapshot {
 
 #[async_trait::async_trait]
 impl ConsentSource for Ledger {
-    async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot> {
+    async fn snapshot(&self, tenant: &Tenant, subject: &str) -> Result<ConsentSnapshot> {
         let mut snapshot = fold(&self.rows(tenant, subject).await?);
         snapshot.restricted = self.restricted(tenant, subject).await?.unwrap_or(false);
         snapshot.identity_verified_at = self.identity_verified_at(tenant, subject).await?;
@@ -348,7 +356,7 @@ impl ConsentSource for Ledger {
         // An erased subject may still ask for what a legal hold kept, so their request is
         // verified too. Their key is shredded and a new one would undo the tombstone, so the
         // reference is not kept: method, who and when are the record.
-        let sealed = match self.vault.get_or_create(v.tenant, v.subject).await {
+        let sealed = match self.vault.get_or_create(v.tenant.as_str(), v.subject).await {
             // Bound to the subject by the vault; one field name for every verification.
             Ok(key) => key.seal(
                 "identity_verifications.sealed",
@@ -360,7 +368,7 @@ impl ConsentSource for Ledger {
         let now = self.clock.now();
         let txn = self.db.begin().await?;
         entity::verification::ActiveModel {
-            tenant: Set(v.tenant.to_owned()),
+            tenant: Set(v.tenant.as_str().to_owned()),
             subject_id: Set(v.subject.to_owned()),
             method: Set(v.method.short_name().to_owned()),
             sealed: Set(sealed),
@@ -414,7 +422,7 @@ impl ConsentSource for Ledger {
     async fn restrict(&self, change: &Restriction<'_>) -> Result<()> {
         let txn = self.db.begin().await?;
         entity::restriction::ActiveModel {
-            tenant: Set(change.tenant.to_owned()),
+            tenant: Set(change.tenant.as_str().to_owned()),
             subject_id: Set(change.subject.to_owned()),
             restricted: Set(change.restricted),
             reason: Set(change.reason.to_owned()),
@@ -606,11 +614,11 @@ impl ConsentLedgerService {
         access.record(touched);
         let (row, key, appended) = self
             .ledger
-            .append(access.tenant(), &a, &call.principal().id, &access, touched)
+            .append(call.scope(), &a, &call.principal().id, &access, touched)
             .await?;
         if appended {
             // After the commit: the next call in this process sees the new state.
-            self.gate.invalidate(access.tenant(), &a.subject);
+            self.gate.invalidate(call.scope(), &a.subject);
         }
         entry(row, key.as_ref())
     }
@@ -757,17 +765,14 @@ impl ConsentLedger for ConsentLedgerService {
         let (access, only) = self
             .subject_access(&call, r.subject.as_ref(), r.purpose)
             .await?;
-        let rows = self
-            .ledger
-            .rows(access.tenant(), access.subject_id())
-            .await?;
+        let rows = self.ledger.rows(call.scope(), access.subject_id()).await?;
         let restricted = self
             .ledger
-            .restricted(access.tenant(), access.subject_id())
+            .restricted(call.scope(), access.subject_id())
             .await?;
         let verified = self
             .ledger
-            .identity_verified_at(access.tenant(), access.subject_id())
+            .identity_verified_at(call.scope(), access.subject_id())
             .await?;
         let erased = self
             .ledger
@@ -831,7 +836,7 @@ impl ConsentLedger for ConsentLedgerService {
         };
         self.gate
             .restrict(&Restriction {
-                tenant: access.tenant(),
+                tenant: call.scope(),
                 subject: access.subject_id(),
                 restricted: r.restricted,
                 reason: &reason,
@@ -876,7 +881,7 @@ impl ConsentLedger for ConsentLedgerService {
         };
         self.gate
             .verify_identity(&IdentityVerification {
-                tenant: access.tenant(),
+                tenant: call.scope(),
                 subject: access.subject_id(),
                 method,
                 evidence_reference: &reference,

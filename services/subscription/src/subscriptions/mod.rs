@@ -26,9 +26,8 @@ use tutela_policy::audit::{
 };
 use tutela_policy::consent::{ConsentGate, check_evidence};
 use tutela_policy::error::AuthFailure;
-use tutela_policy::scope::within;
 use tutela_policy::validate::{Checks, timestamp};
-use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess};
+use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess, Tenant};
 use tutela_proto::common::{DataCategory, Purpose, SubjectRef};
 use tutela_proto::consent::{ConsentActor, ConsentEvidence, ConsentMethod};
 use tutela_proto::subscription::subscription_service_server::SubscriptionService as SubscriptionApi;
@@ -403,14 +402,15 @@ impl Subscriptions {
             .collect()
     }
 
-    pub(crate) async fn profile(&self, tenant: &str, contact_id: &str) -> Result<Profile> {
-        let row = within::<contact::Entity>(tenant)
+    pub(crate) async fn profile(&self, tenant: &Tenant, contact_id: &str) -> Result<Profile> {
+        let row = tenant
+            .find::<contact::Entity>()
             .filter(contact::Column::ContactId.eq(contact_id))
             .one(&self.db)
             .await?;
         match row {
             Some(row) if !row.sealed_profile.is_empty() => {
-                let key = self.vault.get(tenant, contact_id).await?;
+                let key = self.vault.get(tenant.as_str(), contact_id).await?;
                 let json = key.open(PROFILE_FIELD, &row.sealed_profile)?;
                 serde_json::from_slice(&json).map_err(Error::internal)
             }
@@ -419,7 +419,7 @@ impl Subscriptions {
     }
 
     /// Whether the contact is under the age of consent today: `Some(age)` if so.
-    async fn minor(&self, tenant: &str, contact_id: &str) -> Result<Option<u8>> {
+    async fn minor(&self, tenant: &Tenant, contact_id: &str) -> Result<Option<u8>> {
         let profile = self.profile(tenant, contact_id).await?;
         let Ok(born) = NaiveDate::parse_from_str(&profile.date_of_birth, "%Y-%m-%d") else {
             return Ok(None);
@@ -593,7 +593,7 @@ impl Subscriptions {
     /// `audit` stages the entry's audit record in the append's transaction.
     async fn append_consent(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         append: &Append,
         recorded_by: &str,
         audit: &dyn StageAudit,
@@ -659,11 +659,13 @@ impl SubscriptionService {
             }
             State::Pending => {}
         }
-        // C5: a minor's opt-in counts only with a guardian's consent to marketing.
-        if let Some(age_of_consent) = s.minor(&row.tenant, &row.contact_id).await?
+        // C5: a minor's opt-in counts only with a guardian's consent to marketing. The row was
+        // found by the id the verified token names: its tenant scopes the rest of the call.
+        let tenant = Tenant::of_row(&row)?;
+        if let Some(age_of_consent) = s.minor(&tenant, &row.contact_id).await?
             && !s
                 .gate
-                .snapshot(&row.tenant, &row.contact_id)
+                .snapshot(&tenant, &row.contact_id)
                 .await?
                 .guardian_permits(Purpose::Marketing)
         {
@@ -698,7 +700,7 @@ impl SubscriptionService {
             idempotency_key: None,
             request_hash: None,
         };
-        s.append_consent(&row.tenant, &consent, TOKEN_HOLDER, audit)
+        s.append_consent(&tenant, &consent, TOKEN_HOLDER, audit)
             .await?;
         s.transition(
             &row,
@@ -874,7 +876,8 @@ impl SubscriptionService {
     ) -> Result<SubscribeResponse> {
         let s = &self.subs;
         let tenant = call.tenant();
-        if within::<topic::Entity>(tenant)
+        if call
+            .find::<topic::Entity>()
             .filter(topic::Column::TopicId.eq(input.topic.as_str()))
             .one(&s.db)
             .await?
@@ -889,7 +892,8 @@ impl SubscriptionService {
         }
         let index = s.address_index(tenant, input.channel, &input.normalised);
         let channel = channel_name(input.channel);
-        if within::<suppression::Entity>(tenant)
+        if call
+            .find::<suppression::Entity>()
             .filter(suppression::Column::Channel.eq(channel))
             .filter(suppression::Column::AddressIndex.eq(index.as_str()))
             .one(&s.db)
@@ -902,7 +906,8 @@ impl SubscriptionService {
             });
         }
         // The address's other subscriptions on this channel name its contact.
-        let same_address = within::<subscription::Entity>(tenant)
+        let same_address = call
+            .find::<subscription::Entity>()
             .filter(subscription::Column::Channel.eq(channel))
             .filter(subscription::Column::AddressIndex.eq(index.as_str()))
             .all(&s.db)
@@ -1198,7 +1203,7 @@ impl SubscriptionService {
                     request_hash: None,
                 };
                 Some(
-                    s.append_consent(access.tenant(), &append, &call.principal().id, &access)
+                    s.append_consent(call.scope(), &append, &call.principal().id, &access)
                         .await?,
                 )
             }
@@ -1273,7 +1278,8 @@ impl SubscriptionService {
         c.finish()?;
         let tenant = call.tenant();
         let ids: Vec<&str> = checked.iter().map(|(id, ..)| id.as_str()).collect();
-        let rows = within::<subscription::Entity>(tenant)
+        let rows = call
+            .find::<subscription::Entity>()
             .filter(subscription::Column::SubscriptionId.is_in(ids))
             .all(&s.db)
             .await?;
@@ -1354,7 +1360,8 @@ pub(crate) async fn suppress<C: sea_orm::ConnectionTrait>(
     )
     .exec_without_returning(db)
     .await?;
-    let affected = within::<subscription::Entity>(&row.tenant)
+    let affected = Tenant::of_row(row)?
+        .find::<subscription::Entity>()
         .filter(subscription::Column::Channel.eq(row.channel.as_str()))
         .filter(subscription::Column::AddressIndex.eq(row.address_index.as_str()))
         .filter(subscription::Column::State.ne(State::Suppressed.as_str()))
