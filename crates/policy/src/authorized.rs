@@ -21,6 +21,9 @@ struct Inner {
     purpose: Purpose,
     rule: Arc<PurposeRule>,
     readable: CategorySet,
+    /// The categories the RPC's response is annotated with, as far as the caller may read them:
+    /// what a response of this call can disclose once the guard has redacted it.
+    response: CategorySet,
     rpc: String,
     policies: Vec<String>,
     consent: Arc<ConsentGate>,
@@ -57,6 +60,7 @@ impl Authorized {
         purpose: Purpose,
         rule: Arc<PurposeRule>,
         readable: CategorySet,
+        response: CategorySet,
         rpc: String,
         policies: Vec<String>,
         consent: Arc<ConsentGate>,
@@ -68,6 +72,7 @@ impl Authorized {
             purpose,
             rule,
             readable,
+            response: response.intersect(readable),
             rpc,
             policies,
             consent,
@@ -355,6 +360,13 @@ impl SubjectAccess {
     /// The call this access belongs to.
     pub fn call(&self) -> &Authorized {
         &self.call
+    }
+
+    /// Notes that the call's response carries the subject's data: of the categories its fields
+    /// are annotated with in the contract, those the caller may read (the rest the guard
+    /// redacts). Derived, so a handler cannot under-report what its response discloses.
+    pub fn record_response(&self) {
+        self.record(self.call.0.response);
     }
 
     /// Notes that the call read `categories` of the subject's data. The guard writes one audit

@@ -228,6 +228,7 @@ impl Guard {
                 purpose,
                 rule.clone(),
                 readable,
+                method.output_categories,
                 method.rpc.clone(),
                 decision.policies.clone(),
                 self.consent.clone(),
@@ -524,9 +525,13 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn every_subject_a_call_is_refused_gets_its_own_deny_record() {
-        use sea_orm::{ConnectionTrait, Statement};
+    /// A guard over a fresh audit log, and the connection to read the log back.
+    async fn guard_with_a_log() -> (
+        tutela_store::testing::TestDatabase,
+        sea_orm::DatabaseConnection,
+        Arc<Guard>,
+        AuditLog,
+    ) {
         let db = tutela_store::testing::TestDatabase::create().await.unwrap();
         let conn = db.connect().await.unwrap();
         tutela_store::migrate(
@@ -547,40 +552,86 @@ mod tests {
             leeway_secs: 0,
         })
         .unwrap();
-        let register = Arc::new(Register::default_register().unwrap());
-        let consent = Arc::new(ConsentGate::without_ledger());
         let guard = Guard::new(
             log.clone(),
             verifier,
-            register.clone(),
+            Arc::new(Register::default_register().unwrap()),
             Arc::new(AccessRules::default_rules().unwrap()),
             MethodTable::from_pool(tutela_proto::descriptor_pool().unwrap()),
-            consent.clone(),
+            Arc::new(ConsentGate::without_ledger()),
         )
         .unwrap();
-        let learner = Principal::from_claims(crate::principal::Claims {
+        (db, conn, Arc::new(guard), log)
+    }
+
+    fn principal(kind: crate::principal::PrincipalKind, sub: &str, role: &str) -> Principal {
+        Principal::from_claims(crate::principal::Claims {
             iss: "t".into(),
             aud: crate::principal::Audience::One("t".into()),
-            sub: "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77".into(),
+            sub: sub.into(),
             exp: 0,
             iat: 0,
             tenant: "acme".into(),
-            kind: crate::principal::PrincipalKind::Learner,
-            roles: vec!["learner".into()],
+            kind,
+            roles: vec![role.into()],
             partner: None,
             wards: Vec::new(),
         })
-        .unwrap();
-        let call = Authorized::new(
-            learner,
+        .unwrap()
+    }
+
+    /// (subject, categories, decision, reason) of every record, in order.
+    async fn records(
+        conn: &sea_orm::DatabaseConnection,
+    ) -> Vec<(Option<String>, String, String, String)> {
+        use sea_orm::{ConnectionTrait, Statement};
+        conn.query_all_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT subject, categories, decision, reason FROM tutela_audit_log ORDER BY seq",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "subject").unwrap(),
+                r.try_get("", "categories").unwrap(),
+                r.try_get("", "decision").unwrap(),
+                r.try_get("", "reason").unwrap(),
+            )
+        })
+        .collect()
+    }
+
+    fn call(
+        p: Principal,
+        readable: CategorySet,
+        response: CategorySet,
+        log: AuditLog,
+    ) -> Authorized {
+        let register = Register::default_register().unwrap();
+        Authorized::new(
+            p,
             Purpose::SubjectRights,
             register.rule(Purpose::SubjectRights).unwrap().clone(),
-            CategorySet::EMPTY,
-            "tutela.enrolment.v1.EnrolmentService/ListEnrolments".into(),
-            vec!["learners-and-guardians-see-their-own-enrolments-and-results".into()],
-            consent,
+            readable,
+            response,
+            "tutela.enrolment.v1.EnrolmentService/ListResults".into(),
+            vec!["a-policy".into()],
+            Arc::new(ConsentGate::without_ledger()),
             log,
+        )
+    }
+
+    #[tokio::test]
+    async fn every_subject_a_call_is_refused_gets_its_own_deny_record() {
+        let (_db, conn, guard, log) = guard_with_a_log().await;
+        let learner = principal(
+            crate::principal::PrincipalKind::Learner,
+            "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77",
+            "learner",
         );
+        let call = call(learner, CategorySet::EMPTY, CategorySet::EMPTY, log);
         // A list call that meets two subjects outside the caller's reach.
         for other in ["other-learner-1", "other-learner-2"] {
             assert!(call.subject(other).await.is_err());
@@ -588,30 +639,34 @@ mod tests {
 
         guard.audit_call(&call).await.unwrap();
 
-        let rows = conn
-            .query_all_raw(Statement::from_string(
-                conn.get_database_backend(),
-                "SELECT subject, decision, reason FROM tutela_audit_log ORDER BY seq",
-            ))
-            .await
-            .unwrap();
-        let rows: Vec<(Option<String>, String, String)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r.try_get("", "subject").unwrap(),
-                    r.try_get("", "decision").unwrap(),
-                    r.try_get("", "reason").unwrap(),
-                )
-            })
-            .collect();
+        let rows = records(&conn).await;
         assert_eq!(rows.len(), 2, "{rows:?}");
         assert!(
             rows.iter()
-                .all(|(_, decision, reason)| decision == "deny" && reason == "NOT_FOUND"),
+                .all(|(_, _, decision, reason)| decision == "deny" && reason == "NOT_FOUND"),
             "{rows:?}"
         );
         assert_ne!(rows[0].0, rows[1].0, "one record per refused subject");
+    }
+
+    #[tokio::test]
+    async fn a_read_records_the_response_categories_the_caller_may_read() {
+        use tutela_proto::common::DataCategory as C;
+        let (_db, conn, guard, log) = guard_with_a_log().await;
+        let dpo = principal(crate::principal::PrincipalKind::Staff, "dpo-1", "dpo");
+        let response = CategorySet::of(&[C::Identity, C::Education, C::Assessment]);
+        let readable = CategorySet::of(&[C::Education, C::Assessment, C::Contact]);
+        let call = call(dpo, readable, response, log);
+
+        call.subject("learner-1").await.unwrap().record_response();
+        guard.audit_call(&call).await.unwrap();
+
+        let rows = records(&conn).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        // Identity is in the response but not readable (redacted); contact is readable but
+        // not in the response: neither is recorded.
+        assert_eq!(rows[0].1, "education,assessment");
+        assert_eq!(rows[0].2, "allow");
     }
 
     fn audit_log_for_tests() -> AuditLog {

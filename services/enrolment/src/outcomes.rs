@@ -236,7 +236,7 @@ impl CertificateApi for CertificateService {
             .replay::<certificate::Entity>(&call, key.as_deref(), request_hash.as_deref())
             .await?
         {
-            access.record(CategorySet::of(&[DataCategory::Education]));
+            access.record_response();
             return Ok(Response::new(IssueCertificateResponse {
                 certificate: Some(to_certificate(&stored)),
             }));
@@ -293,7 +293,7 @@ impl CertificateApi for CertificateService {
             )
             .await?;
         if !rows.is_empty() {
-            access.record(CategorySet::of(&[DataCategory::Education]));
+            access.record_response();
         }
         Ok(Response::new(ListCertificatesResponse {
             certificates: rows.iter().map(to_certificate).collect(),
@@ -350,7 +350,7 @@ impl CertificateApi for CertificateService {
                 }
             }
         });
-        access.record(CategorySet::of(&[DataCategory::Education]));
+        access.record_response();
         Ok(Response::new(ExportOpenBadgeResponse {
             media_type: "application/ld+json".into(),
             credential: serde_json::to_vec_pretty(&credential).map_err(Error::internal)?,
@@ -451,7 +451,7 @@ impl FeedbackApi for FeedbackService {
             }
         };
         // A replay stores nothing; its read is audited all the same.
-        access.record(CategorySet::of(&[DataCategory::Communication]));
+        access.record_response();
         Ok(Response::new(RecordFeedbackResponse {
             feedback: Some(Feedback {
                 feedback_id: row.feedback_id,
@@ -482,7 +482,7 @@ impl FeedbackApi for FeedbackService {
         let outcomes = Outcomes::new(self.records.clone());
         let feedback = outcomes.open_feedback(&access, rows).await?;
         if !feedback.is_empty() {
-            access.record(CategorySet::of(&[DataCategory::Communication]));
+            access.record_response();
         }
         Ok(Response::new(ListFeedbackResponse { feedback }))
     }

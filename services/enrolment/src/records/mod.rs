@@ -514,7 +514,7 @@ impl EnrolmentApi for EnrolmentService {
             .replay::<enrolment::Entity>(&call, key.as_deref(), request_hash.as_deref())
             .await?
         {
-            access.record(CategorySet::of(&[DataCategory::Education]));
+            access.record_response();
             return Ok(Response::new(EnrolLearnerResponse {
                 enrolment: Some(to_enrolment(&row)),
             }));
@@ -578,7 +578,7 @@ impl EnrolmentApi for EnrolmentService {
         let access = call.subject(&row.learner_id).await?;
         let from = status_of(&row);
         if from == to {
-            access.record(CategorySet::of(&[DataCategory::Education]));
+            access.record_response();
             return Ok(Response::new(ChangeEnrolmentStatusResponse {
                 enrolment: Some(to_enrolment(&row)),
             }));
@@ -671,7 +671,7 @@ impl EnrolmentApi for EnrolmentService {
             // Each learner listed is an access to their data (and, for a purpose that needs
             // consent, shown only with it).
             match call.subject(&row.learner_id).await {
-                Ok(access) => access.record(CategorySet::of(&[DataCategory::Education])),
+                Ok(access) => access.record_response(),
                 Err(Error::ConsentRequired { .. }) => continue,
                 Err(err) => return Err(err.into()),
             }
@@ -737,7 +737,7 @@ impl EnrolmentApi for EnrolmentService {
             .replay::<result::Entity>(&call, key.as_deref(), request_hash.as_deref())
             .await?
         {
-            access.record(CategorySet::of(&[DataCategory::Assessment]));
+            access.record_response();
             return Ok(Response::new(RecordResultResponse {
                 result: Some(to_result(&stored)),
             }));
@@ -804,7 +804,7 @@ impl EnrolmentApi for EnrolmentService {
             .map_err(Error::from)?;
         let next_page_token = next_token(&mut rows, size, |r| r.seq);
         if !rows.is_empty() {
-            access.record(CategorySet::of(&[DataCategory::Assessment]));
+            access.record_response();
         }
         Ok(Response::new(ListResultsResponse {
             results: rows.iter().map(to_result).collect(),

@@ -643,10 +643,7 @@ impl ConsentLedgerService {
         c.finish()?;
         let id = id.ok_or_else(|| Error::internal("validated subject missing"))?;
         let access = call.subject(&id).await?;
-        access.record(CategorySet::of(&[
-            DataCategory::Identity,
-            DataCategory::Employment,
-        ]));
+        access.record_response();
         Ok((access, purpose))
     }
 }
@@ -906,7 +903,7 @@ impl ConsentLedger for ConsentLedgerService {
         let (access, only) = self
             .subject_access(&call, r.subject.as_ref(), r.purpose)
             .await?;
-        access.record(CategorySet::of(&[DataCategory::Communication]));
+        access.record_response();
         let mut query = access
             .find::<entity::Entity>()
             .filter(entity::Column::Seq.gt(after))

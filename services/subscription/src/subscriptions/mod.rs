@@ -929,10 +929,7 @@ impl SubscriptionService {
         if let Some(row) = &existing
             && State::of(&row.state) == State::Confirmed
         {
-            access.record(CategorySet::of(&[
-                DataCategory::Identity,
-                DataCategory::Communication,
-            ]));
+            access.record_response();
             let key = s.vault.get(tenant, &contact_id).await?;
             let address = Subscriptions::open_address(&key, row)?;
             return Ok(SubscribeResponse {
@@ -1208,10 +1205,7 @@ impl SubscriptionService {
                 )
             }
         };
-        access.record(CategorySet::of(&[
-            DataCategory::Identity,
-            DataCategory::Communication,
-        ]));
+        access.record_response();
         tracing::info!(
             unsubscribed,
             withdrew = withdrawal.is_some(),
@@ -1543,11 +1537,7 @@ impl SubscriptionApi for SubscriptionService {
         let call = Authorized::of(&request)?;
         let access = Self::contact_access(&call, request.get_ref().contact.as_ref()).await?;
         let opened = self.subs.of_contact(&access).await?;
-        access.record(CategorySet::of(&[
-            DataCategory::Identity,
-            DataCategory::Contact,
-            DataCategory::Communication,
-        ]));
+        access.record_response();
         Ok(Response::new(ListSubscriptionsResponse {
             subscriptions: opened
                 .into_iter()
