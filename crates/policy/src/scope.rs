@@ -2,7 +2,9 @@
 //! caller's tenant to the query, so a row of another tenant is never read and looks exactly like
 //! one that does not exist (NOT_FOUND).
 
-use sea_orm::{ColumnTrait, DeleteMany, EntityTrait, ModelTrait, QueryFilter, Select, Value};
+use sea_orm::{
+    ColumnTrait, DeleteMany, EntityTrait, ModelTrait, QueryFilter, Select, UpdateMany, Value,
+};
 
 use crate::authorized::{Authorized, SubjectAccess};
 use crate::error::{Error, Result};
@@ -80,6 +82,13 @@ impl Tenant {
             .filter(E::TENANT.eq(self.0.as_str()))
             .filter(E::SUBJECT.eq(subject))
     }
+
+    /// Updates the rows of `E` of `subject` in this tenant.
+    pub fn update_subject<E: SubjectScoped>(&self, subject: &str) -> UpdateMany<E> {
+        E::update_many()
+            .filter(E::TENANT.eq(self.0.as_str()))
+            .filter(E::SUBJECT.eq(subject))
+    }
 }
 
 impl Authorized {
@@ -98,6 +107,11 @@ impl SubjectAccess {
     /// Deletes the rows of `E` of this subject in the caller's tenant (erasure).
     pub fn delete<E: SubjectScoped>(&self) -> DeleteMany<E> {
         self.call().scope().delete_subject::<E>(self.subject_id())
+    }
+
+    /// Updates the rows of `E` of this subject in the caller's tenant.
+    pub fn update<E: SubjectScoped>(&self) -> UpdateMany<E> {
+        self.call().scope().update_subject::<E>(self.subject_id())
     }
 }
 

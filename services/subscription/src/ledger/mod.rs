@@ -147,7 +147,8 @@ impl Ledger {
 
     /// Subjects whose latest `marketing` entry for the purpose as a whole is a withdrawal, or whose
     /// processing is restricted.
-    pub(crate) async fn left_out_of_marketing(&self, tenant: &str) -> Result<HashSet<String>> {
+    pub(crate) async fn left_out_of_marketing(&self, tenant: &Tenant) -> Result<HashSet<String>> {
+        let tenant = tenant.as_str();
         #[derive(FromQueryResult)]
         struct Latest {
             subject_id: String,

@@ -991,11 +991,10 @@ impl SubscriptionService {
         .exec_without_returning(&txn)
         .await?;
         if let Some(sealed_profile) = sealed_profile {
-            contact::Entity::update_many()
+            access
+                .update::<contact::Entity>()
                 .col_expr(contact::Column::SealedProfile, Expr::value(sealed_profile))
                 .col_expr(contact::Column::UpdatedAt, Expr::value(now))
-                .filter(contact::Column::Tenant.eq(tenant))
-                .filter(contact::Column::ContactId.eq(contact_id.as_str()))
                 .exec(&txn)
                 .await?;
         }
