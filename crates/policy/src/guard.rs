@@ -544,14 +544,7 @@ mod tests {
         .unwrap();
         let keys = crate::audit::AuditKeys::from_secret(b"an audit secret of 32 bytes or more");
         let log = AuditLog::start(conn.clone(), keys, Arc::new(tutela_store::SystemClock));
-        let verifier = TokenVerifier::new(&crate::principal::AuthSettings {
-            issuer: "t".into(),
-            audience: "t".into(),
-            hs256_secret: Some("0123456789abcdef0123456789abcdef".into()),
-            jwks: None,
-            leeway_secs: 0,
-        })
-        .unwrap();
+        let verifier = verifier_for_tests();
         let guard = Guard::new(
             log.clone(),
             verifier,
@@ -669,6 +662,17 @@ mod tests {
         assert_eq!(rows[0].2, "allow");
     }
 
+    fn verifier_for_tests() -> TokenVerifier {
+        TokenVerifier::new(&crate::principal::AuthSettings {
+            issuer: "t".into(),
+            audience: "t".into(),
+            hs256_secret: Some("0123456789abcdef0123456789abcdef".into()),
+            jwks: None,
+            leeway_secs: 0,
+        })
+        .unwrap()
+    }
+
     fn audit_log_for_tests() -> AuditLog {
         AuditLog::detached(crate::audit::AuditKeys::from_secret(b"test"))
     }
@@ -680,14 +684,7 @@ mod tests {
             .replace("\"tutela.privacy.v1.SubjectData/EraseSubject\", ", "");
         let policies = crate::access::DEFAULT_POLICIES;
         let rules = AccessRules::new(&schema, policies).unwrap();
-        let verifier = TokenVerifier::new(&crate::principal::AuthSettings {
-            issuer: "t".into(),
-            audience: "t".into(),
-            hs256_secret: Some("0123456789abcdef0123456789abcdef".into()),
-            jwks: None,
-            leeway_secs: 0,
-        })
-        .unwrap();
+        let verifier = verifier_for_tests();
         let err = Guard::new(
             audit_log_for_tests(),
             verifier,
