@@ -22,7 +22,7 @@ use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic_prost::ProstCodec;
 use tutela_policy::audit::migration::AuditMigrator;
-use tutela_policy::audit::{AuditKeys, AuditLog, AuditRecord, EventKind, Outcome};
+use tutela_policy::audit::{AuditEvent, AuditKeys, AuditLog, Caller, Outcome};
 use tutela_proto::common::SubjectRef;
 use tutela_proto::privacy::*;
 use tutela_store::testing::TestDatabase;
@@ -111,20 +111,33 @@ async fn bench_audit(label: &str, db: TestDatabase) {
         AuditKeys::from_secret(b"an audit secret of at least thirty-two bytes"),
         Arc::new(tutela_store::SystemClock),
     );
-    let record = AuditRecord {
-        at: log.now(),
-        kind: EventKind::Access,
+    let staff = tutela_policy::Principal::from_claims(tutela_policy::principal::Claims {
+        iss: "tutela-test".into(),
+        aud: tutela_policy::principal::Audience::One("tutela".into()),
+        sub: "staff-1".into(),
+        exp: 0,
+        iat: 0,
         tenant: "acme".into(),
-        principal: "staff-1".into(),
-        principal_kind: "staff".into(),
-        roles: "registrar".into(),
-        rpc: "tutela.enrolment.v1.EnrolmentService/GetLearner".into(),
-        purpose: "course_administration".into(),
-        subject: Some(log.keys().pseudonym("acme", "learner")),
-        categories: "identity,contact".into(),
-        decision: Outcome::Allow,
+        kind: tutela_policy::PrincipalKind::Staff,
+        roles: vec!["registrar".into()],
+        partner: None,
+        wards: Vec::new(),
+    })
+    .unwrap();
+    let record = AuditEvent::SubjectAccess {
+        caller: Caller::new(
+            log.keys(),
+            Some(&staff),
+            "tutela.enrolment.v1.EnrolmentService/GetLearner",
+            "course_administration",
+        ),
+        subject: log.subject("acme", "learner"),
+        categories: tutela_policy::CategorySet::of(&[
+            tutela_proto::common::DataCategory::Identity,
+            tutela_proto::common::DataCategory::Contact,
+        ]),
+        outcome: Outcome::Allow,
         reason: "registrar-reads-administrative-data".into(),
-        trace_id: String::new(),
     };
     let (tasks, per_task) = (1024, 100);
     let start = Instant::now();
@@ -134,7 +147,7 @@ async fn bench_audit(label: &str, db: TestDatabase) {
             let record = record.clone();
             tokio::spawn(async move {
                 for _ in 0..per_task {
-                    log.append(record.clone(), None).await.unwrap();
+                    log.append(record.clone()).await.unwrap();
                 }
             })
         })

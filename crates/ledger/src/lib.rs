@@ -29,7 +29,7 @@ use tutela_policy::consent::{
     Restriction, check_evidence,
 };
 use tutela_policy::validate::{Checks, page_token, timestamp};
-use tutela_policy::{Authorized, CategorySet, Error, Register, Result};
+use tutela_policy::{Authorized, CategorySet, Error, Register, Result, Tenant};
 use tutela_proto::common::{DataCategory, Purpose};
 use tutela_proto::consent::consent_ledger_server::ConsentLedger;
 use tutela_proto::consent::{
@@ -96,15 +96,15 @@ impl Ledger {
     }
 
     /// Whether the ledger holds any entry for the subject (one row read, not the history).
-    pub async fn has_entries(&self, tenant: &str, subject: &str) -> Result<bool> {
+    pub async fn has_entries(&self, tenant: &Tenant, subject: &str) -> Result<bool> {
         self.store.has_entries(tenant, subject).await
     }
 
     /// The subject's entries in ledger order, as the API shows them (without evidence reference
     /// and guardian once the subject was erased): the ledger's part of an export.
-    pub async fn history(&self, tenant: &str, subject: &str) -> Result<Vec<ConsentEntry>> {
+    pub async fn history(&self, tenant: &Tenant, subject: &str) -> Result<Vec<ConsentEntry>> {
         let rows = self.store.rows(tenant, subject).await?;
-        let key = self.store.key(tenant, subject).await?;
+        let key = self.store.key(tenant.as_str(), subject).await?;
         rows.into_iter()
             .map(|row| entry(row, key.as_ref()))
             .collect()
@@ -113,7 +113,7 @@ impl Ledger {
     /// The tenant's subjects whose latest `marketing` entry for the purpose as a whole is a
     /// withdrawal, or whose processing is restricted: whom no audience may include. One batch
     /// for the whole tenant, not one snapshot per recipient.
-    pub async fn marketing_exclusions(&self, tenant: &str) -> Result<HashSet<String>> {
+    pub async fn marketing_exclusions(&self, tenant: &Tenant) -> Result<HashSet<String>> {
         self.store.left_out_of_marketing(tenant).await
     }
 
@@ -122,7 +122,7 @@ impl Ledger {
     /// transaction; the next consent check in this process sees it.
     pub async fn append(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         append: &Append,
         recorded_by: &str,
         audit: &dyn StageAudit,
@@ -142,8 +142,8 @@ impl Ledger {
     /// [`VAULT_SCOPE`], which the subscription service's sealed data shares), so evidence
     /// references and guardian details become unreadable for good while the bare consent facts
     /// stay as proof; the gate forgets what it cached. Returns whether a key was shredded.
-    pub async fn erase(&self, tenant: &str, subject: &str) -> Result<bool> {
-        let shredded = self.store.vault.shred(tenant, subject).await?;
+    pub async fn erase(&self, tenant: &Tenant, subject: &str) -> Result<bool> {
+        let shredded = self.store.vault.shred(tenant.as_str(), subject).await?;
         self.gate.invalidate(tenant, subject);
         Ok(shredded)
     }
@@ -190,8 +190,9 @@ impl Store {
         Self { db, vault, clock }
     }
 
-    async fn rows(&self, tenant: &str, subject: &str) -> Result<Vec<entity::Model>> {
-        Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
+    async fn rows(&self, tenant: &Tenant, subject: &str) -> Result<Vec<entity::Model>> {
+        Ok(tenant
+            .find::<entity::Entity>()
             .filter(entity::Column::SubjectId.eq(subject))
             .order_by_asc(entity::Column::Seq)
             .all(&self.db)
@@ -199,8 +200,9 @@ impl Store {
     }
 
     /// Whether the ledger holds any entry for the subject (one row read, not the history).
-    async fn has_entries(&self, tenant: &str, subject: &str) -> Result<bool> {
-        Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
+    async fn has_entries(&self, tenant: &Tenant, subject: &str) -> Result<bool> {
+        Ok(tenant
+            .find::<entity::Entity>()
             .filter(entity::Column::SubjectId.eq(subject))
             .one(&self.db)
             .await?
@@ -226,36 +228,35 @@ impl Store {
     }
 
     /// Whether the subject's latest restriction entry restricts processing.
-    async fn restricted(&self, tenant: &str, subject: &str) -> Result<Option<bool>> {
-        Ok(
-            tutela_policy::scope::within::<entity::restriction::Entity>(tenant)
-                .filter(entity::restriction::Column::SubjectId.eq(subject))
-                .order_by_desc(entity::restriction::Column::Seq)
-                .one(&self.db)
-                .await?
-                .map(|row| row.restricted),
-        )
+    async fn restricted(&self, tenant: &Tenant, subject: &str) -> Result<Option<bool>> {
+        Ok(tenant
+            .find::<entity::restriction::Entity>()
+            .filter(entity::restriction::Column::SubjectId.eq(subject))
+            .order_by_desc(entity::restriction::Column::Seq)
+            .one(&self.db)
+            .await?
+            .map(|row| row.restricted))
     }
 
     /// When a requester's identity was last verified for the subject.
     async fn identity_verified_at(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         subject: &str,
     ) -> Result<Option<DateTime<Utc>>> {
-        Ok(
-            tutela_policy::scope::within::<entity::verification::Entity>(tenant)
-                .filter(entity::verification::Column::SubjectId.eq(subject))
-                .order_by_desc(entity::verification::Column::Seq)
-                .one(&self.db)
-                .await?
-                .map(|row| row.verified_at),
-        )
+        Ok(tenant
+            .find::<entity::verification::Entity>()
+            .filter(entity::verification::Column::SubjectId.eq(subject))
+            .order_by_desc(entity::verification::Column::Seq)
+            .one(&self.db)
+            .await?
+            .map(|row| row.verified_at))
     }
 
     /// Subjects whose latest `marketing` entry for the purpose as a whole is a withdrawal, or whose
     /// processing is restricted.
-    async fn left_out_of_marketing(&self, tenant: &str) -> Result<HashSet<String>> {
+    async fn left_out_of_marketing(&self, tenant: &Tenant) -> Result<HashSet<String>> {
+        let tenant = tenant.as_str();
         #[derive(FromQueryResult)]
         struct Latest {
             subject_id: String,
@@ -322,8 +323,13 @@ impl Store {
         Ok(out)
     }
 
-    async fn by_idempotency_key(&self, tenant: &str, key: &str) -> Result<Option<entity::Model>> {
-        Ok(tutela_policy::scope::within::<entity::Entity>(tenant)
+    async fn by_idempotency_key(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+    ) -> Result<Option<entity::Model>> {
+        Ok(tenant
+            .find::<entity::Entity>()
             .filter(entity::Column::IdempotencyKey.eq(key))
             .one(&self.db)
             .await?)
@@ -337,7 +343,7 @@ impl Store {
     /// record (an access to `touched`) is staged through `audit` in the append's transaction.
     async fn append(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         a: &Append,
         recorded_by: &str,
         audit: &dyn StageAudit,
@@ -348,7 +354,10 @@ impl Store {
         {
             return self.replay(row, a).await;
         }
-        let key = self.vault.get_or_create(tenant, &a.subject).await?;
+        let key = self
+            .vault
+            .get_or_create(tenant.as_str(), &a.subject)
+            .await?;
         let entry_id = uuid::Uuid::now_v7().to_string();
         let sealed = Sealed {
             evidence_reference: a.evidence.evidence_reference.clone(),
@@ -363,7 +372,7 @@ impl Store {
         let now = self.clock.now();
         let row = entity::ActiveModel {
             entry_id: Set(entry_id.clone()),
-            tenant: Set(tenant.to_owned()),
+            tenant: Set(tenant.as_str().to_owned()),
             subject_id: Set(a.subject.clone()),
             purpose: Set(a.purpose.short_name().to_owned()),
             recipient: Set(a.recipient.clone()),
@@ -445,7 +454,7 @@ fn fold(rows: &[entity::Model]) -> ConsentSnapshot {
 
 #[async_trait::async_trait]
 impl ConsentSource for Store {
-    async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot> {
+    async fn snapshot(&self, tenant: &Tenant, subject: &str) -> Result<ConsentSnapshot> {
         let mut snapshot = fold(&self.rows(tenant, subject).await?);
         snapshot.restricted = self.restricted(tenant, subject).await?.unwrap_or(false);
         snapshot.identity_verified_at = self.identity_verified_at(tenant, subject).await?;
@@ -456,7 +465,7 @@ impl ConsentSource for Store {
         // An erased subject may still ask for what a legal hold kept, so their request is
         // verified too. Their key is shredded and a new one would undo the tombstone, so the
         // reference is not kept: method, who and when are the record.
-        let sealed = match self.vault.get_or_create(v.tenant, v.subject).await {
+        let sealed = match self.vault.get_or_create(v.tenant.as_str(), v.subject).await {
             // Bound to the subject by the vault; one field name for every verification.
             Ok(key) => key.seal(
                 "identity_verifications.sealed",
@@ -468,7 +477,7 @@ impl ConsentSource for Store {
         let now = self.clock.now();
         let txn = self.db.begin().await?;
         entity::verification::ActiveModel {
-            tenant: Set(v.tenant.to_owned()),
+            tenant: Set(v.tenant.as_str().to_owned()),
             subject_id: Set(v.subject.to_owned()),
             method: Set(v.method.short_name().to_owned()),
             sealed: Set(sealed),
@@ -522,7 +531,7 @@ impl ConsentSource for Store {
     async fn restrict(&self, change: &Restriction<'_>) -> Result<()> {
         let txn = self.db.begin().await?;
         entity::restriction::ActiveModel {
-            tenant: Set(change.tenant.to_owned()),
+            tenant: Set(change.tenant.as_str().to_owned()),
             subject_id: Set(change.subject.to_owned()),
             restricted: Set(change.restricted),
             reason: Set(change.reason.to_owned()),
@@ -729,11 +738,11 @@ impl ConsentLedgerService {
         access.record(touched);
         let (row, key, appended) = self
             .ledger
-            .append(access.tenant(), &a, &call.principal().id, &access, touched)
+            .append(call.scope(), &a, &call.principal().id, &access, touched)
             .await?;
         if appended {
             // After the commit: the next call in this process sees the new state.
-            self.gate.invalidate(access.tenant(), &a.subject);
+            self.gate.invalidate(call.scope(), &a.subject);
         }
         entry(row, key.as_ref())
     }
@@ -758,10 +767,7 @@ impl ConsentLedgerService {
         c.finish()?;
         let id = id.ok_or_else(|| Error::internal("validated subject missing"))?;
         let access = call.subject(&id).await?;
-        access.record(CategorySet::of(&[
-            DataCategory::Identity,
-            DataCategory::Employment,
-        ]));
+        access.record_response();
         Ok((access, purpose))
     }
 }
@@ -880,17 +886,14 @@ impl ConsentLedger for ConsentLedgerService {
         let (access, only) = self
             .subject_access(&call, r.subject.as_ref(), r.purpose)
             .await?;
-        let rows = self
-            .ledger
-            .rows(access.tenant(), access.subject_id())
-            .await?;
+        let rows = self.ledger.rows(call.scope(), access.subject_id()).await?;
         let restricted = self
             .ledger
-            .restricted(access.tenant(), access.subject_id())
+            .restricted(call.scope(), access.subject_id())
             .await?;
         let verified = self
             .ledger
-            .identity_verified_at(access.tenant(), access.subject_id())
+            .identity_verified_at(call.scope(), access.subject_id())
             .await?;
         let erased = self
             .ledger
@@ -954,7 +957,7 @@ impl ConsentLedger for ConsentLedgerService {
         };
         self.gate
             .restrict(&Restriction {
-                tenant: access.tenant(),
+                tenant: call.scope(),
                 subject: access.subject_id(),
                 restricted: r.restricted,
                 reason: &reason,
@@ -999,7 +1002,7 @@ impl ConsentLedger for ConsentLedgerService {
         };
         self.gate
             .verify_identity(&IdentityVerification {
-                tenant: access.tenant(),
+                tenant: call.scope(),
                 subject: access.subject_id(),
                 method,
                 evidence_reference: &reference,
@@ -1024,7 +1027,7 @@ impl ConsentLedger for ConsentLedgerService {
         let (access, only) = self
             .subject_access(&call, r.subject.as_ref(), r.purpose)
             .await?;
-        access.record(CategorySet::of(&[DataCategory::Communication]));
+        access.record_response();
         let mut query = access
             .find::<entity::Entity>()
             .filter(entity::Column::Seq.gt(after))

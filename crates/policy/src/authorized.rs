@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tutela_proto::common::{DataCategory, Purpose};
 
-use crate::audit::{AuditLog, AuditRecord, EventKind, Outcome};
+use crate::audit::{AuditEvent, AuditLog, Caller, Outcome};
 use crate::categories::CategorySet;
 use crate::consent::ConsentGate;
 use crate::error::{Error, Result};
@@ -17,9 +17,13 @@ use crate::register::PurposeRule;
 #[derive(Debug)]
 struct Inner {
     principal: Principal,
+    tenant: crate::scope::Tenant,
     purpose: Purpose,
     rule: Arc<PurposeRule>,
     readable: CategorySet,
+    /// The categories the RPC's response is annotated with, as far as the caller may read them:
+    /// what a response of this call can disclose once the guard has redacted it.
+    response: CategorySet,
     rpc: String,
     policies: Vec<String>,
     consent: Arc<ConsentGate>,
@@ -27,7 +31,9 @@ struct Inner {
     accesses: Mutex<Vec<Access>>,
     /// Outbox rows of the call's decision, staged by writes that touch no subject's data.
     decision_staged: Mutex<Vec<String>>,
-    refusal: Mutex<Option<(String, &'static str)>>,
+    /// Every subject a check of this call refused, with the reason: a list call may be refused
+    /// several, and each refusal is a decision of its own.
+    refusals: Mutex<Vec<(String, &'static str)>>,
 }
 
 /// What a call did to one subject's data, for its audit record.
@@ -54,23 +60,26 @@ impl Authorized {
         purpose: Purpose,
         rule: Arc<PurposeRule>,
         readable: CategorySet,
+        response: CategorySet,
         rpc: String,
         policies: Vec<String>,
         consent: Arc<ConsentGate>,
         audit: AuditLog,
     ) -> Self {
         Self(Arc::new(Inner {
+            tenant: crate::scope::Tenant::verified(principal.tenant.clone()),
             principal,
             purpose,
             rule,
             readable,
+            response: response.intersect(readable),
             rpc,
             policies,
             consent,
             audit,
             accesses: Mutex::new(Vec::new()),
             decision_staged: Mutex::new(Vec::new()),
-            refusal: Mutex::new(None),
+            refusals: Mutex::new(Vec::new()),
         }))
     }
 
@@ -86,6 +95,11 @@ impl Authorized {
     /// The tenant every query of this call is scoped to.
     pub fn tenant(&self) -> &str {
         &self.0.principal.tenant
+    }
+
+    /// The caller's tenant, as the capability every scoped query takes.
+    pub fn scope(&self) -> &crate::scope::Tenant {
+        &self.0.tenant
     }
 
     /// Who is calling.
@@ -166,8 +180,11 @@ impl Authorized {
     ) -> Result<SubjectAccess> {
         let checked = self.check_subject(subject_id, recipient).await;
         if let Err(err) = &checked {
-            let mut refusal = self.0.refusal.lock().unwrap_or_else(|p| p.into_inner());
-            *refusal = Some((subject_id.to_owned(), err.reason()));
+            self.0
+                .refusals
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((subject_id.to_owned(), err.reason()));
         }
         checked.map(|()| SubjectAccess {
             call: self.clone(),
@@ -185,23 +202,20 @@ impl Authorized {
         if self.0.rule.consent_required {
             self.0
                 .consent
-                .require(&p.tenant, subject_id, self.0.purpose, recipient)
+                .require(&self.0.tenant, subject_id, self.0.purpose, recipient)
                 .await?;
         }
         // Art. 18: a restricted subject's data is only stored and handled for their rights.
         self.0
             .consent
-            .require_unrestricted(&p.tenant, subject_id, self.0.purpose)
+            .require_unrestricted(&self.0.tenant, subject_id, self.0.purpose)
             .await
     }
 
-    /// The subject a check of this call refused, with the reason, for the audit record.
-    pub(crate) fn take_refusal(&self) -> Option<(String, &'static str)> {
-        self.0
-            .refusal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+    /// The subjects checks of this call refused, with the reasons, for the audit records;
+    /// emptied.
+    pub(crate) fn take_refusals(&self) -> Vec<(String, &'static str)> {
+        std::mem::take(&mut *self.0.refusals.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn record_access(&self, subject_id: &str, categories: CategorySet, staged: Option<String>) {
@@ -230,8 +244,7 @@ impl Authorized {
     /// no subject's data (a course, a topic): durable exactly when the write is, chained by the
     /// guard after the call or by recovery if the process dies first.
     pub async fn record_in(&self, txn: &sea_orm::DatabaseTransaction) -> Result<()> {
-        let record = self.audit_record(None, CategorySet::EMPTY);
-        let id = crate::audit::stage(txn, &record, "").await?;
+        let id = self.0.audit.stage(txn, self.decision()).await?;
         self.0
             .decision_staged
             .lock()
@@ -256,33 +269,58 @@ impl Authorized {
         std::mem::take(&mut *self.0.accesses.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// The audit record of this call, stamped now: its decision (no subject) or an access to
-    /// `subject` (tenant's subject id, written as its pseudonym) of `categories`.
-    pub(crate) fn audit_record(
-        &self,
-        subject: Option<&str>,
-        categories: CategorySet,
-    ) -> AuditRecord {
-        let p = &self.0.principal;
-        let audit = &self.0.audit;
-        AuditRecord {
-            at: audit.now(),
-            kind: if subject.is_some() {
-                EventKind::Access
-            } else {
-                EventKind::Decision
-            },
-            tenant: p.tenant.clone(),
-            principal: crate::audit::principal_ref(audit.keys(), p),
-            principal_kind: p.kind.as_str().to_owned(),
-            roles: p.roles.join(","),
-            rpc: self.0.rpc.clone(),
-            purpose: self.0.purpose.short_name().to_owned(),
-            subject: subject.map(|s| audit.keys().pseudonym(&p.tenant, s)),
-            categories: categories.names().join(","),
-            decision: Outcome::Allow,
-            reason: self.0.policies.join(","),
-            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
+    /// Who made this call and which call it is, as its audit records state it.
+    pub(crate) fn caller(&self) -> Caller {
+        Caller::new(
+            self.0.audit.keys(),
+            Some(&self.0.principal),
+            &self.0.rpc,
+            self.0.purpose.short_name(),
+        )
+    }
+
+    /// The deciding policies, as an allowed call's records give its reason.
+    fn policy_reason(&self) -> String {
+        self.0.policies.join(",")
+    }
+
+    /// The guard's decision to allow this call.
+    pub(crate) fn decision(&self) -> AuditEvent {
+        AuditEvent::Decision {
+            caller: self.caller(),
+            outcome: Outcome::Allow,
+            reason: self.policy_reason(),
+        }
+    }
+
+    /// This call's access to `categories` of `subject_id`'s data.
+    pub(crate) fn access(&self, subject_id: &str, categories: CategorySet) -> AuditEvent {
+        AuditEvent::SubjectAccess {
+            caller: self.caller(),
+            subject: self.0.audit.subject(self.tenant(), subject_id),
+            categories,
+            outcome: Outcome::Allow,
+            reason: self.policy_reason(),
+        }
+    }
+
+    /// The refusal, for `reason`, of this call's access to `subject_id`'s data.
+    pub(crate) fn refusal(&self, subject_id: &str, reason: &str) -> AuditEvent {
+        AuditEvent::SubjectAccess {
+            caller: self.caller(),
+            subject: self.0.audit.subject(self.tenant(), subject_id),
+            categories: CategorySet::EMPTY,
+            outcome: Outcome::Deny,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// What this call did to `categories` of many subjects' data, in counts (`note`).
+    pub(crate) fn summary(&self, categories: CategorySet, note: String) -> AuditEvent {
+        AuditEvent::Summary {
+            caller: self.caller(),
+            categories,
+            note,
         }
     }
 }
@@ -333,6 +371,13 @@ impl SubjectAccess {
         &self.call
     }
 
+    /// Notes that the call's response carries the subject's data: of the categories its fields
+    /// are annotated with in the contract, those the caller may read (the rest the guard
+    /// redacts). Derived, so a handler cannot under-report what its response discloses.
+    pub fn record_response(&self) {
+        self.record(self.call.0.response);
+    }
+
     /// Notes that the call read `categories` of the subject's data. The guard writes one audit
     /// record per subject before the response leaves, and fails the call if it cannot. A write
     /// takes [`SubjectAccess::record_in`] instead, so that its record cannot be lost.
@@ -350,8 +395,8 @@ impl SubjectAccess {
         txn: &sea_orm::DatabaseTransaction,
         categories: CategorySet,
     ) -> Result<()> {
-        let record = self.call.audit_record(Some(&self.subject), categories);
-        let id = crate::audit::stage(txn, &record, &self.subject).await?;
+        let event = self.call.access(&self.subject, categories);
+        let id = self.call.0.audit.stage(txn, event).await?;
         self.call.record_access(&self.subject, categories, Some(id));
         Ok(())
     }
@@ -361,7 +406,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         Ok(call
             .consent
-            .snapshot(&call.principal.tenant, &self.subject)
+            .snapshot(&call.tenant, &self.subject)
             .await?
             .restricted)
     }
@@ -371,7 +416,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         Ok(call
             .consent
-            .snapshot(&call.principal.tenant, &self.subject)
+            .snapshot(&call.tenant, &self.subject)
             .await?
             .identity_verified_at)
     }
@@ -385,7 +430,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         call.consent
             .verify_identity(&crate::consent::IdentityVerification {
-                tenant: &call.principal.tenant,
+                tenant: &call.tenant,
                 subject: &self.subject,
                 method,
                 evidence_reference,
@@ -401,7 +446,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         Ok(call
             .consent
-            .snapshot(&call.principal.tenant, &self.subject)
+            .snapshot(&call.tenant, &self.subject)
             .await?
             .guardian_permits(call.purpose))
     }
@@ -417,7 +462,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         call.consent
             .record_guardian_consent(&crate::consent::GuardianGrant {
-                tenant: &call.principal.tenant,
+                tenant: &call.tenant,
                 subject: &self.subject,
                 purpose: call.purpose,
                 evidence,
@@ -434,7 +479,7 @@ impl SubjectAccess {
         let call = &self.call.0;
         call.consent
             .restrict(&crate::consent::Restriction {
-                tenant: &call.principal.tenant,
+                tenant: &call.tenant,
                 subject: &self.subject,
                 restricted,
                 reason,

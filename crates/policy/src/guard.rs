@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 use tutela_proto::common::Purpose;
 
 use crate::access::{AccessRules, DecisionKey};
-use crate::audit::{AuditLog, AuditRecord, EventKind, Outcome as AuditOutcome};
+use crate::audit::{AuditEvent, AuditLog, Caller, Outcome as AuditOutcome};
 use crate::authorized::Authorized;
 use crate::categories::CategorySet;
 use crate::consent::ConsentGate;
@@ -234,6 +234,7 @@ impl Guard {
                 purpose,
                 rule.clone(),
                 readable,
+                method.output_categories,
                 method.rpc.clone(),
                 decision.policies.clone(),
                 self.consent.clone(),
@@ -390,10 +391,10 @@ where
                     return Box::pin(async move { Ok(tonic::Status::from(err).into_http()) });
                 }
                 tracing::info!(rpc, reason = err.reason(), "call refused");
-                let record = guard.refusal_record(principal.as_ref(), rpc, purpose, &err);
+                let refusal = guard.refusal(principal.as_ref(), rpc, purpose, err.reason());
                 return Box::pin(async move {
                     // The call fails either way; a refusal that cannot be audited is logged.
-                    if guard.audit.append(record, None).await.is_err() {
+                    if guard.audit.append(refusal).await.is_err() {
                         tracing::error!(
                             rpc = guard.rpc_label(&path),
                             "refusal could not be audited"
@@ -443,13 +444,13 @@ where
                     // Refused before its handler ran: the guard's own decision, so a deny with
                     // its reason (MALFORMED_REQUEST, PROHIBITED_IDENTIFIER, ...), not the allow
                     // that a call its handler refuses is recorded as.
-                    let record = guard.refusal_record(
+                    let refusal = guard.refusal(
                         Some(authorized.principal()),
                         authorized.rpc(),
                         authorized.purpose().short_name(),
-                        &err,
+                        err.reason(),
                     );
-                    if let Err(unaudited) = guard.audit.append(record, None).await {
+                    if let Err(unaudited) = guard.audit.append(refusal).await {
                         return Ok(tonic::Status::from(unaudited).into_http());
                     }
                     return Ok(tonic::Status::from(err).into_http());
@@ -479,10 +480,6 @@ where
 }
 
 impl Guard {
-    fn principal_ref(&self, p: &Principal) -> String {
-        crate::audit::principal_ref(self.audit.keys(), p)
-    }
-
     /// How a refused path is recorded: its RPC, or [`UNKNOWN_RPC`].
     fn rpc_label(&self, path: &str) -> &str {
         self.methods
@@ -499,69 +496,47 @@ impl Guard {
             window_secs = ANONYMOUS_WINDOW.as_secs(),
             "unauthenticated calls refused over the budget, audited as one summary"
         );
-        let record = AuditRecord {
-            rpc: UNKNOWN_RPC.to_owned(),
-            reason: format!("{OVER_BUDGET}{refused}"),
-            ..self.refusal_record(None, UNKNOWN_RPC, "", &Error::Denied)
-        };
-        if self.audit.append(record, None).await.is_err() {
+        let summary = self.refusal(None, UNKNOWN_RPC, "", &format!("{OVER_BUDGET}{refused}"));
+        if self.audit.append(summary).await.is_err() {
             tracing::error!(refused, "summary of refusals could not be audited");
         }
     }
 
-    fn refusal_record(
+    /// The guard's refusal of a call of `rpc` for `purpose` by `principal` (`None` when not
+    /// authenticated), for `reason`.
+    fn refusal(
         &self,
         principal: Option<&Principal>,
         rpc: &str,
         purpose: &str,
-        err: &Error,
-    ) -> AuditRecord {
-        AuditRecord {
-            at: self.audit.now(),
-            kind: EventKind::Decision,
-            tenant: principal.map(|p| p.tenant.clone()).unwrap_or_default(),
-            principal: principal
-                .map(|p| self.principal_ref(p))
-                .unwrap_or_else(|| "-".into()),
-            principal_kind: principal.map(|p| p.kind.as_str()).unwrap_or("-").to_owned(),
-            roles: principal.map(|p| p.roles.join(",")).unwrap_or_default(),
-            rpc: rpc.to_owned(),
-            purpose: purpose.to_owned(),
-            subject: None,
-            categories: String::new(),
-            decision: AuditOutcome::Deny,
-            reason: err.reason().to_owned(),
-            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
+        reason: &str,
+    ) -> AuditEvent {
+        AuditEvent::Decision {
+            caller: Caller::new(self.audit.keys(), principal, rpc, purpose),
+            outcome: AuditOutcome::Deny,
+            reason: reason.to_owned(),
         }
     }
 
-    /// Writes the decision record of an allowed call and one record per subject it accessed. A
-    /// subject whose writes staged their record in the outbox gets it chained from there.
+    /// Writes the decision record of an allowed call and one record per subject it accessed,
+    /// and one refusal per subject a check refused it. A subject whose writes staged their
+    /// record in the outbox gets it chained from there.
     async fn audit_call(&self, authorized: &Authorized) -> Result<()> {
-        let p = authorized.principal();
-        let base = authorized.audit_record(None, CategorySet::EMPTY);
         let mut accesses = authorized.take_accesses();
         let decision_staged = authorized.take_decision_staged();
-        if let Some((subject, reason)) = authorized.take_refusal() {
-            // The handler was refused a subject (out of reach, no consent): that decision is a
-            // deny, whatever else the call did.
-            let record = AuditRecord {
-                subject: Some(self.audit.keys().pseudonym(&p.tenant, &subject)),
-                decision: AuditOutcome::Deny,
-                reason: reason.to_owned(),
-                ..base.clone()
-            };
-            self.audit
-                .append(record, Some((p.tenant.clone(), subject)))
-                .await?;
-            if accesses.is_empty() {
-                return Ok(());
-            }
-        } else if accesses.is_empty() {
+        let refusals = authorized.take_refusals();
+        if refusals.is_empty() && accesses.is_empty() {
             return self
                 .audit
-                .append_staged(base, None, decision_staged, false)
+                .append_staged(authorized.decision(), decision_staged, false)
                 .await;
+        }
+        // The handler was refused subjects (out of reach, no consent): each refusal is a deny,
+        // whatever else the call did, and a list call keeps every one of them.
+        let mut appends = Vec::with_capacity(refusals.len() + accesses.len());
+        for (subject, reason) in refusals {
+            let refusal = authorized.refusal(&subject, reason);
+            appends.push(self.audit.append_staged(refusal, Vec::new(), false));
         }
         // The access records carry the decision: the first takes its staged rows.
         if let Some(first) = accesses.first_mut() {
@@ -569,18 +544,10 @@ impl Guard {
         }
         // An access record carries the decision too (principal, RPC, purpose, deciding
         // policies), so a call that touched subjects needs no separate decision record.
-        let mut appends = Vec::with_capacity(accesses.len());
         for access in accesses {
-            let record = AuditRecord {
-                kind: EventKind::Access,
-                subject: Some(self.audit.keys().pseudonym(&p.tenant, &access.subject)),
-                categories: join(access.categories),
-                ..base.clone()
-            };
             let only_staged = !access.unstaged;
             appends.push(self.audit.append_staged(
-                record,
-                Some((p.tenant.clone(), access.subject)),
+                authorized.access(&access.subject, access.categories),
                 access.staged,
                 only_staged,
             ));
@@ -622,6 +589,154 @@ mod tests {
         );
     }
 
+    /// A guard over a fresh audit log, and the connection to read the log back.
+    async fn guard_with_a_log() -> (
+        tutela_store::testing::TestDatabase,
+        sea_orm::DatabaseConnection,
+        Arc<Guard>,
+        AuditLog,
+    ) {
+        let db = tutela_store::testing::TestDatabase::create().await.unwrap();
+        let conn = db.connect().await.unwrap();
+        tutela_store::migrate(
+            &conn,
+            &[tutela_store::migrations_of::<
+                crate::audit::migration::AuditMigrator,
+            >("audit")],
+        )
+        .await
+        .unwrap();
+        let keys = crate::audit::AuditKeys::from_secret(b"an audit secret of 32 bytes or more");
+        let log = AuditLog::start(conn.clone(), keys, Arc::new(tutela_store::SystemClock));
+        let verifier = verifier_for_tests();
+        let guard = Guard::new(
+            log.clone(),
+            verifier,
+            Arc::new(Register::default_register().unwrap()),
+            Arc::new(AccessRules::default_rules().unwrap()),
+            MethodTable::from_pool(tutela_proto::descriptor_pool().unwrap()),
+            Arc::new(ConsentGate::without_ledger()),
+        )
+        .unwrap();
+        (db, conn, Arc::new(guard), log)
+    }
+
+    fn principal(kind: crate::principal::PrincipalKind, sub: &str, role: &str) -> Principal {
+        Principal::from_claims(crate::principal::Claims {
+            iss: "t".into(),
+            aud: crate::principal::Audience::One("t".into()),
+            sub: sub.into(),
+            exp: 0,
+            iat: 0,
+            tenant: "acme".into(),
+            kind,
+            roles: vec![role.into()],
+            partner: None,
+            wards: Vec::new(),
+        })
+        .unwrap()
+    }
+
+    /// (subject, categories, decision, reason) of every record, in order.
+    async fn records(
+        conn: &sea_orm::DatabaseConnection,
+    ) -> Vec<(Option<String>, String, String, String)> {
+        use sea_orm::{ConnectionTrait, Statement};
+        conn.query_all_raw(Statement::from_string(
+            conn.get_database_backend(),
+            "SELECT subject, categories, decision, reason FROM tutela_audit_log ORDER BY seq",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "subject").unwrap(),
+                r.try_get("", "categories").unwrap(),
+                r.try_get("", "decision").unwrap(),
+                r.try_get("", "reason").unwrap(),
+            )
+        })
+        .collect()
+    }
+
+    fn call(
+        p: Principal,
+        readable: CategorySet,
+        response: CategorySet,
+        log: AuditLog,
+    ) -> Authorized {
+        let register = Register::default_register().unwrap();
+        Authorized::new(
+            p,
+            Purpose::SubjectRights,
+            register.rule(Purpose::SubjectRights).unwrap().clone(),
+            readable,
+            response,
+            "tutela.enrolment.v1.EnrolmentService/ListResults".into(),
+            vec!["a-policy".into()],
+            Arc::new(ConsentGate::without_ledger()),
+            log,
+        )
+    }
+
+    #[tokio::test]
+    async fn every_subject_a_call_is_refused_gets_its_own_deny_record() {
+        let (_db, conn, guard, log) = guard_with_a_log().await;
+        let learner = principal(
+            crate::principal::PrincipalKind::Learner,
+            "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77",
+            "learner",
+        );
+        let call = call(learner, CategorySet::EMPTY, CategorySet::EMPTY, log);
+        // A list call that meets two subjects outside the caller's reach.
+        for other in ["other-learner-1", "other-learner-2"] {
+            assert!(call.subject(other).await.is_err());
+        }
+
+        guard.audit_call(&call).await.unwrap();
+
+        let rows = records(&conn).await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(
+            rows.iter()
+                .all(|(_, _, decision, reason)| decision == "deny" && reason == "NOT_FOUND"),
+            "{rows:?}"
+        );
+        assert_ne!(rows[0].0, rows[1].0, "one record per refused subject");
+    }
+
+    #[tokio::test]
+    async fn a_read_records_the_response_categories_the_caller_may_read() {
+        use tutela_proto::common::DataCategory as C;
+        let (_db, conn, guard, log) = guard_with_a_log().await;
+        let dpo = principal(crate::principal::PrincipalKind::Staff, "dpo-1", "dpo");
+        let response = CategorySet::of(&[C::Identity, C::Education, C::Assessment]);
+        let readable = CategorySet::of(&[C::Education, C::Assessment, C::Contact]);
+        let call = call(dpo, readable, response, log);
+
+        call.subject("learner-1").await.unwrap().record_response();
+        guard.audit_call(&call).await.unwrap();
+
+        let rows = records(&conn).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        // Identity is in the response but not readable (redacted); contact is readable but
+        // not in the response: neither is recorded.
+        assert_eq!(rows[0].1, "education,assessment");
+        assert_eq!(rows[0].2, "allow");
+    }
+
+    fn verifier_for_tests() -> TokenVerifier {
+        TokenVerifier::new(&crate::principal::AuthSettings {
+            issuer: "t".into(),
+            audience: "t".into(),
+            hs256_secret: Some("0123456789abcdef0123456789abcdef".into()),
+            jwks: None,
+            leeway_secs: 0,
+        })
+        .unwrap()
+    }
+
     fn audit_log_for_tests() -> AuditLog {
         AuditLog::detached(crate::audit::AuditKeys::from_secret(b"test"))
     }
@@ -633,14 +748,7 @@ mod tests {
             .replace("\"tutela.privacy.v1.SubjectData/EraseSubject\", ", "");
         let policies = crate::access::DEFAULT_POLICIES;
         let rules = AccessRules::new(&schema, policies).unwrap();
-        let verifier = TokenVerifier::new(&crate::principal::AuthSettings {
-            issuer: "t".into(),
-            audience: "t".into(),
-            hs256_secret: Some("0123456789abcdef0123456789abcdef".into()),
-            jwks: None,
-            leeway_secs: 0,
-        })
-        .unwrap();
+        let verifier = verifier_for_tests();
         let err = Guard::new(
             audit_log_for_tests(),
             verifier,

@@ -31,4 +31,5 @@ pub use guard::{Guard, GuardLayer};
 pub use methods::MethodTable;
 pub use principal::{Principal, PrincipalKind};
 pub use register::{PurposeRule, Register};
+pub use scope::Tenant;
 pub use token_call::TokenCall;

@@ -753,6 +753,7 @@ mod model_tests {
             Purpose::SubjectRights,
             rule,
             CategorySet::EMPTY,
+            CategorySet::EMPTY,
             "tutela.enrolment.v1.LearnerService/GetLearner".into(),
             Vec::new(),
             Arc::new(ConsentGate::without_ledger()),

@@ -2,7 +2,9 @@
 //! caller's tenant to the query, so a row of another tenant is never read and looks exactly like
 //! one that does not exist (NOT_FOUND).
 
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, Select};
+use sea_orm::{
+    ColumnTrait, DeleteMany, EntityTrait, ModelTrait, QueryFilter, Select, UpdateMany, Value,
+};
 
 use crate::authorized::{Authorized, SubjectAccess};
 use crate::error::{Error, Result};
@@ -19,22 +21,97 @@ pub trait SubjectScoped: TenantScoped {
     const SUBJECT: Self::Column;
 }
 
-/// Rows of `E` in `tenant`.
-pub fn within<E: TenantScoped>(tenant: &str) -> Select<E> {
-    E::find().filter(E::TENANT.eq(tenant))
+/// A tenant that queries may be scoped to, held only by code that reached it legitimately:
+/// an authorised call ([`Authorized::scope`], made by the guard), or a row already read
+/// ([`Tenant::of_row`]): one found by the globally unique id a verified message token names, or
+/// by a sweeper's scan of due rows. Nothing makes one from a string, so a query cannot be
+/// scoped to a tenant taken from a request's fields (in the manner of svix's `secure_find`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Tenant(String);
+
+// A tenant id names a training organisation, not a person.
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Tenant").field(&self.0).finish()
+    }
+}
+
+impl Tenant {
+    /// The tenant of a verified principal (the guard's, through [`Authorized`]).
+    pub(crate) fn verified(tenant: String) -> Self {
+        Self(tenant)
+    }
+
+    /// A tenant named outright, for tests that drive a consent source or a query directly.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn named(tenant: &str) -> Self {
+        Self(tenant.to_owned())
+    }
+
+    /// The tenant `row` belongs to: what a token-authorised call or a sweeper scopes the rest
+    /// of its work to, once it has found the row by its globally unique id or as due.
+    pub fn of_row<M>(row: &M) -> Result<Self>
+    where
+        M: ModelTrait,
+        M::Entity: TenantScoped,
+    {
+        match row.get(<M::Entity as TenantScoped>::TENANT) {
+            Value::String(Some(tenant)) => Ok(Self(tenant)),
+            _ => Err(Error::internal("a tenant-scoped row without its tenant")),
+        }
+    }
+
+    /// The tenant's id, for the rows a write inserts.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Rows of `E` in this tenant.
+    pub fn find<E: TenantScoped>(&self) -> Select<E> {
+        E::find().filter(E::TENANT.eq(self.0.as_str()))
+    }
+
+    /// Rows of `E` of `subject` in this tenant.
+    pub fn find_subject<E: SubjectScoped>(&self, subject: &str) -> Select<E> {
+        self.find::<E>().filter(E::SUBJECT.eq(subject))
+    }
+
+    /// Deletes the rows of `E` of `subject` in this tenant (erasure).
+    pub fn delete_subject<E: SubjectScoped>(&self, subject: &str) -> DeleteMany<E> {
+        E::delete_many()
+            .filter(E::TENANT.eq(self.0.as_str()))
+            .filter(E::SUBJECT.eq(subject))
+    }
+
+    /// Updates the rows of `E` of `subject` in this tenant.
+    pub fn update_subject<E: SubjectScoped>(&self, subject: &str) -> UpdateMany<E> {
+        E::update_many()
+            .filter(E::TENANT.eq(self.0.as_str()))
+            .filter(E::SUBJECT.eq(subject))
+    }
 }
 
 impl Authorized {
     /// Rows of `E` in the caller's tenant.
     pub fn find<E: TenantScoped>(&self) -> Select<E> {
-        within::<E>(self.tenant())
+        self.scope().find::<E>()
     }
 }
 
 impl SubjectAccess {
     /// Rows of `E` of this subject in the caller's tenant.
     pub fn find<E: SubjectScoped>(&self) -> Select<E> {
-        within::<E>(self.tenant()).filter(E::SUBJECT.eq(self.subject_id()))
+        self.call().scope().find_subject::<E>(self.subject_id())
+    }
+
+    /// Deletes the rows of `E` of this subject in the caller's tenant (erasure).
+    pub fn delete<E: SubjectScoped>(&self) -> DeleteMany<E> {
+        self.call().scope().delete_subject::<E>(self.subject_id())
+    }
+
+    /// Updates the rows of `E` of this subject in the caller's tenant.
+    pub fn update<E: SubjectScoped>(&self) -> UpdateMany<E> {
+        self.call().scope().update_subject::<E>(self.subject_id())
     }
 }
 
@@ -65,4 +142,52 @@ macro_rules! scoped_entity {
             const SUBJECT: Column = Column::$subject;
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{DbBackend, QueryTrait};
+
+    use super::*;
+
+    mod note {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "notes")]
+        pub struct Model {
+            #[sea_orm(primary_key)]
+            pub seq: i64,
+            pub tenant: String,
+            pub subject_id: String,
+        }
+
+        crate::scoped_entity!(tenant: Tenant, subject: SubjectId);
+    }
+
+    #[test]
+    fn a_row_yields_its_own_tenant_and_queries_scoped_by_it_filter_on_it() {
+        let row = note::Model {
+            seq: 1,
+            tenant: "acme".into(),
+            subject_id: "s-1".into(),
+        };
+        let tenant = Tenant::of_row(&row).unwrap();
+        assert_eq!(tenant, Tenant::named("acme"));
+
+        let find = tenant
+            .find::<note::Entity>()
+            .build(DbBackend::Sqlite)
+            .to_string();
+        assert!(find.contains(r#""notes"."tenant" = 'acme'"#), "{find}");
+        let delete = tenant
+            .delete_subject::<note::Entity>("s-1")
+            .build(DbBackend::Sqlite)
+            .to_string();
+        assert!(
+            delete.contains(r#""notes"."tenant" = 'acme'"#)
+                && delete.contains(r#""notes"."subject_id" = 's-1'"#),
+            "{delete}"
+        );
+    }
 }

@@ -17,12 +17,11 @@ use tonic::Code;
 use tonic_types::StatusExt;
 use tutela_proto::common::Purpose;
 
-use crate::audit::{AuditLog, AuditRecord, EventKind, Outcome, TokenCallAudit};
+use crate::audit::{self, AuditEvent, AuditLog, Outcome, TokenCallAudit};
 use crate::categories::CategorySet;
 use crate::error::{Error, Result};
 
-/// The principal kind of a token call's audit record: whoever holds the token.
-pub const TOKEN_HOLDER: &str = "token-holder";
+pub use crate::audit::TOKEN_HOLDER;
 
 /// One call a token authorised, shared by the guard and the handler. Cheap to clone.
 #[derive(Clone)]
@@ -96,18 +95,12 @@ impl TokenCall {
         note: &'static str,
     ) -> Arc<TokenCallAudit> {
         let mut state = self.state();
-        let record = AuditRecord {
-            kind: EventKind::Access,
-            tenant: tenant.to_owned(),
-            subject: Some(self.0.log.keys().pseudonym(tenant, subject_id)),
-            categories: categories.names().join(","),
-            ..self.record(&state)
+        let call = audit::TokenCall {
+            subject: Some(self.0.log.keys().subject(tenant, subject_id)),
+            categories,
+            ..self.event(&state)
         };
-        let audit = Arc::new(TokenCallAudit::new(
-            &self.0.log,
-            record,
-            Some((tenant.to_owned(), subject_id.to_owned())),
-        ));
+        let audit = Arc::new(TokenCallAudit::new(&self.0.log, call, note));
         state.subject = Some(audit.clone());
         state.note = note;
         audit
@@ -124,25 +117,13 @@ impl TokenCall {
         self.state().refusal = Some(err.reason());
     }
 
-    /// The record of a call that resolved no subject.
-    fn record(&self, state: &State) -> AuditRecord {
-        AuditRecord {
-            at: self.0.log.now(),
-            kind: EventKind::Decision,
-            tenant: String::new(),
-            principal: "-".to_owned(),
-            principal_kind: TOKEN_HOLDER.to_owned(),
-            roles: String::new(),
+    /// The call as its record names it, before (or without) a subject.
+    fn event(&self, state: &State) -> audit::TokenCall {
+        audit::TokenCall {
             rpc: self.0.rpc.clone(),
-            purpose: state
-                .purpose
-                .map(|p| p.short_name().to_owned())
-                .unwrap_or_default(),
+            purpose: state.purpose,
             subject: None,
-            categories: String::new(),
-            decision: Outcome::Allow,
-            reason: String::new(),
-            trace_id: tutela_telemetry::current_trace_id().unwrap_or_default(),
+            categories: CategorySet::EMPTY,
         }
     }
 
@@ -150,46 +131,38 @@ impl TokenCall {
     /// response was one (`failure`, from [`failure`]). Fails (so must the call) when the record
     /// cannot be written.
     pub(crate) async fn finish(self, failure: Option<Refusal>) -> Result<()> {
-        let (subject, record, refusal) = {
+        let (subject, call, note, refusal) = {
             let mut state = self.state();
             let refusal = state.refusal.map(Refusal::Reported).or(failure);
-            let record = AuditRecord {
-                reason: state.note.to_owned(),
-                ..self.record(&state)
-            };
-            (state.subject.take(), record, refusal)
+            (
+                state.subject.take(),
+                self.event(&state),
+                state.note,
+                refusal,
+            )
+        };
+        // Without a subject, or when the handler kept its handle past its end (a spawned task:
+        // its staged writes are chained by recovery), this record says how the call ended.
+        let unresolved = |refusal: Option<Refusal>| AuditEvent::TokenCall {
+            call,
+            outcome: if refusal.is_some() {
+                Outcome::Deny
+            } else {
+                Outcome::Allow
+            },
+            reason: refusal.map_or_else(|| note.to_owned(), |r| r.reason().to_owned()),
         };
         let Some(audit) = subject else {
-            let record = match refusal {
-                None => record,
-                Some(refusal) => AuditRecord {
-                    decision: Outcome::Deny,
-                    reason: refusal.reason().to_owned(),
-                    ..record
-                },
-            };
-            return self.0.log.append(record, None).await;
+            return self.0.log.append(unresolved(refusal)).await;
         };
-        let note = record.reason;
         match Arc::try_unwrap(audit) {
             Ok(audit) => match refusal {
-                None => audit.finish(Ok(&note)).await,
+                None => audit.finish(Ok(note)).await,
                 Some(refusal) => audit.finish_with(Err(refusal.reason())).await,
             },
-            // The handler kept a handle past its end (a spawned task): its staged writes are
-            // chained by recovery, and this record says how the call ended.
             Err(_) => {
                 tracing::warn!(rpc = %self.0.rpc, "token call audit still held after the call");
-                let record = AuditRecord {
-                    decision: if refusal.is_some() {
-                        Outcome::Deny
-                    } else {
-                        Outcome::Allow
-                    },
-                    reason: refusal.map_or(note, |r| r.reason().to_owned()),
-                    ..record
-                };
-                self.0.log.append(record, None).await
+                self.0.log.append(unresolved(refusal)).await
             }
         }
     }

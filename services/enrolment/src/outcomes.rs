@@ -1,9 +1,7 @@
 //! Certificates and badges (with their Open Badges 3.0 export), and feedback, compliments and
 //! complaints: `tutela.enrolment.v1.CertificateService` and `FeedbackService`.
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
 use tonic::{Request, Response, Status};
 use tutela_policy::Precondition;
 use tutela_policy::idempotency::Idempotency;
@@ -174,16 +172,14 @@ impl Outcomes {
     /// returns how many rows went.
     pub async fn erase(&self, access: &SubjectAccess, keep_certificates: bool) -> Result<u64> {
         let txn = self.records.db().begin().await?;
-        let mut erased = feedback::Entity::delete_many()
-            .filter(feedback::Column::Tenant.eq(access.tenant()))
-            .filter(feedback::Column::LearnerId.eq(access.subject_id()))
+        let mut erased = access
+            .delete::<feedback::Entity>()
             .exec(&txn)
             .await?
             .rows_affected;
         if !keep_certificates {
-            erased += certificate::Entity::delete_many()
-                .filter(certificate::Column::Tenant.eq(access.tenant()))
-                .filter(certificate::Column::LearnerId.eq(access.subject_id()))
+            erased += access
+                .delete::<certificate::Entity>()
                 .exec(&txn)
                 .await?
                 .rows_affected;
@@ -234,7 +230,7 @@ impl CertificateApi for CertificateService {
             .replay::<certificate::Entity>(&call, idempotency.as_ref())
             .await?
         {
-            access.record(CategorySet::of(&[DataCategory::Education]));
+            access.record_response();
             return Ok(Response::new(IssueCertificateResponse {
                 certificate: Some(to_certificate(&stored)),
             }));
@@ -292,7 +288,7 @@ impl CertificateApi for CertificateService {
             )
             .await?;
         if !rows.is_empty() {
-            access.record(CategorySet::of(&[DataCategory::Education]));
+            access.record_response();
         }
         Ok(Response::new(ListCertificatesResponse {
             certificates: rows.iter().map(to_certificate).collect(),
@@ -349,7 +345,7 @@ impl CertificateApi for CertificateService {
                 }
             }
         });
-        access.record(CategorySet::of(&[DataCategory::Education]));
+        access.record_response();
         Ok(Response::new(ExportOpenBadgeResponse {
             media_type: "application/ld+json".into(),
             credential: serde_json::to_vec_pretty(&credential).map_err(Error::internal)?,
@@ -443,7 +439,7 @@ impl FeedbackApi for FeedbackService {
             }
         };
         // A replay stores nothing; its read is audited all the same.
-        access.record(CategorySet::of(&[DataCategory::Communication]));
+        access.record_response();
         Ok(Response::new(RecordFeedbackResponse {
             feedback: Some(Feedback {
                 feedback_id: row.feedback_id,
@@ -474,7 +470,7 @@ impl FeedbackApi for FeedbackService {
         let outcomes = Outcomes::new(self.records.clone());
         let feedback = outcomes.open_feedback(&access, rows).await?;
         if !feedback.is_empty() {
-            access.record(CategorySet::of(&[DataCategory::Communication]));
+            access.record_response();
         }
         Ok(Response::new(ListFeedbackResponse { feedback }))
     }

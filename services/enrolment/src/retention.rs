@@ -23,7 +23,7 @@ use sea_orm::{
     QueryOrder, QuerySelect,
 };
 use tutela_policy::register::{PurposeRule, Retention, RetentionFrom};
-use tutela_policy::{Register, Result};
+use tutela_policy::{Register, Result, Tenant};
 use tutela_proto::common::Purpose;
 
 use crate::holds::{self, Held, Holds};
@@ -550,7 +550,7 @@ impl Sweeper {
                     report.learners += 1;
                     if !dry_run {
                         self.learners
-                            .erase_learner(&row.tenant, &row.learner_id, None)
+                            .erase_learner(&Tenant::of_row(row)?, &row.learner_id, None)
                             .await?;
                     }
                 }

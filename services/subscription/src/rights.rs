@@ -67,7 +67,7 @@ impl SubjectDataProvider for SubscriptionRights {
         if self
             .subs
             .ledger
-            .has_entries(access.tenant(), access.subject_id())
+            .has_entries(access.call().scope(), access.subject_id())
             .await?
         {
             held = held.union(CategorySet::of(&[
@@ -110,7 +110,9 @@ impl SubjectDataProvider for SubscriptionRights {
                 .into();
         }
         if readable.contains(DataCategory::Demographic) {
-            let profile = s.profile(access.tenant(), access.subject_id()).await?;
+            let profile = s
+                .profile(access.call().scope(), access.subject_id())
+                .await?;
             if !profile.date_of_birth.is_empty() || !profile.country.is_empty() {
                 held.insert(DataCategory::Demographic);
                 document["contact"] = json!({
@@ -163,7 +165,7 @@ impl SubjectDataProvider for SubscriptionRights {
                 .into();
             let history = s
                 .ledger
-                .history(access.tenant(), access.subject_id())
+                .history(access.call().scope(), access.subject_id())
                 .await?;
             document["consent_history"] = history
                 .into_iter()
@@ -203,16 +205,14 @@ impl SubjectDataProvider for SubscriptionRights {
             DataCategory::Communication,
         ]);
         let s = &self.subs;
-        let tenant = access.tenant();
         let contact_id = access.subject_id();
         let now = s.clock.now();
         let txn = s.db.begin().await?;
         // A write first: on SQLite a transaction that starts by reading cannot become a writer
         // once another connection has committed; after a write it holds the lock, and the
         // subscriptions it reads next are all there are.
-        let mut erased = event::Entity::delete_many()
-            .filter(event::Column::Tenant.eq(tenant))
-            .filter(event::Column::ContactId.eq(contact_id))
+        let mut erased = access
+            .delete::<event::Entity>()
             .exec(&txn)
             .await?
             .rows_affected;
@@ -221,15 +221,13 @@ impl SubjectDataProvider for SubscriptionRights {
         for row in &rows {
             suppress(&txn, row, "erasure", &access.call().principal().id, now).await?;
         }
-        erased += subscription::Entity::delete_many()
-            .filter(subscription::Column::Tenant.eq(tenant))
-            .filter(subscription::Column::ContactId.eq(contact_id))
+        erased += access
+            .delete::<subscription::Entity>()
             .exec(&txn)
             .await?
             .rows_affected;
-        erased += contact::Entity::delete_many()
-            .filter(contact::Column::Tenant.eq(tenant))
-            .filter(contact::Column::ContactId.eq(contact_id))
+        erased += access
+            .delete::<contact::Entity>()
             .exec(&txn)
             .await?
             .rows_affected;
@@ -238,7 +236,7 @@ impl SubjectDataProvider for SubscriptionRights {
         // After the rows: the contact's key, which the ledger's sealed evidence references and
         // guardian details share, so they become unreadable too; the bare consent facts stay as
         // proof. The ledger shreds it and forgets what its gate cached.
-        if s.ledger.erase(tenant, contact_id).await? {
+        if s.ledger.erase(access.call().scope(), contact_id).await? {
             erased += 1;
         }
         tutela_store::purge_freed_pages(&s.db).await?;

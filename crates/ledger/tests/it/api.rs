@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use tutela_ledger::{Append, Ledger};
+use tutela_policy::Tenant;
 use tutela_policy::audit::StageAudit;
 use tutela_proto::common::Purpose;
 use tutela_proto::consent::{ConsentActor, ConsentEvidence, ConsentMethod};
 use tutela_store::testing::TestDatabase;
 
-const TENANT: &str = "acme";
+fn tenant() -> Tenant {
+    Tenant::named("acme")
+}
 const SUBJECT: &str = "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77";
 
 /// Stages nothing: the audit records of appends are tested with the RPCs that make them.
@@ -61,7 +64,7 @@ fn marketing(granted: bool) -> Append {
 async fn permits_marketing(ledger: &Ledger) -> bool {
     ledger
         .gate()
-        .snapshot(TENANT, SUBJECT)
+        .snapshot(&tenant(), SUBJECT)
         .await
         .unwrap()
         .permits(Purpose::Marketing, None)
@@ -73,29 +76,29 @@ async fn appends_reach_the_gate_at_once_and_an_erasure_keeps_only_the_bare_facts
     // "No consent" is cached now; only the ledger's own invalidation lets the next read see
     // the grant within the cache's second.
     assert!(!permits_marketing(&ledger).await);
-    assert!(!ledger.has_entries(TENANT, SUBJECT).await.unwrap());
+    assert!(!ledger.has_entries(&tenant(), SUBJECT).await.unwrap());
     ledger
-        .append(TENANT, &marketing(true), "registrar-1", &NoRecord)
+        .append(&tenant(), &marketing(true), "registrar-1", &NoRecord)
         .await
         .unwrap();
     assert!(permits_marketing(&ledger).await);
     assert!(
         ledger
-            .marketing_exclusions(TENANT)
+            .marketing_exclusions(&tenant())
             .await
             .unwrap()
             .is_empty()
     );
 
     ledger
-        .append(TENANT, &marketing(false), "registrar-1", &NoRecord)
+        .append(&tenant(), &marketing(false), "registrar-1", &NoRecord)
         .await
         .unwrap();
     assert!(!permits_marketing(&ledger).await);
-    let excluded = ledger.marketing_exclusions(TENANT).await.unwrap();
+    let excluded = ledger.marketing_exclusions(&tenant()).await.unwrap();
     assert!(excluded.contains(SUBJECT), "{excluded:?}");
 
-    let history = ledger.history(TENANT, SUBJECT).await.unwrap();
+    let history = ledger.history(&tenant(), SUBJECT).await.unwrap();
     assert_eq!(history.len(), 2);
     let reference = |h: &[tutela_proto::consent::ConsentEntry]| {
         h.iter()
@@ -105,10 +108,10 @@ async fn appends_reach_the_gate_at_once_and_an_erasure_keeps_only_the_bare_facts
     assert_eq!(reference(&history), ["form-submission-7781"; 2]);
 
     // Erased: the key is shredded, the evidence references are gone, the facts stay as proof.
-    assert!(ledger.erase(TENANT, SUBJECT).await.unwrap());
-    let history = ledger.history(TENANT, SUBJECT).await.unwrap();
+    assert!(ledger.erase(&tenant(), SUBJECT).await.unwrap());
+    let history = ledger.history(&tenant(), SUBJECT).await.unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(reference(&history), ["", ""]);
-    assert!(ledger.has_entries(TENANT, SUBJECT).await.unwrap());
-    assert!(!ledger.erase(TENANT, SUBJECT).await.unwrap());
+    assert!(ledger.has_entries(&tenant(), SUBJECT).await.unwrap());
+    assert!(!ledger.erase(&tenant(), SUBJECT).await.unwrap());
 }

@@ -17,6 +17,7 @@ use tutela_proto::common::Purpose;
 use tutela_proto::consent::ConsentEvidence;
 
 use crate::error::{Error, Result};
+use crate::scope::Tenant;
 
 mod evidence;
 mod remote;
@@ -132,7 +133,7 @@ impl ConsentSnapshot {
 #[async_trait::async_trait]
 pub trait ConsentSource: Send + Sync + 'static {
     /// The current consents of `subject` in `tenant` (empty when the ledger has no entry).
-    async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot>;
+    async fn snapshot(&self, tenant: &Tenant, subject: &str) -> Result<ConsentSnapshot>;
 
     /// Records that processing of the subject's data is restricted (or no longer), at the
     /// subject's request, with the reason and who recorded it.
@@ -152,7 +153,7 @@ pub trait ConsentSource: Send + Sync + 'static {
 #[derive(Clone, Copy)]
 pub struct GuardianGrant<'a> {
     /// The tenant.
-    pub tenant: &'a str,
+    pub tenant: &'a Tenant,
     /// The minor.
     pub subject: &'a str,
     /// The purpose consented to.
@@ -182,7 +183,7 @@ impl std::fmt::Debug for GuardianGrant<'_> {
 #[derive(Clone, Copy)]
 pub struct IdentityVerification<'a> {
     /// The tenant.
-    pub tenant: &'a str,
+    pub tenant: &'a Tenant,
     /// The subject whose data was asked for.
     pub subject: &'a str,
     /// How.
@@ -209,7 +210,7 @@ impl std::fmt::Debug for IdentityVerification<'_> {
 #[derive(Clone, Copy)]
 pub struct Restriction<'a> {
     /// The tenant.
-    pub tenant: &'a str,
+    pub tenant: &'a Tenant,
     /// The subject.
     pub subject: &'a str,
     /// Restricted from now on, or lifted.
@@ -240,7 +241,7 @@ pub struct NoLedger;
 
 #[async_trait::async_trait]
 impl ConsentSource for NoLedger {
-    async fn snapshot(&self, _tenant: &str, _subject: &str) -> Result<ConsentSnapshot> {
+    async fn snapshot(&self, _tenant: &Tenant, _subject: &str) -> Result<ConsentSnapshot> {
         Err(Error::Unavailable(
             "this process has no consent ledger to check consent against".into(),
         ))
@@ -309,8 +310,8 @@ impl ConsentGate {
     }
 
     /// The subject's current consents, from the cache while fresh.
-    pub async fn snapshot(&self, tenant: &str, subject: &str) -> Result<Arc<ConsentSnapshot>> {
-        let key = (tenant.to_owned(), subject.to_owned());
+    pub async fn snapshot(&self, tenant: &Tenant, subject: &str) -> Result<Arc<ConsentSnapshot>> {
+        let key = (tenant.as_str().to_owned(), subject.to_owned());
         if let Some((at, snapshot)) = self.cache().get(&key)
             && at.elapsed() < self.ttl
         {
@@ -337,7 +338,7 @@ impl ConsentGate {
     /// `recipient`, when the processing discloses to one).
     pub async fn require(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         subject: &str,
         purpose: Purpose,
         recipient: Option<&str>,
@@ -360,7 +361,7 @@ impl ConsentGate {
     /// not one a restriction allows.
     pub async fn require_unrestricted(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         subject: &str,
         purpose: Purpose,
     ) -> Result<()> {
@@ -396,10 +397,10 @@ impl ConsentGate {
 
     /// Forgets the cached state of `subject`: called by the ledger after an entry for them
     /// commits, so the next check in this process reads the new state.
-    pub fn invalidate(&self, tenant: &str, subject: &str) {
+    pub fn invalidate(&self, tenant: &Tenant, subject: &str) {
         let mut cache = self.cache();
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        cache.remove(&(tenant.to_owned(), subject.to_owned()));
+        cache.remove(&(tenant.as_str().to_owned(), subject.to_owned()));
     }
 }
 
@@ -476,7 +477,7 @@ mod tests {
 
     #[async_trait::async_trait]
     impl ConsentSource for Flip {
-        async fn snapshot(&self, _t: &str, _s: &str) -> Result<ConsentSnapshot> {
+        async fn snapshot(&self, _t: &Tenant, _s: &str) -> Result<ConsentSnapshot> {
             self.reads.fetch_add(1, Ordering::SeqCst);
             let mut s = ConsentSnapshot::default();
             s.apply(
@@ -506,10 +507,10 @@ mod tests {
         source.granted.store(true, Ordering::SeqCst);
         let gate = ConsentGate::new(source.clone(), Duration::from_secs(60));
         assert_eq!(gate.ttl, MAX_TTL, "a longer TTL is capped");
-        gate.require("t", "s", Purpose::Marketing, None)
+        gate.require(&Tenant::named("t"), "s", Purpose::Marketing, None)
             .await
             .unwrap();
-        gate.require("t", "s", Purpose::Marketing, None)
+        gate.require(&Tenant::named("t"), "s", Purpose::Marketing, None)
             .await
             .unwrap();
         assert_eq!(
@@ -518,9 +519,9 @@ mod tests {
             "second check is cached"
         );
         source.granted.store(false, Ordering::SeqCst);
-        gate.invalidate("t", "s");
+        gate.invalidate(&Tenant::named("t"), "s");
         let err = gate
-            .require("t", "s", Purpose::Marketing, None)
+            .require(&Tenant::named("t"), "s", Purpose::Marketing, None)
             .await
             .unwrap_err();
         assert_eq!(err.reason(), "CONSENT_REQUIRED");
@@ -530,7 +531,7 @@ mod tests {
     async fn without_a_ledger_consent_checks_fail_closed() {
         let gate = ConsentGate::without_ledger();
         let err = gate
-            .require("t", "s", Purpose::Marketing, None)
+            .require(&Tenant::named("t"), "s", Purpose::Marketing, None)
             .await
             .unwrap_err();
         assert_eq!(tonic::Status::from(err).code(), tonic::Code::Unavailable);

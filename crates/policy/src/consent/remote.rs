@@ -23,6 +23,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::guard::WITHHELD_HEADER;
+use crate::scope::Tenant;
 
 /// How long to wait for the ledger, to connect and to answer. A consent check sits in front of a
 /// caller's request, so a slow ledger must not hold it for the caller's whole deadline.
@@ -126,7 +127,7 @@ impl RemoteLedger {
 impl ConsentSource for RemoteLedger {
     async fn restrict(&self, change: &Restriction<'_>) -> Result<()> {
         let request = self.request(
-            change.tenant,
+            change.tenant.as_str(),
             RecordRestrictionRequest {
                 subject: Some(SubjectRef {
                     subject_id: change.subject.to_owned(),
@@ -151,7 +152,7 @@ impl ConsentSource for RemoteLedger {
 
     async fn verify_identity(&self, v: &IdentityVerification<'_>) -> Result<()> {
         let request = self.request(
-            v.tenant,
+            v.tenant.as_str(),
             RecordIdentityVerificationRequest {
                 subject: Some(SubjectRef {
                     subject_id: v.subject.to_owned(),
@@ -176,7 +177,7 @@ impl ConsentSource for RemoteLedger {
 
     async fn record_guardian_consent(&self, grant: &GuardianGrant<'_>) -> Result<()> {
         let request = self.request(
-            grant.tenant,
+            grant.tenant.as_str(),
             RecordConsentRequest {
                 subject: Some(SubjectRef {
                     subject_id: grant.subject.to_owned(),
@@ -205,9 +206,9 @@ impl ConsentSource for RemoteLedger {
             })
     }
 
-    async fn snapshot(&self, tenant: &str, subject: &str) -> Result<ConsentSnapshot> {
+    async fn snapshot(&self, tenant: &Tenant, subject: &str) -> Result<ConsentSnapshot> {
         let request = self.request(
-            tenant,
+            tenant.as_str(),
             GetConsentStateRequest {
                 subject: Some(SubjectRef {
                     subject_id: subject.to_owned(),

@@ -4,8 +4,11 @@ use chrono::DateTime;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use tutela_policy::audit::migration::AuditMigrator;
 use tutela_policy::audit::{
-    AuditKeys, AuditLog, AuditRecord, EventKind, Outcome, RECOVERED, Verification, recover, verify,
+    AuditEvent, AuditKeys, AuditLog, Caller, Outcome, RECOVERED, Verification, recover, verify,
 };
+use tutela_policy::principal::{Audience, Claims};
+use tutela_policy::{CategorySet, Principal, PrincipalKind};
+use tutela_proto::common::DataCategory;
 use tutela_store::testing::TestDatabase;
 use tutela_store::{ManualClock, migrate, migrations_of};
 
@@ -18,23 +21,33 @@ pub(crate) async fn setup() -> (TestDatabase, DatabaseConnection, AuditLog, Audi
     (db, conn, log, keys)
 }
 
-fn record(log: &AuditLog, n: usize) -> AuditRecord {
+fn record(log: &AuditLog, n: usize) -> AuditEvent {
     let subject = format!("learner-{n}");
     tutela_store::testing::logs::personal(&[&subject]);
-    AuditRecord {
-        at: log.now(),
-        kind: EventKind::Access,
+    let staff = Principal::from_claims(Claims {
+        iss: "tutela-test".into(),
+        aud: Audience::One("tutela".into()),
+        sub: "staff-1".into(),
+        exp: 0,
+        iat: 0,
         tenant: "acme".into(),
-        principal: "staff-1".into(),
-        principal_kind: "staff".into(),
-        roles: "registrar".into(),
-        rpc: "tutela.privacy.v1.SubjectData/ExportSubject".into(),
-        purpose: "subject_rights".into(),
-        subject: Some(log.keys().pseudonym("acme", &subject)),
-        categories: "identity,contact".into(),
-        decision: Outcome::Allow,
+        kind: PrincipalKind::Staff,
+        roles: vec!["registrar".into()],
+        partner: None,
+        wards: Vec::new(),
+    })
+    .unwrap();
+    AuditEvent::SubjectAccess {
+        caller: Caller::new(
+            log.keys(),
+            Some(&staff),
+            "tutela.privacy.v1.SubjectData/ExportSubject",
+            "subject_rights",
+        ),
+        subject: log.subject("acme", &subject),
+        categories: CategorySet::of(&[DataCategory::Identity, DataCategory::Contact]),
+        outcome: Outcome::Allow,
         reason: "dpo-handles-rights-requests".into(),
-        trace_id: String::new(),
     }
 }
 
@@ -44,8 +57,7 @@ async fn append_many(log: &AuditLog, n: usize) {
             let log = log.clone();
             tokio::spawn(async move {
                 let r = record(&log, i);
-                log.append(r, Some(("acme".into(), format!("learner-{i}"))))
-                    .await
+                log.append(r).await
             })
         })
         .collect();
@@ -151,7 +163,7 @@ async fn appends_fail_closed_when_the_log_cannot_be_written() {
     let (_db, conn, log, _keys) = setup().await;
     append_many(&log, 3).await;
     exec(&conn, "DROP TABLE tutela_audit_log").await;
-    let err = log.append(record(&log, 99), None).await.unwrap_err();
+    let err = log.append(record(&log, 99)).await.unwrap_err();
     assert_eq!(err.reason(), "AUDIT_UNAVAILABLE");
 }
 
@@ -193,7 +205,7 @@ async fn several_writers_on_a_fresh_database_form_one_chain() {
         .map(|(log, i)| {
             tokio::spawn(async move {
                 let r = record(&log, i);
-                log.append(r, None).await
+                log.append(r).await
             })
         })
         .collect();

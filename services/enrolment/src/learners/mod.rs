@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status};
 use tutela_policy::audit::AuditKeys;
 use tutela_policy::consent::check_evidence;
 use tutela_policy::idempotency::{self as keys, Idempotency};
-use tutela_policy::scope::found;
+use tutela_policy::scope::{Tenant, found};
 use tutela_policy::validate::{Checks, page_token, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess, fields};
 use tutela_proto::common::{DataCategory, PageResponse};
@@ -208,15 +208,19 @@ impl Learners {
     /// erasure's audit record commits with the deletion.
     pub async fn erase(&self, access: &SubjectAccess) -> Result<u64> {
         let held = self.held(access).await?;
-        self.erase_learner(access.tenant(), access.subject_id(), Some((access, held)))
-            .await
+        self.erase_learner(
+            access.call().scope(),
+            access.subject_id(),
+            Some((access, held)),
+        )
+        .await
     }
 
     /// [`Learners::erase`]; the retention sweeper, which acts for the organisation on rows it
     /// found due rather than for a caller, has no call to audit (`None`).
     pub(crate) async fn erase_learner(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         learner_id: &str,
         audit: Option<(&SubjectAccess, CategorySet)>,
     ) -> Result<u64> {
@@ -225,28 +229,25 @@ impl Learners {
             access.record_in(&txn, held).await?;
         }
         let mut erased = 0;
-        erased += part::Entity::delete_many()
-            .filter(part::Column::Tenant.eq(tenant))
-            .filter(part::Column::LearnerId.eq(learner_id))
+        erased += tenant
+            .delete_subject::<part::Entity>(learner_id)
             .exec(&txn)
             .await?
             .rows_affected;
-        erased += idempotency::Entity::delete_many()
-            .filter(idempotency::Column::Tenant.eq(tenant))
-            .filter(idempotency::Column::LearnerId.eq(learner_id))
+        erased += tenant
+            .delete_subject::<idempotency::Entity>(learner_id)
             .exec(&txn)
             .await?
             .rows_affected;
-        erased += learner::Entity::delete_many()
-            .filter(learner::Column::Tenant.eq(tenant))
-            .filter(learner::Column::LearnerId.eq(learner_id))
+        erased += tenant
+            .delete_subject::<learner::Entity>(learner_id)
             .exec(&txn)
             .await?
             .rows_affected;
         txn.commit().await?;
         // After the rows: a crash in between leaves ciphertext without a key, never a key
         // without its rows' erasure recorded.
-        self.vault.shred(tenant, learner_id).await?;
+        self.vault.shred(tenant.as_str(), learner_id).await?;
         tutela_store::purge_freed_pages(&self.db).await?;
         Ok(erased)
     }

@@ -409,7 +409,7 @@ impl EnrolmentApi for EnrolmentService {
             .replay::<enrolment::Entity>(&call, idempotency.as_ref())
             .await?
         {
-            access.record(CategorySet::of(&[DataCategory::Education]));
+            access.record_response();
             return Ok(Response::new(EnrolLearnerResponse {
                 enrolment: Some(to_enrolment(&row)),
             }));
@@ -465,7 +465,7 @@ impl EnrolmentApi for EnrolmentService {
         let access = call.subject(&row.learner_id).await?;
         let from = status_of(&row);
         if from == to {
-            access.record(CategorySet::of(&[DataCategory::Education]));
+            access.record_response();
             return Ok(Response::new(ChangeEnrolmentStatusResponse {
                 enrolment: Some(to_enrolment(&row)),
             }));
@@ -558,7 +558,7 @@ impl EnrolmentApi for EnrolmentService {
             // Each learner listed is an access to their data (and, for a purpose that needs
             // consent, shown only with it).
             match call.subject(&row.learner_id).await {
-                Ok(access) => access.record(CategorySet::of(&[DataCategory::Education])),
+                Ok(access) => access.record_response(),
                 Err(Error::ConsentRequired { .. }) => continue,
                 Err(err) => return Err(err.into()),
             }
@@ -584,7 +584,7 @@ impl EnrolmentApi for EnrolmentService {
             .replay::<result::Entity>(&call, new.idempotency.as_ref())
             .await?
         {
-            access.record(CategorySet::of(&[DataCategory::Assessment]));
+            access.record_response();
             return Ok(Response::new(RecordResultResponse {
                 result: Some(to_result(&stored)),
             }));
@@ -652,7 +652,7 @@ impl EnrolmentApi for EnrolmentService {
             .map_err(Error::from)?;
         let next_page_token = next_token(&mut rows, size, |r| r.seq);
         if !rows.is_empty() {
-            access.record(CategorySet::of(&[DataCategory::Assessment]));
+            access.record_response();
         }
         Ok(Response::new(ListResultsResponse {
             results: rows.iter().map(to_result).collect(),

@@ -448,7 +448,7 @@ async fn produce(
     let scan = Scan {
         sql: placeholders(backend, &packed_sql(backend)).into(),
         subs: subs.clone(),
-        excluded: Arc::new(subs.ledger.marketing_exclusions(&tenant).await?),
+        excluded: Arc::new(subs.ledger.marketing_exclusions(call.scope()).await?),
         suppressed: Arc::new(suppressed(subs, &tenant, channel_name).await?),
         topic: topic.to_owned(),
         channel: channel_name,

@@ -25,10 +25,9 @@ use tutela_policy::Precondition;
 use tutela_policy::audit::{AuditKeys, AuditLog, StageAudit, TokenCallAudit};
 use tutela_policy::consent::{ConsentGate, parse_evidence};
 use tutela_policy::error::AuthFailure;
-use tutela_policy::scope::within;
 use tutela_policy::token_call::{TOKEN_HOLDER, TokenCall};
 use tutela_policy::validate::{Checks, Field, timestamp};
-use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess};
+use tutela_policy::{Authorized, CategorySet, Error, Register, Result, SubjectAccess, Tenant};
 use tutela_proto::common::{DataCategory, Purpose, SubjectRef};
 use tutela_proto::consent::{ConsentActor, ConsentEvidence, ConsentMethod};
 use tutela_proto::subscription::subscription_service_server::SubscriptionService as SubscriptionApi;
@@ -396,14 +395,15 @@ impl Subscriptions {
             .collect()
     }
 
-    pub(crate) async fn profile(&self, tenant: &str, contact_id: &str) -> Result<Profile> {
-        let row = within::<contact::Entity>(tenant)
+    pub(crate) async fn profile(&self, tenant: &Tenant, contact_id: &str) -> Result<Profile> {
+        let row = tenant
+            .find::<contact::Entity>()
             .filter(contact::Column::ContactId.eq(contact_id))
             .one(&self.db)
             .await?;
         match row {
             Some(row) if !row.sealed_profile.is_empty() => {
-                let key = self.vault.get(tenant, contact_id).await?;
+                let key = self.vault.get(tenant.as_str(), contact_id).await?;
                 let json = key.open(PROFILE_FIELD, &row.sealed_profile)?;
                 serde_json::from_slice(&json).map_err(Error::internal)
             }
@@ -412,7 +412,7 @@ impl Subscriptions {
     }
 
     /// Whether the contact is under the age of consent today: `Some(age)` if so.
-    async fn minor(&self, tenant: &str, contact_id: &str) -> Result<Option<u8>> {
+    async fn minor(&self, tenant: &Tenant, contact_id: &str) -> Result<Option<u8>> {
         let profile = self.profile(tenant, contact_id).await?;
         let Ok(born) = NaiveDate::parse_from_str(&profile.date_of_birth, "%Y-%m-%d") else {
             return Ok(None);
@@ -587,7 +587,7 @@ impl Subscriptions {
     /// once); `audit` stages the entry's audit record in the append's transaction.
     async fn append_consent(
         &self,
-        tenant: &str,
+        tenant: &Tenant,
         append: &Append,
         recorded_by: &str,
         audit: &dyn StageAudit,
@@ -644,11 +644,13 @@ impl SubscriptionService {
             }
             State::Pending => {}
         }
-        // C5: a minor's opt-in counts only with a guardian's consent to marketing.
-        if let Some(age_of_consent) = s.minor(&row.tenant, &row.contact_id).await?
+        // C5: a minor's opt-in counts only with a guardian's consent to marketing. The row was
+        // found by the id the verified token names: its tenant scopes the rest of the call.
+        let tenant = Tenant::of_row(&row)?;
+        if let Some(age_of_consent) = s.minor(&tenant, &row.contact_id).await?
             && !s
                 .gate
-                .snapshot(&row.tenant, &row.contact_id)
+                .snapshot(&tenant, &row.contact_id)
                 .await?
                 .guardian_permits(Purpose::Marketing)
         {
@@ -683,7 +685,7 @@ impl SubscriptionService {
             idempotency_key: None,
             request_hash: None,
         };
-        s.append_consent(&row.tenant, &consent, TOKEN_HOLDER, audit)
+        s.append_consent(&tenant, &consent, TOKEN_HOLDER, audit)
             .await?;
         s.transition(
             &row,
@@ -854,7 +856,8 @@ impl SubscriptionService {
     ) -> Result<SubscribeResponse> {
         let s = &self.subs;
         let tenant = call.tenant();
-        if within::<topic::Entity>(tenant)
+        if call
+            .find::<topic::Entity>()
             .filter(topic::Column::TopicId.eq(input.topic.as_str()))
             .one(&s.db)
             .await?
@@ -869,7 +872,8 @@ impl SubscriptionService {
         }
         let index = s.address_index(tenant, input.channel, &input.normalised);
         let channel = channel_name(input.channel);
-        if within::<suppression::Entity>(tenant)
+        if call
+            .find::<suppression::Entity>()
             .filter(suppression::Column::Channel.eq(channel))
             .filter(suppression::Column::AddressIndex.eq(index.as_str()))
             .one(&s.db)
@@ -882,7 +886,8 @@ impl SubscriptionService {
             });
         }
         // The address's other subscriptions on this channel name its contact.
-        let same_address = within::<subscription::Entity>(tenant)
+        let same_address = call
+            .find::<subscription::Entity>()
             .filter(subscription::Column::Channel.eq(channel))
             .filter(subscription::Column::AddressIndex.eq(index.as_str()))
             .all(&s.db)
@@ -904,10 +909,7 @@ impl SubscriptionService {
         if let Some(row) = &existing
             && State::of(&row.state) == State::Confirmed
         {
-            access.record(CategorySet::of(&[
-                DataCategory::Identity,
-                DataCategory::Communication,
-            ]));
+            access.record_response();
             let key = s.vault.get(tenant, &contact_id).await?;
             let address = Subscriptions::open_address(&key, row)?;
             return Ok(SubscribeResponse {
@@ -969,11 +971,10 @@ impl SubscriptionService {
         .exec_without_returning(&txn)
         .await?;
         if let Some(sealed_profile) = sealed_profile {
-            contact::Entity::update_many()
+            access
+                .update::<contact::Entity>()
                 .col_expr(contact::Column::SealedProfile, Expr::value(sealed_profile))
                 .col_expr(contact::Column::UpdatedAt, Expr::value(now))
-                .filter(contact::Column::Tenant.eq(tenant))
-                .filter(contact::Column::ContactId.eq(contact_id.as_str()))
                 .exec(&txn)
                 .await?;
         }
@@ -1177,15 +1178,12 @@ impl SubscriptionService {
                     request_hash: None,
                 };
                 Some(
-                    s.append_consent(access.tenant(), &append, &call.principal().id, &access)
+                    s.append_consent(call.scope(), &append, &call.principal().id, &access)
                         .await?,
                 )
             }
         };
-        access.record(CategorySet::of(&[
-            DataCategory::Identity,
-            DataCategory::Communication,
-        ]));
+        access.record_response();
         tracing::info!(
             unsubscribed,
             withdrew = withdrawal.is_some(),
@@ -1252,7 +1250,8 @@ impl SubscriptionService {
         c.finish()?;
         let tenant = call.tenant();
         let ids: Vec<&str> = checked.iter().map(|(id, ..)| id.as_str()).collect();
-        let rows = within::<subscription::Entity>(tenant)
+        let rows = call
+            .find::<subscription::Entity>()
             .filter(subscription::Column::SubscriptionId.is_in(ids))
             .all(&s.db)
             .await?;
@@ -1333,7 +1332,8 @@ pub(crate) async fn suppress<C: sea_orm::ConnectionTrait>(
     )
     .exec_without_returning(db)
     .await?;
-    let affected = within::<subscription::Entity>(&row.tenant)
+    let affected = Tenant::of_row(row)?
+        .find::<subscription::Entity>()
         .filter(subscription::Column::Channel.eq(row.channel.as_str()))
         .filter(subscription::Column::AddressIndex.eq(row.address_index.as_str()))
         .filter(subscription::Column::State.ne(State::Suppressed.as_str()))
@@ -1507,11 +1507,7 @@ impl SubscriptionApi for SubscriptionService {
         let call = Authorized::of(&request)?;
         let access = Self::contact_access(&call, request.get_ref().contact.as_ref()).await?;
         let opened = self.subs.of_contact(&access).await?;
-        access.record(CategorySet::of(&[
-            DataCategory::Identity,
-            DataCategory::Contact,
-            DataCategory::Communication,
-        ]));
+        access.record_response();
         Ok(Response::new(ListSubscriptionsResponse {
             subscriptions: opened
                 .into_iter()

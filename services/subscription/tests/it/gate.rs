@@ -14,7 +14,7 @@ use tutela_policy::audit::{AuditKeys, AuditLog};
 use tutela_policy::consent::{RemoteLedger, RemoteLedgerSettings};
 use tutela_policy::guard::Outcome;
 use tutela_policy::principal::{AuthSettings, TokenRequest, TokenVerifier, issue_hs256};
-use tutela_policy::{Authorized, ConsentSource, Guard, MethodTable, Register};
+use tutela_policy::{Authorized, ConsentSource, Guard, MethodTable, Register, Tenant};
 use tutela_proto::common::Purpose;
 use tutela_proto::consent::consent_ledger_server::ConsentLedger;
 use tutela_store::testing::TestDatabase;
@@ -269,7 +269,7 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
     .unwrap();
     remote
         .verify_identity(&tutela_policy::consent::IdentityVerification {
-            tenant: "acme",
+            tenant: &Tenant::named("acme"),
             subject: SUBJECT,
             method: tutela_proto::privacy::VerificationMethod::PhotoIdInPerson,
             evidence_reference: "front desk note 7",
@@ -280,7 +280,7 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
         .unwrap();
     assert!(
         remote
-            .snapshot("acme", SUBJECT)
+            .snapshot(&Tenant::named("acme"), SUBJECT)
             .await
             .unwrap()
             .identity_verified_at
@@ -289,7 +289,7 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
     for restricted in [true, false] {
         remote
             .restrict(&tutela_policy::consent::Restriction {
-                tenant: "acme",
+                tenant: &Tenant::named("acme"),
                 subject: SUBJECT,
                 restricted,
                 reason: "accuracy contested",
@@ -299,7 +299,11 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
             .await
             .unwrap();
         assert_eq!(
-            remote.snapshot("acme", SUBJECT).await.unwrap().restricted,
+            remote
+                .snapshot(&Tenant::named("acme"), SUBJECT)
+                .await
+                .unwrap()
+                .restricted,
             restricted
         );
     }
@@ -310,7 +314,7 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
     for _ in 0..2 {
         remote
             .record_guardian_consent(&tutela_policy::consent::GuardianGrant {
-                tenant: "acme",
+                tenant: &Tenant::named("acme"),
                 subject: OTHER_SUBJECT,
                 purpose: Purpose::CourseAdministration,
                 evidence: &guardian,
@@ -321,7 +325,10 @@ async fn a_process_without_the_ledger_reads_it_remotely_and_fails_closed_without
             .await
             .unwrap();
     }
-    let snapshot = remote.snapshot("acme", OTHER_SUBJECT).await.unwrap();
+    let snapshot = remote
+        .snapshot(&Tenant::named("acme"), OTHER_SUBJECT)
+        .await
+        .unwrap();
     assert!(snapshot.guardian_permits(Purpose::CourseAdministration));
     assert!(!snapshot.guardian_permits(Purpose::Marketing));
     let history = ledger
@@ -395,7 +402,10 @@ async fn a_remote_answer_with_withheld_recipients_fails_closed() {
         token_dir: tokens.path().to_owned(),
     })
     .unwrap();
-    let err = remote.snapshot("acme", SUBJECT).await.unwrap_err();
+    let err = remote
+        .snapshot(&Tenant::named("acme"), SUBJECT)
+        .await
+        .unwrap_err();
     assert_eq!(err.reason(), "UNAVAILABLE");
 }
 
