@@ -21,13 +21,14 @@ use sea_orm::{
     QueryOrder, QuerySelect, Set, Statement, TransactionTrait, Value,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+
 use tonic::{Request, Response, Status};
 use tutela_policy::audit::StageAudit;
 use tutela_policy::consent::{
     ConsentFact, ConsentGate, ConsentSnapshot, ConsentSource, GuardianGrant, IdentityVerification,
-    Restriction, check_evidence,
+    Restriction, parse_evidence,
 };
+use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::validate::{Checks, page_token, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Register, Result, Tenant};
 use tutela_proto::common::{DataCategory, Purpose};
@@ -349,10 +350,8 @@ impl Store {
         audit: &dyn StageAudit,
         touched: CategorySet,
     ) -> Result<(entity::Model, Option<SubjectKey>, bool)> {
-        if let Some(key) = &a.idempotency_key
-            && let Some(row) = self.by_idempotency_key(tenant, key).await?
-        {
-            return self.replay(row, a).await;
+        if let Some(row) = self.replay(tenant, a).await? {
+            return Ok(row);
         }
         let key = self
             .vault
@@ -370,6 +369,7 @@ impl Store {
         let plaintext = to_json(&sealed)?;
         let sealed = key.seal(&sealed_field(&entry_id), &plaintext)?;
         let now = self.clock.now();
+        let (idempotency_key, request_hash) = Idempotency::columns(a.idempotency.as_ref());
         let row = entity::ActiveModel {
             entry_id: Set(entry_id.clone()),
             tenant: Set(tenant.as_str().to_owned()),
@@ -385,8 +385,8 @@ impl Store {
             actor: Set(actor_name(a.evidence.actor()).to_owned()),
             sealed: Set(sealed),
             recorded_by: Set(recorded_by.to_owned()),
-            idempotency_key: Set(a.idempotency_key.clone()),
-            request_hash: Set(a.request_hash.clone()),
+            idempotency_key: Set(idempotency_key),
+            request_hash: Set(request_hash),
             ..Default::default()
         };
         let txn = self.db.begin().await?;
@@ -400,12 +400,10 @@ impl Store {
             // A concurrent retry with the same key won the race: answer as a retry.
             Err(err) if tutela_store::is_unique_violation(&err) => {
                 drop(txn);
-                let idempotency_key = a.idempotency_key.as_deref().unwrap_or_default();
-                let row = self
-                    .by_idempotency_key(tenant, idempotency_key)
+                return self
+                    .replay(tenant, a)
                     .await?
-                    .ok_or_else(|| Error::internal(err))?;
-                return self.replay(row, a).await;
+                    .ok_or_else(|| idempotency::key_taken(err));
             }
             Err(err) => return Err(err.into()),
         };
@@ -418,17 +416,36 @@ impl Store {
         Ok((row, Some(key), true))
     }
 
+    /// The entry an earlier call in `tenant` appended under this append's idempotency key, when
+    /// this is its retry (with the subject's key, and `false`: nothing appended); ALREADY_EXISTS
+    /// when the key came with another request, a withdrawal's key reused for a grant included.
     async fn replay(
         &self,
-        row: entity::Model,
+        tenant: &Tenant,
         a: &Append,
-    ) -> Result<(entity::Model, Option<SubjectKey>, bool)> {
-        if row.request_hash != a.request_hash {
-            return Err(Error::AlreadyExists("idempotency key"));
-        }
+    ) -> Result<Option<(entity::Model, Option<SubjectKey>, bool)>> {
+        let Some(i) = &a.idempotency else {
+            return Ok(None);
+        };
+        let stored = self.by_idempotency_key(tenant, i.key()).await?;
+        let Some(row) = idempotency::decide(i, stored, |row| {
+            (Some(rpc_of(row.granted)), row.request_hash.as_deref())
+        })?
+        else {
+            return Ok(None);
+        };
         let key = self.key(&row.tenant, &row.subject_id).await?;
-        Ok((row, key, false))
+        Ok(Some((row, key, false)))
     }
+}
+
+/// The RPC that appends grants, and the one that appends withdrawals: one table holds both, so a
+/// stored entry's RPC is told by its `granted`.
+const RECORD: &str = "RecordConsent";
+const WITHDRAW: &str = "WithdrawConsent";
+
+fn rpc_of(granted: bool) -> &'static str {
+    if granted { RECORD } else { WITHDRAW }
 }
 
 /// Folds entries (in ledger order) into the current state.
@@ -511,11 +528,13 @@ impl ConsentSource for Store {
             granted: true,
             evidence: grant.evidence.clone(),
             occurred_at: None,
-            idempotency_key: grant.idempotency_key.map(str::to_owned),
-            // As the RPC would hash the same request, so a retry through either path matches.
-            request_hash: grant
-                .idempotency_key
-                .map(|_| hex::encode(Sha256::digest(canonical(&request, |_| ())))),
+            // As RecordConsent fingerprints the same request, so a retry through either path
+            // matches.
+            idempotency: Idempotency::new(
+                grant.idempotency_key.map(str::to_owned),
+                RECORD,
+                &request,
+            ),
         };
         self.append(
             grant.tenant,
@@ -594,10 +613,8 @@ pub struct Append {
     pub evidence: ConsentEvidence,
     /// When, if not now.
     pub occurred_at: Option<DateTime<Utc>>,
-    /// A caller's key that makes a retry append nothing.
-    pub idempotency_key: Option<String>,
-    /// With an idempotency key: the hash that tells a retry from a reuse of the key.
-    pub request_hash: Option<String>,
+    /// A caller's key, with the request it came with, that makes a retry append nothing.
+    pub idempotency: Option<Idempotency>,
 }
 
 impl std::fmt::Debug for Append {
@@ -650,8 +667,8 @@ struct AppendRequest<'a> {
     evidence: Option<&'a ConsentEvidence>,
     occurred_at: Option<&'a prost_types::Timestamp>,
     idempotency_key: Option<&'a tutela_proto::common::IdempotencyKey>,
-    /// With an idempotency key: the request without it, encoded, to tell a retry from a reuse.
-    canonical: Option<Vec<u8>>,
+    /// The idempotency of the request under a (validated) key: its fingerprint without the key.
+    idempotency: Box<dyn FnOnce(Option<String>) -> Option<Idempotency> + Send + 'a>,
 }
 
 impl ConsentLedgerService {
@@ -663,40 +680,31 @@ impl ConsentLedgerService {
         now: DateTime<Utc>,
     ) -> Result<Append> {
         let mut c = Checks::new();
-        let subject = c.subject_id(r.subject, "subject");
+        let subject = c.subject(r.subject, "subject");
         let by_guardian = r
             .evidence
             .is_some_and(|e| e.actor == ConsentActor::Guardian as i32);
         let purpose = match Purpose::try_from(r.purpose) {
-            Ok(Purpose::Unspecified) | Err(_) => {
-                c.fail("purpose", "required: a purpose of tutela.common.v1.Purpose");
-                None
-            }
+            Ok(Purpose::Unspecified) | Err(_) => Err(c.flag(
+                "purpose",
+                "required: a purpose of tutela.common.v1.Purpose",
+            )),
             Ok(p) => match self.register.rule(p) {
-                None => {
-                    c.fail(
-                        "purpose",
-                        "the processing register does not list this purpose",
-                    );
-                    None
-                }
+                None => Err(c.flag(
+                    "purpose",
+                    "the processing register does not list this purpose",
+                )),
                 // A parent's or guardian's consent is what collecting a minor's data needs,
                 // whatever the purpose's legal basis (E4, C5).
-                Some(rule) if !rule.consent_required && !by_guardian => {
-                    c.fail(
-                        "purpose",
-                        "the processing register does not base this purpose on consent (only a guardian's consent for a minor may name it)",
-                    );
-                    None
-                }
-                Some(_) => Some(p),
+                Some(rule) if !rule.consent_required && !by_guardian => Err(c.flag(
+                    "purpose",
+                    "the processing register does not base this purpose on consent (only a guardian's consent for a minor may name it)",
+                )),
+                Some(_) => Ok(p),
             },
         };
-        let recipient = c
-            .optional_text(r.recipient, "recipient", 128)
-            .unwrap_or_default()
-            .to_owned();
-        let evidence = check_evidence(&mut c, call.principal(), r.evidence, "evidence");
+        let recipient = c.optional(r.recipient, "recipient", 128);
+        let evidence = parse_evidence(&mut c, call.principal(), r.evidence, "evidence");
         let occurred_at = match r.occurred_at {
             None => None,
             Some(ts) => match u32::try_from(ts.nanos)
@@ -714,20 +722,17 @@ impl ConsentLedgerService {
                 }
             },
         };
-        let idempotency_key = c.idempotency_key(r.idempotency_key, "idempotency_key");
-        c.finish()?;
-        let (Some(subject), Some(purpose), Some(evidence)) = (subject, purpose, evidence) else {
-            return Err(Error::internal("validated request lacks a field"));
-        };
+        let key = c.key(r.idempotency_key, "idempotency_key");
+        let (subject, purpose, recipient, evidence, key) =
+            c.parsed((subject, purpose, recipient, evidence, key))?;
         Ok(Append {
             subject,
             purpose,
-            recipient,
+            recipient: recipient.to_owned(),
             granted,
             evidence,
             occurred_at,
-            idempotency_key,
-            request_hash: r.canonical.map(|c| hex::encode(Sha256::digest(&c))),
+            idempotency: (r.idempotency)(key),
         })
     }
 
@@ -755,7 +760,7 @@ impl ConsentLedgerService {
         purpose: i32,
     ) -> Result<(tutela_policy::SubjectAccess, Option<Purpose>)> {
         let mut c = Checks::new();
-        let id = c.subject_id(subject, "subject");
+        let id = c.subject(subject, "subject");
         let purpose = match Purpose::try_from(purpose) {
             Ok(Purpose::Unspecified) => None,
             Ok(p) => Some(p),
@@ -764,8 +769,7 @@ impl ConsentLedgerService {
                 None
             }
         };
-        c.finish()?;
-        let id = id.ok_or_else(|| Error::internal("validated subject missing"))?;
+        let id = c.parsed(id)?;
         let access = call.subject(&id).await?;
         access.record_response();
         Ok((access, purpose))
@@ -817,15 +821,9 @@ fn to_json(value: &Sealed) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(Error::internal)
 }
 
-fn canonical<M: prost::Message + Clone>(message: &M, clear: impl FnOnce(&mut M)) -> Vec<u8> {
-    let mut m = message.clone();
-    clear(&mut m);
-    m.encode_to_vec()
-}
-
 /// Record and withdraw requests have the same fields: one reading of both.
 macro_rules! append_request {
-    ($r:expr) => {
+    ($r:expr, $rpc:expr) => {
         AppendRequest {
             subject: $r.subject.as_ref(),
             purpose: $r.purpose,
@@ -833,10 +831,9 @@ macro_rules! append_request {
             evidence: $r.evidence.as_ref(),
             occurred_at: $r.occurred_at.as_ref(),
             idempotency_key: $r.idempotency_key.as_ref(),
-            canonical: $r
-                .idempotency_key
-                .is_some()
-                .then(|| canonical($r, |m| m.idempotency_key = None)),
+            idempotency: Box::new(move |key| {
+                Idempotency::of_request(key, $rpc, $r, |m| m.idempotency_key = None)
+            }),
         }
     };
 }
@@ -861,7 +858,9 @@ impl ConsentLedger for ConsentLedgerService {
     ) -> std::result::Result<Response<RecordConsentResponse>, Status> {
         let call = Authorized::of(&request)?;
         let r = request.get_ref();
-        let entry = self.handle_append(&call, append_request!(r), true).await?;
+        let entry = self
+            .handle_append(&call, append_request!(r, RECORD), true)
+            .await?;
         Ok(Response::new(RecordConsentResponse { entry: Some(entry) }))
     }
 
@@ -871,7 +870,9 @@ impl ConsentLedger for ConsentLedgerService {
     ) -> std::result::Result<Response<WithdrawConsentResponse>, Status> {
         let call = Authorized::of(&request)?;
         let r = request.get_ref();
-        let entry = self.handle_append(&call, append_request!(r), false).await?;
+        let entry = self
+            .handle_append(&call, append_request!(r, WITHDRAW), false)
+            .await?;
         Ok(Response::new(WithdrawConsentResponse {
             entry: Some(entry),
         }))
@@ -936,15 +937,10 @@ impl ConsentLedger for ConsentLedgerService {
         let call = Authorized::of(&request)?;
         let r = request.get_ref();
         let mut c = Checks::new();
-        let id = c.subject_id(r.subject.as_ref(), "subject");
-        let reason = c.required_text(&r.reason, "reason", 500).map(str::to_owned);
-        let requested_by = c
-            .optional_text(&r.requested_by, "requested_by", 200)
-            .map(str::to_owned);
-        c.finish()?;
-        let (Some(id), Some(reason), Some(requested_by)) = (id, reason, requested_by) else {
-            return Err(Error::internal("restriction checked but incomplete").into());
-        };
+        let id = c.subject(r.subject.as_ref(), "subject");
+        let reason = c.required(&r.reason, "reason", 500);
+        let requested_by = c.optional(&r.requested_by, "requested_by", 200);
+        let (id, reason, requested_by) = c.parsed((id, reason, requested_by))?;
         let access = call.subject(&id).await?;
         access.record(CategorySet::EMPTY);
         // A service records restrictions for the dpo who handled the request; the record names
@@ -978,20 +974,12 @@ impl ConsentLedger for ConsentLedgerService {
         let call = Authorized::of(&request)?;
         let r = request.get_ref();
         let mut c = Checks::new();
-        let id = c.subject_id(r.subject.as_ref(), "subject");
-        let method = tutela_policy::rights::verification_method(&mut c, r.method);
-        let reference = c
-            .required_text(&r.evidence_reference, "evidence_reference", 200)
-            .map(str::to_owned);
-        let verified_by = c
-            .optional_text(&r.verified_by, "verified_by", 200)
-            .map(str::to_owned);
-        c.finish()?;
-        let (Some(id), Some(method), Some(reference), Some(verified_by)) =
-            (id, method, reference, verified_by)
-        else {
-            return Err(Error::internal("verification checked but incomplete").into());
-        };
+        let id = c.subject(r.subject.as_ref(), "subject");
+        let method = tutela_policy::rights::parse_verification_method(&mut c, r.method);
+        let reference = c.required(&r.evidence_reference, "evidence_reference", 200);
+        let verified_by = c.optional(&r.verified_by, "verified_by", 200);
+        let (id, method, reference, verified_by) =
+            c.parsed((id, method, reference, verified_by))?;
         let access = call.subject(&id).await?;
         access.record(CategorySet::of(&[DataCategory::IdentityDocument]));
         let principal = &call.principal().id;

@@ -56,8 +56,7 @@ fn marketing(granted: bool) -> Append {
             guardian: None,
         },
         occurred_at: None,
-        idempotency_key: None,
-        request_hash: None,
+        idempotency: None,
     }
 }
 

@@ -682,8 +682,7 @@ impl SubscriptionService {
                 guardian: None,
             },
             occurred_at: None,
-            idempotency_key: None,
-            request_hash: None,
+            idempotency: None,
         };
         s.append_consent(&tenant, &consent, TOKEN_HOLDER, audit)
             .await?;
@@ -1174,8 +1173,7 @@ impl SubscriptionService {
                     granted: false,
                     evidence,
                     occurred_at: None,
-                    idempotency_key: None,
-                    request_hash: None,
+                    idempotency: None,
                 };
                 Some(
                     s.append_consent(call.scope(), &append, &call.principal().id, &access)

@@ -176,6 +176,33 @@ async fn a_retry_with_the_same_idempotency_key_appends_once() {
     assert_eq!(history.entries.len(), 1);
 }
 
+/// RecordConsent and WithdrawConsent share their fields and their table: a withdrawal that reuses
+/// a grant's key with the same fields is another request (ALREADY_EXISTS), never a "retry" that
+/// answers with the grant and leaves consent given.
+#[tokio::test]
+async fn a_withdrawal_reusing_a_grants_idempotency_key_is_refused_and_withdraws_nothing() {
+    let suite = TestSuite::start().await.unwrap();
+    let mut ledger = suite.consent_ledger(registrar(&suite));
+    let key = Some(tutela_proto::common::IdempotencyKey {
+        key: "grant-key-0001".into(),
+    });
+    let mut record = grant(SUBJECT, Purpose::Marketing, "");
+    record.idempotency_key = key.clone();
+    ledger.record_consent(record).await.unwrap();
+    let mut withdrawal = withdraw(SUBJECT, Purpose::Marketing, "");
+    withdrawal.idempotency_key = key;
+    let err = ledger.withdraw_consent(withdrawal).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    let states = ledger
+        .get_consent_state(state(SUBJECT))
+        .await
+        .unwrap()
+        .into_inner()
+        .states;
+    assert_eq!(states.len(), 1);
+    assert!(states[0].granted, "the grant stands: nothing was withdrawn");
+}
+
 #[tokio::test]
 async fn the_database_itself_refuses_to_change_or_delete_an_entry() {
     let suite = TestSuite::start().await.unwrap();
