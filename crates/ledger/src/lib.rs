@@ -956,7 +956,7 @@ impl ConsentLedger for ConsentLedgerService {
                 tenant: call.scope(),
                 subject: access.subject_id(),
                 restricted: r.restricted,
-                reason: &reason,
+                reason,
                 recorded_by: &recorded_by,
                 audit: &access,
             })
@@ -993,7 +993,7 @@ impl ConsentLedger for ConsentLedgerService {
                 tenant: call.scope(),
                 subject: access.subject_id(),
                 method,
-                evidence_reference: &reference,
+                evidence_reference: reference,
                 verified_by: &by,
                 audit: &access,
             })
