@@ -300,7 +300,9 @@ async fn start_servers() -> Servers {
     // configuration and database, with the authorisation the guard grants this token made once
     // and attached to every call, where the guard checks token, purpose, register and rules,
     // and writes the audit records, on every call.
-    let assembled = tutela::server::assemble(subscription.config()).await.unwrap();
+    let assembled = tutela::server::assemble(subscription.config())
+        .await
+        .unwrap();
     let mut headers = http::HeaderMap::new();
     headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
     headers.insert("x-tutela-purpose", "subject_rights".parse().unwrap());
@@ -362,10 +364,7 @@ const LEARNERS: u64 = 2_000;
 
 async fn bench_rpc(servers: &Servers) {
     let suite = &servers.subscription;
-    let creds = Credentials::new(
-        &suite.token("acme", "dpo-1", &["dpo"]),
-        "subject_rights",
-    );
+    let creds = Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
     let registrar = Credentials::new(
         &servers.all.token("acme", "registrar-1", &["registrar"]),
         "course_administration",
