@@ -4,8 +4,14 @@
 //! 2. audit records per second through the batching writer (SQLite; PostgreSQL too when
 //!    `TEST_DATABASE_URL` is set),
 //! 3. DescribeSubject (the subscription service's provider) guarded and audited against the same
-//!    handler unguarded, and both against a bare tonic echo, over real gRPC on loopback with the
-//!    same client, concurrency, server stack and database.
+//!    handler unguarded, and the enrolment data path (GetLearner, CreateLearner), each against a
+//!    bare tonic echo measured in the same run, over real gRPC on loopback with the same client,
+//!    concurrency, server stack and database.
+//!
+//! The RPC figures are taken with the server on one core and the client on the other (each on a
+//! one-thread runtime whose threads, the database driver's included, are pinned with `taskset`),
+//! so that the client's cost does not come out of the server's time; without `taskset` or a
+//! second core they run unpinned, and the output says so.
 //!
 //! Run: `cargo bench -p tutela --bench guard` (add `TEST_DATABASE_URL=postgres://...` for
 //! PostgreSQL). Timings are medians of what this machine does; they are printed, never asserted.
@@ -13,6 +19,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
@@ -24,6 +31,10 @@ use tonic_prost::ProstCodec;
 use tutela_policy::audit::migration::AuditMigrator;
 use tutela_policy::audit::{AuditEvent, AuditKeys, AuditLog, Caller, Outcome};
 use tutela_proto::common::SubjectRef;
+use tutela_proto::enrolment::{
+    CreateLearnerRequest, CreateLearnerResponse, GetLearnerRequest, GetLearnerResponse,
+    LearnerProfile,
+};
 use tutela_proto::privacy::*;
 use tutela_store::testing::TestDatabase;
 use tutela_testkit::{Credentials, TestSuite};
@@ -207,34 +218,43 @@ impl tower::Service<http::Request<tonic::body::Body>> for Echo {
 
 const DESCRIBE: &str = "/tutela.privacy.v1.SubjectData/DescribeSubject";
 const ECHO: &str = "/bench.Echo/Echo";
+const GET_LEARNER: &str = "/tutela.enrolment.v1.LearnerService/GetLearner";
+const CREATE_LEARNER: &str = "/tutela.enrolment.v1.LearnerService/CreateLearner";
+const IN_FLIGHT: usize = 64;
 
-/// Calls per second of `path` (answering `R`) with 64 calls in flight on one connection, for
-/// `secs`: the same client code for every server measured.
-async fn drive<R>(
+/// The request of every DescribeSubject call (and of the echo).
+fn describe_request() -> DescribeSubjectRequest {
+    DescribeSubjectRequest {
+        subject: Some(SubjectRef {
+            subject_id: "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77".into(),
+        }),
+        services: Vec::new(),
+    }
+}
+
+/// Calls per second of `path` (sending what `request` makes of a call number, answering `R`)
+/// with [`IN_FLIGHT`] calls in flight on one connection, for `secs`: the same client code for
+/// every server measured.
+async fn drive<Q, R>(
     address: SocketAddr,
     credentials: Credentials,
     path: &'static str,
     secs: u64,
+    request: impl Fn(u64) -> Q + Clone + Send + 'static,
 ) -> f64
 where
+    Q: prost::Message + Send + Sync + 'static,
     R: prost::Message + Default + Send + 'static,
 {
-    let in_flight = 64;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .unwrap()
         .connect()
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let request = DescribeSubjectRequest {
-        subject: Some(SubjectRef {
-            subject_id: "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77".into(),
-        }),
-        services: Vec::new(),
-    };
     let start = Instant::now();
-    let handles: Vec<_> = (0..in_flight)
-        .map(|_| {
+    let handles: Vec<_> = (0..IN_FLIGHT as u64)
+        .map(|task| {
             let mut client = tonic::client::Grpc::new(InterceptedService::new(
                 channel.clone(),
                 credentials.clone(),
@@ -246,7 +266,7 @@ where
                     client.ready().await.unwrap();
                     client
                         .unary::<_, R, _>(
-                            tonic::Request::new(request.clone()),
+                            tonic::Request::new(request(task + calls * IN_FLIGHT as u64)),
                             http::uri::PathAndQuery::from_static(path),
                             ProstCodec::default(),
                         )
@@ -271,28 +291,45 @@ async fn bind() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-async fn bench_rpc(suite: &TestSuite) {
-    let token = suite.token("acme", "dpo-1", &["dpo"]);
-    let creds = Credentials::new(&token, "subject_rights");
+/// The servers the RPC figures are taken from, started on the server's runtime.
+struct Servers {
+    /// Only the subscription service: DescribeSubject runs its provider, guarded.
+    subscription: TestSuite,
+    /// Every service: GetLearner and CreateLearner, guarded.
+    all: TestSuite,
+    /// The subscription suite's services without the guard.
+    unguarded: SocketAddr,
+    /// The bare echo.
+    echo: SocketAddr,
+}
+
+async fn start_servers() -> Servers {
+    let subscription = TestSuite::start_with(|c| c.server.services = vec!["subscription".into()])
+        .await
+        .unwrap();
+    let all = TestSuite::start().await.unwrap();
+    let token = subscription.token("acme", "dpo-1", &["dpo"]);
     // The same handler without the guard: the same services assembled from the same
     // configuration and database, with the authorisation the guard grants this token made once
     // and attached to every call, where the guard checks token, purpose, register and rules,
     // and writes the audit records, on every call.
-    let unguarded = tutela::server::assemble(suite.config()).await.unwrap();
+    let assembled = tutela::server::assemble(subscription.config())
+        .await
+        .unwrap();
     let mut headers = http::HeaderMap::new();
     headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
     headers.insert("x-tutela-purpose", "subject_rights".parse().unwrap());
     let Ok(tutela_policy::guard::Outcome::Authorized(authorized, _)) =
-        unguarded.guard.check(DESCRIBE, &headers)
+        assembled.guard.check(DESCRIBE, &headers)
     else {
         panic!("the bench's token is not authorised for DescribeSubject");
     };
-    // Both beside the suite, with `tutela serve`'s stack and settings.
-    let settings = suite.config().server.clone();
-    let (listener, unguarded_addr) = bind().await;
+    // Both beside the suites, with `tutela serve`'s stack and settings.
+    let settings = subscription.config().server.clone();
+    let (listener, unguarded) = bind().await;
     tokio::spawn(tutela::server::serve(
         settings.clone(),
-        unguarded.routes,
+        assembled.routes,
         tower::util::MapRequestLayer::new(move |mut request: http::Request<tonic::body::Body>| {
             request.extensions_mut().insert(authorized.clone());
             request
@@ -308,59 +345,264 @@ async fn bench_rpc(suite: &TestSuite) {
         listener,
         std::future::pending(),
     ));
-    let unguarded = unguarded_addr;
-    let guarded = suite.addr();
+    Servers {
+        subscription,
+        all,
+        unguarded,
+        echo,
+    }
+}
 
-    // Warm up all three, then measure in turns so that noise hits them alike.
-    drive::<DescribeSubjectRequest>(echo, creds.clone(), ECHO, 1).await;
-    drive::<DescribeSubjectResponse>(unguarded, creds.clone(), DESCRIBE, 1).await;
-    drive::<DescribeSubjectResponse>(guarded, creds.clone(), DESCRIBE, 1).await;
-    let (mut e, mut u, mut g) = (Vec::new(), Vec::new(), Vec::new());
+/// A learner's profile, different for every `n` (a profile in every category a registrar may
+/// write, as an enrolment form fills it).
+fn profile(n: u64) -> LearnerProfile {
+    LearnerProfile {
+        given_name: format!("Given{n}"),
+        family_name: format!("Family{n}"),
+        email: format!("learner{n}@example.org"),
+        phone: "+44 20 7946 0000".into(),
+        postcode: "SW1A 2AA".into(),
+        date_of_birth: "1990-01-01".into(),
+        country: "GB".into(),
+        organisation: "Initech".into(),
+        previous_qualifications: vec!["BTEC Level 3".into()],
+        ethnicity: "prefer not to say".into(),
+        ..Default::default()
+    }
+}
+
+/// Learners read by the GetLearner figure: each is read every few hundred calls, as a busy
+/// office reads its current learners (and so the consent cache, one second long, is warm).
+const LEARNERS: u64 = 2_000;
+
+async fn bench_rpc(servers: &Servers) {
+    let suite = &servers.subscription;
+    let creds = Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
+    let registrar = Credentials::new(
+        &servers.all.token("acme", "registrar-1", &["registrar"]),
+        "course_administration",
+    );
+    let (echo, unguarded, guarded, learners) = (
+        servers.echo,
+        servers.unguarded,
+        suite.addr(),
+        servers.all.addr(),
+    );
+    // Every created learner is new: the numbers go on from round to round.
+    let created = Arc::new(AtomicU64::new(0));
+    let create = {
+        let created = created.clone();
+        move |_| CreateLearnerRequest {
+            profile: Some(profile(created.fetch_add(1, Ordering::Relaxed))),
+            ..Default::default()
+        }
+    };
+    // The learners GetLearner reads, made before any figure is taken.
+    let mut client = tutela_proto::enrolment::learner_service_client::LearnerServiceClient::new(
+        InterceptedService::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{learners}"))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+            registrar.clone(),
+        ),
+    );
+    let mut ids = Vec::with_capacity(LEARNERS as usize);
+    for _ in 0..LEARNERS {
+        let learner = client.create_learner(create(0)).await.unwrap().into_inner();
+        ids.push(learner.learner.unwrap().learner_id);
+    }
+    let ids = Arc::new(ids);
+    let get = move |n: u64| GetLearnerRequest {
+        learner: Some(SubjectRef {
+            subject_id: ids[(n % LEARNERS) as usize].clone(),
+        }),
+    };
+    let describe = |_| describe_request();
+
+    // Warm up all of them, then measure in turns so that noise hits them alike.
+    let secs = 1;
+    drive::<_, DescribeSubjectRequest>(echo, creds.clone(), ECHO, secs, describe).await;
+    drive::<_, DescribeSubjectResponse>(unguarded, creds.clone(), DESCRIBE, secs, describe).await;
+    drive::<_, DescribeSubjectResponse>(guarded, creds.clone(), DESCRIBE, secs, describe).await;
+    drive::<_, GetLearnerResponse>(learners, registrar.clone(), GET_LEARNER, secs, get.clone())
+        .await;
+    drive::<_, CreateLearnerResponse>(
+        learners,
+        registrar.clone(),
+        CREATE_LEARNER,
+        secs,
+        create.clone(),
+    )
+    .await;
+    let (mut e, mut u, mut g, mut r, mut w) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let secs = 3;
     for _ in 0..3 {
-        e.push(drive::<DescribeSubjectRequest>(echo, creds.clone(), ECHO, 3).await);
-        u.push(drive::<DescribeSubjectResponse>(unguarded, creds.clone(), DESCRIBE, 3).await);
-        g.push(drive::<DescribeSubjectResponse>(guarded, creds.clone(), DESCRIBE, 3).await);
+        e.push(drive::<_, DescribeSubjectRequest>(echo, creds.clone(), ECHO, secs, describe).await);
+        u.push(
+            drive::<_, DescribeSubjectResponse>(unguarded, creds.clone(), DESCRIBE, secs, describe)
+                .await,
+        );
+        g.push(
+            drive::<_, DescribeSubjectResponse>(guarded, creds.clone(), DESCRIBE, secs, describe)
+                .await,
+        );
+        r.push(
+            drive::<_, GetLearnerResponse>(
+                learners,
+                registrar.clone(),
+                GET_LEARNER,
+                secs,
+                get.clone(),
+            )
+            .await,
+        );
+        w.push(
+            drive::<_, CreateLearnerResponse>(
+                learners,
+                registrar.clone(),
+                CREATE_LEARNER,
+                secs,
+                create.clone(),
+            )
+            .await,
+        );
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[1]
     };
-    let (e, u, g) = (median(&mut e), median(&mut u), median(&mut g));
+    let spread = |v: &[f64]| format!("{:.0}..{:.0}", v[0], v[2]);
+    let (em, um, gm, rm, wm) = (
+        median(&mut e),
+        median(&mut u),
+        median(&mut g),
+        median(&mut r),
+        median(&mut w),
+    );
     println!(
-        "over loopback, 64 calls in flight on one connection, same client and server stack ({} database):",
+        "over loopback, {IN_FLIGHT} calls in flight on one connection, same client and server stack ({} database), median (min..max) of 3 runs of {secs} s:",
         suite.database().backend().name()
     );
-    println!("  bare tonic echo                                  {e:>8.0} calls/s  100%");
-    println!(
-        "  DescribeSubject (subscription provider), no guard {u:>8.0} calls/s  {:>3.0}% of echo",
-        u / e * 100.0
+    let line = |name: &str, rate: f64, runs: &[f64]| {
+        println!(
+            "  {name:<50} {rate:>8.0} calls/s  {:>5.1}% of echo  ({})",
+            rate / em * 100.0,
+            spread(runs)
+        );
+    };
+    line("bare tonic echo", em, &e);
+    line("DescribeSubject (subscription provider), no guard", um, &u);
+    line("DescribeSubject, guarded + audited", gm, &g);
+    line(
+        &format!("GetLearner, guarded + audited ({LEARNERS} learners)"),
+        rm,
+        &r,
     );
+    line("CreateLearner, guarded + audited", wm, &w);
     println!(
-        "  DescribeSubject, guarded + audited                {g:>8.0} calls/s  {:>3.0}% of echo",
-        g / e * 100.0
-    );
-    println!(
-        "  the guard keeps {:.0}% of the unguarded handler's rate",
-        g / u * 100.0
+        "  the guard keeps {:.0}% of the unguarded DescribeSubject's rate",
+        gm / um * 100.0
     );
 }
 
+/// The CPUs this process may run on (`Cpus_allowed_list` of `/proc/self/status`).
+fn allowed_cpus() -> Vec<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(list) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+    else {
+        return Vec::new();
+    };
+    let mut cpus = Vec::new();
+    for range in list.trim().split(',') {
+        let mut ends = range.split('-').map(|n| n.trim().parse::<usize>());
+        match (ends.next(), ends.next()) {
+            (Some(Ok(a)), Some(Ok(b))) => cpus.extend(a..=b),
+            (Some(Ok(a)), None) => cpus.push(a),
+            _ => {}
+        }
+    }
+    cpus
+}
+
+/// Pins the calling thread to the CPUs of `cpus` (a list as `taskset` reads it) with `taskset`;
+/// threads it starts later inherit the pin. The benchmark forbids unsafe code, so it has no
+/// `sched_setaffinity` of its own.
+fn pin_this_thread(cpus: &str) -> bool {
+    let Ok(link) = std::fs::read_link("/proc/thread-self") else {
+        return false;
+    };
+    let Some(tid) = link.file_name().and_then(|t| t.to_str()) else {
+        return false;
+    };
+    std::process::Command::new("taskset")
+        .args(["-p", "-c", cpus, tid])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A runtime with one worker thread, all of whose threads run on `cpu` when it is given.
+fn one_core_runtime(name: &str, cpu: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(1).thread_name(name).enable_all();
+    if let Some(cpu) = cpu {
+        builder.on_thread_start(move || {
+            pin_this_thread(&cpu.to_string());
+        });
+    }
+    builder.build().unwrap()
+}
+
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let cpus = allowed_cpus();
+    // Pinning this thread to every CPU it may use changes nothing, and shows taskset works.
+    let all = cpus
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let (server_cpu, client_cpu) = if cpus.len() >= 2 && pin_this_thread(&all) {
+        (Some(cpus[0]), Some(cpus[1]))
+    } else {
+        (None, None)
+    };
+    // The server's runtime: every server task, and the threads they start (the SQLite driver
+    // runs one per connection), run on its core.
+    let server = one_core_runtime("bench-server", server_cpu);
+    let servers = server.block_on(server.spawn(start_servers())).unwrap();
+
+    // The guard's decision and the audit writer on a runtime of all cores, as before.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        // Only the subscription service: DescribeSubject runs its provider, with and without
-        // the guard.
-        let suite = TestSuite::start_with(|c| c.server.services = vec!["subscription".into()])
-            .await
-            .unwrap();
-        bench_decision(&suite).await;
+        bench_decision(&servers.subscription).await;
         bench_audit("SQLite", TestDatabase::sqlite().unwrap()).await;
         if let Ok(url) = std::env::var("TEST_DATABASE_URL") {
             bench_audit("PostgreSQL", TestDatabase::postgres(&url).await.unwrap()).await;
         }
-        bench_rpc(&suite).await;
     });
+    drop(runtime);
+
+    // The client's runtime on the other core; this thread, which drives it, too.
+    match (server_cpu, client_cpu) {
+        (Some(s), Some(c)) => {
+            pin_this_thread(&c.to_string());
+            println!(
+                "RPC figures: server on CPU {s}, client on CPU {c} (one runtime thread each, pinned with taskset)"
+            );
+        }
+        _ => println!(
+            "RPC figures: server and client on one runtime thread each, unpinned (no taskset or a single CPU)"
+        ),
+    }
+    let client = one_core_runtime("bench-client", client_cpu);
+    client.block_on(bench_rpc(&servers));
+    drop(client);
+    drop(servers);
+    drop(server);
 }

@@ -179,16 +179,41 @@ impl Authorized {
         recipient: Option<&str>,
     ) -> Result<SubjectAccess> {
         let checked = self.check_subject(subject_id, recipient).await;
+        self.checked(subject_id.to_owned(), checked)
+    }
+
+    /// Access to a subject this call brings into being under a fresh random id (a v4 UUID), with
+    /// the checks of [`Authorized::subject`] decided without reading the consent ledger: no one
+    /// can have recorded a consent or a restriction for an id that did not exist until now, so
+    /// the ledger's answer is known (no consent, no restriction). A create spares the ledger
+    /// look-up that a subject never seen before always misses the cache for.
+    pub fn new_subject(&self) -> Result<SubjectAccess> {
+        let subject_id = uuid::Uuid::new_v4().to_string();
+        let checked = if !self.0.principal.reach().includes(&subject_id) {
+            Err(Error::NotFound("subject"))
+        } else if self.0.rule.consent_required {
+            Err(Error::ConsentRequired {
+                purpose: self.0.purpose.short_name(),
+                recipient: None,
+            })
+        } else {
+            Ok(())
+        };
+        self.checked(subject_id, checked)
+    }
+
+    /// The access `checked` allows to `subject_id`, or its refusal, noted for the audit record.
+    fn checked(&self, subject_id: String, checked: Result<()>) -> Result<SubjectAccess> {
         if let Err(err) = &checked {
             self.0
                 .refusals
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((subject_id.to_owned(), err.reason()));
+                .push((subject_id.clone(), err.reason()));
         }
         checked.map(|()| SubjectAccess {
             call: self.clone(),
-            subject: subject_id.to_owned(),
+            subject: subject_id,
         })
     }
 

@@ -19,8 +19,8 @@ use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
-    QueryFilter,
+    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    EntityTrait, QueryFilter, TryInsertResult,
 };
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
@@ -224,22 +224,28 @@ impl KeyVault {
         })
     }
 
-    async fn row(&self, tenant: &str, subject: &str) -> StoreResult<Option<entity::Model>> {
+    async fn row<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        tenant: &str,
+        subject: &str,
+    ) -> StoreResult<Option<entity::Model>> {
         Ok(entity::Entity::find_by_id((
             self.scope.to_owned(),
             tenant.to_owned(),
             subject.to_owned(),
         ))
-        .one(&self.db)
+        .one(conn)
         .await?)
     }
 
-    /// The subject's data key, created on first use. Concurrent first uses agree on one key.
-    /// Fails with [`StoreError::Erased`] for a subject whose key was shredded.
-    pub async fn get_or_create(&self, tenant: &str, subject: &str) -> StoreResult<SubjectKey> {
-        if let Some(row) = self.row(tenant, subject).await? {
-            return self.unwrap(row);
-        }
+    /// A new random data key for `subject`, wrapped under the current KEK, as the row to insert
+    /// and the cipher it holds.
+    fn new_key(
+        &self,
+        tenant: &str,
+        subject: &str,
+    ) -> StoreResult<(entity::ActiveModel, Aes256Gcm)> {
         let raw = Key::<Aes256Gcm>::try_generate().map_err(|_| StoreError::Random)?;
         let raw = Zeroizing::new(<[u8; 32]>::from(raw));
         let kek_id = self.keyring.current.clone();
@@ -248,6 +254,7 @@ impl KeyVault {
             &self.wrap_aad(tenant, subject),
             raw.as_slice(),
         )?;
+        let cipher = Aes256Gcm::new_from_slice(raw.as_slice()).map_err(|_| StoreError::Decrypt)?;
         let row = entity::ActiveModel {
             scope: Set(self.scope.to_owned()),
             tenant: Set(tenant.to_owned()),
@@ -258,7 +265,12 @@ impl KeyVault {
             created_at: Set(self.clock.now()),
             shredded_at: Set(None),
         };
-        // Whoever inserts first wins; everyone then reads the winner's key.
+        Ok((row, cipher))
+    }
+
+    /// Inserts `row` unless the subject has a key row (or a tombstone) already: whoever inserts
+    /// first wins, the others insert nothing.
+    fn insert_unless_present(row: entity::ActiveModel) -> sea_orm::TryInsert<entity::ActiveModel> {
         entity::Entity::insert(row)
             .on_conflict(
                 OnConflict::columns([
@@ -269,9 +281,55 @@ impl KeyVault {
                 .do_nothing()
                 .to_owned(),
             )
+            .try_insert()
+    }
+
+    /// The subject's data key, created on first use. Concurrent first uses agree on one key.
+    /// Fails with [`StoreError::Erased`] for a subject whose key was shredded.
+    pub async fn get_or_create(&self, tenant: &str, subject: &str) -> StoreResult<SubjectKey> {
+        if let Some(row) = self.row(&self.db, tenant, subject).await? {
+            return self.unwrap(row);
+        }
+        let (row, _) = self.new_key(tenant, subject)?;
+        // Whoever inserts first wins; everyone then reads the winner's key.
+        Self::insert_unless_present(row)
             .exec_without_returning(&self.db)
             .await?;
         self.get(tenant, subject).await
+    }
+
+    /// [`KeyVault::get_or_create`] within `conn`, the transaction of the write that first needs
+    /// the key, so that the key row commits with the data it seals (or not at all) at no
+    /// statement of its own. It tries the insert first, as a write that creates its subject
+    /// expects to find no key: one statement then, two when the subject already has a key or a
+    /// tombstone ([`StoreError::Erased`], as from `get_or_create`).
+    pub async fn get_or_create_in<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        tenant: &str,
+        subject: &str,
+    ) -> StoreResult<SubjectKey> {
+        let (row, cipher) = self.new_key(tenant, subject)?;
+        match Self::insert_unless_present(row)
+            .exec_with_returning(conn)
+            .await
+        {
+            Ok(TryInsertResult::Inserted(row)) => Ok(SubjectKey {
+                cipher,
+                handle: row.seq,
+                scope: self.scope,
+                tenant: row.tenant,
+                subject: row.subject_id,
+            }),
+            Err(err) if !matches!(err, sea_orm::DbErr::RecordNotFound(_)) => Err(err.into()),
+            // Nothing inserted: on SQLite sea-orm reports the empty RETURNING as a record not
+            // found rather than as a conflict.
+            _ => self.unwrap(
+                self.row(conn, tenant, subject)
+                    .await?
+                    .ok_or(StoreError::KeyNotFound)?,
+            ),
+        }
     }
 
     /// New data keys for many subjects at once (a bulk import), inserted in batches: one
@@ -332,7 +390,7 @@ impl KeyVault {
     /// [`StoreError::Erased`] if it was shredded.
     pub async fn get(&self, tenant: &str, subject: &str) -> StoreResult<SubjectKey> {
         let row = self
-            .row(tenant, subject)
+            .row(&self.db, tenant, subject)
             .await?
             .ok_or(StoreError::KeyNotFound)?;
         self.unwrap(row)
@@ -355,6 +413,22 @@ impl KeyVault {
             &field_aad(self.scope, key.tenant, key.subject, field),
             ciphertext,
         )?)
+    }
+
+    /// The subject's data key from the key row the caller's own query read from [`KEYS_TABLE`]
+    /// (its `seq` as `handle`), so that a read of one subject's data fetches its rows and its key
+    /// in one statement: [`StoreError::Erased`] for a tombstone. The key lives as long as the
+    /// caller keeps it, which for a read is the call: nothing caches it, so a shredding is
+    /// seen by the next read, in this process or another.
+    pub fn stored_key(&self, key: StoredKey<'_>, handle: i64) -> StoreResult<SubjectKey> {
+        let wrapped = key.wrapped_key.ok_or(StoreError::Erased)?;
+        Ok(SubjectKey {
+            cipher: self.unwrap_cipher(key.tenant, key.subject, key.kek_id, wrapped)?,
+            handle,
+            scope: self.scope,
+            tenant: key.tenant.to_owned(),
+            subject: key.subject.to_owned(),
+        })
     }
 
     /// The scope (owning service) of this vault: the `scope` column of [`KEYS_TABLE`].
@@ -394,16 +468,7 @@ impl KeyVault {
                 created_at: Set(now),
                 shredded_at: Set(Some(now)),
             };
-            entity::Entity::insert(tombstone)
-                .on_conflict(
-                    OnConflict::columns([
-                        entity::Column::Scope,
-                        entity::Column::Tenant,
-                        entity::Column::SubjectId,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
-                )
+            Self::insert_unless_present(tombstone)
                 .exec_without_returning(&self.db)
                 .await?;
         }

@@ -229,3 +229,92 @@ fn a_keyring_refuses_keys_of_the_wrong_size() {
     assert!(err.contains("32 bytes"), "{err}");
     assert!(!err.contains("AAAA"));
 }
+
+#[tokio::test]
+async fn a_key_made_in_the_writers_transaction_commits_with_it_or_not_at_all() {
+    use sea_orm::TransactionTrait;
+    let (db, vault, _) = vault().await;
+    let conn = db.connect().await.unwrap();
+
+    // Rolled back with the write that made it: no key is left behind.
+    let txn = conn.begin().await.unwrap();
+    vault
+        .get_or_create_in(&txn, "acme", "learner-1")
+        .await
+        .unwrap();
+    txn.rollback().await.unwrap();
+    assert!(matches!(
+        vault.get("acme", "learner-1").await,
+        Err(StoreError::KeyNotFound)
+    ));
+
+    // Committed with it: the vault's own look-up unwraps the same key.
+    let txn = conn.begin().await.unwrap();
+    let key = vault
+        .get_or_create_in(&txn, "acme", "learner-1")
+        .await
+        .unwrap();
+    let sealed = key.seal("learner.email", b"ada@example.org").unwrap();
+    txn.commit().await.unwrap();
+    let stored = vault.get("acme", "learner-1").await.unwrap();
+    assert_eq!(stored.handle(), key.handle());
+    assert_eq!(
+        stored.open_string("learner.email", &sealed).unwrap(),
+        "ada@example.org"
+    );
+
+    // A subject with a key gets that key, not a new one; an erased one gets none.
+    let again = vault
+        .get_or_create_in(&conn, "acme", "learner-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        again.open_string("learner.email", &sealed).unwrap(),
+        "ada@example.org"
+    );
+    vault.shred("acme", "learner-1").await.unwrap();
+    assert!(matches!(
+        vault.get_or_create_in(&conn, "acme", "learner-1").await,
+        Err(StoreError::Erased)
+    ));
+}
+
+#[tokio::test]
+async fn a_key_row_read_by_the_callers_own_query_opens_until_it_is_shredded() {
+    use sea_orm::{ConnectionTrait, Statement};
+    let (db, vault, _) = vault().await;
+    let conn = db.connect().await.unwrap();
+    let key = vault.get_or_create("acme", "learner-1").await.unwrap();
+    let sealed = key.seal("learner.email", b"ada@example.org").unwrap();
+    let read = || async {
+        let row = conn
+            .query_one_raw(Statement::from_string(
+                conn.get_database_backend(),
+                format!(
+                    "SELECT seq, kek_id, wrapped_key FROM {} WHERE subject_id = 'learner-1'",
+                    tutela_store::vault::KEYS_TABLE
+                ),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let seq: i64 = row.try_get("", "seq").unwrap();
+        let kek_id: String = row.try_get("", "kek_id").unwrap();
+        let wrapped: Option<Vec<u8>> = row.try_get("", "wrapped_key").unwrap();
+        let stored = tutela_store::StoredKey {
+            tenant: "acme",
+            subject: "learner-1",
+            kek_id: &kek_id,
+            wrapped_key: wrapped.as_deref(),
+        };
+        vault.stored_key(stored, seq)
+    };
+    let opened = read().await.unwrap();
+    assert_eq!(opened.handle(), key.handle());
+    assert_eq!(
+        opened.open_string("learner.email", &sealed).unwrap(),
+        "ada@example.org"
+    );
+    vault.shred("acme", "learner-1").await.unwrap();
+    assert!(matches!(read().await, Err(StoreError::Erased)));
+}

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate, Utc};
 use prost::Message as _;
 use prost_reflect::DynamicMessage;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Set, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -35,7 +36,8 @@ use tutela_proto::enrolment::{
     LearnerProfile, ListLearnersRequest, ListLearnersResponse, UpdateLearnerRequest,
     UpdateLearnerResponse,
 };
-use tutela_store::{KeyVault, Keyring, SharedClock, SubjectKey};
+use tutela_store::vault::KEYS_TABLE;
+use tutela_store::{KeyVault, Keyring, SharedClock, StoredKey, SubjectKey};
 
 use crate::SERVICE;
 use entity::{idempotency, learner, part};
@@ -162,19 +164,19 @@ impl Learners {
         Ok(self.vault.get_or_create(tenant, learner_id).await?)
     }
 
-    /// The parts of `categories` of one learner, opened and merged; and which categories held
+    /// `parts` (category, sealed) of one learner, opened and merged; and which categories held
     /// data.
-    fn open_parts(
+    fn open_parts<'a>(
         key: &SubjectKey,
-        parts: &[part::Model],
+        parts: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<(LearnerProfile, CategorySet)> {
         let mut profile = LearnerProfile::default();
         let mut held = CategorySet::EMPTY;
-        for p in parts {
-            let Some(category) = DataCategory::from_short_name(&p.category) else {
+        for (category, sealed) in parts {
+            let Some(category) = DataCategory::from_short_name(category) else {
                 continue;
             };
-            let bytes = key.open(&part_field(category), &p.sealed)?;
+            let bytes = key.open(&part_field(category), sealed)?;
             profile.merge(bytes.as_slice()).map_err(Error::internal)?;
             held.insert(category);
         }
@@ -182,26 +184,80 @@ impl Learners {
     }
 
     /// The learner with the profile's `categories` (the ones the caller may read), recording the
-    /// access to those that held data.
+    /// access to those that held data. One statement reads the learner's row, those parts and
+    /// the learner's key row: on SQLite every statement is a round trip to the driver's thread,
+    /// which cost more than the rest of the call, and the key read with the parts cannot be
+    /// older than they are (an erasure is seen by the next read).
     pub async fn learner(
         &self,
         access: &SubjectAccess,
         categories: CategorySet,
     ) -> Result<Learner> {
-        let row = self.row(access).await?;
-        let parts = access
-            .find::<part::Entity>()
-            .filter(part::Column::Category.is_in(categories.names()))
-            .all(&self.db)
-            .await?;
-        let (profile, held) = if parts.is_empty() {
+        let keys = Alias::new(KEYS_TABLE);
+        let key_column = |name: &str| Expr::col((keys.clone(), Alias::new(name)));
+        let mut select = access
+            .find::<learner::Entity>()
+            .select_only()
+            .column(learner::Column::LearnerId)
+            .column(learner::Column::CreatedAt)
+            .column(learner::Column::UpdatedAt)
+            .column(part::Column::Category)
+            .column(part::Column::Sealed)
+            .expr_as(key_column("seq"), "key_seq")
+            .expr_as(key_column("kek_id"), "kek_id")
+            .expr_as(key_column("wrapped_key"), "wrapped_key");
+        let same_learner = |tenant: Expr, id: Expr| {
+            tenant
+                .equals((learner::Entity, learner::Column::Tenant))
+                .and(id.equals((learner::Entity, learner::Column::LearnerId)))
+        };
+        QueryTrait::query(&mut select)
+            .join(
+                JoinType::LeftJoin,
+                part::Entity,
+                same_learner(
+                    Expr::col((part::Entity, part::Column::Tenant)),
+                    Expr::col((part::Entity, part::Column::LearnerId)),
+                )
+                .and(Expr::col((part::Entity, part::Column::Category)).is_in(categories.names())),
+            )
+            .join(
+                JoinType::LeftJoin,
+                keys.clone(),
+                Expr::col((keys.clone(), Alias::new("scope")))
+                    .eq(self.vault.scope())
+                    .and(same_learner(key_column("tenant"), key_column("subject_id"))),
+            );
+        let rows = select.into_model::<LearnerRead>().all(&self.db).await?;
+        let first = found(rows.first(), "learner")?;
+        let parts = rows
+            .iter()
+            .filter_map(|r| Some((r.category.as_deref()?, r.sealed.as_deref()?)));
+        let (profile, held) = if parts.clone().next().is_none() {
             (LearnerProfile::default(), CategorySet::EMPTY)
         } else {
-            let key = self.key(access.tenant(), access.subject_id()).await?;
-            Self::open_parts(&key, &parts)?
+            let key = match (&first.kek_id, first.key_seq) {
+                (Some(kek_id), Some(seq)) => self.vault.stored_key(
+                    StoredKey {
+                        tenant: access.tenant(),
+                        subject: access.subject_id(),
+                        kek_id,
+                        wrapped_key: first.wrapped_key.as_deref(),
+                    },
+                    seq,
+                )?,
+                // As the vault answers a subject without a key row.
+                _ => return Err(tutela_store::StoreError::KeyNotFound.into()),
+            };
+            Self::open_parts(&key, parts)?
         };
         access.record(held);
-        Ok(to_learner(&row, profile))
+        Ok(Learner {
+            learner_id: first.learner_id.clone(),
+            profile: Some(profile),
+            created_at: Some(timestamp(first.created_at)),
+            updated_at: Some(timestamp(first.updated_at)),
+        })
     }
 
     /// Deletes the learner's rows and destroys their data key; returns how many rows went. The
@@ -281,6 +337,9 @@ impl Learners {
     }
 
     /// Stores a new learner with `profile`'s parts (of `categories`), with its audit record.
+    /// One transaction of five statements: the audit record, the learner's data key, their row,
+    /// their parts in one multi-row insert, and the idempotency key if any. The key commits with
+    /// the data it seals, so a failed create leaves no key behind.
     async fn insert(
         &self,
         access: &SubjectAccess,
@@ -292,10 +351,11 @@ impl Learners {
         let tenant = access.tenant();
         let id = access.subject_id();
         let now = self.clock.now();
-        let key = self.vault.get_or_create(tenant, id).await?;
         let txn = self.db.begin().await?;
+        // The first statement a write: on SQLite the transaction then holds the write lock.
         access.record_in(&txn, categories).await?;
-        learner::ActiveModel {
+        let key = self.vault.get_or_create_in(&txn, tenant, id).await?;
+        learner::Entity::insert(learner::ActiveModel {
             tenant: Set(tenant.to_owned()),
             learner_id: Set(id.to_owned()),
             email_index: Set(self.email_index(tenant, &profile.email)),
@@ -304,20 +364,26 @@ impl Learners {
             updated_at: Set(now),
             created_by: Set(access.call().principal().id.clone()),
             ..Default::default()
-        }
-        .insert(&txn)
+        })
+        .exec_without_returning(&txn)
         .await?;
-        for (category, bytes) in fields::split(dynamic) {
-            part::ActiveModel {
-                tenant: Set(tenant.to_owned()),
-                learner_id: Set(id.to_owned()),
-                category: Set(category.short_name().to_owned()),
-                sealed: Set(key.seal(&part_field(category), &bytes)?),
-                updated_at: Set(now),
-                ..Default::default()
-            }
-            .insert(&txn)
-            .await?;
+        let parts = fields::split(dynamic)
+            .into_iter()
+            .map(|(category, bytes)| {
+                Ok(part::ActiveModel {
+                    tenant: Set(tenant.to_owned()),
+                    learner_id: Set(id.to_owned()),
+                    category: Set(category.short_name().to_owned()),
+                    sealed: Set(key.seal(&part_field(category), &bytes)?),
+                    updated_at: Set(now),
+                    ..Default::default()
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !parts.is_empty() {
+            part::Entity::insert_many(parts)
+                .exec_without_returning(&txn)
+                .await?;
         }
         if let Some(idempotency) = idempotency {
             Self::idempotency_row(tenant, idempotency, id, now)
@@ -423,6 +489,21 @@ impl Learners {
         txn.commit().await?;
         Ok(())
     }
+}
+
+/// One row of [`Learners::learner`]'s read: the learner, one of their parts of the categories
+/// read (none if they hold none) and their key row (none if they have none). No Debug: it holds
+/// ciphertext and a wrapped key.
+#[derive(FromQueryResult)]
+struct LearnerRead {
+    learner_id: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    category: Option<String>,
+    sealed: Option<Vec<u8>>,
+    key_seq: Option<i64>,
+    kek_id: Option<String>,
+    wrapped_key: Option<Vec<u8>>,
 }
 
 fn to_learner(row: &learner::Model, profile: LearnerProfile) -> Learner {
@@ -680,8 +761,11 @@ impl LearnerApi for LearnerService {
             }));
         }
         let chose = chosen_id.is_some();
-        let id = chosen_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let access = call.subject(&id).await?;
+        let access = match &chosen_id {
+            Some(id) => call.subject(id).await?,
+            // A fresh id, which no consent or restriction in the ledger can name yet.
+            None => call.new_subject()?,
+        };
         // Only a caller-chosen id can name an existing learner; checked before a guardian's
         // consent is appended for it. A fresh random id spares the query.
         if chose && self.learners.exists(&access).await? {
@@ -876,7 +960,12 @@ impl LearnerApi for LearnerService {
                 Some(parts) => {
                     let key = self.learners.key(tenant, &row.learner_id).await;
                     match key {
-                        Ok(key) => Learners::open_parts(&key, parts)?,
+                        Ok(key) => Learners::open_parts(
+                            &key,
+                            parts
+                                .iter()
+                                .map(|p| (p.category.as_str(), p.sealed.as_slice())),
+                        )?,
                         Err(Error::FailedPrecondition { .. }) => {
                             (LearnerProfile::default(), CategorySet::EMPTY)
                         }
