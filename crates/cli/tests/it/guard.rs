@@ -302,6 +302,7 @@ async fn anonymous_refusals_past_the_budget_are_counted_into_one_summary() {
     use tutela_policy::guard::{ANONYMOUS_BUDGET, ANONYMOUS_WINDOW, OVER_BUDGET};
     let suite = TestSuite::start().await.unwrap();
     let calls = 3 * ANONYMOUS_BUDGET as usize;
+    let burst = std::time::Instant::now();
     let refused: Vec<_> = (0..calls)
         .map(|i| {
             let suite_channel = suite.channel();
@@ -321,6 +322,10 @@ async fn anonymous_refusals_past_the_budget_are_counted_into_one_summary() {
     for r in refused {
         assert_eq!(r.await.unwrap(), Code::Unauthenticated);
     }
+    // How many budget windows the burst can have touched: on a loaded machine it may outlast one,
+    // and then each window's share may stay within the budget.
+    let elapsed = burst.elapsed();
+    let windows = usize::try_from(elapsed.as_millis() / ANONYMOUS_WINDOW.as_millis()).unwrap() + 2;
     // The window's summary is written when it ends.
     tokio::time::sleep(ANONYMOUS_WINDOW + std::time::Duration::from_secs(1)).await;
 
@@ -336,10 +341,18 @@ async fn anonymous_refusals_past_the_budget_are_counted_into_one_summary() {
         .filter(|(_, r)| r.starts_with(OVER_BUDGET))
         .count();
     assert!(
-        one_by_one <= 2 * ANONYMOUS_BUDGET as usize,
-        "{one_by_one} refusals audited one by one"
+        one_by_one <= windows * ANONYMOUS_BUDGET as usize,
+        "{one_by_one} refusals audited one by one in {windows} windows"
     );
-    assert!((1..=2).contains(&summaries), "{summaries} summaries");
+    if elapsed < ANONYMOUS_WINDOW {
+        // Three budgets' worth within one window's time: at least one window overflowed.
+        assert!((1..=2).contains(&summaries), "{summaries} summaries");
+    } else {
+        assert!(
+            summaries <= windows,
+            "{summaries} summaries in {windows} windows"
+        );
+    }
     assert_eq!(
         one_by_one + summarised,
         calls,
