@@ -475,7 +475,11 @@ fn every_rpc_of_the_contract_takes_a_unary_request_and_so_has_a_plan() {
 async fn a_page_size_above_the_cap_is_served_as_the_cap() {
     use tutela_proto::common::PageRequest;
     use tutela_proto::enrolment::{Course, CreateCourseRequest, ListCoursesRequest};
-    let suite = TestSuite::start().await.unwrap();
+    // 501 writes and a 500-row page in a debug build beside the rest of the suite's tests: on a
+    // loaded CI machine that outlasted the default 30 s call timeout, which is not under test.
+    let suite = TestSuite::start_with(|c| c.server.request_timeout_secs = 300)
+        .await
+        .unwrap();
     let token = suite.token("acme", "registrar-1", &["registrar"]);
     let courses = suite.courses(Credentials::new(&token, "course_administration"));
     let cap = usize::try_from(tutela_policy::validate::MAX_PAGE_SIZE).unwrap();
