@@ -33,7 +33,6 @@ use tutela_policy::audit::{AuditEvent, AuditKeys, AuditLog, Caller, Outcome};
 use tutela_proto::common::SubjectRef;
 use tutela_proto::enrolment::{
     CreateLearnerRequest, CreateLearnerResponse, GetLearnerRequest, GetLearnerResponse,
-    LearnerProfile,
 };
 use tutela_proto::privacy::*;
 use tutela_store::testing::TestDatabase;
@@ -353,24 +352,6 @@ async fn start_servers() -> Servers {
     }
 }
 
-/// A learner's profile, different for every `n` (a profile in every category a registrar may
-/// write, as an enrolment form fills it).
-fn profile(n: u64) -> LearnerProfile {
-    LearnerProfile {
-        given_name: format!("Given{n}"),
-        family_name: format!("Family{n}"),
-        email: format!("learner{n}@example.org"),
-        phone: "+44 20 7946 0000".into(),
-        postcode: "SW1A 2AA".into(),
-        date_of_birth: "1990-01-01".into(),
-        country: "GB".into(),
-        organisation: "Initech".into(),
-        previous_qualifications: vec!["BTEC Level 3".into()],
-        ethnicity: "prefer not to say".into(),
-        ..Default::default()
-    }
-}
-
 /// Learners read by the GetLearner figure: each is read every few hundred calls, as a busy
 /// office reads its current learners (and so the consent cache, one second long, is warm).
 const LEARNERS: u64 = 2_000;
@@ -393,7 +374,9 @@ async fn bench_rpc(servers: &Servers) {
     let create = {
         let created = created.clone();
         move |_| CreateLearnerRequest {
-            profile: Some(profile(created.fetch_add(1, Ordering::Relaxed))),
+            profile: Some(tutela_testkit::sample_profile(
+                created.fetch_add(1, Ordering::Relaxed),
+            )),
             ..Default::default()
         }
     };

@@ -318,3 +318,21 @@ impl Drop for TestSuite {
         }
     }
 }
+
+/// A learner's profile, different for every `n`: a value in every category a registrar may
+/// write, as an enrolment form fills it. The benches' load; no real person's data.
+pub fn sample_profile(n: u64) -> tutela_proto::enrolment::LearnerProfile {
+    tutela_proto::enrolment::LearnerProfile {
+        given_name: format!("Given{n}"),
+        family_name: format!("Family{n}"),
+        email: format!("learner{n}@example.org"),
+        phone: "+44 20 7946 0000".into(),
+        postcode: "SW1A 2AA".into(),
+        date_of_birth: "1990-01-01".into(),
+        country: "GB".into(),
+        organisation: "Initech".into(),
+        previous_qualifications: vec!["BTEC Level 3".into()],
+        ethnicity: "prefer not to say".into(),
+        ..Default::default()
+    }
+}

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use tutela_proto::common::SubjectRef;
 use tutela_proto::enrolment::{
     AssessmentResult, ChangeEnrolmentStatusRequest, Course, CreateCourseRequest,
-    CreateLearnerRequest, EnrolLearnerRequest, EnrolmentStatus, GetLearnerRequest, LearnerProfile,
+    CreateLearnerRequest, EnrolLearnerRequest, EnrolmentStatus, GetLearnerRequest,
     RecordResultRequest,
 };
 use tutela_proto::privacy::{
@@ -23,22 +23,6 @@ use tutela_proto::privacy::{
 use tutela_testkit::{Credentials, TestSuite};
 
 const IN_FLIGHT: usize = 32;
-
-fn profile(n: usize) -> LearnerProfile {
-    LearnerProfile {
-        given_name: format!("Given{n}"),
-        family_name: format!("Family{n}"),
-        email: format!("learner{n}@example.org"),
-        phone: "+44 20 7946 0000".into(),
-        postcode: "SW1A 2AA".into(),
-        date_of_birth: "1990-01-01".into(),
-        country: "GB".into(),
-        organisation: "Initech".into(),
-        previous_qualifications: vec!["BTEC Level 3".into()],
-        ethnicity: "prefer not to say".into(),
-        ..Default::default()
-    }
-}
 
 fn subject(id: &str) -> Option<SubjectRef> {
     Some(SubjectRef {
@@ -79,7 +63,7 @@ async fn main() {
         async move {
             let learner = client
                 .create_learner(CreateLearnerRequest {
-                    profile: Some(profile(i)),
+                    profile: Some(tutela_testkit::sample_profile(i as u64)),
                     ..Default::default()
                 })
                 .await

@@ -49,6 +49,24 @@ const UPDATE: &str = "UpdateLearner";
 
 /// The sealed field name of a category's part: bound into the ciphertext, so a part cannot be
 /// moved to another category (or learner: the vault binds the subject too) unnoticed.
+/// The row of a learner's part not stored before: one data category, sealed.
+fn new_part(
+    tenant: &str,
+    learner_id: &str,
+    category: DataCategory,
+    sealed: Vec<u8>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> part::ActiveModel {
+    part::ActiveModel {
+        tenant: Set(tenant.to_owned()),
+        learner_id: Set(learner_id.to_owned()),
+        category: Set(category.short_name().to_owned()),
+        sealed: Set(sealed),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+}
+
 fn part_field(category: DataCategory) -> String {
     format!("learner_data/{}", category.short_name())
 }
@@ -370,14 +388,8 @@ impl Learners {
         let parts = fields::split(dynamic)
             .into_iter()
             .map(|(category, bytes)| {
-                Ok(part::ActiveModel {
-                    tenant: Set(tenant.to_owned()),
-                    learner_id: Set(id.to_owned()),
-                    category: Set(category.short_name().to_owned()),
-                    sealed: Set(key.seal(&part_field(category), &bytes)?),
-                    updated_at: Set(now),
-                    ..Default::default()
-                })
+                let sealed = key.seal(&part_field(category), &bytes)?;
+                Ok(new_part(tenant, id, category, sealed, now))
             })
             .collect::<Result<Vec<_>>>()?;
         if !parts.is_empty() {
@@ -452,14 +464,13 @@ impl Learners {
                 }
                 (None, true) => {}
                 (None, false) => {
-                    part::ActiveModel {
-                        tenant: Set(tenant.to_owned()),
-                        learner_id: Set(id.to_owned()),
-                        category: Set(category.short_name().to_owned()),
-                        sealed: Set(key.seal(&part_field(category), &bytes)?),
-                        updated_at: Set(now),
-                        ..Default::default()
-                    }
+                    new_part(
+                        tenant,
+                        id,
+                        category,
+                        key.seal(&part_field(category), &bytes)?,
+                        now,
+                    )
                     .insert(&txn)
                     .await?;
                 }
