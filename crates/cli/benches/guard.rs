@@ -543,6 +543,7 @@ fn one_core_runtime(name: &str, cpu: Option<usize>) -> tokio::runtime::Runtime {
 }
 
 fn main() {
+    tutela_testkit::bench_logging();
     let cpus = allowed_cpus();
     // Pinning this thread to every CPU it may use changes nothing, and shows taskset works.
     let all = cpus

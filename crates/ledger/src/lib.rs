@@ -156,6 +156,34 @@ pub(crate) struct Store {
     db: DatabaseConnection,
     vault: KeyVault,
     clock: SharedClock,
+    /// [`SNAPSHOT`] with the backend's placeholders, made once: every guarded call that misses
+    /// the consent cache runs it.
+    snapshot_sql: String,
+}
+
+/// A subject's consent state in one statement: their entries in ledger order (only what
+/// [`fold`] reads), each beside the latest restriction and identity verification. The one-row
+/// derived table makes a subject without entries still answer one row (with NULL entry columns),
+/// so restriction and verification are read either way. One statement instead of three because
+/// every guarded call that misses the consent cache waits for it.
+const SNAPSHOT: &str = "SELECT c.seq, c.purpose, c.recipient, c.granted, c.actor, \
+     (SELECT r.restricted FROM restrictions r WHERE r.tenant = $1 AND r.subject_id = $2 \
+      ORDER BY r.seq DESC LIMIT 1) AS restricted, \
+     (SELECT v.verified_at FROM identity_verifications v WHERE v.tenant = $3 \
+      AND v.subject_id = $4 ORDER BY v.seq DESC LIMIT 1) AS verified_at \
+     FROM (SELECT 1 AS one) o LEFT JOIN consent_entries c ON c.tenant = $5 AND c.subject_id = $6 \
+     ORDER BY c.seq";
+
+/// One row of [`SNAPSHOT`].
+#[derive(FromQueryResult)]
+struct SnapshotRow {
+    seq: Option<i64>,
+    purpose: Option<String>,
+    recipient: Option<String>,
+    granted: Option<bool>,
+    actor: Option<String>,
+    restricted: Option<bool>,
+    verified_at: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -188,7 +216,39 @@ fn sealed_field(entry_id: &str) -> String {
 impl Store {
     fn new(db: DatabaseConnection, keyring: Arc<Keyring>, clock: SharedClock) -> Self {
         let vault = KeyVault::new(db.clone(), keyring, VAULT_SCOPE, clock.clone());
-        Self { db, vault, clock }
+        let snapshot_sql = placeholders(db.get_database_backend(), SNAPSHOT);
+        Self {
+            db,
+            vault,
+            clock,
+            snapshot_sql,
+        }
+    }
+
+    /// The subject's current consents, restriction and last identity verification ([`SNAPSHOT`]).
+    async fn current(&self, tenant: &Tenant, subject: &str) -> Result<ConsentSnapshot> {
+        let (t, s) = (Value::from(tenant.as_str()), Value::from(subject));
+        let rows = SnapshotRow::find_by_statement(Statement::from_sql_and_values(
+            self.db.get_database_backend(),
+            self.snapshot_sql.as_str(),
+            [t.clone(), s.clone(), t.clone(), s.clone(), t, s],
+        ))
+        .all(&self.db)
+        .await?;
+        let mut snapshot = fold(rows.iter().filter_map(|r| {
+            Some(Entry {
+                seq: r.seq?,
+                purpose: r.purpose.as_deref()?,
+                recipient: r.recipient.as_deref()?,
+                granted: r.granted?,
+                actor: r.actor.as_deref()?,
+            })
+        }));
+        if let Some(first) = rows.first() {
+            snapshot.restricted = first.restricted.unwrap_or(false);
+            snapshot.identity_verified_at = first.verified_at;
+        }
+        Ok(snapshot)
     }
 
     async fn rows(&self, tenant: &Tenant, subject: &str) -> Result<Vec<entity::Model>> {
@@ -448,20 +508,41 @@ fn rpc_of(granted: bool) -> &'static str {
     if granted { RECORD } else { WITHDRAW }
 }
 
+/// What [`fold`] reads of a ledger entry.
+struct Entry<'a> {
+    seq: i64,
+    purpose: &'a str,
+    recipient: &'a str,
+    granted: bool,
+    actor: &'a str,
+}
+
+impl<'a> From<&'a entity::Model> for Entry<'a> {
+    fn from(row: &'a entity::Model) -> Self {
+        Self {
+            seq: row.seq,
+            purpose: &row.purpose,
+            recipient: &row.recipient,
+            granted: row.granted,
+            actor: &row.actor,
+        }
+    }
+}
+
 /// Folds entries (in ledger order) into the current state.
-fn fold(rows: &[entity::Model]) -> ConsentSnapshot {
+fn fold<'a>(rows: impl IntoIterator<Item = Entry<'a>>) -> ConsentSnapshot {
     let mut snapshot = ConsentSnapshot::default();
     for row in rows {
         // A purpose this build does not know cannot be consented to; skipping it only ever
         // withholds a grant.
-        if let Some(purpose) = Purpose::from_short_name(&row.purpose) {
+        if let Some(purpose) = Purpose::from_short_name(row.purpose) {
             snapshot.apply(
                 purpose,
-                &row.recipient,
+                row.recipient,
                 ConsentFact {
                     granted: row.granted,
                     entry: row.seq,
-                    by_guardian: actor_of(&row.actor) == ConsentActor::Guardian,
+                    by_guardian: actor_of(row.actor) == ConsentActor::Guardian,
                 },
             );
         }
@@ -472,10 +553,7 @@ fn fold(rows: &[entity::Model]) -> ConsentSnapshot {
 #[async_trait::async_trait]
 impl ConsentSource for Store {
     async fn snapshot(&self, tenant: &Tenant, subject: &str) -> Result<ConsentSnapshot> {
-        let mut snapshot = fold(&self.rows(tenant, subject).await?);
-        snapshot.restricted = self.restricted(tenant, subject).await?.unwrap_or(false);
-        snapshot.identity_verified_at = self.identity_verified_at(tenant, subject).await?;
-        Ok(snapshot)
+        self.current(tenant, subject).await
     }
 
     async fn verify_identity(&self, v: &IdentityVerification<'_>) -> Result<()> {
@@ -903,7 +981,7 @@ impl ConsentLedger for ConsentLedgerService {
         if rows.is_empty() && restricted.is_none() && verified.is_none() && !erased {
             return Err(Error::NotFound("consent entries for the subject").into());
         }
-        let snapshot = fold(&rows);
+        let snapshot = fold(rows.iter().map(Entry::from));
         let mut states = Vec::new();
         for (purpose, recipient, fact) in snapshot.facts() {
             if only.is_some_and(|p| p != purpose) {

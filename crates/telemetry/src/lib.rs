@@ -147,6 +147,20 @@ pub fn init(
     format: LogFormat,
     filter: &str,
 ) -> Result<Telemetry, TelemetryError> {
+    init_to(service_name, format, filter, std::io::stderr)
+}
+
+/// [`init`] with the logs written to `writer` instead of standard error: a benchmark passes
+/// `std::io::sink` to pay for the server's logging as `tutela serve` does without printing it.
+pub fn init_to<W>(
+    service_name: &str,
+    format: LogFormat,
+    filter: &str,
+    writer: W,
+) -> Result<Telemetry, TelemetryError>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = match std::env::var("RUST_LOG") {
         Ok(from_env) if !from_env.is_empty() => EnvFilter::try_new(from_env),
         _ => EnvFilter::try_new(filter),
@@ -178,14 +192,14 @@ pub fn init(
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     let installed = match format {
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(tracing_subscriber::fmt::layer().with_writer(writer))
             .try_init(),
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .with_current_span(true)
-                    .with_writer(std::io::stderr),
+                    .with_writer(writer),
             )
             .try_init(),
     };

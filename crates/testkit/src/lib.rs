@@ -319,6 +319,26 @@ impl Drop for TestSuite {
     }
 }
 
+/// Installs, for a benchmark, the logging a deployment runs (`tutela serve` with JSON logs for a
+/// collector at the default `info` filter; `RUST_LOG` overrides it) writing to a sink, so the
+/// figures include what logging costs in production. Call it first: otherwise the first test
+/// database installs the tests' capture, which formats every debug event and span of every
+/// crate and would be measured instead.
+pub fn bench_logging() {
+    // Held for the process's life: with OTLP requested, dropping it would stop the export.
+    static TELEMETRY: std::sync::OnceLock<Option<tutela_telemetry::Telemetry>> =
+        std::sync::OnceLock::new();
+    TELEMETRY.get_or_init(|| {
+        tutela_telemetry::init_to(
+            "tutela-bench",
+            tutela_telemetry::LogFormat::Json,
+            "info",
+            std::io::sink,
+        )
+        .ok()
+    });
+}
+
 /// A learner's profile, different for every `n`: a value in every category a registrar may
 /// write, as an enrolment form fills it. The benches' load; no real person's data.
 pub fn sample_profile(n: u64) -> tutela_proto::enrolment::LearnerProfile {

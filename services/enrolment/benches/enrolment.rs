@@ -47,6 +47,7 @@ where
 
 #[tokio::main]
 async fn main() {
+    tutela_testkit::bench_logging();
     let suite = TestSuite::start().await.unwrap();
     let backend = suite.database().backend().name();
     let registrar = Credentials::new(

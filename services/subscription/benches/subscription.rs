@@ -153,6 +153,7 @@ fn setting(name: &str, default: usize) -> usize {
 
 #[tokio::main]
 async fn main() {
+    tutela_testkit::bench_logging();
     let audience_size = setting("BENCH_AUDIENCE", 1_000_000);
     let suite = TestSuite::start().await.unwrap();
     let backend = suite.database().backend().name();
