@@ -251,6 +251,57 @@ impl Store {
         Ok(snapshot)
     }
 
+    /// [`Store::current`] of each of `subjects`, in their order, in three statements (entries,
+    /// restrictions, verifications of them all) rather than one per subject.
+    async fn current_many(
+        &self,
+        tenant: &Tenant,
+        subjects: &[String],
+    ) -> Result<Vec<ConsentSnapshot>> {
+        let entries = tenant
+            .find::<entity::Entity>()
+            .filter(entity::Column::SubjectId.is_in(subjects))
+            .order_by_asc(entity::Column::Seq)
+            .all(&self.db)
+            .await?;
+        let restrictions = tenant
+            .find::<entity::restriction::Entity>()
+            .filter(entity::restriction::Column::SubjectId.is_in(subjects))
+            .order_by_asc(entity::restriction::Column::Seq)
+            .all(&self.db)
+            .await?;
+        let verifications = tenant
+            .find::<entity::verification::Entity>()
+            .filter(entity::verification::Column::SubjectId.is_in(subjects))
+            .order_by_asc(entity::verification::Column::Seq)
+            .all(&self.db)
+            .await?;
+        let mut by_subject: HashMap<&str, Vec<&entity::Model>> = HashMap::new();
+        for row in &entries {
+            by_subject.entry(&row.subject_id).or_default().push(row);
+        }
+        // In ledger order, so the last one seen is the latest.
+        let restricted: HashMap<&str, bool> = restrictions
+            .iter()
+            .map(|r| (r.subject_id.as_str(), r.restricted))
+            .collect();
+        let verified: HashMap<&str, DateTime<Utc>> = verifications
+            .iter()
+            .map(|v| (v.subject_id.as_str(), v.verified_at))
+            .collect();
+        Ok(subjects
+            .iter()
+            .map(|subject| {
+                let rows = by_subject.get(subject.as_str()).map(Vec::as_slice);
+                let mut snapshot =
+                    fold(rows.unwrap_or_default().iter().map(|row| Entry::from(*row)));
+                snapshot.restricted = restricted.get(subject.as_str()).copied().unwrap_or(false);
+                snapshot.identity_verified_at = verified.get(subject.as_str()).copied();
+                snapshot
+            })
+            .collect())
+    }
+
     async fn rows(&self, tenant: &Tenant, subject: &str) -> Result<Vec<entity::Model>> {
         Ok(tenant
             .find::<entity::Entity>()
@@ -554,6 +605,19 @@ fn fold<'a>(rows: impl IntoIterator<Item = Entry<'a>>) -> ConsentSnapshot {
 impl ConsentSource for Store {
     async fn snapshot(&self, tenant: &Tenant, subject: &str) -> Result<ConsentSnapshot> {
         self.current(tenant, subject).await
+    }
+
+    async fn snapshots(
+        &self,
+        tenant: &Tenant,
+        subjects: &[String],
+    ) -> Result<Vec<ConsentSnapshot>> {
+        let mut all = Vec::with_capacity(subjects.len());
+        // Bounded so that the IN lists stay far below either backend's parameter limit.
+        for chunk in subjects.chunks(500) {
+            all.extend(self.current_many(tenant, chunk).await?);
+        }
+        Ok(all)
     }
 
     async fn verify_identity(&self, v: &IdentityVerification<'_>) -> Result<()> {

@@ -182,6 +182,49 @@ impl Authorized {
         self.checked(subject_id.to_owned(), checked)
     }
 
+    /// [`Authorized::subject_for`] for many subjects at once, for a bulk read: the consent
+    /// states are read in one batch instead of one look-up per subject. Each subject gets its
+    /// access or its refusal, in order. The refusals are not kept for the call's audit records:
+    /// a bulk read streams after the guard wrote them, so the caller records its own summary.
+    pub async fn subjects_for(
+        &self,
+        subjects: &[String],
+        recipient: Option<&str>,
+    ) -> Result<Vec<Result<SubjectAccess>>> {
+        let reach = self.0.principal.reach();
+        let in_reach: Vec<String> = subjects
+            .iter()
+            .filter(|s| reach.includes(s))
+            .cloned()
+            .collect();
+        let mut snapshots = self
+            .0
+            .consent
+            .snapshots(&self.0.tenant, &in_reach)
+            .await?
+            .into_iter();
+        let purpose = self.0.purpose;
+        Ok(subjects
+            .iter()
+            .map(|subject| {
+                if !reach.includes(subject) {
+                    return Err(Error::NotFound("subject"));
+                }
+                let snapshot = snapshots
+                    .next()
+                    .ok_or_else(|| Error::internal("consent gate answered too few subjects"))?;
+                if self.0.rule.consent_required {
+                    crate::consent::consented(&snapshot, purpose, recipient)?;
+                }
+                crate::consent::unrestricted(&snapshot, purpose)?;
+                Ok(SubjectAccess {
+                    call: self.clone(),
+                    subject: subject.clone(),
+                })
+            })
+            .collect())
+    }
+
     /// Access to a subject this call brings into being under a fresh random id (a v4 UUID), with
     /// the checks of [`Authorized::subject`] decided without reading the consent ledger: no one
     /// can have recorded a consent or a restriction for an id that did not exist until now, so
@@ -338,6 +381,13 @@ impl Authorized {
             outcome: Outcome::Deny,
             reason: reason.to_owned(),
         }
+    }
+
+    /// Appends a summary of what this call did to `categories` of many subjects' data, in
+    /// counts (`note`), and waits until it is durable: for work that outlives the guard's own
+    /// records (a response stream).
+    pub async fn summarise(&self, categories: CategorySet, note: String) -> Result<()> {
+        self.0.audit.summarise(self, categories, note).await
     }
 
     /// What this call did to `categories` of many subjects' data, in counts (`note`).

@@ -173,15 +173,20 @@ impl Checks {
 
     /// [`Checks::subject_id`], parsed.
     pub fn subject(&mut self, subject: Option<&SubjectRef>, field: &str) -> Field<String> {
-        let path = format!("{field}.subject_id");
-        let id = subject.map(|s| s.subject_id.trim()).unwrap_or_default();
+        let id = subject.map(|s| s.subject_id.as_str()).unwrap_or_default();
+        self.uuid(id, &format!("{field}.subject_id"))
+    }
+
+    /// A required UUID at `field` (surrounding spaces ignored), in its one hyphenated spelling.
+    pub fn uuid(&mut self, value: &str, field: &str) -> Field<String> {
+        let id = value.trim();
         if id.is_empty() {
-            return Err(self.flag(path, "required"));
+            return Err(self.flag(field, "required"));
         }
         match uuid::Uuid::parse_str(id) {
             // One spelling per subject, so that ledger rows, keys and pseudonyms agree.
             Ok(uuid) => Ok(uuid.hyphenated().to_string()),
-            Err(_) => Err(self.flag(path, "must be a UUID")),
+            Err(_) => Err(self.flag(field, "must be a UUID")),
         }
     }
 
@@ -256,17 +261,23 @@ impl Checks {
             n => n.min(MAX_PAGE_SIZE),
         };
         let token = page.map(|p| p.page_token.as_str()).unwrap_or_default();
+        (
+            size,
+            self.resume_after(token, &format!("{field}.page_token")),
+        )
+    }
+
+    /// Where a page or stream resumes: after the row a [`page_token`] named; 0 (the start) for
+    /// an empty token, or for one this service did not return (a violation of `field`).
+    pub fn resume_after(&mut self, token: &str, field: &str) -> i64 {
         if token.is_empty() {
-            return (size, 0);
+            return 0;
         }
         match token.strip_prefix('r').and_then(|t| t.parse::<i64>().ok()) {
-            Some(after) if after >= 0 => (size, after),
+            Some(after) if after >= 0 => after,
             _ => {
-                self.fail(
-                    format!("{field}.page_token"),
-                    "not a token this service returned",
-                );
-                (size, 0)
+                self.fail(field, "not a token this service returned");
+                0
             }
         }
     }

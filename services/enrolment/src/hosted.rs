@@ -86,12 +86,39 @@ impl HostedService for Enrolment {
     }
 
     fn sweepers(&self, ctx: &Context) -> Result<Vec<Arc<dyn Sweeper>>, BuildError> {
-        Ok(vec![Arc::new(Retention(crate::Sweeper::new(
-            ctx.db.clone(),
-            learners(ctx),
-            Holds::new(ctx.db.clone()),
-            ctx.register.clone(),
-        )))])
+        Ok(vec![
+            Arc::new(Retention(crate::Sweeper::new(
+                ctx.db.clone(),
+                learners(ctx),
+                Holds::new(ctx.db.clone()),
+                ctx.register.clone(),
+            ))),
+            Arc::new(ChangeFeed(learners(ctx))),
+        ])
+    }
+}
+
+/// The learners' change feed, kept for [`crate::CHANGES_KEPT_DAYS`] days.
+struct ChangeFeed(Learners);
+
+#[async_trait::async_trait]
+impl Sweeper for ChangeFeed {
+    fn name(&self) -> &'static str {
+        "learner changes"
+    }
+
+    async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        dry_run: bool,
+        progress: Progress<'_>,
+    ) -> tutela_policy::Result<SweepReport> {
+        let removed = self.0.sweep_changes(now, dry_run).await?;
+        progress("learner changes", removed, removed);
+        Ok(Box::new(format!(
+            "{removed} learner change(s) older than {} days",
+            crate::CHANGES_KEPT_DAYS
+        )))
     }
 }
 

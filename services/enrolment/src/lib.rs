@@ -15,7 +15,7 @@ pub mod retention;
 pub mod rights;
 
 pub use holds::{Holds, LegalHoldService};
-pub use learners::{LearnerService, Learners};
+pub use learners::{CHANGES_KEPT_DAYS, LearnerService, Learners};
 pub use migration::EnrolmentMigrator;
 pub use outcomes::{CertificateService, FeedbackService, Outcomes};
 pub use records::{CourseService, EnrolmentService, Records};

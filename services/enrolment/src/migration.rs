@@ -12,6 +12,7 @@ impl MigratorTrait for EnrolmentMigrator {
             Box::new(m20261124_000002_records::Migration),
             Box::new(m20261124_000003_legal_holds::Migration),
             Box::new(m20261124_000004_outcomes::Migration),
+            Box::new(m20261201_000005_learner_changes::Migration),
         ]
     }
 
@@ -653,6 +654,67 @@ mod m20261124_000004_outcomes {
                     .await?;
             }
             Ok(())
+        }
+    }
+}
+
+mod m20261201_000005_learner_changes {
+    use super::{index, seq, text, time};
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261201_000005_learner_changes"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum LearnerChanges {
+        Table,
+        Seq,
+        Tenant,
+        LearnerId,
+        Kind,
+        Fields,
+        ChangedAt,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(LearnerChanges::Table)
+                        .col(seq(LearnerChanges::Seq))
+                        .col(text(LearnerChanges::Tenant))
+                        .col(text(LearnerChanges::LearnerId))
+                        .col(text(LearnerChanges::Kind))
+                        // The names of the fields changed, never their values.
+                        .col(text(LearnerChanges::Fields))
+                        .col(time(LearnerChanges::ChangedAt))
+                        .to_owned(),
+                )
+                .await?;
+            index(
+                manager,
+                "learner_changes_by_tenant",
+                LearnerChanges::Table,
+                vec![
+                    LearnerChanges::Tenant.into_iden(),
+                    LearnerChanges::Seq.into_iden(),
+                ],
+                false,
+            )
+            .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(LearnerChanges::Table).to_owned())
+                .await
         }
     }
 }

@@ -128,12 +128,54 @@ impl ConsentSnapshot {
     }
 }
 
+/// CONSENT_REQUIRED unless `snapshot` consents to `purpose` (for `recipient`, when the
+/// processing discloses to one).
+pub(crate) fn consented(
+    snapshot: &ConsentSnapshot,
+    purpose: Purpose,
+    recipient: Option<&str>,
+) -> Result<()> {
+    if snapshot.permits(purpose, recipient) {
+        Ok(())
+    } else {
+        Err(Error::ConsentRequired {
+            purpose: purpose.short_name(),
+            recipient: recipient.filter(|r| !r.is_empty()).map(str::to_owned),
+        })
+    }
+}
+
+/// PROCESSING_RESTRICTED when `snapshot` is restricted and `purpose` is not one a restriction
+/// allows.
+pub(crate) fn unrestricted(snapshot: &ConsentSnapshot, purpose: Purpose) -> Result<()> {
+    if snapshot.restricted && !ConsentSnapshot::allows_while_restricted(purpose) {
+        Err(Error::Restricted)
+    } else {
+        Ok(())
+    }
+}
+
 /// Where the guard reads the ledger from: the ledger's own store in the process that hosts it,
 /// or the ledger service over gRPC.
 #[async_trait::async_trait]
 pub trait ConsentSource: Send + Sync + 'static {
     /// The current consents of `subject` in `tenant` (empty when the ledger has no entry).
     async fn snapshot(&self, tenant: &Tenant, subject: &str) -> Result<ConsentSnapshot>;
+
+    /// The current consents of each of `subjects`, in their order: for a bulk read, which
+    /// would otherwise wait for one look-up per subject. A source that can answer many at once
+    /// (the ledger's own store) overrides this one-by-one default.
+    async fn snapshots(
+        &self,
+        tenant: &Tenant,
+        subjects: &[String],
+    ) -> Result<Vec<ConsentSnapshot>> {
+        let mut all = Vec::with_capacity(subjects.len());
+        for subject in subjects {
+            all.push(self.snapshot(tenant, subject).await?);
+        }
+        Ok(all)
+    }
 
     /// Records that processing of the subject's data is restricted (or no longer), at the
     /// subject's request, with the reason and who recorded it.
@@ -334,6 +376,45 @@ impl ConsentGate {
         Ok(snapshot)
     }
 
+    /// The current consents of each of `subjects`, in their order: fresh cached states as they
+    /// are, the others read from the source in one batch. The batch does not fill the cache: a
+    /// bulk read meets each subject once, and would only push out the states that calls reuse.
+    pub async fn snapshots(
+        &self,
+        tenant: &Tenant,
+        subjects: &[String],
+    ) -> Result<Vec<Arc<ConsentSnapshot>>> {
+        let mut all: Vec<Option<Arc<ConsentSnapshot>>> = {
+            let cache = self.cache();
+            subjects
+                .iter()
+                .map(|subject| {
+                    let key = (tenant.as_str().to_owned(), subject.clone());
+                    cache
+                        .get(&key)
+                        .filter(|(at, _)| at.elapsed() < self.ttl)
+                        .map(|(_, snapshot)| snapshot.clone())
+                })
+                .collect()
+        };
+        let missing: Vec<String> = subjects
+            .iter()
+            .zip(&all)
+            .filter(|(_, cached)| cached.is_none())
+            .map(|(subject, _)| subject.clone())
+            .collect();
+        if !missing.is_empty() {
+            let mut read = self.source.snapshots(tenant, &missing).await?.into_iter();
+            for slot in all.iter_mut().filter(|slot| slot.is_none()) {
+                let snapshot = read
+                    .next()
+                    .ok_or_else(|| Error::internal("consent source answered too few subjects"))?;
+                *slot = Some(Arc::new(snapshot));
+            }
+        }
+        Ok(all.into_iter().flatten().collect())
+    }
+
     /// Fails with CONSENT_REQUIRED unless the subject currently consents to `purpose` (for
     /// `recipient`, when the processing discloses to one).
     pub async fn require(
@@ -343,18 +424,7 @@ impl ConsentGate {
         purpose: Purpose,
         recipient: Option<&str>,
     ) -> Result<()> {
-        if self
-            .snapshot(tenant, subject)
-            .await?
-            .permits(purpose, recipient)
-        {
-            Ok(())
-        } else {
-            Err(Error::ConsentRequired {
-                purpose: purpose.short_name(),
-                recipient: recipient.filter(|r| !r.is_empty()).map(str::to_owned),
-            })
-        }
+        consented(&*self.snapshot(tenant, subject).await?, purpose, recipient)
     }
 
     /// Fails with PROCESSING_RESTRICTED when the subject restricted processing and `purpose` is
@@ -368,10 +438,7 @@ impl ConsentGate {
         if ConsentSnapshot::allows_while_restricted(purpose) {
             return Ok(());
         }
-        if self.snapshot(tenant, subject).await?.restricted {
-            return Err(Error::Restricted);
-        }
-        Ok(())
+        unrestricted(&*self.snapshot(tenant, subject).await?, purpose)
     }
 
     /// Records a restriction (or its lifting) in the ledger; applies to the next call here.

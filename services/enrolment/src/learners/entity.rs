@@ -71,3 +71,26 @@ pub mod idempotency {
         }
     }
 }
+
+/// A change to a learner that recipients of their data must hear of (GDPR Art. 19): a
+/// rectification (with the names of the fields changed, never the values) or an erasure. Written
+/// in the transaction of the change itself; read by followers through ListLearnerChanges.
+pub mod change {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "learner_changes")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub learner_id: String,
+        /// `rectified` or `erased`.
+        pub kind: String,
+        /// Comma-separated profile field names (rectifications only).
+        pub fields: String,
+        pub changed_at: DateTimeUtc,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
+}

@@ -8,6 +8,7 @@
 //! name for exact look-ups.
 
 pub mod entity;
+mod stream;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,14 +34,15 @@ use tutela_proto::consent::ConsentActor;
 use tutela_proto::enrolment::learner_service_server::LearnerService as LearnerApi;
 use tutela_proto::enrolment::{
     CreateLearnerRequest, CreateLearnerResponse, GetLearnerRequest, GetLearnerResponse, Learner,
-    LearnerProfile, ListLearnersRequest, ListLearnersResponse, UpdateLearnerRequest,
-    UpdateLearnerResponse,
+    LearnerChange, LearnerChangeKind, LearnerProfile, ListLearnerChangesRequest,
+    ListLearnerChangesResponse, ListLearnersRequest, ListLearnersResponse, StreamLearnersRequest,
+    UpdateLearnerRequest, UpdateLearnerResponse,
 };
 use tutela_store::vault::KEYS_TABLE;
 use tutela_store::{KeyVault, Keyring, SharedClock, StoredKey, SubjectKey};
 
 use crate::SERVICE;
-use entity::{idempotency, learner, part};
+use entity::{change, idempotency, learner, part};
 
 /// The profile message, whose annotations drive sealing, minimisation and scans.
 const PROFILE: &str = "tutela.enrolment.v1.LearnerProfile";
@@ -318,6 +320,17 @@ impl Learners {
             .exec(&txn)
             .await?
             .rows_affected;
+        if erased > 0 {
+            record_change(
+                &txn,
+                tenant.as_str(),
+                learner_id,
+                CHANGE_ERASED,
+                "",
+                self.clock.now(),
+            )
+            .await?;
+        }
         txn.commit().await?;
         // After the rows: a crash in between leaves ciphertext without a key, never a key
         // without its rows' erasure recorded.
@@ -497,9 +510,70 @@ impl Learners {
                 .await
                 .map_err(keys::key_taken)?;
         }
+        let mut names: Vec<&str> = masked.iter().map(|(field, _, _)| field.name()).collect();
+        names.sort_unstable();
+        record_change(&txn, tenant, id, CHANGE_RECTIFIED, &names.join(","), now).await?;
         txn.commit().await?;
         Ok(())
     }
+}
+
+/// How long the change feed keeps a change: long enough for a follower that was down for weeks
+/// to catch up, short enough that the feed is not a second history of every learner.
+pub const CHANGES_KEPT_DAYS: i64 = 90;
+
+impl Learners {
+    /// Removes the changes older than [`CHANGES_KEPT_DAYS`] at `now` (with `dry_run`, counts
+    /// them); returns how many.
+    pub async fn sweep_changes(&self, now: DateTime<Utc>, dry_run: bool) -> Result<u64> {
+        let cutoff = now - chrono::Duration::days(CHANGES_KEPT_DAYS);
+        let old = change::Column::ChangedAt.lt(cutoff);
+        if dry_run {
+            use sea_orm::PaginatorTrait;
+            return Ok(change::Entity::find().filter(old).count(&self.db).await?);
+        }
+        Ok(change::Entity::delete_many()
+            .filter(old)
+            .exec(&self.db)
+            .await?
+            .rows_affected)
+    }
+}
+
+/// A change's kind in the feed: a rectification.
+pub(crate) const CHANGE_RECTIFIED: &str = "rectified";
+/// A change's kind in the feed: an erasure.
+pub(crate) const CHANGE_ERASED: &str = "erased";
+
+/// Adds a change to the feed within `txn`, the change's own transaction, as its last write, so
+/// that followers hear of exactly the changes that committed.
+async fn record_change(
+    txn: &sea_orm::DatabaseTransaction,
+    tenant: &str,
+    learner_id: &str,
+    kind: &str,
+    fields: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    use sea_orm::ConnectionTrait;
+    if txn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        // Writers of the feed take turns until they commit: PostgreSQL numbers a row when it is
+        // inserted, not when it commits, and without the turns a row numbered lower could
+        // commit after a follower had read past it. SQLite has one writer at a time anyway.
+        txn.execute_unprepared("SELECT pg_advisory_xact_lock(7130541)")
+            .await?;
+    }
+    change::ActiveModel {
+        tenant: Set(tenant.to_owned()),
+        learner_id: Set(learner_id.to_owned()),
+        kind: Set(kind.to_owned()),
+        fields: Set(fields.to_owned()),
+        changed_at: Set(now),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await?;
+    Ok(())
 }
 
 /// One row of [`Learners::learner`]'s read: the learner, one of their parts of the categories
@@ -700,6 +774,129 @@ impl LearnerService {
 
 #[tonic::async_trait]
 impl LearnerApi for LearnerService {
+    type StreamLearnersStream = stream::LearnerStream;
+
+    async fn list_learner_changes(
+        &self,
+        request: Request<ListLearnerChangesRequest>,
+    ) -> std::result::Result<Response<ListLearnerChangesResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let after = c.resume_after(r.cursor.trim(), "cursor");
+        c.ensure(r.page_size <= 1000, "page_size", "at most 1000");
+        c.finish()?;
+        let size = match r.page_size {
+            0 => 500,
+            n => u64::from(n),
+        };
+        let rows = call
+            .find::<change::Entity>()
+            .filter(change::Column::Seq.gt(after))
+            .order_by_asc(change::Column::Seq)
+            .limit(size)
+            .all(&self.learners.db)
+            .await
+            .map_err(Error::from)?;
+        let next_cursor = page_token(rows.last().map_or(after, |row| row.seq));
+        let changes = rows
+            .into_iter()
+            .map(|row| LearnerChange {
+                kind: match row.kind.as_str() {
+                    CHANGE_RECTIFIED => LearnerChangeKind::Rectified,
+                    CHANGE_ERASED => LearnerChangeKind::Erased,
+                    _ => LearnerChangeKind::Unspecified,
+                } as i32,
+                fields: row
+                    .fields
+                    .split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                changed_at: Some(timestamp(row.changed_at)),
+                learner_id: row.learner_id,
+            })
+            .collect();
+        Ok(Response::new(ListLearnerChangesResponse {
+            changes,
+            next_cursor,
+        }))
+    }
+
+    async fn stream_learners(
+        &self,
+        request: Request<StreamLearnersRequest>,
+    ) -> std::result::Result<Response<Self::StreamLearnersStream>, Status> {
+        /// Most learners one request may name.
+        const MAX_IDS: usize = 10_000;
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        c.ensure(
+            r.learner_ids.len() <= MAX_IDS,
+            "learner_ids",
+            "at most 10000 learners",
+        );
+        let mut ids = Vec::with_capacity(r.learner_ids.len().min(MAX_IDS));
+        for (i, id) in r.learner_ids.iter().enumerate().take(MAX_IDS) {
+            if let Ok(id) = c.uuid(id, &format!("learner_ids[{i}]"))
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+            }
+        }
+        let after = c.resume_after(r.resume_token.trim(), "resume_token");
+        c.ensure(
+            r.resume_token.trim().is_empty() || r.learner_ids.is_empty(),
+            "resume_token",
+            "not allowed with learner_ids",
+        );
+        c.ensure(r.batch_size <= 1000, "batch_size", "at most 1000");
+        let recipient = c.optional(r.recipient.trim(), "recipient", 64);
+        let paths = r
+            .read_mask
+            .as_ref()
+            .map(|m| m.paths.as_slice())
+            .unwrap_or_default();
+        let mask = if paths.is_empty() {
+            None
+        } else {
+            match fields::masked(&fields::descriptor(PROFILE)?, paths, "profile", "read_mask") {
+                Ok(masked) => Some(masked),
+                Err(Error::InvalidArgument(violations)) => {
+                    for v in violations {
+                        c.fail(v.field, v.description);
+                    }
+                    None
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
+        let recipient = recipient.ok().filter(|r| !r.is_empty()).map(str::to_owned);
+        c.finish()?;
+        let categories = match &mask {
+            Some(mask) => mask.iter().map(|(_, _, category)| *category).collect(),
+            None => call.readable(),
+        }
+        .intersect(call.readable());
+        let plan = stream::Plan {
+            ids: (!r.learner_ids.is_empty()).then_some(ids),
+            after,
+            batch: match r.batch_size {
+                0 => 500,
+                n => n as usize,
+            },
+            recipient,
+            mask: mask.map(|m| m.into_iter().map(|(field, _, _)| field).collect()),
+            categories,
+        };
+        Ok(Response::new(stream::start(
+            self.learners.clone(),
+            call,
+            plan,
+        )))
+    }
+
     async fn create_learner(
         &self,
         request: Request<CreateLearnerRequest>,

@@ -121,6 +121,20 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
                     _ => false,
                 }
         }
+        // Bulk reads are for services only: platform sync, and the sharing service disclosing.
+        "StreamLearners" => {
+            role == "service"
+                && any(&[
+                    CourseAdministration,
+                    ExamBooking,
+                    ExamResults,
+                    FunderReporting,
+                    MalpracticeInvestigation,
+                    LegalObligation,
+                ])
+        }
+        // Followed by the sharing service to tell recipients of changes (GDPR Art. 19).
+        "ListLearnerChanges" => role == "service" && purpose == LegalObligation,
         "CreateLearner" | "UpdateLearner" => {
             (method == "UpdateLearner" && subject_self)
                 || match role {
