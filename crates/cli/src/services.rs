@@ -9,8 +9,12 @@ use tutela_host::HostedService;
 pub const KNOWN: [&str; 4] = ["enrolment", "sharing", "survey", "subscription"];
 
 /// The services built into this binary. Adding a service is its crate and one line here.
-pub fn all() -> [&'static dyn HostedService; 2] {
-    [tutela_enrolment::HOSTED, tutela_subscription::HOSTED]
+pub fn all() -> [&'static dyn HostedService; 3] {
+    [
+        tutela_enrolment::HOSTED,
+        tutela_sharing::HOSTED,
+        tutela_subscription::HOSTED,
+    ]
 }
 
 /// The names of the services built into this binary.
@@ -67,21 +71,24 @@ mod tests {
 
     #[test]
     fn no_request_means_every_available_service() {
-        assert_eq!(resolve(&[]).unwrap(), ["enrolment", "subscription"]);
+        assert_eq!(
+            resolve(&[]).unwrap(),
+            ["enrolment", "sharing", "subscription"]
+        );
         assert_eq!(resolve(&[]).unwrap(), available());
     }
 
     #[test]
-    fn every_service_built_in_is_a_known_one_and_sharing_and_survey_are_not_yet() {
+    fn every_service_built_in_is_a_known_one_and_survey_is_not_yet() {
         for name in available() {
             assert!(KNOWN.contains(&name), "{name}");
         }
-        for name in ["sharing", "survey"] {
-            let err = resolve(&[name.to_owned()]).unwrap_err().to_string();
-            assert!(err.contains("not available in this build yet"), "{err}");
+        let err = resolve(&["survey".to_owned()]).unwrap_err().to_string();
+        assert!(err.contains("not available in this build yet"), "{err}");
+        for name in ["subscription", "sharing"] {
+            let hosted = hosted(&[name.to_owned()]).unwrap();
+            assert_eq!(hosted.len(), 1);
+            assert_eq!(hosted[0].name(), name);
         }
-        let hosted = hosted(&["subscription".to_owned()]).unwrap();
-        assert_eq!(hosted.len(), 1);
-        assert_eq!(hosted[0].name(), "subscription");
     }
 }

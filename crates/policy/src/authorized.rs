@@ -390,6 +390,14 @@ impl Authorized {
         self.0.audit.summarise(self, categories, note).await
     }
 
+    /// This call's `change` to a record that decides whose data goes where.
+    pub(crate) fn changed(&self, change: crate::audit::Change) -> AuditEvent {
+        AuditEvent::Changed {
+            caller: self.caller(),
+            change,
+        }
+    }
+
     /// What this call did to `categories` of many subjects' data, in counts (`note`).
     pub(crate) fn summary(&self, categories: CategorySet, note: String) -> AuditEvent {
         AuditEvent::Summary {

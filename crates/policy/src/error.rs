@@ -104,6 +104,12 @@ preconditions! {
     AddressSuppressed => "ADDRESS_SUPPRESSED",
     /// An access request needs a recent, recorded verification of the requester's identity.
     IdentityNotVerified => "IDENTITY_NOT_VERIFIED",
+    /// A transfer to the partner's country needs a safeguard and none is named (S7).
+    TransferSafeguardRequired => "TRANSFER_SAFEGUARD_REQUIRED",
+    /// No active data-sharing agreement covers the disclosure's purpose.
+    AgreementRequired => "AGREEMENT_REQUIRED",
+    /// An agreement's validity overlaps an active version of the same partner's agreement.
+    AgreementOverlap => "AGREEMENT_OVERLAP",
 }
 
 impl std::fmt::Display for Precondition {
@@ -209,6 +215,15 @@ pub enum Error {
     /// A legal hold protects the data.
     #[error("a legal hold protects this data")]
     LegalHold,
+    /// Data would go to a country outside the EEA and the UK that the register's adequacy list
+    /// does not name, and no transfer safeguard is named (GDPR Art. 44–49; S7).
+    #[error(
+        "a transfer to {country} needs a safeguard (SCCs, UK IDTA, BCRs or an Art. 49 derogation)"
+    )]
+    TransferSafeguardRequired {
+        /// The partner's country (ISO 3166-1 alpha-2): an organisation's seat, not personal data.
+        country: String,
+    },
     /// The request is well-formed but the resource's state forbids it (e.g. an enrolment
     /// transition). `reason` gives the ErrorInfo reason, `message` a sentence without personal
     /// data. The preconditions with details of their own (consent, restriction, hold, register)
@@ -286,6 +301,9 @@ impl Error {
             Self::Restricted => Precondition::ProcessingRestricted.reason(),
             Self::GuardianConsentRequired { .. } => Precondition::GuardianConsentRequired.reason(),
             Self::LegalHold => Precondition::LegalHold.reason(),
+            Self::TransferSafeguardRequired { .. } => {
+                Precondition::TransferSafeguardRequired.reason()
+            }
             Self::FailedPrecondition { reason, .. } => reason.reason(),
             Self::Denied | Self::NotPermitted(_) => "ACCESS_DENIED",
             Self::CategoryDenied(_) => "CATEGORY_DENIED",
@@ -311,6 +329,7 @@ impl Error {
             Self::Restricted => Some(Precondition::ProcessingRestricted),
             Self::GuardianConsentRequired { .. } => Some(Precondition::GuardianConsentRequired),
             Self::LegalHold => Some(Precondition::LegalHold),
+            Self::TransferSafeguardRequired { .. } => Some(Precondition::TransferSafeguardRequired),
             Self::FailedPrecondition { reason, .. } => Some(*reason),
             _ => None,
         }
@@ -334,6 +353,7 @@ impl Error {
             | Self::Restricted
             | Self::GuardianConsentRequired { .. }
             | Self::LegalHold
+            | Self::TransferSafeguardRequired { .. }
             | Self::FailedPrecondition { .. } => Code::FailedPrecondition,
             Self::CompressionUnsupported => Code::Unimplemented,
             Self::MessageTooLarge(_) => Code::ResourceExhausted,
@@ -429,6 +449,16 @@ impl From<Error> for Status {
                     "CONSENT",
                     subject,
                     "the subject has not given (or has withdrawn) consent for this purpose",
+                );
+                err.to_string()
+            }
+            Error::TransferSafeguardRequired { country } => {
+                metadata.insert("country".into(), country.clone());
+                details.add_precondition_failure_violation(
+                    "TRANSFER",
+                    country.clone(),
+                    "the country is outside the EEA and the UK and not on the register's \
+                     adequacy list: name a transfer safeguard and its document reference",
                 );
                 err.to_string()
             }
@@ -585,6 +615,13 @@ mod tests {
             ),
             (Error::LegalHold, Code::FailedPrecondition, "LEGAL_HOLD"),
             (
+                Error::TransferSafeguardRequired {
+                    country: "US".into(),
+                },
+                Code::FailedPrecondition,
+                "TRANSFER_SAFEGUARD_REQUIRED",
+            ),
+            (
                 Error::FailedPrecondition {
                     reason: Precondition::InvalidTransition,
                     message: "no".into(),
@@ -661,6 +698,9 @@ mod tests {
                     age_of_consent: 13,
                 },
                 Error::LegalHold,
+                Error::TransferSafeguardRequired {
+                    country: "US".into(),
+                },
             ]);
         for err in failing {
             assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");

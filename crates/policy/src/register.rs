@@ -33,6 +33,17 @@ struct RawRegister {
     minors: Option<RawMinors>,
     #[serde(default)]
     communications: Option<RawCommunications>,
+    #[serde(default)]
+    transfers: Option<RawTransfers>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTransfers {
+    eea: Vec<Spanned<String>>,
+    uk: Vec<Spanned<String>>,
+    adequacy: Vec<Spanned<String>>,
+    adequacy_as_of: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -197,6 +208,34 @@ pub struct Register {
     pub minors: Minors,
     /// How communications data is kept (C4).
     pub communications: Communications,
+    /// Where data may go without a transfer safeguard (S7).
+    pub transfers: Transfers,
+}
+
+/// Where personal data may be transferred without a safeguard (GDPR Art. 44–49, S7): the EEA
+/// and the UK, and the countries an adequacy decision covers. Everywhere else a data-sharing
+/// agreement must name its safeguard. Without a `[transfers]` section in the register no country
+/// is known to need none, so every transfer needs a safeguard (fail closed).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Transfers {
+    /// EEA member states (ISO 3166-1 alpha-2).
+    pub eea: std::collections::BTreeSet<String>,
+    /// The United Kingdom's code(s).
+    pub uk: std::collections::BTreeSet<String>,
+    /// Countries an adequacy decision covers as a whole.
+    pub adequacy: std::collections::BTreeSet<String>,
+    /// The day the adequacy list was last checked against the Commission's (and the UK's) list.
+    pub adequacy_as_of: Option<chrono::NaiveDate>,
+}
+
+impl Transfers {
+    /// Whether data going to `country` needs a safeguard: it is outside the EEA and the UK and
+    /// not on the adequacy list.
+    pub fn needs_safeguard(&self, country: &str) -> bool {
+        !(self.eea.contains(country)
+            || self.uk.contains(country)
+            || self.adequacy.contains(country))
+    }
 }
 
 /// What the register says about communications data beyond the purposes' rules.
@@ -629,6 +668,40 @@ impl Source<'_> {
         })
     }
 
+    /// The transfer lists: every entry an assigned country code, and the adequacy list dated.
+    fn transfers(&self, t: &RawTransfers) -> Result<Transfers, RegisterError> {
+        let codes = |list: &[Spanned<String>]| {
+            list.iter()
+                .map(|c| {
+                    if crate::validate::is_assigned_country_code(c.get_ref()) {
+                        Ok(c.get_ref().clone())
+                    } else {
+                        Err(self.err(
+                            c.span(),
+                            format!(
+                                "{:?} is not an assigned ISO 3166-1 alpha-2 country code",
+                                c.get_ref()
+                            ),
+                        ))
+                    }
+                })
+                .collect::<Result<std::collections::BTreeSet<String>, RegisterError>>()
+        };
+        let as_of = chrono::NaiveDate::parse_from_str(t.adequacy_as_of.get_ref(), "%Y-%m-%d")
+            .map_err(|_| {
+                self.err(
+                    t.adequacy_as_of.span(),
+                    "adequacy_as_of must be a date as YYYY-MM-DD".to_owned(),
+                )
+            })?;
+        Ok(Transfers {
+            eea: codes(&t.eea)?,
+            uk: codes(&t.uk)?,
+            adequacy: codes(&t.adequacy)?,
+            adequacy_as_of: Some(as_of),
+        })
+    }
+
     fn communications(&self, c: &RawCommunications) -> Result<Communications, RegisterError> {
         let days = *c.event_retention_days.get_ref();
         if !(1..=3650).contains(&days) {
@@ -676,6 +749,9 @@ impl Register {
             communications: raw
                 .communications
                 .map_or(Ok(Communications::default()), |c| src.communications(&c))?,
+            transfers: raw
+                .transfers
+                .map_or(Ok(Transfers::default()), |t| src.transfers(&t))?,
         })
     }
 
@@ -763,6 +839,31 @@ impl Register {
             "Events of sent messages (delivered, opened, clicked, forwarded, bounced, complained) are kept for {} days, then deleted. An address that hard-bounced or complained, or whose owner's data was erased, stays on the suppression list only as a keyed hash, so that no import can add it again.",
             self.communications.event_retention_days
         );
+        let _ = writeln!(md, "\n## Transfers abroad\n");
+        let t = &self.transfers;
+        match t.adequacy_as_of {
+            None => {
+                let _ = writeln!(
+                    md,
+                    "No `[transfers]` section: every transfer to a partner needs a named safeguard."
+                );
+            }
+            Some(as_of) => {
+                let join = |set: &std::collections::BTreeSet<String>| {
+                    set.iter()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let _ = writeln!(
+                    md,
+                    "No safeguard is needed within the EEA ({}) and the UK ({}), nor to countries an adequacy decision covers ({}; list as of {as_of}). Every other transfer names its safeguard (standard contractual clauses, the UK IDTA, binding corporate rules or an Art. 49 derogation) in the partner's agreement.",
+                    join(&t.eea),
+                    join(&t.uk),
+                    join(&t.adequacy)
+                );
+            }
+        }
         let _ = writeln!(md, "\n## Identifiers never collected\n");
         for p in &self.prohibited_identifiers {
             let _ = writeln!(md, "- `{}`: {}", p.name, p.description);
@@ -863,6 +964,41 @@ mod tests {
             json["purposes"].as_array().unwrap().len(),
             PURPOSE_NAMES.len()
         );
+    }
+
+    #[test]
+    fn transfers_need_a_safeguard_outside_the_eea_the_uk_and_the_adequacy_list() {
+        let register = Register::default_register().unwrap();
+        let t = &register.transfers;
+        assert_eq!(
+            t.eea.len(),
+            30,
+            "27 EU member states and Iceland, Liechtenstein, Norway"
+        );
+        assert!(t.adequacy_as_of.is_some());
+        for home in ["GB", "DE", "NO", "JP", "CH"] {
+            assert!(!t.needs_safeguard(home), "{home}");
+        }
+        // Adequacy for the US covers certified organisations only, so not the country.
+        for abroad in ["US", "IN", "CN", "ZA"] {
+            assert!(t.needs_safeguard(abroad), "{abroad}");
+        }
+        assert!(register.to_markdown().contains("## Transfers abroad"));
+
+        // Without the section, every country needs a safeguard (fail closed).
+        let start = DEFAULT_REGISTER.find("[transfers]").unwrap();
+        let end = start + DEFAULT_REGISTER[start..].find("\n\n").unwrap();
+        let without = format!("{}{}", &DEFAULT_REGISTER[..start], &DEFAULT_REGISTER[end..]);
+        let register = Register::parse(&without, "t").unwrap();
+        assert!(register.transfers.needs_safeguard("GB"));
+
+        // A code that is not assigned names its line; so does a date that is not one.
+        let bad = DEFAULT_REGISTER.replacen("\"JP\"", "\"XJ\"", 1);
+        let err = Register::parse(&bad, "t").unwrap_err();
+        assert_eq!(err.line, line_containing(&bad, "\"XJ\""), "{err}");
+        let bad = DEFAULT_REGISTER.replacen("adequacy_as_of = \"", "adequacy_as_of = \"x", 1);
+        let err = Register::parse(&bad, "t").unwrap_err();
+        assert!(err.message.contains("adequacy_as_of"), "{err}");
     }
 
     #[test]

@@ -71,6 +71,11 @@ impl Tenant {
         E::find().filter(E::TENANT.eq(self.0.as_str()))
     }
 
+    /// Updates rows of `E` in this tenant (narrowed further by the caller's filter).
+    pub fn update<E: TenantScoped>(&self) -> UpdateMany<E> {
+        E::update_many().filter(E::TENANT.eq(self.0.as_str()))
+    }
+
     /// Rows of `E` of `subject` in this tenant.
     pub fn find_subject<E: SubjectScoped>(&self, subject: &str) -> Select<E> {
         self.find::<E>().filter(E::SUBJECT.eq(subject))
@@ -95,6 +100,11 @@ impl Authorized {
     /// Rows of `E` in the caller's tenant.
     pub fn find<E: TenantScoped>(&self) -> Select<E> {
         self.scope().find::<E>()
+    }
+
+    /// Updates rows of `E` in the caller's tenant (narrowed further by the caller's filter).
+    pub fn update<E: TenantScoped>(&self) -> UpdateMany<E> {
+        self.scope().update::<E>()
     }
 }
 

@@ -24,6 +24,34 @@ pub fn is_country_code(value: &str) -> bool {
     value.len() == 2 && value.bytes().all(|b| b.is_ascii_uppercase())
 }
 
+/// The ISO 3166-1 alpha-2 codes assigned to countries and territories (249, as the ISO 3166
+/// Maintenance Agency lists them), in order: what a field that decides a legal consequence (a
+/// transfer's safeguard) is checked against, where [`is_country_code`]'s shape check would let
+/// `XX` or `UK` (not GB) through.
+pub const ISO_3166_ALPHA2: [&str; 249] = [
+    "AD", "AE", "AF", "AG", "AI", "AL", "AM", "AO", "AQ", "AR", "AS", "AT", "AU", "AW", "AX", "AZ",
+    "BA", "BB", "BD", "BE", "BF", "BG", "BH", "BI", "BJ", "BL", "BM", "BN", "BO", "BQ", "BR", "BS",
+    "BT", "BV", "BW", "BY", "BZ", "CA", "CC", "CD", "CF", "CG", "CH", "CI", "CK", "CL", "CM", "CN",
+    "CO", "CR", "CU", "CV", "CW", "CX", "CY", "CZ", "DE", "DJ", "DK", "DM", "DO", "DZ", "EC", "EE",
+    "EG", "EH", "ER", "ES", "ET", "FI", "FJ", "FK", "FM", "FO", "FR", "GA", "GB", "GD", "GE", "GF",
+    "GG", "GH", "GI", "GL", "GM", "GN", "GP", "GQ", "GR", "GS", "GT", "GU", "GW", "GY", "HK", "HM",
+    "HN", "HR", "HT", "HU", "ID", "IE", "IL", "IM", "IN", "IO", "IQ", "IR", "IS", "IT", "JE", "JM",
+    "JO", "JP", "KE", "KG", "KH", "KI", "KM", "KN", "KP", "KR", "KW", "KY", "KZ", "LA", "LB", "LC",
+    "LI", "LK", "LR", "LS", "LT", "LU", "LV", "LY", "MA", "MC", "MD", "ME", "MF", "MG", "MH", "MK",
+    "ML", "MM", "MN", "MO", "MP", "MQ", "MR", "MS", "MT", "MU", "MV", "MW", "MX", "MY", "MZ", "NA",
+    "NC", "NE", "NF", "NG", "NI", "NL", "NO", "NP", "NR", "NU", "NZ", "OM", "PA", "PE", "PF", "PG",
+    "PH", "PK", "PL", "PM", "PN", "PR", "PS", "PT", "PW", "PY", "QA", "RE", "RO", "RS", "RU", "RW",
+    "SA", "SB", "SC", "SD", "SE", "SG", "SH", "SI", "SJ", "SK", "SL", "SM", "SN", "SO", "SR", "SS",
+    "ST", "SV", "SX", "SY", "SZ", "TC", "TD", "TF", "TG", "TH", "TJ", "TK", "TL", "TM", "TN", "TO",
+    "TR", "TT", "TV", "TW", "TZ", "UA", "UG", "UM", "US", "UY", "UZ", "VA", "VC", "VE", "VG", "VI",
+    "VN", "VU", "WF", "WS", "YE", "YT", "ZA", "ZM", "ZW",
+];
+
+/// Whether `value` is an assigned ISO 3166-1 alpha-2 code, in capitals.
+pub fn is_assigned_country_code(value: &str) -> bool {
+    ISO_3166_ALPHA2.binary_search(&value).is_ok()
+}
+
 /// Whether `key` is a valid idempotency key: 8 to 128 characters of `[A-Za-z0-9_-]`.
 pub fn is_idempotency_key(key: &str) -> bool {
     (8..=128).contains(&key.len())
@@ -328,6 +356,18 @@ pub fn page_token(last: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assigned_country_codes_are_sorted_distinct_and_exclude_unassigned_ones() {
+        assert!(ISO_3166_ALPHA2.windows(2).all(|w| w[0] < w[1]));
+        assert!(ISO_3166_ALPHA2.iter().all(|c| is_country_code(c)));
+        for code in ["GB", "US", "JP", "DE", "NO", "AX", "ZW"] {
+            assert!(is_assigned_country_code(code), "{code}");
+        }
+        for code in ["UK", "XX", "EU", "gb", "G", "GBR", ""] {
+            assert!(!is_assigned_country_code(code), "{code}");
+        }
+    }
 
     #[test]
     fn every_bad_field_is_reported_at_once() {

@@ -29,6 +29,11 @@ pub mod tutela {
             include!(concat!(env!("OUT_DIR"), "/tutela.privacy.v1.rs"));
         }
     }
+    pub mod sharing {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/tutela.sharing.v1.rs"));
+        }
+    }
     pub mod subscription {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/tutela.subscription.v1.rs"));
@@ -40,6 +45,7 @@ pub use tutela::common::v1 as common;
 pub use tutela::consent::v1 as consent;
 pub use tutela::enrolment::v1 as enrolment;
 pub use tutela::privacy::v1 as privacy;
+pub use tutela::sharing::v1 as sharing;
 pub use tutela::subscription::v1 as subscription;
 
 use common::{Authorisation, DataCategory, LegalBasis, Purpose, TextKind, TextRule};

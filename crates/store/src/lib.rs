@@ -15,6 +15,6 @@ pub use db::{Backend, connect, is_unique_violation, placeholders, purge_freed_pa
 pub use error::{StoreError, StoreResult};
 pub use lease::{Lease, Leased};
 pub use migration::{Migrations, migrate, migrations_of};
-pub use vault::{KeyVault, Keyring, StoredKey, SubjectKey};
+pub use vault::{KeyVault, Keyring, StoredKey, SubjectKey, random_secret};
 #[cfg(feature = "testing")]
 pub mod testing;

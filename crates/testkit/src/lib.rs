@@ -21,6 +21,8 @@ use tutela_proto::enrolment::feedback_service_client::FeedbackServiceClient;
 use tutela_proto::enrolment::learner_service_client::LearnerServiceClient;
 use tutela_proto::enrolment::legal_hold_service_client::LegalHoldServiceClient;
 use tutela_proto::privacy::subject_data_client::SubjectDataClient;
+use tutela_proto::sharing::agreement_service_client::AgreementServiceClient;
+use tutela_proto::sharing::partner_service_client::PartnerServiceClient;
 use tutela_proto::subscription::subscription_service_client::SubscriptionServiceClient;
 use tutela_store::testing::TestDatabase;
 
@@ -291,6 +293,16 @@ impl TestSuite {
     /// A `tutela.enrolment.v1.FeedbackService` client sending `credentials`.
     pub fn feedback(&self, credentials: Credentials) -> FeedbackServiceClient<Authed> {
         FeedbackServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.sharing.v1.PartnerService` client sending `credentials`.
+    pub fn partners(&self, credentials: Credentials) -> PartnerServiceClient<Authed> {
+        PartnerServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.sharing.v1.AgreementService` client sending `credentials`.
+    pub fn agreements(&self, credentials: Credentials) -> AgreementServiceClient<Authed> {
+        AgreementServiceClient::with_interceptor(self.channel(), credentials)
     }
 
     /// Signals shutdown (as SIGTERM does) without waiting for it.

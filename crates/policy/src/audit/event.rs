@@ -162,6 +162,52 @@ pub struct TokenCall {
     pub categories: CategorySet,
 }
 
+/// A change to a record that is no subject's data but decides whose data goes where, which an
+/// investigator must find on its own in the log: when a partner's pseudonyms changed, which
+/// agreement was in force from when. Each is written beside the call's decision, in the
+/// transaction of the change (see [`super::AuditLog::change_in`]). Ids are record ids (UUIDs),
+/// never a subject's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A partner's pseudonym key was replaced: from now on its pseudonyms are under
+    /// `key_version`.
+    PartnerKeyRotated {
+        /// The partner.
+        partner_id: String,
+        /// The new key's version.
+        key_version: u32,
+    },
+    /// A data-sharing agreement came into force.
+    AgreementActivated {
+        /// The agreement.
+        agreement_id: String,
+        /// Its partner.
+        partner_id: String,
+        /// Its version.
+        version: u32,
+    },
+}
+
+impl Change {
+    /// The record's reason: what changed, as `name key=value ...`, so that a search of the log
+    /// finds every change of one kind or of one record.
+    fn describe(&self) -> String {
+        match self {
+            Self::PartnerKeyRotated {
+                partner_id,
+                key_version,
+            } => format!("partner_key_rotated partner={partner_id} key_version={key_version}"),
+            Self::AgreementActivated {
+                agreement_id,
+                partner_id,
+                version,
+            } => format!(
+                "agreement_activated agreement={agreement_id} partner={partner_id} version={version}"
+            ),
+        }
+    }
+}
+
 /// One auditable event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditEvent {
@@ -207,6 +253,13 @@ pub enum AuditEvent {
         categories: CategorySet,
         /// What was done, in counts; never personal data.
         note: String,
+    },
+    /// A call changed a record that decides whose data goes where (see [`Change`]).
+    Changed {
+        /// Who called what.
+        caller: Caller,
+        /// What changed.
+        change: Change,
     },
 }
 
@@ -265,6 +318,15 @@ impl AuditEvent {
                 categories,
                 Outcome::Allow,
                 note,
+            ),
+            // A decision record of its own: no subject's data, the change in its reason.
+            Self::Changed { caller, change } => (
+                EventKind::Decision,
+                caller,
+                None,
+                CategorySet::EMPTY,
+                Outcome::Allow,
+                change.describe(),
             ),
         };
         let record = AuditRecord {

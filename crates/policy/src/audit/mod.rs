@@ -31,7 +31,7 @@ pub mod record;
 pub mod verify;
 pub mod writer;
 
-pub use event::{AuditEvent, Caller, Subject, TOKEN_HOLDER, TokenCall, principal_ref};
+pub use event::{AuditEvent, Caller, Change, Subject, TOKEN_HOLDER, TokenCall, principal_ref};
 pub use keys::{AuditKeys, TokenSigner};
 pub use outbox::{RECOVERED, RECOVERY_INTERVAL, StageAudit, StagedRecord, TokenCallAudit, recover};
 pub use query::{AccessSummary, accessed_by, resolve_pseudonyms};

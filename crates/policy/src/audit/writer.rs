@@ -120,6 +120,25 @@ impl AuditLog {
         })
     }
 
+    /// Stages the record of `change`, made by `call`, within `txn` (the transaction that makes
+    /// the change), beside the call's decision: durable exactly when the change is.
+    /// [`StagedRecord::append`] after the commit chains it; if the process dies first, recovery
+    /// does.
+    pub async fn change_in(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        call: &crate::Authorized,
+        change: super::Change,
+    ) -> Result<StagedRecord> {
+        let (record, subject) = call.changed(change).into_record(self.now());
+        let id = stage(txn, &record, subject.as_ref()).await?;
+        Ok(StagedRecord {
+            log: self.clone(),
+            record,
+            id,
+        })
+    }
+
     /// Appends `event`, stamped now, and waits until its record is durable.
     pub async fn append(&self, event: AuditEvent) -> Result<()> {
         self.append_staged(event, Vec::new(), false).await

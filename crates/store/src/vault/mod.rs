@@ -99,6 +99,13 @@ impl Keyring {
     }
 }
 
+/// 32 fresh random bytes from the operating system's generator (the one data keys come from),
+/// for a secret the vault then seals, such as a partner's pseudonym key. Wiped on drop.
+pub fn random_secret() -> StoreResult<Zeroizing<[u8; 32]>> {
+    let raw = Key::<Aes256Gcm>::try_generate().map_err(|_| StoreError::Random)?;
+    Ok(Zeroizing::new(<[u8; 32]>::from(raw)))
+}
+
 /// A decrypted text field; bytes that are not UTF-8 count as a failed decryption.
 fn text(bytes: Zeroizing<Vec<u8>>) -> StoreResult<String> {
     std::str::from_utf8(&bytes)

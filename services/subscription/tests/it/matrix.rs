@@ -45,7 +45,10 @@ fn granted(rpc: &str, role: &str, purpose: Purpose) -> bool {
         "GetConsentState",
         "ListConsentHistory",
     ];
-    if enrolment_granted(method, role, purpose) || subscription_granted(method, role, purpose) {
+    if enrolment_granted(method, role, purpose)
+        || subscription_granted(method, role, purpose)
+        || sharing_granted(method, role, purpose)
+    {
         return true;
     }
     match purpose {
@@ -96,6 +99,21 @@ fn subscription_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         "PutTopic" => purpose == Purpose::ConsentManagement && ["marketing", "dpo"].contains(&role),
         "ResolveAudience" => purpose == Purpose::Marketing && role == "marketing",
         "RecordEvents" => purpose == Purpose::Marketing && ["marketing", "service"].contains(&role),
+        _ => false,
+    }
+}
+
+/// The sharing service's grants: the dpo manages partners and agreements for the legal
+/// obligation of accountability; exam officers read them for exam bookings and results.
+fn sharing_granted(method: &str, role: &str, purpose: Purpose) -> bool {
+    match method {
+        "GetPartner" | "ListPartners" | "GetAgreement" | "ListAgreements" => {
+            (role == "dpo" && purpose == Purpose::LegalObligation)
+                || (role == "exam_officer"
+                    && [Purpose::ExamBooking, Purpose::ExamResults].contains(&purpose))
+        }
+        "CreatePartner" | "RotatePartnerKey" | "CreateAgreement" | "ActivateAgreement"
+        | "TerminateAgreement" => role == "dpo" && purpose == Purpose::LegalObligation,
         _ => false,
     }
 }

@@ -1,0 +1,125 @@
+//! The sharing service's tables: partners, their sealed pseudonym keys, and agreements with their
+//! per-purpose terms. Every table is tenant-scoped (`tutela_policy::scope`), so a query reaches
+//! rows only through the caller's tenant.
+
+/// A partner: an organisation data may be disclosed to.
+pub mod partner {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_partners")]
+    pub struct Model {
+        /// A UUIDv7: unique across tenants and in creation order, so pages follow it.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub partner_id: String,
+        pub tenant: String,
+        pub legal_name: String,
+        /// Short name of the `PartnerKind` (`exam_body`, ...).
+        pub kind: String,
+        /// Short name of the `PartnerRole` (`controller`, ...).
+        pub role: String,
+        pub country: String,
+        pub contact_email: String,
+        /// The version of the current pseudonym key (its row in `sharing_partner_keys`).
+        pub key_version: i32,
+        pub created_at: DateTimeUtc,
+        /// Touched by every write that must not interleave with another on the same partner
+        /// (a key rotation, an agreement's version or activation): the row lock serialises them.
+        pub updated_at: DateTimeUtc,
+        pub idempotency_key: Option<String>,
+        pub request_hash: Option<String>,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+}
+
+/// One version of a partner's pseudonym key, sealed. Hand-written Debug: the sealed bytes are
+/// a key, however wrapped.
+pub mod partner_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_partner_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub partner_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub version: i32,
+        pub tenant: String,
+        /// The 32-byte key sealed under the partner's data key in the vault (see `crate::keys`).
+        pub sealed_key: Vec<u8>,
+        pub created_at: DateTimeUtc,
+        /// When a newer version replaced it; kept so that pseudonyms a partner sends back under
+        /// it can still be mapped.
+        pub retired_at: Option<DateTimeUtc>,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("PartnerKey")
+                .field("partner_id", &self.partner_id)
+                .field("version", &self.version)
+                .field("sealed_key", &"[redacted]")
+                .finish_non_exhaustive()
+        }
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+}
+
+/// One version of a data-sharing agreement. Its terms are written once, at creation; only the
+/// state and its times change afterwards.
+pub mod agreement {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_agreements")]
+    pub struct Model {
+        /// A UUIDv7.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agreement_id: String,
+        pub tenant: String,
+        pub partner_id: String,
+        pub version: i32,
+        /// `draft`, `active` or `terminated` (expiry is read from `valid_to`).
+        pub state: String,
+        pub valid_from: DateTimeUtc,
+        pub valid_to: Option<DateTimeUtc>,
+        /// ISO-8601 duration, as validated and normalised.
+        pub partner_retention: String,
+        /// ISO-8601 duration, or empty.
+        pub access_period: String,
+        /// Short name of the `TransferSafeguard` (`none`, `sccs`, ...).
+        pub transfer_safeguard: String,
+        pub safeguard_reference: String,
+        pub created_at: DateTimeUtc,
+        pub activated_at: Option<DateTimeUtc>,
+        pub terminated_at: Option<DateTimeUtc>,
+        pub idempotency_key: Option<String>,
+        pub request_hash: Option<String>,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+}
+
+/// What one agreement lets its partner receive for one purpose.
+pub mod agreement_purpose {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_agreement_purposes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub agreement_id: String,
+        /// The register purpose's short name (`exam_booking`, ...).
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub purpose: String,
+        pub tenant: String,
+        /// Short name of the legal basis (`contract`, ...).
+        pub legal_basis: String,
+        /// The field paths, as a JSON array of strings, in the request's order.
+        pub fields: String,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+}
