@@ -331,6 +331,24 @@ impl Drop for TestSuite {
     }
 }
 
+/// The ErrorInfo reason of `status` (e.g. `CONSENT_REQUIRED`); empty without one.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|i| i.reason)
+        .unwrap_or_default()
+}
+
+/// The fields `status`'s BadRequest names, in its order; empty without one.
+pub fn fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
 /// Installs, for a benchmark, the logging a deployment runs (`tutela serve` with JSON logs for a
 /// collector at the default `info` filter; `RUST_LOG` overrides it) writing to a sink, so the
 /// figures include what logging costs in production. Call it first: otherwise the first test

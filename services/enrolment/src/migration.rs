@@ -21,49 +21,8 @@ impl MigratorTrait for EnrolmentMigrator {
     }
 }
 
-// Column and index shapes every table of this service uses.
-
-fn seq<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name)
-        .big_integer()
-        .not_null()
-        .auto_increment()
-        .primary_key()
-        .to_owned()
-}
-
-fn text<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name).string().not_null().to_owned()
-}
-
-fn optional<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name).string().null().to_owned()
-}
-
-fn time<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name)
-        .timestamp_with_time_zone()
-        .not_null()
-        .to_owned()
-}
-
-async fn index(
-    manager: &SchemaManager<'_>,
-    name: &str,
-    table: impl IntoIden,
-    columns: Vec<DynIden>,
-    unique: bool,
-) -> Result<(), DbErr> {
-    let mut index = Index::create();
-    index.name(name).table(table);
-    for c in columns {
-        index.col(c);
-    }
-    if unique {
-        index.unique();
-    }
-    manager.create_index(index.to_owned()).await
-}
+// Column and index shapes: the ones every service's tables use.
+use tutela_store::migration::columns::{index, optional, seq, text, time};
 
 mod m20261124_000001_learners {
     use super::{seq, text, time};

@@ -5,7 +5,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 use tutela_proto::common::SubjectRef;
 use tutela_proto::privacy::{DescribeSubjectRequest, EraseSubjectRequest, ExportSubjectRequest};
-use tutela_testkit::{Credentials, TestSuite};
+use tutela_testkit::{Credentials, TestSuite, reason};
 
 const SUBJECT: &str = "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77";
 
@@ -17,13 +17,6 @@ fn describe(subject: &str) -> DescribeSubjectRequest {
         }),
         services: Vec::new(),
     }
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@
 use prost_types::FieldMask;
 use serde_json::json;
 use tonic::Code;
-use tonic_types::StatusExt;
 use tutela_proto::common::{Purpose, SubjectRef};
 use tutela_proto::consent::{
     ConsentActor, ConsentEvidence, ConsentMethod, ListConsentHistoryRequest, RecordConsentRequest,
@@ -15,19 +14,12 @@ use tutela_proto::enrolment::{
 };
 use tutela_proto::privacy::DescribeSubjectRequest;
 use tutela_store::testing::logs::personal;
-use tutela_testkit::{Credentials, TestSuite};
+use tutela_testkit::{Credentials, TestSuite, reason};
 
 const GIVEN: &str = "Ottilie";
 const FAMILY: &str = "Brandwagen";
 const DISABILITY: &str = "dyslexia";
 const RENAMED: &str = "Mallory";
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
 
 fn subject(id: &str) -> Option<SubjectRef> {
     personal(&[id]);

@@ -12,14 +12,13 @@ use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, Value};
 use tonic::Code;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::service::interceptor::InterceptedService;
-use tonic_types::StatusExt;
 use tutela_policy::Register;
 use tutela_policy::access::{AccessRules, DecisionKey};
 use tutela_policy::methods::{Authorisation, MethodInfo, MethodTable};
 use tutela_policy::principal::{Audience, Claims, Principal, PrincipalKind};
 use tutela_proto::PURPOSE_NAMES;
 use tutela_proto::common::TextKind;
-use tutela_testkit::{Credentials, TestSuite};
+use tutela_testkit::{Credentials, TestSuite, fields, reason};
 
 /// Sends and receives message bytes as they are.
 #[derive(Debug, Clone, Copy, Default)]
@@ -234,20 +233,6 @@ fn request_with(
     message.encode_to_vec()
 }
 
-fn violations(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-fn reason(status: &tonic::Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
-
 /// Asserts that the call was refused before its handler, naming exactly `field`.
 fn assert_refused(
     what: &str,
@@ -258,7 +243,7 @@ fn assert_refused(
 ) {
     let status = answer.expect_err(&format!("{what} in {} {field} was accepted", target.path));
     assert_eq!(
-        (status.code(), reason(&status), violations(&status)),
+        (status.code(), reason(&status), fields(&status)),
         (
             Code::InvalidArgument,
             expected_reason.to_owned(),
@@ -452,7 +437,7 @@ async fn an_erasure_with_an_oversized_idempotency_key_is_refused_before_anything
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(violations(&err), ["idempotency_key.key"]);
+    assert_eq!(fields(&err), ["idempotency_key.key"]);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use sea_orm_migration::MigratorTrait;
 
 use crate::error::StoreResult;
 
+pub mod columns;
 mod m20261124_000001_subject_keys;
 mod m20261124_000002_subject_key_seq;
 mod m20261201_000001_leases;

@@ -17,6 +17,7 @@ use tutela_proto::common::SubjectRef;
 use tutela_proto::enrolment::LearnerProfile;
 use tutela_store::testing::logs::personal;
 use tutela_testkit::{Credentials, TestSuite};
+pub use tutela_testkit::{fields, reason};
 
 /// Fixture values that are personal data (declared so the log scan looks for them).
 pub const GIVEN: &str = "Ada";
@@ -77,22 +78,6 @@ pub fn subject(id: &str) -> Option<SubjectRef> {
 
 pub fn staff(suite: &TestSuite, role: &str, purpose: &str) -> Credentials {
     Credentials::new(&suite.token("acme", &format!("{role}-1"), &[role]), purpose)
-}
-
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
-
-pub fn fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 /// Records, as the dpo, that the learner's identity was checked, so exports are released.

@@ -18,6 +18,7 @@ use tutela_proto::consent::{
     WithdrawConsentRequest,
 };
 use tutela_store::testing::logs::personal;
+pub use tutela_testkit::{fields, reason};
 
 pub const SUBJECT: &str = "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77";
 pub const OTHER_SUBJECT: &str = "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
@@ -75,20 +76,4 @@ pub fn withdraw(id: &str, purpose: Purpose, recipient: &str) -> WithdrawConsentR
 pub fn keyed(mut r: RecordConsentRequest, key: &str) -> RecordConsentRequest {
     r.idempotency_key = Some(IdempotencyKey { key: key.into() });
     r
-}
-
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
-
-pub fn fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
