@@ -347,3 +347,49 @@ impl AuditEvent {
         (record, subject)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_a_decision_record_that_says_what_changed_and_names_no_subject() {
+        let keys = AuditKeys::from_secret(b"an audit secret of 32 bytes or more");
+        let caller = Caller::new(
+            &keys,
+            None,
+            "tutela.sharing.v1.PartnerService/RotatePartnerKey",
+            "legal_obligation",
+        );
+        let at = chrono::DateTime::<Utc>::UNIX_EPOCH;
+        let (record, subject) = AuditEvent::Changed {
+            caller: caller.clone(),
+            change: Change::PartnerKeyRotated {
+                partner_id: "p-1".into(),
+                key_version: 3,
+            },
+        }
+        .into_record(at);
+        assert_eq!(record.kind, EventKind::Decision);
+        assert_eq!(record.decision, Outcome::Allow);
+        assert_eq!(
+            record.reason,
+            "partner_key_rotated partner=p-1 key_version=3"
+        );
+        assert!(record.categories.is_empty());
+        assert!(record.subject.is_none() && subject.is_none());
+        let (record, _) = AuditEvent::Changed {
+            caller,
+            change: Change::AgreementActivated {
+                agreement_id: "a-1".into(),
+                partner_id: "p-1".into(),
+                version: 2,
+            },
+        }
+        .into_record(at);
+        assert_eq!(
+            record.reason,
+            "agreement_activated agreement=a-1 partner=p-1 version=2"
+        );
+    }
+}

@@ -427,3 +427,68 @@ async fn a_draft_whose_validity_has_ended_cannot_come_into_force() {
     let err = agreements.create_agreement(backwards).await.unwrap_err();
     assert_eq!(fields(&err), ["valid_to", "purposes"]);
 }
+
+#[tokio::test]
+async fn concurrent_drafts_take_distinct_versions_and_only_one_overlapping_activation_wins() {
+    let suite = TestSuite::start().await.unwrap();
+    let partner_id = partner(&suite, "GB").await;
+    let agreements = suite.agreements(dpo(&suite));
+    let drafts = join_spawned(
+        (0..4)
+            .map(|_| {
+                let mut client = agreements.clone();
+                let request = new_agreement(&partner_id);
+                tokio::spawn(async move { client.create_agreement(request).await })
+            })
+            .collect(),
+    )
+    .await;
+    let mut versions: Vec<u32> = drafts
+        .iter()
+        .map(|d| {
+            d.as_ref()
+                .unwrap()
+                .get_ref()
+                .agreement
+                .as_ref()
+                .unwrap()
+                .version
+        })
+        .collect();
+    versions.sort_unstable();
+    assert_eq!(versions, [1, 2, 3, 4]);
+
+    // All four overlap (open-ended from yesterday): exactly one may come into force.
+    let activations = join_spawned(
+        drafts
+            .iter()
+            .map(|d| {
+                let mut client = agreements.clone();
+                let id = d
+                    .as_ref()
+                    .unwrap()
+                    .get_ref()
+                    .agreement
+                    .clone()
+                    .unwrap()
+                    .agreement_id;
+                tokio::spawn(async move { client.activate_agreement(activate(&id)).await })
+            })
+            .collect(),
+    )
+    .await;
+    let won = activations.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(won, 1, "{activations:?}");
+    for lost in activations.iter().filter_map(|a| a.as_ref().err()) {
+        assert_eq!(reason(lost), "AGREEMENT_OVERLAP");
+    }
+}
+
+/// Awaits every spawned call, in order.
+async fn join_spawned<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
