@@ -10,7 +10,7 @@ pub struct SharingMigrator;
 impl MigratorTrait for SharingMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![Box::new(
-            m20261210_000001_partners_and_agreements::Migration,
+            m20261201_000001_partners_and_agreements::Migration,
         )]
     }
 
@@ -19,51 +19,10 @@ impl MigratorTrait for SharingMigrator {
     }
 }
 
-fn text<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name).string().not_null().to_owned()
-}
+// Column and index shapes: the ones every service's tables use.
+use tutela_store::migration::columns::{index, number, optional, optional_time, text, time};
 
-fn optional<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name).string().null().to_owned()
-}
-
-fn time<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name)
-        .timestamp_with_time_zone()
-        .not_null()
-        .to_owned()
-}
-
-fn optional_time<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name)
-        .timestamp_with_time_zone()
-        .null()
-        .to_owned()
-}
-
-fn number<T: IntoIden>(name: T) -> ColumnDef {
-    ColumnDef::new(name).integer().not_null().to_owned()
-}
-
-async fn index(
-    manager: &SchemaManager<'_>,
-    name: &str,
-    table: impl IntoIden,
-    columns: Vec<DynIden>,
-    unique: bool,
-) -> Result<(), DbErr> {
-    let mut index = Index::create();
-    index.name(name).table(table);
-    for c in columns {
-        index.col(c);
-    }
-    if unique {
-        index.unique();
-    }
-    manager.create_index(index.to_owned()).await
-}
-
-mod m20261210_000001_partners_and_agreements {
+mod m20261201_000001_partners_and_agreements {
     use super::{index, number, optional, optional_time, text, time};
     use sea_orm_migration::prelude::*;
 
@@ -71,7 +30,7 @@ mod m20261210_000001_partners_and_agreements {
 
     impl MigrationName for Migration {
         fn name(&self) -> &str {
-            "m20261210_000001_partners_and_agreements"
+            "m20261201_000001_partners_and_agreements"
         }
     }
 

@@ -17,6 +17,7 @@ use tutela_proto::sharing::{
 };
 use tutela_store::testing::logs::personal;
 use tutela_testkit::{Credentials, TestSuite};
+pub use tutela_testkit::{fields, reason};
 
 /// The contact of a partner may name a person: declared personal, so the log scan looks for it.
 pub const CONTACT: &str = "exams.officer@examboard.example.org";
@@ -114,24 +115,6 @@ pub fn new_agreement(partner_id: &str) -> CreateAgreementRequest {
 pub fn keyed(mut request: CreateAgreementRequest, key: &str) -> CreateAgreementRequest {
     request.idempotency_key = Some(IdempotencyKey { key: key.into() });
     request
-}
-
-/// The ErrorInfo reason of `status`.
-pub fn reason(status: &tonic::Status) -> String {
-    use tonic_types::StatusExt;
-    status
-        .get_details_error_info()
-        .map(|i| i.reason)
-        .unwrap_or_default()
-}
-
-/// The fields `status`'s BadRequest names.
-pub fn fields(status: &tonic::Status) -> Vec<String> {
-    use tonic_types::StatusExt;
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 /// The reasons of the audit records of `rpc`, oldest first.
