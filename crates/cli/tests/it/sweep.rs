@@ -11,8 +11,10 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use crate::binary::BIN;
 
 const ELSEWHERE: &str = "replica-elsewhere/41/0f0f0f0f";
-const SWEEPERS: [(&str, &str); 2] = [
+/// Every sweeper the default build schedules: the test holds all their leases elsewhere.
+const SWEEPERS: [(&str, &str); 3] = [
     ("enrolment", "retention"),
+    ("enrolment", "learner changes"),
     ("subscription", "delivery events"),
 ];
 
@@ -104,14 +106,14 @@ async fn while_another_replica_holds_the_sweep_leases_serve_skips_and_the_sweep_
         .await;
     }
 
-    // `serve` sweeps at once on start: both scheduled sweeps find their lease held.
-    let skipped = serve_until(dir.path(), "scheduled sweep skipped", 2);
-    assert_eq!(skipped.len(), 2, "{skipped:?}");
+    // `serve` sweeps at once on start: every scheduled sweep finds its lease held.
+    let skipped = serve_until(dir.path(), "scheduled sweep skipped", SWEEPERS.len());
+    assert_eq!(skipped.len(), SWEEPERS.len(), "{skipped:?}");
     for line in &skipped {
         let line: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(line["fields"]["holder"], ELSEWHERE, "{line}");
     }
-    assert_eq!(holders(&db).await, [ELSEWHERE, ELSEWHERE]);
+    assert_eq!(holders(&db).await, [ELSEWHERE; SWEEPERS.len()]);
 
     // The operator's sweep removes nothing, says who sweeps, and exits with 75 (EX_TEMPFAIL).
     let busy = tutela(dir.path(), &["retention", "sweep"]);
