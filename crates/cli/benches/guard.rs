@@ -404,6 +404,33 @@ async fn bench_rpc(servers: &Servers) {
     };
     let describe = |_| describe_request();
 
+    // One RPC alone, for a profiler (`perf record --call-graph dwarf`): BENCH_PROFILE names it,
+    // BENCH_SECONDS (default 20) says how long. No ratio is printed: there is nothing beside it.
+    if let Ok(only) = std::env::var("BENCH_PROFILE") {
+        let secs = std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20);
+        let rate = match only.as_str() {
+            "echo" => drive::<_, DescribeSubjectRequest>(echo, creds, ECHO, secs, describe).await,
+            "DescribeSubject" => {
+                drive::<_, DescribeSubjectResponse>(guarded, creds, DESCRIBE, secs, describe).await
+            }
+            "GetLearner" => {
+                drive::<_, GetLearnerResponse>(learners, registrar, GET_LEARNER, secs, get).await
+            }
+            "CreateLearner" => {
+                drive::<_, CreateLearnerResponse>(learners, registrar, CREATE_LEARNER, secs, create)
+                    .await
+            }
+            other => panic!(
+                "BENCH_PROFILE={other:?}: one of echo, DescribeSubject, GetLearner, CreateLearner"
+            ),
+        };
+        println!("{only} alone for {secs} s: {rate:.0} calls/s");
+        return;
+    }
+
     // Warm up all of them, then measure in turns so that noise hits them alike.
     let secs = 1;
     drive::<_, DescribeSubjectRequest>(echo, creds.clone(), ECHO, secs, describe).await;
