@@ -44,10 +44,14 @@ enum Command {
         command: AuditCommand,
     },
     /// Print the processing register (record of processing activities) the guard enforces.
+    /// With a database (the data dir's, or --database-url), it also lists the recipients in force:
+    /// each purpose's actual recipients and transfers, from the sharing service's agreements.
     Register {
         /// Print JSON instead of Markdown.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        common: Common,
     },
     /// Print the access policies in force (the configured file, or the built-in defaults) after
     /// validating them against the schema; a copy of the defaults is where your own start.
@@ -326,13 +330,29 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Register { json } => {
-            let config = load(cli.config.as_ref(), Overrides::default())?;
+        Command::Register { json, common } => {
+            let config = load(cli.config.as_ref(), common.overrides())?;
             let register = tutela::guard::load_register(&config)?;
+            let recipients = match tutela::services::recipients_in_force(&config, &register).await {
+                Ok(rows) => Some(rows),
+                Err(e) => {
+                    // The register itself still prints: it is the organisation's record even
+                    // before any agreement exists; the note says why the recipients are missing.
+                    eprintln!("recipients in force not shown: {e:#}");
+                    None
+                }
+            };
             if json {
-                println!("{}", register.to_json());
+                let mut doc: serde_json::Value = serde_json::from_str(&register.to_json())?;
+                if let (Some(rows), Some(obj)) = (&recipients, doc.as_object_mut()) {
+                    obj.insert("recipients_in_force".into(), serde_json::to_value(rows)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
                 print!("{}", register.to_markdown());
+                if let Some(rows) = &recipients {
+                    print!("{}", tutela::services::recipients_markdown(rows));
+                }
             }
             Ok(())
         }

@@ -56,6 +56,73 @@ pub fn hosted(requested: &[String]) -> anyhow::Result<Vec<&'static dyn HostedSer
         .collect())
 }
 
+/// The recipients in force of every hosted service (see [`HostedService::recipients`]), read from
+/// the existing database: a database that does not exist yet is an error, never created.
+pub async fn recipients_in_force(
+    config: &crate::config::Config,
+    register: &tutela_policy::Register,
+) -> anyhow::Result<Vec<tutela_host::RecipientEntry>> {
+    let db = tutela_store::connect(&config.existing_database_url()?, 1).await?;
+    let now = chrono::Utc::now();
+    let mut rows = Vec::new();
+    for service in hosted(&config.server.services)? {
+        rows.extend(
+            service
+                .recipients(&db, register, now)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e}", service.name()))?,
+        );
+    }
+    Ok(rows)
+}
+
+/// The recipients in force as a section of the Markdown record of processing activities.
+pub fn recipients_markdown(rows: &[tutela_host::RecipientEntry]) -> String {
+    use std::fmt::Write;
+    let mut md = String::from("\n## Recipients in force (from data-sharing agreements)\n\n");
+    if rows.is_empty() {
+        md.push_str("No data-sharing agreement is in force.\n");
+        return md;
+    }
+    md.push_str(
+        "| tenant | purpose | recipient | kind | role | country | legal basis | fields | valid | recipient keeps | transfer safeguard |\n",
+    );
+    md.push_str("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+    for r in rows {
+        let valid = match r.valid_to {
+            Some(to) => format!("{} to {}", r.valid_from.date_naive(), to.date_naive()),
+            None => format!("from {}", r.valid_from.date_naive()),
+        };
+        let transfer = r.transfer.as_ref().map_or_else(
+            || "not needed (EEA, UK or adequacy)".to_owned(),
+            |t| format!("{} ({})", t.safeguard, t.reference),
+        );
+        let fields: Vec<String> = r.fields.iter().map(|f| format!("`{f}`")).collect();
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {} (agreement v{}) | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.tenant,
+            r.purpose,
+            cell(&r.recipient),
+            r.version,
+            r.kind,
+            r.role,
+            r.country,
+            r.legal_basis,
+            fields.join(", "),
+            valid,
+            r.recipient_retention,
+            cell(&transfer),
+        );
+    }
+    md
+}
+
+/// Text for a Markdown table cell: a `|` or a line break in a name would split the row.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

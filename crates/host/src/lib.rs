@@ -67,6 +67,68 @@ pub trait HostedService: Send + Sync {
         let _ = ctx;
         Ok(Vec::new())
     }
+
+    /// The recipients its own records say a purpose's data goes to at `now` (the sharing
+    /// service's agreements in force), for the record of processing activities that `tutela
+    /// register` prints: the register names kinds of recipient, these name the actual ones.
+    /// Reads only; never called on a database it would have to create.
+    fn recipients<'a>(
+        &'a self,
+        db: &'a DatabaseConnection,
+        register: &'a Register,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<RecipientEntry>, BuildError>> {
+        let _ = (db, register, now);
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+}
+
+/// A future a hosted service returns through the object-safe trait.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// One actual recipient of one purpose's data, from a service's records: who (an organisation,
+/// never a person), on which basis, which fields, since and until when, and how a transfer abroad
+/// is safeguarded (GDPR Art. 30(1)(d)–(e)).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RecipientEntry {
+    /// The tenant whose agreement it is.
+    pub tenant: String,
+    /// The register purpose's short name (`exam_booking`).
+    pub purpose: String,
+    /// The recipient organisation's legal name.
+    pub recipient: String,
+    /// What kind of organisation it is (`exam_body`, `funder`, ...).
+    pub kind: String,
+    /// Its role in the processing (`controller`, `processor`, `joint_controller`).
+    pub role: String,
+    /// Its country, ISO 3166-1 alpha-2.
+    pub country: String,
+    /// The legal basis of the disclosure (`contract`, `consent`, ...).
+    pub legal_basis: String,
+    /// The fields it receives, as paths of the enrolment contract.
+    pub fields: Vec<String>,
+    /// The agreement and its version.
+    pub agreement_id: String,
+    /// The agreement's version.
+    pub version: i32,
+    /// From when the agreement applies.
+    pub valid_from: DateTime<Utc>,
+    /// Until when, if it ends.
+    pub valid_to: Option<DateTime<Utc>>,
+    /// How long the recipient may keep what it receives (ISO-8601 duration).
+    pub recipient_retention: String,
+    /// A transfer outside the EEA and UK without adequacy: the safeguard and its document
+    /// reference; `None` when no transfer safeguard is needed.
+    pub transfer: Option<TransferEntry>,
+}
+
+/// The safeguard of a transfer abroad (S7).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TransferEntry {
+    /// `sccs`, `uk_idta`, `bcrs` or `art49_derogation`.
+    pub safeguard: String,
+    /// The document that records it.
+    pub reference: String,
 }
 
 /// The shared parts of a process that a hosted service is built from.

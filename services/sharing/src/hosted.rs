@@ -1,7 +1,10 @@
 //! The sharing service as a `tutela` process hosts it: its migrations and its two gRPC services.
 //! It holds no learner's data yet, so it has no part in data-subject rights and no sweeper.
 
-use tutela_host::{BuildError, Context, HostedService, Served};
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseConnection;
+use tutela_host::{BoxFuture, BuildError, Context, HostedService, RecipientEntry, Served};
+use tutela_policy::Register;
 use tutela_proto::sharing::agreement_service_server::AgreementServiceServer;
 use tutela_proto::sharing::partner_service_server::PartnerServiceServer;
 
@@ -40,5 +43,14 @@ impl HostedService for Hosted {
                     .max_encoding_message_size(max),
             );
         Ok(())
+    }
+
+    fn recipients<'a>(
+        &'a self,
+        db: &'a DatabaseConnection,
+        register: &'a Register,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<RecipientEntry>, BuildError>> {
+        Box::pin(async move { Ok(crate::recipients::in_force(db, register, now).await?) })
     }
 }

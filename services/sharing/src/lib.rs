@@ -7,7 +7,8 @@
 //! The modules: [`entity`] and [`migration`] (the tables), [`terms`] (stored names of the
 //! vocabularies), [`duration`] (ISO-8601 periods), [`paths`] (field paths looked up in the
 //! enrolment contract), [`keys`] (pseudonym keys, sealed through the vault), [`partners`] and
-//! [`agreements`] (the two gRPC services).
+//! [`agreements`] (the two gRPC services), [`recipients`] (the agreements in force, for the
+//! record of processing activities).
 
 pub mod agreements;
 pub mod duration;
@@ -17,6 +18,7 @@ pub mod keys;
 pub mod migration;
 pub mod partners;
 pub mod paths;
+pub mod recipients;
 mod sharing;
 pub mod terms;
 

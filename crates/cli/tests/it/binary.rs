@@ -423,6 +423,52 @@ fn register_prints_every_purpose_as_a_record_of_processing() {
 }
 
 #[test]
+fn register_without_a_database_prints_the_register_and_creates_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["register", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.contains("`exam_booking`"), "{md}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("recipients in force not shown"), "{err}");
+    assert!(!dir.path().join("tutela.db").exists());
+
+    // With a database, the section is there, saying no agreement is in force yet.
+    let out = Command::new(BIN)
+        .args(["migrate", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["register", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let md = String::from_utf8(out.stdout).unwrap();
+    assert!(md.contains("## Recipients in force"), "{md}");
+    assert!(
+        md.contains("No data-sharing agreement is in force."),
+        "{md}"
+    );
+    let out = Command::new(BIN)
+        .args(["register", "--json", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["recipients_in_force"], serde_json::json!([]));
+}
+
+#[test]
 fn a_register_with_an_unknown_category_refuses_to_load_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("register.toml");

@@ -309,6 +309,62 @@ async fn a_partner_abroad_without_adequacy_needs_a_named_safeguard() {
             .await
             .unwrap();
     }
+    // A draft is no recipient yet.
+    let ch = partner(&suite, "CH").await;
+    agreements
+        .create_agreement(new_agreement(&ch))
+        .await
+        .unwrap();
+
+    // The record of processing activities names them, with the transfer where one is needed.
+    let db = suite.database().connect().await.unwrap();
+    let register = tutela_policy::Register::default_register().unwrap();
+    let rows = tutela_sharing::recipients::in_force(&db, &register, chrono::Utc::now())
+        .await
+        .unwrap();
+    let listed: Vec<(&str, &str, Option<&str>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.country.as_str(),
+                r.purpose.as_str(),
+                r.transfer.as_ref().map(|t| t.safeguard.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    for country in ["US", "JP", "NO"] {
+        for purpose in ["exam_booking", "exam_results"] {
+            let safeguard = (country == "US").then_some("sccs");
+            assert!(
+                listed.contains(&(country, purpose, safeguard)),
+                "{country} {purpose}: {listed:?}"
+            );
+        }
+    }
+    let us_row = rows.iter().find(|r| r.country == "US").unwrap();
+    assert_eq!(us_row.tenant, "acme");
+    assert_eq!(us_row.legal_basis, "contract");
+    assert_eq!(us_row.recipient_retention, "P1Y");
+    assert!(
+        us_row
+            .transfer
+            .as_ref()
+            .unwrap()
+            .reference
+            .starts_with("EU SCCs"),
+        "{us_row:?}"
+    );
+    // Once terminated, an agreement is no longer in force.
+    agreements
+        .terminate_agreement(terminate(&rows[0].agreement_id))
+        .await
+        .unwrap();
+    let after = tutela_sharing::recipients::in_force(&db, &register, chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 4);
+    assert!(after.iter().all(|r| r.agreement_id != rows[0].agreement_id));
 }
 
 #[tokio::test]
@@ -316,8 +372,11 @@ async fn an_agreement_in_force_is_never_changed_and_ends_only_once() {
     let suite = TestSuite::start().await.unwrap();
     let partner_id = partner(&suite, "GB").await;
     let mut agreements = suite.agreements(dpo(&suite));
+    // One request, sent again below: a retry carries the same valid_from, which a second
+    // `new_agreement` would not if the clock crossed a second meanwhile.
+    let request = keyed(new_agreement(&partner_id), "agreement-0001");
     let draft = agreements
-        .create_agreement(keyed(new_agreement(&partner_id), "agreement-0001"))
+        .create_agreement(request.clone())
         .await
         .unwrap()
         .into_inner()
@@ -347,7 +406,7 @@ async fn an_agreement_in_force_is_never_changed_and_ends_only_once() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(reason(&err), "INVALID_TRANSITION");
     let retried = agreements
-        .create_agreement(keyed(new_agreement(&partner_id), "agreement-0001"))
+        .create_agreement(request.clone())
         .await
         .unwrap()
         .into_inner()
@@ -357,12 +416,9 @@ async fn an_agreement_in_force_is_never_changed_and_ends_only_once() {
         retried, active,
         "the retry answers with the agreement as it is now"
     );
-    let mut other = new_agreement(&partner_id);
+    let mut other = request.clone();
     other.partner_retention = "P2Y".into();
-    let err = agreements
-        .create_agreement(keyed(other, "agreement-0001"))
-        .await
-        .unwrap_err();
+    let err = agreements.create_agreement(other).await.unwrap_err();
     assert_eq!(err.code(), Code::AlreadyExists);
 
     let terminated = agreements
