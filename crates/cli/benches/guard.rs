@@ -312,7 +312,7 @@ async fn start_servers() -> Servers {
     // configuration and database, with the authorisation the guard grants this token made once
     // and attached to every call, where the guard checks token, purpose, register and rules,
     // and writes the audit records, on every call.
-    let assembled = tutela::server::assemble(subscription.config())
+    let assembled = tutela::server::assemble(subscription.config(), None)
         .await
         .unwrap();
     let mut headers = http::HeaderMap::new();

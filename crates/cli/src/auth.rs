@@ -41,3 +41,88 @@ pub fn issue(config: &Config, request: &TokenRequest) -> anyhow::Result<String> 
     )
     .map_err(anyhow::Error::msg)
 }
+
+/// The directory under the data dir with one file per tenant holding a `service` token of that
+/// tenant, for the calls this process makes to other services (the sharing service reading
+/// learners through enrolment). Kubernetes mounts a secret there.
+pub const SERVICE_TOKEN_DIR: &str = "service-tokens";
+
+/// Service tokens from `<data_dir>/service-tokens/<tenant>` (read on every call, so a rotated
+/// secret is used without a restart), or, in development only (a token secret of this process's
+/// own, no identity provider), signed here for five minutes.
+pub struct ServiceTokenFiles {
+    dir: std::path::PathBuf,
+    dev_secret: Option<secrecy::SecretString>,
+    issuer: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for ServiceTokenFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceTokenFiles")
+            .field("dir", &self.dir)
+            .field(
+                "dev_secret",
+                &self.dev_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceTokenFiles {
+    /// The token source of `config`. Never generates a secret.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        // Self-signed service tokens only where the process verifies its own development
+        // tokens: with an identity provider, tokens come from it.
+        let dev_secret = if config.auth.jwks_file.as_os_str().is_empty() {
+            keys::dev_secret(config)?
+        } else {
+            None
+        };
+        Ok(Self {
+            dir: config.data_dir.join(SERVICE_TOKEN_DIR),
+            dev_secret,
+            issuer: config.auth.issuer.clone(),
+            audience: config.auth.audience.clone(),
+        })
+    }
+}
+
+impl tutela_host::ServiceTokens for ServiceTokenFiles {
+    fn token(&self, tenant: &str) -> Result<String, tutela_host::BuildError> {
+        // The tenant comes from a verified token, but it names a file: one plain component.
+        let plain = !tenant.is_empty()
+            && !tenant.starts_with('.')
+            && tenant
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !plain {
+            return Err("no service token for this tenant".into());
+        }
+        let path = self.dir.join(tenant);
+        if let Ok(token) = std::fs::read_to_string(&path)
+            && !token.trim().is_empty()
+        {
+            return Ok(token.trim().to_owned());
+        }
+        let Some(secret) = &self.dev_secret else {
+            return Err(format!("no service token in {}", path.display()).into());
+        };
+        let request = TokenRequest {
+            tenant: tenant.to_owned(),
+            subject: "tutela-service".into(),
+            kind: Some(tutela_policy::PrincipalKind::Service),
+            roles: vec!["service".into()],
+            partner: None,
+            wards: Vec::new(),
+            ttl: chrono::Duration::minutes(5),
+        };
+        Ok(issue_hs256(
+            secret,
+            &self.issuer,
+            &self.audience,
+            &request,
+            chrono::Utc::now(),
+        )?)
+    }
+}

@@ -103,7 +103,7 @@ pub async fn sweep(config: &Config, dry_run: bool) -> anyhow::Result<Report> {
         clock: clock.clone(),
         register,
     }
-    .context(config, &hosted, false)?;
+    .context(config, &hosted, false, None)?;
     for service in hosted {
         let ctx = crate::server::for_service(&ctx, config, service);
         let built = service

@@ -97,7 +97,7 @@ pub async fn run(
         guard,
         reporter,
         health_names,
-    } = assemble(&config).await?;
+    } = assemble(&config, Some(listener.local_addr()?)).await?;
     let s = &config.server;
     let hosted = services::resolve(&s.services)?;
     let local = listener.local_addr()?;
@@ -152,6 +152,7 @@ impl Shared {
         config: &Config,
         hosted: &[&'static dyn HostedService],
         remote: bool,
+        local: Option<std::net::SocketAddr>,
     ) -> anyhow::Result<tutela_host::Context> {
         let ledger = hosted.iter().any(|s| s.hosts_ledger()).then(|| {
             Arc::new(tutela_ledger::Ledger::new(
@@ -180,6 +181,8 @@ impl Shared {
             ledger,
             settings: serde_json::Value::Null,
             max_message_bytes: config.server.max_message_bytes,
+            local_endpoint: local.map(local_endpoint),
+            service_tokens: Arc::new(crate::auth::ServiceTokenFiles::new(config)?),
         })
     }
 }
@@ -196,8 +199,24 @@ pub(crate) fn for_service(
     }
 }
 
-/// Connects, migrates and builds everything `run` serves.
-pub async fn assemble(config: &Config) -> anyhow::Result<Assembled> {
+/// Where a service of this process reaches another hosted in it: the listen address, with an
+/// unspecified one (`0.0.0.0`, `[::]`) replaced by the loopback address of its family.
+fn local_endpoint(addr: std::net::SocketAddr) -> String {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+}
+
+/// Connects, migrates and builds everything `run` serves, for a process listening on `local`
+/// (where its services reach each other).
+pub async fn assemble(
+    config: &Config,
+    local: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Assembled> {
     let hosted = services::hosted(&config.server.services)?;
     // The one place development keys are generated: every other command only reads them.
     let generated = keys::generate_development_keys(config)?;
@@ -214,7 +233,7 @@ pub async fn assemble(config: &Config) -> anyhow::Result<Assembled> {
         clock,
         register: register.clone(),
     }
-    .context(config, &hosted, true)?;
+    .context(config, &hosted, true, local)?;
     let guard = Arc::new(crate::guard::build(
         config,
         audit,

@@ -152,6 +152,30 @@ pub struct Context {
     pub settings: serde_json::Value,
     /// The largest gRPC message, each way.
     pub max_message_bytes: usize,
+    /// Where this process serves gRPC (`http://127.0.0.1:50051`), when it serves: a hosted
+    /// service calls another hosted in the same process there, through the guard like any
+    /// client. `None` for commands that do not serve.
+    pub local_endpoint: Option<String>,
+    /// Bearer tokens of `service` principals, for calls this process makes to the others.
+    pub service_tokens: Arc<dyn ServiceTokens>,
+}
+
+/// Where a service's calls to another service get their bearer token: one `service` principal
+/// per tenant, since every call is scoped to the tenant of its token.
+pub trait ServiceTokens: Send + Sync {
+    /// A token of a `service` principal of `tenant`, valid for at least a minute; an error says
+    /// where one was looked for (never a token).
+    fn token(&self, tenant: &str) -> Result<String, BuildError>;
+}
+
+/// A process without service tokens: every call it would make to another service fails.
+#[derive(Debug, Default)]
+pub struct NoServiceTokens;
+
+impl ServiceTokens for NoServiceTokens {
+    fn token(&self, _tenant: &str) -> Result<String, BuildError> {
+        Err("this process has no service tokens".into())
+    }
 }
 
 impl fmt::Debug for Context {
@@ -159,6 +183,7 @@ impl fmt::Debug for Context {
         f.debug_struct("Context")
             .field("hosts_ledger", &self.ledger.is_some())
             .field("max_message_bytes", &self.max_message_bytes)
+            .field("local_endpoint", &self.local_endpoint)
             .finish_non_exhaustive()
     }
 }

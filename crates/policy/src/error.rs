@@ -110,6 +110,9 @@ preconditions! {
     AgreementRequired => "AGREEMENT_REQUIRED",
     /// An agreement's validity overlaps an active version of the same partner's agreement.
     AgreementOverlap => "AGREEMENT_OVERLAP",
+    /// The partner's access to a delivery has ended (its agreement's access period, or the
+    /// agreement itself).
+    AccessPeriodEnded => "ACCESS_PERIOD_ENDED",
 }
 
 impl std::fmt::Display for Precondition {
@@ -268,6 +271,9 @@ pub enum Error {
     /// A dependency (database, another service) is unavailable; retrying may help.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// The request asks for something this version does not do yet (a constant sentence).
+    #[error("not implemented: {0}")]
+    NotImplemented(&'static str),
     /// A bug or an unexpected failure; the cause is logged, never returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -317,6 +323,7 @@ impl Error {
             Self::AlreadyExists(_) => "ALREADY_EXISTS",
             Self::AuditUnavailable => "AUDIT_UNAVAILABLE",
             Self::Unavailable(_) => "UNAVAILABLE",
+            Self::NotImplemented(_) => "NOT_IMPLEMENTED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -355,7 +362,7 @@ impl Error {
             | Self::LegalHold
             | Self::TransferSafeguardRequired { .. }
             | Self::FailedPrecondition { .. } => Code::FailedPrecondition,
-            Self::CompressionUnsupported => Code::Unimplemented,
+            Self::CompressionUnsupported | Self::NotImplemented(_) => Code::Unimplemented,
             Self::MessageTooLarge(_) => Code::ResourceExhausted,
             Self::NotFound(_) => Code::NotFound,
             Self::AlreadyExists(_) => Code::AlreadyExists,
@@ -664,6 +671,11 @@ mod tests {
                 Error::Unavailable("db".into()),
                 Code::Unavailable,
                 "UNAVAILABLE",
+            ),
+            (
+                Error::NotImplemented("record fields"),
+                Code::Unimplemented,
+                "NOT_IMPLEMENTED",
             ),
             (Error::internal("boom"), Code::Internal, "INTERNAL"),
         ];

@@ -123,3 +123,109 @@ pub mod agreement_purpose {
 
     tutela_policy::scoped_entity!(tenant: Tenant);
 }
+
+/// One delivery: the records made available to a partner by one disclosure, under one agreement
+/// version and purpose.
+pub mod delivery {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_deliveries")]
+    pub struct Model {
+        /// A UUIDv7, so a partner's deliveries page in creation order.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub delivery_id: String,
+        pub tenant: String,
+        pub partner_id: String,
+        pub agreement_id: String,
+        pub agreement_version: i32,
+        /// The register purpose's short name.
+        pub purpose: String,
+        /// Short name of the legal basis.
+        pub legal_basis: String,
+        /// The field paths disclosed, as a JSON array.
+        pub fields: String,
+        /// `pull`.
+        pub channel: String,
+        /// The partner's pseudonym key version the records are under.
+        pub key_version: i32,
+        pub record_count: i32,
+        /// The principal id of who disclosed.
+        pub actor: String,
+        pub created_at: DateTimeUtc,
+        /// The end of the agreement's access period from `created_at`, if it sets one.
+        pub available_until: Option<DateTimeUtc>,
+        pub idempotency_key: Option<String>,
+        pub request_hash: Option<String>,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+}
+
+/// One learner's record in a delivery, sealed under the partner's data key: it is personal data
+/// at rest until the partner pulls it and the access period ends. Hand-written Debug.
+pub mod delivery_record {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_delivery_records")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub delivery_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub position: i32,
+        pub tenant: String,
+        pub pseudonym: String,
+        /// The encoded `tutela.enrolment.v1.Learner` as delivered, sealed.
+        pub sealed_record: Vec<u8>,
+        pub payload_sha256: String,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("DeliveryRecord")
+                .field("delivery_id", &self.delivery_id)
+                .field("position", &self.position)
+                .field("sealed_record", &"[redacted]")
+                .finish_non_exhaustive()
+        }
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+}
+
+/// The disclosure log: one entry per learner per delivery, chained per partner. Never updated;
+/// holds no disclosed value.
+pub mod disclosure {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_disclosure_log")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub partner_id: String,
+        /// 1, 2, ... along the partner's chain.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub position: i64,
+        pub tenant: String,
+        /// The learner: the log answers access requests and finds who must hear of a
+        /// rectification, so it names the learner (at rest, never in logs or spans).
+        pub subject_id: String,
+        pub delivery_id: String,
+        pub agreement_id: String,
+        pub agreement_version: i32,
+        pub purpose: String,
+        pub legal_basis: String,
+        /// The field paths, as a JSON array.
+        pub fields: String,
+        pub channel: String,
+        pub disclosed_at: DateTimeUtc,
+        pub actor: String,
+        pub payload_sha256: String,
+        /// The previous entry's `entry_hash` (64 zeros for the first).
+        pub prev_hash: String,
+        pub entry_hash: String,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+}

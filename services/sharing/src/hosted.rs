@@ -1,14 +1,54 @@
-//! The sharing service as a `tutela` process hosts it: its migrations and its two gRPC services.
-//! It holds no learner's data yet, so it has no part in data-subject rights and no sweeper.
+//! The sharing service as a `tutela` process hosts it: its migrations, its gRPC services and its
+//! settings (`[sharing]`: where the enrolment service is).
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use tutela_host::{BoxFuture, BuildError, Context, HostedService, RecipientEntry, Served};
 use tutela_policy::Register;
 use tutela_proto::sharing::agreement_service_server::AgreementServiceServer;
+use tutela_proto::sharing::disclosure_service_server::DisclosureServiceServer;
 use tutela_proto::sharing::partner_service_server::PartnerServiceServer;
 
-use crate::{AgreementService, PartnerService, SERVICE, Sharing, SharingMigrator};
+use crate::enrolment::{Enrolment, EnrolmentSettings};
+use crate::{
+    AgreementService, DisclosureService, PartnerService, SERVICE, Sharing, SharingMigrator,
+};
+
+/// The `[sharing]` settings section.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// The enrolment service the learners to disclose are read from: `http://host:port` or
+    /// `https://host:port`; empty for this process's own address (enrolment hosted with it).
+    #[serde(default)]
+    enrolment_endpoint: String,
+    /// PEM file of the CA that signed the enrolment service's certificate (with https).
+    #[serde(default)]
+    enrolment_ca_file: std::path::PathBuf,
+}
+
+impl Settings {
+    fn of(section: Option<&serde_json::Value>) -> Result<Self, String> {
+        let settings: Self = match section {
+            None | Some(serde_json::Value::Null) => Self::default(),
+            Some(value) => serde_json::from_value(value.clone())
+                .map_err(|e| format!("sharing settings: {e}"))?,
+        };
+        let e = &settings.enrolment_endpoint;
+        if !(e.is_empty() || e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(format!(
+                "sharing.enrolment_endpoint must start with http:// or https://, not {e:?}"
+            ));
+        }
+        if e.starts_with("https://") && settings.enrolment_ca_file.as_os_str().is_empty() {
+            return Err(
+                "sharing.enrolment_endpoint is https:// but sharing.enrolment_ca_file is not set"
+                    .into(),
+            );
+        }
+        Ok(settings)
+    }
+}
 
 /// The sharing service's [`HostedService`].
 pub(crate) struct Hosted;
@@ -22,7 +62,29 @@ impl HostedService for Hosted {
         vec![tutela_store::migrations_of::<SharingMigrator>(SERVICE)]
     }
 
+    fn check_settings(&self, section: Option<&serde_json::Value>) -> Result<(), String> {
+        Settings::of(section).map(|_| ())
+    }
+
     fn build(&self, ctx: &Context, served: &mut Served) -> Result<(), BuildError> {
+        let settings = Settings::of(Some(&ctx.settings))?;
+        let endpoint = match settings.enrolment_endpoint.as_str() {
+            "" => ctx.local_endpoint.clone(),
+            configured => Some(configured.to_owned()),
+        };
+        let enrolment = endpoint
+            .map(|endpoint| {
+                Enrolment::new(
+                    &EnrolmentSettings {
+                        endpoint,
+                        ca_file: (!settings.enrolment_ca_file.as_os_str().is_empty())
+                            .then(|| settings.enrolment_ca_file.clone()),
+                    },
+                    ctx.service_tokens.clone(),
+                )
+            })
+            .transpose()?
+            .map(std::sync::Arc::new);
         let sharing = Sharing::new(
             ctx.db.clone(),
             ctx.keyring.clone(),
@@ -38,7 +100,12 @@ impl HostedService for Hosted {
                     .max_encoding_message_size(max),
             )
             .grpc(
-                AgreementServiceServer::new(AgreementService::new(sharing))
+                AgreementServiceServer::new(AgreementService::new(sharing.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .grpc(
+                DisclosureServiceServer::new(DisclosureService::new(sharing, enrolment))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             );

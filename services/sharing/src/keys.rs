@@ -96,6 +96,16 @@ impl PartnerKeys {
         Ok(data_key.seal(&field(version), raw.as_slice())?)
     }
 
+    /// The partner's data key in the vault, which also seals what is delivered to it: a
+    /// delivery's records are as unreadable as its pseudonym keys once that key is shredded.
+    pub async fn data_key(
+        &self,
+        tenant: &str,
+        partner_id: &str,
+    ) -> tutela_policy::Result<tutela_store::SubjectKey> {
+        Ok(self.vault.get(tenant, partner_id).await?)
+    }
+
     /// Opens the key of `version` sealed as `sealed`.
     pub async fn open(
         &self,

@@ -7,11 +7,14 @@
 //! The modules: [`entity`] and [`migration`] (the tables), [`terms`] (stored names of the
 //! vocabularies), [`duration`] (ISO-8601 periods), [`paths`] (field paths looked up in the
 //! enrolment contract), [`keys`] (pseudonym keys, sealed through the vault), [`partners`] and
-//! [`agreements`] (the two gRPC services), [`recipients`] (the agreements in force, for the
-//! record of processing activities).
+//! [`agreements`] (two gRPC services), [`disclosures`] (the disclosure path, the pull channel
+//! and the disclosure log) reading learners through [`enrolment`]'s API, [`recipients`] (the
+//! agreements in force, for the record of processing activities).
 
 pub mod agreements;
+pub mod disclosures;
 pub mod duration;
+pub mod enrolment;
 pub mod entity;
 mod hosted;
 pub mod keys;
@@ -23,6 +26,7 @@ mod sharing;
 pub mod terms;
 
 pub use agreements::AgreementService;
+pub use disclosures::DisclosureService;
 pub use keys::{PartnerKeys, PseudonymKey};
 pub use migration::SharingMigrator;
 pub use partners::PartnerService;

@@ -9,9 +9,10 @@ pub struct SharingMigrator;
 
 impl MigratorTrait for SharingMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(
-            m20261201_000001_partners_and_agreements::Migration,
-        )]
+        vec![
+            Box::new(m20261201_000001_partners_and_agreements::Migration),
+            Box::new(m20261202_000002_disclosures::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -219,6 +220,195 @@ mod m20261201_000001_partners_and_agreements {
                 SharingAgreements::Table.into_iden(),
                 SharingPartnerKeys::Table.into_iden(),
                 SharingPartners::Table.into_iden(),
+            ] {
+                manager
+                    .drop_table(Table::drop().table(table).to_owned())
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+mod m20261202_000002_disclosures {
+    use super::{index, number, optional, optional_time, text, time};
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261202_000002_disclosures"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum SharingDeliveries {
+        Table,
+        DeliveryId,
+        Tenant,
+        PartnerId,
+        AgreementId,
+        AgreementVersion,
+        Purpose,
+        LegalBasis,
+        Fields,
+        Channel,
+        KeyVersion,
+        RecordCount,
+        Actor,
+        CreatedAt,
+        AvailableUntil,
+        IdempotencyKey,
+        RequestHash,
+    }
+
+    #[derive(DeriveIden)]
+    enum SharingDeliveryRecords {
+        Table,
+        DeliveryId,
+        Position,
+        Tenant,
+        Pseudonym,
+        SealedRecord,
+        PayloadSha256,
+    }
+
+    #[derive(DeriveIden)]
+    enum SharingDisclosureLog {
+        Table,
+        PartnerId,
+        Position,
+        Tenant,
+        SubjectId,
+        DeliveryId,
+        AgreementId,
+        AgreementVersion,
+        Purpose,
+        LegalBasis,
+        Fields,
+        Channel,
+        DisclosedAt,
+        Actor,
+        PayloadSha256,
+        PrevHash,
+        EntryHash,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            use SharingDeliveries as D;
+            use SharingDeliveryRecords as R;
+            use SharingDisclosureLog as L;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(D::Table)
+                        .col(text(D::DeliveryId).primary_key())
+                        .col(text(D::Tenant))
+                        .col(text(D::PartnerId))
+                        .col(text(D::AgreementId))
+                        .col(number(D::AgreementVersion))
+                        .col(text(D::Purpose))
+                        .col(text(D::LegalBasis))
+                        .col(ColumnDef::new(D::Fields).text().not_null())
+                        .col(text(D::Channel))
+                        .col(number(D::KeyVersion))
+                        .col(number(D::RecordCount))
+                        .col(text(D::Actor))
+                        .col(time(D::CreatedAt))
+                        .col(optional_time(D::AvailableUntil))
+                        .col(optional(D::IdempotencyKey))
+                        .col(optional(D::RequestHash))
+                        .to_owned(),
+                )
+                .await?;
+            // A partner's pulls walk its deliveries in order.
+            index(
+                manager,
+                "sharing_deliveries_by_partner",
+                D::Table,
+                vec![
+                    D::Tenant.into_iden(),
+                    D::PartnerId.into_iden(),
+                    D::DeliveryId.into_iden(),
+                ],
+                true,
+            )
+            .await?;
+            index(
+                manager,
+                "sharing_deliveries_by_idempotency_key",
+                D::Table,
+                vec![D::Tenant.into_iden(), D::IdempotencyKey.into_iden()],
+                true,
+            )
+            .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(R::Table)
+                        .col(text(R::DeliveryId))
+                        .col(number(R::Position))
+                        .col(text(R::Tenant))
+                        .col(text(R::Pseudonym))
+                        .col(ColumnDef::new(R::SealedRecord).binary().not_null())
+                        .col(text(R::PayloadSha256))
+                        .primary_key(Index::create().col(R::DeliveryId).col(R::Position))
+                        .to_owned(),
+                )
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(L::Table)
+                        .col(text(L::PartnerId))
+                        .col(ColumnDef::new(L::Position).big_integer().not_null())
+                        .col(text(L::Tenant))
+                        .col(text(L::SubjectId))
+                        .col(text(L::DeliveryId))
+                        .col(text(L::AgreementId))
+                        .col(number(L::AgreementVersion))
+                        .col(text(L::Purpose))
+                        .col(text(L::LegalBasis))
+                        .col(ColumnDef::new(L::Fields).text().not_null())
+                        .col(text(L::Channel))
+                        .col(time(L::DisclosedAt))
+                        .col(text(L::Actor))
+                        .col(text(L::PayloadSha256))
+                        .col(text(L::PrevHash))
+                        .col(text(L::EntryHash))
+                        // One chain per partner: two disclosures racing for the same position
+                        // cannot both commit.
+                        .primary_key(Index::create().col(L::PartnerId).col(L::Position))
+                        .to_owned(),
+                )
+                .await?;
+            // An access request lists a learner's recipients; a rectification finds them.
+            index(
+                manager,
+                "sharing_disclosure_log_by_subject",
+                L::Table,
+                vec![
+                    L::Tenant.into_iden(),
+                    L::SubjectId.into_iden(),
+                    L::PartnerId.into_iden(),
+                    L::Position.into_iden(),
+                ],
+                false,
+            )
+            .await?;
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            for table in [
+                SharingDisclosureLog::Table.into_iden(),
+                SharingDeliveryRecords::Table.into_iden(),
+                SharingDeliveries::Table.into_iden(),
             ] {
                 manager
                     .drop_table(Table::drop().table(table).to_owned())

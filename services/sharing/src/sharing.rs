@@ -11,7 +11,7 @@ use tutela_policy::validate::Checks;
 use tutela_policy::{Authorized, Register, Result};
 use tutela_store::{Keyring, SharedClock};
 
-use crate::entity::partner;
+use crate::entity::{partner, partner_key};
 use crate::keys::PartnerKeys;
 
 /// The database, keys, audit log, clock and register of the sharing service. Cheap to clone.
@@ -91,6 +91,27 @@ impl Sharing {
         }
         let rows = update.exec_with_returning(txn).await?;
         found(rows.into_iter().next(), "partner")
+    }
+}
+
+impl Sharing {
+    /// The sealed pseudonym key of `version` of the partner, read within `conn`.
+    pub(crate) async fn sealed_key<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        call: &Authorized,
+        partner_id: &str,
+        version: u32,
+    ) -> Result<Vec<u8>> {
+        let row = found(
+            call.find::<partner_key::Entity>()
+                .filter(partner_key::Column::PartnerId.eq(partner_id))
+                .filter(partner_key::Column::Version.eq(i32::try_from(version).unwrap_or(0)))
+                .one(conn)
+                .await?,
+            "partner key",
+        )?;
+        Ok(row.sealed_key)
     }
 }
 

@@ -108,7 +108,17 @@ fn targets(suite: &TestSuite) -> Vec<Target> {
                     })
                 });
                 let (role, purpose) = found.unwrap_or_else(|| panic!("no role may call {}", m.rpc));
-                (suite.token("acme", "staff-1", &[role]), purpose)
+                // A partner's token names its partner, as the principal above does.
+                let token = suite.token_for(tutela_policy::principal::TokenRequest {
+                    tenant: "acme".into(),
+                    subject: "staff-1".into(),
+                    kind: None,
+                    roles: vec![role.to_owned()],
+                    partner: (role == "partner").then(|| "partner-1".to_owned()),
+                    wards: Vec::new(),
+                    ttl: chrono::Duration::hours(1),
+                });
+                (token, purpose)
             });
             Target {
                 path: format!("/{}", m.rpc),

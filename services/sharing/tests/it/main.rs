@@ -6,6 +6,7 @@
 
 mod access;
 mod agreements;
+mod disclosures;
 mod partners;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};

@@ -1,0 +1,805 @@
+//! `tutela.sharing.v1.DisclosureService`: the one disclosure path, the pull channel, and the
+//! disclosure log (S1, S3, S6).
+//!
+//! A disclosure reads the learners through enrolment's API (see [`crate::enrolment`]), keeps
+//! only the fields the agreement in force names for the call's purpose, replaces the learner id
+//! by the partner's pseudonym, seals each record under the partner's data key, and writes the
+//! delivery, its records and one log entry per learner in one transaction with the call's audit
+//! record: a delivery exists with its log entries or not at all, so nothing can be pulled that
+//! the log does not show, and nothing is logged that could not be pulled.
+//!
+//! The log is a hash chain per partner (each entry hashes the previous entry's hash with its own
+//! content), written under the partner's row lock so that the chain has one order; an entry
+//! changed or removed afterwards breaks it ([`verify_chain`]).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use prost::Message;
+use prost_reflect::{DynamicMessage, ReflectMessage, Value};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tutela_policy::idempotency::{self, Idempotency};
+use tutela_policy::scope::found;
+use tutela_policy::validate::{Checks, timestamp};
+use tutela_policy::{Authorized, Error, Precondition, Result, fields};
+use tutela_proto::common::{LegalBasis, PageResponse, Purpose, SubjectRef};
+use tutela_proto::enrolment::Learner;
+use tutela_proto::sharing::disclosure_service_server::DisclosureService as DisclosureApi;
+use tutela_proto::sharing::{
+    DeliveredRecord, Delivery, DiscloseRequest, DiscloseResponse, Disclosure,
+    ListDisclosuresRequest, ListDisclosuresResponse, PullDeliveriesRequest, PullDeliveriesResponse,
+    WithheldFromDelivery,
+};
+
+use crate::duration::IsoDuration;
+use crate::enrolment::Enrolment;
+use crate::entity::{agreement, agreement_purpose, delivery, delivery_record, disclosure, partner};
+use crate::sharing::{Sharing, next_page, page_size};
+
+const DISCLOSE: &str = "tutela.sharing.v1.DisclosureService/Disclose";
+
+/// The message the fields of a delivered record are paths of.
+const LEARNER: &str = "tutela.enrolment.v1.Learner";
+
+// A delivery row remembers the idempotency key and request of the Disclose that made it.
+tutela_policy::idempotent_rows!(delivery);
+
+/// Most learners one disclosure may name (enrolment's bulk read takes as many).
+const MAX_LEARNERS: usize = 10_000;
+
+/// The only channel so far: the partner pulls.
+const PULL: &str = "pull";
+
+/// The hash before a chain's first entry.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Rows per multi-row insert: well under SQLite's 32,766 bound variables at 17 columns.
+const INSERT_CHUNK: usize = 1_000;
+
+/// The records of a pull stream.
+pub type PullStream = Pin<
+    Box<
+        dyn tokio_stream::Stream<Item = std::result::Result<PullDeliveriesResponse, Status>> + Send,
+    >,
+>;
+
+/// `tutela.sharing.v1.DisclosureService`.
+#[derive(Debug, Clone)]
+pub struct DisclosureService {
+    sharing: Sharing,
+    enrolment: Option<Arc<Enrolment>>,
+}
+
+impl DisclosureService {
+    /// The service over `sharing`, reading learners through `enrolment` (`None`: no enrolment
+    /// service is configured, and every disclosure is UNAVAILABLE).
+    pub fn new(sharing: Sharing, enrolment: Option<Arc<Enrolment>>) -> Self {
+        Self { sharing, enrolment }
+    }
+}
+
+/// A disclosure request, parsed.
+struct NewDisclosure {
+    partner_id: String,
+    learner_ids: Vec<String>,
+    idempotency: Option<Idempotency>,
+}
+
+impl NewDisclosure {
+    fn parse(r: &DiscloseRequest) -> Result<Self> {
+        let mut c = Checks::new();
+        let partner_id = c.uuid(&r.partner_id, "partner_id");
+        c.ensure(
+            !r.learner_ids.is_empty(),
+            "learner_ids",
+            "required: at least one learner",
+        );
+        c.ensure(
+            r.learner_ids.len() <= MAX_LEARNERS,
+            "learner_ids",
+            "at most 10000 learners",
+        );
+        let mut learner_ids = Vec::with_capacity(r.learner_ids.len().min(MAX_LEARNERS));
+        let mut seen = std::collections::HashSet::new();
+        for (i, id) in r.learner_ids.iter().enumerate().take(MAX_LEARNERS) {
+            if let Ok(id) = c.uuid(id, &format!("learner_ids[{i}]")) {
+                if seen.insert(id.clone()) {
+                    learner_ids.push(id);
+                } else {
+                    c.fail(format!("learner_ids[{i}]"), "named twice");
+                }
+            }
+        }
+        let key = c.key(r.idempotency_key.as_ref(), "idempotency_key");
+        let (partner_id, key) = c.parsed((partner_id, key))?;
+        Ok(Self {
+            partner_id: partner_id.clone(),
+            idempotency: Idempotency::new(
+                key,
+                DISCLOSE,
+                &DiscloseRequest {
+                    partner_id: partner_id.clone(),
+                    learner_ids: learner_ids.clone(),
+                    idempotency_key: None,
+                },
+            ),
+            learner_ids,
+        })
+    }
+}
+
+/// The agreement in force with `partner_id` at `now` that covers `purpose`, with its terms.
+async fn agreement_in_force<C: ConnectionTrait>(
+    conn: &C,
+    call: &Authorized,
+    partner_id: &str,
+    purpose: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<(agreement::Model, agreement_purpose::Model)>> {
+    let active = call
+        .find::<agreement::Entity>()
+        .filter(agreement::Column::PartnerId.eq(partner_id))
+        .filter(agreement::Column::State.eq("active"))
+        .filter(agreement::Column::ValidFrom.lte(now))
+        .all(conn)
+        .await?;
+    // Activation keeps active versions from overlapping, so at most one is in force.
+    let Some(agreement) = active
+        .into_iter()
+        .find(|a| a.valid_to.is_none_or(|end| end > now))
+    else {
+        return Ok(None);
+    };
+    let terms = call
+        .find::<agreement_purpose::Entity>()
+        .filter(agreement_purpose::Column::AgreementId.eq(agreement.agreement_id.as_str()))
+        .filter(agreement_purpose::Column::Purpose.eq(purpose))
+        .one(conn)
+        .await?;
+    Ok(terms.map(|t| (agreement, t)))
+}
+
+/// The agreement's fields that are the learner's own (`learner_id`, `profile.*`, ...), or
+/// NOT_IMPLEMENTED for fields of a learner's records, which need a bulk read of records that
+/// enrolment does not offer yet.
+fn learner_fields(fields: &[String]) -> Result<()> {
+    let record = fields.iter().any(|f| {
+        ["enrolment.", "result.", "certificate."]
+            .iter()
+            .any(|prefix| f.starts_with(prefix))
+    });
+    if record {
+        return Err(Error::NotImplemented(
+            "the agreement names fields of a learner's records (enrolment., result., \
+             certificate.); only the learner's own fields can be disclosed so far",
+        ));
+    }
+    Ok(())
+}
+
+/// The profile fields to ask enrolment for: the first segment under `profile.` of each path.
+fn read_mask(fields: &[String]) -> Vec<String> {
+    let mut mask: Vec<String> = fields
+        .iter()
+        .filter_map(|f| f.strip_prefix("profile."))
+        .map(|rest| rest.split('.').next().unwrap_or(rest).to_owned())
+        .collect();
+    mask.sort();
+    mask.dedup();
+    mask
+}
+
+/// `learner` with only the fields at `paths` set, and no learner id (the pseudonym stands for
+/// it).
+fn minimised(learner: &Learner, paths: &[String]) -> Result<Learner> {
+    let source = fields::to_dynamic(learner, LEARNER)?;
+    let mut kept = DynamicMessage::new(source.descriptor());
+    for path in paths {
+        if path == "learner_id" {
+            continue;
+        }
+        let segments: Vec<&str> = path.split('.').collect();
+        copy_path(&source, &mut kept, &segments);
+    }
+    fields::from_dynamic(&kept)
+}
+
+/// Copies the field at `segments` of `from` into `to`, creating the messages along the way.
+fn copy_path(from: &DynamicMessage, to: &mut DynamicMessage, segments: &[&str]) {
+    let Some((first, rest)) = segments.split_first() else {
+        return;
+    };
+    let Some(field) = from.descriptor().get_field_by_name(first) else {
+        return;
+    };
+    if !from.has_field(&field) {
+        return;
+    }
+    if rest.is_empty() {
+        to.set_field(&field, from.get_field(&field).into_owned());
+        return;
+    }
+    let Value::Message(inner_from) = from.get_field(&field).into_owned() else {
+        return;
+    };
+    if let Value::Message(inner_to) = to.get_field_mut(&field) {
+        copy_path(&inner_from, inner_to, rest);
+    }
+}
+
+/// Lower-case hex SHA-256 of the record as delivered (with an empty `payload_sha256`).
+fn payload_hash(record: &DeliveredRecord) -> String {
+    hex::encode(Sha256::digest(record.encode_to_vec()))
+}
+
+/// The field a record is sealed for: binds the ciphertext to its delivery and position.
+fn sealed_field(delivery_id: &str, position: i32) -> String {
+    format!("delivery.{delivery_id}.{position}")
+}
+
+/// The hash of a log entry: its content after the previous entry's hash, each value
+/// length-prefixed so that no two entries can be spelled alike.
+pub fn entry_hash(e: &disclosure::Model) -> String {
+    let mut h = Sha256::new();
+    let position = e.position.to_string();
+    let version = e.agreement_version.to_string();
+    let at = e
+        .disclosed_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    for part in [
+        e.prev_hash.as_str(),
+        &e.tenant,
+        &e.partner_id,
+        &position,
+        &e.subject_id,
+        &e.delivery_id,
+        &e.agreement_id,
+        &version,
+        &e.purpose,
+        &e.legal_basis,
+        &e.fields,
+        &e.channel,
+        &at,
+        &e.actor,
+        &e.payload_sha256,
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// Walks the disclosure log of `partner_id` in order: the number of entries when every entry
+/// follows from the one before it, or the position of the first that does not.
+pub async fn verify_chain<C: ConnectionTrait>(
+    conn: &C,
+    partner_id: &str,
+) -> std::result::Result<u64, ChainBroken> {
+    const PAGE: u64 = 1_000;
+    let mut prev = GENESIS.to_owned();
+    let mut expected = 1i64;
+    loop {
+        let rows = disclosure::Entity::find()
+            .filter(disclosure::Column::PartnerId.eq(partner_id))
+            .filter(disclosure::Column::Position.gte(expected))
+            .order_by_asc(disclosure::Column::Position)
+            .limit(PAGE)
+            .all(conn)
+            .await
+            .map_err(|_| ChainBroken { position: expected })?;
+        let last_page = (rows.len() as u64) < PAGE;
+        for row in rows {
+            if row.position != expected
+                || row.prev_hash != prev
+                || entry_hash(&row) != row.entry_hash
+            {
+                return Err(ChainBroken { position: expected });
+            }
+            prev = row.entry_hash;
+            expected += 1;
+        }
+        if last_page {
+            return Ok(u64::try_from(expected - 1).unwrap_or(0));
+        }
+    }
+}
+
+/// Where a partner's disclosure log stops following from itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainBroken {
+    /// The first position that is missing or does not match.
+    pub position: i64,
+}
+
+/// A delivery as the API shows it.
+fn to_delivery(row: &delivery::Model) -> Delivery {
+    Delivery {
+        delivery_id: row.delivery_id.clone(),
+        partner_id: row.partner_id.clone(),
+        agreement_id: row.agreement_id.clone(),
+        agreement_version: row.agreement_version,
+        purpose: Purpose::from_short_name(&row.purpose).map_or(0, |p| p as i32),
+        legal_basis: LegalBasis::from_short_name(&row.legal_basis).map_or(0, |b| b as i32),
+        fields: serde_json::from_str(&row.fields).unwrap_or_default(),
+        record_count: u32::try_from(row.record_count).unwrap_or(0),
+        key_version: u32::try_from(row.key_version).unwrap_or(0),
+        created_at: Some(timestamp(row.created_at)),
+        available_until: row.available_until.map(timestamp),
+    }
+}
+
+impl DisclosureService {
+    async fn disclose(&self, call: &Authorized, new: NewDisclosure) -> Result<DiscloseResponse> {
+        let s = &self.sharing;
+        if let Some(row) =
+            idempotency::replay::<delivery::Entity>(call, &s.db, new.idempotency.as_ref()).await?
+        {
+            return Ok(DiscloseResponse {
+                delivery: Some(to_delivery(&row)),
+                withheld: Vec::new(),
+            });
+        }
+        let purpose = call.purpose().short_name();
+        let now = s.now().trunc_subsecs(6);
+        let partner = s.partner(&s.db, call, &new.partner_id).await?;
+        let Some((agreement, terms)) =
+            agreement_in_force(&s.db, call, &partner.partner_id, purpose, now).await?
+        else {
+            return Err(Error::FailedPrecondition {
+                reason: Precondition::AgreementRequired,
+                message: format!(
+                    "no agreement with this partner in force covers the purpose {purpose}"
+                ),
+            });
+        };
+        if agreement.transfer_safeguard == "none"
+            && s.register.transfers.needs_safeguard(&partner.country)
+        {
+            return Err(Error::TransferSafeguardRequired {
+                country: partner.country.clone(),
+            });
+        }
+        let fields: Vec<String> = serde_json::from_str(&terms.fields)
+            .map_err(|_| Error::internal("an agreement's fields do not parse"))?;
+        learner_fields(&fields)?;
+        let Some(enrolment) = &self.enrolment else {
+            return Err(Error::Unavailable(
+                "no enrolment service is configured (sharing.enrolment_endpoint)".into(),
+            ));
+        };
+        let read = enrolment
+            .learners(
+                call.tenant(),
+                purpose,
+                new.learner_ids,
+                read_mask(&fields),
+                &partner.partner_id,
+            )
+            .await?;
+
+        let delivery_id = uuid::Uuid::now_v7().to_string();
+        let available_until = match agreement.access_period.as_str() {
+            "" => None,
+            period => Some(
+                IsoDuration::parse(period)
+                    .map_err(|_| Error::internal("an agreement's access period does not parse"))?
+                    .after(now),
+            ),
+        };
+        let actor = call.principal().id.clone();
+        let fields_json = terms.fields.clone();
+
+        let txn = s.db.begin().await?;
+        call.record_in(&txn).await?;
+        // The partner's lock: its key version cannot change under this delivery, and its log
+        // chain grows one delivery at a time.
+        let locked = s
+            .lock_partner(&txn, call, &partner.partner_id, false)
+            .await?;
+        let key_version = u32::try_from(locked.key_version).unwrap_or(0);
+        let sealed_key = s
+            .sealed_key(&txn, call, &partner.partner_id, key_version)
+            .await?;
+        let key = s
+            .keys
+            .open(call.tenant(), &partner.partner_id, key_version, &sealed_key)
+            .await?;
+        let data_key = s.keys.data_key(call.tenant(), &partner.partner_id).await?;
+        let last = call
+            .find::<disclosure::Entity>()
+            .filter(disclosure::Column::PartnerId.eq(partner.partner_id.as_str()))
+            .order_by_desc(disclosure::Column::Position)
+            .one(&txn)
+            .await?;
+        let (mut position, mut prev) = match last {
+            Some(e) => (e.position, e.entry_hash),
+            None => (0, GENESIS.to_owned()),
+        };
+
+        let mut records = Vec::with_capacity(read.learners.len());
+        let mut entries = Vec::with_capacity(read.learners.len());
+        for (i, learner) in read.learners.iter().enumerate() {
+            let index = i32::try_from(i + 1).map_err(Error::internal)?;
+            let mut record = DeliveredRecord {
+                pseudonym: key.pseudonym(&learner.learner_id),
+                learner: Some(minimised(learner, &fields)?),
+                payload_sha256: String::new(),
+            };
+            let hash = payload_hash(&record);
+            record.payload_sha256 = hash.clone();
+            let sealed = data_key
+                .seal(&sealed_field(&delivery_id, index), &record.encode_to_vec())
+                .map_err(Error::internal)?;
+            records.push(delivery_record::ActiveModel {
+                delivery_id: Set(delivery_id.clone()),
+                position: Set(index),
+                tenant: Set(call.tenant().to_owned()),
+                pseudonym: Set(record.pseudonym),
+                sealed_record: Set(sealed),
+                payload_sha256: Set(hash.clone()),
+            });
+            position += 1;
+            let mut entry = disclosure::Model {
+                partner_id: partner.partner_id.clone(),
+                position,
+                tenant: call.tenant().to_owned(),
+                subject_id: learner.learner_id.clone(),
+                delivery_id: delivery_id.clone(),
+                agreement_id: agreement.agreement_id.clone(),
+                agreement_version: agreement.version,
+                purpose: purpose.to_owned(),
+                legal_basis: terms.legal_basis.clone(),
+                fields: fields_json.clone(),
+                channel: PULL.to_owned(),
+                disclosed_at: now,
+                actor: actor.clone(),
+                payload_sha256: hash,
+                prev_hash: prev.clone(),
+                entry_hash: String::new(),
+            };
+            entry.entry_hash = entry_hash(&entry);
+            prev = entry.entry_hash.clone();
+            entries.push(disclosure::ActiveModel::from(entry));
+        }
+        let (key_column, request_hash) = Idempotency::columns(new.idempotency.as_ref());
+        let row = delivery::ActiveModel {
+            delivery_id: Set(delivery_id.clone()),
+            tenant: Set(call.tenant().to_owned()),
+            partner_id: Set(partner.partner_id.clone()),
+            agreement_id: Set(agreement.agreement_id.clone()),
+            agreement_version: Set(agreement.version),
+            purpose: Set(purpose.to_owned()),
+            legal_basis: Set(terms.legal_basis.clone()),
+            fields: Set(fields_json),
+            channel: Set(PULL.to_owned()),
+            key_version: Set(locked.key_version),
+            record_count: Set(i32::try_from(records.len()).map_err(Error::internal)?),
+            actor: Set(actor),
+            created_at: Set(now),
+            available_until: Set(available_until),
+            idempotency_key: Set(key_column),
+            request_hash: Set(request_hash),
+        }
+        .insert(&txn)
+        .await
+        .map_err(idempotency::key_taken)?;
+        while !records.is_empty() {
+            let chunk: Vec<_> = records.drain(..records.len().min(INSERT_CHUNK)).collect();
+            delivery_record::Entity::insert_many(chunk)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        while !entries.is_empty() {
+            let chunk: Vec<_> = entries.drain(..entries.len().min(INSERT_CHUNK)).collect();
+            disclosure::Entity::insert_many(chunk)
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        tracing::info!(
+            delivery_id = %delivery_id,
+            records = row.record_count,
+            withheld = read.withheld.len(),
+            "disclosed"
+        );
+        Ok(DiscloseResponse {
+            delivery: Some(to_delivery(&row)),
+            withheld: read
+                .withheld
+                .into_iter()
+                .map(|w| WithheldFromDelivery {
+                    learner_id: w.learner_id,
+                    reason: w.reason,
+                })
+                .collect(),
+        })
+    }
+
+    /// Whether the partner may still pull `d` at `now`: within its access period, under an
+    /// agreement still in force.
+    async fn pullable(
+        &self,
+        call: &Authorized,
+        d: &delivery::Model,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        if d.available_until.is_some_and(|end| end <= now) {
+            return Ok(false);
+        }
+        let agreement = found(
+            call.find::<agreement::Entity>()
+                .filter(agreement::Column::AgreementId.eq(d.agreement_id.as_str()))
+                .one(&self.sharing.db)
+                .await?,
+            "agreement",
+        )?;
+        Ok(agreement.state == "active" && agreement.valid_to.is_none_or(|end| end > now))
+    }
+
+    async fn deliveries_to_pull(
+        &self,
+        call: &Authorized,
+        partner_id: &str,
+        delivery_id: Option<String>,
+    ) -> Result<Vec<delivery::Model>> {
+        let s = &self.sharing;
+        let now = s.now();
+        let purpose = call.purpose().short_name();
+        if let Some(id) = delivery_id {
+            let d = found(
+                call.find::<delivery::Entity>()
+                    .filter(delivery::Column::DeliveryId.eq(id.as_str()))
+                    .filter(delivery::Column::PartnerId.eq(partner_id))
+                    .one(&s.db)
+                    .await?,
+                "delivery",
+            )?;
+            if d.purpose != purpose || !self.pullable(call, &d, now).await? {
+                return Err(Error::FailedPrecondition {
+                    reason: Precondition::AccessPeriodEnded,
+                    message: "this delivery may no longer be pulled for this purpose".into(),
+                });
+            }
+            return Ok(vec![d]);
+        }
+        let all = call
+            .find::<delivery::Entity>()
+            .filter(delivery::Column::PartnerId.eq(partner_id))
+            .filter(delivery::Column::Purpose.eq(purpose))
+            .order_by_asc(delivery::Column::DeliveryId)
+            .all(&s.db)
+            .await?;
+        let mut open = Vec::with_capacity(all.len());
+        for d in all {
+            if self.pullable(call, &d, now).await? {
+                open.push(d);
+            }
+        }
+        Ok(open)
+    }
+}
+
+/// Streams the records of `deliveries`, `batch` at a time, opening each sealed record.
+async fn produce(
+    sharing: &Sharing,
+    call: &Authorized,
+    deliveries: Vec<delivery::Model>,
+    batch: u64,
+    tx: &mpsc::Sender<std::result::Result<PullDeliveriesResponse, Status>>,
+) -> Result<u64> {
+    let mut sent = 0u64;
+    for d in deliveries {
+        let data_key = sharing.keys.data_key(call.tenant(), &d.partner_id).await?;
+        let shown = to_delivery(&d);
+        let mut after = 0i32;
+        loop {
+            let rows = call
+                .find::<delivery_record::Entity>()
+                .filter(delivery_record::Column::DeliveryId.eq(d.delivery_id.as_str()))
+                .filter(delivery_record::Column::Position.gt(after))
+                .order_by_asc(delivery_record::Column::Position)
+                .limit(batch)
+                .all(&sharing.db)
+                .await?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            after = last.position;
+            let full = rows.len() as u64 == batch;
+            let mut records = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let plain = data_key
+                    .open(
+                        &sealed_field(&row.delivery_id, row.position),
+                        &row.sealed_record,
+                    )
+                    .map_err(Error::internal)?;
+                records.push(
+                    DeliveredRecord::decode(plain.as_slice())
+                        .map_err(|e| Error::internal(format!("a sealed record: {e}")))?,
+                );
+            }
+            sent += records.len() as u64;
+            let message = PullDeliveriesResponse {
+                delivery: Some(shown.clone()),
+                records,
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                // The partner went away: nothing more to send.
+                return Ok(sent);
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// A log entry as the API shows it.
+fn to_disclosure(row: &disclosure::Model, recipients: &HashMap<String, String>) -> Disclosure {
+    Disclosure {
+        subject: Some(SubjectRef {
+            subject_id: row.subject_id.clone(),
+        }),
+        partner_id: row.partner_id.clone(),
+        recipient: recipients.get(&row.partner_id).cloned().unwrap_or_default(),
+        delivery_id: row.delivery_id.clone(),
+        agreement_id: row.agreement_id.clone(),
+        agreement_version: row.agreement_version,
+        purpose: Purpose::from_short_name(&row.purpose).map_or(0, |p| p as i32),
+        legal_basis: LegalBasis::from_short_name(&row.legal_basis).map_or(0, |b| b as i32),
+        fields: serde_json::from_str(&row.fields).unwrap_or_default(),
+        channel: row.channel.clone(),
+        disclosed_at: Some(timestamp(row.disclosed_at)),
+        actor: row.actor.clone(),
+        payload_sha256: row.payload_sha256.clone(),
+        entry_hash: row.entry_hash.clone(),
+    }
+}
+
+/// A page token of the log: the partner and position of the last entry shown.
+fn log_token(row: &disclosure::Model) -> String {
+    format!("{}:{}", row.partner_id, row.position)
+}
+
+#[tonic::async_trait]
+impl DisclosureApi for DisclosureService {
+    async fn disclose(
+        &self,
+        request: Request<DiscloseRequest>,
+    ) -> std::result::Result<Response<DiscloseResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let new = NewDisclosure::parse(request.get_ref())?;
+        Ok(Response::new(self.disclose(&call, new).await?))
+    }
+
+    type PullDeliveriesStream = PullStream;
+
+    async fn pull_deliveries(
+        &self,
+        request: Request<PullDeliveriesRequest>,
+    ) -> std::result::Result<Response<Self::PullDeliveriesStream>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let delivery_id = match r.delivery_id.trim() {
+            "" => None,
+            id => c.uuid(id, "delivery_id").ok(),
+        };
+        c.ensure(r.batch_size <= 1000, "batch_size", "at most 1000");
+        c.finish()?;
+        // The rules let only partner tokens here; the partner is the token's, never the
+        // request's.
+        let Some(partner_id) = call.principal().partner.clone() else {
+            return Err(Error::Denied.into());
+        };
+        let deliveries = self
+            .deliveries_to_pull(&call, &partner_id, delivery_id)
+            .await?;
+        let batch = match r.batch_size {
+            0 => 500,
+            n => u64::from(n),
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let sharing = self.sharing.clone();
+        tokio::spawn(async move {
+            match produce(&sharing, &call, deliveries, batch, &tx).await {
+                Ok(count) => tracing::info!(records = count, "deliveries pulled"),
+                Err(err) => {
+                    let _ = tx.send(Err(err.into())).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_disclosures(
+        &self,
+        request: Request<ListDisclosuresRequest>,
+    ) -> std::result::Result<Response<ListDisclosuresResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let subject = match r.subject.as_ref().map(|s| s.subject_id.trim()) {
+            None | Some("") => None,
+            Some(id) => c.uuid(id, "subject.subject_id").ok(),
+        };
+        let partner_id = match r.partner_id.trim() {
+            "" => None,
+            id => c.uuid(id, "partner_id").ok(),
+        };
+        let token = r.page.as_ref().map(|p| p.page_token.trim()).unwrap_or("");
+        let after = match token {
+            "" => None,
+            t => match t.rsplit_once(':').and_then(|(p, n)| {
+                Some((
+                    uuid::Uuid::parse_str(p).ok()?.to_string(),
+                    n.parse::<i64>().ok()?,
+                ))
+            }) {
+                Some(after) => Some(after),
+                None => {
+                    c.fail("page.page_token", "not a page token of this list");
+                    None
+                }
+            },
+        };
+        c.finish()?;
+        let size = page_size(r.page.as_ref());
+        let s = &self.sharing;
+        let mut query = call.find::<disclosure::Entity>();
+        if let Some(subject) = &subject {
+            query = query.filter(disclosure::Column::SubjectId.eq(subject.as_str()));
+        }
+        if let Some(partner_id) = &partner_id {
+            query = query.filter(disclosure::Column::PartnerId.eq(partner_id.as_str()));
+        }
+        if let Some((p, n)) = &after {
+            use sea_orm::sea_query::Condition;
+            query = query.filter(
+                Condition::any()
+                    .add(disclosure::Column::PartnerId.gt(p.as_str()))
+                    .add(
+                        Condition::all()
+                            .add(disclosure::Column::PartnerId.eq(p.as_str()))
+                            .add(disclosure::Column::Position.gt(*n)),
+                    ),
+            );
+        }
+        let mut rows = query
+            .order_by_asc(disclosure::Column::PartnerId)
+            .order_by_asc(disclosure::Column::Position)
+            .limit(size + 1)
+            .all(&s.db)
+            .await
+            .map_err(Error::from)?;
+        let next = next_page(&mut rows, size, log_token);
+        let mut ids: Vec<&str> = rows.iter().map(|r| r.partner_id.as_str()).collect();
+        ids.dedup();
+        let recipients: HashMap<String, String> = call
+            .find::<partner::Entity>()
+            .filter(partner::Column::PartnerId.is_in(ids))
+            .all(&s.db)
+            .await
+            .map_err(Error::from)?
+            .into_iter()
+            .map(|p| (p.partner_id, p.legal_name))
+            .collect();
+        Ok(Response::new(ListDisclosuresResponse {
+            disclosures: rows.iter().map(|r| to_disclosure(r, &recipients)).collect(),
+            page: Some(PageResponse {
+                next_page_token: next,
+            }),
+        }))
+    }
+}

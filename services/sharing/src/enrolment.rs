@@ -1,0 +1,133 @@
+//! The enrolment service as the sharing service reads it: over its gRPC API, as a `service`
+//! principal of the caller's tenant, for the disclosure's purpose, so that the guard in front of
+//! enrolment applies to every learner read (Cedar, the register's categories, consent for the
+//! recipient, restriction) and audits it there. No service imports another's crate: this is a
+//! client of the contract, in one process (the process's own address) or across pods.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tutela_host::ServiceTokens;
+use tutela_policy::{Error, Result};
+use tutela_proto::enrolment::learner_service_client::LearnerServiceClient;
+use tutela_proto::enrolment::{Learner, StreamLearnersRequest, WithheldLearner};
+
+/// How long to wait to connect to the enrolment service.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long one bulk read may take (10,000 learners, in batches).
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where the enrolment service is.
+#[derive(Debug, Clone, Default)]
+pub struct EnrolmentSettings {
+    /// `http://host:port`, or `https://host:port` with `ca_file`.
+    pub endpoint: String,
+    /// PEM file with the CA that signed enrolment's certificate (https only).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A client of `tutela.enrolment.v1.LearnerService`.
+#[derive(Clone)]
+pub struct Enrolment {
+    client: LearnerServiceClient<Channel>,
+    tokens: Arc<dyn ServiceTokens>,
+}
+
+impl std::fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolment").finish_non_exhaustive()
+    }
+}
+
+/// What a bulk read returned: the learners, and those withheld with the reason.
+#[derive(Default)]
+pub struct Read {
+    /// The learners, each redacted by enrolment to what the purpose may read and to the mask.
+    pub learners: Vec<Learner>,
+    /// The learners enrolment did not return, with the reason.
+    pub withheld: Vec<WithheldLearner>,
+}
+
+impl Enrolment {
+    /// A client of the service at `settings.endpoint`, connecting on first use so that this
+    /// process starts whether or not enrolment is up yet.
+    pub fn new(
+        settings: &EnrolmentSettings,
+        tokens: Arc<dyn ServiceTokens>,
+    ) -> std::result::Result<Self, tutela_host::BuildError> {
+        let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(READ_TIMEOUT);
+        if let Some(ca) = &settings.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("sharing.enrolment_ca_file {}: {e}", ca.display()))?;
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+        }
+        Ok(Self {
+            client: LearnerServiceClient::new(endpoint.connect_lazy()),
+            tokens,
+        })
+    }
+
+    /// The learners `ids` of `tenant`, read for `purpose` (its short name) and disclosed to
+    /// `recipient`, with only the profile fields `mask` names.
+    pub async fn learners(
+        &self,
+        tenant: &str,
+        purpose: &'static str,
+        ids: Vec<String>,
+        mask: Vec<String>,
+        recipient: &str,
+    ) -> Result<Read> {
+        let token = self
+            .tokens
+            .token(tenant)
+            .map_err(|e| Error::Unavailable(format!("no service token for enrolment: {e}")))?;
+        let mut request = tonic::Request::new(StreamLearnersRequest {
+            learner_ids: ids,
+            read_mask: Some(prost_types::FieldMask { paths: mask }),
+            resume_token: String::new(),
+            batch_size: 1000,
+            recipient: recipient.to_owned(),
+        });
+        let metadata = request.metadata_mut();
+        metadata.insert(
+            "authorization",
+            format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Error::Unavailable("the service token is not valid ASCII".into()))?,
+        );
+        metadata.insert(
+            "x-tutela-purpose",
+            purpose
+                .parse()
+                .map_err(|_| Error::internal("a purpose name is not valid ASCII"))?,
+        );
+        // The enrolment service's refusal says nothing about any learner (the withheld ones come
+        // in the stream): its code is enough to say why the read failed.
+        let refused = |status: tonic::Status| {
+            Error::Unavailable(format!(
+                "the enrolment service answered {:?}: {}",
+                status.code(),
+                status.message()
+            ))
+        };
+        let mut stream = self
+            .client
+            .clone()
+            .stream_learners(request)
+            .await
+            .map_err(refused)?
+            .into_inner();
+        let mut read = Read::default();
+        while let Some(batch) = stream.message().await.map_err(refused)? {
+            read.learners.extend(batch.learners);
+            read.withheld.extend(batch.withheld);
+        }
+        Ok(read)
+    }
+}

@@ -1,0 +1,354 @@
+//! The disclosure path end to end: staff disclose learners read through enrolment's API under the
+//! agreement in force, the partner pulls them with its own token under its pseudonyms, and the
+//! disclosure log names each record's recipient, fields and hash in a chain that shows tampering.
+
+use prost::Message;
+use sea_orm::ConnectionTrait;
+use sha2::{Digest, Sha256};
+use tonic::Code;
+use tutela_policy::PrincipalKind;
+use tutela_policy::principal::TokenRequest;
+use tutela_proto::common::SubjectRef;
+use tutela_proto::enrolment::CreateLearnerRequest;
+use tutela_proto::sharing::{
+    ActivateAgreementRequest, DeliveredRecord, DiscloseRequest, ListDisclosuresRequest,
+    PullDeliveriesRequest, TerminateAgreementRequest,
+};
+use tutela_testkit::{Credentials, TestSuite, sample_profile};
+
+use crate::*;
+
+/// Creates `n` learners of `acme`; their ids.
+async fn learners(suite: &TestSuite, n: u64) -> Vec<String> {
+    let mut client = suite.learners(staff(suite, "acme", "registrar", "course_administration"));
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let profile = sample_profile(i);
+        personal(&[&profile.given_name, &profile.family_name, &profile.email]);
+        ids.push(
+            client
+                .create_learner(CreateLearnerRequest {
+                    profile: Some(profile),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .learner
+                .unwrap()
+                .learner_id,
+        );
+    }
+    ids
+}
+
+/// A partner of `acme` in GB with an agreement in force (exam booking: id, names, email, photo
+/// id reference); the partner's and the agreement's ids.
+async fn partner_in_force(suite: &TestSuite) -> (String, String) {
+    let partner_id = partner(suite, "GB").await;
+    let mut agreements = suite.agreements(dpo(suite));
+    let mut request = new_agreement(&partner_id);
+    // Exam booking only: results are fields of a learner's records, disclosed by a later path.
+    request.purposes.truncate(1);
+    let id = agreements
+        .create_agreement(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .agreement
+        .unwrap()
+        .agreement_id;
+    agreements
+        .activate_agreement(ActivateAgreementRequest {
+            agreement_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    (partner_id, id)
+}
+
+/// The partner `partner_id`'s own token, for `purpose`.
+fn as_partner(suite: &TestSuite, partner_id: &str, purpose: &str) -> Credentials {
+    let token = suite.token_for(TokenRequest {
+        tenant: "acme".into(),
+        subject: "partner-portal".into(),
+        kind: Some(PrincipalKind::Partner),
+        roles: vec!["partner".into()],
+        partner: Some(partner_id.into()),
+        wards: Vec::new(),
+        ttl: chrono::Duration::hours(1),
+    });
+    Credentials::new(&token, purpose)
+}
+
+fn disclose(partner_id: &str, ids: &[String]) -> DiscloseRequest {
+    DiscloseRequest {
+        partner_id: partner_id.into(),
+        learner_ids: ids.to_vec(),
+        idempotency_key: None,
+    }
+}
+
+async fn pull(
+    suite: &TestSuite,
+    credentials: Credentials,
+    delivery_id: &str,
+) -> Result<Vec<DeliveredRecord>, tonic::Status> {
+    let mut stream = suite
+        .disclosures(credentials)
+        .pull_deliveries(PullDeliveriesRequest {
+            delivery_id: delivery_id.into(),
+            batch_size: 1,
+        })
+        .await?
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(batch) = stream.message().await? {
+        records.extend(batch.records);
+    }
+    Ok(records)
+}
+
+#[tokio::test]
+async fn a_partner_pulls_only_the_agreements_fields_under_its_pseudonyms_and_each_record_is_logged()
+{
+    let suite = TestSuite::start().await.unwrap();
+    let ids = learners(&suite, 3).await;
+    let (partner_id, agreement_id) = partner_in_force(&suite).await;
+    let exam_booking = staff(&suite, "acme", "exam_officer", "exam_booking");
+
+    let unknown = "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77".to_owned();
+    let asked = vec![ids[0].clone(), ids[1].clone(), unknown.clone()];
+    let response = suite
+        .disclosures(exam_booking)
+        .disclose(disclose(&partner_id, &asked))
+        .await
+        .unwrap()
+        .into_inner();
+    let delivery = response.delivery.unwrap();
+    assert_eq!(delivery.record_count, 2);
+    assert_eq!(delivery.agreement_id, agreement_id);
+    assert_eq!(delivery.key_version, 1);
+    assert!(delivery.available_until.is_some(), "the agreement's P12M");
+    assert_eq!(response.withheld.len(), 1);
+    assert_eq!(response.withheld[0].learner_id, unknown);
+    assert_eq!(response.withheld[0].reason, "NOT_FOUND");
+
+    // The partner pulls with its own token: minimised records under its pseudonyms.
+    let records = pull(
+        &suite,
+        as_partner(&suite, &partner_id, "exam_booking"),
+        &delivery.delivery_id,
+    )
+    .await
+    .unwrap();
+    assert_eq!(records.len(), 2);
+    for (record, id) in records.iter().zip(&ids) {
+        assert_eq!(record.pseudonym.len(), 64);
+        assert_ne!(&record.pseudonym, id);
+        let learner = record.learner.as_ref().unwrap();
+        assert!(learner.learner_id.is_empty(), "the pseudonym stands for it");
+        let profile = learner.profile.as_ref().unwrap();
+        assert!(profile.given_name.starts_with("Given"));
+        assert!(profile.email.ends_with("@example.org"));
+        // Not named by the agreement: never read, never delivered.
+        assert!(profile.date_of_birth.is_empty());
+        assert!(profile.phone.is_empty());
+        assert!(profile.ethnicity.is_empty());
+        assert!(learner.created_at.is_none());
+        let mut unhashed = record.clone();
+        unhashed.payload_sha256.clear();
+        assert_eq!(
+            record.payload_sha256,
+            hex::encode(Sha256::digest(unhashed.encode_to_vec()))
+        );
+    }
+    assert_ne!(records[0].pseudonym, records[1].pseudonym);
+
+    // Another partner reaches none of it, whatever it names.
+    let (other, _) = partner_in_force(&suite).await;
+    let err = pull(
+        &suite,
+        as_partner(&suite, &other, "exam_booking"),
+        &delivery.delivery_id,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        pull(&suite, as_partner(&suite, &other, "exam_booking"), "")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Staff do not pull; partners do not disclose or read the log.
+    let err = pull(&suite, dpo(&suite), &delivery.delivery_id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = suite
+        .disclosures(as_partner(&suite, &partner_id, "exam_booking"))
+        .disclose(disclose(&partner_id, &ids))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // The log names the recipient and the fields of each record, never a value.
+    let log = suite
+        .disclosures(dpo(&suite))
+        .list_disclosures(ListDisclosuresRequest {
+            subject: Some(SubjectRef {
+                subject_id: ids[0].clone(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .disclosures;
+    assert_eq!(log.len(), 1);
+    let entry = &log[0];
+    assert_eq!(entry.partner_id, partner_id);
+    assert_eq!(entry.recipient, "Example Exam Board Ltd");
+    assert_eq!(entry.delivery_id, delivery.delivery_id);
+    assert_eq!(entry.channel, "pull");
+    assert_eq!(entry.actor, "staff-1");
+    assert_eq!(entry.fields, delivery.fields);
+    assert_eq!(entry.payload_sha256, records[0].payload_sha256);
+    assert!(
+        suite
+            .disclosures(dpo(&suite))
+            .list_disclosures(ListDisclosuresRequest {
+                subject: Some(SubjectRef {
+                    subject_id: ids[2].clone(),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .disclosures
+            .is_empty(),
+        "a learner not disclosed has no entry"
+    );
+
+    // The chain holds, and shows an entry changed afterwards.
+    let db = suite.database().connect().await.unwrap();
+    assert_eq!(
+        tutela_sharing::disclosures::verify_chain(&db, &partner_id).await,
+        Ok(2)
+    );
+    db.execute_unprepared(&format!(
+        "UPDATE sharing_disclosure_log SET fields = '[\"learner_id\"]' \
+         WHERE partner_id = '{partner_id}' AND position = 2"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        tutela_sharing::disclosures::verify_chain(&db, &partner_id)
+            .await
+            .unwrap_err()
+            .position,
+        2
+    );
+    // The disclosure and the pulls are audited here; the reads, by enrolment.
+    assert_eq!(
+        audited(&suite, "tutela.sharing.v1.DisclosureService/Disclose")
+            .await
+            .len(),
+        2,
+        "the disclosure, and the partner's refused one"
+    );
+    assert!(
+        !audited(&suite, "tutela.enrolment.v1.LearnerService/StreamLearners")
+            .await
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn nothing_is_disclosed_without_an_agreement_in_force_and_pulls_end_with_it() {
+    let suite = TestSuite::start().await.unwrap();
+    let ids = learners(&suite, 2).await;
+    let partner_id = partner(&suite, "GB").await;
+    let exam_booking = || staff(&suite, "acme", "exam_officer", "exam_booking");
+
+    // No agreement yet.
+    let err = suite
+        .disclosures(exam_booking())
+        .disclose(disclose(&partner_id, &ids))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "AGREEMENT_REQUIRED");
+    let db = suite.database().connect().await.unwrap();
+    assert_eq!(
+        tutela_sharing::disclosures::verify_chain(&db, &partner_id).await,
+        Ok(0)
+    );
+
+    let (partner_id, agreement_id) = partner_in_force(&suite).await;
+    // The agreement covers exam booking only: funder reporting is not agreed.
+    let err = suite
+        .disclosures(staff(&suite, "acme", "dpo", "funder_reporting"))
+        .disclose(disclose(&partner_id, &ids))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "AGREEMENT_REQUIRED");
+    // An exam officer discloses to book exams, not to report to funders.
+    let err = suite
+        .disclosures(staff(&suite, "acme", "exam_officer", "funder_reporting"))
+        .disclose(disclose(&partner_id, &ids))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // A retry answers with the same delivery and logs nothing twice.
+    let mut keyed = disclose(&partner_id, &ids);
+    keyed.idempotency_key = Some(tutela_proto::common::IdempotencyKey {
+        key: "disclose-0001".into(),
+    });
+    let first = suite
+        .disclosures(exam_booking())
+        .disclose(keyed.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap();
+    let again = suite
+        .disclosures(exam_booking())
+        .disclose(keyed)
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap();
+    assert_eq!(first.delivery_id, again.delivery_id);
+    assert_eq!(
+        tutela_sharing::disclosures::verify_chain(&db, &partner_id).await,
+        Ok(2)
+    );
+
+    // Once the agreement ends, the partner may no longer pull what it had not pulled.
+    suite
+        .agreements(dpo(&suite))
+        .terminate_agreement(TerminateAgreementRequest { agreement_id })
+        .await
+        .unwrap();
+    let err = pull(
+        &suite,
+        as_partner(&suite, &partner_id, "exam_booking"),
+        &first.delivery_id,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "ACCESS_PERIOD_ENDED");
+    let err = suite
+        .disclosures(exam_booking())
+        .disclose(disclose(&partner_id, &ids))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "AGREEMENT_REQUIRED");
+}
