@@ -263,6 +263,7 @@ pub async fn assemble(
             .sweepers(&ctx)
             .map_err(|e| anyhow::anyhow!("{}: {e}", service.name()))?;
         for sweeper in sweepers {
+            let interval = sweeper.interval().unwrap_or(interval);
             let clock = ctx.clock.clone();
             let lease =
                 crate::retention::lease(&ctx.db, service.name(), sweeper.name(), clock.clone());

@@ -280,6 +280,13 @@ pub trait Sweeper: Send + Sync {
     /// What it sweeps, for logs and the report (`delivery events`).
     fn name(&self) -> &'static str;
 
+    /// How often `serve` runs it: `None` for the retention schedule
+    /// (`retention.sweep_interval_secs`); a job that others wait on (notices to recipients)
+    /// runs more often.
+    fn interval(&self) -> Option<std::time::Duration> {
+        None
+    }
+
     /// Removes what is due at `now` (with `dry_run`, only counts it).
     async fn sweep(
         &self,

@@ -23,6 +23,7 @@ use tutela_proto::enrolment::legal_hold_service_client::LegalHoldServiceClient;
 use tutela_proto::privacy::subject_data_client::SubjectDataClient;
 use tutela_proto::sharing::agreement_service_client::AgreementServiceClient;
 use tutela_proto::sharing::disclosure_service_client::DisclosureServiceClient;
+use tutela_proto::sharing::notice_service_client::NoticeServiceClient;
 use tutela_proto::sharing::partner_service_client::PartnerServiceClient;
 use tutela_proto::subscription::subscription_service_client::SubscriptionServiceClient;
 use tutela_store::testing::TestDatabase;
@@ -309,6 +310,11 @@ impl TestSuite {
     /// A `tutela.sharing.v1.DisclosureService` client sending `credentials`.
     pub fn disclosures(&self, credentials: Credentials) -> DisclosureServiceClient<Authed> {
         DisclosureServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.sharing.v1.NoticeService` client sending `credentials`.
+    pub fn notices(&self, credentials: Credentials) -> NoticeServiceClient<Authed> {
+        NoticeServiceClient::with_interceptor(self.channel(), credentials)
     }
 
     /// Signals shutdown (as SIGTERM does) without waiting for it.

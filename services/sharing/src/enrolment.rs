@@ -12,7 +12,9 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tutela_host::ServiceTokens;
 use tutela_policy::{Error, Result};
 use tutela_proto::enrolment::learner_service_client::LearnerServiceClient;
-use tutela_proto::enrolment::{Learner, StreamLearnersRequest, WithheldLearner};
+use tutela_proto::enrolment::{
+    Learner, LearnerChange, ListLearnerChangesRequest, StreamLearnersRequest, WithheldLearner,
+};
 
 /// How long to wait to connect to the enrolment service.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -83,10 +85,7 @@ impl Enrolment {
         mask: Vec<String>,
         recipient: &str,
     ) -> Result<Read> {
-        let token = self
-            .tokens
-            .token(tenant)
-            .map_err(|e| Error::Unavailable(format!("no service token for enrolment: {e}")))?;
+        let token = self.token(tenant)?;
         let mut request = tonic::Request::new(StreamLearnersRequest {
             learner_ids: ids,
             read_mask: Some(prost_types::FieldMask { paths: mask }),
@@ -94,28 +93,7 @@ impl Enrolment {
             batch_size: 1000,
             recipient: recipient.to_owned(),
         });
-        let metadata = request.metadata_mut();
-        metadata.insert(
-            "authorization",
-            format!("Bearer {token}")
-                .parse()
-                .map_err(|_| Error::Unavailable("the service token is not valid ASCII".into()))?,
-        );
-        metadata.insert(
-            "x-tutela-purpose",
-            purpose
-                .parse()
-                .map_err(|_| Error::internal("a purpose name is not valid ASCII"))?,
-        );
-        // The enrolment service's refusal says nothing about any learner (the withheld ones come
-        // in the stream): its code is enough to say why the read failed.
-        let refused = |status: tonic::Status| {
-            Error::Unavailable(format!(
-                "the enrolment service answered {:?}: {}",
-                status.code(),
-                status.message()
-            ))
-        };
+        authorise(&mut request, &token, purpose)?;
         let mut stream = self
             .client
             .clone()
@@ -130,4 +108,63 @@ impl Enrolment {
         }
         Ok(read)
     }
+}
+
+impl Enrolment {
+    fn token(&self, tenant: &str) -> Result<String> {
+        self.tokens
+            .token(tenant)
+            .map_err(|e| Error::Unavailable(format!("no service token for enrolment: {e}")))
+    }
+
+    /// The changes to `tenant`'s learners after `cursor` (at most 500), and the cursor to read on
+    /// from, read for `legal_obligation` (Art. 19).
+    pub async fn changes(
+        &self,
+        tenant: &str,
+        cursor: &str,
+    ) -> Result<(Vec<LearnerChange>, String)> {
+        let token = self.token(tenant)?;
+        let mut request = tonic::Request::new(ListLearnerChangesRequest {
+            cursor: cursor.to_owned(),
+            page_size: 500,
+        });
+        authorise(&mut request, &token, "legal_obligation")?;
+        let page = self
+            .client
+            .clone()
+            .list_learner_changes(request)
+            .await
+            .map_err(refused)?
+            .into_inner();
+        Ok((page.changes, page.next_cursor))
+    }
+}
+
+/// Puts the service token and the purpose on `request`.
+fn authorise<T>(request: &mut tonic::Request<T>, token: &str, purpose: &str) -> Result<()> {
+    let metadata = request.metadata_mut();
+    metadata.insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Error::Unavailable("the service token is not valid ASCII".into()))?,
+    );
+    metadata.insert(
+        "x-tutela-purpose",
+        purpose
+            .parse()
+            .map_err(|_| Error::internal("a purpose name is not valid ASCII"))?,
+    );
+    Ok(())
+}
+
+/// The enrolment service's refusal says nothing about any learner (withheld learners come in the
+/// stream): its code and message say why a read failed.
+fn refused(status: tonic::Status) -> Error {
+    Error::Unavailable(format!(
+        "the enrolment service answered {:?}: {}",
+        status.code(),
+        status.message()
+    ))
 }

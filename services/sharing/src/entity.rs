@@ -227,5 +227,53 @@ pub mod disclosure {
         pub entry_hash: String,
     }
 
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);
+}
+
+/// A notice to a partner that fields it received were rectified, or the learner erased (Art. 19).
+pub mod notice {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_notices")]
+    pub struct Model {
+        /// A UUIDv7, so notices page in creation order.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub notice_id: String,
+        pub tenant: String,
+        pub partner_id: String,
+        pub subject_id: String,
+        /// The partner's pseudonym of the learner (of the last delivery's key version).
+        pub pseudonym: String,
+        /// `rectified` or `erased`.
+        pub kind: String,
+        /// The field paths, as a JSON array.
+        pub fields: String,
+        /// What makes the change one: `erased`, or a hash of the rectification.
+        pub change_key: String,
+        /// `pending`, `sent` or `acknowledged`.
+        pub state: String,
+        pub changed_at: DateTimeUtc,
+        pub created_at: DateTimeUtc,
+        pub sent_at: Option<DateTimeUtc>,
+        pub acknowledged_at: Option<DateTimeUtc>,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);
+}
+
+/// Where the follower of a tenant's learner change feed has read to.
+pub mod change_cursor {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_change_cursors")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant: String,
+        pub cursor: String,
+        pub updated_at: DateTimeUtc,
+    }
+
     tutela_policy::scoped_entity!(tenant: Tenant);
 }

@@ -3,19 +3,24 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
-use tutela_host::{BoxFuture, BuildError, Context, HostedService, RecipientEntry, Served};
+use std::sync::Arc;
+
+use tutela_host::{BoxFuture, BuildError, Context, HostedService, RecipientEntry, Served, Sweeper};
 use tutela_policy::Register;
 use tutela_proto::sharing::agreement_service_server::AgreementServiceServer;
 use tutela_proto::sharing::disclosure_service_server::DisclosureServiceServer;
+use tutela_proto::sharing::notice_service_server::NoticeServiceServer;
 use tutela_proto::sharing::partner_service_server::PartnerServiceServer;
 
 use crate::enrolment::{Enrolment, EnrolmentSettings};
+use crate::notices::Follower;
 use crate::{
-    AgreementService, DisclosureService, PartnerService, SERVICE, Sharing, SharingMigrator,
+    AgreementService, DisclosureService, NoticeService, PartnerService, SERVICE, Sharing,
+    SharingMigrator, SharingRights,
 };
 
 /// The `[sharing]` settings section.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     /// The enrolment service the learners to disclose are read from: `http://host:port` or
@@ -25,12 +30,22 @@ struct Settings {
     /// PEM file of the CA that signed the enrolment service's certificate (with https).
     #[serde(default)]
     enrolment_ca_file: std::path::PathBuf,
+    /// How often `serve` reads enrolment's change feed to notify recipients (seconds; 0: never).
+    #[serde(default = "default_notice_interval")]
+    notice_interval_secs: u64,
+}
+
+fn default_notice_interval() -> u64 {
+    30
 }
 
 impl Settings {
     fn of(section: Option<&serde_json::Value>) -> Result<Self, String> {
         let settings: Self = match section {
-            None | Some(serde_json::Value::Null) => Self::default(),
+            None | Some(serde_json::Value::Null) => {
+                serde_json::from_value(serde_json::json!({}))
+                    .map_err(|e| format!("sharing settings: {e}"))?
+            }
             Some(value) => serde_json::from_value(value.clone())
                 .map_err(|e| format!("sharing settings: {e}"))?,
         };
@@ -67,31 +82,8 @@ impl HostedService for Hosted {
     }
 
     fn build(&self, ctx: &Context, served: &mut Served) -> Result<(), BuildError> {
-        let settings = Settings::of(Some(&ctx.settings))?;
-        let endpoint = match settings.enrolment_endpoint.as_str() {
-            "" => ctx.local_endpoint.clone(),
-            configured => Some(configured.to_owned()),
-        };
-        let enrolment = endpoint
-            .map(|endpoint| {
-                Enrolment::new(
-                    &EnrolmentSettings {
-                        endpoint,
-                        ca_file: (!settings.enrolment_ca_file.as_os_str().is_empty())
-                            .then(|| settings.enrolment_ca_file.clone()),
-                    },
-                    ctx.service_tokens.clone(),
-                )
-            })
-            .transpose()?
-            .map(std::sync::Arc::new);
-        let sharing = Sharing::new(
-            ctx.db.clone(),
-            ctx.keyring.clone(),
-            ctx.audit.clone(),
-            ctx.clock.clone(),
-            ctx.register.clone(),
-        );
+        let sharing = sharing(ctx);
+        let enrolment = enrolment(ctx)?;
         let max = ctx.max_message_bytes;
         served
             .grpc(
@@ -105,11 +97,26 @@ impl HostedService for Hosted {
                     .max_encoding_message_size(max),
             )
             .grpc(
-                DisclosureServiceServer::new(DisclosureService::new(sharing, enrolment))
+                DisclosureServiceServer::new(DisclosureService::new(sharing.clone(), enrolment))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
-            );
+            )
+            .grpc(
+                NoticeServiceServer::new(NoticeService::new(sharing.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .subject_data(Arc::new(SharingRights::new(sharing)));
         Ok(())
+    }
+
+    fn sweepers(&self, ctx: &Context) -> Result<Vec<Arc<dyn Sweeper>>, BuildError> {
+        let every = Settings::of(Some(&ctx.settings))?.notice_interval_secs;
+        Ok(vec![Arc::new(Follower::new(
+            sharing(ctx),
+            enrolment(ctx)?,
+            std::time::Duration::from_secs(every),
+        ))])
     }
 
     fn recipients<'a>(
@@ -120,4 +127,38 @@ impl HostedService for Hosted {
     ) -> BoxFuture<'a, Result<Vec<RecipientEntry>, BuildError>> {
         Box::pin(async move { Ok(crate::recipients::in_force(db, register, now).await?) })
     }
+}
+
+/// The service's parts from the process's.
+fn sharing(ctx: &Context) -> Sharing {
+    Sharing::new(
+        ctx.db.clone(),
+        ctx.keyring.clone(),
+        ctx.audit.clone(),
+        ctx.clock.clone(),
+        ctx.register.clone(),
+    )
+}
+
+/// The enrolment service's client: the configured endpoint, or this process's own address; `None`
+/// for a command that does not serve and has none configured.
+fn enrolment(ctx: &Context) -> Result<Option<Arc<Enrolment>>, BuildError> {
+    let settings = Settings::of(Some(&ctx.settings))?;
+    let endpoint = match settings.enrolment_endpoint.as_str() {
+        "" => ctx.local_endpoint.clone(),
+        configured => Some(configured.to_owned()),
+    };
+    Ok(endpoint
+        .map(|endpoint| {
+            Enrolment::new(
+                &EnrolmentSettings {
+                    endpoint,
+                    ca_file: (!settings.enrolment_ca_file.as_os_str().is_empty())
+                        .then(|| settings.enrolment_ca_file.clone()),
+                },
+                ctx.service_tokens.clone(),
+            )
+        })
+        .transpose()?
+        .map(Arc::new))
 }

@@ -9,7 +9,9 @@
 //! enrolment contract), [`keys`] (pseudonym keys, sealed through the vault), [`partners`] and
 //! [`agreements`] (two gRPC services), [`disclosures`] (the disclosure path, the pull channel
 //! and the disclosure log) reading learners through [`enrolment`]'s API, [`recipients`] (the
-//! agreements in force, for the record of processing activities).
+//! agreements in force, for the record of processing activities), [`notices`] (notices to
+//! recipients of rectifications and erasures, from enrolment's change feed) and [`rights`] (the
+//! service's part in data-subject rights).
 
 pub mod agreements;
 pub mod disclosures;
@@ -19,9 +21,11 @@ pub mod entity;
 mod hosted;
 pub mod keys;
 pub mod migration;
+pub mod notices;
 pub mod partners;
 pub mod paths;
 pub mod recipients;
+pub mod rights;
 mod sharing;
 pub mod terms;
 
@@ -29,7 +33,9 @@ pub use agreements::AgreementService;
 pub use disclosures::DisclosureService;
 pub use keys::{PartnerKeys, PseudonymKey};
 pub use migration::SharingMigrator;
+pub use notices::NoticeService;
 pub use partners::PartnerService;
+pub use rights::SharingRights;
 pub use sharing::Sharing;
 
 /// The service's short name (`--service sharing`, health).

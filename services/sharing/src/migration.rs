@@ -12,6 +12,7 @@ impl MigratorTrait for SharingMigrator {
         vec![
             Box::new(m20261201_000001_partners_and_agreements::Migration),
             Box::new(m20261202_000002_disclosures::Migration),
+            Box::new(m20261202_000003_notices::Migration),
         ]
     }
 
@@ -409,6 +410,124 @@ mod m20261202_000002_disclosures {
                 SharingDisclosureLog::Table.into_iden(),
                 SharingDeliveryRecords::Table.into_iden(),
                 SharingDeliveries::Table.into_iden(),
+            ] {
+                manager
+                    .drop_table(Table::drop().table(table).to_owned())
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+mod m20261202_000003_notices {
+    use super::{index, optional_time, text, time};
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261202_000003_notices"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum SharingNotices {
+        Table,
+        NoticeId,
+        Tenant,
+        PartnerId,
+        SubjectId,
+        Pseudonym,
+        Kind,
+        Fields,
+        ChangeKey,
+        State,
+        ChangedAt,
+        CreatedAt,
+        SentAt,
+        AcknowledgedAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum SharingChangeCursors {
+        Table,
+        Tenant,
+        Cursor,
+        UpdatedAt,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            use SharingChangeCursors as C;
+            use SharingNotices as N;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(N::Table)
+                        .col(text(N::NoticeId).primary_key())
+                        .col(text(N::Tenant))
+                        .col(text(N::PartnerId))
+                        .col(text(N::SubjectId))
+                        .col(text(N::Pseudonym))
+                        .col(text(N::Kind))
+                        .col(ColumnDef::new(N::Fields).text().not_null())
+                        .col(text(N::ChangeKey))
+                        .col(text(N::State))
+                        .col(time(N::ChangedAt))
+                        .col(time(N::CreatedAt))
+                        .col(optional_time(N::SentAt))
+                        .col(optional_time(N::AcknowledgedAt))
+                        .to_owned(),
+                )
+                .await?;
+            // One notice per partner and change, however the change was learnt of (the feed, or
+            // an erasure through the rights endpoint, or both).
+            index(
+                manager,
+                "sharing_notices_once_per_change",
+                N::Table,
+                vec![
+                    N::Tenant.into_iden(),
+                    N::PartnerId.into_iden(),
+                    N::SubjectId.into_iden(),
+                    N::ChangeKey.into_iden(),
+                ],
+                true,
+            )
+            .await?;
+            index(
+                manager,
+                "sharing_notices_by_partner",
+                N::Table,
+                vec![
+                    N::Tenant.into_iden(),
+                    N::PartnerId.into_iden(),
+                    N::NoticeId.into_iden(),
+                ],
+                true,
+            )
+            .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(C::Table)
+                        .col(text(C::Tenant).primary_key())
+                        .col(text(C::Cursor))
+                        .col(time(C::UpdatedAt))
+                        .to_owned(),
+                )
+                .await?;
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            for table in [
+                SharingChangeCursors::Table.into_iden(),
+                SharingNotices::Table.into_iden(),
             ] {
                 manager
                     .drop_table(Table::drop().table(table).to_owned())

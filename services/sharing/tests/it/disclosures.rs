@@ -19,7 +19,7 @@ use tutela_testkit::{Credentials, TestSuite, sample_profile};
 use crate::*;
 
 /// Creates `n` learners of `acme`; their ids.
-async fn learners(suite: &TestSuite, n: u64) -> Vec<String> {
+pub async fn learners(suite: &TestSuite, n: u64) -> Vec<String> {
     let mut client = suite.learners(staff(suite, "acme", "registrar", "course_administration"));
     let mut ids = Vec::new();
     for i in 0..n {
@@ -44,7 +44,7 @@ async fn learners(suite: &TestSuite, n: u64) -> Vec<String> {
 
 /// A partner of `acme` in GB with an agreement in force (exam booking: id, names, email, photo
 /// id reference); the partner's and the agreement's ids.
-async fn partner_in_force(suite: &TestSuite) -> (String, String) {
+pub async fn partner_in_force(suite: &TestSuite) -> (String, String) {
     let partner_id = partner(suite, "GB").await;
     let mut agreements = suite.agreements(dpo(suite));
     let mut request = new_agreement(&partner_id);
@@ -68,7 +68,7 @@ async fn partner_in_force(suite: &TestSuite) -> (String, String) {
 }
 
 /// The partner `partner_id`'s own token, for `purpose`.
-fn as_partner(suite: &TestSuite, partner_id: &str, purpose: &str) -> Credentials {
+pub fn as_partner(suite: &TestSuite, partner_id: &str, purpose: &str) -> Credentials {
     let token = suite.token_for(TokenRequest {
         tenant: "acme".into(),
         subject: "partner-portal".into(),
@@ -81,7 +81,7 @@ fn as_partner(suite: &TestSuite, partner_id: &str, purpose: &str) -> Credentials
     Credentials::new(&token, purpose)
 }
 
-fn disclose(partner_id: &str, ids: &[String]) -> DiscloseRequest {
+pub fn disclose(partner_id: &str, ids: &[String]) -> DiscloseRequest {
     DiscloseRequest {
         partner_id: partner_id.into(),
         learner_ids: ids.to_vec(),
@@ -89,7 +89,7 @@ fn disclose(partner_id: &str, ids: &[String]) -> DiscloseRequest {
     }
 }
 
-async fn pull(
+pub async fn pull(
     suite: &TestSuite,
     credentials: Credentials,
     delivery_id: &str,

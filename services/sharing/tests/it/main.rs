@@ -7,6 +7,7 @@
 mod access;
 mod agreements;
 mod disclosures;
+mod notices;
 mod partners;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};

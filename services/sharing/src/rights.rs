@@ -1,0 +1,196 @@
+//! The sharing service's part in data-subject rights (`tutela.privacy.v1.SubjectData`): the
+//! actual recipients of a learner's data, from the disclosure log (GDPR Art. 15(1)(c), CJEU
+//! C-154/21: the recipients themselves, not their categories), the notices sent to them, and on
+//! erasure: the learner's records still waiting in deliveries are deleted, every recipient is
+//! notified (Art. 19), and the log keeps its entries (who received which fields, when, on which
+//! basis: the organisation's proof, Art. 5(2)), which hold no disclosed value.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use serde_json::json;
+use tutela_policy::rights::SubjectDataProvider;
+use tutela_policy::validate::timestamp;
+use tutela_policy::{CategorySet, Result, SubjectAccess};
+use tutela_proto::common::DataCategory;
+use tutela_proto::privacy::{ServiceErasure, ServiceExport, ServiceHoldings};
+
+use crate::entity::{delivery_record, disclosure, notice, partner};
+use crate::notices::{Change, notify};
+use crate::{SERVICE, Sharing, paths};
+
+/// Describe, export and erase what the sharing service holds of a learner.
+#[derive(Debug, Clone)]
+pub struct SharingRights {
+    sharing: Sharing,
+}
+
+impl SharingRights {
+    /// The provider over `sharing`.
+    pub fn new(sharing: Sharing) -> Self {
+        Self { sharing }
+    }
+
+    /// The learner's log entries, oldest first per recipient.
+    async fn entries(&self, access: &SubjectAccess) -> Result<Vec<disclosure::Model>> {
+        Ok(access
+            .find::<disclosure::Entity>()
+            .order_by_asc(disclosure::Column::PartnerId)
+            .order_by_asc(disclosure::Column::Position)
+            .all(&self.sharing.db)
+            .await?)
+    }
+}
+
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The categories of the fields the entries disclosed, and the learner's identity (the log names
+/// the learner).
+fn categories_of(entries: &[disclosure::Model]) -> CategorySet {
+    let mut held = CategorySet::EMPTY;
+    if entries.is_empty() {
+        return held;
+    }
+    held.insert(DataCategory::Identity);
+    for e in entries {
+        let fields: Vec<String> = serde_json::from_str(&e.fields).unwrap_or_default();
+        for f in fields {
+            if let Ok(cats) = paths::categories(&f) {
+                held = held.union(cats);
+            }
+        }
+    }
+    held
+}
+
+#[async_trait::async_trait]
+impl SubjectDataProvider for SharingRights {
+    fn service(&self) -> &'static str {
+        SERVICE
+    }
+
+    async fn describe(&self, access: &SubjectAccess) -> Result<ServiceHoldings> {
+        let entries = self.entries(access).await?;
+        Ok(ServiceHoldings {
+            service: SERVICE.to_owned(),
+            // What the log names: the learner, and which categories went to whom (never the
+            // values, which left with the deliveries).
+            categories: categories_of(&entries).iter().map(|c| c as i32).collect(),
+            restricted: false,
+            legal_hold: false,
+        })
+    }
+
+    async fn export(&self, access: &SubjectAccess) -> Result<ServiceExport> {
+        let entries = self.entries(access).await?;
+        let db = &self.sharing.db;
+        let ids: Vec<String> = entries.iter().map(|e| e.partner_id.clone()).collect();
+        let partners: HashMap<String, partner::Model> = access
+            .call()
+            .find::<partner::Entity>()
+            .filter(partner::Column::PartnerId.is_in(ids))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|p| (p.partner_id.clone(), p))
+            .collect();
+        let recipients: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let p = partners.get(&e.partner_id);
+                json!({
+                    "recipient": p.map(|p| p.legal_name.as_str()),
+                    "recipient_kind": p.map(|p| p.kind.as_str()),
+                    "recipient_country": p.map(|p| p.country.as_str()),
+                    "partner_id": e.partner_id,
+                    "purpose": e.purpose,
+                    "legal_basis": e.legal_basis,
+                    "fields": serde_json::from_str::<serde_json::Value>(&e.fields)
+                        .unwrap_or_default(),
+                    "channel": e.channel,
+                    "disclosed_at": rfc3339(e.disclosed_at),
+                    "delivery_id": e.delivery_id,
+                    "agreement_id": e.agreement_id,
+                    "agreement_version": e.agreement_version,
+                })
+            })
+            .collect();
+        let notices: Vec<serde_json::Value> = access
+            .find::<notice::Entity>()
+            .order_by_asc(notice::Column::NoticeId)
+            .all(db)
+            .await?
+            .iter()
+            .map(|n| {
+                json!({
+                    "recipient": partners.get(&n.partner_id).map(|p| p.legal_name.as_str()),
+                    "partner_id": n.partner_id,
+                    "kind": n.kind,
+                    "fields": serde_json::from_str::<serde_json::Value>(&n.fields)
+                        .unwrap_or_default(),
+                    "state": n.state,
+                    "changed_at": rfc3339(n.changed_at),
+                })
+            })
+            .collect();
+        let held = categories_of(&entries);
+        let document = json!({
+            "service": SERVICE,
+            "recipients": recipients,
+            "notices_to_recipients": notices,
+        });
+        Ok(ServiceExport {
+            service: SERVICE.to_owned(),
+            media_type: "application/json".into(),
+            document: serde_json::to_vec(&document).map_err(tutela_policy::Error::internal)?,
+            // The document names the learner and which fields went where, never their values.
+            categories: if held.is_empty() {
+                Vec::new()
+            } else {
+                vec![DataCategory::Identity as i32]
+            },
+        })
+    }
+
+    async fn erase(&self, access: &SubjectAccess, _reason: &str) -> Result<ServiceErasure> {
+        let s = &self.sharing;
+        let now = s.now().trunc_subsecs(6);
+        let entries = self.entries(access).await?;
+        let txn = s.db.begin().await?;
+        access.record_in(&txn, categories_of(&entries)).await?;
+        // The learner's records still waiting to be pulled: found by their delivery and hash,
+        // which the log keeps.
+        let mut erased = 0;
+        for e in &entries {
+            erased += delivery_record::Entity::delete_many()
+                .filter(delivery_record::Column::Tenant.eq(access.tenant()))
+                .filter(delivery_record::Column::DeliveryId.eq(e.delivery_id.as_str()))
+                .filter(delivery_record::Column::PayloadSha256.eq(e.payload_sha256.as_str()))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+        }
+        notify(
+            s,
+            &txn,
+            &Change {
+                tenant: access.tenant(),
+                subject_id: access.subject_id(),
+                rectified: None,
+                changed_at: now,
+            },
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(ServiceErasure {
+            service: SERVICE.to_owned(),
+            records_erased: erased,
+            retained: Vec::new(),
+            erased_at: Some(timestamp(now)),
+        })
+    }
+}
