@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod check;
 pub mod config;
+pub mod export;
 pub mod guard;
 pub mod handshake;
 pub mod keys;

@@ -78,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         command: RetentionCommand,
     },
+    /// Data sharing with partners, through the running suite.
+    Sharing {
+        #[command(subcommand)]
+        command: SharingCommand,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -86,6 +91,55 @@ enum Command {
         #[arg(long = "service", value_name = "NAME")]
         services: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum SharingCommand {
+    /// Disclose learners to a partner as a file (a candidate list CSV for its portal, or a
+    /// funder return XML) under the agreement in force for the purpose, and write the file. The
+    /// disclosure goes through the server's guard and is in the disclosure log with the file's
+    /// SHA-256, which the download is checked against.
+    Export {
+        /// The partner's id.
+        #[arg(long)]
+        partner: String,
+        /// The purpose of the disclosure (a register purpose an agreement names).
+        #[arg(long, default_value = "exam_booking")]
+        purpose: String,
+        /// A file with one learner id per line (at most 10,000; `#` comments skipped).
+        #[arg(long)]
+        learners: PathBuf,
+        /// The file's layout.
+        #[arg(long, value_enum, default_value = "csv")]
+        layout: ExportLayout,
+        /// Where to write the file; it must not exist.
+        #[arg(long)]
+        out: PathBuf,
+        /// The server.
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        endpoint: String,
+        /// PEM of the CA that signed the server's certificate (with an https endpoint).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// A bearer token of staff who may disclose for the purpose; default: the development
+        /// admin token `serve` wrote to the data dir.
+        #[arg(long, env = "TUTELA_CLI_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Makes a retried export answer with the same delivery (8 to 128 of [A-Za-z0-9_-]).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// The layouts of `sharing export`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ExportLayout {
+    /// A candidate list as partner portals take it (CSV).
+    Csv,
+    /// A funder return (XML).
+    FunderXml,
 }
 
 /// How `policies --matrix` prints.
@@ -431,6 +485,64 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             let config = load(cli.config.as_ref(), common.overrides())?;
             let report = tutela::retention::sweep(&config, dry_run).await?;
             print!("{report}");
+            Ok(())
+        }
+        Command::Sharing {
+            command:
+                SharingCommand::Export {
+                    partner,
+                    purpose,
+                    learners,
+                    layout,
+                    out,
+                    endpoint,
+                    ca_file,
+                    token,
+                    idempotency_key,
+                    common,
+                },
+        } => {
+            let token = match token {
+                Some(token) => token,
+                None => {
+                    // The development admin token, where `serve` wrote it.
+                    let config = load(cli.config.as_ref(), common.overrides())?;
+                    let path = config.data_dir.join(tutela::server::ADMIN_TOKEN_FILE);
+                    std::fs::read_to_string(&path)
+                        .map(|t| t.trim().to_owned())
+                        .map_err(|_| {
+                            anyhow::anyhow!(
+                                "no --token (or TUTELA_CLI_TOKEN), and no development admin token in {}",
+                                path.display()
+                            )
+                        })?
+                }
+            };
+            let done = tutela::export::export(tutela::export::ExportRequest {
+                endpoint,
+                ca_file,
+                token,
+                purpose,
+                partner_id: partner,
+                learners,
+                layout: match layout {
+                    ExportLayout::Csv => tutela_proto::sharing::FileLayout::CandidatesCsv,
+                    ExportLayout::FunderXml => tutela_proto::sharing::FileLayout::FunderReturnXml,
+                },
+                out: out.clone(),
+                idempotency_key,
+            })
+            .await?;
+            println!(
+                "delivery {}: {} record(s) written to {}, sha256 {}",
+                done.delivery_id,
+                done.records,
+                out.display(),
+                done.sha256
+            );
+            for (reason, count) in done.withheld {
+                println!("not disclosed: {count} learner(s), {reason}");
+            }
             Ok(())
         }
         Command::Migrate { common, services } => {

@@ -35,15 +35,17 @@ use tutela_proto::common::{LegalBasis, PageResponse, Purpose, SubjectRef};
 use tutela_proto::enrolment::Learner;
 use tutela_proto::sharing::disclosure_service_server::DisclosureService as DisclosureApi;
 use tutela_proto::sharing::{
-    DeliveredRecord, Delivery, DiscloseRequest, DiscloseResponse, Disclosure,
-    ListDisclosuresRequest, ListDisclosuresResponse, PullDeliveriesRequest, PullDeliveriesResponse,
-    WithheldFromDelivery,
+    DeliveredRecord, Delivery, DeliveryChannel, DiscloseRequest, DiscloseResponse, Disclosure,
+    DownloadExportRequest, DownloadExportResponse, FileLayout, ListDisclosuresRequest,
+    ListDisclosuresResponse, PullDeliveriesRequest, PullDeliveriesResponse, WithheldFromDelivery,
 };
 
 use crate::duration::IsoDuration;
 use crate::enrolment::Enrolment;
 use crate::entity::{agreement, agreement_purpose, delivery, delivery_record, disclosure, partner};
+use crate::export::{self, LAYOUTS};
 use crate::sharing::{Sharing, next_page, page_size};
+use crate::terms::name;
 
 const DISCLOSE: &str = "tutela.sharing.v1.DisclosureService/Disclose";
 
@@ -56,14 +58,27 @@ tutela_policy::idempotent_rows!(delivery);
 /// Most learners one disclosure may name (enrolment's bulk read takes as many).
 const MAX_LEARNERS: usize = 10_000;
 
-/// The only channel so far: the partner pulls.
+/// The partner pulls (PullDeliveries).
 const PULL: &str = "pull";
+
+/// Staff download a file (DownloadExport) and hand it over.
+const FILE: &str = "file";
+
+/// Bytes per DownloadExport message.
+const CHUNK: usize = 64 * 1024;
 
 /// The hash before a chain's first entry.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Rows per multi-row insert: well under SQLite's 32,766 bound variables at 17 columns.
 const INSERT_CHUNK: usize = 1_000;
+
+/// The chunks of a file download.
+pub type ExportStream = Pin<
+    Box<
+        dyn tokio_stream::Stream<Item = std::result::Result<DownloadExportResponse, Status>> + Send,
+    >,
+>;
 
 /// The records of a pull stream.
 pub type PullStream = Pin<
@@ -91,6 +106,10 @@ impl DisclosureService {
 struct NewDisclosure {
     partner_id: String,
     learner_ids: Vec<String>,
+    /// `pull` or `file`.
+    channel: &'static str,
+    /// The file's layout, for a file.
+    layout: Option<&'static str>,
     idempotency: Option<Idempotency>,
 }
 
@@ -120,9 +139,27 @@ impl NewDisclosure {
             }
         }
         let key = c.key(r.idempotency_key.as_ref(), "idempotency_key");
-        let (partner_id, key) = c.parsed((partner_id, key))?;
+        let channel = match DeliveryChannel::try_from(r.channel) {
+            Ok(DeliveryChannel::Unspecified | DeliveryChannel::Pull) => Ok(PULL),
+            Ok(DeliveryChannel::File) => Ok(FILE),
+            Err(_) => Err(c.flag("channel", "not a delivery channel")),
+        };
+        let layout = match (FileLayout::try_from(r.layout), &channel) {
+            (Ok(FileLayout::Unspecified), Ok(FILE)) => Err(c.flag(
+                "layout",
+                "required with DELIVERY_CHANNEL_FILE: FILE_LAYOUT_CANDIDATES_CSV or \
+                 FILE_LAYOUT_FUNDER_RETURN_XML",
+            )),
+            (Ok(FileLayout::Unspecified), _) => Ok(None),
+            (Ok(layout), Ok(FILE)) => Ok(name(&LAYOUTS, layout)),
+            (Ok(_), _) => Err(c.flag("layout", "only with DELIVERY_CHANNEL_FILE")),
+            (Err(_), _) => Err(c.flag("layout", "not a file layout")),
+        };
+        let (partner_id, key, channel, layout) = c.parsed((partner_id, key, channel, layout))?;
         Ok(Self {
             partner_id: partner_id.clone(),
+            channel,
+            layout,
             idempotency: Idempotency::new(
                 key,
                 DISCLOSE,
@@ -130,6 +167,8 @@ impl NewDisclosure {
                     partner_id: partner_id.clone(),
                     learner_ids: learner_ids.clone(),
                     idempotency_key: None,
+                    channel: r.channel,
+                    layout: r.layout,
                 },
             ),
             learner_ids,
@@ -334,6 +373,12 @@ fn to_delivery(row: &delivery::Model) -> Delivery {
         key_version: u32::try_from(row.key_version).unwrap_or(0),
         created_at: Some(timestamp(row.created_at)),
         available_until: row.available_until.map(timestamp),
+        channel: match row.channel.as_str() {
+            FILE => DeliveryChannel::File as i32,
+            _ => DeliveryChannel::Pull as i32,
+        },
+        layout: crate::terms::number(&LAYOUTS, &row.layout),
+        file_sha256: row.file_sha256.clone(),
     }
 }
 
@@ -426,6 +471,7 @@ impl DisclosureService {
         };
 
         let mut records = Vec::with_capacity(read.learners.len());
+        let mut for_file = Vec::new();
         let mut entries = Vec::with_capacity(read.learners.len());
         for (i, learner) in read.learners.iter().enumerate() {
             let index = i32::try_from(i + 1).map_err(Error::internal)?;
@@ -439,6 +485,9 @@ impl DisclosureService {
             let sealed = data_key
                 .seal(&sealed_field(&delivery_id, index), &record.encode_to_vec())
                 .map_err(Error::internal)?;
+            if new.layout.is_some() {
+                for_file.push(record.clone());
+            }
             records.push(delivery_record::ActiveModel {
                 delivery_id: Set(delivery_id.clone()),
                 position: Set(index),
@@ -459,7 +508,7 @@ impl DisclosureService {
                 purpose: purpose.to_owned(),
                 legal_basis: terms.legal_basis.clone(),
                 fields: fields_json.clone(),
-                channel: PULL.to_owned(),
+                channel: new.channel.to_owned(),
                 disclosed_at: now,
                 actor: actor.clone(),
                 payload_sha256: hash,
@@ -471,27 +520,36 @@ impl DisclosureService {
             entries.push(disclosure::ActiveModel::from(entry));
         }
         let (key_column, request_hash) = Idempotency::columns(new.idempotency.as_ref());
-        let row = delivery::ActiveModel {
-            delivery_id: Set(delivery_id.clone()),
-            tenant: Set(call.tenant().to_owned()),
-            partner_id: Set(partner.partner_id.clone()),
-            agreement_id: Set(agreement.agreement_id.clone()),
-            agreement_version: Set(agreement.version),
-            purpose: Set(purpose.to_owned()),
-            legal_basis: Set(terms.legal_basis.clone()),
-            fields: Set(fields_json),
-            channel: Set(PULL.to_owned()),
-            key_version: Set(locked.key_version),
-            record_count: Set(i32::try_from(records.len()).map_err(Error::internal)?),
-            actor: Set(actor),
-            created_at: Set(now),
-            available_until: Set(available_until),
-            idempotency_key: Set(key_column),
-            request_hash: Set(request_hash),
+        let mut row = delivery::Model {
+            delivery_id: delivery_id.clone(),
+            tenant: call.tenant().to_owned(),
+            partner_id: partner.partner_id.clone(),
+            agreement_id: agreement.agreement_id.clone(),
+            agreement_version: agreement.version,
+            purpose: purpose.to_owned(),
+            legal_basis: terms.legal_basis.clone(),
+            fields: fields_json,
+            channel: new.channel.to_owned(),
+            layout: new.layout.unwrap_or_default().to_owned(),
+            file_sha256: String::new(),
+            key_version: locked.key_version,
+            record_count: i32::try_from(records.len()).map_err(Error::internal)?,
+            actor,
+            created_at: now,
+            available_until,
+            idempotency_key: key_column,
+            request_hash,
+        };
+        if new.layout.is_some() {
+            // The file's hash is recorded with the delivery: what is handed over can be shown
+            // to be what was made (and logged).
+            let file = export::render(&row, &fields, &for_file)?;
+            row.file_sha256 = hex::encode(Sha256::digest(&file.bytes));
         }
-        .insert(&txn)
-        .await
-        .map_err(idempotency::key_taken)?;
+        let row = delivery::ActiveModel::from(row)
+            .insert(&txn)
+            .await
+            .map_err(idempotency::key_taken)?;
         while !records.is_empty() {
             let chunk: Vec<_> = records.drain(..records.len().min(INSERT_CHUNK)).collect();
             delivery_record::Entity::insert_many(chunk)
@@ -563,6 +621,9 @@ impl DisclosureService {
                     .await?,
                 "delivery",
             )?;
+            if d.channel != PULL {
+                return Err(Error::NotFound("delivery"));
+            }
             if d.purpose != purpose || !self.pullable(call, &d, now).await? {
                 return Err(Error::FailedPrecondition {
                     reason: Precondition::AccessPeriodEnded,
@@ -574,6 +635,7 @@ impl DisclosureService {
         let all = call
             .find::<delivery::Entity>()
             .filter(delivery::Column::PartnerId.eq(partner_id))
+            .filter(delivery::Column::Channel.eq(PULL))
             .filter(delivery::Column::Purpose.eq(purpose))
             .order_by_asc(delivery::Column::DeliveryId)
             .all(&s.db)
@@ -721,6 +783,91 @@ impl DisclosureApi for DisclosureService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type DownloadExportStream = ExportStream;
+
+    async fn download_export(
+        &self,
+        request: Request<DownloadExportRequest>,
+    ) -> std::result::Result<Response<Self::DownloadExportStream>, Status> {
+        let call = Authorized::of(&request)?;
+        let mut c = Checks::new();
+        let id = c.uuid(&request.get_ref().delivery_id, "delivery_id");
+        let id = c.parsed(id)?;
+        let s = &self.sharing;
+        let d = found(
+            call.find::<delivery::Entity>()
+                .filter(delivery::Column::DeliveryId.eq(id.as_str()))
+                .filter(delivery::Column::Channel.eq(FILE))
+                .one(&s.db)
+                .await
+                .map_err(Error::from)?,
+            "delivery",
+        )?;
+        let fields: Vec<String> = serde_json::from_str(&d.fields)
+            .map_err(|_| Error::internal("a delivery's fields do not parse"))?;
+        // The file carries every category of the fields: the caller must be able to read each.
+        for path in &fields {
+            if let Ok(categories) = crate::paths::categories(path) {
+                for category in categories.iter() {
+                    call.require_readable(category)?;
+                }
+            }
+        }
+        if d.purpose != call.purpose().short_name() || !self.pullable(&call, &d, s.now()).await? {
+            return Err(Error::FailedPrecondition {
+                reason: Precondition::AccessPeriodEnded,
+                message: "this file may no longer be downloaded for this purpose".into(),
+            }
+            .into());
+        }
+        let data_key = s.keys.data_key(call.tenant(), &d.partner_id).await?;
+        let rows = call
+            .find::<delivery_record::Entity>()
+            .filter(delivery_record::Column::DeliveryId.eq(d.delivery_id.as_str()))
+            .order_by_asc(delivery_record::Column::Position)
+            .all(&s.db)
+            .await
+            .map_err(Error::from)?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let plain = data_key
+                .open(
+                    &sealed_field(&row.delivery_id, row.position),
+                    &row.sealed_record,
+                )
+                .map_err(Error::internal)?;
+            records.push(
+                DeliveredRecord::decode(plain.as_slice())
+                    .map_err(|e| Error::internal(format!("a sealed record: {e}")))?,
+            );
+        }
+        let file = export::render(&d, &fields, &records)?;
+        if hex::encode(Sha256::digest(&file.bytes)) != d.file_sha256 {
+            // A record erased since (a learner's erasure) changes the file: say so rather than
+            // hand over a file that is not the one logged.
+            return Err(Error::FailedPrecondition {
+                reason: Precondition::AccessPeriodEnded,
+                message: "records of this file were erased since it was made; disclose again"
+                    .into(),
+            }
+            .into());
+        }
+        let total = u32::try_from(records.len()).unwrap_or(u32::MAX);
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        while start < file.bytes.len() {
+            let end = (start + CHUNK).min(file.bytes.len());
+            let done = file.ends.iter().take_while(|e| **e <= end).count();
+            chunks.push(Ok(DownloadExportResponse {
+                data: file.bytes[start..end].to_vec(),
+                records_done: u32::try_from(done).unwrap_or(u32::MAX),
+                record_count: total,
+            }));
+            start = end;
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
     async fn list_disclosures(

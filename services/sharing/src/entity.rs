@@ -145,8 +145,12 @@ pub mod delivery {
         pub legal_basis: String,
         /// The field paths disclosed, as a JSON array.
         pub fields: String,
-        /// `pull`.
+        /// `pull` or `file`.
         pub channel: String,
+        /// For a file: `candidates_csv` or `funder_return_xml`; empty for a pull.
+        pub layout: String,
+        /// For a file: the lower-case hex SHA-256 of its bytes; empty for a pull.
+        pub file_sha256: String,
         /// The partner's pseudonym key version the records are under.
         pub key_version: i32,
         pub record_count: i32,

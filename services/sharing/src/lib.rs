@@ -18,6 +18,7 @@ pub mod disclosures;
 pub mod duration;
 pub mod enrolment;
 pub mod entity;
+pub mod export;
 mod hosted;
 pub mod keys;
 pub mod migration;

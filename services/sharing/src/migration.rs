@@ -255,6 +255,8 @@ mod m20261202_000002_disclosures {
         LegalBasis,
         Fields,
         Channel,
+        Layout,
+        FileSha256,
         KeyVersion,
         RecordCount,
         Actor,
@@ -315,6 +317,8 @@ mod m20261202_000002_disclosures {
                         .col(text(D::LegalBasis))
                         .col(ColumnDef::new(D::Fields).text().not_null())
                         .col(text(D::Channel))
+                        .col(text(D::Layout))
+                        .col(text(D::FileSha256))
                         .col(number(D::KeyVersion))
                         .col(number(D::RecordCount))
                         .col(text(D::Actor))

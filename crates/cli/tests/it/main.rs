@@ -9,6 +9,7 @@ mod check;
 mod connections;
 mod crash;
 mod dev_keys;
+mod export;
 mod guard;
 mod principal;
 mod serve;

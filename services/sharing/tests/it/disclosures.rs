@@ -85,7 +85,7 @@ pub fn disclose(partner_id: &str, ids: &[String]) -> DiscloseRequest {
     DiscloseRequest {
         partner_id: partner_id.into(),
         learner_ids: ids.to_vec(),
-        idempotency_key: None,
+        ..Default::default()
     }
 }
 
