@@ -8,7 +8,8 @@
 //! vocabularies), [`duration`] (ISO-8601 periods), [`paths`] (field paths looked up in the
 //! enrolment contract), [`keys`] (pseudonym keys, sealed through the vault), [`partners`] and
 //! [`agreements`] (the two gRPC services), [`recipients`] (the agreements in force, for the
-//! record of processing activities).
+//! record of processing activities), [`webhooks`] (thin signed notifications to partners'
+//! endpoints, from a durable outbox).
 
 pub mod agreements;
 pub mod duration;
@@ -21,6 +22,7 @@ pub mod paths;
 pub mod recipients;
 mod sharing;
 pub mod terms;
+pub mod webhooks;
 
 pub use agreements::AgreementService;
 pub use keys::{PartnerKeys, PseudonymKey};

@@ -9,9 +9,10 @@ pub struct SharingMigrator;
 
 impl MigratorTrait for SharingMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(
-            m20261201_000001_partners_and_agreements::Migration,
-        )]
+        vec![
+            Box::new(m20261201_000001_partners_and_agreements::Migration),
+            Box::new(crate::webhooks::migration::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
