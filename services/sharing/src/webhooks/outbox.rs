@@ -32,7 +32,7 @@ use url::{Host, Position, Url};
 
 use super::entity::{endpoint, message};
 use super::signature::Secret;
-use super::ssrf::TargetRules;
+use super::ssrf::{Refusal, TargetRules};
 use crate::keys::PartnerKeys;
 
 /// A message waiting for its next attempt.
@@ -282,15 +282,18 @@ impl Webhooks {
                     }
                 };
                 let Some(target) = target else {
-                    self.settle(&m, ENDPOINT_DISABLED, None, None, now).await?;
-                    report.endpoint_disabled += 1;
+                    // Already given up with the rest when its endpoint answered 410 this run.
+                    if self.settle(&m, ENDPOINT_DISABLED, None, None, now).await? {
+                        report.endpoint_disabled += 1;
+                    }
                     continue;
                 };
                 let outcome = self.attempt(&target, &m, now).await;
                 match outcome {
                     Outcome::Status(s) if (200..300).contains(&s) => {
-                        self.settle(&m, DELIVERED, Some(s), None, now).await?;
-                        report.delivered += 1;
+                        if self.settle(&m, DELIVERED, Some(s), None, now).await? {
+                            report.delivered += 1;
+                        }
                     }
                     Outcome::Status(410) => {
                         report.endpoint_disabled += self.disable(&m, now).await?;
@@ -312,12 +315,14 @@ impl Webhooks {
                         match delay {
                             Some(delay) => {
                                 let next = now + jittered(*delay);
-                                self.retry(&m, status, &error, next).await?;
-                                report.retrying += 1;
+                                if self.retry(&m, status, &error, next).await? {
+                                    report.retrying += 1;
+                                }
                             }
                             None => {
-                                self.settle(&m, FAILED, status, Some(error), now).await?;
-                                report.failed += 1;
+                                if self.settle(&m, FAILED, status, Some(error), now).await? {
+                                    report.failed += 1;
+                                }
                             }
                         }
                         tracing::info!(
@@ -356,15 +361,19 @@ impl Webhooks {
     /// One POST of `m` to `target`, within [`ATTEMPT_TIMEOUT`].
     async fn attempt(&self, target: &Target, m: &message::Model, now: DateTime<Utc>) -> Outcome {
         // Checked again here, not only at registration: the settings may have changed since.
-        let Ok(url) = self.rules.check_url(&target.url) else {
-            return Outcome::Failed("the endpoint's URL is not allowed");
+        let checked = match self.rules.check_url(&target.url) {
+            Ok(url) => self.rules.resolve(&url).await.map(|addrs| (url, addrs)),
+            Err(refusal) => Err(refusal),
         };
-        let addrs = match self.rules.resolve(&url).await {
-            Ok(addrs) => addrs,
-            Err(super::ssrf::Refusal::NotPublic) => {
-                return Outcome::Failed("the endpoint resolves to an address that is not public");
+        let (url, addrs) = match checked {
+            Ok(checked) => checked,
+            Err(Refusal::NotPublic) => {
+                return Outcome::Failed("the endpoint's address is not public");
             }
-            Err(_) => return Outcome::Failed("the endpoint's host does not resolve"),
+            Err(Refusal::Unresolved) => {
+                return Outcome::Failed("the endpoint's host does not resolve");
+            }
+            Err(_) => return Outcome::Failed("the endpoint's URL is not allowed"),
         };
         let timestamp = now.timestamp();
         let signature = target
@@ -439,13 +448,14 @@ impl Webhooks {
         status: Option<u16>,
         error: Option<String>,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let attempts = if state == ENDPOINT_DISABLED {
             m.attempts
         } else {
             m.attempts.saturating_add(1)
         };
-        self.update(m)?
+        let done = self
+            .update(m)?
             .col_expr(message::Column::State, Expr::value(state))
             .col_expr(message::Column::Attempts, Expr::value(attempts))
             .col_expr(message::Column::NextAttemptAt, Expr::value(now))
@@ -456,7 +466,7 @@ impl Webhooks {
             .col_expr(message::Column::LastError, Expr::value(error))
             .exec(&self.db)
             .await?;
-        Ok(())
+        Ok(done.rows_affected == 1)
     }
 
     async fn retry(
@@ -465,8 +475,9 @@ impl Webhooks {
         status: Option<u16>,
         error: &str,
         next: DateTime<Utc>,
-    ) -> Result<()> {
-        self.update(m)?
+    ) -> Result<bool> {
+        let done = self
+            .update(m)?
             .col_expr(
                 message::Column::Attempts,
                 Expr::value(m.attempts.saturating_add(1)),
@@ -479,7 +490,7 @@ impl Webhooks {
             .col_expr(message::Column::LastError, Expr::value(error))
             .exec(&self.db)
             .await?;
-        Ok(())
+        Ok(done.rows_affected == 1)
     }
 
     /// An update of `m` that applies only while it is pending at the attempt count it was read

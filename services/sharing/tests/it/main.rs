@@ -7,6 +7,7 @@
 mod access;
 mod agreements;
 mod partners;
+mod webhooks;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use tutela_policy::audit::entity::record;
