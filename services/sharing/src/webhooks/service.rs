@@ -8,6 +8,7 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use tonic::{Request, Response, Status};
+use tutela_policy::audit::Change;
 use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, timestamp};
@@ -159,7 +160,18 @@ impl WebhookService {
             row.insert(&txn).await
         }
         .map_err(idempotency::key_taken)?;
+        let staged = s
+            .audit
+            .change_in(
+                &txn,
+                call,
+                Change::WebhookEndpointSet {
+                    partner_id: new.partner_id.clone(),
+                },
+            )
+            .await?;
         txn.commit().await?;
+        staged.append().await?;
         tracing::info!(partner_id = %row.partner_id, "webhook endpoint set");
         Ok((row, secret))
     }

@@ -228,6 +228,9 @@ async fn a_partner_receives_signed_notifications_of_ids_only_and_its_secret_is_s
         .into_inner();
     let secret = response.signing_secret.clone();
     assert!(secret.starts_with("whsec_"), "{secret}");
+    // Neither the secret nor the URL's query ever reaches a log or span (scanned when the
+    // suite's database is dropped).
+    tutela_store::testing::logs::personal(&[&secret, &secret["whsec_".len()..], "partner-side"]);
     assert_eq!(B64.decode(&secret["whsec_".len()..]).unwrap().len(), 32);
     let endpoint = response.endpoint.unwrap();
     assert!(endpoint.enabled);
@@ -245,6 +248,16 @@ async fn a_partner_receives_signed_notifications_of_ids_only_and_its_secret_is_s
     let encoded = got.encode_to_vec();
     let b64 = &secret["whsec_".len()..];
     assert!(!String::from_utf8_lossy(&encoded).contains(b64));
+    // Setting the endpoint is recorded as a change, naming the partner only.
+    let rpc = "tutela.sharing.v1.WebhookService/SetWebhookEndpoint";
+    let reasons = audited(&suite, rpc).await;
+    let change = format!("webhook_endpoint_set partner={partner_id}");
+    assert!(reasons.contains(&change), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .all(|r| !r.contains("partner-side") && !r.contains(b64))
+    );
 
     let message_id = announce(&db, &partner_id, DELIVERY).await.unwrap();
     let report = worker.deliver_due(Utc::now()).await.unwrap();
