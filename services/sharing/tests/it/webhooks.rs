@@ -558,3 +558,131 @@ async fn only_the_dpo_of_the_partners_tenant_manages_its_webhooks() {
 fn to_utc(t: &prost_types::Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
 }
+
+#[tokio::test]
+async fn a_rolled_back_change_announces_nothing_and_messages_list_a_page_at_a_time() {
+    let suite = suite(true).await;
+    let partner_id = partner(&suite, "GB").await;
+    let (_, db) = worker(&suite, DEV).await;
+    webhooks(&suite, dpo(&suite))
+        .set_webhook_endpoint(set(&partner_id, "http://127.0.0.1:9/hook"))
+        .await
+        .unwrap();
+    let row = partner::Entity::find_by_id(partner_id.clone())
+        .one(&db)
+        .await
+        .unwrap()
+        .unwrap();
+    let txn = db.begin().await.unwrap();
+    let ids = serde_json::json!({ "delivery_id": DELIVERY });
+    let tenant = Tenant::of_row(&row).unwrap();
+    let written = enqueue(
+        &txn,
+        &tenant,
+        &partner_id,
+        "delivery.ready",
+        &ids,
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(written.is_some());
+    txn.rollback().await.unwrap();
+    assert!(messages(&suite, &partner_id).await.is_empty());
+
+    // Only ids go into a webhook: anything else is refused before it is written.
+    let txn = db.begin().await.unwrap();
+    for bad in [
+        serde_json::json!({ "email": "ada@example.org" }),
+        serde_json::json!({ "name": "Ada Lovelace" }),
+        serde_json::json!({ "nested": { "id": "x" } }),
+        serde_json::json!(["not", "an", "object"]),
+    ] {
+        assert!(
+            enqueue(
+                &txn,
+                &tenant,
+                &partner_id,
+                "delivery.ready",
+                &bad,
+                Utc::now()
+            )
+            .await
+            .is_err(),
+            "{bad}"
+        );
+    }
+    txn.rollback().await.unwrap();
+
+    let mut written = Vec::new();
+    for n in 0..3 {
+        written.push(
+            announce(&db, &partner_id, &format!("delivery-{n}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut api = webhooks(&suite, dpo(&suite));
+    let page = |token: &str| ListWebhookMessagesRequest {
+        partner_id: partner_id.clone(),
+        page: Some(PageRequest {
+            page_size: 2,
+            page_token: token.into(),
+        }),
+    };
+    let first = api
+        .list_webhook_messages(page(""))
+        .await
+        .unwrap()
+        .into_inner();
+    let token = first.page.unwrap().next_page_token;
+    let rest = api
+        .list_webhook_messages(page(&token))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed: Vec<String> = first
+        .messages
+        .iter()
+        .chain(&rest.messages)
+        .map(|m| m.message_id.clone())
+        .collect();
+    assert_eq!(listed, written);
+    assert!(rest.page.unwrap().next_page_token.is_empty());
+    let err = api.list_webhook_messages(page("forged")).await.unwrap_err();
+    assert_eq!(fields(&err), ["page.page_token"]);
+}
+
+#[tokio::test]
+async fn serve_delivers_on_its_own_schedule_as_the_webhook_deliveries_job() {
+    let suite = TestSuite::start_with(|c| {
+        c.sections.insert(
+            "sharing".into(),
+            serde_json::json!({
+                "allow_http_webhook_targets": true,
+                "allow_private_webhook_targets": true,
+            }),
+        );
+        c.retention.sweep_interval_secs = 1;
+    })
+    .await
+    .unwrap();
+    let partner_id = partner(&suite, "GB").await;
+    let receiver = Receiver::start(&[]).await;
+    let secret = webhooks(&suite, dpo(&suite))
+        .set_webhook_endpoint(set(&partner_id, &receiver.url()))
+        .await
+        .unwrap()
+        .into_inner()
+        .signing_secret;
+    let db = suite.database().connect().await.unwrap();
+    let message_id = announce(&db, &partner_id, DELIVERY).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while receiver.received().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "serve sent nothing within 20 s");
+    assert_eq!(received[0].id, message_id);
+    assert!(verifies(&secret, &received[0]));
+}
