@@ -212,8 +212,22 @@ impl Webhooks {
         keys: PartnerKeys,
         rules: TargetRules,
     ) -> std::result::Result<Self, rustls::Error> {
+        Self::trusting(db, keys, rules, Vec::new())
+    }
+
+    /// [`Webhooks::new`] trusting `extra_roots` beside the Mozilla roots: for tests' receivers
+    /// with a self-signed certificate (and, later, partners behind a private CA).
+    pub fn trusting(
+        db: DatabaseConnection,
+        keys: PartnerKeys,
+        rules: TargetRules,
+        extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    ) -> std::result::Result<Self, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for root in extra_roots {
+            roots.add(root)?;
+        }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

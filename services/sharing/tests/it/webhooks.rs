@@ -80,6 +80,15 @@ struct Receiver {
 
 impl Receiver {
     async fn start(statuses: &[u16]) -> Self {
+        Self::serve(statuses, None).await
+    }
+
+    /// The same over TLS with `acceptor`'s certificate.
+    async fn start_tls(statuses: &[u16], acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        Self::serve(statuses, Some(acceptor)).await
+    }
+
+    async fn serve(statuses: &[u16], tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -126,10 +135,20 @@ impl Receiver {
                         )
                     }
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let http = hyper::server::conn::http1::Builder::new();
+                    // A connection's own failure is the client's to see, not the receiver's.
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            http.serve_connection(TokioIo::new(stream), service).await
+                        }
+                    };
+                });
             }
         });
         Self { addr, received }
@@ -684,5 +703,66 @@ async fn serve_delivers_on_its_own_schedule_as_the_webhook_deliveries_job() {
     let received = receiver.received();
     assert_eq!(received.len(), 1, "serve sent nothing within 20 s");
     assert_eq!(received[0].id, message_id);
+    assert!(verifies(&secret, &received[0]));
+}
+
+/// A self-signed certificate for `localhost`, and an acceptor serving it.
+fn localhost_tls() -> (
+    tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    tokio_rustls::TlsAcceptor,
+) {
+    use tokio_rustls::rustls;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = certified.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.clone()], key)
+    .unwrap();
+    (cert, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[tokio::test]
+async fn https_endpoints_get_the_post_over_verified_tls_and_an_untrusted_certificate_gets_nothing()
+{
+    let suite = suite(true).await;
+    let partner_id = partner(&suite, "GB").await;
+    let (cert, acceptor) = localhost_tls();
+    let receiver = Receiver::start_tls(&[], acceptor).await;
+    let url = format!("https://localhost:{}/hooks/tutela", receiver.addr.port());
+    let secret = webhooks(&suite, dpo(&suite))
+        .set_webhook_endpoint(set(&partner_id, &url))
+        .await
+        .unwrap()
+        .into_inner()
+        .signing_secret;
+    let (webpki_only, db) = worker(&suite, DEV).await;
+    announce(&db, &partner_id, DELIVERY).await.unwrap();
+
+    // The Mozilla roots do not vouch for a self-signed certificate: nothing is sent.
+    let now = Utc::now();
+    assert_eq!(webpki_only.deliver_due(now).await.unwrap().retrying, 1);
+    assert!(receiver.received().is_empty());
+    let listed = messages(&suite, &partner_id).await;
+    assert_eq!(listed[0].last_error, "the TLS handshake failed");
+
+    // Trusting it, the retry goes through, checked against the name `localhost`.
+    let keys = PartnerKeys::new(
+        db.clone(),
+        Arc::new(tutela::keys::load_keyring(suite.config()).unwrap()),
+        Arc::new(tutela_store::SystemClock),
+    );
+    let trusting = Webhooks::trusting(db.clone(), keys, DEV, vec![cert]).unwrap();
+    let report = trusting
+        .deliver_due(now + Duration::seconds(6))
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 1, "{report:?}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
     assert!(verifies(&secret, &received[0]));
 }
