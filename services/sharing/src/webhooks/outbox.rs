@@ -187,6 +187,10 @@ struct Target {
     secret: Secret,
 }
 
+/// A partner's endpoint for one run: `Ok(None)` when it has none enabled, `Err` when its secret
+/// could not be opened (its messages then wait for the next run, untouched).
+type Lookup = std::result::Result<Option<Arc<Target>>, ()>;
+
 /// Sends the outbox's due messages. Cheap to clone.
 #[derive(Clone)]
 pub struct Webhooks {
@@ -261,7 +265,7 @@ impl Webhooks {
     /// caller's, so it reads the outbox unscoped and each endpoint in the message's tenant.
     pub async fn deliver_due(&self, now: DateTime<Utc>) -> Result<Delivered> {
         let mut report = Delivered::default();
-        let mut targets: HashMap<(String, String), Option<Arc<Target>>> = HashMap::new();
+        let mut targets: HashMap<(String, String), Lookup> = HashMap::new();
         let mut after: Option<(DateTime<Utc>, String)> = None;
         while report.total() < MAX_PER_RUN {
             let mut query = message::Entity::find()
@@ -290,11 +294,19 @@ impl Webhooks {
                 let target = match targets.get(&key) {
                     Some(t) => t.clone(),
                     None => {
-                        let t = self.target(&m).await?;
+                        // One partner's unreadable secret must not hold up every other partner.
+                        let t = self.target(&m).await.map_err(|err| {
+                            tracing::error!(
+                                partner_id = %m.partner_id,
+                                error = %err,
+                                "webhook endpoint unusable: its messages wait"
+                            );
+                        });
                         targets.insert(key.clone(), t.clone());
                         t
                     }
                 };
+                let Ok(target) = target else { continue };
                 let Some(target) = target else {
                     // Already given up with the rest when its endpoint answered 410 this run.
                     if self.settle(&m, ENDPOINT_DISABLED, None, None, now).await? {
@@ -311,7 +323,7 @@ impl Webhooks {
                     }
                     Outcome::Status(410) => {
                         report.endpoint_disabled += self.disable(&m, now).await?;
-                        targets.insert(key, None);
+                        targets.insert(key, Ok(None));
                         tracing::warn!(
                             partner_id = %m.partner_id,
                             "webhook endpoint answered 410 gone: disabled"
