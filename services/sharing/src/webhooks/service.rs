@@ -77,11 +77,7 @@ struct NewEndpoint {
 impl NewEndpoint {
     fn parse(r: &SetWebhookEndpointRequest, rules: &TargetRules) -> Result<Self> {
         let mut c = Checks::new();
-        let partner_id = match uuid::Uuid::parse_str(r.partner_id.trim()) {
-            Ok(id) => Ok(id.hyphenated().to_string()),
-            Err(_) if r.partner_id.trim().is_empty() => Err(c.flag("partner_id", "required")),
-            Err(_) => Err(c.flag("partner_id", "must be a UUID")),
-        };
+        let partner_id = c.uuid(&r.partner_id, "partner_id");
         let url = match c.required(&r.url, "url", 2048) {
             Ok(url) => match rules.check_url(url) {
                 // The parsed form: one spelling of the same URL.

@@ -502,10 +502,20 @@ async fn private_targets_are_refused_without_the_setting_at_registration_and_at_
         // The refusal never repeats the URL.
         assert!(!err.message().contains("169.254"), "{}", err.message());
     }
+    let err = api.set_webhook_endpoint(set("", "")).await.unwrap_err();
+    assert_eq!(fields(&err), ["partner_id", "url"]);
     let err = api
-        .get_webhook_endpoint(GetWebhookEndpointRequest {
-            partner_id: partner_id.clone(),
-        })
+        .set_webhook_endpoint(set(&uuid_of_nobody(), "https://hooks.example.org/"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    // A public https endpoint is accepted as it is.
+    api.set_webhook_endpoint(set(&partner_id, "https://hooks.example.org/tutela"))
+        .await
+        .unwrap();
+    let other = partner(&strict, "GB").await;
+    let err = api
+        .get_webhook_endpoint(GetWebhookEndpointRequest { partner_id: other })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -765,4 +775,8 @@ async fn https_endpoints_get_the_post_over_verified_tls_and_an_untrusted_certifi
     let received = receiver.received();
     assert_eq!(received.len(), 1);
     assert!(verifies(&secret, &received[0]));
+}
+
+fn uuid_of_nobody() -> String {
+    "0b9e8a4c-0000-4e55-9a51-3c2f0d9e1a77".to_owned()
 }
