@@ -157,7 +157,8 @@ pub struct Delivered {
 }
 
 impl Delivered {
-    fn total(&self) -> u64 {
+    /// How many messages the run settled or rescheduled.
+    pub fn total(&self) -> u64 {
         self.delivered + self.retrying + self.failed + self.endpoint_disabled
     }
 }
@@ -187,8 +188,10 @@ struct Target {
     secret: Secret,
 }
 
-/// A partner's endpoint for one run: `Ok(None)` when it has none enabled, `Err` when its secret
-/// could not be opened (its messages then wait for the next run, untouched).
+/// A partner's endpoint for one run: `Ok(None)` when it has none enabled, `Err` when its
+/// messages wait for the next run, untouched: its secret could not be opened, or an attempt
+/// failed this run (so that an endpoint that times out costs one 10 s attempt per run, not one
+/// per message, while the sweep holds its lease).
 type Lookup = std::result::Result<Option<Arc<Target>>, ()>;
 
 /// Sends the outbox's due messages. Cheap to clone.
@@ -358,6 +361,7 @@ impl Webhooks {
                             status,
                             "webhook attempt failed"
                         );
+                        targets.insert(key, Err(()));
                     }
                 }
             }

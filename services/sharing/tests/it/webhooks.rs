@@ -780,3 +780,31 @@ async fn https_endpoints_get_the_post_over_verified_tls_and_an_untrusted_certifi
 fn uuid_of_nobody() -> String {
     "0b9e8a4c-0000-4e55-9a51-3c2f0d9e1a77".to_owned()
 }
+
+#[tokio::test]
+async fn an_endpoint_that_just_failed_gets_no_more_attempts_in_the_same_run() {
+    let suite = suite(true).await;
+    let partner_id = partner(&suite, "GB").await;
+    let receiver = Receiver::start(&[500]).await;
+    let (worker, db) = worker(&suite, DEV).await;
+    webhooks(&suite, dpo(&suite))
+        .set_webhook_endpoint(set(&partner_id, &receiver.url()))
+        .await
+        .unwrap();
+    let first = announce(&db, &partner_id, DELIVERY).await.unwrap();
+    let second = announce(&db, &partner_id, "delivery-2").await.unwrap();
+
+    let now = Utc::now();
+    let report = worker.deliver_due(now).await.unwrap();
+    assert_eq!(report.total(), 1, "{report:?}");
+    assert_eq!(receiver.received().len(), 1);
+    let listed = messages(&suite, &partner_id).await;
+    assert_eq!(listed[0].message_id, first);
+    assert_eq!(listed[0].attempts, 1);
+    assert_eq!(listed[1].message_id, second);
+    assert_eq!((listed[1].attempts, listed[1].last_status), (0, 0));
+
+    // The next run tries the second (still due), which the endpoint now takes.
+    assert_eq!(worker.deliver_due(now).await.unwrap().delivered, 1);
+    assert_eq!(receiver.received()[1].id, second);
+}
