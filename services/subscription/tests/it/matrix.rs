@@ -103,8 +103,9 @@ fn subscription_granted(method: &str, role: &str, purpose: Purpose) -> bool {
     }
 }
 
-/// The sharing service's grants: the dpo manages partners and agreements for the legal
-/// obligation of accountability; exam officers read them for exam bookings and results.
+/// The sharing service's grants: the dpo manages partners, agreements and partners' webhooks
+/// for the legal obligation of accountability; exam officers read partners and agreements (not
+/// webhooks) for exam bookings and results.
 fn sharing_granted(method: &str, role: &str, purpose: Purpose) -> bool {
     match method {
         "GetPartner" | "ListPartners" | "GetAgreement" | "ListAgreements" => {
@@ -112,8 +113,14 @@ fn sharing_granted(method: &str, role: &str, purpose: Purpose) -> bool {
                 || (role == "exam_officer"
                     && [Purpose::ExamBooking, Purpose::ExamResults].contains(&purpose))
         }
-        "CreatePartner" | "RotatePartnerKey" | "CreateAgreement" | "ActivateAgreement"
-        | "TerminateAgreement" => role == "dpo" && purpose == Purpose::LegalObligation,
+        "CreatePartner"
+        | "RotatePartnerKey"
+        | "CreateAgreement"
+        | "ActivateAgreement"
+        | "TerminateAgreement"
+        | "SetWebhookEndpoint"
+        | "GetWebhookEndpoint"
+        | "ListWebhookMessages" => role == "dpo" && purpose == Purpose::LegalObligation,
         _ => false,
     }
 }
