@@ -505,6 +505,25 @@ mod tests {
     }
 
     #[test]
+    fn the_sharing_webhook_settings_default_off_and_read_booleans_from_the_environment() {
+        let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs), &Overrides::default());
+        let c = load(&[]).unwrap();
+        assert_eq!(
+            c.section("sharing").unwrap()["allow_private_webhook_targets"],
+            false
+        );
+        let c = load(&[("TUTELA_SHARING__ALLOW_PRIVATE_WEBHOOK_TARGETS", "true")]).unwrap();
+        assert_eq!(
+            c.section("sharing").unwrap()["allow_private_webhook_targets"],
+            true
+        );
+        let err = load(&[("TUTELA_SHARING__ALLOW_ANY_WEBHOOK", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allow_any_webhook"), "{err}");
+    }
+
+    #[test]
     fn a_value_of_the_wrong_type_is_an_error_naming_its_key() {
         let err = Config::load(
             None,

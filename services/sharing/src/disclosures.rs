@@ -562,6 +562,19 @@ impl DisclosureService {
                 .exec_without_returning(&txn)
                 .await?;
         }
+        if row.channel == PULL {
+            // "Ready, pull it" to the partner's webhook endpoint, if it has one: ids only, sent
+            // if and only if the delivery commits.
+            crate::webhooks::enqueue(
+                &txn,
+                call.scope(),
+                &partner.partner_id,
+                "delivery.ready",
+                &serde_json::json!({ "delivery_id": row.delivery_id }),
+                now,
+            )
+            .await?;
+        }
         txn.commit().await?;
         tracing::info!(
             delivery_id = %delivery_id,

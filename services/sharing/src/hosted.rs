@@ -1,19 +1,26 @@
-//! The sharing service as a `tutela` process hosts it: its migrations, its gRPC services and its
-//! settings (`[sharing]`: where the enrolment service is).
+//! The sharing service as a `tutela` process hosts it: its settings section (`[sharing]`: where
+//! the enrolment service is, which webhook targets are allowed), migrations, gRPC services, its
+//! part in data-subject rights, and two scheduled jobs: following enrolment's change feed to
+//! notify recipients, and delivering the webhook outbox.
 
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 
-use tutela_host::{BoxFuture, BuildError, Context, HostedService, RecipientEntry, Served, Sweeper};
+use tutela_host::{
+    BoxFuture, BuildError, Context, HostedService, Progress, RecipientEntry, Served, SweepReport,
+    Sweeper,
+};
 use tutela_policy::Register;
 use tutela_proto::sharing::agreement_service_server::AgreementServiceServer;
 use tutela_proto::sharing::disclosure_service_server::DisclosureServiceServer;
 use tutela_proto::sharing::notice_service_server::NoticeServiceServer;
 use tutela_proto::sharing::partner_service_server::PartnerServiceServer;
+use tutela_proto::sharing::webhook_service_server::WebhookServiceServer;
 
 use crate::enrolment::{Enrolment, EnrolmentSettings};
 use crate::notices::Follower;
+use crate::webhooks::{TargetRules, WebhookService, Webhooks};
 use crate::{
     AgreementService, DisclosureService, NoticeService, PartnerService, SERVICE, Sharing,
     SharingMigrator, SharingRights,
@@ -33,6 +40,13 @@ struct Settings {
     /// How often `serve` reads enrolment's change feed to notify recipients (seconds; 0: never).
     #[serde(default = "default_notice_interval")]
     notice_interval_secs: u64,
+    /// Accept plain `http://` webhook endpoints (development only).
+    #[serde(default)]
+    allow_http_webhook_targets: bool,
+    /// Accept webhook endpoints on loopback, private and other non-public addresses (tests
+    /// only: it reopens the SSRF the checks close).
+    #[serde(default)]
+    allow_private_webhook_targets: bool,
 }
 
 fn default_notice_interval() -> u64 {
@@ -63,6 +77,13 @@ impl Settings {
         }
         Ok(settings)
     }
+
+    fn rules(&self) -> TargetRules {
+        TargetRules {
+            allow_http: self.allow_http_webhook_targets,
+            allow_private: self.allow_private_webhook_targets,
+        }
+    }
 }
 
 /// The sharing service's [`HostedService`].
@@ -82,6 +103,7 @@ impl HostedService for Hosted {
     }
 
     fn build(&self, ctx: &Context, served: &mut Served) -> Result<(), BuildError> {
+        let rules = Settings::of(Some(&ctx.settings))?.rules();
         let sharing = sharing(ctx);
         let enrolment = enrolment(ctx)?;
         let max = ctx.max_message_bytes;
@@ -106,17 +128,30 @@ impl HostedService for Hosted {
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )
+            .grpc(
+                WebhookServiceServer::new(WebhookService::new(sharing.clone(), rules))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
             .subject_data(Arc::new(SharingRights::new(sharing)));
         Ok(())
     }
 
+    // Webhook deliveries run as a sweeper, so `serve` schedules them under a lease like the
+    // retention sweeps, on `retention.sweep_interval_secs`: coarser than the retry schedule's
+    // first steps (immediately, 5 s), acceptable while only notices of new deliveries go out.
     fn sweepers(&self, ctx: &Context) -> Result<Vec<Arc<dyn Sweeper>>, BuildError> {
-        let every = Settings::of(Some(&ctx.settings))?.notice_interval_secs;
-        Ok(vec![Arc::new(Follower::new(
-            sharing(ctx),
-            enrolment(ctx)?,
-            std::time::Duration::from_secs(every),
-        ))])
+        let settings = Settings::of(Some(&ctx.settings))?;
+        let sharing = sharing(ctx);
+        let webhooks = Webhooks::new(ctx.db.clone(), sharing.keys.clone(), settings.rules())?;
+        Ok(vec![
+            Arc::new(Follower::new(
+                sharing,
+                enrolment(ctx)?,
+                std::time::Duration::from_secs(settings.notice_interval_secs),
+            )),
+            Arc::new(WebhookDeliveries(webhooks)),
+        ])
     }
 
     fn recipients<'a>(
@@ -161,4 +196,53 @@ fn enrolment(ctx: &Context) -> Result<Option<Arc<Enrolment>>, BuildError> {
         })
         .transpose()?
         .map(Arc::new))
+}
+
+/// The outbox's due messages, sent.
+struct WebhookDeliveries(Webhooks);
+
+/// What a dry run would send.
+struct Due(u64);
+
+impl std::fmt::Display for Due {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} webhook(s) due", self.0)
+    }
+}
+
+#[async_trait::async_trait]
+impl Sweeper for WebhookDeliveries {
+    fn name(&self) -> &'static str {
+        "webhook deliveries"
+    }
+
+    async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        dry_run: bool,
+        _progress: Progress<'_>,
+    ) -> tutela_policy::Result<SweepReport> {
+        if dry_run {
+            return Ok(Box::new(Due(self.0.count_due(now).await?)));
+        }
+        Ok(Box::new(self.0.deliver_due(now).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_default_to_public_https_and_refuse_unknown_keys() {
+        assert_eq!(Settings::of(None).unwrap().rules(), TargetRules::default());
+        let dev = serde_json::json!({
+            "allow_http_webhook_targets": true,
+            "allow_private_webhook_targets": true,
+        });
+        let rules = Settings::of(Some(&dev)).unwrap().rules();
+        assert!(rules.allow_http && rules.allow_private);
+        let err = Settings::of(Some(&serde_json::json!({ "allow_everything": true }))).unwrap_err();
+        assert!(err.contains("allow_everything"), "{err}");
+    }
 }

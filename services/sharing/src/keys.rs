@@ -65,6 +65,9 @@ impl fmt::Debug for PartnerKeys {
     }
 }
 
+/// The field a partner's webhook signing secret is sealed for.
+const WEBHOOK_SECRET_FIELD: &str = "webhook_secret";
+
 /// The field a key of `version` is sealed for: binds the ciphertext to its version.
 fn field(version: u32) -> String {
     format!("partner_key.v{version}")
@@ -104,6 +107,36 @@ impl PartnerKeys {
         partner_id: &str,
     ) -> tutela_policy::Result<tutela_store::SubjectKey> {
         Ok(self.vault.get(tenant, partner_id).await?)
+    }
+
+    /// Seals a partner's webhook signing secret within `conn` (the transaction that stores it),
+    /// under the same data key as its pseudonym keys: one secret per partner, shredded with
+    /// them. The field binds the ciphertext to its use, so it never opens as a pseudonym key.
+    pub async fn seal_webhook_secret<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        tenant: &str,
+        partner_id: &str,
+        secret: &crate::webhooks::Secret,
+    ) -> tutela_policy::Result<Vec<u8>> {
+        let data_key = self
+            .vault
+            .get_or_create_in(conn, tenant, partner_id)
+            .await?;
+        Ok(data_key.seal(WEBHOOK_SECRET_FIELD, secret.bytes())?)
+    }
+
+    /// Opens a partner's webhook signing secret sealed as `sealed`.
+    pub async fn open_webhook_secret(
+        &self,
+        tenant: &str,
+        partner_id: &str,
+        sealed: &[u8],
+    ) -> tutela_policy::Result<crate::webhooks::Secret> {
+        let data_key = self.vault.get(tenant, partner_id).await?;
+        let raw = data_key.open(WEBHOOK_SECRET_FIELD, sealed)?;
+        crate::webhooks::Secret::from_bytes(&raw)
+            .map_err(|_| tutela_policy::Error::internal("a webhook secret of the wrong length"))
     }
 
     /// Opens the key of `version` sealed as `sealed`.

@@ -11,7 +11,8 @@
 //! and the disclosure log) reading learners through [`enrolment`]'s API, [`recipients`] (the
 //! agreements in force, for the record of processing activities), [`notices`] (notices to
 //! recipients of rectifications and erasures, from enrolment's change feed) and [`rights`] (the
-//! service's part in data-subject rights).
+//! service's part in data-subject rights), [`webhooks`] (thin signed notifications to
+//! partners' endpoints, from a durable outbox).
 
 pub mod agreements;
 pub mod disclosures;
@@ -29,6 +30,7 @@ pub mod recipients;
 pub mod rights;
 mod sharing;
 pub mod terms;
+pub mod webhooks;
 
 pub use agreements::AgreementService;
 pub use disclosures::DisclosureService;

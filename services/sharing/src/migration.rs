@@ -13,6 +13,7 @@ impl MigratorTrait for SharingMigrator {
             Box::new(m20261201_000001_partners_and_agreements::Migration),
             Box::new(m20261202_000002_disclosures::Migration),
             Box::new(m20261202_000003_notices::Migration),
+            Box::new(crate::webhooks::migration::Migration),
         ]
     }
 

@@ -133,6 +133,7 @@ async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
             "tutela.sharing.v1.DisclosureService",
             "tutela.sharing.v1.NoticeService",
             "tutela.sharing.v1.PartnerService",
+            "tutela.sharing.v1.WebhookService",
             "tutela.subscription.v1.SubscriptionService",
         ]
     );

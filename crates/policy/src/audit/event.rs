@@ -186,6 +186,13 @@ pub enum Change {
         /// Its version.
         version: u32,
     },
+    /// A partner's webhook endpoint was set (or replaced, and so enabled again) with a fresh
+    /// signing secret. Neither the URL (its query may hold the partner's token) nor the secret
+    /// is recorded.
+    WebhookEndpointSet {
+        /// The partner.
+        partner_id: String,
+    },
 }
 
 impl Change {
@@ -204,6 +211,9 @@ impl Change {
             } => format!(
                 "agreement_activated agreement={agreement_id} partner={partner_id} version={version}"
             ),
+            Self::WebhookEndpointSet { partner_id } => {
+                format!("webhook_endpoint_set partner={partner_id}")
+            }
         }
     }
 }
@@ -391,5 +401,18 @@ mod tests {
             record.reason,
             "agreement_activated agreement=a-1 partner=p-1 version=2"
         );
+        let (record, _) = AuditEvent::Changed {
+            caller: Caller::new(
+                &keys,
+                None,
+                "tutela.sharing.v1.WebhookService/SetWebhookEndpoint",
+                "legal_obligation",
+            ),
+            change: Change::WebhookEndpointSet {
+                partner_id: "p-1".into(),
+            },
+        }
+        .into_record(at);
+        assert_eq!(record.reason, "webhook_endpoint_set partner=p-1");
     }
 }

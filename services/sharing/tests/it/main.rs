@@ -9,6 +9,7 @@ mod agreements;
 mod disclosures;
 mod notices;
 mod partners;
+mod webhooks;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use tutela_policy::audit::entity::record;

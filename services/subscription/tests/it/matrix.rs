@@ -103,17 +103,44 @@ fn subscription_granted(method: &str, role: &str, purpose: Purpose) -> bool {
     }
 }
 
-/// The sharing service's grants: the dpo manages partners and agreements for the legal
-/// obligation of accountability; exam officers read them for exam bookings and results.
+/// The sharing service's grants: the dpo manages partners, agreements and partners' webhooks
+/// for the legal obligation of accountability; exam officers read partners and agreements (not
+/// webhooks) for exam bookings and results; disclosures, pulls and notices as below.
 fn sharing_granted(method: &str, role: &str, purpose: Purpose) -> bool {
+    let agreement_purposes = [
+        Purpose::ExamBooking,
+        Purpose::ExamResults,
+        Purpose::FunderReporting,
+        Purpose::MalpracticeInvestigation,
+        Purpose::LegalObligation,
+    ];
     match method {
         "GetPartner" | "ListPartners" | "GetAgreement" | "ListAgreements" => {
             (role == "dpo" && purpose == Purpose::LegalObligation)
                 || (role == "exam_officer"
                     && [Purpose::ExamBooking, Purpose::ExamResults].contains(&purpose))
         }
-        "CreatePartner" | "RotatePartnerKey" | "CreateAgreement" | "ActivateAgreement"
-        | "TerminateAgreement" => role == "dpo" && purpose == Purpose::LegalObligation,
+        "CreatePartner"
+        | "RotatePartnerKey"
+        | "CreateAgreement"
+        | "ActivateAgreement"
+        | "TerminateAgreement"
+        | "SetWebhookEndpoint"
+        | "GetWebhookEndpoint"
+        | "ListWebhookMessages" => role == "dpo" && purpose == Purpose::LegalObligation,
+        // Disclosing decides that data leaves: the dpo for every agreement purpose, an exam
+        // officer to book exams; partners pull their own for those purposes.
+        "Disclose" | "DownloadExport" => {
+            (role == "dpo" && agreement_purposes.contains(&purpose))
+                || (role == "exam_officer" && purpose == Purpose::ExamBooking)
+        }
+        "PullDeliveries" => role == "partner" && agreement_purposes.contains(&purpose),
+        "ListDisclosures" | "ListNotices" => {
+            role == "dpo" && [Purpose::LegalObligation, Purpose::SubjectRights].contains(&purpose)
+        }
+        "PullNotices" | "AcknowledgeNotices" => {
+            role == "partner" && purpose == Purpose::LegalObligation
+        }
         _ => false,
     }
 }
