@@ -537,6 +537,7 @@ impl DisclosureService {
             actor,
             created_at: now,
             available_until,
+            deletion_requested_at: None,
             idempotency_key: key_column,
             request_hash,
         };

@@ -159,6 +159,9 @@ pub mod delivery {
         pub created_at: DateTimeUtc,
         /// The end of the agreement's access period from `created_at`, if it sets one.
         pub available_until: Option<DateTimeUtc>,
+        /// When the partner was asked to delete it (its retention period under the agreement
+        /// ended); `None` until then.
+        pub deletion_requested_at: Option<DateTimeUtc>,
         pub idempotency_key: Option<String>,
         pub request_hash: Option<String>,
     }
@@ -249,7 +252,7 @@ pub mod notice {
         pub subject_id: String,
         /// The partner's pseudonym of the learner (of the last delivery's key version).
         pub pseudonym: String,
-        /// `rectified` or `erased`.
+        /// `rectified`, `erased` or `deletion_requested`.
         pub kind: String,
         /// The field paths, as a JSON array.
         pub fields: String,
@@ -261,6 +264,8 @@ pub mod notice {
         pub created_at: DateTimeUtc,
         pub sent_at: Option<DateTimeUtc>,
         pub acknowledged_at: Option<DateTimeUtc>,
+        /// The delivery a deletion request is about; empty otherwise.
+        pub delivery_id: String,
     }
 
     tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);

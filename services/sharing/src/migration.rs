@@ -263,6 +263,7 @@ mod m20261202_000002_disclosures {
         Actor,
         CreatedAt,
         AvailableUntil,
+        DeletionRequestedAt,
         IdempotencyKey,
         RequestHash,
     }
@@ -325,6 +326,7 @@ mod m20261202_000002_disclosures {
                         .col(text(D::Actor))
                         .col(time(D::CreatedAt))
                         .col(optional_time(D::AvailableUntil))
+                        .col(optional_time(D::DeletionRequestedAt))
                         .col(optional(D::IdempotencyKey))
                         .col(optional(D::RequestHash))
                         .to_owned(),
@@ -453,6 +455,7 @@ mod m20261202_000003_notices {
         CreatedAt,
         SentAt,
         AcknowledgedAt,
+        DeliveryId,
     }
 
     #[derive(DeriveIden)]
@@ -485,6 +488,7 @@ mod m20261202_000003_notices {
                         .col(time(N::CreatedAt))
                         .col(optional_time(N::SentAt))
                         .col(optional_time(N::AcknowledgedAt))
+                        .col(text(N::DeliveryId))
                         .to_owned(),
                 )
                 .await?;

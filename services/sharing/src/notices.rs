@@ -29,8 +29,9 @@ use tutela_proto::sharing::{
     Notice, NoticeKind, NoticeState, PullNoticesRequest, PullNoticesResponse,
 };
 
+use crate::duration::IsoDuration;
 use crate::enrolment::Enrolment;
-use crate::entity::{change_cursor, delivery, disclosure, notice, partner_key};
+use crate::entity::{agreement, change_cursor, delivery, disclosure, notice, partner_key};
 use crate::sharing::{Sharing, next_page, page_size};
 
 const PENDING: &str = "pending";
@@ -38,6 +39,7 @@ const SENT: &str = "sent";
 const ACKNOWLEDGED: &str = "acknowledged";
 const RECTIFIED: &str = "rectified";
 const ERASED: &str = "erased";
+const DELETION_REQUESTED: &str = "deletion_requested";
 
 /// What a change is, as the notices about it are made.
 pub struct Change<'a> {
@@ -139,6 +141,7 @@ pub async fn notify<C: ConnectionTrait>(
             created_at: Set(now),
             sent_at: Set(None),
             acknowledged_at: Set(None),
+            delivery_id: Set(String::new()),
         };
         // A notice made already (the same change learnt of another way) stays as it is.
         made += notice::Entity::insert(row)
@@ -222,7 +225,12 @@ impl Follower {
     /// Reads every tenant's feed to its end: (changes read, notices made).
     pub async fn follow(&self, dry_run: bool) -> Result<(u64, u64)> {
         let Some(enrolment) = &self.enrolment else {
-            return Ok((0, 0));
+            let made = if dry_run {
+                0
+            } else {
+                self.request_deletions().await?
+            };
+            return Ok((0, made));
         };
         let db = &self.sharing.db;
         // Only tenants that ever disclosed have recipients to notify.
@@ -274,7 +282,95 @@ impl Follower {
                 cursor = next;
             }
         }
+        if !dry_run {
+            made += self.request_deletions().await?;
+        }
         Ok((read, made))
+    }
+
+    /// Asks each partner to delete the deliveries whose retention period under their agreement
+    /// has ended: one notice per delivery, made with the delivery's mark in one transaction.
+    /// Pages through the deliveries not yet asked about.
+    pub async fn request_deletions(&self) -> Result<u64> {
+        const PAGE: u64 = 500;
+        let db = &self.sharing.db;
+        let now = self.sharing.now().trunc_subsecs(6);
+        let mut after = String::new();
+        let mut made = 0;
+        loop {
+            let page = delivery::Entity::find()
+                .filter(delivery::Column::DeletionRequestedAt.is_null())
+                .filter(delivery::Column::DeliveryId.gt(after.as_str()))
+                .order_by_asc(delivery::Column::DeliveryId)
+                .limit(PAGE)
+                .all(db)
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = last.delivery_id.clone();
+            let ids: Vec<String> = page.iter().map(|d| d.agreement_id.clone()).collect();
+            let retention: std::collections::HashMap<String, String> = agreement::Entity::find()
+                .filter(agreement::Column::AgreementId.is_in(ids))
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|a| (a.agreement_id, a.partner_retention))
+                .collect();
+            for d in &page {
+                let Some(period) = retention
+                    .get(&d.agreement_id)
+                    .and_then(|p| IsoDuration::parse(p).ok())
+                else {
+                    continue;
+                };
+                if period.after(d.created_at) > now {
+                    continue;
+                }
+                let txn = db.begin().await?;
+                made += notice::Entity::insert(notice::ActiveModel {
+                    notice_id: Set(uuid::Uuid::now_v7().to_string()),
+                    tenant: Set(d.tenant.clone()),
+                    partner_id: Set(d.partner_id.clone()),
+                    subject_id: Set(String::new()),
+                    pseudonym: Set(String::new()),
+                    kind: Set(DELETION_REQUESTED.to_owned()),
+                    fields: Set("[]".to_owned()),
+                    change_key: Set(format!("retention:{}", d.delivery_id)),
+                    state: Set(PENDING.to_owned()),
+                    changed_at: Set(period.after(d.created_at)),
+                    created_at: Set(now),
+                    sent_at: Set(None),
+                    acknowledged_at: Set(None),
+                    delivery_id: Set(d.delivery_id.clone()),
+                })
+                .on_conflict(
+                    OnConflict::columns([
+                        notice::Column::Tenant,
+                        notice::Column::PartnerId,
+                        notice::Column::SubjectId,
+                        notice::Column::ChangeKey,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await?;
+                delivery::Entity::update_many()
+                    .col_expr(
+                        delivery::Column::DeletionRequestedAt,
+                        Expr::value(Some(now)),
+                    )
+                    .filter(delivery::Column::DeliveryId.eq(d.delivery_id.as_str()))
+                    .exec(&txn)
+                    .await?;
+                txn.commit().await?;
+            }
+            if (page.len() as u64) < PAGE {
+                break;
+            }
+        }
+        Ok(made)
     }
 
     async fn apply<C: ConnectionTrait>(
@@ -325,9 +421,15 @@ impl Sweeper for Follower {
         let (read, made) = self.follow(dry_run).await?;
         progress("recipient notices", read, read);
         Ok(Box::new(if self.enrolment.is_none() {
-            "no enrolment service to follow (sharing.enrolment_endpoint)".to_owned()
+            format!(
+                "no enrolment service to follow (sharing.enrolment_endpoint); {made} deletion \
+                 request(s) to recipients made"
+            )
         } else {
-            format!("{read} learner change(s) read, {made} notice(s) to recipients made")
+            format!(
+                "{read} learner change(s) read, {made} notice(s) and deletion request(s) to \
+                 recipients made"
+            )
         }))
     }
 }
@@ -366,6 +468,7 @@ fn to_notice(row: &notice::Model, with_subject: bool) -> Notice {
         kind: match row.kind.as_str() {
             RECTIFIED => NoticeKind::Rectified as i32,
             ERASED => NoticeKind::Erased as i32,
+            DELETION_REQUESTED => NoticeKind::DeletionRequested as i32,
             _ => NoticeKind::Unspecified as i32,
         },
         fields: serde_json::from_str(&row.fields).unwrap_or_default(),
@@ -374,6 +477,7 @@ fn to_notice(row: &notice::Model, with_subject: bool) -> Notice {
         created_at: Some(timestamp(row.created_at)),
         sent_at: row.sent_at.map(timestamp),
         acknowledged_at: row.acknowledged_at.map(timestamp),
+        delivery_id: row.delivery_id.clone(),
     }
 }
 

@@ -222,3 +222,91 @@ async fn recipients_are_told_of_rectified_fields_they_received_and_of_erasure() 
     assert_eq!(left.len(), 1, "the erased learner's record is gone");
     assert_eq!(left[0].pseudonym, records[0].pseudonym);
 }
+
+#[tokio::test]
+async fn a_partner_is_asked_once_to_delete_a_delivery_when_its_retention_ends() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use tutela_sharing::entity::delivery;
+
+    let suite = TestSuite::start_with(|c| {
+        c.sections.insert(
+            "sharing".into(),
+            serde_json::json!({ "notice_interval_secs": 1 }),
+        );
+    })
+    .await
+    .unwrap();
+    let ids = learners(&suite, 2).await;
+    let (partner_id, _) = partner_in_force(&suite).await;
+    let disclose_now = || async {
+        suite
+            .disclosures(staff(&suite, "acme", "exam_officer", "exam_booking"))
+            .disclose(disclose(&partner_id, &ids))
+            .await
+            .unwrap()
+            .into_inner()
+            .delivery
+            .unwrap()
+            .delivery_id
+    };
+    let old = disclose_now().await;
+    let recent = disclose_now().await;
+    // The agreement's retention is a year: make the first delivery older than that.
+    let db = suite.database().connect().await.unwrap();
+    delivery::Entity::update_many()
+        .col_expr(
+            delivery::Column::CreatedAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::days(400)),
+        )
+        .filter(delivery::Column::DeliveryId.eq(old.as_str()))
+        .exec(&db)
+        .await
+        .unwrap();
+
+    let dpo = || Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "legal_obligation");
+    let mut requests = Vec::new();
+    for _ in 0..200 {
+        requests = suite
+            .notices(dpo())
+            .list_notices(ListNoticesRequest {
+                partner_id: partner_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .notices;
+        if !requests.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Another round of the job asks nothing more.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let again = suite
+        .notices(dpo())
+        .list_notices(ListNoticesRequest {
+            partner_id: partner_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .notices;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(requests[0].kind, NoticeKind::DeletionRequested as i32);
+    assert_eq!(requests[0].delivery_id, old);
+    assert_ne!(requests[0].delivery_id, recent);
+    assert!(requests[0].pseudonym.is_empty());
+    // The partner sees it among its notices.
+    let pulled = suite
+        .notices(as_partner(&suite, &partner_id, "legal_obligation"))
+        .pull_notices(PullNoticesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .notices;
+    assert_eq!(pulled.len(), 1);
+    assert_eq!(pulled[0].delivery_id, old);
+}
