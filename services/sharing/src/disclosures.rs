@@ -275,6 +275,25 @@ fn copy_path(from: &DynamicMessage, to: &mut DynamicMessage, segments: &[&str]) 
     }
 }
 
+/// The records of `rows`, opened with the partner's data key.
+fn opened(
+    data_key: &tutela_store::SubjectKey,
+    rows: &[delivery_record::Model],
+) -> Result<Vec<DeliveredRecord>> {
+    rows.iter()
+        .map(|row| {
+            let plain = data_key
+                .open(
+                    &sealed_field(&row.delivery_id, row.position),
+                    &row.sealed_record,
+                )
+                .map_err(Error::internal)?;
+            DeliveredRecord::decode(plain.as_slice())
+                .map_err(|e| Error::internal(format!("a sealed record: {e}")))
+        })
+        .collect()
+}
+
 /// Lower-case hex SHA-256 of the record as delivered (with an empty `payload_sha256`).
 fn payload_hash(record: &DeliveredRecord) -> String {
     hex::encode(Sha256::digest(record.encode_to_vec()))
@@ -691,19 +710,7 @@ async fn produce(
             };
             after = last.position;
             let full = rows.len() as u64 == batch;
-            let mut records = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let plain = data_key
-                    .open(
-                        &sealed_field(&row.delivery_id, row.position),
-                        &row.sealed_record,
-                    )
-                    .map_err(Error::internal)?;
-                records.push(
-                    DeliveredRecord::decode(plain.as_slice())
-                        .map_err(|e| Error::internal(format!("a sealed record: {e}")))?,
-                );
-            }
+            let records = opened(&data_key, &rows)?;
             sent += records.len() as u64;
             let message = PullDeliveriesResponse {
                 delivery: Some(shown.clone()),
@@ -844,19 +851,7 @@ impl DisclosureApi for DisclosureService {
             .all(&s.db)
             .await
             .map_err(Error::from)?;
-        let mut records = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let plain = data_key
-                .open(
-                    &sealed_field(&row.delivery_id, row.position),
-                    &row.sealed_record,
-                )
-                .map_err(Error::internal)?;
-            records.push(
-                DeliveredRecord::decode(plain.as_slice())
-                    .map_err(|e| Error::internal(format!("a sealed record: {e}")))?,
-            );
-        }
+        let records = opened(&data_key, &rows)?;
         let file = export::render(&d, &fields, &records)?;
         if hex::encode(Sha256::digest(&file.bytes)) != d.file_sha256 {
             // A record erased since (a learner's erasure) changes the file: say so rather than
