@@ -30,14 +30,15 @@ use tonic::{Request, Response, Status};
 use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, timestamp};
-use tutela_policy::{Authorized, Error, Precondition, Result, fields};
+use tutela_policy::{Authorized, Error, Precondition, Result, Violation, fields};
 use tutela_proto::common::{LegalBasis, PageResponse, Purpose, SubjectRef};
 use tutela_proto::enrolment::Learner;
 use tutela_proto::sharing::disclosure_service_server::DisclosureService as DisclosureApi;
 use tutela_proto::sharing::{
-    DeliveredRecord, Delivery, DeliveryChannel, DiscloseRequest, DiscloseResponse, Disclosure,
-    DownloadExportRequest, DownloadExportResponse, FileLayout, ListDisclosuresRequest,
-    ListDisclosuresResponse, PullDeliveriesRequest, PullDeliveriesResponse, WithheldFromDelivery,
+    DeliveredRecord, Delivery, DeliveryChannel, DiscloseExceptionallyRequest, DiscloseRequest,
+    DiscloseResponse, Disclosure, DownloadExportRequest, DownloadExportResponse, FileLayout,
+    ListDisclosuresRequest, ListDisclosuresResponse, PullDeliveriesRequest, PullDeliveriesResponse,
+    WithheldFromDelivery,
 };
 
 use crate::duration::IsoDuration;
@@ -176,6 +177,26 @@ impl NewDisclosure {
     }
 }
 
+/// What a delivery is made under: an agreement's terms for the purpose, or an exceptional
+/// disclosure's (no agreement: its id empty, version 0).
+struct Terms {
+    agreement_id: String,
+    agreement_version: i32,
+    /// Short name of the legal basis.
+    legal_basis: String,
+    fields: Vec<String>,
+    available_until: Option<DateTime<Utc>>,
+    reference: String,
+    requester: String,
+    do_not_tell_until: Option<DateTime<Utc>>,
+}
+
+/// The partner kinds an exceptional disclosure may go to (S5).
+const AUTHORITIES: [&str; 3] = ["regulator", "law_enforcement", "legal_adviser"];
+
+/// How long the dpo may download an exceptional disclosure's file.
+const EXCEPTIONAL_DOWNLOAD_DAYS: i64 = 30;
+
 /// The agreement in force with `partner_id` at `now` that covers `purpose`, with its terms.
 async fn agreement_in_force<C: ConnectionTrait>(
     conn: &C,
@@ -313,6 +334,10 @@ pub fn entry_hash(e: &disclosure::Model) -> String {
     let at = e
         .disclosed_at
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let tell = e
+        .do_not_tell_until
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default();
     for part in [
         e.prev_hash.as_str(),
         &e.tenant,
@@ -329,6 +354,9 @@ pub fn entry_hash(e: &disclosure::Model) -> String {
         &at,
         &e.actor,
         &e.payload_sha256,
+        &e.reference,
+        &e.requester,
+        &tell,
     ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
@@ -434,7 +462,41 @@ impl DisclosureService {
         }
         let fields: Vec<String> = serde_json::from_str(&terms.fields)
             .map_err(|_| Error::internal("an agreement's fields do not parse"))?;
-        learner_fields(&fields)?;
+        let available_until = match agreement.access_period.as_str() {
+            "" => None,
+            period => Some(
+                IsoDuration::parse(period)
+                    .map_err(|_| Error::internal("an agreement's access period does not parse"))?
+                    .after(now),
+            ),
+        };
+        let made = Terms {
+            agreement_id: agreement.agreement_id,
+            agreement_version: agreement.version,
+            legal_basis: terms.legal_basis,
+            fields,
+            available_until,
+            reference: String::new(),
+            requester: String::new(),
+            do_not_tell_until: None,
+        };
+        self.deliver(call, &partner, made, new, now).await
+    }
+
+    /// Makes a delivery of `new.learner_ids` to `partner` under `terms`: the one path every
+    /// disclosure takes.
+    async fn deliver(
+        &self,
+        call: &Authorized,
+        partner: &partner::Model,
+        terms: Terms,
+        new: NewDisclosure,
+        now: DateTime<Utc>,
+    ) -> Result<DiscloseResponse> {
+        let s = &self.sharing;
+        let purpose = call.purpose().short_name();
+        let fields = &terms.fields;
+        learner_fields(fields)?;
         let Some(enrolment) = &self.enrolment else {
             return Err(Error::Unavailable(
                 "no enrolment service is configured (sharing.enrolment_endpoint)".into(),
@@ -445,22 +507,14 @@ impl DisclosureService {
                 call.tenant(),
                 purpose,
                 new.learner_ids,
-                read_mask(&fields),
+                read_mask(fields),
                 &partner.partner_id,
             )
             .await?;
 
         let delivery_id = uuid::Uuid::now_v7().to_string();
-        let available_until = match agreement.access_period.as_str() {
-            "" => None,
-            period => Some(
-                IsoDuration::parse(period)
-                    .map_err(|_| Error::internal("an agreement's access period does not parse"))?
-                    .after(now),
-            ),
-        };
         let actor = call.principal().id.clone();
-        let fields_json = terms.fields.clone();
+        let fields_json = serde_json::Value::from(fields.clone()).to_string();
 
         let txn = s.db.begin().await?;
         call.record_in(&txn).await?;
@@ -496,7 +550,7 @@ impl DisclosureService {
             let index = i32::try_from(i + 1).map_err(Error::internal)?;
             let mut record = DeliveredRecord {
                 pseudonym: key.pseudonym(&learner.learner_id),
-                learner: Some(minimised(learner, &fields)?),
+                learner: Some(minimised(learner, fields)?),
                 payload_sha256: String::new(),
             };
             let hash = payload_hash(&record);
@@ -522,8 +576,8 @@ impl DisclosureService {
                 tenant: call.tenant().to_owned(),
                 subject_id: learner.learner_id.clone(),
                 delivery_id: delivery_id.clone(),
-                agreement_id: agreement.agreement_id.clone(),
-                agreement_version: agreement.version,
+                agreement_id: terms.agreement_id.clone(),
+                agreement_version: terms.agreement_version,
                 purpose: purpose.to_owned(),
                 legal_basis: terms.legal_basis.clone(),
                 fields: fields_json.clone(),
@@ -531,6 +585,9 @@ impl DisclosureService {
                 disclosed_at: now,
                 actor: actor.clone(),
                 payload_sha256: hash,
+                reference: terms.reference.clone(),
+                requester: terms.requester.clone(),
+                do_not_tell_until: terms.do_not_tell_until,
                 prev_hash: prev.clone(),
                 entry_hash: String::new(),
             };
@@ -543,8 +600,8 @@ impl DisclosureService {
             delivery_id: delivery_id.clone(),
             tenant: call.tenant().to_owned(),
             partner_id: partner.partner_id.clone(),
-            agreement_id: agreement.agreement_id.clone(),
-            agreement_version: agreement.version,
+            agreement_id: terms.agreement_id.clone(),
+            agreement_version: terms.agreement_version,
             purpose: purpose.to_owned(),
             legal_basis: terms.legal_basis.clone(),
             fields: fields_json,
@@ -555,7 +612,7 @@ impl DisclosureService {
             record_count: i32::try_from(records.len()).map_err(Error::internal)?,
             actor,
             created_at: now,
-            available_until,
+            available_until: terms.available_until,
             deletion_requested_at: None,
             idempotency_key: key_column,
             request_hash,
@@ -563,7 +620,7 @@ impl DisclosureService {
         if new.layout.is_some() {
             // The file's hash is recorded with the delivery: what is handed over can be shown
             // to be what was made (and logged).
-            let file = export::render(&row, &fields, &for_file)?;
+            let file = export::render(&row, fields, &for_file)?;
             row.file_sha256 = hex::encode(Sha256::digest(&file.bytes));
         }
         let row = delivery::ActiveModel::from(row)
@@ -625,6 +682,10 @@ impl DisclosureService {
     ) -> Result<bool> {
         if d.available_until.is_some_and(|end| end <= now) {
             return Ok(false);
+        }
+        if d.agreement_id.is_empty() {
+            // An exceptional disclosure: no agreement, only its download period.
+            return Ok(true);
         }
         let agreement = found(
             call.find::<agreement::Entity>()
@@ -747,6 +808,9 @@ fn to_disclosure(row: &disclosure::Model, recipients: &HashMap<String, String>) 
         actor: row.actor.clone(),
         payload_sha256: row.payload_sha256.clone(),
         entry_hash: row.entry_hash.clone(),
+        reference: row.reference.clone(),
+        requester: row.requester.clone(),
+        do_not_tell_until: row.do_not_tell_until.map(timestamp),
     }
 }
 
@@ -877,6 +941,117 @@ impl DisclosureApi for DisclosureService {
             start = end;
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn disclose_exceptionally(
+        &self,
+        request: Request<DiscloseExceptionallyRequest>,
+    ) -> std::result::Result<Response<DiscloseResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let mut fields = Vec::new();
+        c.ensure(
+            (1..=50).contains(&r.fields.len()),
+            "fields",
+            "required: 1 to 50 field paths",
+        );
+        let mut categories = Vec::new();
+        for (i, f) in r.fields.iter().enumerate().take(50) {
+            let path = f.trim();
+            match crate::paths::categories(path) {
+                Ok(cats) => {
+                    categories.push((format!("fields[{i}]"), cats));
+                    fields.push(path.to_owned());
+                }
+                Err(why) => c.fail(format!("fields[{i}]"), why.describe()),
+            }
+        }
+        let basis = match LegalBasis::try_from(r.legal_basis) {
+            Ok(LegalBasis::Unspecified) | Err(_) => {
+                Err(c.flag("legal_basis", "required: the legal basis of the disclosure"))
+            }
+            Ok(LegalBasis::Consent) => Err(c.flag(
+                "legal_basis",
+                "an exceptional disclosure does not rest on consent",
+            )),
+            Ok(b) => Ok(b.short_name()),
+        };
+        let reference = c.required(r.reference.trim(), "reference", 200);
+        let requester = c.required(r.requester.trim(), "requester", 200);
+        let do_not_tell_until = r
+            .do_not_tell_until
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)));
+        let base = DiscloseRequest {
+            partner_id: r.partner_id.clone(),
+            learner_ids: r.learner_ids.clone(),
+            idempotency_key: r.idempotency_key.clone(),
+            channel: DeliveryChannel::File as i32,
+            layout: FileLayout::CandidatesCsv as i32,
+        };
+        let (basis, reference, requester) = c.parsed((basis, reference, requester))?;
+        let mut new = NewDisclosure::parse(&base)?;
+        // A retry of this call, not of a Disclose: the whole request is its fingerprint.
+        new.idempotency = Idempotency::of_request(
+            new.idempotency.as_ref().map(|i| i.key().to_owned()),
+            "tutela.sharing.v1.DisclosureService/DiscloseExceptionally",
+            r,
+            |m| m.idempotency_key = None,
+        );
+        let rule = self
+            .sharing
+            .register
+            .rule(call.purpose())
+            .ok_or(Error::PurposeNotRegistered(call.purpose().short_name()))?;
+        let outside: Vec<Violation> = categories
+            .iter()
+            .filter(|(_, cats)| !cats.without(rule.categories).is_empty())
+            .map(|(at, cats)| {
+                Violation::new(
+                    at.clone(),
+                    format!(
+                        "{} data is not allowed for the purpose {} (processing register)",
+                        cats.without(rule.categories).names().join(", "),
+                        call.purpose().short_name()
+                    ),
+                )
+            })
+            .collect();
+        if !outside.is_empty() {
+            return Err(Error::NotForPurpose(outside).into());
+        }
+        let s = &self.sharing;
+        if let Some(row) =
+            idempotency::replay::<delivery::Entity>(&call, &s.db, new.idempotency.as_ref()).await?
+        {
+            return Ok(Response::new(DiscloseResponse {
+                delivery: Some(to_delivery(&row)),
+                withheld: Vec::new(),
+            }));
+        }
+        let partner = s.partner(&s.db, &call, &new.partner_id).await?;
+        if !AUTHORITIES.contains(&partner.kind.as_str()) {
+            return Err(Error::invalid(
+                "partner_id",
+                "an exceptional disclosure goes to a regulator, law enforcement or a legal adviser",
+            )
+            .into());
+        }
+        let now = s.now().trunc_subsecs(6);
+        let terms = Terms {
+            agreement_id: String::new(),
+            agreement_version: 0,
+            legal_basis: basis.to_owned(),
+            fields,
+            available_until: Some(now + chrono::Duration::days(EXCEPTIONAL_DOWNLOAD_DAYS)),
+            reference: reference.to_owned(),
+            requester: requester.to_owned(),
+            do_not_tell_until: do_not_tell_until.map(|t| t.trunc_subsecs(6)),
+        };
+        Ok(Response::new(
+            self.deliver(&call, &partner, terms, new, now).await?,
+        ))
     }
 
     async fn list_disclosures(

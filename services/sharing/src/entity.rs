@@ -229,6 +229,12 @@ pub mod disclosure {
         pub disclosed_at: DateTimeUtc,
         pub actor: String,
         pub payload_sha256: String,
+        /// An exceptional disclosure's order or request reference; empty otherwise.
+        pub reference: String,
+        /// An exceptional disclosure's requester; empty otherwise.
+        pub requester: String,
+        /// Until when the learner must not be told of an exceptional disclosure.
+        pub do_not_tell_until: Option<DateTimeUtc>,
         /// The previous entry's `entry_hash` (64 zeros for the first).
         pub prev_hash: String,
         pub entry_hash: String,

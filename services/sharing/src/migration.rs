@@ -296,6 +296,9 @@ mod m20261202_000002_disclosures {
         DisclosedAt,
         Actor,
         PayloadSha256,
+        Reference,
+        Requester,
+        DoNotTellUntil,
         PrevHash,
         EntryHash,
     }
@@ -387,6 +390,9 @@ mod m20261202_000002_disclosures {
                         .col(time(L::DisclosedAt))
                         .col(text(L::Actor))
                         .col(text(L::PayloadSha256))
+                        .col(text(L::Reference))
+                        .col(text(L::Requester))
+                        .col(optional_time(L::DoNotTellUntil))
                         .col(text(L::PrevHash))
                         .col(text(L::EntryHash))
                         // One chain per partner: two disclosures racing for the same position

@@ -41,6 +41,15 @@ impl SharingRights {
             .all(&self.sharing.db)
             .await?)
     }
+
+    /// The entries the learner may be told of now: an exceptional disclosure whose
+    /// `do_not_tell_until` has not passed is left out (S5; GDPR Art. 23 restrictions).
+    async fn told(&self, access: &SubjectAccess) -> Result<Vec<disclosure::Model>> {
+        let now = self.sharing.now();
+        let mut entries = self.entries(access).await?;
+        entries.retain(|e| e.do_not_tell_until.is_none_or(|until| until <= now));
+        Ok(entries)
+    }
 }
 
 fn rfc3339(at: DateTime<Utc>) -> String {
@@ -73,7 +82,7 @@ impl SubjectDataProvider for SharingRights {
     }
 
     async fn describe(&self, access: &SubjectAccess) -> Result<ServiceHoldings> {
-        let entries = self.entries(access).await?;
+        let entries = self.told(access).await?;
         Ok(ServiceHoldings {
             service: SERVICE.to_owned(),
             // What the log names: the learner, and which categories went to whom (never the
@@ -85,7 +94,7 @@ impl SubjectDataProvider for SharingRights {
     }
 
     async fn export(&self, access: &SubjectAccess) -> Result<ServiceExport> {
-        let entries = self.entries(access).await?;
+        let entries = self.told(access).await?;
         let db = &self.sharing.db;
         let ids: Vec<String> = entries.iter().map(|e| e.partner_id.clone()).collect();
         let partners: HashMap<String, partner::Model> = access
@@ -115,6 +124,8 @@ impl SubjectDataProvider for SharingRights {
                     "delivery_id": e.delivery_id,
                     "agreement_id": e.agreement_id,
                     "agreement_version": e.agreement_version,
+                    "exceptional": e.agreement_id.is_empty(),
+                    "reference": e.reference,
                 })
             })
             .collect();

@@ -352,3 +352,132 @@ async fn nothing_is_disclosed_without_an_agreement_in_force_and_pulls_end_with_i
         .unwrap_err();
     assert_eq!(reason(&err), "AGREEMENT_REQUIRED");
 }
+
+#[tokio::test]
+async fn an_exceptional_disclosure_is_the_dpos_logged_with_its_order_and_told_only_when_allowed() {
+    use tutela_proto::common::LegalBasis;
+    use tutela_proto::privacy::{
+        ExportSubjectRequest, RecordIdentityVerificationRequest, VerificationMethod,
+    };
+    use tutela_proto::sharing::{
+        CreatePartnerRequest, DiscloseExceptionallyRequest, Partner, PartnerKind, PartnerRole,
+    };
+
+    let suite = TestSuite::start().await.unwrap();
+    let ids = learners(&suite, 2).await;
+    let police = suite
+        .partners(dpo(&suite))
+        .create_partner(CreatePartnerRequest {
+            partner: Some(Partner {
+                legal_name: "Metropolitan Police Service".into(),
+                kind: PartnerKind::LawEnforcement as i32,
+                role: PartnerRole::Controller as i32,
+                country: "GB".into(),
+                contact_email: CONTACT.into(),
+                ..Default::default()
+            }),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .partner
+        .unwrap()
+        .partner_id;
+    personal(&["DC Jane Example"]);
+    let order = |learner: &str, until: Option<i64>| DiscloseExceptionallyRequest {
+        partner_id: police.clone(),
+        learner_ids: vec![learner.to_owned()],
+        fields: vec!["profile.given_name".into(), "profile.family_name".into()],
+        legal_basis: LegalBasis::LegalObligation as i32,
+        reference: "Production order 2026/7781".into(),
+        requester: "DC Jane Example".into(),
+        do_not_tell_until: until.map(|days| prost_types::Timestamp {
+            seconds: chrono::Utc::now().timestamp() + days * 86_400,
+            nanos: 0,
+        }),
+        idempotency_key: None,
+    };
+    // Not an exam officer's, and never to an exam body.
+    let err = suite
+        .disclosures(staff(&suite, "acme", "exam_officer", "legal_obligation"))
+        .disclose_exceptionally(order(&ids[0], None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let (exam_body, _) = partner_in_force(&suite).await;
+    let mut to_exam_body = order(&ids[0], None);
+    to_exam_body.partner_id = exam_body;
+    let err = suite
+        .disclosures(dpo(&suite))
+        .disclose_exceptionally(to_exam_body)
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["partner_id"]);
+
+    // Learner 0 must not be told for 30 days; learner 1 may be told at once.
+    let mut api = suite.disclosures(dpo(&suite));
+    let hidden = api
+        .disclose_exceptionally(order(&ids[0], Some(30)))
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap();
+    assert_eq!(hidden.record_count, 1);
+    assert!(hidden.agreement_id.is_empty());
+    assert_eq!(hidden.file_sha256.len(), 64);
+    api.disclose_exceptionally(order(&ids[1], None))
+        .await
+        .unwrap();
+    let log = api
+        .list_disclosures(ListDisclosuresRequest {
+            partner_id: police.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .disclosures;
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].reference, "Production order 2026/7781");
+    assert_eq!(log[0].requester, "DC Jane Example");
+    assert!(log[0].do_not_tell_until.is_some());
+    assert!(log[1].do_not_tell_until.is_none());
+    let db = suite.database().connect().await.unwrap();
+    assert_eq!(
+        tutela_sharing::disclosures::verify_chain(&db, &police).await,
+        Ok(2)
+    );
+
+    let rights = || Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
+    let mut recipients = Vec::new();
+    for id in &ids {
+        suite
+            .subject_data(rights())
+            .record_identity_verification(RecordIdentityVerificationRequest {
+                subject: Some(SubjectRef {
+                    subject_id: id.clone(),
+                }),
+                method: VerificationMethod::PhotoIdInPerson as i32,
+                evidence_reference: "front desk note 2026-12-02/2".into(),
+            })
+            .await
+            .unwrap();
+        let export = suite
+            .subject_data(rights())
+            .export_subject(ExportSubjectRequest {
+                subject: Some(SubjectRef {
+                    subject_id: id.clone(),
+                }),
+                services: vec!["sharing".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .exports;
+        let doc: serde_json::Value = serde_json::from_slice(&export[0].document).unwrap();
+        recipients.push(doc["recipients"].as_array().unwrap().len());
+    }
+    assert_eq!(recipients, [0, 1], "told only once allowed");
+}

@@ -130,9 +130,20 @@ fn sharing_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         | "ListWebhookMessages" => role == "dpo" && purpose == Purpose::LegalObligation,
         // Disclosing decides that data leaves: the dpo for every agreement purpose, an exam
         // officer to book exams; partners pull their own for those purposes.
-        "Disclose" | "DownloadExport" => {
+        "Disclose" => {
             (role == "dpo" && agreement_purposes.contains(&purpose))
                 || (role == "exam_officer" && purpose == Purpose::ExamBooking)
+        }
+        // The file of a delivery: under an agreement, or of an exceptional disclosure.
+        "DownloadExport" => {
+            (role == "dpo"
+                && (agreement_purposes.contains(&purpose)
+                    || purpose == Purpose::SecurityInvestigation))
+                || (role == "exam_officer" && purpose == Purpose::ExamBooking)
+        }
+        "DiscloseExceptionally" => {
+            role == "dpo"
+                && [Purpose::LegalObligation, Purpose::SecurityInvestigation].contains(&purpose)
         }
         "PullDeliveries" => role == "partner" && agreement_purposes.contains(&purpose),
         "ListDisclosures" | "ListNotices" => {
