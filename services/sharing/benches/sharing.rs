@@ -25,7 +25,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, Transac
 use tutela_policy::PrincipalKind;
 use tutela_policy::principal::TokenRequest;
 use tutela_proto::common::LegalBasis;
-use tutela_proto::enrolment::CreateLearnerRequest;
+use tutela_proto::enrolment::{CreateLearnerRequest, StreamLearnersRequest};
 use tutela_proto::sharing::{
     ActivateAgreementRequest, AgreementPurpose, CreateAgreementRequest, CreatePartnerRequest,
     DiscloseRequest, Partner, PartnerKind, PartnerRole, PullDeliveriesRequest, PurposeTerms,
@@ -156,6 +156,56 @@ fn as_partner(suite: &TestSuite, partner_id: &str) -> Credentials {
         ttl: chrono::Duration::hours(1),
     });
     Credentials::new(&token, "exam_booking")
+}
+
+/// Reads `ids` through enrolment's StreamLearners as the sharing service does (a service token of
+/// `acme`, for exam booking, the agreement's profile fields, consent for `recipient`); how long
+/// it took. The part of a Disclose call that is enrolment's.
+async fn enrolment_read(suite: &TestSuite, ids: &[String], recipient: &str) -> Duration {
+    let token = suite.token_for(TokenRequest {
+        tenant: "acme".into(),
+        subject: "tutela-service".into(),
+        kind: Some(PrincipalKind::Service),
+        roles: vec!["service".into()],
+        partner: None,
+        wards: Vec::new(),
+        ttl: chrono::Duration::minutes(5),
+    });
+    let start = Instant::now();
+    let mut stream = suite
+        .learners(Credentials::new(&token, "exam_booking"))
+        .stream_learners(StreamLearnersRequest {
+            learner_ids: ids.to_vec(),
+            read_mask: Some(prost_types::FieldMask {
+                paths: ["email", "family_name", "given_name", "photo_id_reference"]
+                    .iter()
+                    .map(|p| (*p).to_owned())
+                    .collect(),
+            }),
+            resume_token: String::new(),
+            batch_size: 1000,
+            recipient: recipient.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut read = 0;
+    while let Some(batch) = stream.message().await.unwrap() {
+        assert!(batch.withheld.is_empty());
+        read += batch.learners.len();
+    }
+    assert_eq!(read, ids.len());
+    start.elapsed()
+}
+
+/// With `BENCH_PERF_CTL=/path/to/fifo` (perf record's `--control fifo:...` with `-D -1`), turns
+/// the profiler on (`enable`) or off (`disable`) around the measured part.
+fn perf(command: &str) {
+    if let Ok(path) = std::env::var("BENCH_PERF_CTL") {
+        use std::io::Write;
+        let mut fifo = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        writeln!(fifo, "{command}").unwrap();
+    }
 }
 
 /// Lower-case hex of `n` bytes derived from `seed` (stand-ins for pseudonyms, hashes, blobs).
@@ -306,6 +356,7 @@ async fn main() {
     let mut disclosures = suite.disclosures(staff(&suite, "exam_officer", "exam_booking"));
     let mut calls = Vec::new();
     let mut disclosed = 0u64;
+    perf("enable");
     let start = Instant::now();
     for chunk in ids.chunks(PER_CALL) {
         let call = Instant::now();
@@ -347,7 +398,9 @@ async fn main() {
             .sum::<usize>();
     }
     let pull = start.elapsed();
+    perf("disable");
     assert_eq!(pulled, n);
+    let read = enrolment_read(&suite, &ids[..n.min(PER_CALL)], &partner_id).await;
 
     let db = suite.database().connect().await.unwrap();
     let chain = tutela_sharing::disclosures::verify_chain(&db, &partner_id).await;
@@ -364,6 +417,11 @@ async fn main() {
         secs(calls[calls.len() / 2]),
         secs(calls[calls.len() - 1]),
         bytes as f64 / n as f64,
+    );
+    println!(
+        "  of one Disclose call, enrolment's StreamLearners of its {} ids alone takes {:.2} s (measured afterwards, as the service reads them)",
+        n.min(PER_CALL),
+        secs(read)
     );
     println!(
         "  {:<40} {:>8} {:>9} {:>10} {:>14} {:>4} {:>9}",
