@@ -417,6 +417,10 @@ async fn main() {
     let end_to_end = disclose + pull;
     let secs = |d: Duration| d.as_secs_f64();
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let each: Vec<String> = calls
+        .iter()
+        .map(|d| format!("{:.2}", d.as_secs_f64()))
+        .collect();
     calls.sort();
     println!(
         "{backend}, release, over loopback, guard and audit on: {} Disclose calls of up to {PER_CALL} ids (p50 {:.2} s, max {:.2} s each), one PullDeliveries stream in batches of {PULL_BATCH} ({:.0} bytes a record); log chain verified",
@@ -425,6 +429,7 @@ async fn main() {
         secs(calls[calls.len() - 1]),
         bytes as f64 / n as f64,
     );
+    println!("  the Disclose calls in order, s: {}", each.join(" "));
     println!(
         "  of one Disclose call, enrolment's StreamLearners of its {} ids alone takes {:.2} s (measured afterwards, as the service reads them)",
         n.min(PER_CALL),
