@@ -81,32 +81,6 @@ pub fn descriptor_pool() -> Result<&'static DescriptorPool, &'static prost_refle
 /// The data category a field is annotated with, or `None` when the annotation is missing (or
 /// holds a value this build does not know).
 pub fn field_category(field: &FieldDescriptor) -> Option<DataCategory> {
-    // The contract's own fields are looked up in a table made once: reading a field's options
-    // decodes them, and the guard's redaction asks for every field of every response message.
-    if let Ok(pool) = descriptor_pool()
-        && field.parent_pool() == pool
-        && let Some(category) = CATEGORIES.get(field.full_name())
-    {
-        return *category;
-    }
-    annotated_category(field)
-}
-
-/// The category of every field of every message of the contract, by the field's full name.
-static CATEGORIES: LazyLock<std::collections::HashMap<String, Option<DataCategory>>> =
-    LazyLock::new(|| {
-        descriptor_pool()
-            .map(|pool| {
-                pool.all_messages()
-                    .flat_map(|m| m.fields().collect::<Vec<_>>())
-                    .map(|f| (f.full_name().to_owned(), annotated_category(&f)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
-
-/// [`field_category`] read from the field's options.
-fn annotated_category(field: &FieldDescriptor) -> Option<DataCategory> {
     let options = field.options();
     let pool = field.parent_pool();
     let ext = pool.get_extension_by_name(CATEGORY_OPTION)?;

@@ -838,10 +838,9 @@ impl LearnerApi for LearnerService {
             "at most 10000 learners",
         );
         let mut ids = Vec::with_capacity(r.learner_ids.len().min(MAX_IDS));
-        let mut seen = std::collections::HashSet::with_capacity(ids.capacity());
         for (i, id) in r.learner_ids.iter().enumerate().take(MAX_IDS) {
             if let Ok(id) = c.uuid(id, &format!("learner_ids[{i}]"))
-                && seen.insert(id.clone())
+                && !ids.contains(&id)
             {
                 ids.push(id);
             }

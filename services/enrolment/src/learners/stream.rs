@@ -96,11 +96,9 @@ async fn produce(
         if rows.is_empty() && asked.is_empty() {
             break;
         }
-        let found: std::collections::HashSet<&str> =
-            rows.iter().map(|r| r.learner_id.as_str()).collect();
         let mut withheld: Vec<WithheldLearner> = asked
             .iter()
-            .filter(|id| !found.contains(id.as_str()))
+            .filter(|id| !rows.iter().any(|r| &r.learner_id == *id))
             .map(|id| WithheldLearner {
                 learner_id: id.clone(),
                 reason: Error::NotFound("learner").reason().to_owned(),
