@@ -11,8 +11,11 @@
 //! pseudonym, ~300 bytes of blob, a 64-hex hash) into a scratch table of the same database, in
 //! multi-row INSERTs of 1000 in one transaction, and a bare keyset read of them back.
 //!
-//! Creating the learners (CreateLearner, 16 in flight) is setup and not measured.
-//! `BENCH_LEARNERS=N` changes the 100,000.
+//! Creating the learners (CreateLearner, 16 in flight; then ANALYZE on PostgreSQL, as autovacuum
+//! would) is setup and not measured. After the measured part it also times enrolment's
+//! StreamLearners of one call's ids alone (the part of a Disclose call that is enrolment's).
+//! `BENCH_LEARNERS=N` changes the 100,000; `BENCH_PERF_CTL=fifo` enables and disables
+//! `perf record --control fifo:... -D -1` around the measured part only.
 //!
 //! Run: `cargo bench -p tutela-sharing --bench sharing`. Figures are printed, never asserted.
 
