@@ -35,10 +35,10 @@ use tutela_proto::common::{LegalBasis, PageResponse, Purpose, SubjectRef};
 use tutela_proto::enrolment::Learner;
 use tutela_proto::sharing::disclosure_service_server::DisclosureService as DisclosureApi;
 use tutela_proto::sharing::{
-    DeliveredRecord, Delivery, DeliveryChannel, DiscloseExceptionallyRequest, DiscloseRequest,
-    DiscloseResponse, Disclosure, DownloadExportRequest, DownloadExportResponse, FileLayout,
-    ListDisclosuresRequest, ListDisclosuresResponse, PullDeliveriesRequest, PullDeliveriesResponse,
-    WithheldFromDelivery,
+    DeliveredRecord, Delivery, DeliveryChannel, DiscloseExceptionallyRequest,
+    DiscloseExceptionallyResponse, DiscloseRequest, DiscloseResponse, Disclosure,
+    DownloadExportRequest, DownloadExportResponse, FileLayout, ListDisclosuresRequest,
+    ListDisclosuresResponse, PullDeliveriesRequest, PullDeliveriesResponse, WithheldFromDelivery,
 };
 
 use crate::duration::IsoDuration;
@@ -946,7 +946,7 @@ impl DisclosureApi for DisclosureService {
     async fn disclose_exceptionally(
         &self,
         request: Request<DiscloseExceptionallyRequest>,
-    ) -> std::result::Result<Response<DiscloseResponse>, Status> {
+    ) -> std::result::Result<Response<DiscloseExceptionallyResponse>, Status> {
         let call = Authorized::of(&request)?;
         let r = request.get_ref();
         let mut c = Checks::new();
@@ -1025,7 +1025,7 @@ impl DisclosureApi for DisclosureService {
         if let Some(row) =
             idempotency::replay::<delivery::Entity>(&call, &s.db, new.idempotency.as_ref()).await?
         {
-            return Ok(Response::new(DiscloseResponse {
+            return Ok(Response::new(DiscloseExceptionallyResponse {
                 delivery: Some(to_delivery(&row)),
                 withheld: Vec::new(),
             }));
@@ -1049,9 +1049,11 @@ impl DisclosureApi for DisclosureService {
             requester: requester.to_owned(),
             do_not_tell_until: do_not_tell_until.map(|t| t.trunc_subsecs(6)),
         };
-        Ok(Response::new(
-            self.deliver(&call, &partner, terms, new, now).await?,
-        ))
+        let made = self.deliver(&call, &partner, terms, new, now).await?;
+        Ok(Response::new(DiscloseExceptionallyResponse {
+            delivery: made.delivery,
+            withheld: made.withheld,
+        }))
     }
 
     async fn list_disclosures(
