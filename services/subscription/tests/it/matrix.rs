@@ -177,7 +177,8 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
                     _ => false,
                 }
         }
-        // Bulk reads are for services only: platform sync, and the sharing service disclosing.
+        // Bulk reads are for services only: platform sync, and the sharing service disclosing
+        // (under agreements, and exceptionally for a security investigation).
         "StreamLearners" => {
             role == "service"
                 && any(&[
@@ -187,6 +188,7 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
                     FunderReporting,
                     MalpracticeInvestigation,
                     LegalObligation,
+                    SecurityInvestigation,
                 ])
         }
         // Followed by the sharing service to tell recipients of changes (GDPR Art. 19).
