@@ -40,6 +40,10 @@ struct Settings {
     /// How often `serve` reads enrolment's change feed to notify recipients (seconds; 0: never).
     #[serde(default = "default_notice_interval")]
     notice_interval_secs: u64,
+    /// How often `serve` sends the webhook outbox's due messages (seconds); 0: with the
+    /// retention sweeps (`retention.sweep_interval_secs`).
+    #[serde(default = "default_webhook_interval")]
+    webhook_interval_secs: u64,
     /// Accept plain `http://` webhook endpoints (development only).
     #[serde(default)]
     allow_http_webhook_targets: bool,
@@ -51,6 +55,11 @@ struct Settings {
 
 fn default_notice_interval() -> u64 {
     30
+}
+
+/// Often enough for the retry schedule's first steps (immediately, then 5 s).
+fn default_webhook_interval() -> u64 {
+    5
 }
 
 impl Settings {
@@ -138,8 +147,8 @@ impl HostedService for Hosted {
     }
 
     // Webhook deliveries run as a sweeper, so `serve` schedules them under a lease like the
-    // retention sweeps, on `retention.sweep_interval_secs`: coarser than the retry schedule's
-    // first steps (immediately, 5 s), acceptable while only notices of new deliveries go out.
+    // retention sweeps, every `webhook_interval_secs` (the retry schedule's first steps are
+    // immediately and 5 s).
     fn sweepers(&self, ctx: &Context) -> Result<Vec<Arc<dyn Sweeper>>, BuildError> {
         let settings = Settings::of(Some(&ctx.settings))?;
         let sharing = sharing(ctx);
@@ -150,7 +159,11 @@ impl HostedService for Hosted {
                 enrolment(ctx)?,
                 std::time::Duration::from_secs(settings.notice_interval_secs),
             )),
-            Arc::new(WebhookDeliveries(webhooks)),
+            Arc::new(WebhookDeliveries(
+                webhooks,
+                (settings.webhook_interval_secs > 0)
+                    .then(|| std::time::Duration::from_secs(settings.webhook_interval_secs)),
+            )),
         ])
     }
 
@@ -198,8 +211,8 @@ fn enrolment(ctx: &Context) -> Result<Option<Arc<Enrolment>>, BuildError> {
         .map(Arc::new))
 }
 
-/// The outbox's due messages, sent.
-struct WebhookDeliveries(Webhooks);
+/// The outbox's due messages, sent every so often (`None`: with the retention sweeps).
+struct WebhookDeliveries(Webhooks, Option<std::time::Duration>);
 
 /// What a dry run would send.
 struct Due(u64);
@@ -214,6 +227,10 @@ impl std::fmt::Display for Due {
 impl Sweeper for WebhookDeliveries {
     fn name(&self) -> &'static str {
         "webhook deliveries"
+    }
+
+    fn interval(&self) -> Option<std::time::Duration> {
+        self.1
     }
 
     async fn sweep(

@@ -49,6 +49,8 @@ async fn suite(allow_private: bool) -> TestSuite {
             serde_json::json!({
                 "allow_http_webhook_targets": true,
                 "allow_private_webhook_targets": allow_private,
+                // With the retention sweeps, which are off: the tests run the worker.
+                "webhook_interval_secs": 0,
             }),
         );
         c.retention.sweep_interval_secs = 0;
