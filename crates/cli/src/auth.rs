@@ -90,23 +90,13 @@ impl ServiceTokenFiles {
 
 impl tutela_host::ServiceTokens for ServiceTokenFiles {
     fn token(&self, tenant: &str) -> Result<String, tutela_host::BuildError> {
-        // The tenant comes from a verified token, but it names a file: one plain component.
-        let plain = !tenant.is_empty()
-            && !tenant.starts_with('.')
-            && tenant
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !plain {
-            return Err("no service token for this tenant".into());
-        }
-        let path = self.dir.join(tenant);
-        if let Ok(token) = std::fs::read_to_string(&path)
-            && !token.trim().is_empty()
-        {
-            return Ok(token.trim().to_owned());
+        if let Some(token) = tutela_policy::consent::tenant_token(&self.dir, tenant) {
+            return Ok(token);
         }
         let Some(secret) = &self.dev_secret else {
-            return Err(format!("no service token in {}", path.display()).into());
+            return Err(
+                format!("no service token for this tenant in {}", self.dir.display()).into(),
+            );
         };
         let request = TokenRequest {
             tenant: tenant.to_owned(),

@@ -32,7 +32,7 @@ use tutela_proto::sharing::{
 use crate::duration::IsoDuration;
 use crate::entity::{agreement, agreement_purpose, partner};
 use crate::paths;
-use crate::sharing::{Sharing, next_page, page_size, record_id};
+use crate::sharing::{Sharing, next_page, page_size, record_id, time_of};
 use crate::terms::{
     ACTIVE, DRAFT, SAFEGUARDS, TERMINATED, agreement_purpose, name, number, purpose_of, state_at,
 };
@@ -41,11 +41,6 @@ use crate::terms::{
 tutela_policy::idempotent_rows!(agreement);
 
 const CREATE: &str = "tutela.sharing.v1.AgreementService/CreateAgreement";
-
-/// A protobuf timestamp as a time, if it is one.
-fn time_of(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-}
 
 /// One purpose's terms, checked against the contract and the register.
 #[derive(Debug, Clone)]

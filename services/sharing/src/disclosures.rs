@@ -45,7 +45,7 @@ use crate::duration::IsoDuration;
 use crate::enrolment::Enrolment;
 use crate::entity::{agreement, agreement_purpose, delivery, delivery_record, disclosure, partner};
 use crate::export::{self, LAYOUTS};
-use crate::sharing::{Sharing, next_page, page_size};
+use crate::sharing::{Sharing, next_page, page_size, time_of};
 use crate::terms::name;
 
 const DISCLOSE: &str = "tutela.sharing.v1.DisclosureService/Disclose";
@@ -285,7 +285,7 @@ fn copy_path(from: &DynamicMessage, to: &mut DynamicMessage, segments: &[&str]) 
         return;
     }
     if rest.is_empty() {
-        to.set_field(&field, from.get_field(&field).into_owned());
+        fields::copy_field(from, to, &field);
         return;
     }
     let Value::Message(inner_from) = from.get_field(&field).into_owned() else {
@@ -674,27 +674,24 @@ impl DisclosureService {
 
     /// Whether the partner may still pull `d` at `now`: within its access period, under an
     /// agreement still in force.
-    async fn pullable(
+    /// The ids of `partner_id`'s agreements in force at `now`: one query for however many
+    /// deliveries are checked against them.
+    async fn agreements_in_force(
         &self,
         call: &Authorized,
-        d: &delivery::Model,
+        partner_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool> {
-        if d.available_until.is_some_and(|end| end <= now) {
-            return Ok(false);
-        }
-        if d.agreement_id.is_empty() {
-            // An exceptional disclosure: no agreement, only its download period.
-            return Ok(true);
-        }
-        let agreement = found(
-            call.find::<agreement::Entity>()
-                .filter(agreement::Column::AgreementId.eq(d.agreement_id.as_str()))
-                .one(&self.sharing.db)
-                .await?,
-            "agreement",
-        )?;
-        Ok(agreement.state == "active" && agreement.valid_to.is_none_or(|end| end > now))
+    ) -> Result<std::collections::HashSet<String>> {
+        Ok(call
+            .find::<agreement::Entity>()
+            .filter(agreement::Column::PartnerId.eq(partner_id))
+            .filter(agreement::Column::State.eq("active"))
+            .all(&self.sharing.db)
+            .await?
+            .into_iter()
+            .filter(|a| a.valid_to.is_none_or(|end| end > now))
+            .map(|a| a.agreement_id)
+            .collect())
     }
 
     async fn deliveries_to_pull(
@@ -718,7 +715,8 @@ impl DisclosureService {
             if d.channel != PULL {
                 return Err(Error::NotFound("delivery"));
             }
-            if d.purpose != purpose || !self.pullable(call, &d, now).await? {
+            let in_force = self.agreements_in_force(call, partner_id, now).await?;
+            if d.purpose != purpose || !pullable(&d, &in_force, now) {
                 return Err(Error::FailedPrecondition {
                     reason: Precondition::AccessPeriodEnded,
                     message: "this delivery may no longer be pulled for this purpose".into(),
@@ -734,14 +732,24 @@ impl DisclosureService {
             .order_by_asc(delivery::Column::DeliveryId)
             .all(&s.db)
             .await?;
-        let mut open = Vec::with_capacity(all.len());
-        for d in all {
-            if self.pullable(call, &d, now).await? {
-                open.push(d);
-            }
-        }
-        Ok(open)
+        let in_force = self.agreements_in_force(call, partner_id, now).await?;
+        Ok(all
+            .into_iter()
+            .filter(|d| pullable(d, &in_force, now))
+            .collect())
     }
+}
+
+/// Whether a delivery may still be pulled or downloaded at `now`: within its access period, and
+/// under an agreement still in force (`in_force`: its partner's), or an exceptional disclosure's
+/// download period.
+fn pullable(
+    d: &delivery::Model,
+    in_force: &std::collections::HashSet<String>,
+    now: DateTime<Utc>,
+) -> bool {
+    d.available_until.is_none_or(|end| end > now)
+        && (d.agreement_id.is_empty() || in_force.contains(&d.agreement_id))
 }
 
 /// Streams the records of `deliveries`, `batch` at a time, opening each sealed record.
@@ -900,7 +908,10 @@ impl DisclosureApi for DisclosureService {
                 }
             }
         }
-        if d.purpose != call.purpose().short_name() || !self.pullable(&call, &d, s.now()).await? {
+        let in_force = self
+            .agreements_in_force(&call, &d.partner_id, s.now())
+            .await?;
+        if d.purpose != call.purpose().short_name() || !pullable(&d, &in_force, s.now()) {
             return Err(Error::FailedPrecondition {
                 reason: Precondition::AccessPeriodEnded,
                 message: "this file may no longer be downloaded for this purpose".into(),
@@ -979,10 +990,7 @@ impl DisclosureApi for DisclosureService {
         };
         let reference = c.required(r.reference.trim(), "reference", 200);
         let requester = c.required(r.requester.trim(), "requester", 200);
-        let do_not_tell_until = r
-            .do_not_tell_until
-            .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)));
+        let do_not_tell_until = r.do_not_tell_until.as_ref().and_then(time_of);
         let base = DiscloseRequest {
             partner_id: r.partner_id.clone(),
             learner_ids: r.learner_ids.clone(),

@@ -2,7 +2,6 @@
 //! list, and an XML funder return. A file is rendered from the delivery's records, so the same
 //! delivery always gives the same bytes (and the hash recorded when it was made).
 
-use prost_reflect::{DynamicMessage, Kind, ReflectMessage, Value};
 use tutela_policy::{Error, Result, fields};
 use tutela_proto::sharing::{DeliveredRecord, FileLayout};
 
@@ -84,74 +83,34 @@ pub fn render(
     Ok(out)
 }
 
-fn learner_of(r: &DeliveredRecord) -> Result<DynamicMessage> {
-    fields::to_dynamic(
-        &r.learner.clone().unwrap_or_default(),
+/// A record's learner as JSON, in the one spelling exports use (`fields::to_json`: enums by
+/// name, timestamps in RFC 3339).
+fn learner_of(r: &DeliveredRecord) -> Result<serde_json::Value> {
+    let learner = r.learner.clone().unwrap_or_default();
+    Ok(fields::to_json(&fields::to_dynamic(
+        &learner,
         "tutela.enrolment.v1.Learner",
-    )
+    )?))
 }
 
-/// The value at `path` as text: strings as they are, timestamps in RFC 3339, enum values by
-/// name, lists joined with "; ", absent fields empty.
-fn value_at(message: &DynamicMessage, path: &str) -> String {
-    let mut current = message.clone();
-    let segments: Vec<&str> = path.split('.').collect();
-    for (i, segment) in segments.iter().enumerate() {
-        let Some(field) = current.descriptor().get_field_by_name(segment) else {
-            return String::new();
-        };
-        if !current.has_field(&field) {
-            return String::new();
-        }
-        let value = current.get_field(&field).into_owned();
-        if i + 1 == segments.len() {
-            return text(&value, &field.kind());
-        }
-        match value {
-            Value::Message(inner) => current = inner,
-            _ => return String::new(),
-        }
-    }
-    String::new()
-}
-
-fn text(value: &Value, kind: &Kind) -> String {
+/// The value at `path` as text: strings as they are, lists joined with "; ", absent fields
+/// empty.
+fn value_at(learner: &serde_json::Value, path: &str) -> String {
+    let value = path
+        .split('.')
+        .try_fold(learner, |v, segment| v.get(segment));
     match value {
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => b.to_string(),
-        Value::I32(n) => match kind {
-            Kind::Enum(e) => e
-                .get_value(*n)
-                .map_or_else(|| n.to_string(), |v| v.name().to_owned()),
-            _ => n.to_string(),
-        },
-        Value::EnumNumber(n) => match kind {
-            Kind::Enum(e) => e
-                .get_value(*n)
-                .map_or_else(|| n.to_string(), |v| v.name().to_owned()),
-            _ => n.to_string(),
-        },
-        Value::I64(n) => n.to_string(),
-        Value::U32(n) => n.to_string(),
-        Value::U64(n) => n.to_string(),
-        Value::F32(n) => n.to_string(),
-        Value::F64(n) => n.to_string(),
-        Value::List(items) => items
-            .iter()
-            .map(|v| text(v, kind))
-            .collect::<Vec<_>>()
-            .join("; "),
-        Value::Message(m) if m.descriptor().full_name() == "google.protobuf.Timestamp" => {
-            let seconds = m.get_field_by_name("seconds").and_then(|v| v.as_i64());
-            let nanos = m.get_field_by_name("nanos").and_then(|v| v.as_i32());
-            chrono::DateTime::from_timestamp(
-                seconds.unwrap_or(0),
-                u32::try_from(nanos.unwrap_or(0)).unwrap_or(0),
-            )
-            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-            .unwrap_or_default()
-        }
-        _ => String::new(),
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(v) => text(v),
+    }
+}
+
+fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join("; "),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
     }
 }
 

@@ -32,7 +32,7 @@ use tutela_proto::sharing::{
 use crate::duration::IsoDuration;
 use crate::enrolment::Enrolment;
 use crate::entity::{agreement, change_cursor, delivery, disclosure, notice, partner_key};
-use crate::sharing::{Sharing, next_page, page_size};
+use crate::sharing::{Sharing, next_page, page_size, time_of};
 
 const PENDING: &str = "pending";
 const SENT: &str = "sent";
@@ -383,7 +383,7 @@ impl Follower {
         let changed_at = c
             .changed_at
             .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+            .and_then(time_of)
             .unwrap_or(now)
             .trunc_subsecs(6);
         let rectified = match LearnerChangeKind::try_from(c.kind) {

@@ -22,7 +22,7 @@ use crate::scope::Tenant;
 mod evidence;
 mod remote;
 pub use evidence::{check_evidence, parse_evidence};
-pub use remote::{RemoteLedger, RemoteLedgerSettings};
+pub use remote::{RemoteLedger, RemoteLedgerSettings, tenant_token};
 
 /// The longest time a cached consent state is trusted. Cross-process withdrawals take effect
 /// within this bound.

@@ -79,30 +79,33 @@ impl RemoteLedger {
     }
 
     fn token(&self, tenant: &str) -> Result<String> {
-        // The tenant comes from a verified token, but it names a file: keep it to one plain
-        // path component.
-        let plain = !tenant.is_empty()
-            && !tenant.starts_with('.')
-            && tenant
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !plain {
-            return Err(Error::Unavailable(
-                "no consent ledger token for this tenant".into(),
-            ));
-        }
-        read_token(&self.token_dir.join(tenant))
+        tenant_token(&self.token_dir, tenant).ok_or_else(|| {
+            Error::Unavailable(format!(
+                "no consent ledger token for this tenant in {}",
+                self.token_dir.display()
+            ))
+        })
     }
 }
 
-fn read_token(path: &Path) -> Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(token) if !token.trim().is_empty() => Ok(token.trim().to_owned()),
-        _ => Err(Error::Unavailable(format!(
-            "no consent ledger token in {}",
-            path.display()
-        ))),
+/// The bearer token of a `service` principal of `tenant`, from the file named after the tenant
+/// in `dir` (read on every call, so a rotated Kubernetes secret is used without a restart);
+/// `None` when there is none. Every call one service makes to another takes its token here.
+pub fn tenant_token(dir: &Path, tenant: &str) -> Option<String> {
+    // The tenant comes from a verified token, but it names a file: keep it to one plain path
+    // component.
+    let plain = !tenant.is_empty()
+        && !tenant.starts_with('.')
+        && tenant
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !plain {
+        return None;
     }
+    std::fs::read_to_string(dir.join(tenant))
+        .ok()
+        .map(|token| token.trim().to_owned())
+        .filter(|token| !token.is_empty())
 }
 
 impl RemoteLedger {
