@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, Set, Statement, TransactionTrait, Value,
+    QueryOrder, QuerySelect, Set, Statement, Value,
 };
 use serde::{Deserialize, Serialize};
 
@@ -500,7 +500,7 @@ impl Store {
             request_hash: Set(request_hash),
             ..Default::default()
         };
-        let txn = self.db.begin().await?;
+        let txn = tutela_store::begin(&self.db).await?;
         let inserted = entity::Entity::insert(row).exec_with_returning(&txn).await;
         let row = match inserted {
             Ok(row) => {
@@ -634,7 +634,7 @@ impl ConsentSource for Store {
             Err(err) => return Err(err.into()),
         };
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = tutela_store::begin(&self.db).await?;
         entity::verification::ActiveModel {
             tenant: Set(v.tenant.as_str().to_owned()),
             subject_id: Set(v.subject.to_owned()),
@@ -690,7 +690,7 @@ impl ConsentSource for Store {
     }
 
     async fn restrict(&self, change: &Restriction<'_>) -> Result<()> {
-        let txn = self.db.begin().await?;
+        let txn = tutela_store::begin(&self.db).await?;
         entity::restriction::ActiveModel {
             tenant: Set(change.tenant.as_str().to_owned()),
             subject_id: Set(change.subject.to_owned()),

@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 
 use crate::error::{StoreError, StoreResult};
 
@@ -65,6 +68,20 @@ pub async fn connect(url: &str, max_connections: u32) -> StoreResult<DatabaseCon
         });
     }
     Ok(Database::connect(options).await?)
+}
+
+/// Begins a transaction that may write. On SQLite it takes the write lock at `BEGIN IMMEDIATE`,
+/// waiting out the busy timeout for it: a deferred transaction that reads first and writes later
+/// fails at once with `SQLITE_BUSY_SNAPSHOT` (code 517) when another connection committed in
+/// between, and no busy timeout helps then. PostgreSQL starts its usual transaction. Every
+/// transaction goes through here (clippy's `disallowed-methods` forbids a bare `begin`).
+pub async fn begin<C: TransactionTrait>(db: &C) -> Result<C::Transaction, DbErr> {
+    #[allow(clippy::disallowed_methods)]
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    })
+    .await
 }
 
 /// Whether a database error is a unique-constraint violation, on SQLite and PostgreSQL alike.

@@ -11,7 +11,7 @@ pub mod migration;
 pub mod vault;
 
 pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
-pub use db::{Backend, connect, is_unique_violation, placeholders, purge_freed_pages};
+pub use db::{Backend, begin, connect, is_unique_violation, placeholders, purge_freed_pages};
 pub use error::{StoreError, StoreResult};
 pub use lease::{Lease, Leased};
 pub use migration::{Migrations, migrate, migrations_of};

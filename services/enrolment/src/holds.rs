@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
 };
 use tonic::{Request, Response, Status};
 use tutela_policy::Precondition;
@@ -168,7 +167,7 @@ impl HoldApi for LegalHoldService {
         if !exists {
             return Err(Error::NotFound("record").into());
         }
-        let txn = self.db.begin().await.map_err(Error::from)?;
+        let txn = tutela_store::begin(&self.db).await.map_err(Error::from)?;
         let row = entity::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
             hold_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -220,7 +219,7 @@ impl HoldApi for LegalHoldService {
         active.released_at = Set(Some(self.records.now()));
         active.released_by = Set(Some(call.principal().id.clone()));
         active.release_reason = Set(Some(reason));
-        let txn = self.db.begin().await.map_err(Error::from)?;
+        let txn = tutela_store::begin(&self.db).await.map_err(Error::from)?;
         let row = active.update(&txn).await.map_err(Error::from)?;
         access
             .record_in(&txn, tutela_policy::CategorySet::EMPTY)

@@ -1,7 +1,7 @@
 //! Certificates and badges (with their Open Badges 3.0 export), and feedback, compliments and
 //! complaints: `tutela.enrolment.v1.CertificateService` and `FeedbackService`.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, Set};
 use tonic::{Request, Response, Status};
 use tutela_policy::Precondition;
 use tutela_policy::idempotency::Idempotency;
@@ -171,7 +171,7 @@ impl Outcomes {
     /// Deletes a learner's feedback, and their certificates unless `keep_certificates`;
     /// returns how many rows went.
     pub async fn erase(&self, access: &SubjectAccess, keep_certificates: bool) -> Result<u64> {
-        let txn = self.records.db().begin().await?;
+        let txn = tutela_store::begin(self.records.db()).await?;
         let mut erased = access
             .delete::<feedback::Entity>()
             .exec(&txn)
@@ -244,7 +244,7 @@ impl CertificateApi for CertificateService {
         }
         let course = self.records.course(&call, &enrolment.course_id).await?;
         let (key, request_hash) = Idempotency::columns(idempotency.as_ref());
-        let txn = db.begin().await.map_err(Error::from)?;
+        let txn = tutela_store::begin(db).await.map_err(Error::from)?;
         let row = certificate::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
             certificate_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -412,7 +412,7 @@ impl FeedbackApi for FeedbackService {
                     .key_for_writing(access.tenant(), access.subject_id())
                     .await?;
                 let (key, request_hash) = Idempotency::columns(idempotency.as_ref());
-                let txn = db.begin().await.map_err(Error::from)?;
+                let txn = tutela_store::begin(db).await.map_err(Error::from)?;
                 let row = feedback::ActiveModel {
                     tenant: Set(access.tenant().to_owned()),
                     feedback_id: Set(id.clone()),

@@ -24,7 +24,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tutela_policy::PrincipalKind;
 use tutela_policy::principal::TokenRequest;
 use tutela_proto::common::LegalBasis;
@@ -263,7 +263,7 @@ async fn bare(db: &DatabaseConnection, n: usize) -> (Duration, Duration) {
         .collect();
 
     let start = Instant::now();
-    let txn = db.begin().await.unwrap();
+    let txn = tutela_store::begin(db).await.unwrap();
     for chunk in rows.chunks(BARE_CHUNK) {
         let mut sql = String::with_capacity(chunk.len() * 520);
         sql.push_str("INSERT INTO bench_bare (id, pseudonym, sealed, payload_sha256) VALUES ");

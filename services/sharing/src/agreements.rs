@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 use tonic::{Request, Response, Status};
 use tutela_policy::audit::Change;
@@ -359,7 +359,7 @@ impl AgreementService {
             return Ok(row);
         }
         let safeguard = name(&SAFEGUARDS, new.safeguard).unwrap_or("none");
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         call.record_in(&txn).await?;
         let partner = s.lock_partner(&txn, call, &new.partner_id, false).await?;
         check_transfer(s, &partner, safeguard)?;
@@ -416,7 +416,7 @@ impl AgreementService {
     async fn activate(&self, call: &Authorized, agreement_id: &str) -> Result<agreement::Model> {
         let s = &self.sharing;
         let now = s.now();
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         call.record_in(&txn).await?;
         let row = self.agreement(&txn, call, agreement_id).await?;
         // Under the partner's lock, so that two activations of one partner take turns.
@@ -490,7 +490,7 @@ impl AgreementService {
     async fn terminate(&self, call: &Authorized, agreement_id: &str) -> Result<agreement::Model> {
         let s = &self.sharing;
         let now = s.now();
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         call.record_in(&txn).await?;
         let row = self.agreement(&txn, call, agreement_id).await?;
         if state_at(&row.state, row.valid_to, now) != AgreementState::Active {

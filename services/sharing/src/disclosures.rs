@@ -21,7 +21,7 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, ReflectMessage, Value};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -516,7 +516,7 @@ impl DisclosureService {
         let actor = call.principal().id.clone();
         let fields_json = serde_json::Value::from(fields.clone()).to_string();
 
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         call.record_in(&txn).await?;
         // The partner's lock: its key version cannot change under this delivery, and its log
         // chain grows one delivery at a time.

@@ -14,7 +14,6 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -259,7 +258,7 @@ impl Follower {
                     continue;
                 }
                 let now = self.sharing.now().trunc_subsecs(6);
-                let txn = db.begin().await?;
+                let txn = tutela_store::begin(db).await?;
                 for c in &changes {
                     made += self.apply(&txn, &tenant, c, now).await?;
                 }
@@ -327,7 +326,7 @@ impl Follower {
                 if period.after(d.created_at) > now {
                     continue;
                 }
-                let txn = db.begin().await?;
+                let txn = tutela_store::begin(db).await?;
                 made += notice::Entity::insert(notice::ActiveModel {
                     notice_id: Set(uuid::Uuid::now_v7().to_string()),
                     tenant: Set(d.tenant.clone()),
@@ -512,7 +511,7 @@ impl NoticeApi for NoticeService {
         let size = page_size(r.page.as_ref());
         let s = &self.sharing;
         let now = s.now();
-        let txn = s.db.begin().await.map_err(Error::from)?;
+        let txn = tutela_store::begin(&s.db).await.map_err(Error::from)?;
         call.record_in(&txn).await?;
         let mut query = call
             .find::<notice::Entity>()
@@ -581,7 +580,7 @@ impl NoticeApi for NoticeService {
         let partner_id = partner_of(&call)?;
         let s = &self.sharing;
         let now = s.now();
-        let txn = s.db.begin().await.map_err(Error::from)?;
+        let txn = tutela_store::begin(&s.db).await.map_err(Error::from)?;
         call.record_in(&txn).await?;
         let ids: Vec<String> = ids.into_iter().collect();
         let found = call

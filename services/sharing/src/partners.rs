@@ -4,9 +4,9 @@
 //! ever exists without a key; a rotation adds the next version and retires the previous one in
 //! one transaction, which also stages the rotation's audit record. No response carries a key.
 
+use sea_orm::ActiveValue::NotSet;
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Set};
-use sea_orm::{ActiveValue::NotSet, TransactionTrait};
 use tonic::{Request, Response, Status};
 use tutela_policy::audit::Change;
 use tutela_policy::idempotency::{self, Idempotency};
@@ -120,7 +120,7 @@ impl PartnerService {
         let (key, request_hash) = Idempotency::columns(new.idempotency.as_ref());
         let now = s.now();
         let partner_id = uuid::Uuid::now_v7().to_string();
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         call.record_in(&txn).await?;
         let row = partner::ActiveModel {
             partner_id: Set(partner_id.clone()),
@@ -160,7 +160,7 @@ impl PartnerService {
     async fn rotate(&self, call: &Authorized, partner_id: &str) -> Result<partner::Model> {
         let s = &self.sharing;
         let now = s.now();
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         // The decision's record first: on SQLite the transaction then holds the write lock
         // before it reads anything.
         call.record_in(&txn).await?;

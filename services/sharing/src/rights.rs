@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 use tutela_policy::rights::SubjectDataProvider;
 use tutela_policy::validate::timestamp;
@@ -170,7 +170,7 @@ impl SubjectDataProvider for SharingRights {
         let s = &self.sharing;
         let now = s.now().trunc_subsecs(6);
         let entries = self.entries(access).await?;
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         access.record_in(&txn, categories_of(&entries)).await?;
         // The learner's records still waiting to be pulled: found by their delivery and hash,
         // which the log keeps.

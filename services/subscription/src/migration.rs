@@ -494,7 +494,7 @@ mod tests {
         let conn = db.connect().await.unwrap();
         tutela_store::migrate(&conn, &[]).await.unwrap();
         // In one transaction, as the runner applied them (see `tutela_store::migrate`).
-        let txn = sea_orm::TransactionTrait::begin(&conn).await.unwrap();
+        let txn = tutela_store::begin(&conn).await.unwrap();
         BeforeTheMove::up(&txn, Some(n)).await.unwrap();
         txn.commit().await.unwrap();
         (db, conn)

@@ -3,7 +3,7 @@
 //! consent history in the ledger.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
 use tutela_policy::rights::SubjectDataProvider;
 use tutela_policy::validate::timestamp;
@@ -207,7 +207,7 @@ impl SubjectDataProvider for SubscriptionRights {
         let s = &self.subs;
         let contact_id = access.subject_id();
         let now = s.clock.now();
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         // A write first: on SQLite a transaction that starts by reading cannot become a writer
         // once another connection has committed; after a write it holds the lock, and the
         // subscriptions it reads next are all there are.

@@ -7,7 +7,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 
 use super::entity;
@@ -192,7 +192,7 @@ pub async fn recover(
     if ids.is_empty() {
         return Ok(0);
     }
-    let txn = db.begin().await?;
+    let txn = tutela_store::begin(db).await?;
     let head = lock_head(&txn).await?;
     let mut rows = take_staged(&txn, ids).await?;
     rows.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QuerySelect, Statement, TransactionTrait,
+    QueryFilter, QuerySelect, Statement,
 };
 use tokio::sync::{mpsc, oneshot};
 use tutela_store::SharedClock;
@@ -303,7 +303,7 @@ async fn write_batch(
     batch: &[Pending],
     mapped: &mut std::collections::HashSet<String>,
 ) -> std::result::Result<(), sea_orm::DbErr> {
-    let txn = db.begin().await?;
+    let txn = tutela_store::begin(db).await?;
     let head = lock_head(&txn).await?;
     let staged: Vec<String> = batch
         .iter()

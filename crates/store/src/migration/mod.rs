@@ -5,7 +5,7 @@
 use std::marker::PhantomData;
 
 use futures::future::BoxFuture;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use sea_orm_migration::MigratorTrait;
 
 use crate::error::StoreResult;
@@ -35,7 +35,7 @@ impl<M: MigratorTrait + 'static> Migrations for MigratorSet<M> {
             // One transaction on both engines: a run cut short leaves no half-made schema, and
             // on SQLite every statement then runs on the same connection (sea-orm otherwise runs
             // SQLite migrations outside a transaction, on whichever pooled connection is free).
-            let txn = db.begin().await?;
+            let txn = crate::begin(db).await?;
             if db.get_database_backend() == DbBackend::Postgres {
                 // Several pods may start at once: one migrates, the others wait and then find
                 // nothing pending. The lock is released when the transaction ends.

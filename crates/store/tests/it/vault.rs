@@ -232,12 +232,11 @@ fn a_keyring_refuses_keys_of_the_wrong_size() {
 
 #[tokio::test]
 async fn a_key_made_in_the_writers_transaction_commits_with_it_or_not_at_all() {
-    use sea_orm::TransactionTrait;
     let (db, vault, _) = vault().await;
     let conn = db.connect().await.unwrap();
 
     // Rolled back with the write that made it: no key is left behind.
-    let txn = conn.begin().await.unwrap();
+    let txn = tutela_store::begin(&conn).await.unwrap();
     vault
         .get_or_create_in(&txn, "acme", "learner-1")
         .await
@@ -249,7 +248,7 @@ async fn a_key_made_in_the_writers_transaction_commits_with_it_or_not_at_all() {
     ));
 
     // Committed with it: the vault's own look-up unwraps the same key.
-    let txn = conn.begin().await.unwrap();
+    let txn = tutela_store::begin(&conn).await.unwrap();
     let key = vault
         .get_or_create_in(&txn, "acme", "learner-1")
         .await

@@ -19,7 +19,7 @@ use prost_reflect::DynamicMessage;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, FromQueryResult, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, Set, TransactionTrait,
+    QueryOrder, QuerySelect, QueryTrait, Set,
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -300,7 +300,7 @@ impl Learners {
         learner_id: &str,
         audit: Option<(&SubjectAccess, CategorySet)>,
     ) -> Result<u64> {
-        let txn = self.db.begin().await?;
+        let txn = tutela_store::begin(&self.db).await?;
         if let Some((access, held)) = audit {
             access.record_in(&txn, held).await?;
         }
@@ -382,7 +382,7 @@ impl Learners {
         let tenant = access.tenant();
         let id = access.subject_id();
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = tutela_store::begin(&self.db).await?;
         // The first statement a write: on SQLite the transaction then holds the write lock.
         access.record_in(&txn, categories).await?;
         let key = self.vault.get_or_create_in(&txn, tenant, id).await?;
@@ -439,7 +439,7 @@ impl Learners {
         let now = self.clock.now();
         let key = self.vault.get_or_create(tenant, id).await?;
         let descriptor = fields::descriptor(PROFILE)?;
-        let txn = self.db.begin().await?;
+        let txn = tutela_store::begin(&self.db).await?;
         // The first statement a write: on SQLite the transaction then holds the write lock.
         access
             .record_in(&txn, masked.iter().map(|(_, _, c)| *c).collect())

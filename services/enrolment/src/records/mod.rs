@@ -6,7 +6,7 @@ pub mod entity;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 use tonic::{Request, Response, Status};
 use tutela_policy::Precondition;
@@ -155,7 +155,7 @@ impl Records {
     /// many rows went, and how many enrolments and results were kept.
     pub async fn erase_except(&self, access: &SubjectAccess, held: &Held) -> Result<Erased> {
         let mut erased = Erased::default();
-        let txn = self.db.begin().await?;
+        let txn = tutela_store::begin(&self.db).await?;
         // The audit record first: on SQLite the transaction then holds the write lock before it
         // reads what to delete.
         access
@@ -304,7 +304,9 @@ impl CourseApi for CourseService {
             }));
         }
         let (key, request_hash) = Idempotency::columns(new.idempotency.as_ref());
-        let txn = self.records.db.begin().await.map_err(Error::from)?;
+        let txn = tutela_store::begin(&self.records.db)
+            .await
+            .map_err(Error::from)?;
         let row = course::ActiveModel {
             tenant: Set(call.tenant().to_owned()),
             course_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -427,7 +429,9 @@ impl EnrolmentApi for EnrolmentService {
         }
         let now = self.records.now();
         let (key, request_hash) = Idempotency::columns(idempotency.as_ref());
-        let txn = self.records.db.begin().await.map_err(Error::from)?;
+        let txn = tutela_store::begin(&self.records.db)
+            .await
+            .map_err(Error::from)?;
         let row = enrolment::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
             enrolment_id: Set(uuid::Uuid::new_v4().to_string()),
@@ -483,7 +487,9 @@ impl EnrolmentApi for EnrolmentService {
         }
         // Only from the status read: a concurrent change makes this one a no-op, reported as
         // the conflict it is.
-        let txn = self.records.db.begin().await.map_err(Error::from)?;
+        let txn = tutela_store::begin(&self.records.db)
+            .await
+            .map_err(Error::from)?;
         let updated = enrolment::Entity::update_many()
             .col_expr(
                 enrolment::Column::Status,
@@ -600,7 +606,9 @@ impl EnrolmentApi for EnrolmentService {
             .into());
         }
         let (key, request_hash) = Idempotency::columns(new.idempotency.as_ref());
-        let txn = self.records.db.begin().await.map_err(Error::from)?;
+        let txn = tutela_store::begin(&self.records.db)
+            .await
+            .map_err(Error::from)?;
         let stored = result::ActiveModel {
             tenant: Set(access.tenant().to_owned()),
             result_id: Set(uuid::Uuid::new_v4().to_string()),

@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls;
@@ -537,7 +537,7 @@ impl Webhooks {
     /// among them, in one transaction. How many messages that was.
     async fn disable(&self, m: &message::Model, now: DateTime<Utc>) -> Result<u64> {
         let scope = Tenant::of_row(m)?;
-        let txn = self.db.begin().await?;
+        let txn = tutela_store::begin(&self.db).await?;
         scope
             .update::<endpoint::Entity>()
             .col_expr(endpoint::Column::Enabled, Expr::value(false))

@@ -4,9 +4,7 @@
 //! transaction as the endpoint's row and the call's audit record, and returns it once; reading
 //! the endpoint never does.
 
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use tonic::{Request, Response, Status};
 use tutela_policy::audit::Change;
 use tutela_policy::idempotency::{self, Idempotency};
@@ -122,7 +120,7 @@ impl WebhookService {
         }
         let (key, request_hash) = Idempotency::columns(new.idempotency.as_ref());
         let now = s.now();
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         // The decision's record first: on SQLite the transaction then holds the write lock.
         call.record_in(&txn).await?;
         // NOT_FOUND outside the tenant; and two Sets of one partner take turns.

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use prost::Message as _;
-use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
+use sea_orm::{DatabaseConnection, EntityTrait};
 use sha2::Sha256;
 use tonic::Code;
 use tutela_policy::scope::Tenant;
@@ -197,7 +197,7 @@ async fn announce(db: &DatabaseConnection, partner_id: &str, delivery_id: &str) 
         .await
         .unwrap()
         .unwrap();
-    let txn = db.begin().await.unwrap();
+    let txn = tutela_store::begin(db).await.unwrap();
     let id = enqueue(
         &txn,
         &Tenant::of_row(&row).unwrap(),
@@ -604,7 +604,7 @@ async fn a_rolled_back_change_announces_nothing_and_messages_list_a_page_at_a_ti
         .await
         .unwrap()
         .unwrap();
-    let txn = db.begin().await.unwrap();
+    let txn = tutela_store::begin(&db).await.unwrap();
     let ids = serde_json::json!({ "delivery_id": DELIVERY });
     let tenant = Tenant::of_row(&row).unwrap();
     let written = enqueue(
@@ -622,7 +622,7 @@ async fn a_rolled_back_change_announces_nothing_and_messages_list_a_page_at_a_ti
     assert!(messages(&suite, &partner_id).await.is_empty());
 
     // Only ids go into a webhook: anything else is refused before it is written.
-    let txn = db.begin().await.unwrap();
+    let txn = tutela_store::begin(&db).await.unwrap();
     for bad in [
         serde_json::json!({ "email": "ada@example.org" }),
         serde_json::json!({ "name": "Ada Lovelace" }),

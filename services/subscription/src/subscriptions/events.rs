@@ -2,7 +2,7 @@
 //! that hard-bounce or complain.
 
 use chrono::DateTime;
-use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, Set};
 use tutela_policy::validate::Checks;
 use tutela_policy::{Authorized, CategorySet, Result};
 use tutela_proto::common::DataCategory;
@@ -83,7 +83,7 @@ impl SubscriptionService {
             .collect();
         let mut recorded = 0u32;
         let mut suppressed = 0u32;
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         for (id, message_id, kind, at) in &checked {
             // An erased contact's subscription is gone: its events are not kept.
             let Some(row) = by_id.get(id.as_str()) else {

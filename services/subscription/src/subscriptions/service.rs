@@ -1,7 +1,7 @@
 //! [`SubscriptionService`] and its tonic `SubscriptionService` implementation: each RPC parses
 //! its request and calls the handler module that does the work.
 
-use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, QueryFilter, QueryOrder, Set};
 use tonic::{Request, Response, Status};
 use tutela_policy::token_call::TokenCall;
 use tutela_policy::validate::Checks;
@@ -70,7 +70,7 @@ impl SubscriptionApi for SubscriptionService {
             .one(db)
             .await
             .map_err(Error::from)?;
-        let txn = db.begin().await.map_err(Error::from)?;
+        let txn = tutela_store::begin(db).await.map_err(Error::from)?;
         match existing {
             Some(row) => {
                 let mut row: topic::ActiveModel = row.into();

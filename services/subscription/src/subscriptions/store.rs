@@ -9,7 +9,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use tutela_policy::audit::{AuditKeys, AuditLog, StageAudit};
@@ -250,7 +249,7 @@ impl Subscriptions {
         audit: &dyn StageAudit,
     ) -> Result<bool> {
         let now = self.clock.now();
-        let txn = self.db.begin().await?;
+        let txn = tutela_store::begin(&self.db).await?;
         let mut update = subscription::Entity::update_many()
             .col_expr(subscription::Column::State, Expr::value(to.as_str()))
             .col_expr(subscription::Column::UpdatedAt, Expr::value(now))

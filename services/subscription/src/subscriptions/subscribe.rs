@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDate};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set, TransactionTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 use tutela_policy::Precondition;
 use tutela_policy::validate::{Checks, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Result};
@@ -185,7 +185,7 @@ impl SubscriptionService {
         // Writes only, the first one at once: on SQLite a transaction that reads first cannot
         // become a writer once another connection has committed (SQLITE_BUSY_SNAPSHOT, which no
         // busy timeout waits out).
-        let txn = s.db.begin().await?;
+        let txn = tutela_store::begin(&s.db).await?;
         contact::Entity::insert(contact::ActiveModel {
             tenant: Set(tenant.to_owned()),
             contact_id: Set(contact_id.clone()),
