@@ -57,3 +57,32 @@ async fn a_transaction_that_reads_then_writes_survives_a_commit_in_between() {
 
     assert_eq!(count(&second).await, 2);
 }
+
+#[tokio::test]
+async fn sqlite_connections_are_tuned_for_a_server_without_a_memory_map() {
+    let db = TestDatabase::create().await.unwrap();
+    let conn = db.connect().await.unwrap();
+    if conn.get_database_backend() != sea_orm::DbBackend::Sqlite {
+        return;
+    }
+    let pragma = |name: &'static str| {
+        let conn = conn.clone();
+        async move {
+            let row = conn
+                .query_one_raw(Statement::from_string(
+                    sea_orm::DbBackend::Sqlite,
+                    format!("PRAGMA {name}"),
+                ))
+                .await
+                .unwrap()
+                .unwrap();
+            row.try_get_by_index::<String>(0)
+                .or_else(|_| row.try_get_by_index::<i64>(0).map(|n| n.to_string()))
+                .unwrap()
+        }
+    };
+    assert_eq!(pragma("journal_mode").await, "wal");
+    assert_eq!(pragma("secure_delete").await, "1");
+    // A map would be unmapped and faulted back at the start of every read after a commit.
+    assert_eq!(pragma("mmap_size").await, "0");
+}
