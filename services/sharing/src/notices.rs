@@ -13,13 +13,14 @@ use std::sync::Arc;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use tutela_host::{Progress, SweepReport, Sweeper};
 use tutela_policy::validate::{Checks, timestamp};
-use tutela_policy::{Authorized, Error, Result};
+use tutela_policy::{Authorized, Error, Result, Tenant};
 use tutela_proto::common::{PageResponse, SubjectRef};
 use tutela_proto::enrolment::{LearnerChange, LearnerChangeKind};
 use tutela_proto::sharing::notice_service_server::NoticeService as NoticeApi;
@@ -126,36 +127,64 @@ pub async fn notify<C: ConnectionTrait>(
             None => (ERASED, Vec::new()),
         };
         let pseudonym = pseudonym_of(sharing, conn, change, &partner_id, &last_delivery).await?;
-        let row = notice::ActiveModel {
-            notice_id: Set(uuid::Uuid::now_v7().to_string()),
-            tenant: Set(change.tenant.to_owned()),
-            partner_id: Set(partner_id),
-            subject_id: Set(change.subject_id.to_owned()),
-            pseudonym: Set(pseudonym),
-            kind: Set(kind.to_owned()),
-            fields: Set(serde_json::Value::from(paths).to_string()),
-            change_key: Set(change.key()),
-            state: Set(PENDING.to_owned()),
-            changed_at: Set(change.changed_at),
-            created_at: Set(now),
-            sent_at: Set(None),
-            acknowledged_at: Set(None),
-            delivery_id: Set(String::new()),
-        };
-        // A notice made already (the same change learnt of another way) stays as it is.
-        made += notice::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([
-                    notice::Column::Tenant,
-                    notice::Column::PartnerId,
-                    notice::Column::SubjectId,
-                    notice::Column::ChangeKey,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_without_returning(conn)
-            .await?;
+        made += record(
+            conn,
+            notice::Model {
+                notice_id: uuid::Uuid::now_v7().to_string(),
+                tenant: change.tenant.to_owned(),
+                partner_id,
+                subject_id: change.subject_id.to_owned(),
+                pseudonym,
+                kind: kind.to_owned(),
+                fields: serde_json::Value::from(paths).to_string(),
+                change_key: change.key(),
+                state: PENDING.to_owned(),
+                changed_at: change.changed_at,
+                created_at: now,
+                sent_at: None,
+                acknowledged_at: None,
+                delivery_id: String::new(),
+            },
+        )
+        .await?;
+    }
+    Ok(made)
+}
+
+/// Stores `notice` unless the same change already made one for the partner (learnt of another
+/// way: then the first stays as it is), and, when it is new, announces it to the partner's
+/// webhook endpoint as `notice.ready` in the same transaction: ids only, sent if and only if the
+/// notice commits. How many notices were made (0 or 1).
+async fn record<C: ConnectionTrait>(conn: &C, notice: notice::Model) -> Result<u64> {
+    let tenant = Tenant::of_row(&notice)?;
+    let (partner_id, notice_id, created_at) = (
+        notice.partner_id.clone(),
+        notice.notice_id.clone(),
+        notice.created_at,
+    );
+    let made = notice::Entity::insert(notice.into_active_model())
+        .on_conflict(
+            OnConflict::columns([
+                notice::Column::Tenant,
+                notice::Column::PartnerId,
+                notice::Column::SubjectId,
+                notice::Column::ChangeKey,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
+    if made > 0 {
+        crate::webhooks::enqueue(
+            conn,
+            &tenant,
+            &partner_id,
+            "notice.ready",
+            &serde_json::json!({ "notice_id": notice_id }),
+            created_at,
+        )
+        .await?;
     }
     Ok(made)
 }
@@ -327,33 +356,25 @@ impl Follower {
                     continue;
                 }
                 let txn = tutela_store::begin(db).await?;
-                made += notice::Entity::insert(notice::ActiveModel {
-                    notice_id: Set(uuid::Uuid::now_v7().to_string()),
-                    tenant: Set(d.tenant.clone()),
-                    partner_id: Set(d.partner_id.clone()),
-                    subject_id: Set(String::new()),
-                    pseudonym: Set(String::new()),
-                    kind: Set(DELETION_REQUESTED.to_owned()),
-                    fields: Set("[]".to_owned()),
-                    change_key: Set(format!("retention:{}", d.delivery_id)),
-                    state: Set(PENDING.to_owned()),
-                    changed_at: Set(period.after(d.created_at)),
-                    created_at: Set(now),
-                    sent_at: Set(None),
-                    acknowledged_at: Set(None),
-                    delivery_id: Set(d.delivery_id.clone()),
-                })
-                .on_conflict(
-                    OnConflict::columns([
-                        notice::Column::Tenant,
-                        notice::Column::PartnerId,
-                        notice::Column::SubjectId,
-                        notice::Column::ChangeKey,
-                    ])
-                    .do_nothing()
-                    .to_owned(),
+                made += record(
+                    &txn,
+                    notice::Model {
+                        notice_id: uuid::Uuid::now_v7().to_string(),
+                        tenant: d.tenant.clone(),
+                        partner_id: d.partner_id.clone(),
+                        subject_id: String::new(),
+                        pseudonym: String::new(),
+                        kind: DELETION_REQUESTED.to_owned(),
+                        fields: "[]".to_owned(),
+                        change_key: format!("retention:{}", d.delivery_id),
+                        state: PENDING.to_owned(),
+                        changed_at: period.after(d.created_at),
+                        created_at: now,
+                        sent_at: None,
+                        acknowledged_at: None,
+                        delivery_id: d.delivery_id.clone(),
+                    },
                 )
-                .exec_without_returning(&txn)
                 .await?;
                 delivery::Entity::update_many()
                     .col_expr(

@@ -11,9 +11,10 @@ use tutela_proto::privacy::{
     EraseSubjectRequest, ExportSubjectRequest, RecordIdentityVerificationRequest,
     VerificationMethod,
 };
+use tutela_proto::sharing::webhook_service_client::WebhookServiceClient;
 use tutela_proto::sharing::{
-    AcknowledgeNoticesRequest, ListNoticesRequest, Notice, NoticeKind, NoticeState,
-    PullNoticesRequest,
+    AcknowledgeNoticesRequest, ListNoticesRequest, ListWebhookMessagesRequest, Notice, NoticeKind,
+    NoticeState, PullNoticesRequest, SetWebhookEndpointRequest,
 };
 use tutela_testkit::{Credentials, TestSuite};
 
@@ -309,4 +310,78 @@ async fn a_partner_is_asked_once_to_delete_a_delivery_when_its_retention_ends() 
         .notices;
     assert_eq!(pulled.len(), 1);
     assert_eq!(pulled[0].delivery_id, old);
+}
+
+#[tokio::test]
+async fn a_partner_with_a_webhook_endpoint_is_told_of_each_new_notice_once() {
+    let suite = TestSuite::start_with(|c| {
+        c.sections.insert(
+            "sharing".into(),
+            serde_json::json!({
+                "notice_interval_secs": 1,
+                // Stored, not sent: this test reads the outbox, not a receiver.
+                "webhook_interval_secs": 0,
+                "allow_http_webhook_targets": true,
+                "allow_private_webhook_targets": true,
+            }),
+        );
+    })
+    .await
+    .unwrap();
+    let ids = learners(&suite, 2).await;
+    let (partner_id, _) = partner_in_force(&suite).await;
+    let mut hooks = WebhookServiceClient::with_interceptor(suite.channel(), dpo(&suite));
+    hooks
+        .set_webhook_endpoint(SetWebhookEndpointRequest {
+            partner_id: partner_id.clone(),
+            url: "http://127.0.0.1:9/hooks".into(),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    suite
+        .disclosures(staff(&suite, "acme", "exam_officer", "exam_booking"))
+        .disclose(disclose(&partner_id, &ids))
+        .await
+        .unwrap();
+    let events = |hooks: WebhookServiceClient<_>| {
+        let partner_id = partner_id.clone();
+        async move {
+            let mut hooks = hooks;
+            let mut events: Vec<String> = hooks
+                .list_webhook_messages(ListWebhookMessagesRequest {
+                    partner_id,
+                    page: None,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .messages
+                .into_iter()
+                .map(|m| m.event_type)
+                .collect();
+            events.sort();
+            events
+        }
+    };
+    assert_eq!(events(hooks.clone()).await, ["delivery.ready"]);
+
+    // The erasure is heard twice (the rights endpoint, then the change feed): one notice, one
+    // announcement of it.
+    let dpo_rights = Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
+    suite
+        .subject_data(dpo_rights)
+        .erase_subject(EraseSubjectRequest {
+            subject: subject(&ids[0]),
+            reason: "learner's erasure request".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    notices_of(&suite, &ids[0], 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        events(hooks.clone()).await,
+        ["delivery.ready", "notice.ready"]
+    );
 }
