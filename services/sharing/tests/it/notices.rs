@@ -49,6 +49,20 @@ async fn notices_of(suite: &TestSuite, learner: &str, n: usize) -> Vec<Notice> {
     panic!("the follower made no notice about the learner within 10 s");
 }
 
+/// The dpo erases `learner` through the rights endpoint (which tells the sharing service at once).
+async fn erase(suite: &TestSuite, learner: &str) {
+    let dpo = Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
+    suite
+        .subject_data(dpo)
+        .erase_subject(EraseSubjectRequest {
+            subject: subject(learner),
+            reason: "learner's erasure request".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn recipients_are_told_of_rectified_fields_they_received_and_of_erasure() {
     let suite = TestSuite::start_with(|c| {
@@ -197,15 +211,7 @@ async fn recipients_are_told_of_rectified_fields_they_received_and_of_erasure() 
 
     // Erasure: the records not yet pulled are deleted, and the recipient is told once, though
     // the sharing service hears of it twice (the rights endpoint and the change feed).
-    suite
-        .subject_data(dpo_rights())
-        .erase_subject(EraseSubjectRequest {
-            subject: subject(&ids[1]),
-            reason: "learner's erasure request".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    erase(&suite, &ids[1]).await;
     let notices = notices_of(&suite, &ids[1], 1).await;
     // Give the follower a round to read the feed's erasure too.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
@@ -368,16 +374,7 @@ async fn a_partner_with_a_webhook_endpoint_is_told_of_each_new_notice_once() {
 
     // The erasure is heard twice (the rights endpoint, then the change feed): one notice, one
     // announcement of it.
-    let dpo_rights = Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
-    suite
-        .subject_data(dpo_rights)
-        .erase_subject(EraseSubjectRequest {
-            subject: subject(&ids[0]),
-            reason: "learner's erasure request".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    erase(&suite, &ids[0]).await;
     notices_of(&suite, &ids[0], 1).await;
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(
