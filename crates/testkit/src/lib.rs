@@ -267,6 +267,49 @@ impl TestSuite {
         SubscriptionServiceClient::with_interceptor(self.channel(), credentials)
     }
 
+    /// Creates a learner of `tenant` for each of `profiles` through CreateLearner, as the
+    /// tenant's registrar, `in_flight` calls at a time; their ids, in the profiles' order. The
+    /// names and email are declared personal first, so that the log scan looks for them.
+    pub async fn create_learners(
+        &self,
+        tenant: &str,
+        profiles: impl IntoIterator<Item = tutela_proto::enrolment::LearnerProfile>,
+        in_flight: usize,
+    ) -> Result<Vec<String>, tonic::Status> {
+        use futures::StreamExt;
+        let client = self.learners(Credentials::new(
+            &self.token(tenant, "registrar-1", &["registrar"]),
+            "course_administration",
+        ));
+        futures::stream::iter(profiles)
+            .map(|profile| {
+                testing::logs::personal(&[
+                    &profile.given_name,
+                    &profile.family_name,
+                    &profile.email,
+                ]);
+                let mut client = client.clone();
+                async move {
+                    let created = client
+                        .create_learner(tutela_proto::enrolment::CreateLearnerRequest {
+                            profile: Some(profile),
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    created
+                        .learner
+                        .map(|l| l.learner_id)
+                        .ok_or_else(|| tonic::Status::internal("CreateLearner answered no learner"))
+                }
+            })
+            .buffered(in_flight.max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// A `tutela.enrolment.v1.LearnerService` client sending `credentials`.
     pub fn learners(&self, credentials: Credentials) -> LearnerServiceClient<Authed> {
         LearnerServiceClient::with_interceptor(self.channel(), credentials)

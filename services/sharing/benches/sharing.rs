@@ -23,12 +23,11 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tutela_policy::PrincipalKind;
 use tutela_policy::principal::TokenRequest;
 use tutela_proto::common::LegalBasis;
-use tutela_proto::enrolment::{CreateLearnerRequest, StreamLearnersRequest};
+use tutela_proto::enrolment::StreamLearnersRequest;
 use tutela_proto::sharing::{
     ActivateAgreementRequest, AgreementPurpose, CreateAgreementRequest, CreatePartnerRequest,
     DiscloseRequest, Partner, PartnerKind, PartnerRole, PullDeliveriesRequest, PurposeTerms,
@@ -58,27 +57,14 @@ fn staff(suite: &TestSuite, role: &str, purpose: &str) -> Credentials {
 
 /// Creates `n` learners of `acme`, `IN_FLIGHT` at a time; their ids.
 async fn create_learners(suite: &TestSuite, n: usize) -> Vec<String> {
-    let client = suite.learners(staff(suite, "registrar", "course_administration"));
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let mut client = client.clone();
-            async move {
-                client
-                    .create_learner(CreateLearnerRequest {
-                        profile: Some(tutela_testkit::sample_profile(i as u64)),
-                        ..Default::default()
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .learner
-                    .unwrap()
-                    .learner_id
-            }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .collect()
+    suite
+        .create_learners(
+            "acme",
+            (0..n as u64).map(tutela_testkit::sample_profile),
+            IN_FLIGHT,
+        )
         .await
+        .unwrap()
 }
 
 /// A partner of `acme` in GB with an exam-booking agreement in force (id, names, email, photo id

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 use tutela_proto::common::{LegalBasis, SubjectRef};
-use tutela_proto::enrolment::CreateLearnerRequest;
+use tutela_proto::enrolment::LearnerProfile;
 use tutela_proto::sharing::{
     ActivateAgreementRequest, AgreementPurpose, CreateAgreementRequest, CreatePartnerRequest,
     ListDisclosuresRequest, Partner, PartnerKind, PartnerRole, PurposeTerms,
@@ -20,29 +20,15 @@ use crate::binary::BIN;
 async fn an_export_writes_the_recorded_file_and_logs_each_record_as_disclosed_by_file() {
     let suite = TestSuite::start().await.unwrap();
     let dpo = |purpose: &str| Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), purpose);
-    let mut ids = Vec::new();
-    for i in 0..2 {
-        let mut profile = sample_profile(i);
-        // A name a spreadsheet would run as a formula, and one that needs CSV quoting.
-        profile.family_name = ["=cmd|' /C calc'!A0", "O'Brien, Jr"][i as usize].into();
-        ids.push(
-            suite
-                .learners(Credentials::new(
-                    &suite.token("acme", "registrar-1", &["registrar"]),
-                    "course_administration",
-                ))
-                .create_learner(CreateLearnerRequest {
-                    profile: Some(profile),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .learner
-                .unwrap()
-                .learner_id,
-        );
-    }
+    // A name a spreadsheet would run as a formula, and one that needs CSV quoting.
+    let profiles = ["=cmd|' /C calc'!A0", "O'Brien, Jr"]
+        .into_iter()
+        .zip(0..)
+        .map(|(family_name, i)| LearnerProfile {
+            family_name: family_name.into(),
+            ..sample_profile(i)
+        });
+    let ids = suite.create_learners("acme", profiles, 1).await.unwrap();
     let partner_id = suite
         .partners(dpo("legal_obligation"))
         .create_partner(CreatePartnerRequest {

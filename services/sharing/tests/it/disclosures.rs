@@ -9,7 +9,6 @@ use tonic::Code;
 use tutela_policy::PrincipalKind;
 use tutela_policy::principal::TokenRequest;
 use tutela_proto::common::SubjectRef;
-use tutela_proto::enrolment::CreateLearnerRequest;
 use tutela_proto::sharing::{
     ActivateAgreementRequest, DeliveredRecord, DiscloseRequest, ListDisclosuresRequest,
     PullDeliveriesRequest, TerminateAgreementRequest,
@@ -20,26 +19,10 @@ use crate::*;
 
 /// Creates `n` learners of `acme`; their ids.
 pub async fn learners(suite: &TestSuite, n: u64) -> Vec<String> {
-    let mut client = suite.learners(staff(suite, "acme", "registrar", "course_administration"));
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let profile = sample_profile(i);
-        personal(&[&profile.given_name, &profile.family_name, &profile.email]);
-        ids.push(
-            client
-                .create_learner(CreateLearnerRequest {
-                    profile: Some(profile),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .learner
-                .unwrap()
-                .learner_id,
-        );
-    }
-    ids
+    suite
+        .create_learners("acme", (0..n).map(sample_profile), 1)
+        .await
+        .unwrap()
 }
 
 /// A partner of `acme` in GB with an agreement in force (exam booking: id, names, email, photo
