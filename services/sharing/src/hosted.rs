@@ -112,9 +112,10 @@ impl HostedService for Hosted {
     }
 
     fn build(&self, ctx: &Context, served: &mut Served) -> Result<(), BuildError> {
-        let rules = Settings::of(Some(&ctx.settings))?.rules();
+        let settings = Settings::of(Some(&ctx.settings))?;
+        let rules = settings.rules();
         let sharing = sharing(ctx);
-        let enrolment = enrolment(ctx)?;
+        let enrolment = enrolment(ctx, &settings)?;
         let max = ctx.max_message_bytes;
         served
             .grpc(
@@ -156,7 +157,7 @@ impl HostedService for Hosted {
         Ok(vec![
             Arc::new(Follower::new(
                 sharing,
-                enrolment(ctx)?,
+                enrolment(ctx, &settings)?,
                 std::time::Duration::from_secs(settings.notice_interval_secs),
             )),
             Arc::new(WebhookDeliveries(
@@ -190,8 +191,7 @@ fn sharing(ctx: &Context) -> Sharing {
 
 /// The enrolment service's client: the configured endpoint, or this process's own address; `None`
 /// for a command that does not serve and has none configured.
-fn enrolment(ctx: &Context) -> Result<Option<Arc<Enrolment>>, BuildError> {
-    let settings = Settings::of(Some(&ctx.settings))?;
+fn enrolment(ctx: &Context, settings: &Settings) -> Result<Option<Arc<Enrolment>>, BuildError> {
     let endpoint = match settings.enrolment_endpoint.as_str() {
         "" => ctx.local_endpoint.clone(),
         configured => Some(configured.to_owned()),
