@@ -113,6 +113,8 @@ preconditions! {
     /// The partner's access to a delivery has ended (its agreement's access period, or the
     /// agreement itself).
     AccessPeriodEnded => "ACCESS_PERIOD_ENDED",
+    /// The partner acknowledged the notice, so it cannot be recorded as not possible.
+    NoticeAcknowledged => "NOTICE_ACKNOWLEDGED",
 }
 
 impl std::fmt::Display for Precondition {

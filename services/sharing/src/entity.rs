@@ -264,7 +264,7 @@ pub mod notice {
         pub fields: String,
         /// What makes the change one: `erased`, or a hash of the rectification.
         pub change_key: String,
-        /// `pending`, `sent` or `acknowledged`.
+        /// `pending`, `sent`, `acknowledged`, `failed` or `not_possible`.
         pub state: String,
         pub changed_at: DateTimeUtc,
         pub created_at: DateTimeUtc,
@@ -272,6 +272,8 @@ pub mod notice {
         pub acknowledged_at: Option<DateTimeUtc>,
         /// The delivery a deletion request is about; empty otherwise.
         pub delivery_id: String,
+        /// Why it failed or is not possible; empty in other states.
+        pub reason: String,
     }
 
     tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);

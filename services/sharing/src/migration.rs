@@ -14,6 +14,7 @@ impl MigratorTrait for SharingMigrator {
             Box::new(m20261202_000002_disclosures::Migration),
             Box::new(m20261202_000003_notices::Migration),
             Box::new(crate::webhooks::migration::Migration),
+            Box::new(m20261203_000005_notice_reasons::Migration),
         ]
     }
 
@@ -549,6 +550,55 @@ mod m20261202_000003_notices {
                     .await?;
             }
             Ok(())
+        }
+    }
+}
+
+/// Why a notice failed or is not possible (its webhook's last error, or the dpo's words).
+mod m20261203_000005_notice_reasons {
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261203_000005_notice_reasons"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum SharingNotices {
+        Table,
+        Reason,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(SharingNotices::Table)
+                        .add_column(
+                            ColumnDef::new(SharingNotices::Reason)
+                                .text()
+                                .not_null()
+                                .default(""),
+                        )
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(SharingNotices::Table)
+                        .drop_column(SharingNotices::Reason)
+                        .to_owned(),
+                )
+                .await
         }
     }
 }

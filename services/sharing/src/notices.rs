@@ -20,13 +20,14 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use tutela_host::{Progress, SweepReport, Sweeper};
 use tutela_policy::validate::{Checks, timestamp};
-use tutela_policy::{Authorized, Error, Result, Tenant};
+use tutela_policy::{Authorized, Error, Precondition, Result, Tenant};
 use tutela_proto::common::{PageResponse, SubjectRef};
 use tutela_proto::enrolment::{LearnerChange, LearnerChangeKind};
 use tutela_proto::sharing::notice_service_server::NoticeService as NoticeApi;
 use tutela_proto::sharing::{
     AcknowledgeNoticesRequest, AcknowledgeNoticesResponse, ListNoticesRequest, ListNoticesResponse,
     Notice, NoticeKind, NoticeState, PullNoticesRequest, PullNoticesResponse,
+    RecordNoticeNotPossibleRequest, RecordNoticeNotPossibleResponse,
 };
 
 use crate::duration::IsoDuration;
@@ -37,9 +38,14 @@ use crate::sharing::{Sharing, next_page, page_size, time_of};
 const PENDING: &str = "pending";
 const SENT: &str = "sent";
 const ACKNOWLEDGED: &str = "acknowledged";
+const FAILED: &str = "failed";
+const NOT_POSSIBLE: &str = "not_possible";
 const RECTIFIED: &str = "rectified";
 const ERASED: &str = "erased";
 const DELETION_REQUESTED: &str = "deletion_requested";
+
+/// The webhook event that tells a partner of a new notice.
+pub(crate) const NOTICE_READY: &str = "notice.ready";
 
 /// What a change is, as the notices about it are made.
 pub struct Change<'a> {
@@ -144,6 +150,7 @@ pub async fn notify<C: ConnectionTrait>(
                 sent_at: None,
                 acknowledged_at: None,
                 delivery_id: String::new(),
+                reason: String::new(),
             },
         )
         .await?;
@@ -180,7 +187,7 @@ async fn record<C: ConnectionTrait>(conn: &C, notice: notice::Model) -> Result<u
             conn,
             &tenant,
             &partner_id,
-            "notice.ready",
+            NOTICE_READY,
             &serde_json::json!({ "notice_id": notice_id }),
             created_at,
         )
@@ -373,6 +380,7 @@ impl Follower {
                         sent_at: None,
                         acknowledged_at: None,
                         delivery_id: d.delivery_id.clone(),
+                        reason: String::new(),
                     },
                 )
                 .await?;
@@ -472,6 +480,8 @@ fn state_of(name: &str) -> NoticeState {
         PENDING => NoticeState::Pending,
         SENT => NoticeState::Sent,
         ACKNOWLEDGED => NoticeState::Acknowledged,
+        FAILED => NoticeState::Failed,
+        NOT_POSSIBLE => NoticeState::NotPossible,
         _ => NoticeState::Unspecified,
     }
 }
@@ -498,6 +508,7 @@ fn to_notice(row: &notice::Model, with_subject: bool) -> Notice {
         sent_at: row.sent_at.map(timestamp),
         acknowledged_at: row.acknowledged_at.map(timestamp),
         delivery_id: row.delivery_id.clone(),
+        reason: row.reason.clone(),
     }
 }
 
@@ -537,7 +548,7 @@ impl NoticeApi for NoticeService {
         let mut query = call
             .find::<notice::Entity>()
             .filter(notice::Column::PartnerId.eq(partner_id.as_str()))
-            .filter(notice::Column::State.is_in([PENDING, SENT]));
+            .filter(notice::Column::State.is_in([PENDING, SENT, FAILED]));
         if let Some(after) = &after {
             query = query.filter(notice::Column::NoticeId.gt(after.as_str()));
         }
@@ -548,25 +559,27 @@ impl NoticeApi for NoticeService {
             .await
             .map_err(Error::from)?;
         let next = next_page(&mut rows, size, |n| n.notice_id.clone());
-        let pending: Vec<String> = rows
+        // Fetched is sent, whether the webhook reached the partner or failed to.
+        let unsent = |n: &notice::Model| n.state == PENDING || n.state == FAILED;
+        let fetched: Vec<String> = rows
             .iter()
-            .filter(|n| n.state == PENDING)
+            .filter(|n| unsent(n))
             .map(|n| n.notice_id.clone())
             .collect();
-        if !pending.is_empty() {
+        if !fetched.is_empty() {
             call.update::<notice::Entity>()
                 .col_expr(notice::Column::State, Expr::value(SENT))
                 .col_expr(notice::Column::SentAt, Expr::value(Some(now)))
-                .filter(notice::Column::NoticeId.is_in(pending))
-                .filter(notice::Column::State.eq(PENDING))
+                .col_expr(notice::Column::Reason, Expr::value(""))
+                .filter(notice::Column::NoticeId.is_in(fetched))
+                .filter(notice::Column::State.is_in([PENDING, FAILED]))
                 .exec(&txn)
                 .await
                 .map_err(Error::from)?;
-            for n in &mut rows {
-                if n.state == PENDING {
-                    n.state = SENT.to_owned();
-                    n.sent_at = Some(now);
-                }
+            for n in rows.iter_mut().filter(|n| unsent(n)) {
+                n.state = SENT.to_owned();
+                n.sent_at = Some(now);
+                n.reason.clear();
             }
         }
         txn.commit().await.map_err(Error::from)?;
@@ -655,6 +668,8 @@ impl NoticeApi for NoticeService {
             Ok(NoticeState::Pending) => Some(PENDING),
             Ok(NoticeState::Sent) => Some(SENT),
             Ok(NoticeState::Acknowledged) => Some(ACKNOWLEDGED),
+            Ok(NoticeState::Failed) => Some(FAILED),
+            Ok(NoticeState::NotPossible) => Some(NOT_POSSIBLE),
             Err(_) => {
                 c.fail("state", "not a notice state");
                 None
@@ -693,6 +708,81 @@ impl NoticeApi for NoticeService {
             }),
         }))
     }
+
+    async fn record_notice_not_possible(
+        &self,
+        request: Request<RecordNoticeNotPossibleRequest>,
+    ) -> std::result::Result<Response<RecordNoticeNotPossibleResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let notice_id = c.uuid(&r.notice_id, "notice_id");
+        let reason = c.required(&r.reason, "reason", 500);
+        let (notice_id, reason) = c.parsed((notice_id, reason))?;
+        let txn = tutela_store::begin(&self.sharing.db)
+            .await
+            .map_err(Error::from)?;
+        call.record_in(&txn).await?;
+        let found = call
+            .find::<notice::Entity>()
+            .filter(notice::Column::NoticeId.eq(notice_id.as_str()))
+            .one(&txn)
+            .await
+            .map_err(Error::from)?
+            .ok_or(Error::NotFound("notice"))?;
+        let notice = match found.state.as_str() {
+            ACKNOWLEDGED => {
+                return Err(Error::FailedPrecondition {
+                    reason: Precondition::NoticeAcknowledged,
+                    message: "the partner acknowledged the notice: it was told".into(),
+                }
+                .into());
+            }
+            // Decided once: the first reason is the one on record.
+            NOT_POSSIBLE => found,
+            _ => {
+                call.update::<notice::Entity>()
+                    .col_expr(notice::Column::State, Expr::value(NOT_POSSIBLE))
+                    .col_expr(notice::Column::Reason, Expr::value(reason))
+                    .filter(notice::Column::NoticeId.eq(notice_id.as_str()))
+                    .exec(&txn)
+                    .await
+                    .map_err(Error::from)?;
+                notice::Model {
+                    state: NOT_POSSIBLE.to_owned(),
+                    reason: reason.to_owned(),
+                    ..found
+                }
+            }
+        };
+        txn.commit().await.map_err(Error::from)?;
+        Ok(Response::new(RecordNoticeNotPossibleResponse {
+            notice: Some(to_notice(&notice, true)),
+        }))
+    }
+}
+
+/// The partner's webhook endpoint will not take the `notice.ready` events of `notice_ids`
+/// (every attempt failed, or it is gone): those the partner has not fetched yet become failed,
+/// with `reason`, within `conn` (the transaction that settles the messages). How many did.
+pub(crate) async fn undeliverable<C: ConnectionTrait>(
+    conn: &C,
+    tenant: &Tenant,
+    notice_ids: Vec<String>,
+    reason: &str,
+) -> Result<u64> {
+    if notice_ids.is_empty() {
+        return Ok(0);
+    }
+    let done = tenant
+        .update::<notice::Entity>()
+        .col_expr(notice::Column::State, Expr::value(FAILED))
+        .col_expr(notice::Column::Reason, Expr::value(reason))
+        .filter(notice::Column::NoticeId.is_in(notice_ids))
+        .filter(notice::Column::State.eq(PENDING))
+        .exec(conn)
+        .await?;
+    Ok(done.rows_affected)
 }
 
 #[cfg(test)]

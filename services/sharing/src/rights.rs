@@ -143,6 +143,8 @@ impl SubjectDataProvider for SharingRights {
                     "fields": serde_json::from_str::<serde_json::Value>(&n.fields)
                         .unwrap_or_default(),
                     "state": n.state,
+                    // Why a notice failed or could not be given (Art. 19), empty otherwise.
+                    "reason": n.reason,
                     "changed_at": rfc3339(n.changed_at),
                 })
             })

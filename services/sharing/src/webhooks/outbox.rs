@@ -484,6 +484,16 @@ impl Webhooks {
         } else {
             m.attempts.saturating_add(1)
         };
+        // A notice the endpoint would not take fails with its message, in one transaction.
+        let gave_up = match state {
+            FAILED => Some(format!(
+                "webhook: every attempt of the retry schedule failed (last: {})",
+                error.as_deref().unwrap_or("unknown")
+            )),
+            ENDPOINT_DISABLED => Some("webhook: the partner's endpoint is disabled".to_owned()),
+            _ => None,
+        };
+        let txn = tutela_store::begin(&self.db).await?;
         let done = self
             .update(m)?
             .col_expr(message::Column::State, Expr::value(state))
@@ -494,9 +504,14 @@ impl Webhooks {
                 Expr::value(status.map(i32::from)),
             )
             .col_expr(message::Column::LastError, Expr::value(error))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
-        Ok(done.rows_affected == 1)
+        let settled = done.rows_affected == 1;
+        if let (true, Some(reason), Some(notice)) = (settled, gave_up, notice_of(m)) {
+            crate::notices::undeliverable(&txn, &Tenant::of_row(m)?, vec![notice], &reason).await?;
+        }
+        txn.commit().await?;
+        Ok(settled)
     }
 
     async fn retry(
@@ -555,6 +570,13 @@ impl Webhooks {
             .col_expr(message::Column::LastError, Expr::value(Some(GONE)))
             .exec(&txn)
             .await?;
+        let given_up = scope
+            .find::<message::Entity>()
+            .filter(message::Column::PartnerId.eq(m.partner_id.as_str()))
+            .filter(message::Column::State.eq(PENDING))
+            .filter(message::Column::EventType.eq(crate::notices::NOTICE_READY))
+            .all(&txn)
+            .await?;
         let gone = scope
             .update::<message::Entity>()
             .col_expr(message::Column::State, Expr::value(ENDPOINT_DISABLED))
@@ -562,9 +584,25 @@ impl Webhooks {
             .filter(message::Column::State.eq(PENDING))
             .exec(&txn)
             .await?;
+        crate::notices::undeliverable(
+            &txn,
+            &scope,
+            given_up.iter().filter_map(notice_of).collect(),
+            &format!("webhook: {GONE}"),
+        )
+        .await?;
         txn.commit().await?;
         Ok(gone.rows_affected)
     }
+}
+
+/// The notice a `notice.ready` message announces; `None` for other events.
+fn notice_of(m: &message::Model) -> Option<String> {
+    if m.event_type != crate::notices::NOTICE_READY {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_str(&m.body).ok()?;
+    body.get("notice_id")?.as_str().map(str::to_owned)
 }
 
 /// Sends `request` over `io` as HTTP/1.1 and reads the status; the body is not read.

@@ -14,11 +14,12 @@ use tutela_proto::privacy::{
 use tutela_proto::sharing::webhook_service_client::WebhookServiceClient;
 use tutela_proto::sharing::{
     AcknowledgeNoticesRequest, ListNoticesRequest, ListWebhookMessagesRequest, Notice, NoticeKind,
-    NoticeState, PullNoticesRequest, SetWebhookEndpointRequest,
+    NoticeState, PullNoticesRequest, RecordNoticeNotPossibleRequest, SetWebhookEndpointRequest,
 };
 use tutela_testkit::{Credentials, TestSuite};
 
 use crate::disclosures::{as_partner, disclose, learners, partner_in_force};
+use crate::webhooks::Receiver;
 use crate::*;
 
 fn subject(id: &str) -> Option<SubjectRef> {
@@ -183,27 +184,7 @@ async fn recipients_are_told_of_rectified_fields_they_received_and_of_erasure() 
     );
 
     // The access export names the actual recipient, the fields and the notice.
-    let dpo_rights = || Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
-    suite
-        .subject_data(dpo_rights())
-        .record_identity_verification(RecordIdentityVerificationRequest {
-            subject: subject(&ids[0]),
-            method: VerificationMethod::PhotoIdInPerson as i32,
-            evidence_reference: "front desk note 2026-12-02/1".into(),
-        })
-        .await
-        .unwrap();
-    let export = suite
-        .subject_data(dpo_rights())
-        .export_subject(ExportSubjectRequest {
-            subject: subject(&ids[0]),
-            services: vec!["sharing".into()],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .exports;
-    let doc: serde_json::Value = serde_json::from_slice(&export[0].document).unwrap();
+    let doc = sharing_export(&suite, &ids[0]).await;
     assert_eq!(doc["recipients"][0]["recipient"], "Example Exam Board Ltd");
     assert_eq!(doc["recipients"][0]["purpose"], "exam_booking");
     assert_eq!(doc["recipients"][0]["fields"][1], "profile.given_name");
@@ -380,4 +361,207 @@ async fn a_partner_with_a_webhook_endpoint_is_told_of_each_new_notice_once() {
         events(hooks.clone()).await,
         ["delivery.ready", "notice.ready"]
     );
+}
+
+/// The notices of `state` the dpo sees, oldest first.
+async fn notices_in(suite: &TestSuite, state: NoticeState) -> Vec<Notice> {
+    suite
+        .notices(dpo(suite))
+        .list_notices(ListNoticesRequest {
+            state: state as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .notices
+}
+
+/// The sharing service's part of `learner`'s access export, after the dpo verifies the request.
+async fn sharing_export(suite: &TestSuite, learner: &str) -> serde_json::Value {
+    let dpo_rights = || Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
+    suite
+        .subject_data(dpo_rights())
+        .record_identity_verification(RecordIdentityVerificationRequest {
+            subject: subject(learner),
+            method: VerificationMethod::PhotoIdInPerson as i32,
+            evidence_reference: "front desk note 2026-12-02/1".into(),
+        })
+        .await
+        .unwrap();
+    let export = suite
+        .subject_data(dpo_rights())
+        .export_subject(ExportSubjectRequest {
+            subject: subject(learner),
+            services: vec!["sharing".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .exports;
+    serde_json::from_slice(&export[0].document).unwrap()
+}
+
+fn not_possible(notice_id: &str, reason: &str) -> RecordNoticeNotPossibleRequest {
+    RecordNoticeNotPossibleRequest {
+        notice_id: notice_id.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A notice whose `notice.ready` event the partner's endpoint never took (every attempt of the
+/// schedule failed, or it answered 410 Gone) is failed, with the reason, and still reaches the
+/// partner when it pulls; the dpo records a notice it cannot give as not possible, once, and
+/// never one the partner acknowledged.
+#[tokio::test]
+async fn a_notice_the_webhook_never_delivered_fails_and_the_dpo_may_record_it_not_possible() {
+    let suite = crate::webhooks::suite(true).await;
+    let ids = learners(&suite, 3).await;
+    let (partner_id, _) = partner_in_force(&suite).await;
+    let failing = Receiver::start(&[503; 100]).await;
+    let mut hooks = WebhookServiceClient::with_interceptor(suite.channel(), dpo(&suite));
+    let endpoint = |url: String| SetWebhookEndpointRequest {
+        partner_id: partner_id.clone(),
+        url,
+        idempotency_key: None,
+    };
+    hooks
+        .set_webhook_endpoint(endpoint(failing.url()))
+        .await
+        .unwrap();
+    suite
+        .disclosures(staff(&suite, "acme", "exam_officer", "exam_booking"))
+        .disclose(disclose(&partner_id, &ids))
+        .await
+        .unwrap();
+    erase(&suite, &ids[0]).await;
+    erase(&suite, &ids[1]).await;
+    assert_eq!(notices_in(&suite, NoticeState::Pending).await.len(), 2);
+
+    // Three messages (the delivery's and two notices'), eight attempts each, one attempt per run
+    // for an endpoint that fails; each run half a day on, past the schedule's longest wait.
+    let (worker, _db) = crate::webhooks::worker(&suite, crate::webhooks::DEV).await;
+    let mut now = chrono::Utc::now();
+    for _ in 0..30 {
+        worker.deliver_due(now).await.unwrap();
+        now += chrono::Duration::hours(12);
+    }
+    assert_eq!(failing.received().len(), 24);
+    let failed = notices_in(&suite, NoticeState::Failed).await;
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for n in &failed {
+        assert!(
+            n.reason.contains("every attempt") && n.reason.contains("HTTP status 503"),
+            "{n:?}"
+        );
+    }
+    assert!(notices_in(&suite, NoticeState::Pending).await.is_empty());
+
+    // The dpo decides the first cannot be given; a second decision keeps the first reason.
+    let mut notices = suite.notices(dpo(&suite));
+    let recorded = notices
+        .record_notice_not_possible(not_possible(
+            &failed[0].notice_id,
+            "the partner's portal was closed on 2026-11-30",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .notice
+        .unwrap();
+    assert_eq!(recorded.state, NoticeState::NotPossible as i32);
+    assert_eq!(
+        recorded.reason,
+        "the partner's portal was closed on 2026-11-30"
+    );
+    assert!(recorded.subject.is_some(), "the dpo sees the learner");
+    let again = notices
+        .record_notice_not_possible(not_possible(&failed[0].notice_id, "another reason"))
+        .await
+        .unwrap()
+        .into_inner()
+        .notice
+        .unwrap();
+    assert_eq!(again.reason, recorded.reason);
+    // The learner's export says which recipient could not be told, and why.
+    let doc = sharing_export(&suite, &ids[0]).await;
+    let told = &doc["notices_to_recipients"];
+    assert_eq!(told.as_array().map(Vec::len), Some(1), "{doc}");
+    assert_eq!(
+        (told[0]["state"].as_str(), told[0]["reason"].as_str()),
+        (Some("not_possible"), Some(recorded.reason.as_str()))
+    );
+
+    // The partner still gets the other failed notice (now sent, its reason gone), not the one
+    // that is not possible.
+    let partner = || as_partner(&suite, &partner_id, "legal_obligation");
+    let pulled = suite
+        .notices(partner())
+        .pull_notices(PullNoticesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .notices;
+    assert_eq!(pulled.len(), 1, "{pulled:?}");
+    assert_eq!(pulled[0].notice_id, failed[1].notice_id);
+    assert_eq!(pulled[0].state, NoticeState::Sent as i32);
+    assert!(pulled[0].reason.is_empty());
+    suite
+        .notices(partner())
+        .acknowledge_notices(AcknowledgeNoticesRequest {
+            notice_ids: vec![failed[1].notice_id.clone()],
+        })
+        .await
+        .unwrap();
+    let err = notices
+        .record_notice_not_possible(not_possible(&failed[1].notice_id, "too late"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), reason(&err).as_str()),
+        (Code::FailedPrecondition, "NOTICE_ACKNOWLEDGED")
+    );
+
+    // Bad requests name their fields; an unknown notice is not found; a partner may not decide.
+    for (request, field) in [
+        (not_possible("not-a-uuid", "closed"), "notice_id"),
+        (not_possible(&failed[0].notice_id, "  "), "reason"),
+    ] {
+        let err = notices
+            .record_notice_not_possible(request)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), fields(&err)),
+            (Code::InvalidArgument, vec![field.to_owned()])
+        );
+    }
+    let err = notices
+        .record_notice_not_possible(not_possible(
+            "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77",
+            "unknown",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let err = suite
+        .notices(partner())
+        .record_notice_not_possible(not_possible(&failed[0].notice_id, "mine"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // An endpoint that answers 410 Gone is disabled, and the notice waiting on it fails.
+    let gone = Receiver::start(&[410]).await;
+    hooks
+        .set_webhook_endpoint(endpoint(gone.url()))
+        .await
+        .unwrap();
+    erase(&suite, &ids[2]).await;
+    worker.deliver_due(now).await.unwrap();
+    assert_eq!(gone.received().len(), 1);
+    let failed = notices_in(&suite, NoticeState::Failed).await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].subject, subject(&ids[2]));
+    assert!(failed[0].reason.contains("410"), "{:?}", failed[0]);
 }

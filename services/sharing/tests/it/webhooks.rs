@@ -36,13 +36,13 @@ use tutela_testkit::Authed;
 use crate::*;
 
 /// What the tests' settings allow: plain http to loopback.
-const DEV: TargetRules = TargetRules {
+pub(crate) const DEV: TargetRules = TargetRules {
     allow_http: true,
     allow_private: true,
 };
 
 /// A suite that accepts loopback endpoints (or not), with scheduled sweeps off.
-async fn suite(allow_private: bool) -> TestSuite {
+pub(crate) async fn suite(allow_private: bool) -> TestSuite {
     TestSuite::start_with(|c| {
         c.sections.insert(
             "sharing".into(),
@@ -65,7 +65,7 @@ fn webhooks(suite: &TestSuite, credentials: Credentials) -> WebhookServiceClient
 
 /// One request the receiver got.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     id: String,
     timestamp: String,
     signature: String,
@@ -75,13 +75,13 @@ struct Received {
 
 /// An HTTP/1.1 server on loopback that answers with `statuses` in turn (200 once they run out)
 /// and keeps what it was sent.
-struct Receiver {
+pub(crate) struct Receiver {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
 }
 
 impl Receiver {
-    async fn start(statuses: &[u16]) -> Self {
+    pub(crate) async fn start(statuses: &[u16]) -> Self {
         Self::serve(statuses, None).await
     }
 
@@ -156,11 +156,11 @@ impl Receiver {
         Self { addr, received }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/hooks/tutela?token=partner-side", self.addr)
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
     }
 }
@@ -179,7 +179,10 @@ fn verifies(secret: &str, r: &Received) -> bool {
 }
 
 /// The delivery worker over the suite's database, with the suite's keys.
-async fn worker(suite: &TestSuite, rules: TargetRules) -> (Webhooks, DatabaseConnection) {
+pub(crate) async fn worker(
+    suite: &TestSuite,
+    rules: TargetRules,
+) -> (Webhooks, DatabaseConnection) {
     let db = suite.database().connect().await.unwrap();
     let keys = PartnerKeys::new(
         db.clone(),

@@ -149,6 +149,7 @@ fn sharing_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         "ListDisclosures" | "ListNotices" => {
             role == "dpo" && [Purpose::LegalObligation, Purpose::SubjectRights].contains(&purpose)
         }
+        "RecordNoticeNotPossible" => role == "dpo" && purpose == Purpose::LegalObligation,
         "PullNotices" | "AcknowledgeNotices" => {
             role == "partner" && purpose == Purpose::LegalObligation
         }
