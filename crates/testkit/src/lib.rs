@@ -277,10 +277,7 @@ impl TestSuite {
         in_flight: usize,
     ) -> Result<Vec<String>, tonic::Status> {
         use futures::StreamExt;
-        let client = self.learners(Credentials::new(
-            &self.token(tenant, "registrar-1", &["registrar"]),
-            "course_administration",
-        ));
+        let client = self.learners(self.registrar(tenant));
         futures::stream::iter(profiles)
             .map(|profile| {
                 testing::logs::personal(&[
@@ -308,6 +305,84 @@ impl TestSuite {
             .await
             .into_iter()
             .collect()
+    }
+
+    /// Creates a course of `tenant` with `code` through CreateCourse, as the tenant's registrar;
+    /// its id.
+    pub async fn create_course(&self, tenant: &str, code: &str) -> Result<String, tonic::Status> {
+        use tutela_proto::enrolment::{Course, CreateCourseRequest};
+        self.courses(self.registrar(tenant))
+            .create_course(CreateCourseRequest {
+                course: Some(Course {
+                    code: code.into(),
+                    title: format!("Course {code}"),
+                    programme: "Engineering".into(),
+                    awarding_body: "Pearson".into(),
+                    start_date: "2026-09-01".into(),
+                    end_date: "2027-06-30".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .course
+            .map(|c| c.course_id)
+            .ok_or_else(|| tonic::Status::internal("CreateCourse answered no course"))
+    }
+
+    /// Enrols `learner` of `tenant` on `course_id` and moves the enrolment forward along its
+    /// lifecycle (applied, enrolled, started, completed) until it is `status`; its id.
+    pub async fn enrol(
+        &self,
+        tenant: &str,
+        learner: &str,
+        course_id: &str,
+        status: tutela_proto::enrolment::EnrolmentStatus,
+    ) -> Result<String, tonic::Status> {
+        use tutela_proto::enrolment::{
+            ChangeEnrolmentStatusRequest, EnrolLearnerRequest, EnrolmentStatus,
+        };
+        let mut enrolments = self.enrolments(self.registrar(tenant));
+        let enrolment_id = enrolments
+            .enrol_learner(EnrolLearnerRequest {
+                learner: Some(tutela_proto::common::SubjectRef {
+                    subject_id: learner.into(),
+                }),
+                course_id: course_id.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .enrolment
+            .map(|e| e.enrolment_id)
+            .ok_or_else(|| tonic::Status::internal("EnrolLearner answered no enrolment"))?;
+        let forward = [
+            EnrolmentStatus::Enrolled,
+            EnrolmentStatus::Started,
+            EnrolmentStatus::Completed,
+        ];
+        let steps = forward
+            .iter()
+            .position(|s| *s == status)
+            .map_or(0, |i| i + 1);
+        for next in &forward[..steps] {
+            enrolments
+                .change_enrolment_status(ChangeEnrolmentStatusRequest {
+                    enrolment_id: enrolment_id.clone(),
+                    status: *next as i32,
+                })
+                .await?;
+        }
+        Ok(enrolment_id)
+    }
+
+    /// The registrar of `tenant`, for course administration.
+    fn registrar(&self, tenant: &str) -> Credentials {
+        Credentials::new(
+            &self.token(tenant, "registrar-1", &["registrar"]),
+            "course_administration",
+        )
     }
 
     /// A `tutela.enrolment.v1.LearnerService` client sending `credentials`.

@@ -174,6 +174,7 @@ async fn enrolment_read(suite: &TestSuite, ids: &[String], recipient: &str) -> D
             resume_token: String::new(),
             batch_size: 1000,
             recipient: recipient.to_owned(),
+            ..Default::default()
         })
         .await
         .unwrap()

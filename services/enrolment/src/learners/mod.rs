@@ -35,8 +35,8 @@ use tutela_proto::enrolment::learner_service_server::LearnerService as LearnerAp
 use tutela_proto::enrolment::{
     CreateLearnerRequest, CreateLearnerResponse, GetLearnerRequest, GetLearnerResponse, Learner,
     LearnerChange, LearnerChangeKind, LearnerProfile, ListLearnerChangesRequest,
-    ListLearnerChangesResponse, ListLearnersRequest, ListLearnersResponse, StreamLearnersRequest,
-    UpdateLearnerRequest, UpdateLearnerResponse,
+    ListLearnerChangesResponse, ListLearnersRequest, ListLearnersResponse, RecordKind,
+    StreamLearnersRequest, UpdateLearnerRequest, UpdateLearnerResponse,
 };
 use tutela_store::vault::KEYS_TABLE;
 use tutela_store::{KeyVault, Keyring, SharedClock, StoredKey, SubjectKey};
@@ -874,6 +874,27 @@ impl LearnerApi for LearnerService {
             }
         };
         let recipient = recipient.ok().filter(|r| !r.is_empty()).map(str::to_owned);
+        let mut records = Vec::with_capacity(r.records.len());
+        for (i, kind) in r.records.iter().enumerate() {
+            match RecordKind::try_from(*kind) {
+                Ok(kind) if kind != RecordKind::Unspecified => {
+                    if records.contains(&kind) {
+                        c.fail(format!("records[{i}]"), "each kind once");
+                    }
+                    records.push(kind);
+                }
+                _ => c.fail(format!("records[{i}]"), "not a record kind"),
+            }
+        }
+        let course_id = match r.course_id.trim() {
+            "" => None,
+            id => c.uuid(id, "course_id").ok(),
+        };
+        c.ensure(
+            r.course_id.trim().is_empty() || !r.records.is_empty(),
+            "course_id",
+            "needs records: it chooses which records to return",
+        );
         c.finish()?;
         let categories = match &mask {
             Some(mask) => mask.iter().map(|(_, _, category)| *category).collect(),
@@ -890,6 +911,8 @@ impl LearnerApi for LearnerService {
             recipient,
             mask: mask.map(|m| m.into_iter().map(|(field, _, _)| field).collect()),
             categories,
+            records,
+            course_id,
         };
         Ok(Response::new(stream::start(
             self.learners.clone(),

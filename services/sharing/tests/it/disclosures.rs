@@ -9,6 +9,7 @@ use tonic::Code;
 use tutela_policy::PrincipalKind;
 use tutela_policy::principal::TokenRequest;
 use tutela_proto::common::SubjectRef;
+use tutela_proto::enrolment::{AssessmentResult, EnrolmentStatus, RecordResultRequest};
 use tutela_proto::sharing::{
     ActivateAgreementRequest, DeliveredRecord, DiscloseRequest, ListDisclosuresRequest,
     PullDeliveriesRequest, TerminateAgreementRequest,
@@ -26,13 +27,11 @@ pub async fn learners(suite: &TestSuite, n: u64) -> Vec<String> {
 }
 
 /// A partner of `acme` in GB with an agreement in force (exam booking: id, names, email, photo
-/// id reference); the partner's and the agreement's ids.
+/// id reference; exam results: score, passed, when); the partner's and the agreement's ids.
 pub async fn partner_in_force(suite: &TestSuite) -> (String, String) {
     let partner_id = partner(suite, "GB").await;
     let mut agreements = suite.agreements(dpo(suite));
-    let mut request = new_agreement(&partner_id);
-    // Exam booking only: results are fields of a learner's records, disclosed by a later path.
-    request.purposes.truncate(1);
+    let request = new_agreement(&partner_id);
     let id = agreements
         .create_agreement(request)
         .await
@@ -463,4 +462,126 @@ async fn an_exceptional_disclosure_is_the_dpos_logged_with_its_order_and_told_on
         recipients.push(doc["recipients"].as_array().unwrap().len());
     }
     assert_eq!(recipients, [0, 1], "told only once allowed");
+}
+
+/// A result of `score` out of 100 for `enrolment`, assessed yesterday.
+fn result(enrolment: &str, score: f64) -> RecordResultRequest {
+    RecordResultRequest {
+        result: Some(AssessmentResult {
+            enrolment_id: enrolment.into(),
+            assessment: "Unit 4 written exam".into(),
+            score,
+            maximum: 100.0,
+            passed: score >= 50.0,
+            assessed_at: Some(days(-1)),
+            assessor: "examiner-7".into(),
+            ..Default::default()
+        }),
+        idempotency_key: None,
+    }
+}
+
+#[tokio::test]
+async fn records_leave_with_only_the_agreements_fields_and_only_of_the_course_asked() {
+    let suite = TestSuite::start().await.unwrap();
+    let ids = learners(&suite, 2).await;
+    let (partner_id, _) = partner_in_force(&suite).await;
+    let exam = suite.create_course("acme", "EXAM-4").await.unwrap();
+    let other = suite.create_course("acme", "ENG-L3").await.unwrap();
+    let mut tutor = suite.enrolments(staff(&suite, "acme", "tutor", "course_administration"));
+    for (learner, course, score) in [(0, &exam, 71.0), (1, &exam, 45.0), (0, &other, 90.0)] {
+        let enrolment = suite
+            .enrol("acme", &ids[learner], course, EnrolmentStatus::Started)
+            .await
+            .unwrap();
+        tutor
+            .record_result(result(&enrolment, score))
+            .await
+            .unwrap();
+    }
+
+    // The exam body gets the results of the exam's course: the agreement's three fields of each,
+    // nothing that names or links the learner, and no profile field it does not name.
+    let mut dpo_discloses = suite.disclosures(staff(&suite, "acme", "dpo", "exam_results"));
+    let mut request = disclose(&partner_id, &ids);
+    request.course_id = exam.clone();
+    let delivery = dpo_discloses
+        .disclose(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap();
+    let records = pull(
+        &suite,
+        as_partner(&suite, &partner_id, "exam_results"),
+        &delivery.delivery_id,
+    )
+    .await
+    .unwrap();
+    let scores: Vec<Vec<f64>> = records
+        .iter()
+        .map(|r| r.results.iter().map(|x| x.score).collect())
+        .collect();
+    assert_eq!(scores, [vec![71.0], vec![45.0]]);
+    for record in &records {
+        let r = &record.results[0];
+        assert!(r.assessed_at.is_some());
+        assert!(r.result_id.is_empty() && r.enrolment_id.is_empty(), "{r:?}");
+        assert!(r.learner.is_none() && r.assessment.is_empty() && r.assessor.is_empty());
+        assert!(record.enrolments.is_empty() && record.certificates.is_empty());
+        assert_eq!(
+            record.learner.clone().unwrap_or_default(),
+            Default::default()
+        );
+        // What was logged is what left.
+        let mut unhashed = record.clone();
+        unhashed.payload_sha256.clear();
+        assert_eq!(
+            hex::encode(Sha256::digest(unhashed.encode_to_vec())),
+            record.payload_sha256
+        );
+    }
+    assert_eq!(
+        (records[0].results[0].passed, records[1].results[0].passed),
+        (true, false)
+    );
+
+    // Without a course, every course's results go.
+    let delivery = dpo_discloses
+        .disclose(disclose(&partner_id, &ids[..1]))
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap();
+    let records = pull(
+        &suite,
+        as_partner(&suite, &partner_id, "exam_results"),
+        &delivery.delivery_id,
+    )
+    .await
+    .unwrap();
+    let scores: Vec<f64> = records[0].results.iter().map(|x| x.score).collect();
+    assert_eq!(scores, [71.0, 90.0]);
+
+    // A course is a choice among records: refused where the agreement names none, and named.
+    let mut request = disclose(&partner_id, &ids);
+    request.course_id = exam.clone();
+    let err = suite
+        .disclosures(staff(&suite, "acme", "exam_officer", "exam_booking"))
+        .disclose(request)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (Code::InvalidArgument, vec!["course_id".to_owned()])
+    );
+    let mut request = disclose(&partner_id, &ids);
+    request.course_id = "EXAM-4".into();
+    let err = dpo_discloses.disclose(request).await.unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (Code::InvalidArgument, vec!["course_id".to_owned()])
+    );
 }
