@@ -377,6 +377,42 @@ impl TestSuite {
         Ok(enrolment_id)
     }
 
+    /// Records in the ledger, as `tenant`'s registrar, that `subject` consents to `purpose`
+    /// (for `recipient` only, when not empty), on a form signed in person.
+    pub async fn grant_consent(
+        &self,
+        tenant: &str,
+        subject: &str,
+        purpose: tutela_proto::common::Purpose,
+        recipient: &str,
+    ) -> Result<(), tonic::Status> {
+        use tutela_proto::consent::{
+            ConsentActor, ConsentEvidence, ConsentMethod, RecordConsentRequest,
+        };
+        self.consent_ledger(Credentials::new(
+            &self.token(tenant, "registrar-1", &["registrar"]),
+            "consent_management",
+        ))
+        .record_consent(RecordConsentRequest {
+            subject: Some(tutela_proto::common::SubjectRef {
+                subject_id: subject.into(),
+            }),
+            purpose: purpose as i32,
+            recipient: recipient.into(),
+            evidence: Some(ConsentEvidence {
+                method: ConsentMethod::Paper as i32,
+                wording_version: "consent-form-2026-09".into(),
+                wording_sha256: "a".repeat(64),
+                evidence_reference: "signed form in the learner file".into(),
+                actor: ConsentActor::Subject as i32,
+                guardian: None,
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// The registrar of `tenant`, for course administration.
     fn registrar(&self, tenant: &str) -> Credentials {
         Credentials::new(

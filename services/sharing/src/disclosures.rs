@@ -32,7 +32,7 @@ use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, timestamp};
 use tutela_policy::{Authorized, Error, Precondition, Result, Violation, fields};
 use tutela_proto::common::{LegalBasis, PageResponse, Purpose, SubjectRef};
-use tutela_proto::enrolment::{Learner, RecordKind};
+use tutela_proto::enrolment::{ConsentCheck, Learner, RecordKind};
 use tutela_proto::sharing::disclosure_service_server::DisclosureService as DisclosureApi;
 use tutela_proto::sharing::{
     DeliveredRecord, Delivery, DeliveryChannel, DiscloseExceptionallyRequest,
@@ -239,6 +239,19 @@ async fn agreement_in_force<C: ConnectionTrait>(
         .one(conn)
         .await?;
     Ok(terms.map(|t| (agreement, t)))
+}
+
+/// The consent enrolment checks of each learner for a disclosure for `purpose` on `basis`: the
+/// partner's own use needs consent naming the partner (S2); a disclosure on consent needs it
+/// even where the register's purpose does not; otherwise the register decides.
+fn consent_check(purpose: Purpose, basis: &str) -> ConsentCheck {
+    if purpose == Purpose::ThirdPartyDisclosure {
+        ConsentCheck::NamedRecipient
+    } else if basis == "consent" {
+        ConsentCheck::Always
+    } else {
+        ConsentCheck::Unspecified
+    }
 }
 
 /// The kinds of a learner's records the agreement's fields reach into, by their path prefixes
@@ -558,6 +571,7 @@ impl DisclosureService {
                     mask: read_mask(fields),
                     records,
                     course_id: new.course_id,
+                    consent: consent_check(call.purpose(), &terms.legal_basis),
                 },
                 &partner.partner_id,
             )

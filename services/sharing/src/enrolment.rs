@@ -13,7 +13,7 @@ use tutela_host::ServiceTokens;
 use tutela_policy::{Error, Result};
 use tutela_proto::enrolment::learner_service_client::LearnerServiceClient;
 use tutela_proto::enrolment::{
-    Learner, LearnerChange, LearnerRecords, ListLearnerChangesRequest, RecordKind,
+    ConsentCheck, Learner, LearnerChange, LearnerRecords, ListLearnerChangesRequest, RecordKind,
     StreamLearnersRequest, WithheldLearner,
 };
 
@@ -55,6 +55,8 @@ pub struct Asked {
     pub records: Vec<RecordKind>,
     /// Only records of this course; empty for every course.
     pub course_id: String,
+    /// Which consent each learner must have.
+    pub consent: ConsentCheck,
 }
 
 /// What a bulk read returned: the learners, their records, and those withheld with the reason.
@@ -108,6 +110,7 @@ impl Enrolment {
             recipient: recipient.to_owned(),
             records: asked.records.into_iter().map(i32::from).collect(),
             course_id: asked.course_id,
+            consent_check: asked.consent.into(),
         });
         authorise(&mut request, &token, purpose)?;
         let mut stream = self

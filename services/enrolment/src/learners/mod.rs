@@ -24,6 +24,7 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use tutela_policy::audit::AuditKeys;
+use tutela_policy::consent::ConsentNeed;
 use tutela_policy::consent::check_evidence;
 use tutela_policy::idempotency::{self as keys, Idempotency};
 use tutela_policy::scope::{Tenant, found};
@@ -33,10 +34,11 @@ use tutela_proto::common::{DataCategory, PageResponse};
 use tutela_proto::consent::ConsentActor;
 use tutela_proto::enrolment::learner_service_server::LearnerService as LearnerApi;
 use tutela_proto::enrolment::{
-    CreateLearnerRequest, CreateLearnerResponse, GetLearnerRequest, GetLearnerResponse, Learner,
-    LearnerChange, LearnerChangeKind, LearnerProfile, ListLearnerChangesRequest,
-    ListLearnerChangesResponse, ListLearnersRequest, ListLearnersResponse, RecordKind,
-    StreamLearnersRequest, UpdateLearnerRequest, UpdateLearnerResponse,
+    ConsentCheck, CreateLearnerRequest, CreateLearnerResponse, GetLearnerRequest,
+    GetLearnerResponse, Learner, LearnerChange, LearnerChangeKind, LearnerProfile,
+    ListLearnerChangesRequest, ListLearnerChangesResponse, ListLearnersRequest,
+    ListLearnersResponse, RecordKind, StreamLearnersRequest, UpdateLearnerRequest,
+    UpdateLearnerResponse,
 };
 use tutela_store::vault::KEYS_TABLE;
 use tutela_store::{KeyVault, Keyring, SharedClock, StoredKey, SubjectKey};
@@ -895,6 +897,22 @@ impl LearnerApi for LearnerService {
             "course_id",
             "needs records: it chooses which records to return",
         );
+        let consent = match ConsentCheck::try_from(r.consent_check) {
+            Ok(ConsentCheck::Unspecified) => ConsentNeed::Register,
+            Ok(ConsentCheck::Always) => ConsentNeed::Always,
+            Ok(ConsentCheck::NamedRecipient) => {
+                c.ensure(
+                    !r.recipient.trim().is_empty(),
+                    "recipient",
+                    "required with CONSENT_CHECK_NAMED_RECIPIENT",
+                );
+                ConsentNeed::OfRecipient
+            }
+            Err(_) => {
+                c.fail("consent_check", "not a consent check");
+                ConsentNeed::Register
+            }
+        };
         c.finish()?;
         let categories = match &mask {
             Some(mask) => mask.iter().map(|(_, _, category)| *category).collect(),
@@ -913,6 +931,7 @@ impl LearnerApi for LearnerService {
             categories,
             records,
             course_id,
+            consent,
         };
         Ok(Response::new(stream::start(
             self.learners.clone(),

@@ -13,6 +13,7 @@ use sea_orm::{ColumnTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+use tutela_policy::consent::ConsentNeed;
 use tutela_policy::validate::{page_token, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Result, fields};
 use tutela_proto::enrolment::{
@@ -46,6 +47,8 @@ pub(crate) struct Plan {
     pub records: Vec<RecordKind>,
     /// Only records of this course.
     pub course_id: Option<String>,
+    /// Which consent each learner must have.
+    pub consent: ConsentNeed,
 }
 
 /// A learner's row of a batch with their key row (none if they have none). No Debug: it holds a
@@ -115,7 +118,9 @@ async fn produce(
             })
             .collect();
         let ids: Vec<String> = rows.iter().map(|r| r.learner_id.clone()).collect();
-        let checks = call.subjects_for(&ids, plan.recipient.as_deref()).await?;
+        let checks = call
+            .subjects_for(&ids, plan.recipient.as_deref(), plan.consent)
+            .await?;
         let mut allowed = Vec::with_capacity(rows.len());
         for (row, check) in rows.iter().zip(checks) {
             match check {

@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tutela_proto::enrolment::{
-    AwardKind, ChangeEnrolmentStatusRequest, CreateLearnerRequest, EnrolmentStatus,
+    AwardKind, ChangeEnrolmentStatusRequest, ConsentCheck, CreateLearnerRequest, EnrolmentStatus,
     IssueCertificateRequest, RecordKind, StreamLearnersRequest, StreamLearnersResponse,
 };
 use tutela_proto::privacy::RestrictSubjectRequest;
@@ -500,6 +500,60 @@ async fn a_service_streams_the_records_it_asks_for_of_one_course_redacted_to_the
         let err = stream(&suite, service(&suite, "exam_results"), bad)
             .await
             .unwrap_err();
+        assert_eq!(
+            (err.code(), fields(&err)),
+            (Code::InvalidArgument, vec![field.to_owned()])
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_may_ask_for_more_consent_than_the_register_never_less() {
+    let suite = TestSuite::start().await.unwrap();
+    let ids = create_learners(&suite, 3).await;
+    let purpose = tutela_proto::common::Purpose::ThirdPartyDisclosure;
+    suite
+        .grant_consent("acme", &ids[0], purpose, "")
+        .await
+        .unwrap();
+    suite
+        .grant_consent("acme", &ids[1], purpose, "partner-7")
+        .await
+        .unwrap();
+    let read = |check: ConsentCheck| StreamLearnersRequest {
+        learner_ids: ids.clone(),
+        recipient: "partner-7".into(),
+        consent_check: check as i32,
+        ..Default::default()
+    };
+    let streamed = |batches: Vec<StreamLearnersResponse>| -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| b.learners.iter().map(|l| l.learner_id.clone()))
+            .collect()
+    };
+    let as_sharing = || service(&suite, "third_party_disclosure");
+    // The register asks for consent to the purpose, for the recipient or as a whole; so does
+    // ALWAYS (which differs only where the register's purpose names consent without requiring
+    // it), and never less.
+    for check in [ConsentCheck::Unspecified, ConsentCheck::Always] {
+        let consented = stream(&suite, as_sharing(), read(check)).await.unwrap();
+        assert_eq!(consented[0].withheld[0].learner_id, ids[2]);
+        assert_eq!(consented[0].withheld[0].reason, "CONSENT_REQUIRED");
+        assert_eq!(streamed(consented), [ids[0].clone(), ids[1].clone()]);
+    }
+    // Named: only the grant that names the recipient counts.
+    let named = stream(&suite, as_sharing(), read(ConsentCheck::NamedRecipient))
+        .await
+        .unwrap();
+    assert_eq!(streamed(named), [ids[1].clone()]);
+
+    let mut nameless = read(ConsentCheck::NamedRecipient);
+    nameless.recipient.clear();
+    let mut unknown = read(ConsentCheck::Always);
+    unknown.consent_check = 9;
+    for (bad, field) in [(nameless, "recipient"), (unknown, "consent_check")] {
+        let err = stream(&suite, as_sharing(), bad).await.unwrap_err();
         assert_eq!(
             (err.code(), fields(&err)),
             (Code::InvalidArgument, vec![field.to_owned()])

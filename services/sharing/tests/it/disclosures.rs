@@ -8,11 +8,13 @@ use sha2::{Digest, Sha256};
 use tonic::Code;
 use tutela_policy::PrincipalKind;
 use tutela_policy::principal::TokenRequest;
-use tutela_proto::common::SubjectRef;
-use tutela_proto::enrolment::{AssessmentResult, EnrolmentStatus, RecordResultRequest};
+use tutela_proto::common::{LegalBasis, Purpose, SubjectRef};
+use tutela_proto::enrolment::{
+    AssessmentResult, EnrolmentStatus, LearnerProfile, RecordResultRequest,
+};
 use tutela_proto::sharing::{
-    ActivateAgreementRequest, DeliveredRecord, DiscloseRequest, ListDisclosuresRequest,
-    PullDeliveriesRequest, TerminateAgreementRequest,
+    ActivateAgreementRequest, AgreementPurpose, DeliveredRecord, DiscloseRequest,
+    ListDisclosuresRequest, PullDeliveriesRequest, TerminateAgreementRequest,
 };
 use tutela_testkit::{Credentials, TestSuite, sample_profile};
 
@@ -584,4 +586,101 @@ async fn records_leave_with_only_the_agreements_fields_and_only_of_the_course_as
         (err.code(), fields(&err)),
         (Code::InvalidArgument, vec!["course_id".to_owned()])
     );
+}
+
+/// S2: a partner's own use of contact details needs each learner's consent naming that partner;
+/// consent to the purpose as a whole, or naming another partner, is not enough.
+#[tokio::test]
+async fn contact_details_go_to_a_partner_for_its_own_use_only_with_consent_naming_it() {
+    let suite = TestSuite::start().await.unwrap();
+    let ids = learners(&suite, 4).await;
+    let partner_id = partner(&suite, "GB").await;
+    let mut agreements = suite.agreements(dpo(&suite));
+    let mut request = new_agreement(&partner_id);
+    request.purposes.push(terms(
+        AgreementPurpose::ThirdPartyDisclosure,
+        LegalBasis::Consent,
+        &["profile.given_name", "profile.email"],
+    ));
+    let agreement_id = agreements
+        .create_agreement(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .agreement
+        .unwrap()
+        .agreement_id;
+    agreements
+        .activate_agreement(ActivateAgreementRequest { agreement_id })
+        .await
+        .unwrap();
+    let purpose = Purpose::ThirdPartyDisclosure;
+    suite
+        .grant_consent("acme", &ids[0], purpose, &partner_id)
+        .await
+        .unwrap();
+    suite
+        .grant_consent("acme", &ids[1], purpose, "")
+        .await
+        .unwrap();
+    suite
+        .grant_consent("acme", &ids[2], purpose, "another-partner")
+        .await
+        .unwrap();
+
+    let mut dpo_discloses =
+        suite.disclosures(staff(&suite, "acme", "dpo", "third_party_disclosure"));
+    let response = dpo_discloses
+        .disclose(disclose(&partner_id, &ids))
+        .await
+        .unwrap()
+        .into_inner();
+    let delivery = response.delivery.unwrap();
+    assert_eq!(delivery.record_count, 1);
+    let mut withheld: Vec<(&str, &str)> = response
+        .withheld
+        .iter()
+        .map(|w| (w.learner_id.as_str(), w.reason.as_str()))
+        .collect();
+    withheld.sort();
+    let mut expected = vec![
+        (ids[1].as_str(), "CONSENT_REQUIRED"),
+        (ids[2].as_str(), "CONSENT_REQUIRED"),
+        (ids[3].as_str(), "CONSENT_REQUIRED"),
+    ];
+    expected.sort();
+    assert_eq!(withheld, expected);
+    let records = pull(
+        &suite,
+        as_partner(&suite, &partner_id, "third_party_disclosure"),
+        &delivery.delivery_id,
+    )
+    .await
+    .unwrap();
+    let profile = records[0].learner.clone().unwrap().profile.unwrap();
+    assert_eq!(
+        profile,
+        LearnerProfile {
+            given_name: profile.given_name.clone(),
+            email: profile.email.clone(),
+            ..Default::default()
+        }
+    );
+    assert!(!profile.email.is_empty());
+    // The log names only the learner who left.
+    let logged = suite
+        .disclosures(staff(&suite, "acme", "dpo", "legal_obligation"))
+        .list_disclosures(ListDisclosuresRequest {
+            partner_id: partner_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .disclosures;
+    let who: Vec<&str> = logged
+        .iter()
+        .map(|d| d.subject.as_ref().unwrap().subject_id.as_str())
+        .collect();
+    assert_eq!(who, [ids[0].as_str()]);
 }
