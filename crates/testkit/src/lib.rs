@@ -413,6 +413,31 @@ impl TestSuite {
         .map(|_| ())
     }
 
+    /// Creates `request` as `tenant`'s dpo and activates it; the agreement's id.
+    pub async fn agreement_in_force(
+        &self,
+        tenant: &str,
+        request: tutela_proto::sharing::CreateAgreementRequest,
+    ) -> Result<String, tonic::Status> {
+        let mut agreements = self.agreements(Credentials::new(
+            &self.token(tenant, "dpo-1", &["dpo"]),
+            "legal_obligation",
+        ));
+        let agreement_id = agreements
+            .create_agreement(request)
+            .await?
+            .into_inner()
+            .agreement
+            .map(|a| a.agreement_id)
+            .ok_or_else(|| tonic::Status::internal("CreateAgreement answered no agreement"))?;
+        agreements
+            .activate_agreement(tutela_proto::sharing::ActivateAgreementRequest {
+                agreement_id: agreement_id.clone(),
+            })
+            .await?;
+        Ok(agreement_id)
+    }
+
     /// The registrar of `tenant`, for course administration.
     fn registrar(&self, tenant: &str) -> Credentials {
         Credentials::new(
@@ -550,5 +575,26 @@ pub fn sample_profile(n: u64) -> tutela_proto::enrolment::LearnerProfile {
         previous_qualifications: vec!["BTEC Level 3".into()],
         ethnicity: "prefer not to say".into(),
         ..Default::default()
+    }
+}
+
+/// A result of `score` out of 100 for `enrolment` (passed from 50), assessed on 2026-09-21 by
+/// `tutor-1`.
+pub fn sample_result(enrolment: &str, score: f64) -> tutela_proto::enrolment::RecordResultRequest {
+    tutela_proto::enrolment::RecordResultRequest {
+        result: Some(tutela_proto::enrolment::AssessmentResult {
+            enrolment_id: enrolment.into(),
+            assessment: "Unit 4 written exam".into(),
+            score,
+            maximum: 100.0,
+            passed: score >= 50.0,
+            assessed_at: Some(prost_types::Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
+            assessor: "tutor-1".into(),
+            ..Default::default()
+        }),
+        idempotency_key: None,
     }
 }

@@ -31,9 +31,9 @@ use tutela_policy::principal::TokenRequest;
 use tutela_proto::common::LegalBasis;
 use tutela_proto::enrolment::StreamLearnersRequest;
 use tutela_proto::sharing::{
-    ActivateAgreementRequest, AgreementPurpose, CreateAgreementRequest, CreatePartnerRequest,
-    DeliveryChannel, DiscloseRequest, DownloadExportRequest, FileLayout, Partner, PartnerKind, PartnerRole, PullDeliveriesRequest, PurposeTerms,
-    TransferSafeguard,
+    AgreementPurpose, CreateAgreementRequest, CreatePartnerRequest, DeliveryChannel,
+    DiscloseRequest, DownloadExportRequest, FileLayout, Partner, PartnerKind, PartnerRole,
+    PullDeliveriesRequest, PurposeTerms, TransferSafeguard,
 };
 use tutela_testkit::{Credentials, TestSuite};
 
@@ -75,7 +75,7 @@ async fn create_learners(suite: &TestSuite, n: usize) -> Vec<String> {
 async fn partner_in_force(suite: &TestSuite) -> String {
     let dpo = Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "legal_obligation");
     let partner_id = suite
-        .partners(dpo.clone())
+        .partners(dpo)
         .create_partner(CreatePartnerRequest {
             partner: Some(Partner {
                 legal_name: "Example Exam Board Ltd".into(),
@@ -94,43 +94,37 @@ async fn partner_in_force(suite: &TestSuite) -> String {
         .unwrap()
         .partner_id;
     let yesterday = chrono::Utc::now() - chrono::Duration::days(1);
-    let mut agreements = suite.agreements(dpo);
-    let agreement_id = agreements
-        .create_agreement(CreateAgreementRequest {
-            partner_id: partner_id.clone(),
-            valid_from: Some(prost_types::Timestamp {
-                seconds: yesterday.timestamp(),
-                nanos: 0,
-            }),
-            valid_to: None,
-            purposes: vec![PurposeTerms {
-                purpose: AgreementPurpose::ExamBooking as i32,
-                legal_basis: LegalBasis::Contract as i32,
-                fields: [
-                    "learner_id",
-                    "profile.given_name",
-                    "profile.family_name",
-                    "profile.email",
-                    "profile.photo_id_reference",
-                ]
-                .iter()
-                .map(|f| (*f).to_owned())
-                .collect(),
-            }],
-            partner_retention: "P1Y".into(),
-            access_period: "P12M".into(),
-            transfer_safeguard: TransferSafeguard::Unspecified as i32,
-            safeguard_reference: String::new(),
-            idempotency_key: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .agreement
-        .unwrap()
-        .agreement_id;
-    agreements
-        .activate_agreement(ActivateAgreementRequest { agreement_id })
+    suite
+        .agreement_in_force(
+            "acme",
+            CreateAgreementRequest {
+                partner_id: partner_id.clone(),
+                valid_from: Some(prost_types::Timestamp {
+                    seconds: yesterday.timestamp(),
+                    nanos: 0,
+                }),
+                valid_to: None,
+                purposes: vec![PurposeTerms {
+                    purpose: AgreementPurpose::ExamBooking as i32,
+                    legal_basis: LegalBasis::Contract as i32,
+                    fields: [
+                        "learner_id",
+                        "profile.given_name",
+                        "profile.family_name",
+                        "profile.email",
+                        "profile.photo_id_reference",
+                    ]
+                    .iter()
+                    .map(|f| (*f).to_owned())
+                    .collect(),
+                }],
+                partner_retention: "P1Y".into(),
+                access_period: "P12M".into(),
+                transfer_safeguard: TransferSafeguard::Unspecified as i32,
+                safeguard_reference: String::new(),
+                idempotency_key: None,
+            },
+        )
         .await
         .unwrap();
     partner_id

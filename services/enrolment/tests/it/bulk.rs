@@ -392,7 +392,7 @@ async fn a_service_streams_the_records_it_asks_for_of_one_course_redacted_to_the
     let mut tutor = suite.enrolments(staff(&suite, "tutor", "course_administration"));
     for (e, score) in [(&enrolment, 71.0), (&elsewhere, 90.0)] {
         tutor
-            .record_result(crate::records::result(e, score))
+            .record_result(tutela_testkit::sample_result(e, score))
             .await
             .unwrap();
     }

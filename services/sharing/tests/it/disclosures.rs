@@ -9,12 +9,10 @@ use tonic::Code;
 use tutela_policy::PrincipalKind;
 use tutela_policy::principal::TokenRequest;
 use tutela_proto::common::{LegalBasis, Purpose, SubjectRef};
-use tutela_proto::enrolment::{
-    AssessmentResult, EnrolmentStatus, LearnerProfile, RecordResultRequest,
-};
+use tutela_proto::enrolment::{EnrolmentStatus, LearnerProfile};
 use tutela_proto::sharing::{
-    ActivateAgreementRequest, AgreementPurpose, DeliveredRecord, DiscloseRequest,
-    ListDisclosuresRequest, PullDeliveriesRequest, TerminateAgreementRequest,
+    AgreementPurpose, DeliveredRecord, DiscloseRequest, ListDisclosuresRequest,
+    PullDeliveriesRequest, TerminateAgreementRequest,
 };
 use tutela_testkit::{Credentials, TestSuite, sample_profile};
 
@@ -32,20 +30,8 @@ pub async fn learners(suite: &TestSuite, n: u64) -> Vec<String> {
 /// id reference; exam results: score, passed, when); the partner's and the agreement's ids.
 pub async fn partner_in_force(suite: &TestSuite) -> (String, String) {
     let partner_id = partner(suite, "GB").await;
-    let mut agreements = suite.agreements(dpo(suite));
-    let request = new_agreement(&partner_id);
-    let id = agreements
-        .create_agreement(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .agreement
-        .unwrap()
-        .agreement_id;
-    agreements
-        .activate_agreement(ActivateAgreementRequest {
-            agreement_id: id.clone(),
-        })
+    let id = suite
+        .agreement_in_force("acme", new_agreement(&partner_id))
         .await
         .unwrap();
     (partner_id, id)
@@ -466,21 +452,19 @@ async fn an_exceptional_disclosure_is_the_dpos_logged_with_its_order_and_told_on
     assert_eq!(recipients, [0, 1], "told only once allowed");
 }
 
-/// A result of `score` out of 100 for `enrolment`, assessed yesterday.
-fn result(enrolment: &str, score: f64) -> RecordResultRequest {
-    RecordResultRequest {
-        result: Some(AssessmentResult {
-            enrolment_id: enrolment.into(),
-            assessment: "Unit 4 written exam".into(),
-            score,
-            maximum: 100.0,
-            passed: score >= 50.0,
-            assessed_at: Some(days(-1)),
-            assessor: "examiner-7".into(),
-            ..Default::default()
-        }),
-        idempotency_key: None,
-    }
+/// What the dpo discloses for exam results in `request`, as the partner pulls it.
+async fn results_pulled(suite: &TestSuite, request: DiscloseRequest) -> Vec<DeliveredRecord> {
+    let partner_id = request.partner_id.clone();
+    let delivery = suite
+        .disclosures(staff(suite, "acme", "dpo", "exam_results"))
+        .disclose(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap();
+    let partner = as_partner(suite, &partner_id, "exam_results");
+    pull(suite, partner, &delivery.delivery_id).await.unwrap()
 }
 
 #[tokio::test]
@@ -497,30 +481,16 @@ async fn records_leave_with_only_the_agreements_fields_and_only_of_the_course_as
             .await
             .unwrap();
         tutor
-            .record_result(result(&enrolment, score))
+            .record_result(tutela_testkit::sample_result(&enrolment, score))
             .await
             .unwrap();
     }
 
     // The exam body gets the results of the exam's course: the agreement's three fields of each,
     // nothing that names or links the learner, and no profile field it does not name.
-    let mut dpo_discloses = suite.disclosures(staff(&suite, "acme", "dpo", "exam_results"));
     let mut request = disclose(&partner_id, &ids);
     request.course_id = exam.clone();
-    let delivery = dpo_discloses
-        .disclose(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .delivery
-        .unwrap();
-    let records = pull(
-        &suite,
-        as_partner(&suite, &partner_id, "exam_results"),
-        &delivery.delivery_id,
-    )
-    .await
-    .unwrap();
+    let records = results_pulled(&suite, request).await;
     let scores: Vec<Vec<f64>> = records
         .iter()
         .map(|r| r.results.iter().map(|x| x.score).collect())
@@ -550,20 +520,7 @@ async fn records_leave_with_only_the_agreements_fields_and_only_of_the_course_as
     );
 
     // Without a course, every course's results go.
-    let delivery = dpo_discloses
-        .disclose(disclose(&partner_id, &ids[..1]))
-        .await
-        .unwrap()
-        .into_inner()
-        .delivery
-        .unwrap();
-    let records = pull(
-        &suite,
-        as_partner(&suite, &partner_id, "exam_results"),
-        &delivery.delivery_id,
-    )
-    .await
-    .unwrap();
+    let records = results_pulled(&suite, disclose(&partner_id, &ids[..1])).await;
     let scores: Vec<f64> = records[0].results.iter().map(|x| x.score).collect();
     assert_eq!(scores, [71.0, 90.0]);
 
@@ -581,7 +538,11 @@ async fn records_leave_with_only_the_agreements_fields_and_only_of_the_course_as
     );
     let mut request = disclose(&partner_id, &ids);
     request.course_id = "EXAM-4".into();
-    let err = dpo_discloses.disclose(request).await.unwrap_err();
+    let err = suite
+        .disclosures(staff(&suite, "acme", "dpo", "exam_results"))
+        .disclose(request)
+        .await
+        .unwrap_err();
     assert_eq!(
         (err.code(), fields(&err)),
         (Code::InvalidArgument, vec!["course_id".to_owned()])
@@ -595,25 +556,13 @@ async fn contact_details_go_to_a_partner_for_its_own_use_only_with_consent_namin
     let suite = TestSuite::start().await.unwrap();
     let ids = learners(&suite, 4).await;
     let partner_id = partner(&suite, "GB").await;
-    let mut agreements = suite.agreements(dpo(&suite));
     let mut request = new_agreement(&partner_id);
     request.purposes.push(terms(
         AgreementPurpose::ThirdPartyDisclosure,
         LegalBasis::Consent,
         &["profile.given_name", "profile.email"],
     ));
-    let agreement_id = agreements
-        .create_agreement(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .agreement
-        .unwrap()
-        .agreement_id;
-    agreements
-        .activate_agreement(ActivateAgreementRequest { agreement_id })
-        .await
-        .unwrap();
+    suite.agreement_in_force("acme", request).await.unwrap();
     let purpose = Purpose::ThirdPartyDisclosure;
     suite
         .grant_consent("acme", &ids[0], purpose, &partner_id)
