@@ -438,7 +438,11 @@ async fn main() {
 
     let db = suite.database().connect().await.unwrap();
     let chain = tutela_sharing::disclosures::verify_chain(&db, &partner_id).await;
-    assert_eq!(chain, Ok(n as u64), "the log holds one entry per learner");
+    assert_eq!(
+        chain,
+        Ok(2 * n as u64),
+        "the log holds one entry per learner and delivery (pulled, then in a file)"
+    );
     let (bare_insert, bare_select) = bare(&db, n).await;
 
     let end_to_end = disclose + pull;
