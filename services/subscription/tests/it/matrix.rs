@@ -153,6 +153,15 @@ fn sharing_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         "PullNotices" | "AcknowledgeNotices" => {
             role == "partner" && purpose == Purpose::LegalObligation
         }
+        // Partners send back booking confirmations and results against their pseudonyms; exam
+        // officers (for bookings) and the dpo see the bookings.
+        "SubmitBookingConfirmations" => role == "partner" && purpose == Purpose::ExamBooking,
+        "SubmitResults" => role == "partner" && purpose == Purpose::ExamResults,
+        "ListBookings" => {
+            (role == "exam_officer" && purpose == Purpose::ExamBooking)
+                || (role == "dpo"
+                    && [Purpose::LegalObligation, Purpose::SubjectRights].contains(&purpose))
+        }
         _ => false,
     }
 }
@@ -219,7 +228,13 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         "ListEnrolments" | "ListResults" => {
             subject_self
                 || match role {
-                    "registrar" | "service" | "tutor" => purpose == CourseAdministration,
+                    "registrar" | "tutor" => purpose == CourseAdministration,
+                    // The sharing service finds the enrolment a partner's result or booking is
+                    // for (inbound).
+                    "service" => {
+                        any(&[CourseAdministration, ExamResults])
+                            || (method == "ListEnrolments" && purpose == ExamBooking)
+                    }
                     "exam_officer" => purpose == ExamResults,
                     "dpo" => any(&[SubjectRights, LegalObligation, SecurityInvestigation]),
                     _ => false,
@@ -247,7 +262,8 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         }
         "RecordResult" => match role {
             "tutor" => purpose == CourseAdministration,
-            "exam_officer" => purpose == ExamResults,
+            // Partners' results, recorded by the sharing service (inbound).
+            "exam_officer" | "service" => purpose == ExamResults,
             _ => false,
         },
         _ => false,
