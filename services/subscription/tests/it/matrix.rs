@@ -232,8 +232,8 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
                     // The sharing service finds the enrolment a partner's result or booking is
                     // for (inbound).
                     "service" => {
-                        any(&[CourseAdministration, ExamResults])
-                            || (method == "ListEnrolments" && purpose == ExamBooking)
+                        purpose == CourseAdministration
+                            || (method == "ListEnrolments" && any(&[ExamBooking, ExamResults]))
                     }
                     "exam_officer" => purpose == ExamResults,
                     "dpo" => any(&[SubjectRights, LegalObligation, SecurityInvestigation]),
