@@ -245,6 +245,23 @@ async fn remember<C: ConnectionTrait, R: Message>(
     Ok(())
 }
 
+/// A submission whose key another call stored meanwhile (the insert lost the race): that call's
+/// answer when it was the same request (this one's items were the same, so nothing is lost by
+/// rolling back), else `err` (ALREADY_EXISTS, or the database's error).
+async fn raced<R: Message + Default>(
+    sharing: &Sharing,
+    call: &Authorized,
+    key: Option<&Idempotency>,
+    err: Error,
+) -> Result<R> {
+    if matches!(err, Error::AlreadyExists(_)) {
+        if let Some(response) = replayed(sharing, call, key).await? {
+            return Ok(response);
+        }
+    }
+    Err(err)
+}
+
 /// The idempotency of a partner's submission: its key is spent per partner (prefixed with the
 /// partner's id), fingerprinted over the request without the key.
 fn submission_key<M: Message + Clone>(
@@ -524,7 +541,10 @@ impl InboundService {
             .exec_without_returning(&txn)
             .await?;
         }
-        remember(&txn, call, &partner_id, key.as_ref(), &response, now).await?;
+        if let Err(err) = remember(&txn, call, &partner_id, key.as_ref(), &response, now).await {
+            txn.rollback().await?;
+            return raced(s, call, key.as_ref(), err).await;
+        }
         txn.commit().await?;
         tracing::info!(
             items = items.len(),
@@ -633,7 +653,10 @@ impl InboundService {
         let response = SubmitResultsResponse { results, accepted };
         let txn = tutela_store::begin(&s.db).await?;
         call.record_in(&txn).await?;
-        remember(&txn, call, &partner_id, key.as_ref(), &response, now).await?;
+        if let Err(err) = remember(&txn, call, &partner_id, key.as_ref(), &response, now).await {
+            txn.rollback().await?;
+            return raced(s, call, key.as_ref(), err).await;
+        }
         txn.commit().await?;
         tracing::info!(
             items = items.len(),
