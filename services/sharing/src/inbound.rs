@@ -254,10 +254,10 @@ async fn raced<R: Message + Default>(
     key: Option<&Idempotency>,
     err: Error,
 ) -> Result<R> {
-    if matches!(err, Error::AlreadyExists(_)) {
-        if let Some(response) = replayed(sharing, call, key).await? {
-            return Ok(response);
-        }
+    if matches!(err, Error::AlreadyExists(_))
+        && let Some(response) = replayed(sharing, call, key).await?
+    {
+        return Ok(response);
     }
     Err(err)
 }
@@ -294,10 +294,10 @@ fn parse_bookings(r: &SubmitBookingConfirmationsRequest, c: &mut Checks) -> Vec<
         let at = |f: &str| format!("items[{i}].{f}");
         let pseudonym = c.required(&item.pseudonym, &at("pseudonym"), 64);
         let reference = c.required(&item.booking_reference, &at("booking_reference"), 64);
-        if let Ok(reference) = reference {
-            if !seen.insert(reference.to_owned()) {
-                c.fail(at("booking_reference"), "named twice in this submission");
-            }
+        if let Ok(reference) = reference
+            && !seen.insert(reference.to_owned())
+        {
+            c.fail(at("booking_reference"), "named twice in this submission");
         }
         let course_id = c.uuid(&item.course_id, &at("course_id"));
         let starts_at = match item.starts_at.as_ref() {
