@@ -12,11 +12,13 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tutela_host::ServiceTokens;
 use tutela_policy::{Error, Result};
 use tutela_proto::common::{IdempotencyKey, PageRequest, SubjectRef};
+use tutela_proto::enrolment::course_service_client::CourseServiceClient;
 use tutela_proto::enrolment::enrolment_service_client::EnrolmentServiceClient;
 use tutela_proto::enrolment::learner_service_client::LearnerServiceClient;
 use tutela_proto::enrolment::{
-    AssessmentResult, EnrolmentStatus, Learner, LearnerChange, ListEnrolmentsRequest,
-    ListLearnerChangesRequest, RecordResultRequest, StreamLearnersRequest, WithheldLearner,
+    AssessmentResult, EnrolmentStatus, GetCourseRequest, Learner, LearnerChange,
+    ListEnrolmentsRequest, ListLearnerChangesRequest, RecordResultRequest, StreamLearnersRequest,
+    WithheldLearner,
 };
 
 /// How long to wait to connect to the enrolment service.
@@ -40,6 +42,8 @@ pub struct Enrolment {
     client: LearnerServiceClient<Channel>,
     /// `tutela.enrolment.v1.EnrolmentService` on the same channel: partners' inbound results.
     records: EnrolmentServiceClient<Channel>,
+    /// `tutela.enrolment.v1.CourseService` on the same channel: the courses partners book for.
+    courses: CourseServiceClient<Channel>,
     tokens: Arc<dyn ServiceTokens>,
 }
 
@@ -77,7 +81,8 @@ impl Enrolment {
         let channel = endpoint.connect_lazy();
         Ok(Self {
             client: LearnerServiceClient::new(channel.clone()),
-            records: EnrolmentServiceClient::new(channel),
+            records: EnrolmentServiceClient::new(channel.clone()),
+            courses: CourseServiceClient::new(channel),
             tokens,
         })
     }
@@ -163,8 +168,27 @@ pub enum Recorded {
 const ENROLMENT_PAGE: u32 = 100;
 
 impl Enrolment {
-    /// The learner's enrolment on `course_id` in `tenant`, read for `purpose` (`exam_booking`,
-    /// `exam_results`): the one not withdrawn if there is one, else the latest; `None` when the
+    /// Whether `tenant` has the course `course_id`, read for `purpose` (the catalogue holds no
+    /// personal data).
+    pub async fn course_exists(
+        &self,
+        tenant: &str,
+        purpose: &'static str,
+        course_id: &str,
+    ) -> Result<bool> {
+        let token = self.token(tenant)?;
+        let mut request = tonic::Request::new(GetCourseRequest {
+            course_id: course_id.to_owned(),
+        });
+        authorise(&mut request, &token, purpose)?;
+        match self.courses.clone().get_course(request).await {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+            Err(status) => Err(refused(status)),
+        }
+    }
+
+    /// The learner's enrolment on `course_id` in `tenant`, read for `purpose` (`exam_results`): the one not withdrawn if there is one, else the latest; `None` when the
     /// learner has none on the course, or enrolment no longer knows the learner (erased).
     pub async fn enrolment_on(
         &self,

@@ -3,7 +3,7 @@
 //! back to the learner only if the disclosure log shows this partner was sent that learner under
 //! one of its agreements in force (under any of its key versions, current or retired), so a
 //! partner can neither probe for learners it never received nor use another partner's
-//! pseudonyms. Bookings are kept here; results go to the learner's enrolment record through
+//! pseudonyms. Bookings (for a course that exists) are kept here; results go to the learner's enrolment record through
 //! enrolment's own API (as a `service` principal, purpose `exam_results`), where its guard and
 //! audit apply, each under an idempotency key derived from the partner and the item so that a
 //! retried item is recorded once.
@@ -474,19 +474,15 @@ impl InboundService {
                 results.push(outcome(i, ItemOutcome::UnknownPseudonym, UNKNOWN));
                 continue;
             };
-            match enrolment
-                .enrolment_on(call.tenant(), "exam_booking", subject, &item.course_id)
+            // The course must exist; the learner's enrolment on it is not checked: exam booking
+            // is not given enrolment records (the register's categories for it), and the exam
+            // officer asked for the booking.
+            if !enrolment
+                .course_exists(call.tenant(), "exam_booking", &item.course_id)
                 .await?
             {
-                Some((_, status)) if live(status) => {}
-                _ => {
-                    results.push(outcome(
-                        i,
-                        ItemOutcome::NotEnrolled,
-                        "the learner has no enrolment on this course",
-                    ));
-                    continue;
-                }
+                results.push(outcome(i, ItemOutcome::Invalid, "no such course"));
+                continue;
             }
             let access = match call.subject(subject).await {
                 Ok(access) => access,

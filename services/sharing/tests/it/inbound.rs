@@ -224,7 +224,7 @@ async fn a_partner_books_and_submits_results_by_pseudonym_and_enrolment_records_
     let never_sent = "ab".repeat(32);
 
     // Bookings: the partner's own pseudonyms map back; another partner's pseudonym of the same
-    // learner, or one never sent, is unknown; a course the learner is not on is not enrolled.
+    // learner, or one never sent, is unknown; a course that does not exist is invalid.
     let booked = inbound(&suite, as_partner(&suite, &a, "exam_booking"))
         .submit_booking_confirmations(SubmitBookingConfirmationsRequest {
             items: vec![
@@ -232,7 +232,7 @@ async fn a_partner_books_and_submits_results_by_pseudonym_and_enrolment_records_
                 booking(&pa[1], "R-2", &course_id),
                 booking(&pb[0], "R-3", &course_id),
                 booking(&never_sent, "R-4", &course_id),
-                booking(&pa[0], "R-5", &other_course),
+                booking(&pa[0], "R-5", "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77"),
             ],
             idempotency_key: key("bookings-0001"),
         })
@@ -246,7 +246,7 @@ async fn a_partner_books_and_submits_results_by_pseudonym_and_enrolment_records_
             ItemOutcome::Accepted,
             ItemOutcome::UnknownPseudonym,
             ItemOutcome::UnknownPseudonym,
-            ItemOutcome::NotEnrolled,
+            ItemOutcome::Invalid,
         ]
     );
     assert_eq!(booked.accepted, 2);
@@ -304,6 +304,9 @@ async fn a_partner_books_and_submits_results_by_pseudonym_and_enrolment_records_
             exam_result(&pa[1], "", &course_id, 40.0),
             exam_result(&pb[1], "", &course_id, 90.0),
             exam_result(&pb[0], "", &course_id, 90.0),
+            // Not enrolled on that course; and a reference that is no booking of theirs.
+            exam_result(&pa[0], "", &other_course, 90.0),
+            exam_result(&pa[0], "R-2", "", 90.0),
         ],
         idempotency_key: key("results-0001"),
     };
@@ -321,6 +324,8 @@ async fn a_partner_books_and_submits_results_by_pseudonym_and_enrolment_records_
             ItemOutcome::NotEnrolled,
             ItemOutcome::UnknownPseudonym,
             ItemOutcome::UnknownPseudonym,
+            ItemOutcome::NotEnrolled,
+            ItemOutcome::NotEnrolled,
         ]
     );
     assert_eq!(first.accepted, 1);

@@ -229,11 +229,11 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
             subject_self
                 || match role {
                     "registrar" | "tutor" => purpose == CourseAdministration,
-                    // The sharing service finds the enrolment a partner's result or booking is
-                    // for (inbound).
+                    // The sharing service finds the enrolment a partner's result is for
+                    // (inbound).
                     "service" => {
                         purpose == CourseAdministration
-                            || (method == "ListEnrolments" && any(&[ExamBooking, ExamResults]))
+                            || (method == "ListEnrolments" && purpose == ExamResults)
                     }
                     "exam_officer" => purpose == ExamResults,
                     "dpo" => any(&[SubjectRights, LegalObligation, SecurityInvestigation]),
