@@ -469,6 +469,8 @@ impl InboundService {
 
         let mut results = Vec::with_capacity(items.len());
         let mut accepted = Vec::new();
+        // A batch books many learners on few courses: one look-up per course.
+        let mut courses: HashMap<String, bool> = HashMap::new();
         for (i, item) in items.iter().enumerate() {
             let Some(subject) = learners.get(&item.pseudonym) else {
                 results.push(outcome(i, ItemOutcome::UnknownPseudonym, UNKNOWN));
@@ -477,10 +479,17 @@ impl InboundService {
             // The course must exist; the learner's enrolment on it is not checked: exam booking
             // is not given enrolment records (the register's categories for it), and the exam
             // officer asked for the booking.
-            if !enrolment
-                .course_exists(call.tenant(), "exam_booking", &item.course_id)
-                .await?
-            {
+            let exists = match courses.get(&item.course_id) {
+                Some(known) => *known,
+                None => {
+                    let known = enrolment
+                        .course_exists(call.tenant(), "exam_booking", &item.course_id)
+                        .await?;
+                    courses.insert(item.course_id.clone(), known);
+                    known
+                }
+            };
+            if !exists {
                 results.push(outcome(i, ItemOutcome::Invalid, "no such course"));
                 continue;
             }
