@@ -12,8 +12,7 @@ use tutela_proto::common::IdempotencyKey;
 use tutela_proto::sharing::disclosure_service_client::DisclosureServiceClient;
 use tutela_proto::sharing::{DeliveryChannel, DiscloseRequest, DownloadExportRequest, FileLayout};
 
-/// What to export, and where.
-#[derive(Debug)]
+/// What to export, and where. Hand-written Debug: the token is a credential.
 pub struct ExportRequest {
     /// `http://host:port` (or https with `ca_file`).
     pub endpoint: String,
@@ -33,6 +32,21 @@ pub struct ExportRequest {
     pub out: PathBuf,
     /// Makes a retried export answer with the same delivery.
     pub idempotency_key: Option<String>,
+    /// Only records of this course; empty for every course.
+    pub course_id: String,
+}
+
+impl std::fmt::Debug for ExportRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportRequest")
+            .field("endpoint", &self.endpoint)
+            .field("token", &"[redacted]")
+            .field("purpose", &self.purpose)
+            .field("partner_id", &self.partner_id)
+            .field("layout", &self.layout)
+            .field("course_id", &self.course_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What an export made.
@@ -137,6 +151,7 @@ pub async fn export(r: ExportRequest) -> anyhow::Result<Exported> {
                 idempotency_key: r.idempotency_key.clone().map(|key| IdempotencyKey { key }),
                 channel: DeliveryChannel::File as i32,
                 layout: r.layout as i32,
+                course_id: r.course_id.clone(),
             },
         )?)
         .await

@@ -112,6 +112,10 @@ enum SharingCommand {
         /// The file's layout.
         #[arg(long, value_enum, default_value = "csv")]
         layout: ExportLayout,
+        /// Only records of this course (an id), where the agreement names fields of learners'
+        /// records (`result.score`, ...).
+        #[arg(long)]
+        course: Option<String>,
         /// Where to write the file; it must not exist.
         #[arg(long)]
         out: PathBuf,
@@ -494,6 +498,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     purpose,
                     learners,
                     layout,
+                    course,
                     out,
                     endpoint,
                     ca_file,
@@ -531,6 +536,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 },
                 out: out.clone(),
                 idempotency_key,
+                course_id: course.unwrap_or_default(),
             })
             .await?;
             println!(

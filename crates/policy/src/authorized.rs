@@ -186,11 +186,14 @@ impl Authorized {
     /// states are read in one batch instead of one look-up per subject. Each subject gets its
     /// access or its refusal, in order. The refusals are not kept for the call's audit records:
     /// a bulk read streams after the guard wrote them, so the caller records its own summary.
+    /// `need` may ask for more consent than the register does, never for less.
     pub async fn subjects_for(
         &self,
         subjects: &[String],
         recipient: Option<&str>,
+        need: crate::consent::ConsentNeed,
     ) -> Result<Vec<Result<SubjectAccess>>> {
+        use crate::consent::ConsentNeed;
         let reach = self.0.principal.reach();
         let in_reach: Vec<String> = subjects
             .iter()
@@ -213,8 +216,19 @@ impl Authorized {
                 let snapshot = snapshots
                     .next()
                     .ok_or_else(|| Error::internal("consent gate answered too few subjects"))?;
-                if self.0.rule.consent_required {
-                    crate::consent::consented(&snapshot, purpose, recipient)?;
+                match need {
+                    ConsentNeed::OfRecipient => crate::consent::consented_to_recipient(
+                        &snapshot,
+                        purpose,
+                        recipient.unwrap_or_default(),
+                    )?,
+                    ConsentNeed::Always => {
+                        crate::consent::consented(&snapshot, purpose, recipient)?
+                    }
+                    ConsentNeed::Register if self.0.rule.consent_required => {
+                        crate::consent::consented(&snapshot, purpose, recipient)?
+                    }
+                    ConsentNeed::Register => {}
                 }
                 crate::consent::unrestricted(&snapshot, purpose)?;
                 Ok(SubjectAccess {

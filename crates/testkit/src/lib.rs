@@ -277,10 +277,7 @@ impl TestSuite {
         in_flight: usize,
     ) -> Result<Vec<String>, tonic::Status> {
         use futures::StreamExt;
-        let client = self.learners(Credentials::new(
-            &self.token(tenant, "registrar-1", &["registrar"]),
-            "course_administration",
-        ));
+        let client = self.learners(self.registrar(tenant));
         futures::stream::iter(profiles)
             .map(|profile| {
                 testing::logs::personal(&[
@@ -308,6 +305,145 @@ impl TestSuite {
             .await
             .into_iter()
             .collect()
+    }
+
+    /// Creates a course of `tenant` with `code` through CreateCourse, as the tenant's registrar;
+    /// its id.
+    pub async fn create_course(&self, tenant: &str, code: &str) -> Result<String, tonic::Status> {
+        use tutela_proto::enrolment::{Course, CreateCourseRequest};
+        self.courses(self.registrar(tenant))
+            .create_course(CreateCourseRequest {
+                course: Some(Course {
+                    code: code.into(),
+                    title: format!("Course {code}"),
+                    programme: "Engineering".into(),
+                    awarding_body: "Pearson".into(),
+                    start_date: "2026-09-01".into(),
+                    end_date: "2027-06-30".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .course
+            .map(|c| c.course_id)
+            .ok_or_else(|| tonic::Status::internal("CreateCourse answered no course"))
+    }
+
+    /// Enrols `learner` of `tenant` on `course_id` and moves the enrolment forward along its
+    /// lifecycle (applied, enrolled, started, completed) until it is `status`; its id.
+    pub async fn enrol(
+        &self,
+        tenant: &str,
+        learner: &str,
+        course_id: &str,
+        status: tutela_proto::enrolment::EnrolmentStatus,
+    ) -> Result<String, tonic::Status> {
+        use tutela_proto::enrolment::{
+            ChangeEnrolmentStatusRequest, EnrolLearnerRequest, EnrolmentStatus,
+        };
+        let mut enrolments = self.enrolments(self.registrar(tenant));
+        let enrolment_id = enrolments
+            .enrol_learner(EnrolLearnerRequest {
+                learner: Some(tutela_proto::common::SubjectRef {
+                    subject_id: learner.into(),
+                }),
+                course_id: course_id.into(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .enrolment
+            .map(|e| e.enrolment_id)
+            .ok_or_else(|| tonic::Status::internal("EnrolLearner answered no enrolment"))?;
+        let forward = [
+            EnrolmentStatus::Enrolled,
+            EnrolmentStatus::Started,
+            EnrolmentStatus::Completed,
+        ];
+        let steps = forward
+            .iter()
+            .position(|s| *s == status)
+            .map_or(0, |i| i + 1);
+        for next in &forward[..steps] {
+            enrolments
+                .change_enrolment_status(ChangeEnrolmentStatusRequest {
+                    enrolment_id: enrolment_id.clone(),
+                    status: *next as i32,
+                })
+                .await?;
+        }
+        Ok(enrolment_id)
+    }
+
+    /// Records in the ledger, as `tenant`'s registrar, that `subject` consents to `purpose`
+    /// (for `recipient` only, when not empty), on a form signed in person.
+    pub async fn grant_consent(
+        &self,
+        tenant: &str,
+        subject: &str,
+        purpose: tutela_proto::common::Purpose,
+        recipient: &str,
+    ) -> Result<(), tonic::Status> {
+        use tutela_proto::consent::{
+            ConsentActor, ConsentEvidence, ConsentMethod, RecordConsentRequest,
+        };
+        self.consent_ledger(Credentials::new(
+            &self.token(tenant, "registrar-1", &["registrar"]),
+            "consent_management",
+        ))
+        .record_consent(RecordConsentRequest {
+            subject: Some(tutela_proto::common::SubjectRef {
+                subject_id: subject.into(),
+            }),
+            purpose: purpose as i32,
+            recipient: recipient.into(),
+            evidence: Some(ConsentEvidence {
+                method: ConsentMethod::Paper as i32,
+                wording_version: "consent-form-2026-09".into(),
+                wording_sha256: "a".repeat(64),
+                evidence_reference: "signed form in the learner file".into(),
+                actor: ConsentActor::Subject as i32,
+                guardian: None,
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Creates `request` as `tenant`'s dpo and activates it; the agreement's id.
+    pub async fn agreement_in_force(
+        &self,
+        tenant: &str,
+        request: tutela_proto::sharing::CreateAgreementRequest,
+    ) -> Result<String, tonic::Status> {
+        let mut agreements = self.agreements(Credentials::new(
+            &self.token(tenant, "dpo-1", &["dpo"]),
+            "legal_obligation",
+        ));
+        let agreement_id = agreements
+            .create_agreement(request)
+            .await?
+            .into_inner()
+            .agreement
+            .map(|a| a.agreement_id)
+            .ok_or_else(|| tonic::Status::internal("CreateAgreement answered no agreement"))?;
+        agreements
+            .activate_agreement(tutela_proto::sharing::ActivateAgreementRequest {
+                agreement_id: agreement_id.clone(),
+            })
+            .await?;
+        Ok(agreement_id)
+    }
+
+    /// The registrar of `tenant`, for course administration.
+    fn registrar(&self, tenant: &str) -> Credentials {
+        Credentials::new(
+            &self.token(tenant, "registrar-1", &["registrar"]),
+            "course_administration",
+        )
     }
 
     /// A `tutela.enrolment.v1.LearnerService` client sending `credentials`.
@@ -439,5 +575,26 @@ pub fn sample_profile(n: u64) -> tutela_proto::enrolment::LearnerProfile {
         previous_qualifications: vec!["BTEC Level 3".into()],
         ethnicity: "prefer not to say".into(),
         ..Default::default()
+    }
+}
+
+/// A result of `score` out of 100 for `enrolment` (passed from 50), assessed on 2026-09-21 by
+/// `tutor-1`.
+pub fn sample_result(enrolment: &str, score: f64) -> tutela_proto::enrolment::RecordResultRequest {
+    tutela_proto::enrolment::RecordResultRequest {
+        result: Some(tutela_proto::enrolment::AssessmentResult {
+            enrolment_id: enrolment.into(),
+            assessment: "Unit 4 written exam".into(),
+            score,
+            maximum: 100.0,
+            passed: score >= 50.0,
+            assessed_at: Some(prost_types::Timestamp {
+                seconds: 1_790_000_000,
+                nanos: 0,
+            }),
+            assessor: "tutor-1".into(),
+            ..Default::default()
+        }),
+        idempotency_key: None,
     }
 }

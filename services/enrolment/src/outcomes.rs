@@ -20,12 +20,16 @@ use tutela_proto::enrolment::{
 
 use crate::records::{Records, status_of};
 use crate::requests::{NewCertificate, NewFeedback};
+use entity::certificate::to_certificate;
 
 /// The certificate and feedback tables.
 pub mod entity {
     /// A certificate or badge.
     pub mod certificate {
         use sea_orm::entity::prelude::*;
+        use tutela_policy::validate::timestamp;
+        use tutela_proto::common::SubjectRef;
+        use tutela_proto::enrolment::{AwardKind, Certificate};
 
         #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
         #[sea_orm(table_name = "certificates")]
@@ -46,6 +50,21 @@ pub mod entity {
         }
 
         tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
+
+        /// The row as the contract's message.
+        pub(crate) fn to_certificate(row: &Model) -> Certificate {
+            Certificate {
+                certificate_id: row.certificate_id.clone(),
+                learner: Some(SubjectRef {
+                    subject_id: row.learner_id.clone(),
+                }),
+                enrolment_id: row.enrolment_id.clone(),
+                course_id: row.course_id.clone(),
+                kind: AwardKind::from_str_name(&row.kind).unwrap_or(AwardKind::Certificate) as i32,
+                title: row.title.clone(),
+                issued_at: Some(timestamp(row.issued_at)),
+            }
+        }
     }
 
     /// Feedback, a compliment or a complaint; the text sealed under the learner's key.
@@ -81,20 +100,6 @@ tutela_policy::idempotent_rows!(certificate, feedback);
 
 fn feedback_field(id: &str) -> String {
     format!("feedback.text/{id}")
-}
-
-pub(crate) fn to_certificate(row: &certificate::Model) -> Certificate {
-    Certificate {
-        certificate_id: row.certificate_id.clone(),
-        learner: Some(SubjectRef {
-            subject_id: row.learner_id.clone(),
-        }),
-        enrolment_id: row.enrolment_id.clone(),
-        course_id: row.course_id.clone(),
-        kind: AwardKind::from_str_name(&row.kind).unwrap_or(AwardKind::Certificate) as i32,
-        title: row.title.clone(),
-        issued_at: Some(timestamp(row.issued_at)),
-    }
 }
 
 /// Certificates and feedback of learners, shared by the gRPC services and the rights provider.

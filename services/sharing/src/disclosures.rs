@@ -32,7 +32,7 @@ use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, timestamp};
 use tutela_policy::{Authorized, Error, Precondition, Result, Violation, fields};
 use tutela_proto::common::{LegalBasis, PageResponse, Purpose, SubjectRef};
-use tutela_proto::enrolment::Learner;
+use tutela_proto::enrolment::{ConsentCheck, Learner, RecordKind};
 use tutela_proto::sharing::disclosure_service_server::DisclosureService as DisclosureApi;
 use tutela_proto::sharing::{
     DeliveredRecord, Delivery, DeliveryChannel, DiscloseExceptionallyRequest,
@@ -42,7 +42,7 @@ use tutela_proto::sharing::{
 };
 
 use crate::duration::IsoDuration;
-use crate::enrolment::Enrolment;
+use crate::enrolment::{Asked, Enrolment};
 use crate::entity::{agreement, agreement_purpose, delivery, delivery_record, disclosure, partner};
 use crate::export::{self, LAYOUTS};
 use crate::sharing::{Sharing, next_page, page_size, time_of};
@@ -52,6 +52,10 @@ const DISCLOSE: &str = "tutela.sharing.v1.DisclosureService/Disclose";
 
 /// The message the fields of a delivered record are paths of.
 const LEARNER: &str = "tutela.enrolment.v1.Learner";
+/// The records a path with a record prefix starts from.
+const ENROLMENT: &str = "tutela.enrolment.v1.Enrolment";
+const RESULT: &str = "tutela.enrolment.v1.AssessmentResult";
+const CERTIFICATE: &str = "tutela.enrolment.v1.Certificate";
 
 // A delivery row remembers the idempotency key and request of the Disclose that made it.
 tutela_policy::idempotent_rows!(delivery);
@@ -111,6 +115,8 @@ struct NewDisclosure {
     channel: &'static str,
     /// The file's layout, for a file.
     layout: Option<&'static str>,
+    /// Only records of this course; empty for every course.
+    course_id: String,
     idempotency: Option<Idempotency>,
 }
 
@@ -156,7 +162,12 @@ impl NewDisclosure {
             (Ok(_), _) => Err(c.flag("layout", "only with DELIVERY_CHANNEL_FILE")),
             (Err(_), _) => Err(c.flag("layout", "not a file layout")),
         };
-        let (partner_id, key, channel, layout) = c.parsed((partner_id, key, channel, layout))?;
+        let course_id = match r.course_id.trim() {
+            "" => Ok(String::new()),
+            id => c.uuid(id, "course_id"),
+        };
+        let (partner_id, key, channel, layout, course_id) =
+            c.parsed((partner_id, key, channel, layout, course_id))?;
         Ok(Self {
             partner_id: partner_id.clone(),
             channel,
@@ -170,8 +181,10 @@ impl NewDisclosure {
                     idempotency_key: None,
                     channel: r.channel,
                     layout: r.layout,
+                    course_id: course_id.clone(),
                 },
             ),
+            course_id,
             learner_ids,
         })
     }
@@ -228,22 +241,31 @@ async fn agreement_in_force<C: ConnectionTrait>(
     Ok(terms.map(|t| (agreement, t)))
 }
 
-/// The agreement's fields that are the learner's own (`learner_id`, `profile.*`, ...), or
-/// NOT_IMPLEMENTED for fields of a learner's records, which need a bulk read of records that
-/// enrolment does not offer yet.
-fn learner_fields(fields: &[String]) -> Result<()> {
-    let record = fields.iter().any(|f| {
-        ["enrolment.", "result.", "certificate."]
-            .iter()
-            .any(|prefix| f.starts_with(prefix))
-    });
-    if record {
-        return Err(Error::NotImplemented(
-            "the agreement names fields of a learner's records (enrolment., result., \
-             certificate.); only the learner's own fields can be disclosed so far",
-        ));
+/// The consent enrolment checks of each learner for a disclosure for `purpose` on `basis`: the
+/// partner's own use needs consent naming the partner (S2); a disclosure on consent needs it
+/// even where the register's purpose does not; otherwise the register decides.
+fn consent_check(purpose: Purpose, basis: &str) -> ConsentCheck {
+    if purpose == Purpose::ThirdPartyDisclosure {
+        ConsentCheck::NamedRecipient
+    } else if basis == "consent" {
+        ConsentCheck::Always
+    } else {
+        ConsentCheck::Unspecified
     }
-    Ok(())
+}
+
+/// The kinds of a learner's records the agreement's fields reach into, by their path prefixes
+/// (see [`crate::paths`]).
+fn record_kinds(fields: &[String]) -> Vec<RecordKind> {
+    [
+        (RecordKind::Enrolments, "enrolment."),
+        (RecordKind::Results, "result."),
+        (RecordKind::Certificates, "certificate."),
+    ]
+    .into_iter()
+    .filter(|(_, prefix)| fields.iter().any(|f| f.starts_with(prefix)))
+    .map(|(kind, _)| kind)
+    .collect()
 }
 
 /// The profile fields to ask enrolment for: the first segment under `profile.` of each path.
@@ -271,6 +293,37 @@ fn minimised(learner: &Learner, paths: &[String]) -> Result<Learner> {
         copy_path(&source, &mut kept, &segments);
     }
     fields::from_dynamic(&kept)
+}
+
+/// `records` (messages `full_name`), each with only the fields at the paths of `fields` under
+/// `prefix` (`result.score` keeps `score`). Never the record's `learner`: the pseudonym stands
+/// for the learner, as for `learner_id`.
+fn minimised_records<M: Message + Default>(
+    records: &[M],
+    full_name: &str,
+    fields: &[String],
+    prefix: &str,
+) -> Result<Vec<M>> {
+    let paths: Vec<Vec<&str>> = fields
+        .iter()
+        .filter_map(|f| f.strip_prefix(prefix))
+        .map(|rest| rest.split('.').collect::<Vec<_>>())
+        .filter(|segments| segments.first() != Some(&"learner"))
+        .collect();
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    records
+        .iter()
+        .map(|record| {
+            let source = fields::to_dynamic(record, full_name)?;
+            let mut kept = DynamicMessage::new(source.descriptor());
+            for segments in &paths {
+                copy_path(&source, &mut kept, segments);
+            }
+            fields::from_dynamic(&kept)
+        })
+        .collect()
 }
 
 /// Copies the field at `segments` of `from` into `to`, creating the messages along the way.
@@ -496,7 +549,14 @@ impl DisclosureService {
         let s = &self.sharing;
         let purpose = call.purpose().short_name();
         let fields = &terms.fields;
-        learner_fields(fields)?;
+        let records = record_kinds(fields);
+        if records.is_empty() && !new.course_id.is_empty() {
+            return Err(Error::InvalidArgument(vec![Violation::new(
+                "course_id",
+                "the agreement names no fields of learners' records for this purpose, so there \
+                 are no records to choose a course of",
+            )]));
+        }
         let Some(enrolment) = &self.enrolment else {
             return Err(Error::Unavailable(
                 "no enrolment service is configured (sharing.enrolment_endpoint)".into(),
@@ -506,8 +566,13 @@ impl DisclosureService {
             .learners(
                 call.tenant(),
                 purpose,
-                new.learner_ids,
-                read_mask(fields),
+                Asked {
+                    ids: new.learner_ids,
+                    mask: read_mask(fields),
+                    records,
+                    course_id: new.course_id,
+                    consent: consent_check(call.purpose(), &terms.legal_basis),
+                },
                 &partner.partner_id,
             )
             .await?;
@@ -548,10 +613,26 @@ impl DisclosureService {
         let mut entries = Vec::with_capacity(read.learners.len());
         for (i, learner) in read.learners.iter().enumerate() {
             let index = i32::try_from(i + 1).map_err(Error::internal)?;
+            // Enrolment answers with one entry per learner, in order, when records are asked.
+            let of_learner = read
+                .records
+                .get(i)
+                .filter(|r| r.learner_id == learner.learner_id);
+            let (enrolments, results, certificates) = match of_learner {
+                Some(r) => (
+                    minimised_records(&r.enrolments, ENROLMENT, fields, "enrolment.")?,
+                    minimised_records(&r.results, RESULT, fields, "result.")?,
+                    minimised_records(&r.certificates, CERTIFICATE, fields, "certificate.")?,
+                ),
+                None => Default::default(),
+            };
             let mut record = DeliveredRecord {
                 pseudonym: key.pseudonym(&learner.learner_id),
                 learner: Some(minimised(learner, fields)?),
                 payload_sha256: String::new(),
+                enrolments,
+                results,
+                certificates,
             };
             let hash = payload_hash(&record);
             record.payload_sha256 = hash.clone();
@@ -997,6 +1078,7 @@ impl DisclosureApi for DisclosureService {
             idempotency_key: r.idempotency_key.clone(),
             channel: DeliveryChannel::File as i32,
             layout: FileLayout::CandidatesCsv as i32,
+            course_id: String::new(),
         };
         let (basis, reference, requester) = c.parsed((basis, reference, requester))?;
         let mut new = NewDisclosure::parse(&base)?;

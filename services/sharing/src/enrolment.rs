@@ -16,9 +16,9 @@ use tutela_proto::enrolment::course_service_client::CourseServiceClient;
 use tutela_proto::enrolment::enrolment_service_client::EnrolmentServiceClient;
 use tutela_proto::enrolment::learner_service_client::LearnerServiceClient;
 use tutela_proto::enrolment::{
-    AssessmentResult, EnrolmentStatus, GetCourseRequest, Learner, LearnerChange,
-    ListEnrolmentsRequest, ListLearnerChangesRequest, RecordResultRequest, StreamLearnersRequest,
-    WithheldLearner,
+    AssessmentResult, ConsentCheck, EnrolmentStatus, GetCourseRequest, Learner, LearnerChange,
+    LearnerRecords, ListEnrolmentsRequest, ListLearnerChangesRequest, RecordKind,
+    RecordResultRequest, StreamLearnersRequest, WithheldLearner,
 };
 
 /// How long to wait to connect to the enrolment service.
@@ -53,11 +53,27 @@ impl std::fmt::Debug for Enrolment {
     }
 }
 
-/// What a bulk read returned: the learners, and those withheld with the reason.
+/// What a bulk read asks enrolment for.
+pub struct Asked {
+    /// The learners.
+    pub ids: Vec<String>,
+    /// The profile fields, by their proto names.
+    pub mask: Vec<String>,
+    /// Which of their records, if any.
+    pub records: Vec<RecordKind>,
+    /// Only records of this course; empty for every course.
+    pub course_id: String,
+    /// Which consent each learner must have.
+    pub consent: ConsentCheck,
+}
+
+/// What a bulk read returned: the learners, their records, and those withheld with the reason.
 #[derive(Default)]
 pub struct Read {
     /// The learners, each redacted by enrolment to what the purpose may read and to the mask.
     pub learners: Vec<Learner>,
+    /// The records asked for, one entry per learner in the order of `learners`.
+    pub records: Vec<LearnerRecords>,
     /// The learners enrolment did not return, with the reason.
     pub withheld: Vec<WithheldLearner>,
 }
@@ -87,23 +103,25 @@ impl Enrolment {
         })
     }
 
-    /// The learners `ids` of `tenant`, read for `purpose` (its short name) and disclosed to
-    /// `recipient`, with only the profile fields `mask` names.
+    /// The learners `asked` of `tenant` with the records asked, read for `purpose` (its short
+    /// name) and disclosed to `recipient`.
     pub async fn learners(
         &self,
         tenant: &str,
         purpose: &'static str,
-        ids: Vec<String>,
-        mask: Vec<String>,
+        asked: Asked,
         recipient: &str,
     ) -> Result<Read> {
         let token = self.token(tenant)?;
         let mut request = tonic::Request::new(StreamLearnersRequest {
-            learner_ids: ids,
-            read_mask: Some(prost_types::FieldMask { paths: mask }),
+            learner_ids: asked.ids,
+            read_mask: Some(prost_types::FieldMask { paths: asked.mask }),
             resume_token: String::new(),
             batch_size: 1000,
             recipient: recipient.to_owned(),
+            records: asked.records.into_iter().map(i32::from).collect(),
+            course_id: asked.course_id,
+            consent_check: asked.consent.into(),
         });
         authorise(&mut request, &token, purpose)?;
         let mut stream = self
@@ -116,6 +134,7 @@ impl Enrolment {
         let mut read = Read::default();
         while let Some(batch) = stream.message().await.map_err(refused)? {
             read.learners.extend(batch.learners);
+            read.records.extend(batch.records);
             read.withheld.extend(batch.withheld);
         }
         Ok(read)

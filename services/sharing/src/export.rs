@@ -83,25 +83,90 @@ pub fn render(
     Ok(out)
 }
 
-/// A record's learner as JSON, in the one spelling exports use (`fields::to_json`: enums by
-/// name, timestamps in RFC 3339).
+/// A record as JSON, in the one spelling exports use (`fields::to_json`: enums by name,
+/// timestamps in RFC 3339): the learner's fields at the top, and the learner's records as lists
+/// under the prefixes their paths start with (`enrolment`, `result`, `certificate`).
 fn learner_of(r: &DeliveredRecord) -> Result<serde_json::Value> {
     let learner = r.learner.clone().unwrap_or_default();
-    Ok(fields::to_json(&fields::to_dynamic(
+    let mut json = fields::to_json(&fields::to_dynamic(
         &learner,
         "tutela.enrolment.v1.Learner",
-    )?))
+    )?);
+    let lists = [
+        (
+            "enrolment",
+            list(&r.enrolments, "tutela.enrolment.v1.Enrolment")?,
+        ),
+        (
+            "result",
+            list(&r.results, "tutela.enrolment.v1.AssessmentResult")?,
+        ),
+        (
+            "certificate",
+            list(&r.certificates, "tutela.enrolment.v1.Certificate")?,
+        ),
+    ];
+    if let serde_json::Value::Object(map) = &mut json {
+        for (prefix, items) in lists {
+            map.insert(prefix.to_owned(), items);
+        }
+    }
+    Ok(json)
 }
 
-/// The value at `path` as text: strings as they are, lists joined with "; ", absent fields
-/// empty.
-fn value_at(learner: &serde_json::Value, path: &str) -> String {
-    let value = path
-        .split('.')
-        .try_fold(learner, |v, segment| v.get(segment));
-    match value {
-        None | Some(serde_json::Value::Null) => String::new(),
-        Some(v) => text(v),
+/// `records` as a JSON list. A number or flag at its default is written out (`false`, `0`):
+/// proto3 does not tell it from unset, and in a file an empty cell would read as unknown, where
+/// the partner pulling the same record reads the default.
+fn list<M: prost::Message>(records: &[M], full_name: &str) -> Result<serde_json::Value> {
+    use prost_reflect::{Kind, ReflectMessage};
+    records
+        .iter()
+        .map(|m| {
+            let message = fields::to_dynamic(m, full_name)?;
+            let mut json = fields::to_json(&message);
+            if let serde_json::Value::Object(map) = &mut json {
+                for field in message.descriptor().fields() {
+                    let default = match field.kind() {
+                        _ if field.is_list() || field.is_map() => continue,
+                        Kind::Bool => serde_json::Value::Bool(false),
+                        Kind::Double | Kind::Float => serde_json::json!(0.0),
+                        Kind::Int32 | Kind::Int64 | Kind::Uint32 | Kind::Uint64 => {
+                            serde_json::json!(0)
+                        }
+                        _ => continue,
+                    };
+                    map.entry(field.name()).or_insert(default);
+                }
+            }
+            Ok(json)
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(serde_json::Value::Array)
+}
+
+/// The value at `path` as text: strings as they are, lists joined with "; " (a path through a
+/// list of records gives each record's value: `result.score` is `78; 91`), absent fields empty.
+fn value_at(record: &serde_json::Value, path: &str) -> String {
+    let segments: Vec<&str> = path.split('.').collect();
+    let mut found = Vec::new();
+    values_at(record, &segments, &mut found);
+    found.iter().map(|v| text(v)).collect::<Vec<_>>().join("; ")
+}
+
+fn values_at<'a>(v: &'a serde_json::Value, path: &[&str], out: &mut Vec<&'a serde_json::Value>) {
+    match (v, path.split_first()) {
+        (serde_json::Value::Array(items), Some(_)) => {
+            for item in items {
+                values_at(item, path, out);
+            }
+        }
+        (_, Some((first, rest))) => {
+            if let Some(inner) = v.get(first) {
+                values_at(inner, rest, out);
+            }
+        }
+        (serde_json::Value::Null, None) => {}
+        (_, None) => out.push(v),
     }
 }
 
@@ -175,6 +240,32 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "plain,\"a,b\",\"say \"\"hi\"\"\",\"'=HYPERLINK(\"\"x\"\")\",'-1\r\n"
         );
+    }
+
+    #[test]
+    fn a_path_into_records_gives_each_records_value() {
+        use tutela_proto::enrolment::{AssessmentResult, Learner, LearnerProfile};
+        let result = |score| AssessmentResult {
+            score,
+            passed: score >= 50.0,
+            ..Default::default()
+        };
+        let record = DeliveredRecord {
+            learner: Some(Learner {
+                profile: Some(LearnerProfile {
+                    family_name: "Okafor".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            results: vec![result(71.0), result(45.5)],
+            ..Default::default()
+        };
+        let json = learner_of(&record).unwrap();
+        assert_eq!(value_at(&json, "profile.family_name"), "Okafor");
+        assert_eq!(value_at(&json, "result.score"), "71.0; 45.5");
+        assert_eq!(value_at(&json, "result.passed"), "true; false");
+        assert_eq!(value_at(&json, "certificate.title"), "");
     }
 
     #[test]

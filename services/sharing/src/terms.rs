@@ -36,7 +36,7 @@ pub const SAFEGUARDS: [(TransferSafeguard, &str); 5] = [
 ];
 
 /// The register purpose of each agreement purpose: the register's short name is what is stored.
-pub const PURPOSES: [(AgreementPurpose, Purpose); 5] = [
+pub const PURPOSES: [(AgreementPurpose, Purpose); 6] = [
     (AgreementPurpose::ExamBooking, Purpose::ExamBooking),
     (AgreementPurpose::ExamResults, Purpose::ExamResults),
     (AgreementPurpose::FunderReporting, Purpose::FunderReporting),
@@ -45,6 +45,10 @@ pub const PURPOSES: [(AgreementPurpose, Purpose); 5] = [
         Purpose::MalpracticeInvestigation,
     ),
     (AgreementPurpose::LegalObligation, Purpose::LegalObligation),
+    (
+        AgreementPurpose::ThirdPartyDisclosure,
+        Purpose::ThirdPartyDisclosure,
+    ),
 ];
 
 /// The stored name of `value` in `table`.
@@ -108,7 +112,10 @@ mod tests {
             SAFEGUARDS.len(),
             TransferSafeguard::Art49Derogation as usize
         );
-        assert_eq!(PURPOSES.len(), AgreementPurpose::LegalObligation as usize);
+        assert_eq!(
+            PURPOSES.len(),
+            AgreementPurpose::ThirdPartyDisclosure as usize
+        );
         for (kind, n) in KINDS {
             assert_eq!(number(&KINDS, n), kind as i32);
         }

@@ -145,6 +145,41 @@ pub(crate) fn consented(
     }
 }
 
+/// Which consent a bulk read for a disclosure checks of each subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConsentNeed {
+    /// What the register says of the purpose (`consent_required`).
+    #[default]
+    Register,
+    /// Consent to the purpose (and recipient) whatever the register says: the disclosure's own
+    /// legal basis is consent.
+    Always,
+    /// Consent that names the recipient itself; consent to the purpose as a whole does not
+    /// count (S2: a partner's own use, such as its marketing, needs the learner's specific
+    /// consent for that partner).
+    OfRecipient,
+}
+
+/// CONSENT_REQUIRED unless `snapshot` holds a grant for `purpose` that names `recipient` itself.
+pub(crate) fn consented_to_recipient(
+    snapshot: &ConsentSnapshot,
+    purpose: Purpose,
+    recipient: &str,
+) -> Result<()> {
+    let named = snapshot
+        .facts
+        .get(&(purpose as i32, recipient.to_owned()))
+        .is_some_and(|fact| fact.granted);
+    if named && !recipient.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::ConsentRequired {
+            purpose: purpose.short_name(),
+            recipient: Some(recipient.to_owned()).filter(|r| !r.is_empty()),
+        })
+    }
+}
+
 /// PROCESSING_RESTRICTED when `snapshot` is restricted and `purpose` is not one a restriction
 /// allows.
 pub(crate) fn unrestricted(snapshot: &ConsentSnapshot, purpose: Purpose) -> Result<()> {

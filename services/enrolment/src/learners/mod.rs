@@ -24,6 +24,7 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use tutela_policy::audit::AuditKeys;
+use tutela_policy::consent::ConsentNeed;
 use tutela_policy::consent::check_evidence;
 use tutela_policy::idempotency::{self as keys, Idempotency};
 use tutela_policy::scope::{Tenant, found};
@@ -33,10 +34,11 @@ use tutela_proto::common::{DataCategory, PageResponse};
 use tutela_proto::consent::ConsentActor;
 use tutela_proto::enrolment::learner_service_server::LearnerService as LearnerApi;
 use tutela_proto::enrolment::{
-    CreateLearnerRequest, CreateLearnerResponse, GetLearnerRequest, GetLearnerResponse, Learner,
-    LearnerChange, LearnerChangeKind, LearnerProfile, ListLearnerChangesRequest,
-    ListLearnerChangesResponse, ListLearnersRequest, ListLearnersResponse, StreamLearnersRequest,
-    UpdateLearnerRequest, UpdateLearnerResponse,
+    ConsentCheck, CreateLearnerRequest, CreateLearnerResponse, GetLearnerRequest,
+    GetLearnerResponse, Learner, LearnerChange, LearnerChangeKind, LearnerProfile,
+    ListLearnerChangesRequest, ListLearnerChangesResponse, ListLearnersRequest,
+    ListLearnersResponse, RecordKind, StreamLearnersRequest, UpdateLearnerRequest,
+    UpdateLearnerResponse,
 };
 use tutela_store::vault::KEYS_TABLE;
 use tutela_store::{KeyVault, Keyring, SharedClock, StoredKey, SubjectKey};
@@ -874,6 +876,43 @@ impl LearnerApi for LearnerService {
             }
         };
         let recipient = recipient.ok().filter(|r| !r.is_empty()).map(str::to_owned);
+        let mut records = Vec::with_capacity(r.records.len());
+        for (i, kind) in r.records.iter().enumerate() {
+            match RecordKind::try_from(*kind) {
+                Ok(kind) if kind != RecordKind::Unspecified => {
+                    if records.contains(&kind) {
+                        c.fail(format!("records[{i}]"), "each kind once");
+                    }
+                    records.push(kind);
+                }
+                _ => c.fail(format!("records[{i}]"), "not a record kind"),
+            }
+        }
+        let course_id = match r.course_id.trim() {
+            "" => None,
+            id => c.uuid(id, "course_id").ok(),
+        };
+        c.ensure(
+            r.course_id.trim().is_empty() || !r.records.is_empty(),
+            "course_id",
+            "needs records: it chooses which records to return",
+        );
+        let consent = match ConsentCheck::try_from(r.consent_check) {
+            Ok(ConsentCheck::Unspecified) => ConsentNeed::Register,
+            Ok(ConsentCheck::Always) => ConsentNeed::Always,
+            Ok(ConsentCheck::NamedRecipient) => {
+                c.ensure(
+                    !r.recipient.trim().is_empty(),
+                    "recipient",
+                    "required with CONSENT_CHECK_NAMED_RECIPIENT",
+                );
+                ConsentNeed::OfRecipient
+            }
+            Err(_) => {
+                c.fail("consent_check", "not a consent check");
+                ConsentNeed::Register
+            }
+        };
         c.finish()?;
         let categories = match &mask {
             Some(mask) => mask.iter().map(|(_, _, category)| *category).collect(),
@@ -890,6 +929,9 @@ impl LearnerApi for LearnerService {
             recipient,
             mask: mask.map(|m| m.into_iter().map(|(field, _, _)| field).collect()),
             categories,
+            records,
+            course_id,
+            consent,
         };
         Ok(Response::new(stream::start(
             self.learners.clone(),

@@ -13,14 +13,19 @@ use sea_orm::{ColumnTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+use tutela_policy::consent::ConsentNeed;
 use tutela_policy::validate::{page_token, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Result, fields};
-use tutela_proto::enrolment::{Learner, LearnerProfile, StreamLearnersResponse, WithheldLearner};
+use tutela_proto::enrolment::{
+    Learner, LearnerProfile, LearnerRecords, RecordKind, StreamLearnersResponse, WithheldLearner,
+};
 use tutela_store::StoredKey;
 use tutela_store::vault::KEYS_TABLE;
 
 use super::entity::{learner, part};
 use super::{Learners, PROFILE};
+use crate::outcomes::entity::certificate::{self, to_certificate};
+use crate::records::entity::{enrolment, result, to_enrolment, to_result};
 
 /// The stream StreamLearners answers with.
 pub type LearnerStream = ReceiverStream<std::result::Result<StreamLearnersResponse, Status>>;
@@ -38,6 +43,12 @@ pub(crate) struct Plan {
     pub mask: Option<Vec<FieldDescriptor>>,
     /// The categories opened: what the caller may read, within the mask's.
     pub categories: CategorySet,
+    /// Which of each learner's records go with them, each kind once.
+    pub records: Vec<RecordKind>,
+    /// Only records of this course.
+    pub course_id: Option<String>,
+    /// Which consent each learner must have.
+    pub consent: ConsentNeed,
 }
 
 /// A learner's row of a batch with their key row (none if they have none). No Debug: it holds a
@@ -107,7 +118,9 @@ async fn produce(
             })
             .collect();
         let ids: Vec<String> = rows.iter().map(|r| r.learner_id.clone()).collect();
-        let checks = call.subjects_for(&ids, plan.recipient.as_deref()).await?;
+        let checks = call
+            .subjects_for(&ids, plan.recipient.as_deref(), plan.consent)
+            .await?;
         let mut allowed = Vec::with_capacity(rows.len());
         for (row, check) in rows.iter().zip(checks) {
             match check {
@@ -121,7 +134,14 @@ async fn produce(
                 Err(err) => return Err(err),
             }
         }
-        let (batch, read) = learners.open_batch(call, &allowed, plan).await?;
+        let (batch, mut read) = learners.open_batch(call, &allowed, plan).await?;
+        let records = if plan.records.is_empty() {
+            Vec::new()
+        } else {
+            let (records, held) = learners.records_of(call, &allowed, plan).await?;
+            read = read.union(held);
+            records
+        };
         let resume_token = match (&plan.ids, rows.last()) {
             (None, Some(last)) => {
                 after = last.seq;
@@ -142,6 +162,7 @@ async fn produce(
             learners: batch,
             withheld,
             resume_token,
+            records,
         };
         if tx.send(Ok(message)).await.is_err() {
             // The caller went away; what it received is recorded.
@@ -255,6 +276,104 @@ impl Learners {
             });
         }
         Ok((learners, read))
+    }
+}
+
+impl Learners {
+    /// The records of the plan's kinds of the `rows`' learners, one entry per learner in their
+    /// order, and the categories they can hold that the call may read (the guard redacts the
+    /// rest on the wire, as in every response). Three statements at most, whatever the batch.
+    async fn records_of(
+        &self,
+        call: &Authorized,
+        rows: &[&Row],
+        plan: &Plan,
+    ) -> Result<(Vec<LearnerRecords>, CategorySet)> {
+        let ids = || rows.iter().map(|r| r.learner_id.clone());
+        let wants = |kind| plan.records.contains(&kind);
+        let mut of: HashMap<&str, LearnerRecords> = rows
+            .iter()
+            .map(|r| {
+                let records = LearnerRecords {
+                    learner_id: r.learner_id.clone(),
+                    ..Default::default()
+                };
+                (r.learner_id.as_str(), records)
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok((Vec::new(), CategorySet::EMPTY));
+        }
+        let mut kinds = Vec::new();
+        // A course's results are those of its enrolments, so they are read for the filter too.
+        let mut course_enrolments = Vec::new();
+        if wants(RecordKind::Enrolments) || (wants(RecordKind::Results) && plan.course_id.is_some())
+        {
+            let mut select = call
+                .find::<enrolment::Entity>()
+                .filter(enrolment::Column::LearnerId.is_in(ids()));
+            if let Some(course) = &plan.course_id {
+                select = select.filter(enrolment::Column::CourseId.eq(course.as_str()));
+            }
+            let rows = select
+                .order_by_asc(enrolment::Column::Seq)
+                .all(&self.db)
+                .await?;
+            course_enrolments = rows.iter().map(|e| e.enrolment_id.clone()).collect();
+            if wants(RecordKind::Enrolments) {
+                kinds.push("tutela.enrolment.v1.Enrolment");
+                for row in &rows {
+                    if let Some(r) = of.get_mut(row.learner_id.as_str()) {
+                        r.enrolments.push(to_enrolment(row));
+                    }
+                }
+            }
+        }
+        if wants(RecordKind::Results) {
+            kinds.push("tutela.enrolment.v1.AssessmentResult");
+            let mut select = call
+                .find::<result::Entity>()
+                .filter(result::Column::LearnerId.is_in(ids()));
+            if plan.course_id.is_some() {
+                select = select.filter(result::Column::EnrolmentId.is_in(course_enrolments));
+            }
+            for row in select
+                .order_by_asc(result::Column::Seq)
+                .all(&self.db)
+                .await?
+            {
+                if let Some(r) = of.get_mut(row.learner_id.as_str()) {
+                    r.results.push(to_result(&row));
+                }
+            }
+        }
+        if wants(RecordKind::Certificates) {
+            kinds.push("tutela.enrolment.v1.Certificate");
+            let mut select = call
+                .find::<certificate::Entity>()
+                .filter(certificate::Column::LearnerId.is_in(ids()));
+            if let Some(course) = &plan.course_id {
+                select = select.filter(certificate::Column::CourseId.eq(course.as_str()));
+            }
+            for row in select
+                .order_by_asc(certificate::Column::Seq)
+                .all(&self.db)
+                .await?
+            {
+                if let Some(r) = of.get_mut(row.learner_id.as_str()) {
+                    r.certificates.push(to_certificate(&row));
+                }
+            }
+        }
+        let mut held = CategorySet::EMPTY;
+        for kind in kinds {
+            held = held.union(fields::categories_of(&fields::descriptor(kind)?));
+        }
+        let records = rows
+            .iter()
+            .filter_map(|r| of.remove(r.learner_id.as_str()))
+            .collect();
+        Ok((records, held.intersect(call.readable())))
     }
 }
 

@@ -1,4 +1,9 @@
-//! Courses, enrolments and results.
+//! Courses, enrolments and results, and their messages in the contract (here, beside the rows,
+//! so that a bulk reader such as StreamLearners needs no more than the tables).
+
+use tutela_policy::validate::timestamp;
+use tutela_proto::common::SubjectRef;
+use tutela_proto::enrolment::{AssessmentResult, Enrolment, EnrolmentStatus};
 
 /// A course or programme run (no personal data).
 pub mod course {
@@ -74,4 +79,37 @@ pub mod result {
     }
 
     tutela_policy::scoped_entity!(tenant: Tenant, subject: LearnerId);
+}
+
+pub(crate) fn status_of(row: &enrolment::Model) -> EnrolmentStatus {
+    EnrolmentStatus::from_str_name(&row.status).unwrap_or(EnrolmentStatus::Unspecified)
+}
+
+pub(crate) fn to_enrolment(row: &enrolment::Model) -> Enrolment {
+    Enrolment {
+        enrolment_id: row.enrolment_id.clone(),
+        learner: Some(SubjectRef {
+            subject_id: row.learner_id.clone(),
+        }),
+        course_id: row.course_id.clone(),
+        status: status_of(row) as i32,
+        created_at: Some(timestamp(row.created_at)),
+        status_changed_at: Some(timestamp(row.status_changed_at)),
+    }
+}
+
+pub(crate) fn to_result(row: &result::Model) -> AssessmentResult {
+    AssessmentResult {
+        result_id: row.result_id.clone(),
+        enrolment_id: row.enrolment_id.clone(),
+        learner: Some(SubjectRef {
+            subject_id: row.learner_id.clone(),
+        }),
+        assessment: row.assessment.clone(),
+        score: row.score,
+        maximum: row.maximum,
+        passed: row.passed,
+        assessed_at: Some(timestamp(row.assessed_at)),
+        assessor: row.assessor.clone(),
+    }
 }

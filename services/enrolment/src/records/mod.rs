@@ -3,6 +3,8 @@
 
 pub mod entity;
 
+pub(crate) use entity::{status_of, to_enrolment, to_result};
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
@@ -12,17 +14,17 @@ use tonic::{Request, Response, Status};
 use tutela_policy::Precondition;
 use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::scope::found;
-use tutela_policy::validate::{Checks, page_token, timestamp};
+use tutela_policy::validate::{Checks, page_token};
 use tutela_policy::{Authorized, CategorySet, Error, Result, SubjectAccess};
 use tutela_proto::common::{DataCategory, PageResponse, SubjectRef};
 use tutela_proto::enrolment::course_service_server::CourseService as CourseApi;
 use tutela_proto::enrolment::enrolment_service_server::EnrolmentService as EnrolmentApi;
 use tutela_proto::enrolment::{
-    AssessmentResult, ChangeEnrolmentStatusRequest, ChangeEnrolmentStatusResponse, Course,
-    CreateCourseRequest, CreateCourseResponse, EnrolLearnerRequest, EnrolLearnerResponse,
-    Enrolment, EnrolmentStatus, GetCourseRequest, GetCourseResponse, ListCoursesRequest,
-    ListCoursesResponse, ListEnrolmentsRequest, ListEnrolmentsResponse, ListResultsRequest,
-    ListResultsResponse, RecordResultRequest, RecordResultResponse,
+    ChangeEnrolmentStatusRequest, ChangeEnrolmentStatusResponse, Course, CreateCourseRequest,
+    CreateCourseResponse, EnrolLearnerRequest, EnrolLearnerResponse, EnrolmentStatus,
+    GetCourseRequest, GetCourseResponse, ListCoursesRequest, ListCoursesResponse,
+    ListEnrolmentsRequest, ListEnrolmentsResponse, ListResultsRequest, ListResultsResponse,
+    RecordResultRequest, RecordResultResponse,
 };
 
 use crate::held::Held;
@@ -53,10 +55,6 @@ pub fn transition_allowed(from: EnrolmentStatus, to: EnrolmentStatus) -> bool {
     )
 }
 
-pub(crate) fn status_of(row: &enrolment::Model) -> EnrolmentStatus {
-    EnrolmentStatus::from_str_name(&row.status).unwrap_or(EnrolmentStatus::Unspecified)
-}
-
 // Each row of these tables remembers the idempotency key and request of the write that made it.
 tutela_policy::idempotent_rows!(course, enrolment, result);
 
@@ -69,35 +67,6 @@ fn to_course(row: &course::Model) -> Course {
         awarding_body: row.awarding_body.clone(),
         start_date: row.start_date.format("%Y-%m-%d").to_string(),
         end_date: row.end_date.format("%Y-%m-%d").to_string(),
-    }
-}
-
-pub(crate) fn to_enrolment(row: &enrolment::Model) -> Enrolment {
-    Enrolment {
-        enrolment_id: row.enrolment_id.clone(),
-        learner: Some(SubjectRef {
-            subject_id: row.learner_id.clone(),
-        }),
-        course_id: row.course_id.clone(),
-        status: status_of(row) as i32,
-        created_at: Some(timestamp(row.created_at)),
-        status_changed_at: Some(timestamp(row.status_changed_at)),
-    }
-}
-
-pub(crate) fn to_result(row: &result::Model) -> AssessmentResult {
-    AssessmentResult {
-        result_id: row.result_id.clone(),
-        enrolment_id: row.enrolment_id.clone(),
-        learner: Some(SubjectRef {
-            subject_id: row.learner_id.clone(),
-        }),
-        assessment: row.assessment.clone(),
-        score: row.score,
-        maximum: row.maximum,
-        passed: row.passed,
-        assessed_at: Some(timestamp(row.assessed_at)),
-        assessor: row.assessor.clone(),
     }
 }
 

@@ -7,7 +7,8 @@ use sea_orm::{ConnectionTrait, Statement};
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tutela_proto::enrolment::{
-    CreateLearnerRequest, StreamLearnersRequest, StreamLearnersResponse,
+    AwardKind, ChangeEnrolmentStatusRequest, ConsentCheck, CreateLearnerRequest, EnrolmentStatus,
+    IssueCertificateRequest, RecordKind, StreamLearnersRequest, StreamLearnersResponse,
 };
 use tutela_proto::privacy::RestrictSubjectRequest;
 use tutela_testkit::{Credentials, TestSuite};
@@ -377,4 +378,185 @@ async fn rectifications_and_erasures_reach_the_change_feed_in_commit_order_witho
             .changes
             .is_empty()
     );
+}
+
+#[tokio::test]
+async fn a_service_streams_the_records_it_asks_for_of_one_course_redacted_to_the_purpose() {
+    let suite = TestSuite::start().await.unwrap();
+    let ids = create_learners(&suite, 2).await;
+    let exam = suite.create_course("acme", "EXAM-4").await.unwrap();
+    let other = suite.create_course("acme", "ENG-L3").await.unwrap();
+    let started = EnrolmentStatus::Started;
+    let enrolment = suite.enrol("acme", &ids[0], &exam, started).await.unwrap();
+    let elsewhere = suite.enrol("acme", &ids[0], &other, started).await.unwrap();
+    let mut tutor = suite.enrolments(staff(&suite, "tutor", "course_administration"));
+    for (e, score) in [(&enrolment, 71.0), (&elsewhere, 90.0)] {
+        tutor
+            .record_result(tutela_testkit::sample_result(e, score))
+            .await
+            .unwrap();
+    }
+    suite
+        .enrolments(staff(&suite, "registrar", "course_administration"))
+        .change_enrolment_status(ChangeEnrolmentStatusRequest {
+            enrolment_id: enrolment.clone(),
+            status: EnrolmentStatus::Completed as i32,
+        })
+        .await
+        .unwrap();
+    suite
+        .certificates(staff(&suite, "registrar", "certification"))
+        .issue_certificate(IssueCertificateRequest {
+            enrolment_id: enrolment.clone(),
+            kind: AwardKind::Certificate as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let kinds = [
+        RecordKind::Enrolments,
+        RecordKind::Results,
+        RecordKind::Certificates,
+    ];
+    let request = StreamLearnersRequest {
+        learner_ids: ids.clone(),
+        read_mask: mask(&["given_name"]),
+        records: kinds.iter().map(|k| *k as i32).collect(),
+        course_id: exam.clone(),
+        ..Default::default()
+    };
+    let batches = stream(&suite, service(&suite, "exam_results"), request.clone())
+        .await
+        .unwrap();
+    let records = &batches[0].records;
+    let of: Vec<&str> = records.iter().map(|r| r.learner_id.as_str()).collect();
+    assert_eq!(
+        of,
+        [ids[0].as_str(), ids[1].as_str()],
+        "one entry per learner, in order"
+    );
+    // The exam's course only: one of each, the other course's result left out.
+    let first = &records[0];
+    assert_eq!(
+        (
+            first.enrolments.len(),
+            first.results.len(),
+            first.certificates.len()
+        ),
+        (1, 1, 1)
+    );
+    // Exam results may read assessments: the result is whole, its learner too...
+    let r = &first.results[0];
+    assert_eq!(
+        (r.score, r.assessment.as_str()),
+        (71.0, "Unit 4 written exam")
+    );
+    assert_eq!(r.learner.as_ref().unwrap().subject_id, ids[0]);
+    // ...but not education data: the guard clears the enrolment's and certificate's fields.
+    assert!(r.enrolment_id.is_empty(), "{r:?}");
+    let e = &first.enrolments[0];
+    assert!(
+        e.enrolment_id.is_empty() && e.course_id.is_empty() && e.status == 0,
+        "{e:?}"
+    );
+    let c = &first.certificates[0];
+    assert!(c.certificate_id.is_empty() && c.title.is_empty() && c.issued_at.is_none());
+    let second = &records[1];
+    assert!(second.enrolments.is_empty() && second.results.is_empty());
+
+    // Every course's records without `course_id`; none at all without `records`.
+    let mut every = request.clone();
+    every.course_id.clear();
+    let batches = stream(&suite, service(&suite, "exam_results"), every)
+        .await
+        .unwrap();
+    let scores: Vec<f64> = batches[0].records[0]
+        .results
+        .iter()
+        .map(|r| r.score)
+        .collect();
+    assert_eq!(scores, [71.0, 90.0]);
+    let mut none = request.clone();
+    none.records.clear();
+    none.course_id.clear();
+    let batches = stream(&suite, service(&suite, "exam_results"), none)
+        .await
+        .unwrap();
+    assert!(batches[0].records.is_empty());
+
+    // Bad requests name their fields.
+    let mut twice = request.clone();
+    twice.records = vec![RecordKind::Results as i32, RecordKind::Results as i32];
+    let mut unknown = request.clone();
+    unknown.records = vec![0];
+    let mut course_alone = request.clone();
+    course_alone.records.clear();
+    for (bad, field) in [
+        (twice, "records[1]"),
+        (unknown, "records[0]"),
+        (course_alone, "course_id"),
+    ] {
+        let err = stream(&suite, service(&suite, "exam_results"), bad)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), fields(&err)),
+            (Code::InvalidArgument, vec![field.to_owned()])
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_may_ask_for_more_consent_than_the_register_never_less() {
+    let suite = TestSuite::start().await.unwrap();
+    let ids = create_learners(&suite, 3).await;
+    let purpose = tutela_proto::common::Purpose::ThirdPartyDisclosure;
+    suite
+        .grant_consent("acme", &ids[0], purpose, "")
+        .await
+        .unwrap();
+    suite
+        .grant_consent("acme", &ids[1], purpose, "partner-7")
+        .await
+        .unwrap();
+    let read = |check: ConsentCheck| StreamLearnersRequest {
+        learner_ids: ids.clone(),
+        recipient: "partner-7".into(),
+        consent_check: check as i32,
+        ..Default::default()
+    };
+    let streamed = |batches: Vec<StreamLearnersResponse>| -> Vec<String> {
+        batches
+            .iter()
+            .flat_map(|b| b.learners.iter().map(|l| l.learner_id.clone()))
+            .collect()
+    };
+    let as_sharing = || service(&suite, "third_party_disclosure");
+    // The register asks for consent to the purpose, for the recipient or as a whole; so does
+    // ALWAYS (which differs only where the register's purpose names consent without requiring
+    // it), and never less.
+    for check in [ConsentCheck::Unspecified, ConsentCheck::Always] {
+        let consented = stream(&suite, as_sharing(), read(check)).await.unwrap();
+        assert_eq!(consented[0].withheld[0].learner_id, ids[2]);
+        assert_eq!(consented[0].withheld[0].reason, "CONSENT_REQUIRED");
+        assert_eq!(streamed(consented), [ids[0].clone(), ids[1].clone()]);
+    }
+    // Named: only the grant that names the recipient counts.
+    let named = stream(&suite, as_sharing(), read(ConsentCheck::NamedRecipient))
+        .await
+        .unwrap();
+    assert_eq!(streamed(named), [ids[1].clone()]);
+
+    let mut nameless = read(ConsentCheck::NamedRecipient);
+    nameless.recipient.clear();
+    let mut unknown = read(ConsentCheck::Always);
+    unknown.consent_check = 9;
+    for (bad, field) in [(nameless, "recipient"), (unknown, "consent_check")] {
+        let err = stream(&suite, as_sharing(), bad).await.unwrap_err();
+        assert_eq!(
+            (err.code(), fields(&err)),
+            (Code::InvalidArgument, vec![field.to_owned()])
+        );
+    }
 }

@@ -11,7 +11,7 @@ use tutela_proto::enrolment::{
 };
 use tutela_testkit::{Credentials, TestSuite};
 
-use crate::records::{move_to, new_course, new_learner, result};
+use crate::records::{move_to, new_course, new_learner};
 use crate::*;
 
 /// Personal data of the fixtures (declared so the log scan looks for them).
@@ -95,7 +95,7 @@ async fn enrolments_results_certificates_and_feedback_replay_their_first_answer(
     }
     let mut results = suite.enrolments(staff(&suite, "tutor", "course_administration"));
     let keyed_result = |score: f64| {
-        let mut r = result(&enrolment, score);
+        let mut r = tutela_testkit::sample_result(&enrolment, score);
         r.idempotency_key = key("result-key-0001");
         r
     };

@@ -1,12 +1,11 @@
 //! Courses, the enrolment lifecycle and assessment results, and their place in exports and
 //! erasure.
 
-use prost_types::Timestamp;
 use tonic::Code;
 use tutela_proto::enrolment::{
-    AssessmentResult, ChangeEnrolmentStatusRequest, Course, CreateCourseRequest,
-    CreateLearnerRequest, EnrolLearnerRequest, EnrolmentStatus, GetCourseRequest,
-    ListEnrolmentsRequest, ListResultsRequest, RecordResultRequest,
+    ChangeEnrolmentStatusRequest, Course, CreateCourseRequest, CreateLearnerRequest,
+    EnrolLearnerRequest, EnrolmentStatus, GetCourseRequest, ListEnrolmentsRequest,
+    ListResultsRequest,
 };
 use tutela_proto::privacy::{EraseSubjectRequest, ExportSubjectRequest};
 use tutela_testkit::{Credentials, TestSuite};
@@ -85,25 +84,6 @@ pub async fn move_to(
         })
         .await
         .map(|r| r.into_inner().enrolment.unwrap().status())
-}
-
-pub fn result(enrolment: &str, score: f64) -> RecordResultRequest {
-    RecordResultRequest {
-        result: Some(AssessmentResult {
-            enrolment_id: enrolment.into(),
-            assessment: "Unit 4 written exam".into(),
-            score,
-            maximum: 100.0,
-            passed: score >= 50.0,
-            assessed_at: Some(Timestamp {
-                seconds: 1_790_000_000,
-                nanos: 0,
-            }),
-            assessor: "tutor-1".into(),
-            ..Default::default()
-        }),
-        idempotency_key: None,
-    }
 }
 
 #[tokio::test]
@@ -211,7 +191,7 @@ async fn results_are_recorded_for_started_enrolments_and_learners_see_only_their
     let enrolment = enrol(&suite, &learner, &course_id).await;
     let mut tutor = suite.enrolments(staff(&suite, "tutor", "course_administration"));
     let err = tutor
-        .record_result(result(&enrolment, 71.0))
+        .record_result(tutela_testkit::sample_result(&enrolment, 71.0))
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "ENROLMENT_NOT_STARTED");
@@ -222,12 +202,12 @@ async fn results_are_recorded_for_started_enrolments_and_learners_see_only_their
         .await
         .unwrap();
     let err = tutor
-        .record_result(result(&enrolment, 130.0))
+        .record_result(tutela_testkit::sample_result(&enrolment, 130.0))
         .await
         .unwrap_err();
     assert_eq!(fields(&err), ["result.score"]);
     let recorded = tutor
-        .record_result(result(&enrolment, 71.0))
+        .record_result(tutela_testkit::sample_result(&enrolment, 71.0))
         .await
         .unwrap()
         .into_inner()
@@ -278,7 +258,7 @@ async fn an_export_carries_enrolments_and_results_and_erasure_removes_them() {
         .unwrap();
     suite
         .enrolments(staff(&suite, "tutor", "course_administration"))
-        .record_result(result(&enrolment, 64.0))
+        .record_result(tutela_testkit::sample_result(&enrolment, 64.0))
         .await
         .unwrap();
     let dpo = Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");

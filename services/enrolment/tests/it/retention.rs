@@ -14,7 +14,7 @@ use tutela_proto::privacy::{DescribeSubjectRequest, EraseSubjectRequest, ExportS
 use tutela_testkit::{Credentials, TestSuite};
 
 use crate::learners::stored_in_plaintext;
-use crate::records::{enrol, move_to, new_course, new_learner, result};
+use crate::records::{enrol, move_to, new_course, new_learner};
 use crate::*;
 
 /// A learner with a started enrolment and two results; returns (learner, [result ids]).
@@ -39,7 +39,7 @@ async fn learner_on(suite: &TestSuite, course_id: &str) -> (String, Vec<String>)
         ids.push(
             suite
                 .enrolments(staff(suite, "tutor", "course_administration"))
-                .record_result(result(&enrolment, score))
+                .record_result(tutela_testkit::sample_result(&enrolment, score))
                 .await
                 .unwrap()
                 .into_inner()

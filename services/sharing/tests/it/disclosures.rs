@@ -8,9 +8,10 @@ use sha2::{Digest, Sha256};
 use tonic::Code;
 use tutela_policy::PrincipalKind;
 use tutela_policy::principal::TokenRequest;
-use tutela_proto::common::SubjectRef;
+use tutela_proto::common::{LegalBasis, Purpose, SubjectRef};
+use tutela_proto::enrolment::{EnrolmentStatus, LearnerProfile};
 use tutela_proto::sharing::{
-    ActivateAgreementRequest, DeliveredRecord, DiscloseRequest, ListDisclosuresRequest,
+    AgreementPurpose, DeliveredRecord, DiscloseRequest, ListDisclosuresRequest,
     PullDeliveriesRequest, TerminateAgreementRequest,
 };
 use tutela_testkit::{Credentials, TestSuite, sample_profile};
@@ -26,25 +27,11 @@ pub async fn learners(suite: &TestSuite, n: u64) -> Vec<String> {
 }
 
 /// A partner of `acme` in GB with an agreement in force (exam booking: id, names, email, photo
-/// id reference); the partner's and the agreement's ids.
+/// id reference; exam results: score, passed, when); the partner's and the agreement's ids.
 pub async fn partner_in_force(suite: &TestSuite) -> (String, String) {
     let partner_id = partner(suite, "GB").await;
-    let mut agreements = suite.agreements(dpo(suite));
-    let mut request = new_agreement(&partner_id);
-    // Exam booking only: results are fields of a learner's records, disclosed by a later path.
-    request.purposes.truncate(1);
-    let id = agreements
-        .create_agreement(request)
-        .await
-        .unwrap()
-        .into_inner()
-        .agreement
-        .unwrap()
-        .agreement_id;
-    agreements
-        .activate_agreement(ActivateAgreementRequest {
-            agreement_id: id.clone(),
-        })
+    let id = suite
+        .agreement_in_force("acme", new_agreement(&partner_id))
         .await
         .unwrap();
     (partner_id, id)
@@ -463,4 +450,186 @@ async fn an_exceptional_disclosure_is_the_dpos_logged_with_its_order_and_told_on
         recipients.push(doc["recipients"].as_array().unwrap().len());
     }
     assert_eq!(recipients, [0, 1], "told only once allowed");
+}
+
+/// What the dpo discloses for exam results in `request`, as the partner pulls it.
+async fn results_pulled(suite: &TestSuite, request: DiscloseRequest) -> Vec<DeliveredRecord> {
+    let partner_id = request.partner_id.clone();
+    let delivery = suite
+        .disclosures(staff(suite, "acme", "dpo", "exam_results"))
+        .disclose(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .delivery
+        .unwrap();
+    let partner = as_partner(suite, &partner_id, "exam_results");
+    pull(suite, partner, &delivery.delivery_id).await.unwrap()
+}
+
+#[tokio::test]
+async fn records_leave_with_only_the_agreements_fields_and_only_of_the_course_asked() {
+    let suite = TestSuite::start().await.unwrap();
+    let ids = learners(&suite, 2).await;
+    let (partner_id, _) = partner_in_force(&suite).await;
+    let exam = suite.create_course("acme", "EXAM-4").await.unwrap();
+    let other = suite.create_course("acme", "ENG-L3").await.unwrap();
+    let mut tutor = suite.enrolments(staff(&suite, "acme", "tutor", "course_administration"));
+    for (learner, course, score) in [(0, &exam, 71.0), (1, &exam, 45.0), (0, &other, 90.0)] {
+        let enrolment = suite
+            .enrol("acme", &ids[learner], course, EnrolmentStatus::Started)
+            .await
+            .unwrap();
+        tutor
+            .record_result(tutela_testkit::sample_result(&enrolment, score))
+            .await
+            .unwrap();
+    }
+
+    // The exam body gets the results of the exam's course: the agreement's three fields of each,
+    // nothing that names or links the learner, and no profile field it does not name.
+    let mut request = disclose(&partner_id, &ids);
+    request.course_id = exam.clone();
+    let records = results_pulled(&suite, request).await;
+    let scores: Vec<Vec<f64>> = records
+        .iter()
+        .map(|r| r.results.iter().map(|x| x.score).collect())
+        .collect();
+    assert_eq!(scores, [vec![71.0], vec![45.0]]);
+    for record in &records {
+        let r = &record.results[0];
+        assert!(r.assessed_at.is_some());
+        assert!(r.result_id.is_empty() && r.enrolment_id.is_empty(), "{r:?}");
+        assert!(r.learner.is_none() && r.assessment.is_empty() && r.assessor.is_empty());
+        assert!(record.enrolments.is_empty() && record.certificates.is_empty());
+        assert_eq!(
+            record.learner.clone().unwrap_or_default(),
+            Default::default()
+        );
+        // What was logged is what left.
+        let mut unhashed = record.clone();
+        unhashed.payload_sha256.clear();
+        assert_eq!(
+            hex::encode(Sha256::digest(unhashed.encode_to_vec())),
+            record.payload_sha256
+        );
+    }
+    assert_eq!(
+        (records[0].results[0].passed, records[1].results[0].passed),
+        (true, false)
+    );
+
+    // Without a course, every course's results go.
+    let records = results_pulled(&suite, disclose(&partner_id, &ids[..1])).await;
+    let scores: Vec<f64> = records[0].results.iter().map(|x| x.score).collect();
+    assert_eq!(scores, [71.0, 90.0]);
+
+    // A course is a choice among records: refused where the agreement names none, and named.
+    let mut request = disclose(&partner_id, &ids);
+    request.course_id = exam.clone();
+    let err = suite
+        .disclosures(staff(&suite, "acme", "exam_officer", "exam_booking"))
+        .disclose(request)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (Code::InvalidArgument, vec!["course_id".to_owned()])
+    );
+    let mut request = disclose(&partner_id, &ids);
+    request.course_id = "EXAM-4".into();
+    let err = suite
+        .disclosures(staff(&suite, "acme", "dpo", "exam_results"))
+        .disclose(request)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), fields(&err)),
+        (Code::InvalidArgument, vec!["course_id".to_owned()])
+    );
+}
+
+/// S2: a partner's own use of contact details needs each learner's consent naming that partner;
+/// consent to the purpose as a whole, or naming another partner, is not enough.
+#[tokio::test]
+async fn contact_details_go_to_a_partner_for_its_own_use_only_with_consent_naming_it() {
+    let suite = TestSuite::start().await.unwrap();
+    let ids = learners(&suite, 4).await;
+    let partner_id = partner(&suite, "GB").await;
+    let mut request = new_agreement(&partner_id);
+    request.purposes.push(terms(
+        AgreementPurpose::ThirdPartyDisclosure,
+        LegalBasis::Consent,
+        &["profile.given_name", "profile.email"],
+    ));
+    suite.agreement_in_force("acme", request).await.unwrap();
+    let purpose = Purpose::ThirdPartyDisclosure;
+    suite
+        .grant_consent("acme", &ids[0], purpose, &partner_id)
+        .await
+        .unwrap();
+    suite
+        .grant_consent("acme", &ids[1], purpose, "")
+        .await
+        .unwrap();
+    suite
+        .grant_consent("acme", &ids[2], purpose, "another-partner")
+        .await
+        .unwrap();
+
+    let mut dpo_discloses =
+        suite.disclosures(staff(&suite, "acme", "dpo", "third_party_disclosure"));
+    let response = dpo_discloses
+        .disclose(disclose(&partner_id, &ids))
+        .await
+        .unwrap()
+        .into_inner();
+    let delivery = response.delivery.unwrap();
+    assert_eq!(delivery.record_count, 1);
+    let mut withheld: Vec<(&str, &str)> = response
+        .withheld
+        .iter()
+        .map(|w| (w.learner_id.as_str(), w.reason.as_str()))
+        .collect();
+    withheld.sort();
+    let mut expected = vec![
+        (ids[1].as_str(), "CONSENT_REQUIRED"),
+        (ids[2].as_str(), "CONSENT_REQUIRED"),
+        (ids[3].as_str(), "CONSENT_REQUIRED"),
+    ];
+    expected.sort();
+    assert_eq!(withheld, expected);
+    let records = pull(
+        &suite,
+        as_partner(&suite, &partner_id, "third_party_disclosure"),
+        &delivery.delivery_id,
+    )
+    .await
+    .unwrap();
+    let profile = records[0].learner.clone().unwrap().profile.unwrap();
+    assert_eq!(
+        profile,
+        LearnerProfile {
+            given_name: profile.given_name.clone(),
+            email: profile.email.clone(),
+            ..Default::default()
+        }
+    );
+    assert!(!profile.email.is_empty());
+    // The log names only the learner who left.
+    let logged = suite
+        .disclosures(staff(&suite, "acme", "dpo", "legal_obligation"))
+        .list_disclosures(ListDisclosuresRequest {
+            partner_id: partner_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .disclosures;
+    let who: Vec<&str> = logged
+        .iter()
+        .map(|d| d.subject.as_ref().unwrap().subject_id.as_str())
+        .collect();
+    assert_eq!(who, [ids[0].as_str()]);
 }

@@ -18,8 +18,8 @@ use tutela_proto::privacy::{
 };
 use tutela_proto::sharing::inbound_service_client::InboundServiceClient;
 use tutela_proto::sharing::{
-    ActivateAgreementRequest, BookingConfirmation, ExamResult, ItemOutcome, ListBookingsRequest,
-    RotatePartnerKeyRequest, SubmitBookingConfirmationsRequest, SubmitResultsRequest,
+    BookingConfirmation, ExamResult, ItemOutcome, ListBookingsRequest, RotatePartnerKeyRequest,
+    SubmitBookingConfirmationsRequest, SubmitResultsRequest,
 };
 use tutela_testkit::{Authed, Credentials, TestSuite};
 
@@ -88,22 +88,12 @@ async fn enrol(suite: &TestSuite, learner: &str, course_id: &str, statuses: &[En
     }
 }
 
-/// A partner of `acme` in GB with an agreement in force for exam booking and exam results.
-async fn exam_partner(suite: &TestSuite) -> String {
+/// A partner of `acme` in GB with an agreement in force for exam booking only.
+async fn booking_partner(suite: &TestSuite) -> String {
     let partner_id = partner(suite, "GB").await;
-    let mut agreements = suite.agreements(dpo(suite));
-    let id = agreements
-        .create_agreement(new_agreement(&partner_id))
-        .await
-        .unwrap()
-        .into_inner()
-        .agreement
-        .unwrap()
-        .agreement_id;
-    agreements
-        .activate_agreement(ActivateAgreementRequest { agreement_id: id })
-        .await
-        .unwrap();
+    let mut request = new_agreement(&partner_id);
+    request.purposes.truncate(1);
+    suite.agreement_in_force("acme", request).await.unwrap();
     partner_id
 }
 
@@ -217,7 +207,7 @@ async fn a_partner_books_and_submits_results_by_pseudonym_and_enrolment_records_
     enrol(&suite, &ids[0], &course_id, &[Enrolled, Started]).await;
     // Applied only: may be booked, but has no result to record yet.
     enrol(&suite, &ids[1], &course_id, &[]).await;
-    let a = exam_partner(&suite).await;
+    let (a, _) = partner_in_force(&suite).await;
     let (b, _) = partner_in_force(&suite).await;
     let pa = pseudonyms(&suite, &a, &ids[..2]).await;
     let pb = pseudonyms(&suite, &b, &[ids[0].clone(), ids[2].clone()]).await;
@@ -416,8 +406,7 @@ async fn a_partner_books_and_submits_results_by_pseudonym_and_enrolment_records_
 async fn a_malformed_submission_names_its_fields_and_a_purpose_without_agreement_is_refused() {
     let suite = TestSuite::start().await.unwrap();
     let course_id = course(&suite, "ENG-L3-2027").await;
-    // Exam booking only.
-    let (partner_id, _) = partner_in_force(&suite).await;
+    let partner_id = booking_partner(&suite).await;
     let pseudonym = "cd".repeat(32);
 
     // The reference named twice, no start, no venue: every field named at once.

@@ -113,6 +113,7 @@ fn sharing_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         Purpose::FunderReporting,
         Purpose::MalpracticeInvestigation,
         Purpose::LegalObligation,
+        Purpose::ThirdPartyDisclosure,
     ];
     match method {
         "GetPartner" | "ListPartners" | "GetAgreement" | "ListAgreements" => {
@@ -199,6 +200,7 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
                     MalpracticeInvestigation,
                     LegalObligation,
                     SecurityInvestigation,
+                    ThirdPartyDisclosure,
                 ])
         }
         // Followed by the sharing service to tell recipients of changes (GDPR Art. 19).
