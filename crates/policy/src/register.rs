@@ -1035,8 +1035,8 @@ mod tests {
     #[test]
     fn an_unknown_category_is_refused_naming_its_line() {
         let e = broken(
-            "categories = [\"identity\", \"assessment\", \"education\"]",
-            "categories = [\"identity\", \"asessment\", \"education\"]",
+            "categories = [\"identity\", \"assessment\"]",
+            "categories = [\"identity\", \"asessment\"]",
         );
         assert!(
             e.message.contains("unknown data category \"asessment\""),
@@ -1044,7 +1044,7 @@ mod tests {
         );
         assert_eq!(
             e.line,
-            line_of_default("categories = [\"identity\", \"assessment\", \"education\"]")
+            line_of_default("categories = [\"identity\", \"assessment\"]")
         );
     }
 

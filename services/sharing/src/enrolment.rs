@@ -207,7 +207,7 @@ impl Enrolment {
         }
     }
 
-    /// The learner's enrolment on `course_id` in `tenant`, read for `purpose` (`exam_results`): the one not withdrawn if there is one, else the latest; `None` when the
+    /// The learner's enrolment on `course_id` in `tenant`, read for `purpose`: the one not withdrawn if there is one, else the latest; `None` when the
     /// learner has none on the course, or enrolment no longer knows the learner (erased).
     pub async fn enrolment_on(
         &self,

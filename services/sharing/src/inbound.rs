@@ -4,8 +4,8 @@
 //! one of its agreements in force (under any of its key versions, current or retired), so a
 //! partner can neither probe for learners it never received nor use another partner's
 //! pseudonyms. Bookings (for a course that exists) are kept here; results go to the learner's enrolment record through
-//! enrolment's own API (as a `service` principal, purpose `exam_results`), where its guard and
-//! audit apply, each under an idempotency key derived from the partner and the item so that a
+//! enrolment's own API (as a `service` principal: the enrolment found for course
+//! administration, the result recorded for `exam_results`), where its guard and audit apply, each under an idempotency key derived from the partner and the item so that a
 //! retried item is recorded once.
 //!
 //! One bad item never fails a batch: each gets its outcome. Only a malformed request (a field
@@ -614,8 +614,12 @@ impl InboundService {
                 ));
                 continue;
             };
+            // Which enrolment to record on is looked up for course administration: the enrolment
+            // id is education data, which the register does not give exam results (nor should
+            // it: partners would then receive enrolment fields). Enrolment's RecordResult takes
+            // only an enrolment id; one that took the learner and the course would spare this.
             let enrolment_id = match enrolment
-                .enrolment_on(call.tenant(), "exam_results", subject, &course_id)
+                .enrolment_on(call.tenant(), "course_administration", subject, &course_id)
                 .await?
             {
                 Some((id, status)) if live(status) && !id.is_empty() => id,

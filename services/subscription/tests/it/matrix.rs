@@ -230,13 +230,7 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         "ListEnrolments" | "ListResults" => {
             subject_self
                 || match role {
-                    "registrar" | "tutor" => purpose == CourseAdministration,
-                    // The sharing service finds the enrolment a partner's result is for
-                    // (inbound).
-                    "service" => {
-                        purpose == CourseAdministration
-                            || (method == "ListEnrolments" && purpose == ExamResults)
-                    }
+                    "registrar" | "service" | "tutor" => purpose == CourseAdministration,
                     "exam_officer" => purpose == ExamResults,
                     "dpo" => any(&[SubjectRights, LegalObligation, SecurityInvestigation]),
                     _ => false,
