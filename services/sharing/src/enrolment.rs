@@ -11,10 +11,14 @@ use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tutela_host::ServiceTokens;
 use tutela_policy::{Error, Result};
+use tutela_proto::common::{IdempotencyKey, PageRequest, SubjectRef};
+use tutela_proto::enrolment::course_service_client::CourseServiceClient;
+use tutela_proto::enrolment::enrolment_service_client::EnrolmentServiceClient;
 use tutela_proto::enrolment::learner_service_client::LearnerServiceClient;
 use tutela_proto::enrolment::{
-    ConsentCheck, Learner, LearnerChange, LearnerRecords, ListLearnerChangesRequest, RecordKind,
-    StreamLearnersRequest, WithheldLearner,
+    AssessmentResult, ConsentCheck, EnrolmentStatus, GetCourseRequest, Learner, LearnerChange,
+    LearnerRecords, ListEnrolmentsRequest, ListLearnerChangesRequest, RecordKind,
+    RecordResultRequest, StreamLearnersRequest, WithheldLearner,
 };
 
 /// How long to wait to connect to the enrolment service.
@@ -36,6 +40,10 @@ pub struct EnrolmentSettings {
 #[derive(Clone)]
 pub struct Enrolment {
     client: LearnerServiceClient<Channel>,
+    /// `tutela.enrolment.v1.EnrolmentService` on the same channel: partners' inbound results.
+    records: EnrolmentServiceClient<Channel>,
+    /// `tutela.enrolment.v1.CourseService` on the same channel: the courses partners book for.
+    courses: CourseServiceClient<Channel>,
     tokens: Arc<dyn ServiceTokens>,
 }
 
@@ -86,8 +94,11 @@ impl Enrolment {
             endpoint = endpoint
                 .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
         }
+        let channel = endpoint.connect_lazy();
         Ok(Self {
-            client: LearnerServiceClient::new(endpoint.connect_lazy()),
+            client: LearnerServiceClient::new(channel.clone()),
+            records: EnrolmentServiceClient::new(channel.clone()),
+            courses: CourseServiceClient::new(channel),
             tokens,
         })
     }
@@ -158,6 +169,136 @@ impl Enrolment {
             .map_err(refused)?
             .into_inner();
         Ok((page.changes, page.next_cursor))
+    }
+}
+
+/// What enrolment made of a result submitted for recording.
+#[derive(Debug)]
+pub enum Recorded {
+    /// Recorded (or, under the same idempotency key, recorded before): the result's id.
+    Yes(String),
+    /// The enrolment has not started (or was withdrawn): nothing recorded.
+    NotStarted,
+    /// Enrolment refused the result's values (INVALID_ARGUMENT): why, naming no learner.
+    Invalid(String),
+}
+
+/// How many enrolments of one learner to read per page while looking for one course's.
+const ENROLMENT_PAGE: u32 = 100;
+
+impl Enrolment {
+    /// Whether `tenant` has the course `course_id`, read for `purpose` (the catalogue holds no
+    /// personal data).
+    pub async fn course_exists(
+        &self,
+        tenant: &str,
+        purpose: &'static str,
+        course_id: &str,
+    ) -> Result<bool> {
+        let token = self.token(tenant)?;
+        let mut request = tonic::Request::new(GetCourseRequest {
+            course_id: course_id.to_owned(),
+        });
+        authorise(&mut request, &token, purpose)?;
+        match self.courses.clone().get_course(request).await {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+            Err(status) => Err(refused(status)),
+        }
+    }
+
+    /// The learner's enrolment on `course_id` in `tenant`, read for `purpose`: the one not withdrawn if there is one, else the latest; `None` when the
+    /// learner has none on the course, or enrolment no longer knows the learner (erased).
+    pub async fn enrolment_on(
+        &self,
+        tenant: &str,
+        purpose: &'static str,
+        learner_id: &str,
+        course_id: &str,
+    ) -> Result<Option<(String, EnrolmentStatus)>> {
+        let token = self.token(tenant)?;
+        let mut page_token = String::new();
+        let mut found: Option<(String, EnrolmentStatus)> = None;
+        loop {
+            let mut request = tonic::Request::new(ListEnrolmentsRequest {
+                learner: Some(SubjectRef {
+                    subject_id: learner_id.to_owned(),
+                }),
+                course_id: String::new(),
+                page: Some(PageRequest {
+                    page_size: ENROLMENT_PAGE,
+                    page_token: page_token.clone(),
+                }),
+            });
+            authorise(&mut request, &token, purpose)?;
+            let page = match self.records.clone().list_enrolments(request).await {
+                Ok(page) => page.into_inner(),
+                // The learner is gone (erased) or out of reach: no enrolment to record against.
+                Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
+                Err(status) => return Err(refused(status)),
+            };
+            for e in page
+                .enrolments
+                .into_iter()
+                .filter(|e| e.course_id == course_id)
+            {
+                let status = EnrolmentStatus::try_from(e.status).unwrap_or_default();
+                // Oldest first: a later enrolment replaces an earlier one unless that one is
+                // live and the later withdrawn.
+                let keep_earlier = found
+                    .as_ref()
+                    .is_some_and(|(_, s)| *s != EnrolmentStatus::Withdrawn)
+                    && status == EnrolmentStatus::Withdrawn;
+                if !keep_earlier {
+                    found = Some((e.enrolment_id, status));
+                }
+            }
+            match page.page {
+                Some(next) if !next.next_page_token.is_empty() => {
+                    page_token = next.next_page_token;
+                }
+                _ => return Ok(found),
+            }
+        }
+    }
+
+    /// Records `result` (its `enrolment_id` set) in `tenant` for `exam_results`, under
+    /// `idempotency_key`, so that the same item submitted again is recorded once.
+    pub async fn record_result(
+        &self,
+        tenant: &str,
+        result: AssessmentResult,
+        idempotency_key: String,
+    ) -> Result<Recorded> {
+        let token = self.token(tenant)?;
+        let mut request = tonic::Request::new(RecordResultRequest {
+            result: Some(result),
+            idempotency_key: Some(IdempotencyKey {
+                key: idempotency_key,
+            }),
+        });
+        authorise(&mut request, &token, "exam_results")?;
+        match self.records.clone().record_result(request).await {
+            Ok(response) => Ok(Recorded::Yes(
+                response
+                    .into_inner()
+                    .result
+                    .map(|r| r.result_id)
+                    .unwrap_or_default(),
+            )),
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                Ok(Recorded::NotStarted)
+            }
+            // Enrolment's field messages name fields and rules, never values.
+            Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                Ok(Recorded::Invalid(status.message().to_owned()))
+            }
+            // The key is the result's identity: the same result with other values was recorded.
+            Err(status) if status.code() == tonic::Code::AlreadyExists => Ok(Recorded::Invalid(
+                "this assessment's result was recorded before with other values".into(),
+            )),
+            Err(status) => Err(refused(status)),
+        }
     }
 }
 

@@ -294,3 +294,64 @@ pub mod change_cursor {
 
     tutela_policy::scoped_entity!(tenant: Tenant);
 }
+
+/// An exam booking a partner confirmed for a learner (InboundService/SubmitBookingConfirmations),
+/// one per partner and booking reference: the partner's rebooking replaces it.
+pub mod booking {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_bookings")]
+    pub struct Model {
+        /// A UUIDv7, so bookings page in the order they were first confirmed.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub booking_id: String,
+        pub tenant: String,
+        pub partner_id: String,
+        /// The learner the partner's pseudonym mapped back to (at rest, never in logs or spans).
+        pub subject_id: String,
+        /// The partner's own reference, unique per partner.
+        pub booking_reference: String,
+        pub course_id: String,
+        pub starts_at: DateTimeUtc,
+        pub venue: String,
+        pub confirmed_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);
+}
+
+/// A partner's submission made with an idempotency key: the key, the request's fingerprint and
+/// the response given, so that a retry gets the same answer and acts on nothing again. The
+/// response holds outcomes by index only, no learner.
+pub mod inbound_submission {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_inbound_submissions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant: String,
+        /// The partner's key, prefixed by its partner id: two partners' keys never collide.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub idempotency_key: String,
+        pub partner_id: String,
+        /// The RPC the key came with (one table for both submissions).
+        pub rpc: String,
+        pub request_hash: String,
+        /// The encoded response.
+        pub response: Vec<u8>,
+        pub created_at: DateTimeUtc,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+
+    // One table for the keys of two RPCs, so the RPC is stored and compared too.
+    impl tutela_policy::idempotency::KeyTable for Entity {
+        const KEY: Column = Column::IdempotencyKey;
+        fn stored(row: &Model) -> (Option<&str>, Option<&str>) {
+            (Some(&row.rpc), Some(&row.request_hash))
+        }
+    }
+}

@@ -14,6 +14,7 @@ use tutela_host::{
 use tutela_policy::Register;
 use tutela_proto::sharing::agreement_service_server::AgreementServiceServer;
 use tutela_proto::sharing::disclosure_service_server::DisclosureServiceServer;
+use tutela_proto::sharing::inbound_service_server::InboundServiceServer;
 use tutela_proto::sharing::notice_service_server::NoticeServiceServer;
 use tutela_proto::sharing::partner_service_server::PartnerServiceServer;
 use tutela_proto::sharing::webhook_service_server::WebhookServiceServer;
@@ -22,8 +23,8 @@ use crate::enrolment::{Enrolment, EnrolmentSettings};
 use crate::notices::Follower;
 use crate::webhooks::{TargetRules, WebhookService, Webhooks};
 use crate::{
-    AgreementService, DisclosureService, NoticeService, PartnerService, SERVICE, Sharing,
-    SharingMigrator, SharingRights,
+    AgreementService, DisclosureService, InboundService, NoticeService, PartnerService, SERVICE,
+    Sharing, SharingMigrator, SharingRights,
 };
 
 /// The `[sharing]` settings section.
@@ -129,7 +130,15 @@ impl HostedService for Hosted {
                     .max_encoding_message_size(max),
             )
             .grpc(
-                DisclosureServiceServer::new(DisclosureService::new(sharing.clone(), enrolment))
+                DisclosureServiceServer::new(DisclosureService::new(
+                    sharing.clone(),
+                    enrolment.clone(),
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            )
+            .grpc(
+                InboundServiceServer::new(InboundService::new(sharing.clone(), enrolment))
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )

@@ -12,7 +12,8 @@
 //! agreements in force, for the record of processing activities), [`notices`] (notices to
 //! recipients of rectifications and erasures, from enrolment's change feed) and [`rights`] (the
 //! service's part in data-subject rights), [`webhooks`] (thin signed notifications to
-//! partners' endpoints, from a durable outbox).
+//! partners' endpoints, from a durable outbox), and [`inbound`] (booking confirmations and exam
+//! results partners send back against their pseudonyms).
 
 pub mod agreements;
 pub mod disclosures;
@@ -21,6 +22,7 @@ pub mod enrolment;
 pub mod entity;
 pub mod export;
 mod hosted;
+pub mod inbound;
 pub mod keys;
 pub mod migration;
 pub mod notices;
@@ -34,6 +36,7 @@ pub mod webhooks;
 
 pub use agreements::AgreementService;
 pub use disclosures::DisclosureService;
+pub use inbound::InboundService;
 pub use keys::{PartnerKeys, PseudonymKey};
 pub use migration::SharingMigrator;
 pub use notices::NoticeService;

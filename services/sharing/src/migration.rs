@@ -15,6 +15,7 @@ impl MigratorTrait for SharingMigrator {
             Box::new(m20261202_000003_notices::Migration),
             Box::new(crate::webhooks::migration::Migration),
             Box::new(m20261203_000005_notice_reasons::Migration),
+            Box::new(m20261203_000006_inbound::Migration),
         ]
     }
 
@@ -599,6 +600,138 @@ mod m20261203_000005_notice_reasons {
                         .to_owned(),
                 )
                 .await
+        }
+    }
+}
+
+/// What partners send back (InboundService): confirmed exam bookings, and the idempotency keys of
+/// their submissions with the answers given.
+mod m20261203_000006_inbound {
+    use super::{index, text, time};
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261203_000006_inbound"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum SharingBookings {
+        Table,
+        BookingId,
+        Tenant,
+        PartnerId,
+        SubjectId,
+        BookingReference,
+        CourseId,
+        StartsAt,
+        Venue,
+        ConfirmedAt,
+        UpdatedAt,
+    }
+
+    #[derive(DeriveIden)]
+    enum SharingInboundSubmissions {
+        Table,
+        Tenant,
+        IdempotencyKey,
+        PartnerId,
+        Rpc,
+        RequestHash,
+        Response,
+        CreatedAt,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            use SharingBookings as B;
+            use SharingInboundSubmissions as S;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(B::Table)
+                        .col(text(B::BookingId).primary_key())
+                        .col(text(B::Tenant))
+                        .col(text(B::PartnerId))
+                        .col(text(B::SubjectId))
+                        .col(text(B::BookingReference))
+                        .col(text(B::CourseId))
+                        .col(time(B::StartsAt))
+                        .col(ColumnDef::new(B::Venue).text().not_null())
+                        .col(time(B::ConfirmedAt))
+                        .col(time(B::UpdatedAt))
+                        .to_owned(),
+                )
+                .await?;
+            // A partner's reference names one booking: a rebooking upserts on it, and two
+            // concurrent confirmations of one reference cannot both insert.
+            index(
+                manager,
+                "sharing_bookings_by_reference",
+                B::Table,
+                vec![
+                    B::Tenant.into_iden(),
+                    B::PartnerId.into_iden(),
+                    B::BookingReference.into_iden(),
+                ],
+                true,
+            )
+            .await?;
+            // ListBookings filtered by course, in order.
+            index(
+                manager,
+                "sharing_bookings_by_course",
+                B::Table,
+                vec![
+                    B::Tenant.into_iden(),
+                    B::CourseId.into_iden(),
+                    B::BookingId.into_iden(),
+                ],
+                true,
+            )
+            .await?;
+            // A learner's bookings (export, erasure).
+            index(
+                manager,
+                "sharing_bookings_by_subject",
+                B::Table,
+                vec![B::Tenant.into_iden(), B::SubjectId.into_iden()],
+                false,
+            )
+            .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(S::Table)
+                        .col(text(S::Tenant))
+                        .col(text(S::IdempotencyKey))
+                        .col(text(S::PartnerId))
+                        .col(text(S::Rpc))
+                        .col(text(S::RequestHash))
+                        .col(ColumnDef::new(S::Response).binary().not_null())
+                        .col(time(S::CreatedAt))
+                        // The key is unique in the tenant: a race on it loses on the insert.
+                        .primary_key(Index::create().col(S::Tenant).col(S::IdempotencyKey))
+                        .to_owned(),
+                )
+                .await?;
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            for table in [
+                SharingInboundSubmissions::Table.into_iden(),
+                SharingBookings::Table.into_iden(),
+            ] {
+                manager
+                    .drop_table(Table::drop().table(table).to_owned())
+                    .await?;
+            }
+            Ok(())
         }
     }
 }

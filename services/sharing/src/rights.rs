@@ -3,7 +3,8 @@
 //! C-154/21: the recipients themselves, not their categories), the notices sent to them, and on
 //! erasure: the learner's records still waiting in deliveries are deleted, every recipient is
 //! notified (Art. 19), and the log keeps its entries (who received which fields, when, on which
-//! basis: the organisation's proof, Art. 5(2)), which hold no disclosed value.
+//! basis: the organisation's proof, Art. 5(2)), which hold no disclosed value. Exam bookings
+//! partners confirmed for the learner are exported and, on erasure, deleted.
 
 use std::collections::HashMap;
 
@@ -16,7 +17,7 @@ use tutela_policy::{CategorySet, Result, SubjectAccess};
 use tutela_proto::common::DataCategory;
 use tutela_proto::privacy::{ServiceErasure, ServiceExport, ServiceHoldings};
 
-use crate::entity::{delivery_record, disclosure, notice, partner};
+use crate::entity::{booking, delivery_record, disclosure, notice, partner};
 use crate::notices::{Change, notify};
 use crate::{SERVICE, Sharing, paths};
 
@@ -38,6 +39,15 @@ impl SharingRights {
             .find::<disclosure::Entity>()
             .order_by_asc(disclosure::Column::PartnerId)
             .order_by_asc(disclosure::Column::Position)
+            .all(&self.sharing.db)
+            .await?)
+    }
+
+    /// The exam bookings partners confirmed for the learner, oldest first.
+    async fn bookings(&self, access: &SubjectAccess) -> Result<Vec<booking::Model>> {
+        Ok(access
+            .find::<booking::Entity>()
+            .order_by_asc(booking::Column::BookingId)
             .all(&self.sharing.db)
             .await?)
     }
@@ -83,11 +93,17 @@ impl SubjectDataProvider for SharingRights {
 
     async fn describe(&self, access: &SubjectAccess) -> Result<ServiceHoldings> {
         let entries = self.told(access).await?;
+        let mut held = categories_of(&entries);
+        if !self.bookings(access).await?.is_empty() {
+            // A booking names the learner and the course, when and where the exam is.
+            held.insert(DataCategory::Identity);
+            held.insert(DataCategory::Education);
+        }
         Ok(ServiceHoldings {
             service: SERVICE.to_owned(),
             // What the log names: the learner, and which categories went to whom (never the
-            // values, which left with the deliveries).
-            categories: categories_of(&entries).iter().map(|c| c as i32).collect(),
+            // values, which left with the deliveries); and the learner's exam bookings.
+            categories: held.iter().map(|c| c as i32).collect(),
             restricted: false,
             legal_hold: false,
         })
@@ -96,7 +112,12 @@ impl SubjectDataProvider for SharingRights {
     async fn export(&self, access: &SubjectAccess) -> Result<ServiceExport> {
         let entries = self.told(access).await?;
         let db = &self.sharing.db;
-        let ids: Vec<String> = entries.iter().map(|e| e.partner_id.clone()).collect();
+        let booked = self.bookings(access).await?;
+        let ids: Vec<String> = entries
+            .iter()
+            .map(|e| e.partner_id.clone())
+            .chain(booked.iter().map(|b| b.partner_id.clone()))
+            .collect();
         let partners: HashMap<String, partner::Model> = access
             .call()
             .find::<partner::Entity>()
@@ -149,21 +170,41 @@ impl SubjectDataProvider for SharingRights {
                 })
             })
             .collect();
+        let bookings: Vec<serde_json::Value> = booked
+            .iter()
+            .map(|b| {
+                json!({
+                    "partner": partners.get(&b.partner_id).map(|p| p.legal_name.as_str()),
+                    "partner_id": b.partner_id,
+                    "booking_reference": b.booking_reference,
+                    "course_id": b.course_id,
+                    "starts_at": rfc3339(b.starts_at),
+                    "venue": b.venue,
+                    "confirmed_at": rfc3339(b.confirmed_at),
+                    "updated_at": rfc3339(b.updated_at),
+                })
+            })
+            .collect();
         let held = categories_of(&entries);
         let document = json!({
             "service": SERVICE,
             "recipients": recipients,
             "notices_to_recipients": notices,
+            "exam_bookings": bookings,
         });
         Ok(ServiceExport {
             service: SERVICE.to_owned(),
             media_type: "application/json".into(),
             document: serde_json::to_vec(&document).map_err(tutela_policy::Error::internal)?,
             // The document names the learner and which fields went where, never their values.
-            categories: if held.is_empty() {
-                Vec::new()
-            } else {
-                vec![DataCategory::Identity as i32]
+            // and the learner's exam bookings (the course, when and where).
+            categories: match (held.is_empty(), bookings.is_empty()) {
+                (true, true) => Vec::new(),
+                (false, true) => vec![DataCategory::Identity as i32],
+                (_, false) => vec![
+                    DataCategory::Identity as i32,
+                    DataCategory::Education as i32,
+                ],
             },
         })
     }
@@ -186,6 +227,12 @@ impl SubjectDataProvider for SharingRights {
                 .await?
                 .rows_affected;
         }
+        // The exam bookings partners confirmed: the learner's data, nothing the log needs.
+        erased += access
+            .delete::<booking::Entity>()
+            .exec(&txn)
+            .await?
+            .rows_affected;
         notify(
             s,
             &txn,

@@ -131,6 +131,7 @@ async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
             "tutela.privacy.v1.SubjectData",
             "tutela.sharing.v1.AgreementService",
             "tutela.sharing.v1.DisclosureService",
+            "tutela.sharing.v1.InboundService",
             "tutela.sharing.v1.NoticeService",
             "tutela.sharing.v1.PartnerService",
             "tutela.sharing.v1.WebhookService",

@@ -7,6 +7,7 @@
 mod access;
 mod agreements;
 mod disclosures;
+mod inbound;
 mod notices;
 mod partners;
 mod webhooks;

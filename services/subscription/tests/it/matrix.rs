@@ -154,6 +154,15 @@ fn sharing_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         "PullNotices" | "AcknowledgeNotices" => {
             role == "partner" && purpose == Purpose::LegalObligation
         }
+        // Partners send back booking confirmations and results against their pseudonyms; exam
+        // officers (for bookings) and the dpo see the bookings.
+        "SubmitBookingConfirmations" => role == "partner" && purpose == Purpose::ExamBooking,
+        "SubmitResults" => role == "partner" && purpose == Purpose::ExamResults,
+        "ListBookings" => {
+            (role == "exam_officer" && purpose == Purpose::ExamBooking)
+                || (role == "dpo"
+                    && [Purpose::LegalObligation, Purpose::SubjectRights].contains(&purpose))
+        }
         _ => false,
     }
 }
@@ -249,7 +258,8 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         }
         "RecordResult" => match role {
             "tutor" => purpose == CourseAdministration,
-            "exam_officer" => purpose == ExamResults,
+            // Partners' results, recorded by the sharing service (inbound).
+            "exam_officer" | "service" => purpose == ExamResults,
             _ => false,
         },
         _ => false,
