@@ -8,14 +8,8 @@
 use prost_types::Timestamp;
 use tonic::Code;
 use tutela_proto::common::{IdempotencyKey, SubjectRef};
-use tutela_proto::enrolment::{
-    ChangeEnrolmentStatusRequest, Course, CreateCourseRequest, EnrolLearnerRequest,
-    EnrolmentStatus, ListResultsRequest,
-};
-use tutela_proto::privacy::{
-    EraseSubjectRequest, ExportSubjectRequest, RecordIdentityVerificationRequest,
-    VerificationMethod,
-};
+use tutela_proto::enrolment::{EnrolmentStatus, ListResultsRequest};
+use tutela_proto::privacy::EraseSubjectRequest;
 use tutela_proto::sharing::inbound_service_client::InboundServiceClient;
 use tutela_proto::sharing::{
     BookingConfirmation, ExamResult, ItemOutcome, ListBookingsRequest, RotatePartnerKeyRequest,
@@ -34,58 +28,6 @@ fn subject(id: &str) -> Option<SubjectRef> {
     Some(SubjectRef {
         subject_id: id.into(),
     })
-}
-
-fn registrar(suite: &TestSuite) -> Credentials {
-    staff(suite, "acme", "registrar", "course_administration")
-}
-
-async fn course(suite: &TestSuite, code: &str) -> String {
-    suite
-        .courses(registrar(suite))
-        .create_course(CreateCourseRequest {
-            course: Some(Course {
-                code: code.into(),
-                title: "Engineering Level 3".into(),
-                start_date: "2026-09-01".into(),
-                end_date: "2027-06-30".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .course
-        .unwrap()
-        .course_id
-}
-
-/// Enrols `learner` on `course_id` and moves the enrolment through `statuses`.
-async fn enrol(suite: &TestSuite, learner: &str, course_id: &str, statuses: &[EnrolmentStatus]) {
-    let id = suite
-        .enrolments(registrar(suite))
-        .enrol_learner(EnrolLearnerRequest {
-            learner: subject(learner),
-            course_id: course_id.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .enrolment
-        .unwrap()
-        .enrolment_id;
-    for status in statuses {
-        suite
-            .enrolments(registrar(suite))
-            .change_enrolment_status(ChangeEnrolmentStatusRequest {
-                enrolment_id: id.clone(),
-                status: *status as i32,
-            })
-            .await
-            .unwrap();
-    }
 }
 
 /// A partner of `acme` in GB with an agreement in force for exam booking only.
@@ -172,41 +114,22 @@ async fn results_of(suite: &TestSuite, learner: &str) -> Vec<(f64, String)> {
         .collect()
 }
 
-/// The sharing service's part of `learner`'s access export, after the dpo verifies the request.
-async fn sharing_export(suite: &TestSuite, learner: &str) -> serde_json::Value {
-    let dpo_rights = || Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
-    suite
-        .subject_data(dpo_rights())
-        .record_identity_verification(RecordIdentityVerificationRequest {
-            subject: subject(learner),
-            method: VerificationMethod::PhotoIdInPerson as i32,
-            evidence_reference: "front desk note 2026-12-03/1".into(),
-        })
-        .await
-        .unwrap();
-    let export = suite
-        .subject_data(dpo_rights())
-        .export_subject(ExportSubjectRequest {
-            subject: subject(learner),
-            services: vec!["sharing".into()],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .exports;
-    serde_json::from_slice(&export[0].document).unwrap()
-}
-
 #[tokio::test]
 async fn a_partner_books_and_submits_results_by_pseudonym_and_enrolment_records_each_once() {
     let suite = TestSuite::start().await.unwrap();
     let ids = learners(&suite, 3).await;
-    let course_id = course(&suite, "ENG-L3-2027").await;
-    let other_course = course(&suite, "ENG-L2-2027").await;
-    use EnrolmentStatus::{Enrolled, Started};
-    enrol(&suite, &ids[0], &course_id, &[Enrolled, Started]).await;
+    let course_id = suite.create_course("acme", "ENG-L3-2027").await.unwrap();
+    let other_course = suite.create_course("acme", "ENG-L2-2027").await.unwrap();
+    use EnrolmentStatus::{Applied, Started};
+    suite
+        .enrol("acme", &ids[0], &course_id, Started)
+        .await
+        .unwrap();
     // Applied only: may be booked, but has no result to record yet.
-    enrol(&suite, &ids[1], &course_id, &[]).await;
+    suite
+        .enrol("acme", &ids[1], &course_id, Applied)
+        .await
+        .unwrap();
     let (a, _) = partner_in_force(&suite).await;
     let (b, _) = partner_in_force(&suite).await;
     let pa = pseudonyms(&suite, &a, &ids[..2]).await;
@@ -371,7 +294,7 @@ async fn a_partner_books_and_submits_results_by_pseudonym_and_enrolment_records_
     assert_eq!(results_of(&suite, &ids[0]).await.len(), 2);
 
     // The learner's export lists their bookings; erasure deletes them.
-    let doc = sharing_export(&suite, &ids[0]).await;
+    let doc = crate::notices::sharing_export(&suite, &ids[0]).await;
     let bookings = doc["exam_bookings"].as_array().unwrap();
     assert_eq!(bookings.len(), 1, "{doc}");
     assert_eq!(bookings[0]["booking_reference"], "R-1");
@@ -405,7 +328,7 @@ async fn a_partner_books_and_submits_results_by_pseudonym_and_enrolment_records_
 #[tokio::test]
 async fn a_malformed_submission_names_its_fields_and_a_purpose_without_agreement_is_refused() {
     let suite = TestSuite::start().await.unwrap();
-    let course_id = course(&suite, "ENG-L3-2027").await;
+    let course_id = suite.create_course("acme", "ENG-L3-2027").await.unwrap();
     let partner_id = booking_partner(&suite).await;
     let pseudonym = "cd".repeat(32);
 

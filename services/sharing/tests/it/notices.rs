@@ -378,7 +378,7 @@ async fn notices_in(suite: &TestSuite, state: NoticeState) -> Vec<Notice> {
 }
 
 /// The sharing service's part of `learner`'s access export, after the dpo verifies the request.
-async fn sharing_export(suite: &TestSuite, learner: &str) -> serde_json::Value {
+pub async fn sharing_export(suite: &TestSuite, learner: &str) -> serde_json::Value {
     let dpo_rights = || Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
     suite
         .subject_data(dpo_rights())
