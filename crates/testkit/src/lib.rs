@@ -595,6 +595,6 @@ pub fn sample_result(enrolment: &str, score: f64) -> tutela_proto::enrolment::Re
             assessor: "tutor-1".into(),
             ..Default::default()
         }),
-        idempotency_key: None,
+        ..Default::default()
     }
 }

@@ -122,10 +122,18 @@ impl TryFrom<&ChangeEnrolmentStatusRequest> for StatusChange {
     }
 }
 
+/// The enrolment a result is for.
+pub(crate) enum ResultFor {
+    /// Named by its id.
+    Enrolment(String),
+    /// The learner's enrolment on the course.
+    OnCourse { learner: String, course: String },
+}
+
 /// A parsed `RecordResult`.
 pub(crate) struct NewResult {
     pub idempotency: Option<Idempotency>,
-    pub enrolment_id: String,
+    pub enrolment: ResultFor,
     pub assessment: String,
     pub assessor: String,
     pub score: f64,
@@ -140,7 +148,29 @@ impl NewResult {
         let given = r.result.clone().unwrap_or_default();
         let mut c = Checks::new();
         let key = c.key(r.idempotency_key.as_ref(), "idempotency_key");
-        let enrolment_id = c.required(&given.enrolment_id, "result.enrolment_id", 64);
+        let enrolment = match (
+            given.enrolment_id.trim(),
+            r.learner.is_some() || !r.course_id.trim().is_empty(),
+        ) {
+            (_, true) => {
+                c.ensure(
+                    given.enrolment_id.trim().is_empty(),
+                    "result.enrolment_id",
+                    "give either result.enrolment_id, or learner and course_id",
+                );
+                let learner = c.subject(r.learner.as_ref(), "learner");
+                let course = c.uuid(&r.course_id, "course_id");
+                learner.and_then(|learner| {
+                    Ok(ResultFor::OnCourse {
+                        learner,
+                        course: course?,
+                    })
+                })
+            }
+            (_, false) => c
+                .required(&given.enrolment_id, "result.enrolment_id", 64)
+                .map(|id| ResultFor::Enrolment(id.to_owned())),
+        };
         let assessment = c.required(&given.assessment, "result.assessment", 300);
         let assessor = c.optional(&given.assessor, "result.assessor", 200);
         c.ensure(
@@ -167,11 +197,11 @@ impl NewResult {
             }
             parsed => parsed,
         };
-        let (key, enrolment_id, assessment, assessor, assessed_at) =
-            c.parsed((key, enrolment_id, assessment, assessor, assessed_at))?;
+        let (key, enrolment, assessment, assessor, assessed_at) =
+            c.parsed((key, enrolment, assessment, assessor, assessed_at))?;
         Ok(Self {
             idempotency: idempotency!(key, "RecordResult", r),
-            enrolment_id: enrolment_id.to_owned(),
+            enrolment,
             assessment: assessment.to_owned(),
             assessor: assessor.to_owned(),
             score: given.score,
@@ -313,7 +343,7 @@ impl TryFrom<&ReleaseLegalHoldRequest> for Release {
 mod tests {
     use super::*;
     use tutela_policy::Error;
-    use tutela_proto::common::IdempotencyKey;
+    use tutela_proto::common::{IdempotencyKey, SubjectRef};
     use tutela_proto::enrolment::{AssessmentResult, Course};
 
     fn violations<T>(parsed: Result<T>) -> Vec<String> {
@@ -383,13 +413,43 @@ mod tests {
                 assessed_at: Some(prost_types::Timestamp { seconds, nanos: 0 }),
                 ..Default::default()
             }),
-            idempotency_key: None,
+            ..Default::default()
         };
         let parsed = NewResult::parse(&request(1_790_000_000, 71.0), now).unwrap();
         assert_eq!((parsed.score, parsed.idempotency), (71.0, None));
+        assert!(matches!(parsed.enrolment, ResultFor::Enrolment(id) if id == "e-1"));
         assert_eq!(
             violations(NewResult::parse(&request(1_800_000_061, 171.0), now)),
             ["result.score", "result.assessed_at"]
+        );
+
+        // The enrolment named by the learner and the course instead of its id: both, and not
+        // beside an id.
+        let learner = "0b9e8a4c-7f1d-4e55-9a51-3c2f0d9e1a77";
+        let course = "1c0f9b5d-8e2a-4f66-8b62-4d3e1eaf2b88";
+        let mut on_course = request(1_790_000_000, 71.0);
+        on_course.learner = Some(SubjectRef {
+            subject_id: learner.into(),
+        });
+        on_course.course_id = course.into();
+        let both = on_course.clone();
+        if let Some(r) = on_course.result.as_mut() {
+            r.enrolment_id.clear();
+        }
+        let parsed = NewResult::parse(&on_course, now).unwrap();
+        assert!(matches!(
+            parsed.enrolment,
+            ResultFor::OnCourse { learner: l, course: c } if l == learner && c == course
+        ));
+        assert_eq!(
+            violations(NewResult::parse(&both, now)),
+            ["result.enrolment_id"]
+        );
+        let mut course_alone = on_course.clone();
+        course_alone.learner = None;
+        assert_eq!(
+            violations(NewResult::parse(&course_alone, now)),
+            ["learner.subject_id"]
         );
     }
 

@@ -11,14 +11,14 @@ use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tutela_host::ServiceTokens;
 use tutela_policy::{Error, Result};
-use tutela_proto::common::{IdempotencyKey, PageRequest, SubjectRef};
+use tutela_proto::common::{IdempotencyKey, SubjectRef};
 use tutela_proto::enrolment::course_service_client::CourseServiceClient;
 use tutela_proto::enrolment::enrolment_service_client::EnrolmentServiceClient;
 use tutela_proto::enrolment::learner_service_client::LearnerServiceClient;
 use tutela_proto::enrolment::{
-    AssessmentResult, ConsentCheck, EnrolmentStatus, GetCourseRequest, Learner, LearnerChange,
-    LearnerRecords, ListEnrolmentsRequest, ListLearnerChangesRequest, RecordKind,
-    RecordResultRequest, StreamLearnersRequest, WithheldLearner,
+    AssessmentResult, ConsentCheck, GetCourseRequest, Learner, LearnerChange, LearnerRecords,
+    ListLearnerChangesRequest, RecordKind, RecordResultRequest, StreamLearnersRequest,
+    WithheldLearner,
 };
 
 /// How long to wait to connect to the enrolment service.
@@ -179,12 +179,11 @@ pub enum Recorded {
     Yes(String),
     /// The enrolment has not started (or was withdrawn): nothing recorded.
     NotStarted,
+    /// The learner has no enrolment on the course: nothing recorded.
+    NotEnrolled,
     /// Enrolment refused the result's values (INVALID_ARGUMENT): why, naming no learner.
     Invalid(String),
 }
-
-/// How many enrolments of one learner to read per page while looking for one course's.
-const ENROLMENT_PAGE: u32 = 100;
 
 impl Enrolment {
     /// Whether `tenant` has the course `course_id`, read for `purpose` (the catalogue holds no
@@ -207,75 +206,26 @@ impl Enrolment {
         }
     }
 
-    /// The learner's enrolment on `course_id` in `tenant`, read for `purpose`: the one not withdrawn if there is one, else the latest; `None` when the
-    /// learner has none on the course, or enrolment no longer knows the learner (erased).
-    pub async fn enrolment_on(
-        &self,
-        tenant: &str,
-        purpose: &'static str,
-        learner_id: &str,
-        course_id: &str,
-    ) -> Result<Option<(String, EnrolmentStatus)>> {
-        let token = self.token(tenant)?;
-        let mut page_token = String::new();
-        let mut found: Option<(String, EnrolmentStatus)> = None;
-        loop {
-            let mut request = tonic::Request::new(ListEnrolmentsRequest {
-                learner: Some(SubjectRef {
-                    subject_id: learner_id.to_owned(),
-                }),
-                course_id: String::new(),
-                page: Some(PageRequest {
-                    page_size: ENROLMENT_PAGE,
-                    page_token: page_token.clone(),
-                }),
-            });
-            authorise(&mut request, &token, purpose)?;
-            let page = match self.records.clone().list_enrolments(request).await {
-                Ok(page) => page.into_inner(),
-                // The learner is gone (erased) or out of reach: no enrolment to record against.
-                Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
-                Err(status) => return Err(refused(status)),
-            };
-            for e in page
-                .enrolments
-                .into_iter()
-                .filter(|e| e.course_id == course_id)
-            {
-                let status = EnrolmentStatus::try_from(e.status).unwrap_or_default();
-                // Oldest first: a later enrolment replaces an earlier one unless that one is
-                // live and the later withdrawn.
-                let keep_earlier = found
-                    .as_ref()
-                    .is_some_and(|(_, s)| *s != EnrolmentStatus::Withdrawn)
-                    && status == EnrolmentStatus::Withdrawn;
-                if !keep_earlier {
-                    found = Some((e.enrolment_id, status));
-                }
-            }
-            match page.page {
-                Some(next) if !next.next_page_token.is_empty() => {
-                    page_token = next.next_page_token;
-                }
-                _ => return Ok(found),
-            }
-        }
-    }
-
     /// Records `result` (its `enrolment_id` set) in `tenant` for `exam_results`, under
     /// `idempotency_key`, so that the same item submitted again is recorded once.
     pub async fn record_result(
         &self,
         tenant: &str,
+        on: (&str, &str),
         result: AssessmentResult,
         idempotency_key: String,
     ) -> Result<Recorded> {
+        let (learner_id, course_id) = on;
         let token = self.token(tenant)?;
         let mut request = tonic::Request::new(RecordResultRequest {
             result: Some(result),
             idempotency_key: Some(IdempotencyKey {
                 key: idempotency_key,
             }),
+            learner: Some(SubjectRef {
+                subject_id: learner_id.to_owned(),
+            }),
+            course_id: course_id.to_owned(),
         });
         authorise(&mut request, &token, "exam_results")?;
         match self.records.clone().record_result(request).await {
@@ -289,6 +239,8 @@ impl Enrolment {
             Err(status) if status.code() == tonic::Code::FailedPrecondition => {
                 Ok(Recorded::NotStarted)
             }
+            // No enrolment on the course, or the learner is gone (erased).
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(Recorded::NotEnrolled),
             // Enrolment's field messages name fields and rules, never values.
             Err(status) if status.code() == tonic::Code::InvalidArgument => {
                 Ok(Recorded::Invalid(status.message().to_owned()))

@@ -27,7 +27,7 @@ use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::validate::{Checks, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Precondition, Result};
 use tutela_proto::common::{DataCategory, PageResponse, SubjectRef};
-use tutela_proto::enrolment::{AssessmentResult, EnrolmentStatus};
+use tutela_proto::enrolment::AssessmentResult;
 use tutela_proto::sharing::inbound_service_server::InboundService as InboundApi;
 use tutela_proto::sharing::{
     Booking, ItemOutcome, ItemResult, ListBookingsRequest, ListBookingsResponse,
@@ -413,14 +413,6 @@ fn result_key(partner_id: &str, subject_id: &str, course_id: &str, r: &NewResult
     format!("inbound-{}", &hex::encode(h.finalize())[..48])
 }
 
-/// Whether an enrolment in `status` can take a booking or a result for its course.
-fn live(status: EnrolmentStatus) -> bool {
-    !matches!(
-        status,
-        EnrolmentStatus::Withdrawn | EnrolmentStatus::Unspecified
-    )
-}
-
 /// A booking as staff see it.
 fn to_booking(row: &booking::Model) -> Booking {
     Booking {
@@ -614,26 +606,9 @@ impl InboundService {
                 ));
                 continue;
             };
-            // Which enrolment to record on is looked up for course administration: the enrolment
-            // id is education data, which the register does not give exam results (nor should
-            // it: partners would then receive enrolment fields). Enrolment's RecordResult takes
-            // only an enrolment id; one that took the learner and the course would spare this.
-            let enrolment_id = match enrolment
-                .enrolment_on(call.tenant(), "course_administration", subject, &course_id)
-                .await?
-            {
-                Some((id, status)) if live(status) && !id.is_empty() => id,
-                _ => {
-                    results.push(outcome(
-                        i,
-                        ItemOutcome::NotEnrolled,
-                        "the learner has no enrolment on this course",
-                    ));
-                    continue;
-                }
-            };
+            // Enrolment finds the learner's enrolment on the course itself: the enrolment's id is
+            // education data, which exam results may not read.
             let result = AssessmentResult {
-                enrolment_id,
                 assessment: item.assessment.clone(),
                 score: item.score,
                 maximum: item.maximum,
@@ -645,11 +620,19 @@ impl InboundService {
             };
             let key = result_key(&partner_id, subject, &course_id, item);
             results.push(
-                match enrolment.record_result(call.tenant(), result, key).await? {
+                match enrolment
+                    .record_result(call.tenant(), (subject, &course_id), result, key)
+                    .await?
+                {
                     Recorded::Yes(_) => {
                         accepted += 1;
                         outcome(i, ItemOutcome::Accepted, "")
                     }
+                    Recorded::NotEnrolled => outcome(
+                        i,
+                        ItemOutcome::NotEnrolled,
+                        "the learner has no enrolment on this course",
+                    ),
                     Recorded::NotStarted => outcome(
                         i,
                         ItemOutcome::NotEnrolled,

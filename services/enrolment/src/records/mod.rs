@@ -29,7 +29,7 @@ use tutela_proto::enrolment::{
 
 use crate::held::Held;
 use crate::learners::Learners;
-use crate::requests::{Enrol, NewCourse, NewResult, StatusChange};
+use crate::requests::{Enrol, NewCourse, NewResult, ResultFor, StatusChange};
 
 /// What erasing a learner's records did.
 #[derive(Debug, Clone, Copy, Default)]
@@ -175,6 +175,30 @@ impl Records {
                 .await?,
             "enrolment",
         )
+    }
+
+    /// `learner`'s enrolment on `course`: the one not withdrawn, else the latest; NOT_FOUND
+    /// when there is none.
+    pub(crate) async fn enrolment_on(
+        &self,
+        call: &Authorized,
+        learner: &str,
+        course: &str,
+    ) -> Result<enrolment::Model> {
+        let rows = call
+            .find::<enrolment::Entity>()
+            .filter(enrolment::Column::LearnerId.eq(learner))
+            .filter(enrolment::Column::CourseId.eq(course))
+            .order_by_desc(enrolment::Column::Seq)
+            .all(&self.db)
+            .await?;
+        let live = rows
+            .iter()
+            .position(|e| status_of(e) != EnrolmentStatus::Withdrawn)
+            .unwrap_or(0);
+        rows.into_iter()
+            .nth(live)
+            .ok_or(Error::NotFound("enrolment"))
     }
 
     /// The access to the learner named at `field`, whether or not their profile exists (an
@@ -552,7 +576,12 @@ impl EnrolmentApi for EnrolmentService {
         let call = Authorized::of(&request)?;
         let now = self.records.now();
         let new = NewResult::parse(request.get_ref(), now)?;
-        let row = self.records.enrolment(&call, &new.enrolment_id).await?;
+        let row = match &new.enrolment {
+            ResultFor::Enrolment(id) => self.records.enrolment(&call, id).await?,
+            ResultFor::OnCourse { learner, course } => {
+                self.records.enrolment_on(&call, learner, course).await?
+            }
+        };
         let access = call.subject(&row.learner_id).await?;
         if let Some(stored) = self
             .records
