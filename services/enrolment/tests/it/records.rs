@@ -216,6 +216,34 @@ async fn results_are_recorded_for_started_enrolments_and_learners_see_only_their
     assert!(recorded.passed);
     assert_eq!(recorded.learner.unwrap().subject_id, learner);
 
+    // Named by the learner and the course instead of the enrolment: the same enrolment.
+    let on_course = |learner: &str, course_id: &str, score: f64| {
+        let mut r = tutela_testkit::sample_result("", score);
+        r.learner = subject(learner);
+        r.course_id = course_id.into();
+        r
+    };
+    let by_course = tutor
+        .record_result(on_course(&learner, &course_id, 64.0))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert_eq!(by_course.enrolment_id, enrolment);
+    let elsewhere = new_course(&suite, "ENG-L2-2027").await;
+    let err = tutor
+        .record_result(on_course(&learner, &elsewhere, 64.0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let mut both = on_course(&learner, &course_id, 64.0);
+    if let Some(r) = both.result.as_mut() {
+        r.enrolment_id = enrolment.clone();
+    }
+    let err = tutor.record_result(both).await.unwrap_err();
+    assert_eq!(fields(&err), ["result.enrolment_id"]);
+
     let own = Credentials::new(
         &suite.token("acme", &learner, &["learner"]),
         "subject_rights",
@@ -230,8 +258,8 @@ async fn results_are_recorded_for_started_enrolments_and_learners_see_only_their
         .unwrap()
         .into_inner()
         .results;
-    assert_eq!(mine.len(), 1);
-    assert_eq!(mine[0].score, 71.0);
+    let scores: Vec<f64> = mine.iter().map(|r| r.score).collect();
+    assert_eq!(scores, [71.0, 64.0]);
     let other = new_learner(&suite).await;
     let err = suite
         .enrolments(own)
