@@ -3,5 +3,7 @@
 //! replace them, with the same recognisers, so what is refused and what is scrubbed cannot drift.
 
 pub mod recognise;
+pub mod scrub;
 
 pub use recognise::{Finding, Pack, RecogniseError, Recogniser};
+pub use scrub::{EntityKind, Hit, Risk, Scrubbed, Scrubber};

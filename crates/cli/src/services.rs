@@ -9,10 +9,11 @@ use tutela_host::HostedService;
 pub const KNOWN: [&str; 4] = ["enrolment", "sharing", "survey", "subscription"];
 
 /// The services built into this binary. Adding a service is its crate and one line here.
-pub fn all() -> [&'static dyn HostedService; 3] {
+pub fn all() -> [&'static dyn HostedService; 4] {
     [
         tutela_enrolment::HOSTED,
         tutela_sharing::HOSTED,
+        tutela_survey::HOSTED,
         tutela_subscription::HOSTED,
     ]
 }
@@ -22,8 +23,8 @@ pub fn available() -> Vec<&'static str> {
     all().iter().map(|s| s.name()).collect()
 }
 
-/// The services to host: `requested`, or every available one when empty. An unknown name, or a
-/// known service that this build does not contain yet, is an error naming it.
+/// The services to host: `requested`, or every available one when empty. An unknown name is an
+/// error naming the services.
 pub fn resolve(requested: &[String]) -> anyhow::Result<Vec<&'static str>> {
     let available = available();
     if requested.is_empty() {
@@ -37,9 +38,6 @@ pub fn resolve(requested: &[String]) -> anyhow::Result<Vec<&'static str>> {
                 KNOWN.join(", ")
             );
         };
-        if !available.contains(known) {
-            bail!("service {name:?} is not available in this build yet");
-        }
         if !hosted.contains(known) {
             hosted.push(*known);
         }
@@ -137,22 +135,18 @@ mod tests {
     }
 
     #[test]
-    fn no_request_means_every_available_service() {
+    fn no_request_means_every_service() {
         assert_eq!(
             resolve(&[]).unwrap(),
-            ["enrolment", "sharing", "subscription"]
+            ["enrolment", "sharing", "survey", "subscription"]
         );
         assert_eq!(resolve(&[]).unwrap(), available());
     }
 
     #[test]
-    fn every_service_built_in_is_a_known_one_and_survey_is_not_yet() {
-        for name in available() {
-            assert!(KNOWN.contains(&name), "{name}");
-        }
-        let err = resolve(&["survey".to_owned()]).unwrap_err().to_string();
-        assert!(err.contains("not available in this build yet"), "{err}");
-        for name in ["subscription", "sharing"] {
+    fn every_known_service_is_built_in_and_hosted_alone_on_request() {
+        assert_eq!(available(), KNOWN);
+        for name in KNOWN {
             let hosted = hosted(&[name.to_owned()]).unwrap();
             assert_eq!(hosted.len(), 1);
             assert_eq!(hosted[0].name(), name);

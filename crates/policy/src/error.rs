@@ -115,6 +115,12 @@ preconditions! {
     AccessPeriodEnded => "ACCESS_PERIOD_ENDED",
     /// The partner acknowledged the notice, so it cannot be recorded as not possible.
     NoticeAcknowledged => "NOTICE_ACKNOWLEDGED",
+    /// The survey is closed: no more invitations, responses or declines.
+    SurveyClosed => "SURVEY_CLOSED",
+    /// The learner responded to the survey or declined it already.
+    SurveyAlreadyAnswered => "SURVEY_ALREADY_ANSWERED",
+    /// The learner was not invited to the survey.
+    NotInvited => "NOT_INVITED",
 }
 
 impl std::fmt::Display for Precondition {

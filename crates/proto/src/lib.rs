@@ -34,6 +34,11 @@ pub mod tutela {
             include!(concat!(env!("OUT_DIR"), "/tutela.sharing.v1.rs"));
         }
     }
+    pub mod survey {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/tutela.survey.v1.rs"));
+        }
+    }
     pub mod subscription {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/tutela.subscription.v1.rs"));
@@ -47,6 +52,7 @@ pub use tutela::enrolment::v1 as enrolment;
 pub use tutela::privacy::v1 as privacy;
 pub use tutela::sharing::v1 as sharing;
 pub use tutela::subscription::v1 as subscription;
+pub use tutela::survey::v1 as survey;
 
 use common::{Authorisation, DataCategory, LegalBasis, Purpose, TextKind, TextRule};
 

@@ -26,6 +26,8 @@ use tutela_proto::sharing::disclosure_service_client::DisclosureServiceClient;
 use tutela_proto::sharing::notice_service_client::NoticeServiceClient;
 use tutela_proto::sharing::partner_service_client::PartnerServiceClient;
 use tutela_proto::subscription::subscription_service_client::SubscriptionServiceClient;
+use tutela_proto::survey::response_service_client::ResponseServiceClient;
+use tutela_proto::survey::survey_service_client::SurveyServiceClient;
 use tutela_store::testing::TestDatabase;
 
 pub use tonic_health::pb::health_client::HealthClient;
@@ -494,6 +496,58 @@ impl TestSuite {
     /// A `tutela.sharing.v1.NoticeService` client sending `credentials`.
     pub fn notices(&self, credentials: Credentials) -> NoticeServiceClient<Authed> {
         NoticeServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// `service`'s part of `subject`'s access export (tenant `tenant`), as the tenant's dpo
+    /// handles the request: the requester's identity verified first, then the export.
+    pub async fn service_export(
+        &self,
+        tenant: &str,
+        subject: &str,
+        service: &str,
+    ) -> Result<serde_json::Value, tonic::Status> {
+        use tutela_proto::common::SubjectRef;
+        use tutela_proto::privacy::{
+            ExportSubjectRequest, RecordIdentityVerificationRequest, VerificationMethod,
+        };
+        let dpo = || Credentials::new(&self.token(tenant, "dpo-1", &["dpo"]), "subject_rights");
+        let subject = || {
+            Some(SubjectRef {
+                subject_id: subject.into(),
+            })
+        };
+        self.subject_data(dpo())
+            .record_identity_verification(RecordIdentityVerificationRequest {
+                subject: subject(),
+                method: VerificationMethod::PhotoIdInPerson as i32,
+                evidence_reference: "front desk note".into(),
+            })
+            .await?;
+        let exports = self
+            .subject_data(dpo())
+            .export_subject(ExportSubjectRequest {
+                subject: subject(),
+                services: vec![service.into()],
+            })
+            .await?
+            .into_inner()
+            .exports;
+        let document = exports
+            .first()
+            .map(|e| e.document.as_slice())
+            .unwrap_or_default();
+        serde_json::from_slice(document)
+            .map_err(|e| tonic::Status::internal(format!("the export is not JSON: {e}")))
+    }
+
+    /// A `tutela.survey.v1.SurveyService` client sending `credentials`.
+    pub fn surveys(&self, credentials: Credentials) -> SurveyServiceClient<Authed> {
+        SurveyServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.survey.v1.ResponseService` client sending `credentials`.
+    pub fn responses(&self, credentials: Credentials) -> ResponseServiceClient<Authed> {
+        ResponseServiceClient::with_interceptor(self.channel(), credentials)
     }
 
     /// Signals shutdown (as SIGTERM does) without waiting for it.

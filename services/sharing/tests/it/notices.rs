@@ -7,10 +7,7 @@ use prost_types::FieldMask;
 use tonic::Code;
 use tutela_proto::common::SubjectRef;
 use tutela_proto::enrolment::{LearnerProfile, UpdateLearnerRequest};
-use tutela_proto::privacy::{
-    EraseSubjectRequest, ExportSubjectRequest, RecordIdentityVerificationRequest,
-    VerificationMethod,
-};
+use tutela_proto::privacy::EraseSubjectRequest;
 use tutela_proto::sharing::webhook_service_client::WebhookServiceClient;
 use tutela_proto::sharing::{
     AcknowledgeNoticesRequest, ListNoticesRequest, ListWebhookMessagesRequest, Notice, NoticeKind,
@@ -379,27 +376,10 @@ async fn notices_in(suite: &TestSuite, state: NoticeState) -> Vec<Notice> {
 
 /// The sharing service's part of `learner`'s access export, after the dpo verifies the request.
 pub async fn sharing_export(suite: &TestSuite, learner: &str) -> serde_json::Value {
-    let dpo_rights = || Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights");
     suite
-        .subject_data(dpo_rights())
-        .record_identity_verification(RecordIdentityVerificationRequest {
-            subject: subject(learner),
-            method: VerificationMethod::PhotoIdInPerson as i32,
-            evidence_reference: "front desk note 2026-12-02/1".into(),
-        })
-        .await
-        .unwrap();
-    let export = suite
-        .subject_data(dpo_rights())
-        .export_subject(ExportSubjectRequest {
-            subject: subject(learner),
-            services: vec!["sharing".into()],
-        })
+        .service_export("acme", learner, "sharing")
         .await
         .unwrap()
-        .into_inner()
-        .exports;
-    serde_json::from_slice(&export[0].document).unwrap()
 }
 
 fn not_possible(notice_id: &str, reason: &str) -> RecordNoticeNotPossibleRequest {

@@ -1,0 +1,31 @@
+//! The survey service: voluntary end-of-course surveys (V1–V3). Surveys per course with their
+//! questions ([`questions`]) and declared respondent attributes; invitations that a learner
+//! answers, declines or ignores, with reminders only for those who did neither; and responses
+//! ([`answers`]) sealed under the respondent's own data key, their free text scrubbed of
+//! identifying details before anything is stored ([`scrub`], over `tutela-anonymise`). No RPC
+//! returns a response to staff: the respondent reaches their own through the rights path
+//! ([`rights`]).
+//!
+//! The modules: [`entity`] and [`migration`] (the tables), [`surveys`] and [`responses`] (the
+//! two gRPC services).
+
+pub mod answers;
+pub mod entity;
+mod hosted;
+pub mod migration;
+pub mod questions;
+pub mod responses;
+pub mod rights;
+pub mod scrub;
+pub mod surveys;
+
+pub use migration::SurveyMigrator;
+pub use responses::ResponseService;
+pub use rights::SurveyRights;
+pub use surveys::{SurveyService, Surveys};
+
+/// The service's short name (`--service survey`, health, the vault scope of respondents' keys).
+pub const SERVICE: &str = "survey";
+
+/// The service as a `tutela` process hosts it.
+pub const HOSTED: &dyn tutela_host::HostedService = &hosted::Hosted;
