@@ -33,7 +33,7 @@ fn a_fresh_sqlite_setup_passes_and_the_check_generates_nothing() {
     let report = text(&out);
     assert!(out.status.success(), "{report}");
     assert!(
-        report.contains("services: enrolment, sharing, subscription"),
+        report.contains("services: enrolment, sharing, survey, subscription"),
         "{report}"
     );
     assert!(report.contains("guard: every RPC"), "{report}");

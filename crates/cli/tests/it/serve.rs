@@ -136,13 +136,17 @@ async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
             "tutela.sharing.v1.PartnerService",
             "tutela.sharing.v1.WebhookService",
             "tutela.subscription.v1.SubscriptionService",
+            "tutela.survey.v1.ResponseService",
+            "tutela.survey.v1.SurveyService",
         ]
     );
     for service in [
         "subscription",
         "enrolment",
         "sharing",
+        "survey",
         "tutela.sharing.v1.PartnerService",
+        "tutela.survey.v1.SurveyService",
         "tutela.consent.v1.ConsentLedger",
         "tutela.enrolment.v1.LearnerService",
         "tutela.subscription.v1.SubscriptionService",
