@@ -33,7 +33,7 @@ pub const CONTEXT_WINDOW: usize = 24;
 /// The shapes an SSN is written in: digits grouped 3-2-4, or nine in a row. Which of them are
 /// SSNs is decided afterwards (number ranges, what touches them, context words): the regex crate
 /// has no look-around.
-const SSN_SHAPE: &str = r"[0-9]{3}[-\x20\x{00A0}\x{2010}-\x{2013}][0-9]{2}[-\x20\x{00A0}\x{2010}-\x{2013}][0-9]{4}|[0-9]{9}";
+pub(crate) const SSN_SHAPE: &str = r"[0-9]{3}[-\x20\x{00A0}\x{2010}-\x{2013}][0-9]{2}[-\x20\x{00A0}\x{2010}-\x{2013}][0-9]{4}|[0-9]{9}";
 
 /// Words that make nine digits in a row an SSN.
 const SSN_CONTEXT: &str = r"(?i)\b(?:ssns?\b|s\.s\.n\b\.?|social[\s_-]*sec(?:urity\b|\.)|soc\.?[\s_-]*sec\b\.?|ss[\s_-]*(?:#|no\b\.?|nos?\.|num(?:ber)?\b))";
@@ -47,6 +47,10 @@ pub enum RecogniseError {
     /// The pattern matches empty text, so it would be found in every text.
     #[error("the pattern matches empty text, so it would be found in every text")]
     MatchesEmpty,
+    /// The known names could not be compiled into one automaton (the message says why; it
+    /// names no name).
+    #[error("known names: {0}")]
+    Names(String),
 }
 
 /// Something a recogniser found: which recogniser (its index in the pack, or 0 for a lone

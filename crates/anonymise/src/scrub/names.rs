@@ -1,0 +1,650 @@
+//! Names: the course's known people, and unknown people after a title.
+//!
+//! Known names are split into parts (on spaces; a hyphenated part is also matched whole and by
+//! each piece), and every part goes into one Aho-Corasick automaton, folded: ASCII case and Latin
+//! diacritics ignored ("José Álvarez" is found as "jose alvarez", "JOSE ALVAREZ", "Jose
+//! Alvarez"). A match counts only on word boundaries (no letter, digit or `_` touching it in the
+//! text), and adjacent name hits become one `[NAME]`.
+//!
+//! The common-word rule: a part that is also a common English word ("May", "Hope", "Will",
+//! "Grace", "Brown", listed in [`COMMON_WORDS`]) or has at most two letters ("Li", "Al") is a
+//! weak part. A weak part is a name only
+//! - when written in title case ("May", not "may" nor "MAY"), not at the start of a sentence
+//!   (start of text, or after `.`, `!`, `?`, `:`, a newline or an opening quote or bracket), not
+//!   after an article or demonstrative ("the", "a", "this"…), and not followed by a capitalised
+//!   word that is no name part ("the Young Professionals", "Grace Period Policy"), or
+//! - when next to another part that is a name by itself (a strong part, or a weak one passing the
+//!   rule above), separated by spaces or a hyphen only: "Will Smith", "will smith",
+//!   "WILL SMITH".
+//!
+//! So "I hope you will", "May I say" and "A GREAT COURSE, WILL COME BACK" keep their words, while
+//! "thanks to Hope", "Will Smith" and "MAY PATEL" lose the name. Name particles ("de", "van",
+//! "von"…) are never matched alone.
+//!
+//! Unknown names: a title (`Mr`, `Mrs`, `Ms`, `Mx`, `Miss`, `Dr`, `Prof`, `Professor`, `Sir`,
+//! `Dame`, in title case or capitals, with or without a dot) followed by a capitalised word, and a
+//! second one if it follows; the title itself stays ("Dr [NAME]").
+//!
+//! Diacritic folding happens only when the text has non-ASCII bytes: ASCII text is searched as it
+//! is, with the automaton's ASCII case-insensitivity.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use regex::Regex;
+
+use super::{EntityKind, Hit};
+use crate::RecogniseError;
+
+/// Common English words that are also given or family names: matched only by the common-word
+/// rule (module documentation). Lower case, ASCII.
+pub const COMMON_WORDS: &[&str] = &[
+    // given names
+    "may",
+    "hope",
+    "will",
+    "grace",
+    "joy",
+    "faith",
+    "mark",
+    "bill",
+    "rose",
+    "dawn",
+    "summer",
+    "april",
+    "june",
+    "august",
+    "frank",
+    "victor",
+    "art",
+    "ray",
+    "pat",
+    "sue",
+    "jack",
+    "rob",
+    "drew",
+    "sandy",
+    "holly",
+    "ivy",
+    "iris",
+    "lily",
+    "daisy",
+    "amber",
+    "ruby",
+    "pearl",
+    "crystal",
+    "destiny",
+    "harmony",
+    "heather",
+    "autumn",
+    "faye",
+    "gene",
+    "guy",
+    "max",
+    "miles",
+    "rich",
+    "norm",
+    "nick",
+    "penny",
+    "rusty",
+    "sky",
+    "star",
+    "storm",
+    "river",
+    "chase",
+    "hunter",
+    "carol",
+    "eve",
+    "honor",
+    "justice",
+    "melody",
+    "page",
+    "paige",
+    "patience",
+    "violet",
+    "cliff",
+    "dean",
+    "earl",
+    "glen",
+    "grant",
+    "herb",
+    "lance",
+    "neil",
+    "reed",
+    "rod",
+    "wade",
+    // family names
+    "brown",
+    "white",
+    "green",
+    "black",
+    "gray",
+    "grey",
+    "young",
+    "king",
+    "hill",
+    "wood",
+    "baker",
+    "cook",
+    "walker",
+    "long",
+    "bell",
+    "park",
+    "hall",
+    "lane",
+    "field",
+    "rice",
+    "day",
+    "price",
+    "fox",
+    "bird",
+    "lord",
+    "case",
+    "ward",
+    "bond",
+    "stone",
+    "marsh",
+    "wells",
+    "banks",
+    "mills",
+    "cross",
+    "rivers",
+    "moss",
+    "hunt",
+    "ford",
+    "street",
+    "church",
+    "little",
+    "gold",
+    "sharp",
+    "west",
+    "north",
+    "south",
+    "east",
+    "best",
+    "good",
+    "love",
+    "hart",
+    "sweet",
+    "short",
+    "small",
+    "strong",
+    "swift",
+    "wise",
+    "fair",
+    "noble",
+    "bishop",
+    "knight",
+    "page",
+    "mason",
+    "carter",
+    "parker",
+    "turner",
+    "fisher",
+    "porter",
+    "miller",
+    "potter",
+    "singer",
+    "taylor",
+    "cooper",
+    "shepherd",
+    "butler",
+    "chamberlain",
+    "steward",
+    "head",
+    "hand",
+    "foot",
+    "moody",
+    "law",
+    "bush",
+    "berry",
+    "cash",
+    "gates",
+    "jobs",
+    "booth",
+    "brook",
+    "brooks",
+    "dale",
+    "flower",
+    "frost",
+    "hay",
+    "heath",
+    "holt",
+    "lake",
+    "lamb",
+    "link",
+    "march",
+    "nash",
+    "oak",
+    "pond",
+    "pool",
+    "reader",
+    "rock",
+    "root",
+    "salt",
+    "seal",
+    "shaw",
+    "snow",
+    "spring",
+    "stock",
+    "till",
+    "tower",
+    "wall",
+    "waters",
+    "well",
+    "wolf",
+    "worth",
+    "york",
+    "english",
+    "french",
+    "scott",
+    "welsh",
+    "irish",
+    "power",
+    "major",
+    "dear",
+    "friend",
+    "child",
+    "gain",
+    "rich",
+    // everyday words that are someone's name somewhere
+    "the",
+    "and",
+    "for",
+    "but",
+    "not",
+    "you",
+    "all",
+    "any",
+    "can",
+    "her",
+    "his",
+    "one",
+    "our",
+    "out",
+    "she",
+    "too",
+    "was",
+    "who",
+    "why",
+    "how",
+    "new",
+    "now",
+    "old",
+    "see",
+    "two",
+    "way",
+    "more",
+    "most",
+    "much",
+    "very",
+    "just",
+    "only",
+    "also",
+    "back",
+    "well",
+    "even",
+    "here",
+    "there",
+    "then",
+    "than",
+    "when",
+    "what",
+    "with",
+    "from",
+    "this",
+    "that",
+    "they",
+    "them",
+    "have",
+    "been",
+    "were",
+    "will",
+    "would",
+    "could",
+    "should",
+    "about",
+    "after",
+    "again",
+    "tutor",
+    "course",
+    "module",
+    "class",
+    "room",
+    "week",
+    "thanks",
+    "thank",
+    "great",
+    "really",
+    "happy",
+    "early",
+    "late",
+    "soon",
+    "said",
+    "told",
+    "help",
+    "kind",
+    "clear",
+    "nice",
+    "fine",
+];
+
+/// Name particles: never a name alone.
+const PARTICLES: &[&str] = &[
+    "de", "del", "della", "der", "den", "di", "da", "dos", "das", "du", "la", "le", "van", "von",
+    "bin", "ibn", "al", "el", "y", "e", "mac", "st",
+];
+
+/// A title, then one or two capitalised words (the first may be in capitals).
+const TITLED: &str = r"(?:Mrs|Mr|Ms|Mx|Miss|Dr|Professor|Prof|Sir|Dame|MRS|MR|MS|MX|MISS|DR|PROFESSOR|PROF|SIR|DAME)\.?[ ]+(\p{Lu}[\p{L}'\x{2019}\-]*)(?:[ ]+\p{Lu}\p{Ll}[\p{L}'\x{2019}\-]*)?";
+
+/// Known names' parts and the title rule, compiled.
+#[derive(Clone)]
+pub(crate) struct Names {
+    /// `None` when no known name has a usable part.
+    automaton: Option<AhoCorasick>,
+    /// Per automaton pattern: whether it is a weak part.
+    weak: Vec<bool>,
+    titled: Regex,
+}
+
+/// A known-name part found in the text, before the common-word rule.
+struct Part {
+    span: Range<usize>,
+    weak: bool,
+    /// Title case and not at a sentence start: a name by itself even when weak.
+    capitalised_mid_sentence: bool,
+}
+
+impl Names {
+    pub(crate) fn new(
+        known: impl IntoIterator<Item = impl AsRef<str>>,
+    ) -> Result<Self, RecogniseError> {
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut patterns: Vec<String> = Vec::new();
+        let mut weak = Vec::new();
+        let mut add = |part: &str| {
+            let folded = fold_str(part);
+            let letters = folded.chars().filter(|c| c.is_alphanumeric()).count();
+            if letters < 2 || PARTICLES.contains(&folded.as_str()) || index.contains_key(&folded) {
+                return;
+            }
+            index.insert(folded.clone(), patterns.len());
+            weak.push(letters <= 2 || COMMON_WORDS.contains(&folded.as_str()));
+            patterns.push(folded);
+        };
+        for name in known {
+            for part in name.as_ref().split_whitespace() {
+                let part = part.trim_matches(|c: char| !c.is_alphanumeric());
+                add(part);
+                if part.contains(['-', '\'', '\u{2019}']) {
+                    part.split(['-', '\'', '\u{2019}']).for_each(&mut add);
+                }
+            }
+        }
+        let automaton = if patterns.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .ascii_case_insensitive(true)
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .build(&patterns)
+                    .map_err(|e| RecogniseError::Names(e.to_string()))?,
+            )
+        };
+        Ok(Self {
+            automaton,
+            weak,
+            titled: Regex::new(TITLED)?,
+        })
+    }
+
+    /// How many distinct name parts the automaton holds.
+    pub(crate) fn len(&self) -> usize {
+        self.weak.len()
+    }
+
+    /// Pushes every name in `text` onto `out`.
+    pub(crate) fn find(&self, text: &str, out: &mut Vec<Hit>) {
+        if let Some(automaton) = &self.automaton {
+            let parts = if text.is_ascii() {
+                self.parts(automaton, text, text, None)
+            } else {
+                let (folded, map) = fold_with_map(text);
+                self.parts(automaton, text, &folded, Some(&map))
+            };
+            accept_parts(text, &parts, out);
+        }
+        if text.contains(['M', 'D', 'P', 'S']) {
+            for caps in self.titled.captures_iter(text) {
+                let (Some(all), Some(first)) = (caps.get(0), caps.get(1)) else {
+                    continue;
+                };
+                let before = text[..all.start()].chars().next_back();
+                if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let after = text[all.end()..].chars().next();
+                if after.is_some_and(|c| c.is_alphanumeric()) {
+                    continue;
+                }
+                out.push(Hit {
+                    kind: EntityKind::Name,
+                    span: first.start()..all.end(),
+                });
+            }
+        }
+    }
+
+    /// Known-name parts found in `haystack` (the text, or its fold, with `map` from the fold's
+    /// byte offsets to the text's) on word boundaries of `text`.
+    fn parts(
+        &self,
+        automaton: &AhoCorasick,
+        text: &str,
+        haystack: &str,
+        map: Option<&[usize]>,
+    ) -> Vec<Part> {
+        let mut parts = Vec::new();
+        for m in automaton.find_iter(haystack) {
+            let span = match map {
+                None => m.start()..m.end(),
+                Some(map) => map[m.start()]..map[m.end()],
+            };
+            if span.is_empty() || !on_word_boundaries(text, &span) {
+                continue;
+            }
+            let weak = self.weak[m.pattern().as_usize()];
+            let capitalised_mid_sentence = weak
+                && title_case(&text[span.clone()])
+                && !sentence_start(text, span.start)
+                && !after_article(text, span.start);
+            parts.push(Part {
+                span: with_particles(text, span.start)..span.end,
+                weak,
+                capitalised_mid_sentence,
+            });
+        }
+        parts
+    }
+}
+
+/// Applies the common-word rule to `parts` (in text order) and pushes the names.
+fn accept_parts(text: &str, parts: &[Part], out: &mut Vec<Hit>) {
+    // Overlapping parts ("Ní", and "Ní Bhriain" with its particle) are one name too.
+    let adjacent = |a: &Part, b: &Part| {
+        b.span.start <= a.span.end || joins_names(&text[a.span.end..b.span.start])
+    };
+    // A weak part followed by a capitalised word that is no name part starts the name of
+    // something else: "Young Professionals", "Grace Period Policy".
+    let heads_a_phrase = |i: usize| {
+        let end = parts[i].span.end;
+        let next_word = text[end..].strip_prefix(' ').and_then(|t| t.chars().next());
+        next_word.is_some_and(char::is_uppercase)
+            && parts.get(i + 1).is_none_or(|n| !adjacent(&parts[i], n))
+    };
+    let strong =
+        |i: usize| !parts[i].weak || (parts[i].capitalised_mid_sentence && !heads_a_phrase(i));
+    for (i, part) in parts.iter().enumerate() {
+        let accepted = strong(i)
+            || (i > 0 && strong(i - 1) && adjacent(&parts[i - 1], part))
+            || parts
+                .get(i + 1)
+                .is_some_and(|next| strong(i + 1) && adjacent(part, next));
+        if accepted {
+            out.push(Hit {
+                kind: EntityKind::Name,
+                span: part.span.clone(),
+            });
+        }
+    }
+}
+
+/// Whether `gap`, the text between two name parts, makes them one name: spaces or one hyphen.
+pub(crate) fn joins_names(gap: &str) -> bool {
+    !gap.is_empty() && gap.len() <= 3 && gap.chars().all(|c| c == ' ' || c == '-')
+}
+
+/// Where a name starting at `start` really starts: before the particles right in front of it
+/// ("van der Berg", "Ó Briain", "de Vries"), which are no name alone but are part of this one.
+fn with_particles(text: &str, mut start: usize) -> usize {
+    loop {
+        let before = &text[..start];
+        let Some(head) = before.strip_suffix(' ') else {
+            return start;
+        };
+        let word_start = head.rfind(|c: char| !c.is_alphabetic()).map_or(0, |i| {
+            i + head[i..].chars().next().map_or(1, char::len_utf8)
+        });
+        let word = fold_str(&head[word_start..]);
+        if word.is_empty()
+            || !(PARTICLES.contains(&word.as_str()) || IRISH_PARTICLES.contains(&word.as_str()))
+        {
+            return start;
+        }
+        start = word_start;
+    }
+}
+
+/// Irish and Scottish patronymic particles, written apart from the name ("Ó Briain",
+/// "Ní Bhriain", "Mac an tSaoi").
+const IRISH_PARTICLES: &[&str] = &["o", "ni", "nic", "ua", "mhic"];
+
+fn on_word_boundaries(text: &str, span: &Range<usize>) -> bool {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    !word(text[..span.start].chars().next_back()) && !word(text[span.end..].chars().next())
+}
+
+/// "May", "Álvarez", "O'Brien": an upper-case letter, then not all upper case.
+fn title_case(word: &str) -> bool {
+    let mut chars = word.chars();
+    chars.next().is_some_and(char::is_uppercase) && chars.any(char::is_lowercase)
+}
+
+/// Whether `at` starts a sentence: only spaces between it and the start of the text, or `.`,
+/// `!`, `?`, `:`, a newline, or an opening quote or bracket.
+fn sentence_start(text: &str, at: usize) -> bool {
+    match text[..at].trim_end_matches([' ', '\t']).chars().next_back() {
+        None => true,
+        Some(c) => matches!(
+            c,
+            '.' | '!' | '?' | ':' | '\n' | '\r' | '"' | '(' | '[' | '\u{201C}' | '\u{2018}'
+        ),
+    }
+}
+
+/// Whether the word before `at` is an article or a demonstrative: "the Young Professionals",
+/// "a Grace period" name things, not people.
+fn after_article(text: &str, at: usize) -> bool {
+    let Some(head) = text[..at].strip_suffix(' ') else {
+        return false;
+    };
+    let word = head
+        .rsplit(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    ["the", "a", "an", "this", "that", "these", "those"]
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(word))
+}
+
+/// What a character folds to: itself, an ASCII replacement, or nothing (a combining mark).
+enum Fold {
+    Keep,
+    Ascii(&'static str),
+    Drop,
+}
+
+/// Latin letters with diacritics (Latin-1 Supplement, Latin Extended-A, the Romanian commas) to
+/// ASCII, and combining diacritics to nothing, so decomposed text folds like composed text. A
+/// table rather than Unicode normalisation: names are Latin-script in the courses this serves,
+/// and a table costs nothing to build or run.
+fn fold_char(c: char) -> Fold {
+    let ascii = match c {
+        'À'..='Å' | 'à'..='å' | 'Ā'..='ą' => "a",
+        'Æ' | 'æ' => "ae",
+        'Ç' | 'ç' | 'Ć'..='č' => "c",
+        'È'..='Ë' | 'è'..='ë' | 'Ē'..='ě' => "e",
+        'Ì'..='Ï' | 'ì'..='ï' | 'Ĩ'..='ı' => "i",
+        'Ð' | 'ð' | 'Ď'..='đ' => "d",
+        'Ñ' | 'ñ' | 'Ń'..='ŋ' => "n",
+        'Ò'..='Ö' | 'Ø' | 'ò'..='ö' | 'ø' | 'Ō'..='ő' => "o",
+        'Ù'..='Ü' | 'ù'..='ü' | 'Ũ'..='ų' => "u",
+        'Ý' | 'ý' | 'ÿ' | 'Ŷ'..='Ÿ' => "y",
+        'Þ' | 'þ' => "th",
+        'ß' => "ss",
+        'Ĝ'..='ģ' => "g",
+        'Ĥ'..='ħ' => "h",
+        'Ĳ' | 'ĳ' => "ij",
+        'Ĵ' | 'ĵ' => "j",
+        'Ķ'..='ĸ' => "k",
+        'Ĺ'..='ł' => "l",
+        'Œ' | 'œ' => "oe",
+        'Ŕ'..='ř' => "r",
+        'Ś'..='š' | 'ſ' | 'Ș' | 'ș' => "s",
+        'Ţ'..='ŧ' | 'Ț' | 'ț' => "t",
+        'Ŵ' | 'ŵ' => "w",
+        'Ź'..='ž' => "z",
+        '\u{0300}'..='\u{036F}' => return Fold::Drop,
+        _ => return Fold::Keep,
+    };
+    Fold::Ascii(ascii)
+}
+
+/// `s` folded, for the automaton's patterns: diacritics off, lower case.
+pub(crate) fn fold_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match fold_char(c) {
+            Fold::Keep => out.extend(c.to_lowercase()),
+            Fold::Ascii(a) => out.push_str(a),
+            Fold::Drop => {}
+        }
+    }
+    out
+}
+
+/// `text` folded like [`fold_str`], and for every byte offset of the fold (and its end) the
+/// offset in `text` of the character it came from, so that a match in the fold maps back to a
+/// span of `text` on `char` boundaries.
+fn fold_with_map(text: &str) -> (String, Vec<usize>) {
+    let mut folded = String::with_capacity(text.len() + 8);
+    let mut map = Vec::with_capacity(text.len() + 9);
+    for (at, c) in text.char_indices() {
+        let before = folded.len();
+        match fold_char(c) {
+            Fold::Keep if c.is_ascii() => folded.push(c),
+            Fold::Keep => folded.extend(c.to_lowercase()),
+            Fold::Ascii(a) => folded.push_str(a),
+            // A dropped mark belongs to the letter before it: a match ending at that letter
+            // ends after the mark (the next folded byte maps past it).
+            Fold::Drop => {}
+        }
+        map.resize(folded.len().max(before), at);
+    }
+    map.push(text.len());
+    (folded, map)
+}
