@@ -391,6 +391,9 @@ impl Names {
                     .match_kind(MatchKind::LeftmostLongest)
                     .ascii_case_insensitive(true)
                     .kind(Some(AhoCorasickKind::DFA))
+                    // Name parts start with almost any letter: a prefilter would fire all the
+                    // time and only add its own overhead to the DFA's scan.
+                    .prefilter(false)
                     .build(&patterns)
                     .map_err(|e| RecogniseError::Names(e.to_string()))?,
             )
