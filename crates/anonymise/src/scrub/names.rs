@@ -31,7 +31,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
 use regex::Regex;
 
 use super::{EntityKind, Hit};
@@ -391,9 +391,10 @@ impl Names {
                     .match_kind(MatchKind::LeftmostLongest)
                     .ascii_case_insensitive(true)
                     .kind(Some(AhoCorasickKind::DFA))
-                    // Name parts start with almost any letter: a prefilter would fire all the
-                    // time and only add its own overhead to the DFA's scan.
-                    .prefilter(false)
+                    // Searched only from word starts (see `parts`): a name part never starts
+                    // inside a word, and an anchored search from a word start is over within a
+                    // few bytes when no part starts there.
+                    .start_kind(StartKind::Anchored)
                     .build(&patterns)
                     .map_err(|e| RecogniseError::Names(e.to_string()))?,
             )
@@ -452,7 +453,21 @@ impl Names {
         map: Option<&[usize]>,
     ) -> Vec<Part> {
         let mut parts = Vec::new();
-        for m in automaton.find_iter(haystack) {
+        let bytes = haystack.as_bytes();
+        // Letters, digits, `_`, and any byte of a non-ASCII character: what continues a word.
+        let word_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
+        let mut i = 0;
+        while i < bytes.len() {
+            if !word_byte(bytes[i]) || (i > 0 && word_byte(bytes[i - 1])) {
+                i += 1;
+                continue;
+            }
+            let input = Input::new(haystack).range(i..).anchored(Anchored::Yes);
+            let Ok(Some(m)) = automaton.try_find(input) else {
+                i += 1;
+                continue;
+            };
+            i = m.end().max(i + 1);
             let span = match map {
                 None => m.start()..m.end(),
                 Some(map) => map[m.start()]..map[m.end()],
