@@ -33,7 +33,7 @@ fn throughput(bytes: usize, secs: u64, mut f: impl FnMut() -> usize) -> (f64, us
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let corpus = corpus::generate(0xbe7c_4, 2_000_000);
+    let corpus = corpus::generate(0x000b_e7c4, 2_000_000);
     let bytes = corpus.bytes();
     let start = Instant::now();
     let scrubber = Scrubber::new(&corpus.known_names)?;

@@ -872,7 +872,7 @@ impl Writer {
         self.text.push_str(tail);
         // Most people end a sentence with a full stop; some don't (the next sentence then
         // starts with no punctuation before it).
-        if !self.text.ends_with(['.', '!', '?', ')']) && self.text.len() % 4 != 0 {
+        if !self.text.ends_with(['.', '!', '?', ')']) && !self.text.len().is_multiple_of(4) {
             self.text.push('.');
         }
     }

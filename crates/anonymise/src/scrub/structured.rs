@@ -145,7 +145,7 @@ impl Structured {
                     kind: EntityKind::Ssn,
                     span,
                 })),
-                Rule::Email => each(regex, text, EntityKind::Email, out, |s| Some(s)),
+                Rule::Email => each(regex, text, EntityKind::Email, out, Some),
                 Rule::Url => each(regex, text, EntityKind::Url, out, |s| url(text, s)),
                 Rule::Ipv4 => each(regex, text, EntityKind::Ip, out, |s| ipv4(text, s)),
                 Rule::Ipv6 => each(regex, text, EntityKind::Ip, out, |s| ipv6(text, s)),
@@ -423,7 +423,7 @@ pub(crate) fn luhn(d: &[u32]) -> bool {
             (true, y) => y,
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// IBAN lengths of the countries a UK training organisation's learners mostly bank in; others
