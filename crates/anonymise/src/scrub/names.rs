@@ -9,8 +9,10 @@
 //! The common-word rule: a part that is also a common English word ("May", "Hope", "Will",
 //! "Grace", "Brown", listed in [`COMMON_WORDS`]) or has at most two letters ("Li", "Al") is a
 //! weak part. A weak part is a name only
-//! - when written in title case ("May", not "may" nor "MAY") and not at the start of a sentence
-//!   (start of text, or after `.`, `!`, `?`, `:`, a newline or an opening quote or bracket), or
+//! - when written in title case ("May", not "may" nor "MAY"), not at the start of a sentence
+//!   (start of text, or after `.`, `!`, `?`, `:`, a newline or an opening quote or bracket), not
+//!   after an article or demonstrative ("the", "a", "this"…), and not followed by a capitalised
+//!   word that is no name part ("the Young Professionals", "Grace Period Policy"), or
 //! - when next to another part that is a name by itself (a strong part, or a weak one passing the
 //!   rule above), separated by spaces or a hyphen only: "Will Smith", "will smith",
 //!   "WILL SMITH".
@@ -29,7 +31,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
 use regex::Regex;
 
 use super::{EntityKind, Hit};
@@ -39,35 +41,293 @@ use crate::RecogniseError;
 /// rule (module documentation). Lower case, ASCII.
 pub const COMMON_WORDS: &[&str] = &[
     // given names
-    "may", "hope", "will", "grace", "joy", "faith", "mark", "bill", "rose", "dawn", "summer",
-    "april", "june", "august", "frank", "victor", "art", "ray", "pat", "sue", "jack", "rob",
-    "drew", "sandy", "holly", "ivy", "iris", "lily", "daisy", "amber", "ruby", "pearl", "crystal",
-    "destiny", "harmony", "heather", "autumn", "faye", "gene", "guy", "max", "miles", "rich",
-    "norm", "nick", "penny", "rusty", "sky", "star", "storm", "river", "chase", "hunter",
-    "carol", "eve", "honor", "justice", "melody", "page", "paige", "patience", "violet",
-    "cliff", "dean", "earl", "glen", "grant", "herb", "lance", "neil", "reed", "rod", "wade",
+    "may",
+    "hope",
+    "will",
+    "grace",
+    "joy",
+    "faith",
+    "mark",
+    "bill",
+    "rose",
+    "dawn",
+    "summer",
+    "april",
+    "june",
+    "august",
+    "frank",
+    "victor",
+    "art",
+    "ray",
+    "pat",
+    "sue",
+    "jack",
+    "rob",
+    "drew",
+    "sandy",
+    "holly",
+    "ivy",
+    "iris",
+    "lily",
+    "daisy",
+    "amber",
+    "ruby",
+    "pearl",
+    "crystal",
+    "destiny",
+    "harmony",
+    "heather",
+    "autumn",
+    "faye",
+    "gene",
+    "guy",
+    "max",
+    "miles",
+    "rich",
+    "norm",
+    "nick",
+    "penny",
+    "rusty",
+    "sky",
+    "star",
+    "storm",
+    "river",
+    "chase",
+    "hunter",
+    "carol",
+    "eve",
+    "honor",
+    "justice",
+    "melody",
+    "page",
+    "paige",
+    "patience",
+    "violet",
+    "cliff",
+    "dean",
+    "earl",
+    "glen",
+    "grant",
+    "herb",
+    "lance",
+    "neil",
+    "reed",
+    "rod",
+    "wade",
     // family names
-    "brown", "white", "green", "black", "gray", "grey", "young", "king", "hill", "wood", "baker",
-    "cook", "walker", "long", "bell", "park", "hall", "lane", "field", "rice", "day", "price",
-    "fox", "bird", "lord", "case", "ward", "bond", "stone", "marsh", "wells", "banks", "mills",
-    "cross", "rivers", "moss", "hunt", "ford", "street", "church", "little", "gold", "sharp",
-    "west", "north", "south", "east", "best", "good", "love", "hart", "sweet", "short", "small",
-    "strong", "swift", "wise", "fair", "noble", "bishop", "knight", "page", "mason", "carter",
-    "parker", "turner", "fisher", "porter", "miller", "potter", "singer", "taylor", "cooper",
-    "shepherd", "butler", "chamberlain", "steward", "head", "hand", "foot", "moody", "law",
-    "bush", "berry", "cash", "gates", "jobs", "booth", "brook", "brooks", "dale", "flower",
-    "frost", "hay", "heath", "holt", "lake", "lamb", "link", "march", "nash", "oak", "pond",
-    "pool", "reader", "rock", "root", "salt", "seal", "shaw", "snow", "spring", "stock", "till",
-    "tower", "wall", "waters", "well", "wolf", "worth", "york", "english", "french", "scott",
-    "welsh", "irish", "power", "major", "dear", "friend", "child", "gain", "rich",
+    "brown",
+    "white",
+    "green",
+    "black",
+    "gray",
+    "grey",
+    "young",
+    "king",
+    "hill",
+    "wood",
+    "baker",
+    "cook",
+    "walker",
+    "long",
+    "bell",
+    "park",
+    "hall",
+    "lane",
+    "field",
+    "rice",
+    "day",
+    "price",
+    "fox",
+    "bird",
+    "lord",
+    "case",
+    "ward",
+    "bond",
+    "stone",
+    "marsh",
+    "wells",
+    "banks",
+    "mills",
+    "cross",
+    "rivers",
+    "moss",
+    "hunt",
+    "ford",
+    "street",
+    "church",
+    "little",
+    "gold",
+    "sharp",
+    "west",
+    "north",
+    "south",
+    "east",
+    "best",
+    "good",
+    "love",
+    "hart",
+    "sweet",
+    "short",
+    "small",
+    "strong",
+    "swift",
+    "wise",
+    "fair",
+    "noble",
+    "bishop",
+    "knight",
+    "page",
+    "mason",
+    "carter",
+    "parker",
+    "turner",
+    "fisher",
+    "porter",
+    "miller",
+    "potter",
+    "singer",
+    "taylor",
+    "cooper",
+    "shepherd",
+    "butler",
+    "chamberlain",
+    "steward",
+    "head",
+    "hand",
+    "foot",
+    "moody",
+    "law",
+    "bush",
+    "berry",
+    "cash",
+    "gates",
+    "jobs",
+    "booth",
+    "brook",
+    "brooks",
+    "dale",
+    "flower",
+    "frost",
+    "hay",
+    "heath",
+    "holt",
+    "lake",
+    "lamb",
+    "link",
+    "march",
+    "nash",
+    "oak",
+    "pond",
+    "pool",
+    "reader",
+    "rock",
+    "root",
+    "salt",
+    "seal",
+    "shaw",
+    "snow",
+    "spring",
+    "stock",
+    "till",
+    "tower",
+    "wall",
+    "waters",
+    "well",
+    "wolf",
+    "worth",
+    "york",
+    "english",
+    "french",
+    "scott",
+    "welsh",
+    "irish",
+    "power",
+    "major",
+    "dear",
+    "friend",
+    "child",
+    "gain",
+    "rich",
     // everyday words that are someone's name somewhere
-    "the", "and", "for", "but", "not", "you", "all", "any", "can", "her", "his", "one", "our",
-    "out", "she", "too", "was", "who", "why", "how", "new", "now", "old", "see", "two", "way",
-    "more", "most", "much", "very", "just", "only", "also", "back", "well", "even", "here",
-    "there", "then", "than", "when", "what", "with", "from", "this", "that", "they", "them",
-    "have", "been", "were", "will", "would", "could", "should", "about", "after", "again",
-    "tutor", "course", "module", "class", "room", "week", "thanks", "thank", "great", "really",
-    "happy", "early", "late", "soon", "said", "told", "help", "kind", "clear", "nice", "fine",
+    "the",
+    "and",
+    "for",
+    "but",
+    "not",
+    "you",
+    "all",
+    "any",
+    "can",
+    "her",
+    "his",
+    "one",
+    "our",
+    "out",
+    "she",
+    "too",
+    "was",
+    "who",
+    "why",
+    "how",
+    "new",
+    "now",
+    "old",
+    "see",
+    "two",
+    "way",
+    "more",
+    "most",
+    "much",
+    "very",
+    "just",
+    "only",
+    "also",
+    "back",
+    "well",
+    "even",
+    "here",
+    "there",
+    "then",
+    "than",
+    "when",
+    "what",
+    "with",
+    "from",
+    "this",
+    "that",
+    "they",
+    "them",
+    "have",
+    "been",
+    "were",
+    "will",
+    "would",
+    "could",
+    "should",
+    "about",
+    "after",
+    "again",
+    "tutor",
+    "course",
+    "module",
+    "class",
+    "room",
+    "week",
+    "thanks",
+    "thank",
+    "great",
+    "really",
+    "happy",
+    "early",
+    "late",
+    "soon",
+    "said",
+    "told",
+    "help",
+    "kind",
+    "clear",
+    "nice",
+    "fine",
 ];
 
 /// Name particles: never a name alone.
@@ -107,8 +367,7 @@ impl Names {
         let mut add = |part: &str| {
             let folded = fold_str(part);
             let letters = folded.chars().filter(|c| c.is_alphanumeric()).count();
-            if letters < 2 || PARTICLES.contains(&folded.as_str()) || index.contains_key(&folded)
-            {
+            if letters < 2 || PARTICLES.contains(&folded.as_str()) || index.contains_key(&folded) {
                 return;
             }
             index.insert(folded.clone(), patterns.len());
@@ -132,6 +391,10 @@ impl Names {
                     .match_kind(MatchKind::LeftmostLongest)
                     .ascii_case_insensitive(true)
                     .kind(Some(AhoCorasickKind::DFA))
+                    // Searched only from word starts (see `parts`): a name part never starts
+                    // inside a word, and an anchored search from a word start is over within a
+                    // few bytes when no part starts there.
+                    .start_kind(StartKind::Anchored)
                     .build(&patterns)
                     .map_err(|e| RecogniseError::Names(e.to_string()))?,
             )
@@ -190,7 +453,21 @@ impl Names {
         map: Option<&[usize]>,
     ) -> Vec<Part> {
         let mut parts = Vec::new();
-        for m in automaton.find_iter(haystack) {
+        let bytes = haystack.as_bytes();
+        // Letters, digits, `_`, and any byte of a non-ASCII character: what continues a word.
+        let word_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80;
+        let mut i = 0;
+        while i < bytes.len() {
+            if !word_byte(bytes[i]) || (i > 0 && word_byte(bytes[i - 1])) {
+                i += 1;
+                continue;
+            }
+            let input = Input::new(haystack).range(i..).anchored(Anchored::Yes);
+            let Ok(Some(m)) = automaton.try_find(input) else {
+                i += 1;
+                continue;
+            };
+            i = m.end().max(i + 1);
             let span = match map {
                 None => m.start()..m.end(),
                 Some(map) => map[m.start()]..map[m.end()],
@@ -199,10 +476,12 @@ impl Names {
                 continue;
             }
             let weak = self.weak[m.pattern().as_usize()];
-            let capitalised_mid_sentence =
-                weak && title_case(&text[span.clone()]) && !sentence_start(text, span.start);
+            let capitalised_mid_sentence = weak
+                && title_case(&text[span.clone()])
+                && !sentence_start(text, span.start)
+                && !after_article(text, span.start);
             parts.push(Part {
-                span,
+                span: with_particles(text, span.start)..span.end,
                 weak,
                 capitalised_mid_sentence,
             });
@@ -213,14 +492,26 @@ impl Names {
 
 /// Applies the common-word rule to `parts` (in text order) and pushes the names.
 fn accept_parts(text: &str, parts: &[Part], out: &mut Vec<Hit>) {
-    let strong = |p: &Part| !p.weak || p.capitalised_mid_sentence;
-    let adjacent = |a: &Part, b: &Part| joins_names(&text[a.span.end..b.span.start]);
+    // Overlapping parts ("Ní", and "Ní Bhriain" with its particle) are one name too.
+    let adjacent = |a: &Part, b: &Part| {
+        b.span.start <= a.span.end || joins_names(&text[a.span.end..b.span.start])
+    };
+    // A weak part followed by a capitalised word that is no name part starts the name of
+    // something else: "Young Professionals", "Grace Period Policy".
+    let heads_a_phrase = |i: usize| {
+        let end = parts[i].span.end;
+        let next_word = text[end..].strip_prefix(' ').and_then(|t| t.chars().next());
+        next_word.is_some_and(char::is_uppercase)
+            && parts.get(i + 1).is_none_or(|n| !adjacent(&parts[i], n))
+    };
+    let strong =
+        |i: usize| !parts[i].weak || (parts[i].capitalised_mid_sentence && !heads_a_phrase(i));
     for (i, part) in parts.iter().enumerate() {
-        let accepted = strong(part)
-            || (i > 0 && strong(&parts[i - 1]) && adjacent(&parts[i - 1], part))
+        let accepted = strong(i)
+            || (i > 0 && strong(i - 1) && adjacent(&parts[i - 1], part))
             || parts
                 .get(i + 1)
-                .is_some_and(|next| strong(next) && adjacent(part, next));
+                .is_some_and(|next| strong(i + 1) && adjacent(part, next));
         if accepted {
             out.push(Hit {
                 kind: EntityKind::Name,
@@ -234,6 +525,31 @@ fn accept_parts(text: &str, parts: &[Part], out: &mut Vec<Hit>) {
 pub(crate) fn joins_names(gap: &str) -> bool {
     !gap.is_empty() && gap.len() <= 3 && gap.chars().all(|c| c == ' ' || c == '-')
 }
+
+/// Where a name starting at `start` really starts: before the particles right in front of it
+/// ("van der Berg", "Ó Briain", "de Vries"), which are no name alone but are part of this one.
+fn with_particles(text: &str, mut start: usize) -> usize {
+    loop {
+        let before = &text[..start];
+        let Some(head) = before.strip_suffix(' ') else {
+            return start;
+        };
+        let word_start = head.rfind(|c: char| !c.is_alphabetic()).map_or(0, |i| {
+            i + head[i..].chars().next().map_or(1, char::len_utf8)
+        });
+        let word = fold_str(&head[word_start..]);
+        if word.is_empty()
+            || !(PARTICLES.contains(&word.as_str()) || IRISH_PARTICLES.contains(&word.as_str()))
+        {
+            return start;
+        }
+        start = word_start;
+    }
+}
+
+/// Irish and Scottish patronymic particles, written apart from the name ("Ó Briain",
+/// "Ní Bhriain", "Mac an tSaoi").
+const IRISH_PARTICLES: &[&str] = &["o", "ni", "nic", "ua", "mhic"];
 
 fn on_word_boundaries(text: &str, span: &Range<usize>) -> bool {
     let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
@@ -256,6 +572,21 @@ fn sentence_start(text: &str, at: usize) -> bool {
             '.' | '!' | '?' | ':' | '\n' | '\r' | '"' | '(' | '[' | '\u{201C}' | '\u{2018}'
         ),
     }
+}
+
+/// Whether the word before `at` is an article or a demonstrative: "the Young Professionals",
+/// "a Grace period" name things, not people.
+fn after_article(text: &str, at: usize) -> bool {
+    let Some(head) = text[..at].strip_suffix(' ') else {
+        return false;
+    };
+    let word = head
+        .rsplit(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    ["the", "a", "an", "this", "that", "these", "those"]
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(word))
 }
 
 /// What a character folds to: itself, an ASCII replacement, or nothing (a combining mark).

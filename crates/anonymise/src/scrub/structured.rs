@@ -34,7 +34,7 @@
 use std::net::Ipv6Addr;
 use std::ops::Range;
 
-use regex::{Regex, RegexSet};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::{EntityKind, Hit};
 use crate::recognise::SSN_SHAPE;
@@ -43,6 +43,10 @@ use crate::{RecogniseError, Recogniser};
 /// How far (in bytes) "NHS" may be from an unseparated ten-digit number: "NHS number: ",
 /// "NHS no. is ".
 pub const NHS_CONTEXT: usize = 32;
+
+/// The lazy DFA's cache per regex and thread: room for every state the patterns reach on survey
+/// text, so that it is built once and not cleared and rebuilt over and over (10x slower).
+pub(crate) const DFA_CACHE: usize = 16 << 20;
 
 #[derive(Debug, Clone, Copy)]
 enum Rule {
@@ -69,9 +73,14 @@ const RULES: &[(Rule, &str)] = &[
     ),
     (
         Rule::Url,
-        r#"(?:[Hh][Tt][Tt][Pp][Ss]?://|[Ww][Ww][Ww]\.)[^\s<>"'`\x{2018}-\x{201F}]+"#,
+        // Printable ASCII but quotes, `<`, `>` and backtick: URLs in running text are ASCII, and a
+        // Unicode class would multiply the lazy DFA's states.
+        r"(?:[Hh][Tt][Tt][Pp][Ss]?://|[Ww][Ww][Ww]\.)[\x21\x23-\x26\x28-\x3B\x3D\x3F-\x5F\x61-\x7E]+",
     ),
-    (Rule::Ipv4, r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"),
+    (
+        Rule::Ipv4,
+        r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
+    ),
     (Rule::Ipv6, r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"),
     (
         Rule::Phone,
@@ -95,10 +104,7 @@ const RULES: &[(Rule, &str)] = &[
     (Rule::Nhs, r"[0-9]{3}[ \-]?[0-9]{3}[ \-]?[0-9]{4}"),
     (Rule::Ssn, SSN_SHAPE),
     (Rule::Card, r"[0-9](?:[ \-]?[0-9]){12,18}"),
-    (
-        Rule::Iban,
-        r"[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]{1,4}){3,8}",
-    ),
+    (Rule::Iban, r"[A-Z]{2}[0-9]{2}(?:[ ]?[A-Z0-9]{1,4}){3,8}"),
     (
         Rule::Handle,
         r"@[A-Za-z_](?:[A-Za-z0-9_.]{0,28}[A-Za-z0-9_])?",
@@ -116,10 +122,12 @@ pub(crate) struct Structured {
 impl Structured {
     pub(crate) fn new() -> Result<Self, RecogniseError> {
         Ok(Self {
-            set: RegexSet::new(RULES.iter().map(|(_, p)| p))?,
+            set: RegexSetBuilder::new(RULES.iter().map(|(_, p)| p))
+                .dfa_size_limit(DFA_CACHE)
+                .build()?,
             regexes: RULES
                 .iter()
-                .map(|(_, p)| Regex::new(p))
+                .map(|(_, p)| RegexBuilder::new(p).dfa_size_limit(DFA_CACHE).build())
                 .collect::<Result<_, _>>()?,
             ssn: Recogniser::us_ssn()?,
         })
@@ -137,14 +145,14 @@ impl Structured {
                     kind: EntityKind::Ssn,
                     span,
                 })),
-                Rule::Email => each(regex, text, EntityKind::Email, out, |s| Some(s)),
+                Rule::Email => each(regex, text, EntityKind::Email, out, Some),
                 Rule::Url => each(regex, text, EntityKind::Url, out, |s| url(text, s)),
                 Rule::Ipv4 => each(regex, text, EntityKind::Ip, out, |s| ipv4(text, s)),
                 Rule::Ipv6 => each(regex, text, EntityKind::Ip, out, |s| ipv6(text, s)),
                 Rule::Phone => each(regex, text, EntityKind::Phone, out, |s| phone(text, s)),
-                Rule::Postcode => {
-                    each(regex, text, EntityKind::Postcode, out, |s| postcode(text, s))
-                }
+                Rule::Postcode => each(regex, text, EntityKind::Postcode, out, |s| {
+                    postcode(text, s)
+                }),
                 Rule::Nino => each(regex, text, EntityKind::Nino, out, |s| nino(text, s)),
                 Rule::Nhs => each(regex, text, EntityKind::NhsNumber, out, |s| nhs(text, s)),
                 Rule::Card => each(regex, text, EntityKind::Card, out, |s| card(text, s)),
@@ -250,11 +258,13 @@ fn url(text: &str, span: Range<usize>) -> Option<Range<usize>> {
 
 fn ipv4(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     let s = &text[span.clone()];
-    let octets_ok = s.split('.').all(|o| o.parse::<u16>().is_ok_and(|n| n <= 255));
+    let octets_ok = s
+        .split('.')
+        .all(|o| o.parse::<u16>().is_ok_and(|n| n <= 255));
     let b = text.as_bytes();
     let dot_before = before(text, span.start) == Some('.');
-    let dot_digit_after = b.get(span.end) == Some(&b'.')
-        && b.get(span.end + 1).is_some_and(u8::is_ascii_digit);
+    let dot_digit_after =
+        b.get(span.end) == Some(&b'.') && b.get(span.end + 1).is_some_and(u8::is_ascii_digit);
     (octets_ok && !glued(text, &span) && !dot_before && !dot_digit_after).then_some(span)
 }
 
@@ -335,7 +345,8 @@ fn nhs(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     }
     let s = &text[span.clone()];
     let shaped = match s.len() {
-        12 => s.as_bytes()[3] == s.as_bytes()[7],
+        // A US phone number is written 3-3-4 too: after "call", "phone"… without "NHS", it is one.
+        12 => s.as_bytes()[3] == s.as_bytes()[7] && !phone_context(text, &span),
         10 => nhs_context(text, &span),
         _ => false,
     };
@@ -350,6 +361,27 @@ fn nhs_context(text: &str, span: &Range<usize>) -> bool {
     let to = (span.end + NHS_CONTEXT + 3).min(b.len());
     let is_nhs = |w: &[u8]| w.eq_ignore_ascii_case(b"nhs");
     b[from..span.start].windows(3).any(is_nhs) || b[span.end..to].windows(3).any(is_nhs)
+}
+
+/// Whether a phone word ("call", "phone", "tel", "mobile", "ring", "text", "cell", "whatsapp")
+/// is at most [`NHS_CONTEXT`] bytes before `span` and "NHS" is not near it.
+fn phone_context(text: &str, span: &Range<usize>) -> bool {
+    const WORDS: &[&[u8]] = &[
+        b"call",
+        b"phone",
+        b"tel",
+        b"mobile",
+        b"ring",
+        b"text",
+        b"cell",
+        b"whatsapp",
+    ];
+    let b = text.as_bytes();
+    let window = &b[span.start.saturating_sub(NHS_CONTEXT)..span.start];
+    let phone = WORDS
+        .iter()
+        .any(|w| window.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w)));
+    phone && !nhs_context(text, span)
 }
 
 /// The NHS mod-11 check: weights 10 down to 2 on the first nine digits; 11 minus the sum mod 11
@@ -391,7 +423,7 @@ pub(crate) fn luhn(d: &[u32]) -> bool {
             (true, y) => y,
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// IBAN lengths of the countries a UK training organisation's learners mostly bank in; others
