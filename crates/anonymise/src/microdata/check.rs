@@ -56,7 +56,10 @@ where
                 .map(AsRef::as_ref)
                 .ok_or(MicrodataError::ShortRow { row: i })
         };
-        let key = quasi.iter().map(|&c| cell(c)).collect::<Result<Vec<_>, _>>()?;
+        let key = quasi
+            .iter()
+            .map(|&c| cell(c))
+            .collect::<Result<Vec<_>, _>>()?;
         let next = classes.len();
         let class = *classes.entry(key).or_insert(next);
         let v = cell(sensitive.column)?;
@@ -114,7 +117,11 @@ where
                 sum / (m - 1) as f64
             }
         } else {
-            0.5 * q.iter().zip(&p).map(|(qi, pi)| (qi - pi).abs()).sum::<f64>()
+            0.5 * q
+                .iter()
+                .zip(&p)
+                .map(|(qi, pi)| (qi - pi).abs())
+                .sum::<f64>()
         };
         k = k.min(size);
         l = l.min(distinct);

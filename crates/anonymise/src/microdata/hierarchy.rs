@@ -72,7 +72,11 @@ impl fmt::Debug for Hierarchy {
             .field("label", &self.label)
             .field(
                 "values_per_level",
-                &self.levels.iter().map(|l| l.names.len()).collect::<Vec<_>>(),
+                &self
+                    .levels
+                    .iter()
+                    .map(|l| l.names.len())
+                    .collect::<Vec<_>>(),
             )
             .field("values", &"[redacted]")
             .finish()

@@ -369,7 +369,11 @@ where
 
 /// The release of `rows` at the given levels (a recorded recoding, repeated), suppressing as
 /// [`anonymise`] does; [`MicrodataError::Unsatisfiable`] when it does not meet `spec`.
-pub fn release_at<R, S>(rows: &[R], spec: &Spec, levels: &[usize]) -> Result<Release, MicrodataError>
+pub fn release_at<R, S>(
+    rows: &[R],
+    spec: &Spec,
+    levels: &[usize],
+) -> Result<Release, MicrodataError>
 where
     R: AsRef<[S]>,
     S: AsRef<str>,
