@@ -138,7 +138,7 @@ fn data() -> Data {
     Data { ages, orgs, spec }
 }
 
-fn rows<'a>(d: &'a Data, n: usize, seed: u64) -> Vec<[&'a str; 6]> {
+fn rows(d: &Data, n: usize, seed: u64) -> Vec<[&str; 6]> {
     let mut rng = Rng(seed);
     (0..n)
         .map(|_| {

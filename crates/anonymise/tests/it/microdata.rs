@@ -533,7 +533,9 @@ fn pycanon_agrees_on_releases() {
     let dir = tempfile::tempdir().unwrap();
     let qi = ["age", "country", "gender", "course"];
     let header = ["age", "country", "gender", "course", "answer"];
-    let cases: [(u64, usize, bool, usize, usize, Option<f64>, f64); 5] = [
+    // Seed, rows, ordinal, k, ℓ, t, suppression.
+    type Fixture = (u64, usize, bool, usize, usize, Option<f64>, f64);
+    let cases: [Fixture; 5] = [
         (1, 500, true, 3, 1, None, 0.0),
         (2, 2000, true, 5, 2, None, 0.05),
         (3, 3000, false, 10, 3, None, 0.05),
