@@ -380,7 +380,10 @@ where
 {
     let mut engine = Engine::new(rows, spec)?;
     if levels.len() != engine.cols.len()
-        || levels.iter().zip(&engine.cols).any(|(&l, c)| l > c.height)
+        || levels
+            .iter()
+            .zip(&engine.cols)
+            .any(|(&l, c)| l > c.height || l > usize::from(u8::MAX))
     {
         return Err(MicrodataError::Levels);
     }
