@@ -3,6 +3,7 @@
 //! them (`scrub`), the US SSN with the same recogniser, so what is refused and what is scrubbed
 //! cannot drift.
 
+pub mod microdata;
 pub mod recognise;
 pub mod scrub;
 
