@@ -3,6 +3,7 @@
 //! replace them, with the same recognisers, so what is refused and what is scrubbed cannot drift.
 
 pub mod aggregate;
+pub mod dp;
 pub mod recognise;
 
 pub use recognise::{Finding, Pack, RecogniseError, Recogniser};
