@@ -9,9 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use tutela_anonymise::aggregate::{
-    Answer, Body, Question, QuestionKind, Response, Rules, release,
-};
+use tutela_anonymise::aggregate::{Answer, Body, Question, QuestionKind, Response, Rules, release};
 
 /// A fixed-seed xorshift: the same responses on every run, without a random-number crate.
 struct Rng(u64);
@@ -133,7 +131,12 @@ fn main() {
         };
         for t in ts {
             tables += 1;
-            suppressed += t.cells.iter().flatten().filter(|c| c.is_suppressed()).count()
+            suppressed += t
+                .cells
+                .iter()
+                .flatten()
+                .filter(|c| c.is_suppressed())
+                .count()
                 + t.row_totals.iter().filter(|c| c.is_suppressed()).count()
                 + t.col_totals.iter().filter(|c| c.is_suppressed()).count();
         }

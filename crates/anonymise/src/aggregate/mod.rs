@@ -169,10 +169,13 @@ pub(crate) fn validate_questions(questions: &[Question]) -> Result<(), Aggregate
     for (q, question) in questions.iter().enumerate() {
         let reason = match question.kind {
             QuestionKind::Rating { scale: 0 } => Some("a rating scale needs at least one value"),
-            QuestionKind::SingleChoice { options: 0 } | QuestionKind::MultipleChoice { options: 0 } => {
+            QuestionKind::SingleChoice { options: 0 }
+            | QuestionKind::MultipleChoice { options: 0 } => {
                 Some("a choice needs at least one option")
             }
-            QuestionKind::Number { min, max } if !(min.is_finite() && max.is_finite() && min < max) => {
+            QuestionKind::Number { min, max }
+                if !(min.is_finite() && max.is_finite() && min < max) =>
+            {
                 Some("number bounds must be finite with min < max")
             }
             _ => None,
@@ -204,7 +207,9 @@ pub(crate) fn validate_responses(
         for (q, (question, answer)) in questions.iter().zip(&response.answers).enumerate() {
             let ok = match (question.kind, answer) {
                 (_, None) => true,
-                (QuestionKind::Rating { scale }, Some(Answer::Rating(v))) => (1..=scale).contains(v),
+                (QuestionKind::Rating { scale }, Some(Answer::Rating(v))) => {
+                    (1..=scale).contains(v)
+                }
                 (QuestionKind::SingleChoice { options }, Some(Answer::Choice(o))) => *o < options,
                 (QuestionKind::MultipleChoice { options }, Some(Answer::Choices(os))) => {
                     os.iter().all(|o| *o < options)
@@ -409,9 +414,7 @@ fn number_body(n: &[u64], sum: &[f64], min_cell: u64) -> Body {
     let hidden = |shown: &[bool]| (0..n.len()).filter(|&r| n[r] > 0 && !shown[r]).count();
     let mut overall_shown = n_total > 0 && n_total >= min_cell;
     if hidden(&shown) == 1 {
-        let complement = (0..n.len())
-            .filter(|&r| shown[r])
-            .min_by_key(|&r| n[r]);
+        let complement = (0..n.len()).filter(|&r| shown[r]).min_by_key(|&r| n[r]);
         match complement {
             Some(r) => shown[r] = false,
             None => overall_shown = false,

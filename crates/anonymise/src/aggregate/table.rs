@@ -91,7 +91,9 @@ pub enum Position {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Leak {
     /// The published values force this suppressed value to a single number.
-    #[error("the suppressed value at {at:?} is derivable from the published values: it can only be {value}")]
+    #[error(
+        "the suppressed value at {at:?} is derivable from the published values: it can only be {value}"
+    )]
     Derivable { at: Position, value: u64 },
     /// No table of nonnegative integers fits the published values (they contradict each other),
     /// so the table cannot be audited; it is refused rather than assumed safe.

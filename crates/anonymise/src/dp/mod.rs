@@ -101,7 +101,9 @@ pub enum DpError {
     Budget(#[from] BudgetExhausted),
     #[error(transparent)]
     Invalid(#[from] AggregateError),
-    #[error("ε of {epsilon} over {questions} questions leaves less than one millionth per question")]
+    #[error(
+        "ε of {epsilon} over {questions} questions leaves less than one millionth per question"
+    )]
     EpsilonTooSmall {
         epsilon: MicroEpsilon,
         questions: usize,
@@ -135,10 +137,7 @@ fn per_question(questions: usize, epsilon: MicroEpsilon) -> Result<MicroEpsilon,
     let q = (questions as u64).max(1);
     let each = epsilon.0 / q;
     if each == 0 {
-        return Err(DpError::EpsilonTooSmall {
-            epsilon,
-            questions,
-        });
+        return Err(DpError::EpsilonTooSmall { epsilon, questions });
     }
     Ok(MicroEpsilon(each))
 }
@@ -336,9 +335,7 @@ pub fn release_dp(
                     .iter()
                     .map(|&s| laplace_sum(s, half, eps_half))
                     .collect::<Result<Vec<f64>, _>>()?;
-                let mean = |n: i64, s: f64| {
-                    (n >= 1).then(|| (mid + s / n as f64).clamp(min, max))
-                };
+                let mean = |n: i64, s: f64| (n >= 1).then(|| (mid + s / n as f64).clamp(min, max));
                 let n_all: i64 = noisy_n.iter().sum();
                 let s_all: f64 = noisy_sum.iter().sum();
                 DpQuestion {

@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 use tutela_anonymise::aggregate::{Answer, Question, QuestionKind, Response};
 use tutela_anonymise::dp::{
-    Budget, DpError, DpRequest, Mechanism, MicroEpsilon, PicoDelta, Spend, check, plan,
-    release_dp, remaining,
+    Budget, DpError, DpRequest, Mechanism, MicroEpsilon, PicoDelta, Spend, check, plan, release_dp,
+    remaining,
 };
 
 fn laplace(epsilon: u64) -> Spend {
@@ -55,7 +55,10 @@ fn laplace_counts_have_the_scale_epsilon_asks_for() {
     }
     let mae = error / f64::from(draws);
     // 4000 draws: the standard error is about 0.16, so ±1.5 is nearly ten of them.
-    assert!((8.5..=11.5).contains(&mae), "mean absolute error {mae}, expected about 10");
+    assert!(
+        (8.5..=11.5).contains(&mae),
+        "mean absolute error {mae}, expected about 10"
+    );
 }
 
 #[test]
@@ -139,7 +142,11 @@ fn a_release_over_budget_is_refused_and_unknown_cohorts_too() {
         Err(DpError::UnknownCohort(_))
     ));
     // ε split over questions in whole millionths: 1 millionth over 3 questions is too little.
-    let three = vec![questions[0].clone(), questions[0].clone(), questions[0].clone()];
+    let three = vec![
+        questions[0].clone(),
+        questions[0].clone(),
+        questions[0].clone(),
+    ];
     let tiny = DpRequest {
         epsilon: MicroEpsilon(2),
         ..request.clone()
