@@ -3,6 +3,8 @@
 //! them (`scrub`), the US SSN with the same recogniser, so what is refused and what is scrubbed
 //! cannot drift.
 
+pub mod aggregate;
+pub mod dp;
 pub mod microdata;
 pub mod recognise;
 pub mod scrub;
