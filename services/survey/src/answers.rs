@@ -114,7 +114,9 @@ fn value(
     let options = u32::try_from(q.options.len()).unwrap_or(u32::MAX);
     match (q.kind, value) {
         (Kind::Rating, Some(V::Rating(r))) => c.parse(
-            (1..=q.scale_points).contains(r).then_some(Value::Rating(*r)),
+            (1..=q.scale_points)
+                .contains(r)
+                .then_some(Value::Rating(*r)),
             &at("rating"),
             &format!("a rating from 1 to {}", q.scale_points),
         ),
@@ -128,9 +130,8 @@ fn value(
             distinct.sort_unstable();
             distinct.dedup();
             c.parse(
-                (distinct.len() == chosen.indexes.len()
-                    && distinct.iter().all(|i| *i < options))
-                .then_some(Value::Choices(distinct)),
+                (distinct.len() == chosen.indexes.len() && distinct.iter().all(|i| *i < options))
+                    .then_some(Value::Choices(distinct)),
                 &at("choices.indexes"),
                 &format!(
                     "distinct option indexes from 0 to {}",
@@ -226,21 +227,37 @@ mod tests {
         assert!(
             violations(&[
                 answer("r", V::Rating(5)),
-                answer("m", V::Choices(Choices { indexes: vec![2, 0] })),
+                answer(
+                    "m",
+                    V::Choices(Choices {
+                        indexes: vec![2, 0]
+                    })
+                ),
                 answer("n", V::Number(12.5)),
             ])
             .is_empty()
         );
-        assert_eq!(violations(&[answer("r", V::Rating(0))]), ["answers[0].rating"]);
         assert_eq!(
-            violations(&[answer("m", V::Choices(Choices { indexes: vec![1, 1] }))]),
+            violations(&[answer("r", V::Rating(0))]),
+            ["answers[0].rating"]
+        );
+        assert_eq!(
+            violations(&[answer(
+                "m",
+                V::Choices(Choices {
+                    indexes: vec![1, 1]
+                })
+            )]),
             ["answers[0].choices.indexes"]
         );
         assert_eq!(
             violations(&[answer("n", V::Number(f64::NAN))]),
             ["answers[0].number"]
         );
-        assert_eq!(violations(&[answer("r", V::Choice(1))]), ["answers[0].rating"]);
+        assert_eq!(
+            violations(&[answer("r", V::Choice(1))]),
+            ["answers[0].rating"]
+        );
         assert_eq!(
             violations(&[answer("x", V::Rating(1))]),
             ["answers[0].question_id"]

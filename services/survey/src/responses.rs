@@ -27,9 +27,9 @@ use tutela_proto::survey::{
 
 use crate::answers::{self, Value};
 use crate::entity::{invitation, response, survey};
+use crate::questions;
 use crate::scrub::Scrubbing;
 use crate::surveys::{Surveys, to_json};
-use crate::questions;
 
 /// The stored names of an invitation's states.
 pub(crate) const INVITED: &str = "invited";
@@ -236,7 +236,9 @@ impl ResponseService {
             .into_iter()
             .flatten()
         {
-            access.record_in(&txn, CategorySet::of(&[DataCategory::Identity])).await?;
+            access
+                .record_in(&txn, CategorySet::of(&[DataCategory::Identity]))
+                .await?;
             reminded.push(access.subject_id().to_owned());
         }
         if !reminded.is_empty() {
@@ -396,4 +398,3 @@ impl ResponseApi for ResponseService {
         Ok(Response::new(self.submit(&call, request.get_ref()).await?))
     }
 }
-

@@ -94,9 +94,7 @@ fn survey_granted(method: &str, role: &str, purpose: Purpose) -> bool {
             runners.contains(&role) || ["service", "learner"].contains(&role)
         }
         "CreateSurvey" | "CloseSurvey" => runners.contains(&role),
-        "InviteRespondents" | "RemindRespondents" => {
-            runners.contains(&role) || role == "service"
-        }
+        "InviteRespondents" | "RemindRespondents" => runners.contains(&role) || role == "service",
         "DeclineSurvey" | "SubmitResponse" => ["service", "learner"].contains(&role),
         _ => false,
     }

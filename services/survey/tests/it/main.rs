@@ -17,7 +17,10 @@ pub use tutela_testkit::{fields, reason};
 
 /// A tutor of `acme`, for `quality_assurance` (the purpose surveys run for).
 pub fn tutor(suite: &TestSuite) -> Credentials {
-    Credentials::new(&suite.token("acme", "tutor-1", &["tutor"]), "quality_assurance")
+    Credentials::new(
+        &suite.token("acme", "tutor-1", &["tutor"]),
+        "quality_assurance",
+    )
 }
 
 /// The learner `learner_id` of `acme` acting for themselves, for `quality_assurance`.
@@ -102,7 +105,12 @@ pub async fn invite(suite: &TestSuite, survey_id: &str, learners: &[&str], cohor
 }
 
 /// A response of `learner_id` rating `overall` and commenting `comment`.
-pub fn response(survey_id: &str, learner_id: &str, overall: u32, comment: &str) -> SubmitResponseRequest {
+pub fn response(
+    survey_id: &str,
+    learner_id: &str,
+    overall: u32,
+    comment: &str,
+) -> SubmitResponseRequest {
     SubmitResponseRequest {
         survey_id: survey_id.into(),
         learner_id: learner_id.into(),

@@ -2,13 +2,13 @@
 //! reminded), answered once, checked against the questions, scrubbed before storage and sealed.
 
 use sea_orm::EntityTrait;
-use tutela_survey::entity::response;
 use tonic::Code;
 use tutela_proto::survey::{
     Answer, DeclineSurveyRequest, GetSurveyRequest, InviteRespondentsRequest, Invitee,
     RemindRespondentsRequest, answer,
 };
 use tutela_store::testing::logs::personal;
+use tutela_survey::entity::response;
 use tutela_testkit::{Credentials, TestSuite};
 
 use crate::{fields, invite, learner, reason, response, survey, tutor, uuid};
@@ -66,7 +66,7 @@ async fn taking_part_is_voluntary_a_decline_is_final_and_only_the_silent_are_rem
         .unwrap()
         .into_inner();
     assert!(!answered.held_for_review);
-    assert_eq!(remind(&suite, &s.survey_id).await.unwrap(), [c.clone()]);
+    assert_eq!(remind(&suite, &s.survey_id).await.unwrap(), [c.as_str()]);
 
     // Declined and answered are final.
     for (who, request) in [
@@ -183,7 +183,11 @@ async fn answers_are_checked_against_the_questions_and_a_bad_one_stores_nothing(
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(
         fields(&err),
-        ["answers[0].rating", "answers[2].number", "answers[3].choices"]
+        [
+            "answers[0].rating",
+            "answers[2].number",
+            "answers[3].choices"
+        ]
     );
     // The invitation still waits: the learner can answer properly.
     client

@@ -76,7 +76,10 @@ async fn a_learner_exports_their_own_responses_and_erasure_removes_them_and_thei
         .unwrap_err();
     assert_eq!(reason(&err), "SUBJECT_ERASED");
     // The other learner's response stays.
-    let doc = suite.service_export("acme", &other, "survey").await.unwrap();
+    let doc = suite
+        .service_export("acme", &other, "survey")
+        .await
+        .unwrap();
     assert_eq!(doc["responses"].as_array().unwrap().len(), 1);
     suite.stop().await.unwrap();
 }

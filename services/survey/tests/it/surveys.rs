@@ -29,7 +29,10 @@ async fn a_survey_is_created_read_listed_by_course_and_closed_once() {
     assert_eq!(created.state, SurveyState::Open as i32);
     assert_eq!(created.questions.len(), 4);
     assert_eq!(created.questions[0].scale_points, 5);
-    assert_eq!(created.questions[1].options, ["Lectures", "Labs", "Reading"]);
+    assert_eq!(
+        created.questions[1].options,
+        ["Lectures", "Labs", "Reading"]
+    );
     assert_eq!(created.questions[3].kind, QuestionKind::FreeText as i32);
     assert_eq!((created.invited, created.responded), (0, 0));
     // A retry answers with the same survey.
@@ -46,7 +49,7 @@ async fn a_survey_is_created_read_listed_by_course_and_closed_once() {
         .unwrap()
         .into_inner();
     let ids: Vec<_> = listed.surveys.iter().map(|s| s.survey_id.clone()).collect();
-    assert_eq!(ids, [created.survey_id.clone()]);
+    assert_eq!(ids, [created.survey_id.as_str()]);
     let first = client
         .list_surveys(ListSurveysRequest {
             course_id: String::new(),
