@@ -499,9 +499,46 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("public_base"), "{err}");
-        // A section of a service this build does not have is no setting at all.
+        // A key the service does not know is refused by the service, naming its section.
         let err = load(&[("TUTELA_SURVEY__X", "1")]).unwrap_err().to_string();
         assert!(err.contains("survey"), "{err}");
+    }
+
+    #[test]
+    fn the_survey_reads_enrolment_where_sharing_does_and_checks_it_the_same_way() {
+        let load = |pairs: &[(&str, &str)]| Config::load(None, env(pairs), &Overrides::default());
+        let c = load(&[]).unwrap();
+        assert_eq!(c.section("survey").unwrap()["enrolment_endpoint"], "");
+        let c = load(&[(
+            "TUTELA_SURVEY__ENROLMENT_ENDPOINT",
+            "http://tutela-enrolment:50051",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.section("survey").unwrap()["enrolment_endpoint"],
+            "http://tutela-enrolment:50051"
+        );
+        let err = load(&[(
+            "TUTELA_SURVEY__ENROLMENT_ENDPOINT",
+            "tutela-enrolment:50051",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("survey.enrolment_endpoint"), "{err}");
+        let err = load(&[(
+            "TUTELA_SURVEY__ENROLMENT_ENDPOINT",
+            "https://tutela-enrolment:50051",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("survey.enrolment_ca_file"), "{err}");
+        let err = load(&[(
+            "TUTELA_SHARING__ENROLMENT_ENDPOINT",
+            "https://tutela-enrolment:50051",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("sharing.enrolment_ca_file"), "{err}");
     }
 
     #[test]

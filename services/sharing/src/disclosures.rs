@@ -1,7 +1,7 @@
 //! `tutela.sharing.v1.DisclosureService`: the one disclosure path, the pull channel, and the
 //! disclosure log (S1, S3, S6).
 //!
-//! A disclosure reads the learners through enrolment's API (see [`crate::enrolment`]), keeps
+//! A disclosure reads the learners through enrolment's API (see `tutela_enrolment_client`), keeps
 //! only the fields the agreement in force names for the call's purpose, replaces the learner id
 //! by the partner's pseudonym, seals each record under the partner's data key, and writes the
 //! delivery, its records and one log entry per learner in one transaction with the call's audit
@@ -42,11 +42,11 @@ use tutela_proto::sharing::{
 };
 
 use crate::duration::IsoDuration;
-use crate::enrolment::{Asked, Enrolment};
 use crate::entity::{agreement, agreement_purpose, delivery, delivery_record, disclosure, partner};
 use crate::export::{self, LAYOUTS};
 use crate::sharing::{Sharing, next_page, page_size, time_of};
 use crate::terms::name;
+use tutela_enrolment_client::{Asked, Enrolment};
 
 const DISCLOSE: &str = "tutela.sharing.v1.DisclosureService/Disclose";
 

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 
+use tutela_enrolment_client::{Enrolment, EnrolmentSettings};
 use tutela_host::{
     BoxFuture, BuildError, Context, HostedService, Progress, RecipientEntry, Served, SweepReport,
     Sweeper,
@@ -19,7 +20,6 @@ use tutela_proto::sharing::notice_service_server::NoticeServiceServer;
 use tutela_proto::sharing::partner_service_server::PartnerServiceServer;
 use tutela_proto::sharing::webhook_service_server::WebhookServiceServer;
 
-use crate::enrolment::{Enrolment, EnrolmentSettings};
 use crate::notices::Follower;
 use crate::webhooks::{TargetRules, WebhookService, Webhooks};
 use crate::{
@@ -28,16 +28,19 @@ use crate::{
 };
 
 /// The `[sharing]` settings section.
+#[derive(Debug)]
+struct Settings {
+    /// The enrolment service the learners to disclose are read from (`enrolment_endpoint`,
+    /// `enrolment_ca_file`): `http://host:port` or `https://host:port`; empty for this process's
+    /// own address (enrolment hosted with it).
+    enrolment: EnrolmentSettings,
+    own: Own,
+}
+
+/// The section's keys other than the enrolment service's.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Settings {
-    /// The enrolment service the learners to disclose are read from: `http://host:port` or
-    /// `https://host:port`; empty for this process's own address (enrolment hosted with it).
-    #[serde(default)]
-    enrolment_endpoint: String,
-    /// PEM file of the CA that signed the enrolment service's certificate (with https).
-    #[serde(default)]
-    enrolment_ca_file: std::path::PathBuf,
+struct Own {
     /// How often `serve` reads enrolment's change feed to notify recipients (seconds; 0: never).
     #[serde(default = "default_notice_interval")]
     notice_interval_secs: u64,
@@ -65,33 +68,16 @@ fn default_webhook_interval() -> u64 {
 
 impl Settings {
     fn of(section: Option<&serde_json::Value>) -> Result<Self, String> {
-        let settings: Self = match section {
-            None | Some(serde_json::Value::Null) => {
-                serde_json::from_value(serde_json::json!({}))
-                    .map_err(|e| format!("sharing settings: {e}"))?
-            }
-            Some(value) => serde_json::from_value(value.clone())
-                .map_err(|e| format!("sharing settings: {e}"))?,
-        };
-        let e = &settings.enrolment_endpoint;
-        if !(e.is_empty() || e.starts_with("http://") || e.starts_with("https://")) {
-            return Err(format!(
-                "sharing.enrolment_endpoint must start with http:// or https://, not {e:?}"
-            ));
-        }
-        if e.starts_with("https://") && settings.enrolment_ca_file.as_os_str().is_empty() {
-            return Err(
-                "sharing.enrolment_endpoint is https:// but sharing.enrolment_ca_file is not set"
-                    .into(),
-            );
-        }
-        Ok(settings)
+        let (enrolment, rest) = EnrolmentSettings::split(SERVICE, section)?;
+        let own: Own =
+            serde_json::from_value(rest).map_err(|e| format!("sharing settings: {e}"))?;
+        Ok(Self { enrolment, own })
     }
 
     fn rules(&self) -> TargetRules {
         TargetRules {
-            allow_http: self.allow_http_webhook_targets,
-            allow_private: self.allow_private_webhook_targets,
+            allow_http: self.own.allow_http_webhook_targets,
+            allow_private: self.own.allow_private_webhook_targets,
         }
     }
 }
@@ -167,12 +153,12 @@ impl HostedService for Hosted {
             Arc::new(Follower::new(
                 sharing,
                 enrolment(ctx, &settings)?,
-                std::time::Duration::from_secs(settings.notice_interval_secs),
+                std::time::Duration::from_secs(settings.own.notice_interval_secs),
             )),
             Arc::new(WebhookDeliveries(
                 webhooks,
-                (settings.webhook_interval_secs > 0)
-                    .then(|| std::time::Duration::from_secs(settings.webhook_interval_secs)),
+                (settings.own.webhook_interval_secs > 0)
+                    .then(|| std::time::Duration::from_secs(settings.own.webhook_interval_secs)),
             )),
         ])
     }
@@ -201,23 +187,9 @@ fn sharing(ctx: &Context) -> Sharing {
 /// The enrolment service's client: the configured endpoint, or this process's own address; `None`
 /// for a command that does not serve and has none configured.
 fn enrolment(ctx: &Context, settings: &Settings) -> Result<Option<Arc<Enrolment>>, BuildError> {
-    let endpoint = match settings.enrolment_endpoint.as_str() {
-        "" => ctx.local_endpoint.clone(),
-        configured => Some(configured.to_owned()),
-    };
-    Ok(endpoint
-        .map(|endpoint| {
-            Enrolment::new(
-                &EnrolmentSettings {
-                    endpoint,
-                    ca_file: (!settings.enrolment_ca_file.as_os_str().is_empty())
-                        .then(|| settings.enrolment_ca_file.clone()),
-                },
-                ctx.service_tokens.clone(),
-            )
-        })
-        .transpose()?
-        .map(Arc::new))
+    settings
+        .enrolment
+        .client(ctx.local_endpoint.as_deref(), ctx.service_tokens.clone())
 }
 
 /// The outbox's due messages, sent every so often (`None`: with the retention sweeps).

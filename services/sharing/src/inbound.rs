@@ -35,11 +35,11 @@ use tutela_proto::sharing::{
     SubmitResultsResponse,
 };
 
-use crate::enrolment::{Enrolment, Recorded};
 use crate::entity::{
     agreement, agreement_purpose, booking, delivery, disclosure, inbound_submission, partner_key,
 };
 use crate::sharing::{Sharing, next_page, page_size, time_of};
+use tutela_enrolment_client::{Enrolment, Recorded};
 
 const SUBMIT_BOOKINGS: &str = "tutela.sharing.v1.InboundService/SubmitBookingConfirmations";
 const SUBMIT_RESULTS: &str = "tutela.sharing.v1.InboundService/SubmitResults";

@@ -8,7 +8,8 @@
 //! vocabularies), [`duration`] (ISO-8601 periods), [`paths`] (field paths looked up in the
 //! enrolment contract), [`keys`] (pseudonym keys, sealed through the vault), [`partners`] and
 //! [`agreements`] (two gRPC services), [`disclosures`] (the disclosure path, the pull channel
-//! and the disclosure log) reading learners through [`enrolment`]'s API, [`recipients`] (the
+//! and the disclosure log) reading learners through enrolment's API (with
+//! `tutela-enrolment-client`), [`recipients`] (the
 //! agreements in force, for the record of processing activities), [`notices`] (notices to
 //! recipients of rectifications and erasures, from enrolment's change feed) and [`rights`] (the
 //! service's part in data-subject rights), [`webhooks`] (thin signed notifications to
@@ -18,7 +19,6 @@
 pub mod agreements;
 pub mod disclosures;
 pub mod duration;
-pub mod enrolment;
 pub mod entity;
 pub mod export;
 mod hosted;

@@ -31,9 +31,9 @@ use tutela_proto::sharing::{
 };
 
 use crate::duration::IsoDuration;
-use crate::enrolment::Enrolment;
 use crate::entity::{agreement, change_cursor, delivery, disclosure, notice, partner_key};
 use crate::sharing::{Sharing, next_page, page_size, time_of};
+use tutela_enrolment_client::Enrolment;
 
 const PENDING: &str = "pending";
 const SENT: &str = "sent";

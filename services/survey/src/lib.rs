@@ -2,7 +2,8 @@
 //! questions ([`questions`]) and declared respondent attributes; invitations that a learner
 //! answers, declines or ignores, with reminders only for those who did neither; and responses
 //! ([`answers`]) sealed under the respondent's own data key, their free text scrubbed of
-//! identifying details before anything is stored ([`scrub`], over `tutela-anonymise`). No RPC
+//! identifying details before anything is stored ([`scrub`], over `tutela-anonymise`), with the
+//! invitees' names and the declared attributes read through enrolment's API ([`people`]). No RPC
 //! returns a response to staff: the respondent reaches their own through the rights path
 //! ([`rights`]).
 //!
@@ -13,6 +14,7 @@ pub mod answers;
 pub mod entity;
 mod hosted;
 pub mod migration;
+pub mod people;
 pub mod questions;
 pub mod responses;
 pub mod rights;

@@ -10,8 +10,8 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
 };
 use tonic::{Request, Response, Status};
 use tutela_policy::consent::ConsentNeed;
@@ -27,6 +27,7 @@ use tutela_proto::survey::{
 
 use crate::answers::{self, Value};
 use crate::entity::{invitation, response, survey};
+use crate::people::People;
 use crate::questions;
 use crate::scrub::Scrubbing;
 use crate::surveys::{Surveys, to_json};
@@ -50,6 +51,7 @@ pub(crate) fn sealed_field(response_id: &str) -> String {
 pub struct ResponseService {
     surveys: Surveys,
     scrubbing: Scrubbing,
+    people: People,
 }
 
 /// FAILED_PRECONDITION with `reason`.
@@ -114,9 +116,14 @@ async fn answer_invitation(
 }
 
 impl ResponseService {
-    /// The service over `surveys`, scrubbing free text with `scrubbing`.
-    pub fn new(surveys: Surveys, scrubbing: Scrubbing) -> Self {
-        Self { surveys, scrubbing }
+    /// The service over `surveys`, reading the invitees' names (to scrub free text) and the
+    /// respondents' declared attributes through `people`.
+    pub fn new(surveys: Surveys, people: People) -> Self {
+        Self {
+            surveys,
+            scrubbing: Scrubbing::new(people.clone()),
+            people,
+        }
     }
 
     async fn invite(
@@ -301,20 +308,54 @@ impl ResponseService {
         let answers = answers::parse(&mut c, &r.answers, &stored, "answers");
         let mut answers = c.parsed(answers)?;
         let access = call.subject(&learner).await?;
-        // Scrubbed before anything is stored: the raw comment never reaches the database.
+        let tenant = access.tenant();
+        // Scrubbed before anything is stored: the raw comment never reaches the database. The
+        // scrubber knows the invitees' names, read through enrolment; without them (enrolment
+        // unreachable) the call fails before anything is stored.
         let mut replaced = 0u32;
         let mut held = false;
-        for answer in &mut answers {
-            if let Value::Text(text) = &mut answer.value {
-                let scrubbed = self.scrubbing.scrub(text);
-                replaced += scrubbed.replaced;
-                held |= scrubbed.needs_review;
-                *text = scrubbed.text;
+        if answers.iter().any(|a| matches!(a.value, Value::Text(_))) {
+            let invitations = call
+                .find::<invitation::Entity>()
+                .filter(invitation::Column::SurveyId.eq(&survey_id))
+                .count(&s.db)
+                .await?;
+            let scrubber = self
+                .scrubbing
+                .for_survey(tenant, &survey_id, invitations, || async {
+                    Ok::<_, Error>(
+                        call.find::<invitation::Entity>()
+                            .select_only()
+                            .column(invitation::Column::SubjectId)
+                            .filter(invitation::Column::SurveyId.eq(&survey_id))
+                            .into_tuple::<String>()
+                            .all(&s.db)
+                            .await?,
+                    )
+                })
+                .await?;
+            for answer in &mut answers {
+                if let Value::Text(text) = &mut answer.value {
+                    let scrubbed = scrubber.scrub(text);
+                    replaced += scrubbed.replaced;
+                    held |= scrubbed.needs_review;
+                    *text = scrubbed.text;
+                }
             }
         }
+        // Only the attributes the survey declares are read, each from its profile field alone.
+        let declared: Vec<String> = serde_json::from_str(&row.attributes)
+            .map_err(|_| Error::internal("a survey's stored attributes do not parse"))?;
+        let attributes = if declared.is_empty() {
+            Default::default()
+        } else {
+            self.people
+                .attributes(tenant, access.subject_id(), &declared, s.now().date_naive())
+                .await?
+        };
         let json = to_json(&answers::Sealed {
             answers,
-            attributes: Default::default(),
+            attributes,
         })?;
         let now = s.now();
         let response_id = uuid::Uuid::new_v4().to_string();

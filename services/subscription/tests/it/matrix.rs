@@ -207,12 +207,14 @@ fn enrolment_granted(method: &str, role: &str, purpose: Purpose) -> bool {
                     _ => false,
                 }
         }
-        // Bulk reads are for services only: platform sync, and the sharing service disclosing
-        // (under agreements, and exceptionally for a security investigation).
+        // Bulk reads are for services only: platform sync, the sharing service disclosing
+        // (under agreements, and exceptionally for a security investigation), and the survey
+        // service reading invitees' names and respondents' declared attributes.
         "StreamLearners" => {
             role == "service"
                 && any(&[
                     CourseAdministration,
+                    QualityAssurance,
                     ExamBooking,
                     ExamResults,
                     FunderReporting,

@@ -4,6 +4,7 @@
 // Test helpers may fail loudly: a panic here is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod people;
 mod responses;
 mod rights;
 mod surveys;
