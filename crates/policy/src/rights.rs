@@ -21,6 +21,11 @@ use crate::authorized::{Authorized, SubjectAccess};
 use crate::error::{Error, Result, Violation};
 use crate::validate::{Checks, Field};
 
+/// A time as every service's access export writes it: RFC 3339, whole seconds, UTC (`Z`).
+pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// One service's part in rights handling. Implementations scope everything to
 /// `access.tenant()` and include in exports only categories in `access.call().readable()`.
 #[async_trait::async_trait]

@@ -8,10 +8,10 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::SubsecRound;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
-use tutela_policy::rights::SubjectDataProvider;
+use tutela_policy::rights::{SubjectDataProvider, rfc3339};
 use tutela_policy::validate::timestamp;
 use tutela_policy::{CategorySet, Result, SubjectAccess};
 use tutela_proto::common::DataCategory;
@@ -60,10 +60,6 @@ impl SharingRights {
         entries.retain(|e| e.do_not_tell_until.is_none_or(|until| until <= now));
         Ok(entries)
     }
-}
-
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The categories of the fields the entries disclosed, and the learner's identity (the log names

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
-use tutela_policy::rights::SubjectDataProvider;
+use tutela_policy::rights::{SubjectDataProvider, rfc3339};
 use tutela_policy::validate::timestamp;
 use tutela_policy::{CategorySet, Result, SubjectAccess, fields};
 use tutela_proto::common::DataCategory;
@@ -29,10 +29,6 @@ impl SubscriptionRights {
     pub fn new(subs: Subscriptions) -> Self {
         Self { subs }
     }
-}
-
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[async_trait::async_trait]

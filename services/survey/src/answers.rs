@@ -212,13 +212,7 @@ mod tests {
     fn violations(answers: &[Answer]) -> Vec<String> {
         let mut c = Checks::new();
         let _ = parse(&mut c, answers, &questions(), "answers");
-        match c.finish() {
-            Ok(()) => Vec::new(),
-            Err(tutela_policy::Error::InvalidArgument(v)) => {
-                v.iter().map(|v| v.field.clone()).collect()
-            }
-            Err(other) => vec![other.to_string()],
-        }
+        crate::violated_fields(c)
     }
 
     #[test]

@@ -29,5 +29,17 @@ pub use surveys::{SurveyService, Surveys};
 /// The service's short name (`--service survey`, health, the vault scope of respondents' keys).
 pub const SERVICE: &str = "survey";
 
+/// The fields `c` found violated, in order (empty when none), for the parsers' unit tests.
+#[cfg(test)]
+pub(crate) fn violated_fields(c: tutela_policy::validate::Checks) -> Vec<String> {
+    match c.finish() {
+        Ok(()) => Vec::new(),
+        Err(tutela_policy::Error::InvalidArgument(v)) => {
+            v.iter().map(|v| v.field.clone()).collect()
+        }
+        Err(other) => vec![other.to_string()],
+    }
+}
+
 /// The service as a `tutela` process hosts it.
 pub const HOSTED: &dyn tutela_host::HostedService = &hosted::Hosted;

@@ -240,13 +240,7 @@ mod tests {
     fn fields(questions: &[Question]) -> Vec<String> {
         let mut c = Checks::new();
         let _ = parse(&mut c, questions, "survey.questions");
-        match c.finish() {
-            Ok(()) => Vec::new(),
-            Err(tutela_policy::Error::InvalidArgument(v)) => {
-                v.iter().map(|v| v.field.clone()).collect()
-            }
-            Err(other) => vec![other.to_string()],
-        }
+        crate::violated_fields(c)
     }
 
     #[test]

@@ -6,10 +6,9 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, QueryFilter, QueryOrder};
 use serde_json::json;
-use tutela_policy::rights::SubjectDataProvider;
+use tutela_policy::rights::{SubjectDataProvider, rfc3339};
 use tutela_policy::validate::timestamp;
 use tutela_policy::{CategorySet, Error, Result, SubjectAccess};
 use tutela_proto::common::DataCategory;
@@ -48,10 +47,6 @@ impl SurveyRights {
             .all(&self.surveys.db)
             .await?)
     }
-}
-
-fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// What the rows say of the learner: that they were invited (identity), in which cohort
