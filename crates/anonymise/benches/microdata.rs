@@ -2,7 +2,7 @@
 //! of rows suppressed) of 100,000 and 1,000,000 survey rows with five quasi-identifiers (age,
 //! country, organisation, gender, cohort), against the targets of issue 16 (0.5 s and 5 s on one
 //! core); then the time of the standalone check on the 1M-row release beside pycanon's on the
-//! same release, when `<repo>/.venv/bin/python` has pycanon (the integration tests install it).
+//! same release, when `<repo>/.venv-oracles/bin/python` has pycanon (the integration tests install it).
 //!
 //! `cargo bench -p tutela-anonymise --bench microdata` (pycanon takes minutes on 1M rows:
 //! `TUTELA_BENCH_PYCANON=0` skips it)
@@ -208,7 +208,7 @@ fn python() -> Option<PathBuf> {
         return None;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let python = root.join(".venv/bin/python");
+    let python = root.join(".venv-oracles/bin/python");
     let ok = Command::new(&python)
         .args(["-c", "import pycanon"])
         .output()
@@ -249,7 +249,7 @@ fn main() {
         );
         let Some(python) = python() else {
             println!(
-                "pycanon: skipped, or not installed in .venv (cargo test -p tutela-anonymise installs it)"
+                "pycanon: skipped, or not installed in .venv-oracles (cargo test -p tutela-anonymise installs it)"
             );
             continue;
         };

@@ -8,7 +8,7 @@
 //! - the precision/recall table per kind;
 //! - each baseline's MB/s, tutela's ratio to it, and its precision/recall, on the first
 //!   `TUTELA_BASELINE_BYTES` (default 100 kB) of the same comments: the baselines are too slow
-//!   for the whole corpus. They need `<repo>/.venv/bin/python` with
+//!   for the whole corpus. They need `<repo>/.venv-oracles/bin/python` with
 //!   `crates/anonymise/bench-py/requirements.txt`; without it the bench says how to install them
 //!   and skips them.
 
@@ -74,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn baselines(corpus: &corpus::Corpus, tutela: f64) -> Result<(), Box<dyn std::error::Error>> {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let repo = crate_dir.join("../..").canonicalize()?;
-    let python = repo.join(".venv/bin/python");
+    let python = repo.join(".venv-oracles/bin/python");
     let ready = python.exists()
         && Command::new(&python)
             .args(["-c", "import presidio_analyzer, scrubadub"])
@@ -83,7 +83,7 @@ fn baselines(corpus: &corpus::Corpus, tutela: f64) -> Result<(), Box<dyn std::er
     if !ready {
         println!(
             "baselines skipped: no {} with presidio-analyzer and scrubadub. Install them with\n  \
-             cd {} && python3 -m venv .venv && .venv/bin/pip install -r crates/anonymise/bench-py/requirements.txt",
+             cd {} && python3 -m venv .venv-oracles && .venv-oracles/bin/pip install -r crates/anonymise/bench-py/requirements.txt",
             python.display(),
             repo.display()
         );

@@ -373,13 +373,14 @@ fn debug_of_a_release_is_redacted() {
 
 // pycanon, the independent oracle.
 
-/// `<repo>/.venv/bin/python` with pycanon importable, installed on first use (once per test
-/// binary: tests run in parallel threads, and two pip runs into one venv would race).
+/// `<repo>/.venv-oracles/bin/python` with pycanon importable, installed on first use (once per
+/// test binary: tests run in parallel threads, and two pip runs into one venv would race). A venv
+/// of its own: pycanon's pins conflict with checkov's in the tools venv `.venv`.
 fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let venv = root.join(".venv");
+        let venv = root.join(".venv-oracles");
         let python = venv.join("bin/python");
         let importable = |python: &Path| {
             Command::new(python)
