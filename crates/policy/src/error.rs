@@ -121,6 +121,13 @@ preconditions! {
     SurveyAlreadyAnswered => "SURVEY_ALREADY_ANSWERED",
     /// The learner was not invited to the survey.
     NotInvited => "NOT_INVITED",
+    /// A differentially private release would spend more than the survey's privacy budget
+    /// has left.
+    PrivacyBudgetExhausted => "PRIVACY_BUDGET_EXHAUSTED",
+    /// Too few responses for the release asked for.
+    TooFewResponses => "TOO_FEW_RESPONSES",
+    /// No generalisation reaches the anonymity asked for within the suppression allowed.
+    AnonymityNotReached => "ANONYMITY_NOT_REACHED",
 }
 
 impl std::fmt::Display for Precondition {

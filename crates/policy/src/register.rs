@@ -35,6 +35,15 @@ struct RawRegister {
     communications: Option<RawCommunications>,
     #[serde(default)]
     transfers: Option<RawTransfers>,
+    #[serde(default)]
+    releases: Option<RawReleases>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReleases {
+    min_cohort: Spanned<u32>,
+    min_cell: Spanned<u32>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +219,26 @@ pub struct Register {
     pub communications: Communications,
     /// Where data may go without a transfer safeguard (S7).
     pub transfers: Transfers,
+    /// The least any release of survey results withholds (V1).
+    pub releases: Releases,
+}
+
+/// The floors of survey releases (V1): a release may ask for larger thresholds, never smaller.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Releases {
+    /// A cohort with fewer responses is withheld from an aggregate release entirely.
+    pub min_cohort: u32,
+    /// Counts from 1 to this minus 1 are suppressed; also the least k of a microdata release.
+    pub min_cell: u32,
+}
+
+impl Default for Releases {
+    fn default() -> Self {
+        Self {
+            min_cohort: 10,
+            min_cell: 5,
+        }
+    }
 }
 
 /// Where personal data may be transferred without a safeguard (GDPR Art. 44–49, S7): the EEA
@@ -702,6 +731,27 @@ impl Source<'_> {
         })
     }
 
+    fn releases(&self, r: &RawReleases) -> Result<Releases, RegisterError> {
+        let (cohort, cell) = (*r.min_cohort.get_ref(), *r.min_cell.get_ref());
+        // A cell of one is a person: suppression must start at two at least.
+        if !(2..=1000).contains(&cell) {
+            return Err(self.err(
+                r.min_cell.span(),
+                "min_cell must be between 2 and 1000".to_owned(),
+            ));
+        }
+        if !(cell..=1000).contains(&cohort) {
+            return Err(self.err(
+                r.min_cohort.span(),
+                "min_cohort must be at least min_cell and at most 1000".to_owned(),
+            ));
+        }
+        Ok(Releases {
+            min_cohort: cohort,
+            min_cell: cell,
+        })
+    }
+
     fn communications(&self, c: &RawCommunications) -> Result<Communications, RegisterError> {
         let days = *c.event_retention_days.get_ref();
         if !(1..=3650).contains(&days) {
@@ -752,6 +802,9 @@ impl Register {
             transfers: raw
                 .transfers
                 .map_or(Ok(Transfers::default()), |t| src.transfers(&t))?,
+            releases: raw
+                .releases
+                .map_or(Ok(Releases::default()), |r| src.releases(&r))?,
         })
     }
 
@@ -838,6 +891,12 @@ impl Register {
             md,
             "Events of sent messages (delivered, opened, clicked, forwarded, bounced, complained) are kept for {} days, then deleted. An address that hard-bounced or complained, or whose owner's data was erased, stays on the suppression list only as a keyed hash, so that no import can add it again.",
             self.communications.event_retention_days
+        );
+        let _ = writeln!(md, "\n## Survey results\n");
+        let _ = writeln!(
+            md,
+            "Survey results are released only aggregated or anonymised. A group (cohort) with fewer than {} responses is left out of aggregate results entirely, and a count below {} is suppressed, together with any count it could be worked out from; anonymised records are released only in groups of at least {} people.",
+            self.releases.min_cohort, self.releases.min_cell, self.releases.min_cell
         );
         let _ = writeln!(md, "\n## Transfers abroad\n");
         let t = &self.transfers;

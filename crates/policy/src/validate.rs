@@ -353,6 +353,17 @@ pub fn page_token(last: i64) -> String {
     format!("r{last}")
 }
 
+/// Keeps the first `size` of `rows` (fetched one over) and returns the token of the next page,
+/// made from the last row kept by `token`; empty when there is no next page.
+pub fn next_page<T>(rows: &mut Vec<T>, size: u64, token: impl Fn(&T) -> String) -> String {
+    let more = rows.len() as u64 > size;
+    rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+    match rows.last() {
+        Some(last) if more => token(last),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,7 @@ use tutela_proto::sharing::disclosure_service_client::DisclosureServiceClient;
 use tutela_proto::sharing::notice_service_client::NoticeServiceClient;
 use tutela_proto::sharing::partner_service_client::PartnerServiceClient;
 use tutela_proto::subscription::subscription_service_client::SubscriptionServiceClient;
+use tutela_proto::survey::release_service_client::ReleaseServiceClient;
 use tutela_proto::survey::response_service_client::ResponseServiceClient;
 use tutela_proto::survey::survey_service_client::SurveyServiceClient;
 use tutela_store::testing::TestDatabase;
@@ -543,6 +544,11 @@ impl TestSuite {
     /// A `tutela.survey.v1.SurveyService` client sending `credentials`.
     pub fn surveys(&self, credentials: Credentials) -> SurveyServiceClient<Authed> {
         SurveyServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.survey.v1.ReleaseService` client sending `credentials`.
+    pub fn releases(&self, credentials: Credentials) -> ReleaseServiceClient<Authed> {
+        ReleaseServiceClient::with_interceptor(self.channel(), credentials)
     }
 
     /// A `tutela.survey.v1.ResponseService` client sending `credentials`.

@@ -140,14 +140,4 @@ pub(crate) fn page_size(page: Option<&tutela_proto::common::PageRequest>) -> u64
     }
 }
 
-/// Keeps the first `size` of `rows` (fetched one over) and the token of the next page, made
-/// from the last row kept by `token`.
-pub(crate) fn next_page<T>(rows: &mut Vec<T>, size: u64, token: impl Fn(&T) -> String) -> String {
-    let more = rows.len() as u64 > size;
-    rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-    if more {
-        rows.last().map(token).unwrap_or_default()
-    } else {
-        String::new()
-    }
-}
+pub(crate) use tutela_policy::validate::next_page;

@@ -27,9 +27,76 @@ pub mod survey {
         pub closed_at: Option<DateTimeUtc>,
         pub idempotency_key: Option<String>,
         pub request_hash: Option<String>,
+        /// The privacy budget of differentially private releases: ε in millionths, δ in 10⁻¹².
+        pub budget_epsilon: i64,
+        pub budget_delta: i64,
+        /// What releases spent of it, raised only by a conditional update (never past it).
+        pub spent_epsilon: i64,
+        pub spent_delta: i64,
     }
 
     tutela_policy::scoped_entity!(tenant: Tenant);
+}
+
+/// A release of a survey's results: immutable once written, its results (anonymous) kept as
+/// they were handed out, with what it was made from and how.
+pub mod release {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "survey_releases")]
+    pub struct Model {
+        /// Row number: the order releases are listed in.
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub release_id: String,
+        pub tenant: String,
+        pub survey_id: String,
+        /// `aggregate`, `microdata` or `differentially_private`.
+        pub form: String,
+        pub recipient: String,
+        pub purpose: String,
+        /// The principal's id (staff or service; releases are not made by learners).
+        pub requester: String,
+        pub created_at: DateTimeUtc,
+        /// The parameters applied and the hierarchies used: a `Release` message without its
+        /// results, protobuf-encoded.
+        pub parameters: Vec<u8>,
+        /// The results: the protobuf encoding of the form's results message (what
+        /// `output_sha256` is the hash of).
+        pub results: Vec<u8>,
+        pub input_sha256: String,
+        pub output_sha256: String,
+        /// What a differentially private release spent (0 otherwise): ε in millionths, δ in
+        /// 10⁻¹².
+        pub spent_epsilon: i64,
+        pub spent_delta: i64,
+        /// `laplace`, `gaussian`, or empty for a release that spends nothing.
+        pub mechanism: String,
+        /// Set when a respondent whose response went into it is erased.
+        pub built_from_erased: bool,
+        pub idempotency_key: Option<String>,
+        pub request_hash: Option<String>,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+}
+
+/// Whose responses a release was made from: only so that their erasure marks it.
+pub mod release_input {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "survey_release_inputs")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub release_id: String,
+        pub subject_id: String,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);
 }
 
 /// A learner's invitation to a survey and where it stands: `invited`, `declined` or

@@ -1,16 +1,19 @@
 //! The survey service as a `tutela` process hosts it: its settings section (`[survey]`: where
-//! the enrolment service is), its migrations, its two gRPC services and its part in data-subject
-//! rights.
+//! the enrolment service is), its migrations, its three gRPC services and its part in
+//! data-subject rights.
 
 use std::sync::Arc;
 
 use tutela_enrolment_client::EnrolmentSettings;
 use tutela_host::{BuildError, Context, HostedService, Served};
+use tutela_proto::survey::release_service_server::ReleaseServiceServer;
 use tutela_proto::survey::response_service_server::ResponseServiceServer;
 use tutela_proto::survey::survey_service_server::SurveyServiceServer;
 
 use crate::people::People;
-use crate::{ResponseService, SERVICE, SurveyMigrator, SurveyRights, SurveyService, Surveys};
+use crate::{
+    ReleaseService, ResponseService, SERVICE, SurveyMigrator, SurveyRights, SurveyService, Surveys,
+};
 
 /// The `[survey]` settings section: the enrolment service the invitees' names and respondents'
 /// attributes are read from (`enrolment_endpoint`, `enrolment_ca_file`), and nothing else.
@@ -55,6 +58,14 @@ impl HostedService for Hosted {
                 ResponseServiceServer::new(ResponseService::new(
                     surveys.clone(),
                     People::new(enrolment),
+                ))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            )
+            .grpc(
+                ReleaseServiceServer::new(ReleaseService::new(
+                    surveys.clone(),
+                    ctx.register.releases,
                 ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),

@@ -7,8 +7,12 @@
 //! returns a response to staff: the respondent reaches their own through the rights path
 //! ([`rights`]).
 //!
-//! The modules: [`entity`] and [`migration`] (the tables), [`surveys`] and [`responses`] (the
-//! two gRPC services).
+//! Staff see releases only ([`releases`]): aggregates with small cells suppressed, k-anonymous
+//! microdata, or differentially private figures under the survey's privacy budget, each recorded
+//! immutably with how it was made.
+//!
+//! The modules: [`entity`] and [`migration`] (the tables), [`surveys`], [`responses`] and
+//! [`releases`] (the three gRPC services).
 
 pub mod answers;
 pub mod entity;
@@ -16,12 +20,14 @@ mod hosted;
 pub mod migration;
 pub mod people;
 pub mod questions;
+pub mod releases;
 pub mod responses;
 pub mod rights;
 pub mod scrub;
 pub mod surveys;
 
 pub use migration::SurveyMigrator;
+pub use releases::ReleaseService;
 pub use responses::ResponseService;
 pub use rights::SurveyRights;
 pub use surveys::{SurveyService, Surveys};

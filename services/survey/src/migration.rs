@@ -1,6 +1,7 @@
 //! The survey service's tables. Portable SeaQuery on SQLite and PostgreSQL alike; unique indexes
 //! catch races in the database (one invitation per learner and survey, one response per
-//! invitation, an idempotency key used twice).
+//! invitation, an idempotency key used twice), and a conditional update of the survey's spent
+//! privacy budget keeps two releases at once from spending past it.
 
 use sea_orm_migration::prelude::*;
 use tutela_store::migration::columns::{index, number, optional, optional_time, seq, text, time};
@@ -21,6 +22,11 @@ impl MigratorTrait for SurveyMigrator {
 mod m20261203_000001_surveys {
     use super::{index, number, optional, optional_time, seq, text, time};
     use sea_orm_migration::prelude::*;
+
+    /// A 64-bit integer column: budgets in millionths of ε pass `i32`.
+    fn big<T: IntoIden>(name: T) -> ColumnDef {
+        ColumnDef::new(name).big_integer().not_null().to_owned()
+    }
 
     pub struct Migration;
 
@@ -45,6 +51,43 @@ mod m20261203_000001_surveys {
         ClosedAt,
         IdempotencyKey,
         RequestHash,
+        BudgetEpsilon,
+        BudgetDelta,
+        SpentEpsilon,
+        SpentDelta,
+    }
+
+    #[derive(DeriveIden)]
+    enum SurveyReleases {
+        Table,
+        Seq,
+        ReleaseId,
+        Tenant,
+        SurveyId,
+        Form,
+        Recipient,
+        Purpose,
+        Requester,
+        CreatedAt,
+        Parameters,
+        Results,
+        InputSha256,
+        OutputSha256,
+        SpentEpsilon,
+        SpentDelta,
+        Mechanism,
+        BuiltFromErased,
+        IdempotencyKey,
+        RequestHash,
+    }
+
+    #[derive(DeriveIden)]
+    enum SurveyReleaseInputs {
+        Table,
+        Seq,
+        Tenant,
+        ReleaseId,
+        SubjectId,
     }
 
     #[derive(DeriveIden)]
@@ -79,6 +122,8 @@ mod m20261203_000001_surveys {
     impl MigrationTrait for Migration {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             use SurveyInvitations as I;
+            use SurveyReleaseInputs as N;
+            use SurveyReleases as L;
             use SurveyResponses as R;
             use SurveySurveys as S;
             manager
@@ -97,6 +142,12 @@ mod m20261203_000001_surveys {
                         .col(optional_time(S::ClosedAt))
                         .col(optional(S::IdempotencyKey))
                         .col(optional(S::RequestHash))
+                        // Privacy budget and spend: ε in millionths, δ in 10⁻¹² (exact integers,
+                        // see tutela_anonymise::dp::budget).
+                        .col(big(S::BudgetEpsilon))
+                        .col(big(S::BudgetDelta))
+                        .col(big(S::SpentEpsilon))
+                        .col(big(S::SpentDelta))
                         .to_owned(),
                 )
                 .await?;
@@ -206,11 +257,90 @@ mod m20261203_000001_surveys {
                 false,
             )
             .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(L::Table)
+                        .col(seq(L::Seq))
+                        .col(text(L::ReleaseId))
+                        .col(text(L::Tenant))
+                        .col(text(L::SurveyId))
+                        .col(text(L::Form))
+                        .col(text(L::Recipient))
+                        .col(text(L::Purpose))
+                        .col(text(L::Requester))
+                        .col(time(L::CreatedAt))
+                        .col(ColumnDef::new(L::Parameters).binary().not_null())
+                        .col(ColumnDef::new(L::Results).binary().not_null())
+                        .col(text(L::InputSha256))
+                        .col(text(L::OutputSha256))
+                        .col(big(L::SpentEpsilon))
+                        .col(big(L::SpentDelta))
+                        .col(text(L::Mechanism))
+                        .col(ColumnDef::new(L::BuiltFromErased).boolean().not_null())
+                        .col(optional(L::IdempotencyKey))
+                        .col(optional(L::RequestHash))
+                        .to_owned(),
+                )
+                .await?;
+            index(
+                manager,
+                "survey_releases_by_id",
+                L::Table,
+                vec![L::Tenant.into_iden(), L::ReleaseId.into_iden()],
+                true,
+            )
+            .await?;
+            index(
+                manager,
+                "survey_releases_by_survey",
+                L::Table,
+                vec![
+                    L::Tenant.into_iden(),
+                    L::SurveyId.into_iden(),
+                    L::Seq.into_iden(),
+                ],
+                false,
+            )
+            .await?;
+            index(
+                manager,
+                "survey_releases_by_idempotency_key",
+                L::Table,
+                vec![L::Tenant.into_iden(), L::IdempotencyKey.into_iden()],
+                true,
+            )
+            .await?;
+
+            // Which learners' responses went into which release: erasure marks the releases
+            // (and deletes these rows with the rest of the learner's).
+            manager
+                .create_table(
+                    Table::create()
+                        .table(N::Table)
+                        .col(seq(N::Seq))
+                        .col(text(N::Tenant))
+                        .col(text(N::ReleaseId))
+                        .col(text(N::SubjectId))
+                        .to_owned(),
+                )
+                .await?;
+            index(
+                manager,
+                "survey_release_inputs_by_subject",
+                N::Table,
+                vec![N::Tenant.into_iden(), N::SubjectId.into_iden()],
+                false,
+            )
+            .await?;
             Ok(())
         }
 
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             for table in [
+                SurveyReleaseInputs::Table.into_iden(),
+                SurveyReleases::Table.into_iden(),
                 SurveyResponses::Table.into_iden(),
                 SurveyInvitations::Table.into_iden(),
                 SurveySurveys::Table.into_iden(),

@@ -44,27 +44,34 @@ impl People {
         })
     }
 
+    /// The learners `ids` of `tenant` with the profile fields `mask` only, for [`PURPOSE`].
+    async fn read(
+        &self,
+        tenant: &str,
+        ids: Vec<String>,
+        mask: Vec<String>,
+    ) -> Result<Vec<tutela_proto::enrolment::Learner>> {
+        let asked = Asked {
+            ids,
+            mask,
+            records: Vec::new(),
+            course_id: String::new(),
+            consent: ConsentCheck::Unspecified,
+        };
+        Ok(self
+            .enrolment()?
+            .learners(tenant, PURPOSE, asked, "")
+            .await?
+            .learners)
+    }
+
     /// The full names ("given family") of the learners `ids` of `tenant` that enrolment returns;
     /// a learner it withholds (restricted, erased) has no name to know.
     pub(crate) async fn names(&self, tenant: &str, ids: &[String]) -> Result<Vec<String>> {
-        let enrolment = self.enrolment()?;
         let mut names = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS_PER_READ) {
-            let read = enrolment
-                .learners(
-                    tenant,
-                    PURPOSE,
-                    Asked {
-                        ids: chunk.to_vec(),
-                        mask: vec!["given_name".into(), "family_name".into()],
-                        records: Vec::new(),
-                        course_id: String::new(),
-                        consent: ConsentCheck::Unspecified,
-                    },
-                    "",
-                )
-                .await?;
-            for learner in read.learners {
+            let mask = vec!["given_name".into(), "family_name".into()];
+            for learner in self.read(tenant, chunk.to_vec(), mask).await? {
                 let Some(p) = learner.profile else { continue };
                 let full = format!("{} {}", p.given_name.trim(), p.family_name.trim());
                 let full = full.trim();
@@ -95,23 +102,9 @@ impl People {
         if mask.is_empty() {
             return Ok(BTreeMap::new());
         }
-        let read = self
-            .enrolment()?
-            .learners(
-                tenant,
-                PURPOSE,
-                Asked {
-                    ids: vec![learner_id.to_owned()],
-                    mask,
-                    records: Vec::new(),
-                    course_id: String::new(),
-                    consent: ConsentCheck::Unspecified,
-                },
-                "",
-            )
-            .await?;
-        let profile = read
-            .learners
+        let profile = self
+            .read(tenant, vec![learner_id.to_owned()], mask)
+            .await?
             .into_iter()
             .find(|l| l.learner_id == learner_id)
             .and_then(|l| l.profile)

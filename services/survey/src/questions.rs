@@ -37,7 +37,7 @@ impl Kind {
         })
     }
 
-    fn number(self) -> QuestionKind {
+    pub(crate) fn number(self) -> QuestionKind {
         match self {
             Self::Rating => QuestionKind::Rating,
             Self::SingleChoice => QuestionKind::SingleChoice,
@@ -80,6 +80,20 @@ impl Stored {
             max,
         }
     }
+}
+
+/// The questions a survey row stores.
+pub(crate) fn of_survey(row: &crate::entity::survey::Model) -> tutela_policy::Result<Vec<Stored>> {
+    serde_json::from_str(&row.questions)
+        .map_err(|_| tutela_policy::Error::internal("a survey's stored questions do not parse"))
+}
+
+/// The respondent attributes (short names) a survey row declares.
+pub(crate) fn attributes_of(
+    row: &crate::entity::survey::Model,
+) -> tutela_policy::Result<Vec<String>> {
+    serde_json::from_str(&row.attributes)
+        .map_err(|_| tutela_policy::Error::internal("a survey's stored attributes do not parse"))
 }
 
 /// The questions of a CreateSurveyRequest at `field` (`survey.questions`), checked: unique ids,

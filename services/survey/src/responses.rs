@@ -10,12 +10,12 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use tonic::{Request, Response, Status};
 use tutela_policy::consent::ConsentNeed;
-use tutela_policy::validate::{Checks, page_token, timestamp};
+use tutela_policy::validate::{Checks, next_page, page_token, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Precondition, Result, SubjectAccess};
 use tutela_proto::common::{DataCategory, PageResponse};
 use tutela_proto::survey::response_service_server::ResponseService as ResponseApi;
@@ -55,7 +55,7 @@ pub struct ResponseService {
 }
 
 /// FAILED_PRECONDITION with `reason`.
-fn precondition(reason: Precondition, message: &str) -> Error {
+pub(crate) fn precondition(reason: Precondition, message: &str) -> Error {
     Error::FailedPrecondition {
         reason,
         message: message.into(),
@@ -64,15 +64,15 @@ fn precondition(reason: Precondition, message: &str) -> Error {
 
 /// The learner's invitation to the survey, which must still wait for an answer: NOT_INVITED
 /// without one, SURVEY_ALREADY_ANSWERED once declined or responded.
-async fn waiting_invitation(
-    txn: &DatabaseTransaction,
+async fn waiting_invitation<C: ConnectionTrait>(
+    conn: &C,
     access: &SubjectAccess,
     survey_id: &str,
 ) -> Result<invitation::Model> {
     let row = access
         .find::<invitation::Entity>()
         .filter(invitation::Column::SurveyId.eq(survey_id))
-        .one(txn)
+        .one(conn)
         .await?
         .ok_or_else(|| {
             precondition(
@@ -228,12 +228,7 @@ impl ResponseService {
             .limit(size + 1)
             .all(&txn)
             .await?;
-        let more = rows.len() as u64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => page_token(last.seq),
-            _ => String::new(),
-        };
+        let next_page_token = next_page(&mut rows, size, |r| page_token(r.seq));
         let ids: Vec<String> = rows.iter().map(|r| r.subject_id.clone()).collect();
         // A learner whose processing is restricted (Art. 18) is not reminded.
         let mut reminded = Vec::with_capacity(ids.len());
@@ -301,14 +296,17 @@ impl ResponseService {
         let learner = c.uuid(&r.learner_id, "learner_id");
         let (survey_id, learner) = c.parsed((survey_id, learner))?;
         let s = &self.surveys;
-        let row: survey::Model = s.survey(&s.db, call, &survey_id).await?;
-        let stored: Vec<questions::Stored> = serde_json::from_str(&row.questions)
-            .map_err(|_| Error::internal("a survey's stored questions do not parse"))?;
+        // A closed survey is refused before anything else is read; the transaction checks again.
+        let row: survey::Model = s.open_survey(&s.db, call, &survey_id).await?;
+        let stored = questions::of_survey(&row)?;
         let mut c = Checks::new();
         let answers = answers::parse(&mut c, &r.answers, &stored, "answers");
         let mut answers = c.parsed(answers)?;
         let access = call.subject(&learner).await?;
         let tenant = access.tenant();
+        // So is a learner not invited or answered already: before anything is read from
+        // enrolment.
+        waiting_invitation(&s.db, &access, &survey_id).await?;
         // Scrubbed before anything is stored: the raw comment never reaches the database. The
         // scrubber knows the invitees' names, read through enrolment; without them (enrolment
         // unreachable) the call fails before anything is stored.
@@ -344,8 +342,7 @@ impl ResponseService {
             }
         }
         // Only the attributes the survey declares are read, each from its profile field alone.
-        let declared: Vec<String> = serde_json::from_str(&row.attributes)
-            .map_err(|_| Error::internal("a survey's stored attributes do not parse"))?;
+        let declared = questions::attributes_of(&row)?;
         let attributes = if declared.is_empty() {
             Default::default()
         } else {

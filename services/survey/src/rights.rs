@@ -2,7 +2,7 @@
 //! learner's invitations and their own responses (opened with their key, free text as it was
 //! stored: scrubbed), and on erasure both deleted and the learner's key in this service's scope
 //! shredded, so that no copy of a response in a backup opens either. Releases, being anonymous,
-//! are not the learner's data.
+//! are not the learner's data: they stay, marked as built from erased responses.
 
 use std::collections::HashMap;
 
@@ -178,6 +178,8 @@ impl SubjectDataProvider for SurveyRights {
             .exec(&txn)
             .await?
             .rows_affected;
+        // The releases made from their responses stay (they are anonymous) and are marked.
+        erased += crate::releases::mark_erased(&txn, &access).await?;
         txn.commit().await?;
         // After the rows are gone, the key: any copy of a response elsewhere (a backup) stays
         // sealed for good. Shredding again on a re-run is harmless.

@@ -1,18 +1,19 @@
 //! `tutela.survey.v1.SurveyService`: a tenant's surveys, their questions and their state, and
 //! [`Surveys`], the parts both of the service's gRPC services work with.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use tonic::{Request, Response, Status};
 use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::scope::found;
-use tutela_policy::validate::{Checks, page_token, timestamp};
+use tutela_policy::validate::{Checks, next_page, page_token, timestamp};
 use tutela_policy::{Authorized, Error, Precondition, Result};
 use tutela_proto::common::PageResponse;
 use tutela_proto::survey::survey_service_server::SurveyService as SurveyApi;
@@ -24,7 +25,7 @@ use tutela_proto::survey::{
 use tutela_store::{KeyVault, Keyring, SharedClock};
 
 use crate::entity::{invitation, response, survey};
-use crate::questions;
+use crate::{questions, releases};
 
 // A survey row remembers the idempotency key and request of the CreateSurvey that made it.
 tutela_policy::idempotent_rows!(survey);
@@ -94,47 +95,93 @@ impl Surveys {
         Ok(row)
     }
 
-    /// The survey as the API shows it, with its participation counts.
-    async fn to_survey(&self, call: &Authorized, row: &survey::Model) -> Result<Survey> {
-        let count = |state: &'static str| {
-            call.find::<invitation::Entity>()
-                .filter(invitation::Column::SurveyId.eq(&row.survey_id))
-                .filter(invitation::Column::State.eq(state))
-                .count(&self.db)
+    /// How many rows of a survey-scoped table each of the surveys `ids` has (absent: none), in
+    /// one grouped query for a whole page of surveys.
+    async fn counts<E>(
+        &self,
+        query: sea_orm::Select<E>,
+        survey: E::Column,
+        ids: &[String],
+    ) -> Result<HashMap<String, i64>>
+    where
+        E: sea_orm::EntityTrait,
+    {
+        Ok(query
+            .select_only()
+            .column(survey)
+            .column_as(survey.count(), "n")
+            .filter(survey.is_in(ids.to_vec()))
+            .group_by(survey)
+            .into_tuple::<(String, i64)>()
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// The surveys as the API shows them, with their participation counts: three grouped
+    /// queries for all of them, not three per survey.
+    async fn to_surveys(&self, call: &Authorized, rows: &[survey::Model]) -> Result<Vec<Survey>> {
+        let ids: Vec<String> = rows.iter().map(|r| r.survey_id.clone()).collect();
+        let invited = self
+            .counts(
+                call.find::<invitation::Entity>(),
+                invitation::Column::SurveyId,
+                &ids,
+            )
+            .await?;
+        let responded = self
+            .counts(
+                call.find::<invitation::Entity>()
+                    .filter(invitation::Column::State.eq(crate::responses::RESPONDED)),
+                invitation::Column::SurveyId,
+                &ids,
+            )
+            .await?;
+        let held = self
+            .counts(
+                call.find::<response::Entity>()
+                    .filter(response::Column::HeldForReview.eq(true)),
+                response::Column::SurveyId,
+                &ids,
+            )
+            .await?;
+        let count = |counts: &HashMap<String, i64>, id: &str| {
+            u32::try_from(counts.get(id).copied().unwrap_or(0)).unwrap_or(u32::MAX)
         };
-        let invited = call
-            .find::<invitation::Entity>()
-            .filter(invitation::Column::SurveyId.eq(&row.survey_id))
-            .count(&self.db)
-            .await?;
-        let responded = count(crate::responses::RESPONDED).await?;
-        let held = call
-            .find::<response::Entity>()
-            .filter(response::Column::SurveyId.eq(&row.survey_id))
-            .filter(response::Column::HeldForReview.eq(true))
-            .count(&self.db)
-            .await?;
-        let stored: Vec<questions::Stored> = serde_json::from_str(&row.questions)
-            .map_err(|_| Error::internal("a survey's stored questions do not parse"))?;
-        let attributes: Vec<String> = serde_json::from_str(&row.attributes).unwrap_or_default();
-        let small = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-        Ok(Survey {
-            survey_id: row.survey_id.clone(),
-            course_id: row.course_id.clone(),
-            title: row.title.clone(),
-            questions: stored.iter().map(questions::Stored::to_proto).collect(),
-            attributes: questions::attribute_numbers(&attributes),
-            state: if row.state == OPEN {
-                SurveyState::Open
-            } else {
-                SurveyState::Closed
-            } as i32,
-            created_at: Some(timestamp(row.created_at)),
-            closed_at: row.closed_at.map(timestamp),
-            invited: small(invited),
-            responded: small(responded),
-            held_for_review: small(held),
-        })
+        let mut surveys = Vec::with_capacity(rows.len());
+        for row in rows {
+            let stored = questions::of_survey(row)?;
+            let attributes = questions::attributes_of(row)?;
+            surveys.push(Survey {
+                survey_id: row.survey_id.clone(),
+                course_id: row.course_id.clone(),
+                title: row.title.clone(),
+                questions: stored.iter().map(questions::Stored::to_proto).collect(),
+                attributes: questions::attribute_numbers(&attributes),
+                state: if row.state == OPEN {
+                    SurveyState::Open
+                } else {
+                    SurveyState::Closed
+                } as i32,
+                created_at: Some(timestamp(row.created_at)),
+                closed_at: row.closed_at.map(timestamp),
+                invited: count(&invited, &row.survey_id),
+                responded: count(&responded, &row.survey_id),
+                held_for_review: count(&held, &row.survey_id),
+                privacy_budget: Some(releases::budget_proto(row.budget_epsilon, row.budget_delta)),
+                privacy_spent: Some(releases::budget_proto(row.spent_epsilon, row.spent_delta)),
+            });
+        }
+        Ok(surveys)
+    }
+
+    /// One survey as the API shows it.
+    async fn to_survey(&self, call: &Authorized, row: survey::Model) -> Result<Survey> {
+        self.to_surveys(call, std::slice::from_ref(&row))
+            .await?
+            .pop()
+            .ok_or_else(|| Error::internal("a survey went missing while shown"))
     }
 }
 
@@ -152,6 +199,8 @@ struct NewSurvey {
     title: String,
     questions: String,
     attributes: String,
+    /// ε in millionths, δ in 10⁻¹².
+    budget: (i64, i64),
     idempotency: Option<Idempotency>,
 }
 
@@ -166,13 +215,31 @@ impl TryFrom<&CreateSurveyRequest> for NewSurvey {
         let questions = questions::parse(&mut c, &s.questions, "survey.questions");
         let attributes = questions::attributes(&mut c, &s.attributes, "survey.attributes");
         let key = c.key(r.idempotency_key.as_ref(), "idempotency_key");
-        let (course_id, title, questions, attributes, key) =
-            c.parsed((course_id, title, questions, attributes, key))?;
+        let budget = match &s.privacy_budget {
+            None => Ok(releases::DEFAULT_BUDGET),
+            Some(b) => {
+                let epsilon = c.parse(
+                    releases::micro_epsilon(b.epsilon),
+                    "survey.privacy_budget.epsilon",
+                    "a number from 0.000001 to 100",
+                );
+                let delta = c.parse(
+                    releases::pico_delta(b.delta),
+                    "survey.privacy_budget.delta",
+                    "a number from 0 to 0.000001",
+                );
+                // Both fit in i64: ε ≤ 10⁸ millionths, δ ≤ 10⁶ units.
+                epsilon.and_then(|e| delta.map(|d| (e as i64, d as i64)))
+            }
+        };
+        let (course_id, title, questions, attributes, key, budget) =
+            c.parsed((course_id, title, questions, attributes, key, budget))?;
         Ok(Self {
             course_id,
             title: title.to_owned(),
             questions: to_json(&questions)?,
             attributes: to_json(&attributes)?,
+            budget,
             idempotency: Idempotency::of_request(key, CREATE, r, |m| m.idempotency_key = None),
         })
     }
@@ -217,6 +284,10 @@ impl SurveyService {
             closed_at: Set(None),
             idempotency_key: Set(key),
             request_hash: Set(request_hash),
+            budget_epsilon: Set(new.budget.0),
+            budget_delta: Set(new.budget.1),
+            spent_epsilon: Set(0),
+            spent_delta: Set(0),
             ..Default::default()
         }
         .insert(&txn)
@@ -253,7 +324,7 @@ impl SurveyApi for SurveyService {
         let new = NewSurvey::try_from(request.get_ref())?;
         let row = self.create(&call, new).await?;
         Ok(Response::new(CreateSurveyResponse {
-            survey: Some(self.surveys.to_survey(&call, &row).await?),
+            survey: Some(self.surveys.to_survey(&call, row).await?),
         }))
     }
 
@@ -267,7 +338,7 @@ impl SurveyApi for SurveyService {
         let id = c.parsed(id)?;
         let row = self.surveys.survey(&self.surveys.db, &call, &id).await?;
         Ok(Response::new(GetSurveyResponse {
-            survey: Some(self.surveys.to_survey(&call, &row).await?),
+            survey: Some(self.surveys.to_survey(&call, row).await?),
         }))
     }
 
@@ -294,18 +365,9 @@ impl SurveyApi for SurveyService {
             query = query.filter(survey::Column::CourseId.eq(course));
         }
         let mut rows = query.all(&self.surveys.db).await.map_err(Error::from)?;
-        let more = rows.len() as u64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => page_token(last.seq),
-            _ => String::new(),
-        };
-        let mut surveys = Vec::with_capacity(rows.len());
-        for row in &rows {
-            surveys.push(self.surveys.to_survey(&call, row).await?);
-        }
+        let next_page_token = next_page(&mut rows, size, |r| page_token(r.seq));
         Ok(Response::new(ListSurveysResponse {
-            surveys,
+            surveys: self.surveys.to_surveys(&call, &rows).await?,
             page: Some(PageResponse { next_page_token }),
         }))
     }
@@ -320,7 +382,7 @@ impl SurveyApi for SurveyService {
         let id = c.parsed(id)?;
         let row = self.close(&call, &id).await?;
         Ok(Response::new(CloseSurveyResponse {
-            survey: Some(self.surveys.to_survey(&call, &row).await?),
+            survey: Some(self.surveys.to_survey(&call, row).await?),
         }))
     }
 }

@@ -136,6 +136,7 @@ async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
             "tutela.sharing.v1.PartnerService",
             "tutela.sharing.v1.WebhookService",
             "tutela.subscription.v1.SubscriptionService",
+            "tutela.survey.v1.ReleaseService",
             "tutela.survey.v1.ResponseService",
             "tutela.survey.v1.SurveyService",
         ]

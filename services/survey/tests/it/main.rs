@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod people;
+mod releases;
 mod responses;
 mod rights;
 mod surveys;
