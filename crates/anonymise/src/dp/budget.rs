@@ -28,6 +28,15 @@ impl MicroEpsilon {
     }
 }
 
+impl PicoDelta {
+    /// δ as a float, for calibrating the mechanism only (never for accounting). Rounded down, so
+    /// a mechanism calibrated to it never spends more than the integer allotment.
+    pub fn as_f64_down(self) -> f64 {
+        let x = self.0 as f64 / 1e12;
+        if x > 0.0 { x.next_down() } else { x }
+    }
+}
+
 impl fmt::Display for MicroEpsilon {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
@@ -52,7 +61,8 @@ pub struct Budget {
 pub enum Mechanism {
     /// Pure ε-DP (δ = 0): the discrete Laplace counts and Laplace sums of [`super::release_dp`].
     Laplace,
-    /// (ε, δ)-DP. Not produced by this crate yet; accounted for so the ledger can hold it.
+    /// Approximate (ε, δ)-DP: the discrete Gaussian counts and Gaussian sums of
+    /// [`super::release_dp`], calibrated through zero-concentrated DP.
     Gaussian,
 }
 
