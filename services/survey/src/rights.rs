@@ -179,7 +179,7 @@ impl SubjectDataProvider for SurveyRights {
             .await?
             .rows_affected;
         // The releases made from their responses stay (they are anonymous) and are marked.
-        erased += crate::releases::mark_erased(&txn, &access).await?;
+        erased += crate::releases::mark_erased(&txn, access).await?;
         txn.commit().await?;
         // After the rows are gone, the key: any copy of a response elsewhere (a backup) stays
         // sealed for good. Shredding again on a re-run is harmless.

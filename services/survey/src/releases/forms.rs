@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use prost::Message;
 use tutela_anonymise::aggregate::{self, Answer, Body, Cell, Means, QuestionKind, Rules};
-use tutela_anonymise::dp::{self, Budget, DpError, DpRequest, MicroEpsilon, Spend};
+use tutela_anonymise::dp::{self, Budget, DpError, DpRequest, MicroEpsilon, PicoDelta, Spend};
 use tutela_anonymise::microdata::{
     self, MicrodataError, QuasiIdentifier, Sensitive, SensitiveKind, Spec,
 };
@@ -15,7 +15,8 @@ use tutela_policy::{Error, Precondition, Result};
 use tutela_proto::survey::release::Results;
 use tutela_proto::survey::{
     AggregateResults, Count, DifferentiallyPrivateParameters, DifferentiallyPrivateResults,
-    MicrodataParameters, MicrodataResults, MicrodataRow, QuestionResults, ReleaseForm, ResultRow,
+    MicrodataParameters, MicrodataResults, MicrodataRow, NoiseMechanism, QuestionResults,
+    ReleaseForm, ResultRow,
 };
 
 use super::{Asked, hierarchies};
@@ -405,11 +406,16 @@ fn make_microdata(
     })
 }
 
-fn dp_request(d: &DifferentiallyPrivateParameters, epsilon: MicroEpsilon) -> DpRequest {
-    DpRequest {
-        epsilon,
-        cohorts: d.cohorts.clone(),
-        max_choices: small(d.max_choices),
+fn dp_request(
+    d: &DifferentiallyPrivateParameters,
+    epsilon: MicroEpsilon,
+    delta: PicoDelta,
+) -> DpRequest {
+    match NoiseMechanism::try_from(d.mechanism) {
+        Ok(NoiseMechanism::Gaussian) => {
+            DpRequest::gaussian(epsilon, delta, d.cohorts.clone(), small(d.max_choices))
+        }
+        _ => DpRequest::laplace(epsilon, d.cohorts.clone(), small(d.max_choices)),
     }
 }
 
@@ -420,6 +426,14 @@ fn dp_error(e: DpError) -> Error {
             "differentially_private.epsilon",
             "at least one millionth per question of the survey",
         ),
+        DpError::DeltaTooSmall { .. } | DpError::DeltaOutOfRange(_) => invalid(
+            "differentially_private.delta",
+            "at least 10⁻¹² per question of the survey, below 1",
+        ),
+        DpError::DeltaWithLaplace(_) => invalid(
+            "differentially_private.delta",
+            "0 with the Laplace mechanism",
+        ),
         other => Error::internal(other),
     }
 }
@@ -429,18 +443,19 @@ pub(crate) fn plan_dp(
     questions: &[Question],
     d: &DifferentiallyPrivateParameters,
     epsilon: MicroEpsilon,
+    delta: PicoDelta,
 ) -> Result<Spend> {
     let qs = analysable(questions);
     if qs.is_empty() {
         return Err(invalid("form", "the survey has only free-text questions"));
     }
     let aq: Vec<aggregate::Question> = qs.iter().map(|q| to_question(q)).collect();
-    dp::plan(&aq, &dp_request(d, epsilon)).map_err(dp_error)
+    dp::plan(&aq, &dp_request(d, epsilon, delta)).map_err(dp_error)
 }
 
 fn make_dp(
     d: &DifferentiallyPrivateParameters,
-    epsilon: MicroEpsilon,
+    (epsilon, delta): (MicroEpsilon, PicoDelta),
     questions: &[Question],
     respondents: &[Respondent],
     (budget, spent): (Budget, Spend),
@@ -456,7 +471,7 @@ fn make_dp(
     let release = dp::release_dp(
         &aq,
         &responses(&qs, &used),
-        &dp_request(d, epsilon),
+        &dp_request(d, epsilon, delta),
         &budget,
         &[spent],
     )
@@ -515,9 +530,13 @@ pub(crate) fn make(
     match asked {
         Asked::Aggregate(a) => make_aggregate(a, questions, respondents),
         Asked::Microdata(m) => make_microdata(m, questions, respondents),
-        Asked::Dp { params, epsilon } => {
+        Asked::Dp {
+            params,
+            epsilon,
+            delta,
+        } => {
             let budget = budget.ok_or_else(|| Error::internal("a DP release without a budget"))?;
-            make_dp(params, *epsilon, questions, respondents, budget)
+            make_dp(params, (*epsilon, *delta), questions, respondents, budget)
         }
     }
 }

@@ -19,7 +19,9 @@ const UNKNOWN: &str = "unknown";
 /// The hierarchy of `attribute` over the `values` the release's rows hold (every one of them
 /// must be in it); `None` for an attribute with no hierarchy.
 pub(crate) fn of(attribute: &str, values: &[&str]) -> Option<Hierarchy> {
-    let (label, middle): (&str, Option<fn(&str) -> &'static str>) = match attribute {
+    /// The middle level of a three-level hierarchy, from the value.
+    type Middle = fn(&str) -> &'static str;
+    let (label, middle): (&str, Option<Middle>) = match attribute {
         "age_band" => ("age_band/v1", Some(wider_age_band)),
         "country" => ("country-region/v1", Some(region)),
         "gender" => ("gender/v1", None),

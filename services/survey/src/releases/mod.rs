@@ -29,7 +29,7 @@ use tutela_proto::survey::release_service_server::ReleaseService as ReleaseApi;
 use tutela_proto::survey::{
     AggregateParameters, CreateReleaseRequest, CreateReleaseResponse,
     DifferentiallyPrivateParameters, GetReleaseRequest, GetReleaseResponse, ListReleasesRequest,
-    ListReleasesResponse, MicrodataParameters, PrivacyBudget, Release, ReleaseForm,
+    ListReleasesResponse, MicrodataParameters, NoiseMechanism, PrivacyBudget, Release, ReleaseForm,
 };
 use tutela_store::StoredKey;
 use tutela_store::vault::KEYS_TABLE;
@@ -110,6 +110,7 @@ pub(crate) enum Asked {
     Dp {
         params: DifferentiallyPrivateParameters,
         epsilon: MicroEpsilon,
+        delta: PicoDelta,
     },
 }
 
@@ -233,6 +234,29 @@ fn parse(r: &CreateReleaseRequest, floors: &Releases) -> Result<NewRelease> {
                     "differentially_private.epsilon",
                     "a number above 0 (at least 0.000001) and at most 100",
                 );
+                let gaussian = match NoiseMechanism::try_from(d.mechanism) {
+                    Ok(NoiseMechanism::Gaussian) => true,
+                    Ok(NoiseMechanism::Laplace | NoiseMechanism::Unspecified) => {
+                        d.mechanism = NoiseMechanism::Laplace as i32;
+                        false
+                    }
+                    Err(_) => {
+                        c.fail("differentially_private.mechanism", "LAPLACE or GAUSSIAN");
+                        false
+                    }
+                };
+                let delta = if gaussian {
+                    c.parse(
+                        pico_delta(d.delta).filter(|d| *d > 0),
+                        "differentially_private.delta",
+                        "a number above 0 (at least 10⁻¹²) and at most 0.000001",
+                    )
+                } else if d.delta != 0.0 {
+                    c.fail("differentially_private.delta", "only with GAUSSIAN");
+                    Ok(0)
+                } else {
+                    Ok(0)
+                };
                 if d.max_choices == 0 {
                     d.max_choices = DEFAULT_MAX_CHOICES;
                 }
@@ -252,10 +276,14 @@ fn parse(r: &CreateReleaseRequest, floors: &Releases) -> Result<NewRelease> {
                         );
                     }
                 }
-                epsilon.ok().map(|e| Asked::Dp {
-                    params: d,
-                    epsilon: MicroEpsilon(e),
-                })
+                match (epsilon, delta) {
+                    (Ok(e), Ok(delta)) => Some(Asked::Dp {
+                        params: d,
+                        epsilon: MicroEpsilon(e),
+                        delta: PicoDelta(delta),
+                    }),
+                    _ => None,
+                }
             }
         },
     };
@@ -405,12 +433,16 @@ impl ReleaseService {
         let mut spend = None;
         match &mut asked {
             Asked::Microdata(m) => forms::check_microdata(m, &stored, &declared)?,
-            Asked::Dp { params, epsilon } => {
+            Asked::Dp {
+                params,
+                epsilon,
+                delta,
+            } => {
                 if params.cohorts.is_empty() {
                     params.cohorts = self.invited_cohorts(call, &new.survey_id).await?;
                 }
                 // Refused before a single response is read when the budget cannot cover it.
-                let planned = forms::plan_dp(&stored, params, *epsilon)?;
+                let planned = forms::plan_dp(&stored, params, *epsilon, *delta)?;
                 let budget = Budget {
                     epsilon_total: MicroEpsilon(nonneg(survey_row.budget_epsilon)),
                     delta_total: PicoDelta(nonneg(survey_row.budget_delta)),

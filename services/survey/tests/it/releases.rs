@@ -14,27 +14,24 @@ use tutela_proto::privacy::EraseSubjectRequest;
 use tutela_proto::survey::release::Results;
 use tutela_proto::survey::{
     AggregateParameters, AggregateResults, CreateReleaseRequest, DifferentiallyPrivateParameters,
-    GetReleaseRequest, GetSurveyRequest, ListReleasesRequest, MicrodataParameters, PrivacyBudget,
-    Release, ReleaseForm, RespondentAttribute,
+    GetReleaseRequest, GetSurveyRequest, ListReleasesRequest, MicrodataParameters, NoiseMechanism,
+    PrivacyBudget, Release, ReleaseForm, RespondentAttribute,
 };
 use tutela_testkit::{Credentials, TestSuite, sample_profile};
 
 use crate::{fields, invite, learner, new_survey, reason, response, tutor, uuid};
 
 /// Creates a survey (rating `overall` 1–5, multiple choice, number, comment) declaring
-/// `attributes`, with `budget` (ε) when given; its id.
+/// `attributes`, with `budget` (ε, δ) when given; its id.
 async fn survey_with(
     suite: &TestSuite,
     attributes: &[RespondentAttribute],
-    budget: Option<f64>,
+    budget: Option<(f64, f64)>,
 ) -> String {
     let mut request = new_survey(&uuid());
     let s = request.survey.as_mut().unwrap();
     s.attributes = attributes.iter().map(|a| *a as i32).collect();
-    s.privacy_budget = budget.map(|epsilon| PrivacyBudget {
-        epsilon,
-        delta: 0.0,
-    });
+    s.privacy_budget = budget.map(|(epsilon, delta)| PrivacyBudget { epsilon, delta });
     suite
         .surveys(tutor(suite))
         .create_survey(request)
@@ -374,6 +371,10 @@ async fn a_microdata_release_is_k_anonymous_and_l_diverse_over_generalised_attri
 }
 
 async fn spent(suite: &TestSuite, survey_id: &str) -> f64 {
+    spent_budget(suite, survey_id).await.epsilon
+}
+
+async fn spent_budget(suite: &TestSuite, survey_id: &str) -> PrivacyBudget {
     suite
         .surveys(tutor(suite))
         .get_survey(GetSurveyRequest {
@@ -386,13 +387,67 @@ async fn spent(suite: &TestSuite, survey_id: &str) -> f64 {
         .unwrap()
         .privacy_spent
         .unwrap()
-        .epsilon
+}
+
+fn gaussian(survey_id: &str, epsilon: f64, delta: f64) -> CreateReleaseRequest {
+    let mut request = dp(survey_id, epsilon);
+    let params = request.differentially_private.as_mut().unwrap();
+    params.mechanism = NoiseMechanism::Gaussian as i32;
+    params.delta = delta;
+    request
+}
+
+#[tokio::test]
+async fn a_gaussian_release_spends_epsilon_and_delta_and_delta_needs_a_budget() {
+    let suite = TestSuite::start().await.unwrap();
+    let survey_id = survey_with(&suite, &[], Some((2.0, 1e-6))).await;
+    answered(&suite, &survey_id, "", &ratings(6, |i| 1 + (i as u32 % 5))).await;
+
+    let release = create(&suite, gaussian(&survey_id, 0.9, 6e-7))
+        .await
+        .unwrap();
+    let applied = release.differentially_private_parameters.clone().unwrap();
+    assert_eq!(applied.mechanism, NoiseMechanism::Gaussian as i32);
+    let spent = release.spent.unwrap();
+    assert!(
+        (spent.epsilon - 0.9).abs() < 1e-9 && (spent.delta - 6e-7).abs() < 1e-15,
+        "{spent:?}"
+    );
+    let now = spent_budget(&suite, &survey_id).await;
+    assert!((now.delta - 6e-7).abs() < 1e-15, "{now:?}");
+    let Some(Results::DifferentiallyPrivate(r)) = &release.results else {
+        panic!("not DP: {release:?}");
+    };
+    assert!(r.questions.iter().all(|q| q.count_noise_sd > 0.0));
+
+    // ε is left, δ is not: refused, nothing spent.
+    let err = create(&suite, gaussian(&survey_id, 0.3, 6e-7))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "PRIVACY_BUDGET_EXHAUSTED", "{err:?}");
+    assert!((spent_budget(&suite, &survey_id).await.delta - 6e-7).abs() < 1e-15);
+    // δ belongs to the Gaussian alone, and the Gaussian needs one.
+    let mut laplace = dp(&survey_id, 0.1);
+    laplace.differentially_private.as_mut().unwrap().delta = 1e-7;
+    let err = create(&suite, laplace).await.unwrap_err();
+    assert_eq!(fields(&err), ["differentially_private.delta"]);
+    let err = create(&suite, gaussian(&survey_id, 0.1, 0.0))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["differentially_private.delta"]);
+    // A survey whose budget has no δ takes no Gaussian release.
+    let pure = survey_with(&suite, &[], None).await;
+    let err = create(&suite, gaussian(&pure, 0.1, 1e-7))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "PRIVACY_BUDGET_EXHAUSTED", "{err:?}");
+    suite.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn differentially_private_releases_spend_the_budget_and_stop_at_it_even_when_racing() {
     let suite = TestSuite::start().await.unwrap();
-    let survey_id = survey_with(&suite, &[], Some(1.0)).await;
+    let survey_id = survey_with(&suite, &[], Some((1.0, 0.0))).await;
     answered(
         &suite,
         &survey_id,
@@ -432,7 +487,7 @@ async fn differentially_private_releases_spend_the_budget_and_stop_at_it_even_wh
     assert!((spent(&suite, &survey_id).await - 0.999_999).abs() < 1e-9);
 
     // Six releases of 0.3 at once against a budget of 1: exactly three get through.
-    let racing = survey_with(&suite, &[], Some(1.0)).await;
+    let racing = survey_with(&suite, &[], Some((1.0, 0.0))).await;
     answered(&suite, &racing, "", &ratings(5, |_| 3)).await;
     let outcomes =
         futures::future::join_all((0..6).map(|_| create(&suite, dp(&racing, 0.3)))).await;
