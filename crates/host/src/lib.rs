@@ -23,6 +23,8 @@ use tutela_policy::rights::SubjectDataProvider;
 use tutela_policy::{ConsentGate, Register};
 use tutela_store::{Keyring, Migrations, SharedClock};
 
+pub mod peer;
+
 pub use tutela_ledger::Ledger;
 
 /// Why a service could not be built (its settings, usually).

@@ -38,12 +38,15 @@ use tutela_proto::sharing::{
     DeliveredRecord, Delivery, DeliveryChannel, DiscloseExceptionallyRequest,
     DiscloseExceptionallyResponse, DiscloseRequest, DiscloseResponse, Disclosure,
     DownloadExportRequest, DownloadExportResponse, FileLayout, ListDisclosuresRequest,
-    ListDisclosuresResponse, PullDeliveriesRequest, PullDeliveriesResponse, WithheldFromDelivery,
+    ListDisclosuresResponse, PullDeliveriesRequest, PullDeliveriesResponse,
+    PullSharedReleasesRequest, PullSharedReleasesResponse, ShareReleaseRequest,
+    ShareReleaseResponse, WithheldFromDelivery,
 };
 
 use crate::duration::IsoDuration;
 use crate::entity::{agreement, agreement_purpose, delivery, delivery_record, disclosure, partner};
 use crate::export::{self, LAYOUTS};
+use crate::releases::{self, Surveys};
 use crate::sharing::{Sharing, next_page, page_size, time_of};
 use crate::terms::name;
 use tutela_enrolment_client::{Asked, Enrolment};
@@ -97,13 +100,23 @@ pub type PullStream = Pin<
 pub struct DisclosureService {
     sharing: Sharing,
     enrolment: Option<Arc<Enrolment>>,
+    surveys: Option<Surveys>,
 }
 
 impl DisclosureService {
-    /// The service over `sharing`, reading learners through `enrolment` (`None`: no enrolment
-    /// service is configured, and every disclosure is UNAVAILABLE).
-    pub fn new(sharing: Sharing, enrolment: Option<Arc<Enrolment>>) -> Self {
-        Self { sharing, enrolment }
+    /// The service over `sharing`, reading learners through `enrolment` and survey releases
+    /// through `surveys` (`None`: that service is not configured, and what needs it is
+    /// UNAVAILABLE).
+    pub fn new(
+        sharing: Sharing,
+        enrolment: Option<Arc<Enrolment>>,
+        surveys: Option<Surveys>,
+    ) -> Self {
+        Self {
+            sharing,
+            enrolment,
+            surveys,
+        }
     }
 }
 
@@ -910,6 +923,33 @@ fn log_token(row: &disclosure::Model) -> String {
 
 #[tonic::async_trait]
 impl DisclosureApi for DisclosureService {
+    async fn share_release(
+        &self,
+        request: Request<ShareReleaseRequest>,
+    ) -> std::result::Result<Response<ShareReleaseResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let shared = releases::share(
+            &self.sharing,
+            self.surveys.as_ref(),
+            &call,
+            request.get_ref(),
+        )
+        .await?;
+        Ok(Response::new(ShareReleaseResponse {
+            shared: Some(shared),
+        }))
+    }
+
+    async fn pull_shared_releases(
+        &self,
+        request: Request<PullSharedReleasesRequest>,
+    ) -> std::result::Result<Response<PullSharedReleasesResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        Ok(Response::new(
+            releases::pull(&self.sharing, &call, request.get_ref()).await?,
+        ))
+    }
+
     async fn disclose(
         &self,
         request: Request<DiscloseRequest>,

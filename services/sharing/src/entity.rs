@@ -355,3 +355,32 @@ pub mod inbound_submission {
         }
     }
 }
+
+/// A survey release shared with a partner: the release as the survey service returned it (its
+/// results checked against its output hash), kept as shared. Anonymous: no learner in it.
+pub mod release_share {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sharing_release_shares")]
+    pub struct Model {
+        /// A UUIDv7, so a partner's shares page in creation order.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub share_id: String,
+        pub tenant: String,
+        pub partner_id: String,
+        pub release_id: String,
+        pub survey_id: String,
+        /// The release's recorded output hash, checked against its results when shared.
+        pub output_sha256: String,
+        /// The `tutela.survey.v1.Release` as shared, protobuf-encoded.
+        pub release: Vec<u8>,
+        pub shared_at: DateTimeUtc,
+        /// The principal id of who shared it.
+        pub shared_by: String,
+        pub idempotency_key: Option<String>,
+        pub request_hash: Option<String>,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant);
+}

@@ -8,6 +8,7 @@ use sea_orm::DatabaseConnection;
 use std::sync::Arc;
 
 use tutela_enrolment_client::{Enrolment, EnrolmentSettings};
+use tutela_host::peer::PeerSettings;
 use tutela_host::{
     BoxFuture, BuildError, Context, HostedService, Progress, RecipientEntry, Served, SweepReport,
     Sweeper,
@@ -21,6 +22,7 @@ use tutela_proto::sharing::partner_service_server::PartnerServiceServer;
 use tutela_proto::sharing::webhook_service_server::WebhookServiceServer;
 
 use crate::notices::Follower;
+use crate::releases::Surveys;
 use crate::webhooks::{TargetRules, WebhookService, Webhooks};
 use crate::{
     AgreementService, DisclosureService, InboundService, NoticeService, PartnerService, SERVICE,
@@ -34,6 +36,9 @@ struct Settings {
     /// `enrolment_ca_file`): `http://host:port` or `https://host:port`; empty for this process's
     /// own address (enrolment hosted with it).
     enrolment: EnrolmentSettings,
+    /// The survey service the releases to share are read from (`survey_endpoint`,
+    /// `survey_ca_file`), likewise.
+    survey: PeerSettings,
     own: Own,
 }
 
@@ -69,9 +74,15 @@ fn default_webhook_interval() -> u64 {
 impl Settings {
     fn of(section: Option<&serde_json::Value>) -> Result<Self, String> {
         let (enrolment, rest) = EnrolmentSettings::split(SERVICE, section)?;
-        let own: Own =
-            serde_json::from_value(rest).map_err(|e| format!("sharing settings: {e}"))?;
-        Ok(Self { enrolment, own })
+        let mut rest = PeerSettings::section(SERVICE, Some(&rest))?;
+        let survey = PeerSettings::take(SERVICE, "survey", &mut rest)?;
+        let own: Own = serde_json::from_value(serde_json::Value::Object(rest))
+            .map_err(|e| format!("sharing settings: {e}"))?;
+        Ok(Self {
+            enrolment,
+            survey,
+            own,
+        })
     }
 
     fn rules(&self) -> TargetRules {
@@ -119,6 +130,11 @@ impl HostedService for Hosted {
                 DisclosureServiceServer::new(DisclosureService::new(
                     sharing.clone(),
                     enrolment.clone(),
+                    Surveys::new(
+                        &settings.survey,
+                        ctx.local_endpoint.as_deref(),
+                        ctx.service_tokens.clone(),
+                    )?,
                 ))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),

@@ -29,6 +29,7 @@ pub mod notices;
 pub mod partners;
 pub mod paths;
 pub mod recipients;
+pub mod releases;
 pub mod rights;
 mod sharing;
 pub mod terms;

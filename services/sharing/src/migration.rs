@@ -16,6 +16,7 @@ impl MigratorTrait for SharingMigrator {
             Box::new(crate::webhooks::migration::Migration),
             Box::new(m20261203_000005_notice_reasons::Migration),
             Box::new(m20261203_000006_inbound::Migration),
+            Box::new(m20261203_000007_release_shares::Migration),
         ]
     }
 
@@ -732,6 +733,88 @@ mod m20261203_000006_inbound {
                     .await?;
             }
             Ok(())
+        }
+    }
+}
+
+mod m20261203_000007_release_shares {
+    use super::{index, optional, text, time};
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261203_000007_release_shares"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum SharingReleaseShares {
+        Table,
+        ShareId,
+        Tenant,
+        PartnerId,
+        ReleaseId,
+        SurveyId,
+        OutputSha256,
+        Release,
+        SharedAt,
+        SharedBy,
+        IdempotencyKey,
+        RequestHash,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            use SharingReleaseShares as R;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(R::Table)
+                        .col(text(R::ShareId).primary_key())
+                        .col(text(R::Tenant))
+                        .col(text(R::PartnerId))
+                        .col(text(R::ReleaseId))
+                        .col(text(R::SurveyId))
+                        .col(text(R::OutputSha256))
+                        .col(ColumnDef::new(R::Release).binary().not_null())
+                        .col(time(R::SharedAt))
+                        .col(text(R::SharedBy))
+                        .col(optional(R::IdempotencyKey))
+                        .col(optional(R::RequestHash))
+                        .to_owned(),
+                )
+                .await?;
+            // A partner pulls its shares in order.
+            index(
+                manager,
+                "sharing_release_shares_by_partner",
+                R::Table,
+                vec![
+                    R::Tenant.into_iden(),
+                    R::PartnerId.into_iden(),
+                    R::ShareId.into_iden(),
+                ],
+                true,
+            )
+            .await?;
+            // NULL keys never collide; a key used twice in a tenant loses the race here.
+            index(
+                manager,
+                "sharing_release_shares_by_idempotency_key",
+                R::Table,
+                vec![R::Tenant.into_iden(), R::IdempotencyKey.into_iden()],
+                true,
+            )
+            .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(SharingReleaseShares::Table).to_owned())
+                .await
         }
     }
 }

@@ -10,6 +10,7 @@ mod disclosures;
 mod inbound;
 mod notices;
 mod partners;
+mod releases;
 mod webhooks;
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};

@@ -96,7 +96,9 @@ fn survey_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         "CreateSurvey" | "CloseSurvey" => runners.contains(&role),
         "InviteRespondents" | "RemindRespondents" => runners.contains(&role) || role == "service",
         "DeclineSurvey" | "SubmitResponse" => ["service", "learner"].contains(&role),
-        "CreateRelease" | "GetRelease" | "ListReleases" => runners.contains(&role),
+        "CreateRelease" | "ListReleases" => runners.contains(&role),
+        // The sharing service reads the releases it shares as a service.
+        "GetRelease" => runners.contains(&role) || role == "service",
         _ => false,
     }
 }
@@ -167,6 +169,10 @@ fn sharing_granted(method: &str, role: &str, purpose: Purpose) -> bool {
                 && [Purpose::LegalObligation, Purpose::SecurityInvestigation].contains(&purpose)
         }
         "PullDeliveries" => role == "partner" && agreement_purposes.contains(&purpose),
+        "ShareRelease" => {
+            purpose == Purpose::QualityAssurance && ["registrar", "tutor", "dpo"].contains(&role)
+        }
+        "PullSharedReleases" => purpose == Purpose::QualityAssurance && role == "partner",
         "ListDisclosures" | "ListNotices" => {
             role == "dpo" && [Purpose::LegalObligation, Purpose::SubjectRights].contains(&purpose)
         }
