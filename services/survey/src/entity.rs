@@ -151,6 +151,8 @@ pub mod response {
         /// Whether a comment still looked identifying after scrubbing: held out of releases
         /// until reviewed.
         pub held_for_review: bool,
+        /// Whether the review withheld its comments from every release.
+        pub comment_withheld: bool,
         pub submitted_at: DateTimeUtc,
     }
 

@@ -115,6 +115,7 @@ mod m20261203_000001_surveys {
         Sealed,
         IdentifiersReplaced,
         HeldForReview,
+        CommentWithheld,
         SubmittedAt,
     }
 
@@ -232,6 +233,7 @@ mod m20261203_000001_surveys {
                         .col(ColumnDef::new(R::Sealed).binary().not_null())
                         .col(number(R::IdentifiersReplaced))
                         .col(ColumnDef::new(R::HeldForReview).boolean().not_null())
+                        .col(ColumnDef::new(R::CommentWithheld).boolean().not_null())
                         .col(time(R::SubmittedAt))
                         .to_owned(),
                 )

@@ -376,6 +376,7 @@ impl ResponseService {
                 .map_err(Error::from)?),
             identifiers_replaced: Set(i32::try_from(replaced).unwrap_or(i32::MAX)),
             held_for_review: Set(held),
+            comment_withheld: Set(false),
             submitted_at: Set(now),
         }
         .insert(&txn)

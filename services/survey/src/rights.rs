@@ -128,6 +128,7 @@ impl SubjectDataProvider for SurveyRights {
                 "attributes": sealed.attributes,
                 "identifiers_replaced": r.identifiers_replaced,
                 "held_for_review": r.held_for_review,
+                "comment_withheld": r.comment_withheld,
             }));
         }
         let invited: Vec<serde_json::Value> = invitations

@@ -97,6 +97,7 @@ fn survey_granted(method: &str, role: &str, purpose: Purpose) -> bool {
         "InviteRespondents" | "RemindRespondents" => runners.contains(&role) || role == "service",
         "DeclineSurvey" | "SubmitResponse" => ["service", "learner"].contains(&role),
         "CreateRelease" | "ListReleases" => runners.contains(&role),
+        "ListHeldComments" | "ReviewHeldComment" => role == "dpo",
         // The sharing service reads the releases it shares as a service.
         "GetRelease" => runners.contains(&role) || role == "service",
         _ => false,

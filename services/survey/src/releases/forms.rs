@@ -26,6 +26,9 @@ use crate::responses::precondition;
 
 /// One response, opened: what a release is made from.
 pub(crate) struct Respondent {
+    pub(crate) response_id: String,
+    /// Neither held for review nor withheld by it: its comments may be published.
+    pub(crate) comments_publishable: bool,
     pub(crate) subject_id: String,
     pub(crate) cohort: String,
     pub(crate) sealed: Sealed,
@@ -243,13 +246,35 @@ fn make_aggregate(
             "no cohort of the survey has min_cohort responses: nothing can be released",
         ));
     }
+    // The comments of the released cohorts' respondents whose comments may be published, sorted
+    // so that their order says nothing of who wrote them or when.
+    let released: BTreeSet<&str> = release.cohorts.iter().map(String::as_str).collect();
+    let mut counted = release.questions.iter();
+    let mut out = Vec::with_capacity(questions.len());
+    for q in questions {
+        if q.kind == Kind::FreeText {
+            let mut comments: Vec<String> = respondents
+                .iter()
+                .filter(|r| r.comments_publishable && released.contains(r.cohort.as_str()))
+                .filter_map(|r| {
+                    r.sealed.answers.iter().find_map(|a| match &a.value {
+                        Value::Text(t) if a.q == q.id && !t.trim().is_empty() => Some(t.clone()),
+                        _ => None,
+                    })
+                })
+                .collect();
+            comments.sort_unstable();
+            out.push(QuestionResults {
+                comments,
+                ..header(q)
+            });
+        } else if let Some(r) = counted.next() {
+            out.push(aggregate_question(q, &release.cohorts, &r.body));
+        }
+    }
     Ok(Made {
         results: Results::Aggregate(AggregateResults {
-            questions: qs
-                .iter()
-                .zip(&release.questions)
-                .map(|(q, r)| aggregate_question(q, &release.cohorts, &r.body))
-                .collect(),
+            questions: out,
             cohorts: release.cohorts,
             withheld_cohorts: release.withheld,
         }),

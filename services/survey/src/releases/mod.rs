@@ -22,7 +22,9 @@ use tutela_anonymise::dp::{self, Budget, MicroEpsilon, PicoDelta, Spend};
 use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::register::Releases;
 use tutela_policy::scope::found;
-use tutela_policy::validate::{Checks, next_page, page_token, timestamp};
+use tutela_policy::validate::{
+    Checks, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, next_page, page_token, timestamp,
+};
 use tutela_policy::{Authorized, Error, Precondition, Result};
 use tutela_proto::common::PageResponse;
 use tutela_proto::survey::release_service_server::ReleaseService as ReleaseApi;
@@ -30,6 +32,10 @@ use tutela_proto::survey::{
     AggregateParameters, CreateReleaseRequest, CreateReleaseResponse,
     DifferentiallyPrivateParameters, GetReleaseRequest, GetReleaseResponse, ListReleasesRequest,
     ListReleasesResponse, MicrodataParameters, NoiseMechanism, PrivacyBudget, Release, ReleaseForm,
+};
+use tutela_proto::survey::{
+    CommentDecision, HeldComment, ListHeldCommentsRequest, ListHeldCommentsResponse,
+    ReviewHeldCommentRequest, ReviewHeldCommentResponse,
 };
 use tutela_store::StoredKey;
 use tutela_store::vault::KEYS_TABLE;
@@ -304,6 +310,8 @@ struct Row {
     subject_id: String,
     cohort: String,
     sealed: Vec<u8>,
+    held_for_review: bool,
+    comment_withheld: bool,
     key_seq: Option<i64>,
     kek_id: Option<String>,
     wrapped_key: Option<Vec<u8>>,
@@ -330,13 +338,15 @@ impl ReleaseService {
         Self { surveys, floors }
     }
 
-    /// The survey's responses, opened, in response-id order (random ids: no order of
-    /// respondents), and the SHA-256 of what was read (ids and sealed bytes). CPU-bound opening
-    /// runs on the blocking pool.
+    /// The survey's responses (`held`: only those held for review, a page after a response
+    /// id), opened, in response-id order (random ids: no order of respondents), and the SHA-256
+    /// of what was read (ids, sealed bytes, and whether their comments may be published).
+    /// CPU-bound opening runs on the blocking pool.
     async fn respondents(
         &self,
         call: &Authorized,
         survey_id: &str,
+        held: Option<(&str, u64)>,
     ) -> Result<(Vec<Respondent>, String)> {
         use sea_orm::sea_query::ExprTrait;
         let s = &self.surveys;
@@ -349,11 +359,19 @@ impl ReleaseService {
             .column(response::Column::SubjectId)
             .column(response::Column::Cohort)
             .column(response::Column::Sealed)
+            .column(response::Column::HeldForReview)
+            .column(response::Column::CommentWithheld)
             .expr_as(key_column("seq"), "key_seq")
             .expr_as(key_column("kek_id"), "kek_id")
             .expr_as(key_column("wrapped_key"), "wrapped_key")
             .filter(response::Column::SurveyId.eq(survey_id))
             .order_by_asc(response::Column::ResponseId);
+        if let Some((after, limit)) = held {
+            select = select
+                .filter(response::Column::HeldForReview.eq(true))
+                .filter(response::Column::ResponseId.gt(after))
+                .limit(limit);
+        }
         QueryTrait::query(&mut select).join(
             JoinType::LeftJoin,
             keys.clone(),
@@ -376,6 +394,8 @@ impl ReleaseService {
                 hash.update(row.response_id.as_bytes());
                 hash.update((row.sealed.len() as u64).to_be_bytes());
                 hash.update(&row.sealed);
+                let publishable = !row.held_for_review && !row.comment_withheld;
+                hash.update([u8::from(publishable)]);
                 let (Some(kek_id), Some(key_seq)) = (&row.kek_id, row.key_seq) else {
                     return Err(tutela_store::StoreError::KeyNotFound.into());
                 };
@@ -392,6 +412,8 @@ impl ReleaseService {
                 let sealed: Sealed = serde_json::from_str(&json)
                     .map_err(|_| Error::internal("a stored response does not parse"))?;
                 out.push(Respondent {
+                    response_id: row.response_id,
+                    comments_publishable: publishable,
                     subject_id: row.subject_id,
                     cohort: row.cohort,
                     sealed,
@@ -457,7 +479,7 @@ impl ReleaseService {
             }
             Asked::Aggregate(_) => {}
         }
-        let (respondents, input_sha256) = self.respondents(call, &new.survey_id).await?;
+        let (respondents, input_sha256) = self.respondents(call, &new.survey_id, None).await?;
         let made = {
             let asked = asked.clone();
             tokio::task::spawn_blocking(move || forms::make(&asked, &stored, &respondents, spend))
@@ -570,6 +592,90 @@ impl ReleaseService {
         Ok(row)
     }
 
+    /// A page of the survey's held comments, without their respondents.
+    async fn held_comments(
+        &self,
+        call: &Authorized,
+        r: &ListHeldCommentsRequest,
+    ) -> Result<ListHeldCommentsResponse> {
+        let mut c = Checks::new();
+        let survey_id = c.uuid(&r.survey_id, "survey_id");
+        let after = match r
+            .page
+            .as_ref()
+            .map(|p| p.page_token.trim())
+            .unwrap_or_default()
+        {
+            "" => Ok(String::new()),
+            token => c.uuid(token, "page.page_token"),
+        };
+        let (survey_id, after) = c.parsed((survey_id, after))?;
+        let size = match r.page.as_ref().map_or(0, |p| u64::from(p.page_size)) {
+            0 => DEFAULT_PAGE_SIZE,
+            n => Ord::min(n, MAX_PAGE_SIZE),
+        };
+        let s = &self.surveys;
+        s.survey(&s.db, call, &survey_id).await?;
+        let (mut held, _) = self
+            .respondents(call, &survey_id, Some((&after, size + 1)))
+            .await?;
+        let next_page_token = next_page(&mut held, size, |r| r.response_id.clone());
+        let comments = held
+            .iter()
+            .flat_map(|r| {
+                r.sealed.answers.iter().filter_map(|a| match &a.value {
+                    crate::answers::Value::Text(text) => Some(HeldComment {
+                        response_id: r.response_id.clone(),
+                        question_id: a.q.clone(),
+                        text: text.clone(),
+                    }),
+                    _ => None,
+                })
+            })
+            .collect();
+        Ok(ListHeldCommentsResponse {
+            comments,
+            page: Some(PageResponse { next_page_token }),
+        })
+    }
+
+    /// Records the review's decision on a held response's comments.
+    async fn review(
+        &self,
+        call: &Authorized,
+        r: &ReviewHeldCommentRequest,
+    ) -> Result<ReviewHeldCommentResponse> {
+        let mut c = Checks::new();
+        let survey_id = c.uuid(&r.survey_id, "survey_id");
+        let response_id = c.uuid(&r.response_id, "response_id");
+        let withhold = match CommentDecision::try_from(r.decision) {
+            Ok(CommentDecision::Publish) => Ok(false),
+            Ok(CommentDecision::Withhold) => Ok(true),
+            _ => c.parse(None, "decision", "PUBLISH or WITHHOLD"),
+        };
+        let (survey_id, response_id, withhold) = c.parsed((survey_id, response_id, withhold))?;
+        let s = &self.surveys;
+        let txn = tutela_store::begin(&s.db).await?;
+        call.record_in(&txn).await?;
+        // Only a response still held: a decision is made once.
+        let decided = call
+            .update::<response::Entity>()
+            .col_expr(response::Column::HeldForReview, Expr::value(false))
+            .col_expr(response::Column::CommentWithheld, Expr::value(withhold))
+            .filter(response::Column::SurveyId.eq(&survey_id))
+            .filter(response::Column::ResponseId.eq(&response_id))
+            .filter(response::Column::HeldForReview.eq(true))
+            .exec(&txn)
+            .await?;
+        if decided.rows_affected == 0 {
+            return Err(Error::NotFound("held comment"));
+        }
+        txn.commit().await?;
+        Ok(ReviewHeldCommentResponse {
+            reviewed_at: Some(timestamp(s.now())),
+        })
+    }
+
     async fn release(&self, call: &Authorized, release_id: &str) -> Result<release::Model> {
         found(
             call.find::<release::Entity>()
@@ -673,6 +779,24 @@ impl ReleaseApi for ReleaseService {
                 .collect::<Result<_>>()?,
             page: Some(PageResponse { next_page_token }),
         }))
+    }
+
+    async fn list_held_comments(
+        &self,
+        request: Request<ListHeldCommentsRequest>,
+    ) -> std::result::Result<Response<ListHeldCommentsResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        Ok(Response::new(
+            self.held_comments(&call, request.get_ref()).await?,
+        ))
+    }
+
+    async fn review_held_comment(
+        &self,
+        request: Request<ReviewHeldCommentRequest>,
+    ) -> std::result::Result<Response<ReviewHeldCommentResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        Ok(Response::new(self.review(&call, request.get_ref()).await?))
     }
 }
 

@@ -13,9 +13,10 @@ use tutela_proto::common::{IdempotencyKey, SubjectRef};
 use tutela_proto::privacy::EraseSubjectRequest;
 use tutela_proto::survey::release::Results;
 use tutela_proto::survey::{
-    AggregateParameters, AggregateResults, CreateReleaseRequest, DifferentiallyPrivateParameters,
-    GetReleaseRequest, GetSurveyRequest, ListReleasesRequest, MicrodataParameters, NoiseMechanism,
-    PrivacyBudget, Release, ReleaseForm, RespondentAttribute,
+    AggregateParameters, AggregateResults, CommentDecision, CreateReleaseRequest,
+    DifferentiallyPrivateParameters, GetReleaseRequest, GetSurveyRequest, ListHeldCommentsRequest,
+    ListReleasesRequest, MicrodataParameters, NoiseMechanism, PrivacyBudget, Release, ReleaseForm,
+    RespondentAttribute, ReviewHeldCommentRequest,
 };
 use tutela_testkit::{Credentials, TestSuite, sample_profile};
 
@@ -141,13 +142,17 @@ async fn an_aggregate_release_withholds_small_cohorts_suppresses_small_cells_and
     let results = results_of(&release);
     assert_eq!(results.cohorts, ["spring"]);
     assert_eq!(results.withheld_cohorts, ["summer"]);
-    // Free text is in no release: three questions, not four.
     let ids: Vec<&str> = results
         .questions
         .iter()
         .map(|q| q.question_id.as_str())
         .collect();
-    assert_eq!(ids, ["overall", "useful", "hours"]);
+    assert_eq!(ids, ["overall", "useful", "hours", "comment"]);
+    // The released cohort's comments, scrubbed; the withheld cohort's are nowhere.
+    let comment = &results.questions[3];
+    assert_eq!(comment.comments.len(), 12, "{comment:?}");
+    assert!(comment.comments.iter().all(|c| c == "Good course"));
+    assert!(comment.cohorts.is_empty() && comment.overall.is_none());
     let overall = &results.questions[0];
     assert_eq!(overall.columns, ["1", "2", "3", "4", "5"]);
     let spring = &overall.cohorts[0];
@@ -588,5 +593,118 @@ async fn only_staff_running_surveys_make_and_read_releases() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    suite.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_comment_held_for_review_is_released_only_once_the_dpo_publishes_it() {
+    let suite = TestSuite::start().await.unwrap();
+    let survey_id = survey_with(&suite, &[], None).await;
+    let who = ratings(10, |i| 1 + (i as u32 % 5));
+    let ids: Vec<&str> = who.iter().map(|(id, _)| id.as_str()).collect();
+    invite(&suite, &survey_id, &ids, "").await;
+    // Two comments still look identifying after scrubbing (a street address); the rest do not.
+    for (i, (id, rating)) in who.iter().enumerate() {
+        let comment = match i {
+            0 => "Come and see me at 12 Mill Lane",
+            1 => "I live at 4 High Street",
+            _ => "Fine",
+        };
+        let answered = suite
+            .responses(learner(&suite, id))
+            .submit_response(response(&survey_id, id, *rating, comment))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answered.held_for_review, i < 2, "{comment}");
+    }
+    let comments = |release: &Release| results_of(release).questions[3].comments.clone();
+    let before = create(&suite, aggregate(&survey_id)).await.unwrap();
+    assert_eq!(comments(&before), vec!["Fine"; 8]);
+
+    let dpo = Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "quality_assurance");
+    let held = suite
+        .releases(dpo.clone())
+        .list_held_comments(ListHeldCommentsRequest {
+            survey_id: survey_id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .comments;
+    assert_eq!(held.len(), 2);
+    let mut texts: Vec<&str> = held.iter().map(|c| c.text.as_str()).collect();
+    texts.sort_unstable();
+    assert_eq!(
+        texts,
+        ["Come and see me at 12 Mill Lane", "I live at 4 High Street"]
+    );
+    // Nobody else reads them, not even the tutor running the survey.
+    let err = suite
+        .releases(tutor(&suite))
+        .list_held_comments(ListHeldCommentsRequest {
+            survey_id: survey_id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    let decide = |response_id: &str, decision: CommentDecision| ReviewHeldCommentRequest {
+        survey_id: survey_id.clone(),
+        response_id: response_id.into(),
+        decision: decision as i32,
+    };
+    let street = held
+        .iter()
+        .find(|c| c.text.contains("High Street"))
+        .unwrap();
+    let lane = held.iter().find(|c| c.text.contains("Mill Lane")).unwrap();
+    let reviews = suite.releases(dpo.clone());
+    reviews
+        .clone()
+        .review_held_comment(decide(&street.response_id, CommentDecision::Publish))
+        .await
+        .unwrap();
+    reviews
+        .clone()
+        .review_held_comment(decide(&lane.response_id, CommentDecision::Withhold))
+        .await
+        .unwrap();
+    // Decided once: a second decision finds nothing held.
+    let err = reviews
+        .clone()
+        .review_held_comment(decide(&lane.response_id, CommentDecision::Publish))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    let err = reviews
+        .clone()
+        .review_held_comment(decide(&lane.response_id, CommentDecision::Unspecified))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["decision"]);
+
+    let after = create(&suite, aggregate(&survey_id)).await.unwrap();
+    let mut expected = vec!["Fine"; 8];
+    // Alphabetical: "Fine" sorts before "I live...".
+    expected.push("I live at 4 High Street");
+    assert_eq!(comments(&after), expected);
+    assert_ne!(
+        after.input_sha256, before.input_sha256,
+        "the review changed the input"
+    );
+    let left = suite
+        .releases(dpo)
+        .list_held_comments(ListHeldCommentsRequest {
+            survey_id: survey_id.clone(),
+            page: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .comments;
+    assert!(left.is_empty());
     suite.stop().await.unwrap();
 }
