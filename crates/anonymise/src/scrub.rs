@@ -238,6 +238,31 @@ impl Scrubber {
     }
 }
 
+/// A byte class, as a table: whether each byte value is in it.
+pub(crate) type ByteClass = [bool; 256];
+
+/// Where the bytes of `class` are in `bytes`, in order, worked out 64 bytes at a time into a bit
+/// mask without a branch per byte: scanning byte by byte with a branch on each was mispredicted
+/// at every word or digit, and cost more than the searches it led to.
+pub(crate) fn positions<'b>(
+    bytes: &'b [u8],
+    class: &'static ByteClass,
+) -> impl Iterator<Item = usize> + 'b {
+    bytes.chunks(64).enumerate().flat_map(move |(n, block)| {
+        let mut mask = block
+            .iter()
+            .enumerate()
+            .fold(0u64, |m, (k, &c)| m | u64::from(class[usize::from(c)]) << k);
+        std::iter::from_fn(move || {
+            (mask != 0).then(|| {
+                let k = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                n * 64 + k
+            })
+        })
+    })
+}
+
 /// Above this many candidates, [`resolve`] keeps hits in a tree rather than a sorted list.
 const MANY_HITS: usize = 64;
 

@@ -144,6 +144,16 @@ struct Words {
     birth: bool,
 }
 
+/// `m`, `b`, in either case.
+const M_AND_B: super::ByteClass = {
+    let mut table = [false; 256];
+    table[b'm' as usize] = true;
+    table[b'M' as usize] = true;
+    table[b'b' as usize] = true;
+    table[b'B' as usize] = true;
+    table
+};
+
 impl Words {
     fn of(b: &[u8]) -> Self {
         let is = |from: usize, to: usize, word: &[u8]| {
@@ -155,8 +165,8 @@ impl Words {
             birth: false,
         };
         // One look at each `m` and `b` (`| 0x20` lower-cases them, and makes no other byte one).
-        for (i, &c) in b.iter().enumerate() {
-            match c | 0x20 {
+        for i in super::positions(b, &M_AND_B) {
+            match b[i] | 0x20 {
                 b'm' => {
                     words.introduction |= is(i.wrapping_sub(2), i + 2, b"name")
                         || is(i.wrapping_sub(3), i + 1, b"i am")

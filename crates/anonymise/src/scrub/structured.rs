@@ -202,6 +202,23 @@ struct Traces {
     url: bool,
 }
 
+/// The bytes [`Traces`] looks at: digits, dots, colons, `@`.
+const MARKED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'0'..=b'9' | b'.' | b':' | b'@');
+        b += 1;
+    }
+    table
+};
+
+/// Where the [`MARKED`] bytes of `b` are, in order: most bytes are letters and spaces, and
+/// what lies between two digits is looked at from the second.
+fn marked(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    super::positions(b, &MARKED)
+}
+
 /// Makes `slot` `at` if it is none or later.
 fn earliest(slot: &mut Option<usize>, at: usize) {
     if slot.is_none_or(|s| at < s) {
@@ -218,12 +235,8 @@ impl Traces {
         let mut last_digit: Option<usize> = None;
         // Dots after digits in the current run of digits and dots, and the last of them.
         let (mut dots, mut last_dot) = (0, None);
-        for (i, &c) in b.iter().enumerate() {
-            // Most bytes are letters and spaces: one well-predicted test passes over them, and
-            // what lies between two digits is looked at from the second.
-            if !matches!(c, b'0'..=b'9' | b'.' | b':' | b'@') {
-                continue;
-            }
+        for i in marked(b) {
+            let c = b[i];
             match c {
                 b'0'..=b'9' => {
                     let gap = last_digit.map(|d| &b[d + 1..i]);
