@@ -749,7 +749,20 @@ pub(crate) fn fold_str(s: &str) -> String {
 fn fold_with_map(text: &str) -> (String, Vec<usize>) {
     let mut folded = String::with_capacity(text.len() + 8);
     let mut map = Vec::with_capacity(text.len() + 9);
-    for (at, c) in text.char_indices() {
+    let mut at = 0;
+    while let Some(c) = text[at..].chars().next() {
+        // ASCII folds to itself, byte for byte: a whole run at once, not char by char through
+        // the table (most of a text with an accent or two is ASCII).
+        let run = text.as_bytes()[at..]
+            .iter()
+            .take_while(|b| b.is_ascii())
+            .count();
+        if run > 0 {
+            folded.push_str(&text[at..at + run]);
+            map.extend(at..at + run);
+            at += run;
+            continue;
+        }
         let before = folded.len();
         match fold_char(c) {
             Fold::Keep if c.is_ascii() => folded.push(c),
@@ -760,6 +773,7 @@ fn fold_with_map(text: &str) -> (String, Vec<usize>) {
             Fold::Drop => {}
         }
         map.resize(folded.len().max(before), at);
+        at += c.len_utf8();
     }
     map.push(text.len());
     (folded, map)
