@@ -10,29 +10,17 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tutela_anonymise::aggregate::{Answer, Body, Question, QuestionKind, Response, Rules, release};
+// A fixed seed: the same responses on every run.
+use tutela_anonymise::corpus::Rng;
 
-/// A fixed-seed xorshift: the same responses on every run, without a random-number crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// Skewed: index i has weight 2^-(i+1), so the last options are rare.
-    fn skewed(&mut self, n: u16) -> u16 {
-        let lead = (self.next() | 1 << 40).trailing_zeros() as u16;
-        lead.min(n - 1)
-    }
+/// Skewed: index i has weight 2^-(i+1), so the last options are rare.
+fn skewed(rng: &mut Rng, n: u16) -> u16 {
+    let lead = (rng.next_u64() | 1 << 40).trailing_zeros() as u16;
+    lead.min(n - 1)
 }
 
 const RESPONSES: usize = 100_000;
-const COHORTS: u64 = 50;
+const COHORTS: usize = 50;
 const TARGET: Duration = Duration::from_secs(1);
 
 fn questions() -> Vec<Question> {
@@ -66,7 +54,7 @@ fn questions() -> Vec<Question> {
 }
 
 fn responses(questions: &[Question]) -> Vec<Response> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     (0..RESPONSES)
         .map(|_| {
             // Cohort sizes fall off: cohort c is drawn about (c+1)^-1.5 as often, so the tail
@@ -85,12 +73,16 @@ fn responses(questions: &[Question]) -> Vec<Response> {
                         return None; // skipped
                     }
                     Some(match q.kind {
-                        QuestionKind::Rating { scale } => Answer::Rating(1 + rng.skewed(scale)),
+                        QuestionKind::Rating { scale } => {
+                            Answer::Rating(1 + skewed(&mut rng, scale))
+                        }
                         QuestionKind::SingleChoice { options } => {
-                            Answer::Choice(rng.skewed(options))
+                            Answer::Choice(skewed(&mut rng, options))
                         }
                         QuestionKind::MultipleChoice { options } => Answer::Choices(
-                            (0..1 + rng.below(3)).map(|_| rng.skewed(options)).collect(),
+                            (0..1 + rng.below(3))
+                                .map(|_| skewed(&mut rng, options))
+                                .collect(),
                         ),
                         QuestionKind::Number { min, max } => {
                             Answer::Number(min + (max - min) * rng.below(1001) as f64 / 1000.0)

@@ -15,28 +15,16 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+// A fixed seed: the same rows on every run.
+use tutela_anonymise::corpus::Rng;
 use tutela_anonymise::microdata::{
     Hierarchy, QuasiIdentifier, Release, Sensitive, SensitiveKind, Spec, anonymise, check,
 };
 
-/// A fixed-seed xorshift: the same rows on every run, without a random-number crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Skewed towards 0: the square of a uniform.
-    fn skewed(&mut self, n: usize) -> usize {
-        let u = self.unit();
-        ((u * u * n as f64) as usize).min(n - 1)
-    }
+/// Skewed towards 0: the square of a uniform.
+fn skewed(rng: &mut Rng, n: usize) -> usize {
+    let u = rng.unit();
+    ((u * u * n as f64) as usize).min(n - 1)
 }
 
 /// Country, region, continent.
@@ -139,16 +127,16 @@ fn data() -> Data {
 }
 
 fn rows(d: &Data, n: usize, seed: u64) -> Vec<[&str; 6]> {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     (0..n)
         .map(|_| {
-            let age = rng.skewed(d.ages.len());
-            let gender = match rng.next() % 100 {
+            let age = skewed(&mut rng, d.ages.len());
+            let gender = match rng.below(100) {
                 0..48 => 0,
                 48..96 => 1,
                 _ => 2,
             };
-            let rating = match rng.next() % 100 {
+            let rating = match rng.below(100) {
                 0..5 => 0,
                 5..15 => 1,
                 15..35 => 2,
@@ -157,10 +145,10 @@ fn rows(d: &Data, n: usize, seed: u64) -> Vec<[&str; 6]> {
             };
             [
                 d.ages[age].as_str(),
-                COUNTRIES[rng.skewed(COUNTRIES.len())][0],
-                d.orgs[rng.skewed(d.orgs.len())].as_str(),
+                COUNTRIES[skewed(&mut rng, COUNTRIES.len())][0],
+                d.orgs[skewed(&mut rng, d.orgs.len())].as_str(),
                 GENDERS[gender],
-                COHORTS[(rng.next() % COHORTS.len() as u64) as usize],
+                rng.pick(COHORTS),
                 RATINGS[rating],
             ]
         })

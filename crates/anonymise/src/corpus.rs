@@ -14,7 +14,8 @@ use std::ops::Range;
 use crate::scrub::structured::{iban_valid, luhn, nhs_check};
 use crate::{EntityKind, Scrubber};
 
-/// A fixed-seed xorshift64*: the same text on every run, without a random-number crate.
+/// A fixed-seed xorshift64*: the same text on every run, without a random-number crate. The
+/// crate's benches draw their data from it too.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
@@ -34,6 +35,11 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0.0..1.0`, uniform (53 random bits).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// A number in `0..n` (`n` > 0).

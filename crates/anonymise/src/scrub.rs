@@ -24,6 +24,7 @@ pub mod names;
 pub mod risk;
 pub mod structured;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 
@@ -237,6 +238,34 @@ impl Scrubber {
     }
 }
 
+/// A byte class, as a table: whether each byte value is in it.
+pub(crate) type ByteClass = [bool; 256];
+
+/// Where the bytes of `class` are in `bytes`, in order, worked out 64 bytes at a time into a bit
+/// mask without a branch per byte: scanning byte by byte with a branch on each was mispredicted
+/// at every word or digit, and cost more than the searches it led to.
+pub(crate) fn positions<'b>(
+    bytes: &'b [u8],
+    class: &'static ByteClass,
+) -> impl Iterator<Item = usize> + 'b {
+    bytes.chunks(64).enumerate().flat_map(move |(n, block)| {
+        let mut mask = block
+            .iter()
+            .enumerate()
+            .fold(0u64, |m, (k, &c)| m | u64::from(class[usize::from(c)]) << k);
+        std::iter::from_fn(move || {
+            (mask != 0).then(|| {
+                let k = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                n * 64 + k
+            })
+        })
+    })
+}
+
+/// Above this many candidates, [`resolve`] keeps hits in a tree rather than a sorted list.
+const MANY_HITS: usize = 64;
+
 /// The hits kept out of overlapping candidates: longest first, then earliest, then by kind
 /// priority; then name hits separated only by spaces or a hyphen become one (`[NAME]` for
 /// "José Álvarez", not `[NAME] [NAME]`).
@@ -249,17 +278,37 @@ fn resolve(text: &str, mut found: Vec<Hit>) -> Vec<Hit> {
                 h.kind.priority(),
             )
         });
-        // Few hits per text: a sorted list of kept spans and a binary search is plenty.
-        let mut kept: Vec<Hit> = Vec::with_capacity(found.len());
-        for hit in found {
-            let i = kept.partition_point(|k| k.span.start < hit.span.start);
-            let clear_before = i == 0 || kept[i - 1].span.end <= hit.span.start;
-            let clear_after = kept.get(i).is_none_or(|k| hit.span.end <= k.span.start);
-            if clear_before && clear_after {
-                kept.insert(i, hit);
+        found = if found.len() <= MANY_HITS {
+            // Few hits per comment: a sorted list of kept spans and a binary search is plenty.
+            let mut kept: Vec<Hit> = Vec::with_capacity(found.len());
+            for hit in found {
+                let i = kept.partition_point(|k| k.span.start < hit.span.start);
+                let clear_before = i == 0 || kept[i - 1].span.end <= hit.span.start;
+                let clear_after = kept.get(i).is_none_or(|k| hit.span.end <= k.span.start);
+                if clear_before && clear_after {
+                    kept.insert(i, hit);
+                }
             }
-        }
-        found = kept;
+            kept
+        } else {
+            // A long text's thousands of hits: inserting into the middle of a list is quadratic.
+            // The same rule, kept spans by start in a tree (no hit is empty: starts are distinct).
+            let mut kept: BTreeMap<usize, Hit> = BTreeMap::new();
+            for hit in found {
+                let clear_before = kept
+                    .range(..hit.span.start)
+                    .next_back()
+                    .is_none_or(|(_, k)| k.span.end <= hit.span.start);
+                let clear_after = kept
+                    .range(hit.span.start..)
+                    .next()
+                    .is_none_or(|(_, k)| hit.span.end <= k.span.start);
+                if clear_before && clear_after {
+                    kept.insert(hit.span.start, hit);
+                }
+            }
+            kept.into_values().collect()
+        };
     }
     let mut merged: Vec<Hit> = Vec::with_capacity(found.len());
     for hit in found {

@@ -2,8 +2,9 @@
 //! digits, number ranges, what touches them), since the regex crate has no look-around and a
 //! check digit is no regular language.
 //!
-//! One [`RegexSet`] pass tells which kinds' shapes occur at all; only those search again for
-//! spans. Texts with no digit, `@`, `:` or `www.` cannot hold any of them and skip even that.
+//! One cheap pass over the bytes ([`Traces`]) tells which kinds' shapes may occur at all (an
+//! `@`, a run of enough digits, `://`…); only those search for spans. Most comments hold dates,
+//! times or prices and no identifier: they are done after that pass.
 //!
 //! Rules, kind by kind (no letter or digit may touch a hit on either side unless said):
 //! - e-mail: `local@domain.tld`;
@@ -34,7 +35,7 @@
 use std::net::Ipv6Addr;
 use std::ops::Range;
 
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
 
 use super::{EntityKind, Hit};
 use crate::recognise::SSN_SHAPE;
@@ -114,7 +115,6 @@ const RULES: &[(Rule, &str)] = &[
 /// The structured recognisers, compiled.
 #[derive(Debug, Clone)]
 pub(crate) struct Structured {
-    set: RegexSet,
     regexes: Vec<Regex>,
     ssn: Recogniser,
 }
@@ -122,9 +122,6 @@ pub(crate) struct Structured {
 impl Structured {
     pub(crate) fn new() -> Result<Self, RecogniseError> {
         Ok(Self {
-            set: RegexSetBuilder::new(RULES.iter().map(|(_, p)| p))
-                .dfa_size_limit(DFA_CACHE)
-                .build()?,
             regexes: RULES
                 .iter()
                 .map(|(_, p)| RegexBuilder::new(p).dfa_size_limit(DFA_CACHE).build())
@@ -135,40 +132,229 @@ impl Structured {
 
     /// Pushes every structured identifier in `text` onto `out` (overlaps are resolved later).
     pub(crate) fn find(&self, text: &str, out: &mut Vec<Hit>) {
-        if !may_hold_any(text) {
-            return;
-        }
-        for i in self.set.matches(text).iter() {
-            let (rule, regex) = (RULES[i].0, &self.regexes[i]);
-            match rule {
+        let traces = Traces::of(text.as_bytes());
+        for ((rule, _), regex) in RULES.iter().zip(&self.regexes) {
+            let Some(mut from) = traces.from(*rule) else {
+                continue;
+            };
+            while !text.is_char_boundary(from) {
+                from -= 1;
+            }
+            let each =
+                |kind, out: &mut Vec<Hit>, accept| each(regex, text, from, kind, out, accept);
+            match *rule {
+                // The guard's recogniser, whole: it looks for context words around the number.
                 Rule::Ssn => out.extend(self.ssn.find_iter(text).map(|span| Hit {
                     kind: EntityKind::Ssn,
                     span,
                 })),
-                Rule::Email => each(regex, text, EntityKind::Email, out, Some),
-                Rule::Url => each(regex, text, EntityKind::Url, out, |s| url(text, s)),
-                Rule::Ipv4 => each(regex, text, EntityKind::Ip, out, |s| ipv4(text, s)),
-                Rule::Ipv6 => each(regex, text, EntityKind::Ip, out, |s| ipv6(text, s)),
-                Rule::Phone => each(regex, text, EntityKind::Phone, out, |s| phone(text, s)),
-                Rule::Postcode => each(regex, text, EntityKind::Postcode, out, |s| {
-                    postcode(text, s)
-                }),
-                Rule::Nino => each(regex, text, EntityKind::Nino, out, |s| nino(text, s)),
-                Rule::Nhs => each(regex, text, EntityKind::NhsNumber, out, |s| nhs(text, s)),
-                Rule::Card => each(regex, text, EntityKind::Card, out, |s| card(text, s)),
-                Rule::Iban => each(regex, text, EntityKind::Iban, out, |s| iban(text, s)),
-                Rule::Handle => each(regex, text, EntityKind::Handle, out, |s| handle(text, s)),
+                Rule::Email => each(EntityKind::Email, out, &mut Some),
+                Rule::Url => each(EntityKind::Url, out, &mut |s| url(text, s)),
+                Rule::Ipv4 => each(EntityKind::Ip, out, &mut |s| ipv4(text, s)),
+                Rule::Ipv6 => each(EntityKind::Ip, out, &mut |s| ipv6(text, s)),
+                Rule::Phone => each(EntityKind::Phone, out, &mut |s| phone(text, s)),
+                Rule::Postcode => each(EntityKind::Postcode, out, &mut |s| postcode(text, s)),
+                Rule::Nino => each(EntityKind::Nino, out, &mut |s| nino(text, s)),
+                Rule::Nhs => each(EntityKind::NhsNumber, out, &mut |s| nhs(text, s)),
+                Rule::Card => each(EntityKind::Card, out, &mut |s| card(text, s)),
+                Rule::Iban => each(EntityKind::Iban, out, &mut |s| iban(text, s)),
+                Rule::Handle => each(EntityKind::Handle, out, &mut |s| handle(text, s)),
             }
         }
     }
 }
 
-/// Whether `text` has a digit, `@`, `:` or `www.`: every structured identifier holds one.
-fn may_hold_any(text: &str) -> bool {
-    text.bytes()
-        .any(|b| b.is_ascii_digit() || b == b'@' || b == b':')
-        || text.contains("www.")
-        || text.contains("WWW.")
+/// What every shape needs, found in one pass over the bytes: a rule whose needs are not met
+/// cannot match, and its regex is not run; one whose needs are met first at some byte is searched
+/// from a little before it, since no match can start earlier. Each regex search is a pass over
+/// the text (and a [`regex::RegexSet`] telling which rules match was the slowest part of
+/// scrubbing), while most comments hold only dates, times or prices, and an identifier of one
+/// kind at most.
+///
+/// Each field is where a match of some rules may start at the earliest (`None`: nowhere), from
+/// a necessary condition of their shapes: a looser one only costs a longer search.
+#[derive(Debug, Default)]
+struct Traces {
+    /// A `+` right before a digit, or a chain of nine digits or more with at most three bytes of
+    /// ` -.()` or non-ASCII between each and the next (`(020) 7946 0958`), less one for a `(`.
+    phone: Option<usize>,
+    /// Chains of nine, ten and thirteen digits or more with at most one ` ` or `-`, or up to
+    /// three non-ASCII bytes (a no-break space, a Unicode dash), between each and the next: an
+    /// SSN, an NHS number, a card.
+    ssn: Option<usize>,
+    nhs: Option<usize>,
+    card: Option<usize>,
+    /// A chain of six digits or more with at most one space between each and the next, right
+    /// after a letter or a letter and a space, less three for the letters (a NINO).
+    nino: Option<usize>,
+    /// A postcode's outward code's end and inward code (letter, digit, perhaps a letter or
+    /// digit, perhaps a space, digit, two letters), less five for the outward code.
+    postcode: Option<usize>,
+    /// Two upper-case ASCII letters right before two digits (an IBAN's start).
+    iban: Option<usize>,
+    /// A run of digits and dots holding three dots after digits (an IPv4 address).
+    dotted: bool,
+    /// Two colons with at most four hex digits between them, less four (an IPv6 address).
+    colons: Option<usize>,
+    /// An `@`.
+    at: bool,
+    /// `://`, or `www.` in any case (a URL).
+    url: bool,
+}
+
+/// The bytes [`Traces`] looks at: digits, dots, colons, `@`.
+const MARKED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'0'..=b'9' | b'.' | b':' | b'@');
+        b += 1;
+    }
+    table
+};
+
+/// Where the [`MARKED`] bytes of `b` are, in order: most bytes are letters and spaces, and
+/// what lies between two digits is looked at from the second.
+fn marked(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    super::positions(b, &MARKED)
+}
+
+/// Makes `slot` `at` if it is none or later.
+fn earliest(slot: &mut Option<usize>, at: usize) {
+    if slot.is_none_or(|s| at < s) {
+        *slot = Some(at);
+    }
+}
+
+impl Traces {
+    fn of(b: &[u8]) -> Self {
+        let mut t = Self::default();
+        // Per chain: digits so far, and where its first digit is.
+        let (mut loose, mut tight, mut lettered) = ((0, 0), (0, 0), (0, 0));
+        let mut after_letter = false;
+        let mut last_digit: Option<usize> = None;
+        // Dots after digits in the current run of digits and dots, and the last of them.
+        let (mut dots, mut last_dot) = (0, None);
+        for i in marked(b) {
+            let c = b[i];
+            match c {
+                b'0'..=b'9' => {
+                    let gap = last_digit.map(|d| &b[d + 1..i]);
+                    last_digit = Some(i);
+                    let chain = |(n, start): (usize, usize), joined: bool| {
+                        if joined { (n + 1, start) } else { (1, i) }
+                    };
+                    let loose_sep =
+                        |x: &u8| matches!(x, b' ' | b'-' | b'.' | b'(' | b')') || *x >= 0x80;
+                    loose = chain(
+                        loose,
+                        gap.is_some_and(|g| g.len() <= 3 && g.iter().all(loose_sep)),
+                    );
+                    tight = chain(
+                        tight,
+                        gap.is_some_and(|g| {
+                            matches!(g, [b' ' | b'-'])
+                                || (g.len() <= 3 && g.iter().all(|x| *x >= 0x80))
+                        }),
+                    );
+                    let spaced = gap.is_some_and(|g| matches!(g, [] | [b' ']));
+                    lettered = chain(lettered, spaced);
+                    if !spaced {
+                        let letter = |j: usize| b[j].is_ascii_alphabetic();
+                        after_letter = (i >= 1 && letter(i - 1))
+                            || (i >= 2 && b[i - 1] == b' ' && letter(i - 2));
+                    }
+                    if loose.0 >= 9 {
+                        earliest(&mut t.phone, loose.1.saturating_sub(1));
+                    }
+                    for (n, slot) in [(9, &mut t.ssn), (10, &mut t.nhs), (13, &mut t.card)] {
+                        if tight.0 >= n {
+                            earliest(slot, tight.1);
+                        }
+                    }
+                    if after_letter && lettered.0 >= 6 {
+                        earliest(&mut t.nino, lettered.1.saturating_sub(3));
+                    }
+                    if i > 0 && b[i - 1] == b'+' {
+                        earliest(&mut t.phone, i - 1);
+                    }
+                    if b.get(i + 1).is_some_and(u8::is_ascii_alphabetic)
+                        && b.get(i + 2).is_some_and(u8::is_ascii_alphabetic)
+                        && outward_before(b, i)
+                    {
+                        earliest(&mut t.postcode, i.saturating_sub(5));
+                    }
+                    if i >= 2
+                        && b[i - 1].is_ascii_uppercase()
+                        && b[i - 2].is_ascii_uppercase()
+                        && b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                    {
+                        earliest(&mut t.iban, i - 2);
+                    }
+                }
+                b'.' => {
+                    t.url |= i >= 3 && b[i - 3..i].eq_ignore_ascii_case(b"www");
+                    // Only a dot after a digit can be one of an address's: an ellipsis is not.
+                    let run = b[..i]
+                        .iter()
+                        .rev()
+                        .take_while(|x| x.is_ascii_digit())
+                        .count();
+                    if run == 0 {
+                        last_dot = None;
+                        continue;
+                    }
+                    let continues = i > run && last_dot == Some(i - run - 1);
+                    dots = if continues { dots + 1 } else { 1 };
+                    last_dot = Some(i);
+                    t.dotted |= dots >= 3;
+                }
+                b':' => {
+                    t.url |= b.get(i + 1..i + 3) == Some(b"//");
+                    let hex = b[..i]
+                        .iter()
+                        .rev()
+                        .take(5)
+                        .take_while(|x| x.is_ascii_hexdigit())
+                        .count();
+                    if hex <= 4 && i > hex && b[i - hex - 1] == b':' {
+                        earliest(&mut t.colons, (i - hex - 1).saturating_sub(4));
+                    }
+                }
+                _ => t.at = true,
+            }
+        }
+        t
+    }
+
+    /// Where a match of `rule` may start at the earliest; `None` when it cannot match at all.
+    fn from(&self, rule: Rule) -> Option<usize> {
+        let anywhere = |found: bool| found.then_some(0);
+        match rule {
+            Rule::Email | Rule::Handle => anywhere(self.at),
+            Rule::Url => anywhere(self.url),
+            Rule::Ipv4 => anywhere(self.dotted),
+            Rule::Ipv6 => self.colons,
+            Rule::Phone => self.phone,
+            Rule::Postcode => self.postcode,
+            Rule::Nino => self.nino,
+            Rule::Nhs => self.nhs,
+            Rule::Ssn => self.ssn,
+            Rule::Card => self.card,
+            Rule::Iban => self.iban,
+        }
+    }
+}
+
+/// Whether the digit at `i` may start a postcode's inward code: before it (and a space, if
+/// any), a digit after a letter, or a letter or digit after those.
+fn outward_before(b: &[u8], i: usize) -> bool {
+    let j = if i > 0 && b[i - 1] == b' ' { i - 1 } else { i };
+    let is = |k: usize, f: fn(&u8) -> bool| j >= k && f(&b[j - k]);
+    (is(1, u8::is_ascii_digit) && is(2, u8::is_ascii_alphabetic))
+        || (is(1, u8::is_ascii_alphanumeric)
+            && is(2, u8::is_ascii_digit)
+            && is(3, u8::is_ascii_alphabetic))
 }
 
 /// Every candidate of `regex` that `accept` turns into a span. A rejected candidate is searched
@@ -177,11 +363,12 @@ fn may_hold_any(text: &str) -> bool {
 fn each(
     regex: &Regex,
     text: &str,
+    from: usize,
     kind: EntityKind,
     out: &mut Vec<Hit>,
-    mut accept: impl FnMut(Range<usize>) -> Option<Range<usize>>,
+    accept: &mut dyn FnMut(Range<usize>) -> Option<Range<usize>>,
 ) {
-    let mut at = 0;
+    let mut at = from;
     while let Some(m) = regex.find_at(text, at) {
         match accept(m.range()) {
             Some(span) if !span.is_empty() => {
