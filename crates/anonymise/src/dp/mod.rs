@@ -85,7 +85,7 @@ use opendp::core::{Domain, Measurement, Metric, MetricSpace};
 use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::error::Fallible;
 use opendp::measurements::{make_gaussian, make_laplace};
-use opendp::measures::ZeroConcentratedDivergence;
+use opendp::measures::{MaxDivergence, ZeroConcentratedDivergence};
 use opendp::metrics::{AbsoluteDistance, L1Distance, L2Distance};
 
 pub use budget::{
@@ -300,26 +300,20 @@ fn count_noise(allot: Allotment, entries: u32) -> Result<Noise<Vec<i64>>, DpErro
     match allot.mechanism {
         Mechanism::Laplace => {
             let sensitivity = i64::from(entries);
-            let mut scale = sensitivity as f64 / allot.epsilon;
-            for _ in 0..4 {
-                let m = make_laplace(
-                    VectorDomain::new(AtomDomain::<i64>::default()),
-                    L1Distance::<i64>::default(),
-                    scale,
-                    None,
-                )?;
-                if m.map(&sensitivity)? <= allot.epsilon {
-                    return Ok(Noise {
+            laplace(
+                |scale| {
+                    make_laplace(
+                        VectorDomain::new(AtomDomain::<i64>::default()),
+                        L1Distance::<i64>::default(),
                         scale,
-                        release: Box::new(move |x| m.invoke(x)),
-                    });
-                }
-                scale *= 1.0 + 1e-9;
-            }
-            Err(DpError::Mechanism(format!(
-                "no Laplace scale found for sensitivity {sensitivity} at ε {}",
-                allot.epsilon
-            )))
+                        None,
+                    )
+                },
+                sensitivity,
+                sensitivity as f64,
+                1e-9,
+                allot,
+            )
         }
         Mechanism::Gaussian => gaussian(
             |scale| {
@@ -339,28 +333,20 @@ fn count_noise(allot: Allotment, entries: u32) -> Result<Noise<Vec<i64>>, DpErro
 /// Noise for a real value with absolute `sensitivity`.
 fn sum_noise(allot: Allotment, sensitivity: f64) -> Result<Noise<f64>, DpError> {
     match allot.mechanism {
-        Mechanism::Laplace => {
-            let mut scale = sensitivity / allot.epsilon;
-            for _ in 0..4 {
-                let m = make_laplace(
+        Mechanism::Laplace => laplace(
+            |scale| {
+                make_laplace(
                     AtomDomain::<f64>::new_non_nan(),
                     AbsoluteDistance::<f64>::default(),
                     scale,
                     None,
-                )?;
-                if m.map(&sensitivity)? <= allot.epsilon {
-                    return Ok(Noise {
-                        scale,
-                        release: Box::new(move |x| m.invoke(x)),
-                    });
-                }
-                scale *= 1.0 + 1e-6;
-            }
-            Err(DpError::Mechanism(format!(
-                "no Laplace scale found for sensitivity {sensitivity} at ε {}",
-                allot.epsilon
-            )))
-        }
+                )
+            },
+            sensitivity,
+            sensitivity,
+            1e-6,
+            allot,
+        ),
         Mechanism::Gaussian => gaussian(
             |scale| {
                 make_gaussian::<_, _, ZeroConcentratedDivergence>(
@@ -374,6 +360,39 @@ fn sum_noise(allot: Allotment, sensitivity: f64) -> Result<Noise<f64>, DpError> 
             allot,
         ),
     }
+}
+
+/// The Laplace noise of scale `sensitivity / ε` (`magnitude` is the sensitivity as a float),
+/// widened by the factor `1 + step` a few times if the measurement's own privacy map finds it
+/// just over the allotted ε (the map rounds conservatively).
+fn laplace<DI, MI>(
+    make: impl Fn(f64) -> Fallible<Measurement<DI, MI, MaxDivergence, DI::Carrier>>,
+    sensitivity: MI::Distance,
+    magnitude: f64,
+    step: f64,
+    allot: Allotment,
+) -> Result<Noise<DI::Carrier>, DpError>
+where
+    DI: Domain + 'static,
+    MI: Metric + 'static,
+    (DI, MI): MetricSpace,
+    DI::Carrier: 'static,
+{
+    let mut scale = magnitude / allot.epsilon;
+    for _ in 0..4 {
+        let m = make(scale)?;
+        if m.map(&sensitivity)? <= allot.epsilon {
+            return Ok(Noise {
+                scale,
+                release: Box::new(move |x| m.invoke(x)),
+            });
+        }
+        scale *= 1.0 + step;
+    }
+    Err(DpError::Mechanism(format!(
+        "no Laplace scale found for sensitivity {magnitude} at ε {}",
+        allot.epsilon
+    )))
 }
 
 /// `√n` rounded up to a float: f64's square root is correctly rounded, so it may fall just below
