@@ -313,7 +313,18 @@ impl TestSuite {
     /// Creates a course of `tenant` with `code` through CreateCourse, as the tenant's registrar;
     /// its id.
     pub async fn create_course(&self, tenant: &str, code: &str) -> Result<String, tonic::Status> {
+        self.create_course_with_staff(tenant, code, &[]).await
+    }
+
+    /// [`TestSuite::create_course`], the course naming `staff_names` as its staff.
+    pub async fn create_course_with_staff(
+        &self,
+        tenant: &str,
+        code: &str,
+        staff_names: &[&str],
+    ) -> Result<String, tonic::Status> {
         use tutela_proto::enrolment::{Course, CreateCourseRequest};
+        testing::logs::personal(staff_names);
         self.courses(self.registrar(tenant))
             .create_course(CreateCourseRequest {
                 course: Some(Course {
@@ -323,6 +334,7 @@ impl TestSuite {
                     awarding_body: "Pearson".into(),
                     start_date: "2026-09-01".into(),
                     end_date: "2027-06-30".into(),
+                    staff_names: staff_names.iter().map(|n| (*n).to_owned()).collect(),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -13,6 +13,7 @@ impl MigratorTrait for EnrolmentMigrator {
             Box::new(m20261124_000003_legal_holds::Migration),
             Box::new(m20261124_000004_outcomes::Migration),
             Box::new(m20261201_000005_learner_changes::Migration),
+            Box::new(m20261203_000006_course_staff_names::Migration),
         ]
     }
 
@@ -675,5 +676,103 @@ mod m20261201_000005_learner_changes {
                 .drop_table(Table::drop().table(LearnerChanges::Table).to_owned())
                 .await
         }
+    }
+}
+
+/// Each course keeps the names of its staff (tutela.enrolment.v1.Course.staff_names), for the
+/// survey service's scrubber. A JSON array of strings in a text column: a course has a handful
+/// and they are only ever read whole with it. Courses made before this column have no staff
+/// named (`[]`).
+mod m20261203_000006_course_staff_names {
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261203_000006_course_staff_names"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum Courses {
+        Table,
+        StaffNames,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Courses::Table)
+                        .add_column(
+                            ColumnDef::new(Courses::StaffNames)
+                                .text()
+                                .not_null()
+                                .default("[]"),
+                        )
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Courses::Table)
+                        .drop_column(Courses::StaffNames)
+                        .to_owned(),
+                )
+                .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, EntityTrait, Statement, Value};
+    use tutela_store::testing::TestDatabase;
+
+    use super::*;
+    use crate::records::entity::{course, staff_names_of};
+
+    /// The staff names column is added to a table that already has courses (production's):
+    /// they keep every value and name no staff.
+    #[tokio::test]
+    async fn courses_made_before_staff_names_read_back_with_none() {
+        let db = TestDatabase::create().await.unwrap();
+        let conn = db.connect().await.unwrap();
+        tutela_store::migrate(&conn, &[]).await.unwrap();
+        EnrolmentMigrator::up(&conn, Some(5)).await.unwrap();
+        let backend = conn.get_database_backend();
+        conn.execute_raw(Statement::from_sql_and_values(
+            backend,
+            tutela_store::placeholders(
+                backend,
+                "INSERT INTO courses (tenant, course_id, code, title, programme, awarding_body, \
+                 start_date, end_date, created_at) \
+                 VALUES ('t', 'c', 'ENG-1', 'Engineering', '', '', $1, $2, $3)",
+            ),
+            vec![
+                Value::from(chrono::NaiveDate::from_ymd_opt(2026, 9, 1).unwrap()),
+                Value::from(chrono::NaiveDate::from_ymd_opt(2027, 6, 30).unwrap()),
+                Value::from(chrono::Utc::now()),
+            ],
+        ))
+        .await
+        .unwrap();
+
+        EnrolmentMigrator::up(&conn, None).await.unwrap();
+        let row = course::Entity::find().one(&conn).await.unwrap().unwrap();
+        assert_eq!(
+            (row.code.as_str(), row.staff_names.as_str()),
+            ("ENG-1", "[]")
+        );
+        assert!(staff_names_of(&row).is_empty());
+        // Debug never shows the names.
+        assert!(format!("{row:?}").contains("[redacted]"));
     }
 }

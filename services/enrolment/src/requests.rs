@@ -38,7 +38,16 @@ pub(crate) struct NewCourse {
     pub awarding_body: String,
     pub start: NaiveDate,
     pub end: NaiveDate,
+    /// Trimmed, in the order given.
+    pub staff_names: Vec<String>,
 }
+
+/// The most staff names a course keeps: its tutors and the few others learners meet, not a
+/// staff directory (each one is a pattern of the survey scrubber's automaton).
+const MAX_STAFF_NAMES: usize = 50;
+
+/// The longest staff name, in characters.
+const MAX_STAFF_NAME: usize = 200;
 
 impl TryFrom<&CreateCourseRequest> for NewCourse {
     type Error = tutela_policy::Error;
@@ -56,8 +65,9 @@ impl TryFrom<&CreateCourseRequest> for NewCourse {
         if let (Ok(s), Ok(e)) = (&start, &end) {
             c.ensure(e >= s, "course.end_date", "must not be before start_date");
         }
-        let (key, code, title, programme, body, start, end) =
-            c.parsed((key, code, title, programme, body, start, end))?;
+        let staff = staff_names(&mut c, &given.staff_names);
+        let (key, code, title, programme, body, start, end, staff_names) =
+            c.parsed((key, code, title, programme, body, start, end, staff))?;
         Ok(Self {
             idempotency: idempotency!(key, "CreateCourse", r),
             code: code.to_owned(),
@@ -66,8 +76,29 @@ impl TryFrom<&CreateCourseRequest> for NewCourse {
             awarding_body: body.to_owned(),
             start,
             end,
+            staff_names,
         })
     }
+}
+
+/// A course's staff names at `course.staff_names`: at most [`MAX_STAFF_NAMES`], each given (a
+/// blank one names no one) and at most [`MAX_STAFF_NAME`] characters, trimmed.
+fn staff_names(c: &mut Checks, given: &[String]) -> Field<Vec<String>> {
+    let before = c.len();
+    c.ensure(
+        given.len() <= MAX_STAFF_NAMES,
+        "course.staff_names",
+        &format!("at most {MAX_STAFF_NAMES} names"),
+    );
+    let names: Vec<String> = given
+        .iter()
+        .enumerate()
+        .filter_map(|(i, name)| {
+            c.required_text(name, &format!("course.staff_names[{i}]"), MAX_STAFF_NAME)
+                .map(str::to_owned)
+        })
+        .collect();
+    c.clean_since(before, || names)
 }
 
 /// A parsed `EnrolLearner`, but for the learner, whom the handler looks up (and checks) next.

@@ -1,9 +1,10 @@
 //! The course's people as the survey service reads them: through the enrolment service's gRPC
 //! API (`tutela-enrolment-client`), as a `service` principal of the caller's tenant, for
 //! `quality_assurance`, so that enrolment's guard (Cedar, the register's categories for the
-//! purpose, restriction) applies to every read and audits it there. Two reads, each with a mask
-//! of only what it needs: the invitees' given and family names (the scrubber's known names), and
-//! the respondent's profile fields behind the attributes the survey declares.
+//! purpose, restriction) applies to every read and audits it there. Three reads, each of only
+//! what it needs: the invitees' given and family names and the survey's course's staff names
+//! (together the scrubber's known names), and the respondent's profile fields behind the
+//! attributes the survey declares.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -83,6 +84,23 @@ impl People {
         Ok(names)
     }
 
+    /// The names of the staff of `tenant`'s course `course_id`, their titles left off (see
+    /// [`without_titles`]). None when enrolment has no such course: a survey's course id is the
+    /// caller's label, never looked up when the survey was made, and a course unknown to
+    /// enrolment names no staff. Enrolment unreachable (or refusing) fails, as for the invitees.
+    pub(crate) async fn staff_names(&self, tenant: &str, course_id: &str) -> Result<Vec<String>> {
+        let staff = self
+            .enrolment()?
+            .course_staff_names(tenant, course_id)
+            .await?
+            .unwrap_or_default();
+        Ok(staff
+            .iter()
+            .map(|name| without_titles(name))
+            .filter(|name| !name.is_empty())
+            .collect())
+    }
+
     /// The respondent attributes `declared` (short names) of the learner `learner_id` of
     /// `tenant`, by short name, read from the profile fields behind them only: the age band as
     /// of `today` (never the date of birth itself), the others as given; "unknown" for an empty
@@ -127,6 +145,36 @@ impl People {
             })
             .collect())
     }
+}
+
+/// Titles a staff name may begin with ("Dr Ada Lovelace"), folded to lower case, without a dot:
+/// the ones the scrubber's own title rule knows.
+const TITLES: &[&str] = &[
+    "mr",
+    "mrs",
+    "ms",
+    "mx",
+    "miss",
+    "dr",
+    "prof",
+    "professor",
+    "sir",
+    "dame",
+];
+
+/// `name` without the titles it begins with. The scrubber matches every part of a known name on
+/// its own, so a title kept in would make "miss", "sir" or "professor" a name wherever they are
+/// written; a titled mention ("Dr Lovelace") is still found, by the name part and by the
+/// scrubber's title rule, which keeps the title ("Dr [NAME]").
+pub(crate) fn without_titles(name: &str) -> String {
+    let mut words = name.split_whitespace().peekable();
+    while words
+        .peek()
+        .is_some_and(|w| TITLES.contains(&w.trim_end_matches('.').to_lowercase().as_str()))
+    {
+        words.next();
+    }
+    words.collect::<Vec<_>>().join(" ")
 }
 
 /// A value enrolment did not give.
@@ -184,5 +232,14 @@ mod tests {
         assert_eq!(age_band("", today), "unknown");
         assert_eq!(age_band("15/06/1990", today), "unknown");
         assert_eq!(age_band("2030-01-01", today), "unknown");
+    }
+
+    #[test]
+    fn a_staff_name_loses_its_leading_titles_only() {
+        assert_eq!(without_titles("Dr Ada Lovelace"), "Ada Lovelace");
+        assert_eq!(without_titles("  PROF. Dr.  Sam  Patel "), "Sam Patel");
+        assert_eq!(without_titles("Miss"), "");
+        assert_eq!(without_titles("Drew Sirling"), "Drew Sirling");
+        assert_eq!(without_titles("Ada Lovelace, Dr"), "Ada Lovelace, Dr");
     }
 }

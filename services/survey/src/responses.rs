@@ -308,8 +308,9 @@ impl ResponseService {
         // enrolment.
         waiting_invitation(&s.db, &access, &survey_id).await?;
         // Scrubbed before anything is stored: the raw comment never reaches the database. The
-        // scrubber knows the invitees' names, read through enrolment; without them (enrolment
-        // unreachable) the call fails before anything is stored.
+        // scrubber knows the invitees' names and the course's staff names, read through
+        // enrolment; without them (enrolment unreachable) the call fails before anything is
+        // stored.
         let mut replaced = 0u32;
         let mut held = false;
         if answers.iter().any(|a| matches!(a.value, Value::Text(_))) {
@@ -320,17 +321,22 @@ impl ResponseService {
                 .await?;
             let scrubber = self
                 .scrubbing
-                .for_survey(tenant, &survey_id, invitations, || async {
-                    Ok::<_, Error>(
-                        call.find::<invitation::Entity>()
-                            .select_only()
-                            .column(invitation::Column::SubjectId)
-                            .filter(invitation::Column::SurveyId.eq(&survey_id))
-                            .into_tuple::<String>()
-                            .all(&s.db)
-                            .await?,
-                    )
-                })
+                .for_survey(
+                    tenant,
+                    (&survey_id, &row.course_id),
+                    invitations,
+                    || async {
+                        Ok::<_, Error>(
+                            call.find::<invitation::Entity>()
+                                .select_only()
+                                .column(invitation::Column::SubjectId)
+                                .filter(invitation::Column::SurveyId.eq(&survey_id))
+                                .into_tuple::<String>()
+                                .all(&s.db)
+                                .await?,
+                        )
+                    },
+                )
                 .await?;
             for answer in &mut answers {
                 if let Value::Text(text) = &mut answer.value {

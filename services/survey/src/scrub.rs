@@ -1,8 +1,9 @@
 //! Scrubbing of free-text answers as they arrive, with `tutela-anonymise`'s scrubber: the names
-//! of the survey's invitees (the course's learners taking part, read through enrolment's API,
-//! see [`crate::people`]) and structured identifiers (email, phone, postcode, NINO, NHS number,
-//! card, IBAN, URL, IP, handle) and titles with a name become typed placeholders, and a comment
-//! that still looks identifying is held back for review. Only the scrubbed text is ever stored.
+//! of the survey's invitees (the course's learners taking part) and of its course's staff (both
+//! read through enrolment's API, see [`crate::people`]) and structured identifiers (email,
+//! phone, postcode, NINO, NHS number, card, IBAN, URL, IP, handle) and titles with a name become
+//! typed placeholders, and a comment that still looks identifying is held back for review. Only
+//! the scrubbed text is ever stored.
 //!
 //! Building a scrubber compiles an automaton over every name, so one is kept per survey and
 //! reused while the survey has the same number of invitations (an invitation is never deleted
@@ -81,14 +82,14 @@ impl Scrubbing {
         }
     }
 
-    /// The scrubber of the survey `survey_id` of `tenant`, which has `invitations` invitations:
-    /// the one kept, or one built over the names of the learners `invitees` returns. A failed
-    /// read of the names fails the call (UNAVAILABLE, retryable): a comment is never scrubbed
-    /// without them.
+    /// The scrubber of the survey `survey` (its id and its course's id) of `tenant`, which has
+    /// `invitations` invitations: the one kept, or one built over the names of the learners
+    /// `invitees` returns and the course's staff names. A failed read of either fails the call
+    /// (UNAVAILABLE, retryable): a comment is never scrubbed without them.
     pub(crate) async fn for_survey<F, Fut>(
         &self,
         tenant: &str,
-        survey_id: &str,
+        survey: (&str, &str),
         invitations: u64,
         invitees: F,
     ) -> Result<SurveyScrubber>
@@ -96,12 +97,14 @@ impl Scrubbing {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<String>>>,
     {
+        let (survey_id, course_id) = survey;
         let key = (tenant.to_owned(), survey_id.to_owned());
         if let Some(kept) = self.kept(&key, invitations) {
             return Ok(SurveyScrubber(kept));
         }
         let ids = invitees().await?;
-        let names = self.people.names(tenant, &ids).await?;
+        let mut names = self.people.names(tenant, &ids).await?;
+        names.extend(self.people.staff_names(tenant, course_id).await?);
         let scrubber = Arc::new(
             Scrubber::new(&names).map_err(|_| Error::internal("the scrubber did not build"))?,
         );

@@ -5,11 +5,11 @@ use tutela_policy::validate::timestamp;
 use tutela_proto::common::SubjectRef;
 use tutela_proto::enrolment::{AssessmentResult, Enrolment, EnrolmentStatus};
 
-/// A course or programme run (no personal data).
+/// A course or programme run (no learner's data; its staff's names).
 pub mod course {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "courses")]
     pub struct Model {
         #[sea_orm(primary_key)]
@@ -25,9 +25,34 @@ pub mod course {
         pub created_at: DateTimeUtc,
         pub idempotency_key: Option<String>,
         pub request_hash: Option<String>,
+        /// The names of the course's staff, a JSON array of strings (see
+        /// [`super::staff_names_of`]).
+        pub staff_names: String,
+    }
+
+    impl std::fmt::Debug for Model {
+        // Staff names are personal data: never in logs.
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Course")
+                .field("course_id", &self.course_id)
+                .field("code", &self.code)
+                .field("staff_names", &"[redacted]")
+                .finish_non_exhaustive()
+        }
     }
 
     tutela_policy::scoped_entity!(tenant: Tenant);
+}
+
+/// The staff names a course row keeps, as stored: a JSON array of strings.
+pub(crate) fn staff_names_column(names: &[String]) -> String {
+    serde_json::Value::from(names).to_string()
+}
+
+/// The staff names of a course row; none when the column holds anything but an array of
+/// strings (it is only ever written by [`staff_names_column`]).
+pub(crate) fn staff_names_of(row: &course::Model) -> Vec<String> {
+    serde_json::from_str(&row.staff_names).unwrap_or_default()
 }
 
 /// A learner's enrolment on a course.

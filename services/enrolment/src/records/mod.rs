@@ -67,6 +67,7 @@ fn to_course(row: &course::Model) -> Course {
         awarding_body: row.awarding_body.clone(),
         start_date: row.start_date.format("%Y-%m-%d").to_string(),
         end_date: row.end_date.format("%Y-%m-%d").to_string(),
+        staff_names: entity::staff_names_of(row),
     }
 }
 
@@ -309,6 +310,7 @@ impl CourseApi for CourseService {
             awarding_body: Set(new.awarding_body),
             start_date: Set(new.start),
             end_date: Set(new.end),
+            staff_names: Set(entity::staff_names_column(&new.staff_names)),
             created_at: Set(self.records.now()),
             idempotency_key: Set(key),
             request_hash: Set(request_hash),

@@ -4,10 +4,11 @@
 use tonic::Code;
 use tutela_proto::enrolment::{
     ChangeEnrolmentStatusRequest, Course, CreateCourseRequest, CreateLearnerRequest,
-    EnrolLearnerRequest, EnrolmentStatus, GetCourseRequest, ListEnrolmentsRequest,
-    ListResultsRequest,
+    EnrolLearnerRequest, EnrolmentStatus, GetCourseRequest, ListCoursesRequest,
+    ListEnrolmentsRequest, ListResultsRequest,
 };
 use tutela_proto::privacy::{EraseSubjectRequest, ExportSubjectRequest};
+use tutela_store::testing::logs::personal;
 use tutela_testkit::{Credentials, TestSuite};
 
 use crate::*;
@@ -21,6 +22,7 @@ fn course(code: &str) -> Course {
         awarding_body: "Pearson".into(),
         start_date: "2026-09-01".into(),
         end_date: "2027-06-30".into(),
+        staff_names: Vec::new(),
     }
 }
 
@@ -121,6 +123,129 @@ async fn courses_are_checked_unique_by_code_and_invisible_to_other_tenants() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_course_keeps_its_staff_names_and_refuses_too_many_or_too_long() {
+    let suite = TestSuite::start().await.unwrap();
+    personal(&["Ada Lovelace", "Sam Patel"]);
+    let mut registrar = suite.courses(staff(&suite, "registrar", "course_administration"));
+    let mut named = course("ENG-STAFF");
+    named.staff_names = vec![" Dr Ada Lovelace ".into(), "Sam Patel".into()];
+    let created = registrar
+        .create_course(CreateCourseRequest {
+            course: Some(named),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .course
+        .unwrap();
+    let kept = ["Dr Ada Lovelace", "Sam Patel"];
+    assert_eq!(created.staff_names, kept);
+    let read = registrar
+        .get_course(GetCourseRequest {
+            course_id: created.course_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .course
+        .unwrap();
+    assert_eq!(read.staff_names, kept);
+    let plain = new_course(&suite, "ENG-PLAIN").await;
+    let listed = registrar
+        .list_courses(ListCoursesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .courses;
+    let staff_of = |id: &str| {
+        listed
+            .iter()
+            .find(|c| c.course_id == id)
+            .map(|c| c.staff_names.clone())
+            .unwrap()
+    };
+    assert_eq!(staff_of(&created.course_id), kept);
+    assert!(staff_of(&plain).is_empty());
+
+    // The survey service reads them, one course by its id, for quality assurance.
+    let survey_service = Credentials::new(
+        &suite.token("acme", "survey", &["service"]),
+        "quality_assurance",
+    );
+    let read = suite
+        .courses(survey_service)
+        .get_course(GetCourseRequest {
+            course_id: created.course_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .course
+        .unwrap();
+    assert_eq!(read.staff_names, kept);
+    // Identity data: the dpo reads the catalogue for course administration, but no identity for
+    // it, so the course comes without its staff, and the guard says what it withheld.
+    let answer = suite
+        .courses(staff(&suite, "dpo", "course_administration"))
+        .get_course(GetCourseRequest {
+            course_id: created.course_id.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        answer
+            .metadata()
+            .get("x-tutela-withheld-categories")
+            .and_then(|v| v.to_str().ok()),
+        Some("identity")
+    );
+    let without_staff = answer.into_inner().course.unwrap();
+    assert_eq!(without_staff.code, "ENG-STAFF");
+    assert!(without_staff.staff_names.is_empty());
+
+    // At most 50, each one line of at most 200 characters, none blank: refused whole, nothing
+    // stored.
+    let mut too_many = course("ENG-MANY");
+    too_many.staff_names = (0..51).map(|i| format!("Tutor {i}")).collect();
+    let mut too_long = course("ENG-LONG");
+    too_long.staff_names = vec![
+        "Ada Lovelace".into(),
+        "Sam Patel".into(),
+        "Grace Hopper".into(),
+        "A".repeat(201),
+    ];
+    let mut blank = course("ENG-BLANK");
+    blank.staff_names = vec!["Ada Lovelace".into(), "  ".into()];
+    for (bad, field) in [
+        (too_many, "course.staff_names"),
+        (too_long, "course.staff_names[3]"),
+        (blank, "course.staff_names[1]"),
+    ] {
+        let err = registrar
+            .create_course(CreateCourseRequest {
+                course: Some(bad),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+        assert_eq!(fields(&err), [field]);
+    }
+    let codes: Vec<String> = registrar
+        .list_courses(ListCoursesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .courses
+        .into_iter()
+        .map(|c| c.code)
+        .collect();
+    assert_eq!(codes, ["ENG-STAFF", "ENG-PLAIN"]);
+    suite.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -1,12 +1,13 @@
-//! The course's people read through the enrolment service's API: the invitees' names scrubbed
-//! from comments, only the declared respondent attributes sealed with a response, and nothing
-//! stored when enrolment cannot be reached.
+//! The course's people read through the enrolment service's API: the invitees' and the course's
+//! staff's names scrubbed from comments, only the declared respondent attributes sealed with a
+//! response, and nothing stored when enrolment cannot be reached.
 
 use tonic::Code;
 use tutela_proto::survey::{
     Answer, CreateSurveyRequest, RemindRespondentsRequest, RespondentAttribute,
     SubmitResponseRequest, answer,
 };
+use tutela_store::testing::logs::personal;
 use tutela_testkit::{TestSuite, sample_profile};
 
 use crate::{invite, learner, new_survey, response, tutor, uuid};
@@ -28,6 +29,19 @@ async fn survey_declaring(suite: &TestSuite, attributes: &[RespondentAttribute])
     suite
         .surveys(tutor(suite))
         .create_survey(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .survey
+        .unwrap()
+        .survey_id
+}
+
+/// Creates a survey of the course `course_id` as the tutor; its id.
+async fn survey_about(suite: &TestSuite, course_id: &str) -> String {
+    suite
+        .surveys(tutor(suite))
+        .create_survey(new_survey(course_id))
         .await
         .unwrap()
         .into_inner()
@@ -82,6 +96,54 @@ async fn a_comment_naming_an_invitee_is_stored_with_the_name_scrubbed() {
     let stored = exported(&suite, &ids[1]).await;
     assert_eq!(
         stored["answers"][1]["text"], "[NAME] helped a lot",
+        "{stored}"
+    );
+    suite.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_comment_naming_the_courses_staff_is_stored_with_their_names_scrubbed() {
+    let suite = TestSuite::start().await.unwrap();
+    personal(&["Ada Lovelace", "Lovelace", "SAM PATEL"]);
+    let ids = learners(&suite, 2).await;
+    let course_id = suite
+        .create_course_with_staff("acme", "ENG-L3-2027", &["Dr Ada Lovelace", "Sam Patel"])
+        .await
+        .unwrap();
+    let staffed = survey_about(&suite, &course_id).await;
+    // A survey's course is the caller's label: one that enrolment does not have names no staff,
+    // and its survey is answered all the same.
+    let unknown = survey_about(&suite, &uuid()).await;
+    invite(&suite, &staffed, &[&ids[0]], "").await;
+    invite(&suite, &unknown, &[&ids[1]], "").await;
+    let comment = "Thanks to Dr Lovelace and SAM PATEL";
+
+    let answered = suite
+        .responses(learner(&suite, &ids[0]))
+        .submit_response(response(&staffed, &ids[0], 5, comment))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answered.identifiers_replaced, 2);
+    // The staff name's title is no name part: the scrubber's title rule keeps it.
+    let stored = exported(&suite, &ids[0]).await;
+    assert_eq!(
+        stored["answers"][1]["text"], "Thanks to Dr [NAME] and [NAME]",
+        "{stored}"
+    );
+
+    // Without the staff names only the titled name goes (by the title rule alone): it is the
+    // course's staff that made "SAM PATEL" a name above.
+    let answered = suite
+        .responses(learner(&suite, &ids[1]))
+        .submit_response(response(&unknown, &ids[1], 5, comment))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answered.identifiers_replaced, 1);
+    let stored = exported(&suite, &ids[1]).await;
+    assert_eq!(
+        stored["answers"][1]["text"], "Thanks to Dr [NAME] and SAM PATEL",
         "{stored}"
     );
     suite.stop().await.unwrap();
