@@ -236,7 +236,11 @@ async fn main() {
     let (memory, service) = (median(memory), median(service));
     println!(
         "releases: AGGREGATE over {n}: service {service:.3} s (target <= {AGGREGATE_TARGET_SECS} s: {}), in memory {memory:.3} s, service / in memory x{:.1}",
-        if service <= AGGREGATE_TARGET_SECS { "met" } else { "NOT met" },
+        if service <= AGGREGATE_TARGET_SECS {
+            "met"
+        } else {
+            "NOT met"
+        },
         service / memory
     );
 
