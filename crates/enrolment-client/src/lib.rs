@@ -5,12 +5,12 @@
 //! another's crate: this is a client of the contract, shared by the services that read learners
 //! (sharing, survey), in one process (the process's own address) or across pods.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tutela_host::ServiceTokens;
+use tutela_host::peer::{PeerSettings, authorise};
 use tutela_policy::{Error, Result};
 use tutela_proto::common::{IdempotencyKey, SubjectRef};
 use tutela_proto::enrolment::course_service_client::CourseServiceClient;
@@ -22,31 +22,14 @@ use tutela_proto::enrolment::{
     WithheldLearner,
 };
 
-/// How long to wait to connect to the enrolment service.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// How long one bulk read may take (10,000 learners, in batches).
 const READ_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Where the enrolment service is: the `enrolment_endpoint` and `enrolment_ca_file` keys of a
-/// service's settings section (`[sharing]`, `[survey]`), one parser and one check for all.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrolmentSettings {
-    /// `http://host:port`, or `https://host:port` with `enrolment_ca_file`; empty for this
-    /// process's own address (enrolment hosted with the service).
-    #[serde(default)]
-    pub enrolment_endpoint: String,
-    /// PEM file with the CA that signed enrolment's certificate (https only); empty for none.
-    #[serde(default)]
-    pub enrolment_ca_file: PathBuf,
-    /// The section they were read from, to name the settings in errors.
-    #[serde(skip)]
-    section: String,
-}
-
-/// The settings keys [`EnrolmentSettings`] reads.
-const KEYS: [&str; 2] = ["enrolment_endpoint", "enrolment_ca_file"];
+/// service's settings section (`[sharing]`, `[survey]`), one parser and one check for all
+/// (`tutela_host::peer`, as every peer's).
+#[derive(Debug, Clone, Default)]
+pub struct EnrolmentSettings(PeerSettings);
 
 impl EnrolmentSettings {
     /// The enrolment keys of the settings section `section` (`None`: no section), checked, and
@@ -56,32 +39,14 @@ impl EnrolmentSettings {
         section: &str,
         value: Option<&serde_json::Value>,
     ) -> std::result::Result<(Self, serde_json::Value), String> {
-        let mut rest = match value {
-            None | Some(serde_json::Value::Null) => serde_json::Map::new(),
-            Some(serde_json::Value::Object(map)) => map.clone(),
-            Some(_) => return Err(format!("{section} settings: not a table")),
-        };
-        let mut ours = serde_json::Map::new();
-        for key in KEYS {
-            if let Some(v) = rest.remove(key) {
-                ours.insert(key.to_owned(), v);
-            }
-        }
-        let mut settings: Self = serde_json::from_value(serde_json::Value::Object(ours))
-            .map_err(|e| format!("{section} settings: {e}"))?;
-        settings.section = section.to_owned();
-        let e = &settings.enrolment_endpoint;
-        if !(e.is_empty() || e.starts_with("http://") || e.starts_with("https://")) {
-            return Err(format!(
-                "{section}.enrolment_endpoint must start with http:// or https://, not {e:?}"
-            ));
-        }
-        if e.starts_with("https://") && settings.enrolment_ca_file.as_os_str().is_empty() {
-            return Err(format!(
-                "{section}.enrolment_endpoint is https:// but {section}.enrolment_ca_file is not set"
-            ));
-        }
-        Ok((settings, serde_json::Value::Object(rest)))
+        let mut rest = PeerSettings::section(section, value)?;
+        let peer = PeerSettings::take(section, "enrolment", &mut rest)?;
+        Ok((Self(peer), serde_json::Value::Object(rest)))
+    }
+
+    /// The configured endpoint; empty for this process's own address.
+    pub fn endpoint(&self) -> &str {
+        &self.0.endpoint
     }
 
     /// The enrolment service's client: the configured endpoint, or else `local_endpoint` (this
@@ -91,14 +56,10 @@ impl EnrolmentSettings {
         local_endpoint: Option<&str>,
         tokens: Arc<dyn ServiceTokens>,
     ) -> std::result::Result<Option<Arc<Enrolment>>, tutela_host::BuildError> {
-        let endpoint = match self.enrolment_endpoint.as_str() {
-            "" => local_endpoint,
-            configured => Some(configured),
-        };
-        Ok(endpoint
-            .map(|endpoint| Enrolment::new(endpoint, self, tokens))
-            .transpose()?
-            .map(Arc::new))
+        Ok(self
+            .0
+            .channel(local_endpoint, READ_TIMEOUT)?
+            .map(|channel| Arc::new(Enrolment::new(channel, tokens))))
     }
 }
 
@@ -145,35 +106,15 @@ pub struct Read {
 }
 
 impl Enrolment {
-    /// A client of the service at `endpoint`, connecting on first use so that this process
-    /// starts whether or not enrolment is up yet.
-    fn new(
-        endpoint: &str,
-        settings: &EnrolmentSettings,
-        tokens: Arc<dyn ServiceTokens>,
-    ) -> std::result::Result<Self, tutela_host::BuildError> {
-        let mut endpoint = Endpoint::from_shared(endpoint.to_owned())?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(READ_TIMEOUT);
-        let ca = &settings.enrolment_ca_file;
-        if !ca.as_os_str().is_empty() {
-            let pem = std::fs::read(ca).map_err(|e| {
-                format!(
-                    "{}.enrolment_ca_file {}: {e}",
-                    settings.section,
-                    ca.display()
-                )
-            })?;
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
-        }
-        let channel = endpoint.connect_lazy();
-        Ok(Self {
+    /// A client of the service on `channel` (connecting on first use, so that this process
+    /// starts whether or not enrolment is up yet).
+    fn new(channel: Channel, tokens: Arc<dyn ServiceTokens>) -> Self {
+        Self {
             client: LearnerServiceClient::new(channel.clone()),
             records: EnrolmentServiceClient::new(channel.clone()),
             courses: CourseServiceClient::new(channel),
             tokens,
-        })
+        }
     }
 
     /// The learners `asked` of `tenant` with the records asked, read for `purpose` (its short
@@ -354,24 +295,6 @@ impl Enrolment {
     }
 }
 
-/// Puts the service token and the purpose on `request`.
-fn authorise<T>(request: &mut tonic::Request<T>, token: &str, purpose: &str) -> Result<()> {
-    let metadata = request.metadata_mut();
-    metadata.insert(
-        "authorization",
-        format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Error::Unavailable("the service token is not valid ASCII".into()))?,
-    );
-    metadata.insert(
-        "x-tutela-purpose",
-        purpose
-            .parse()
-            .map_err(|_| Error::internal("a purpose name is not valid ASCII"))?,
-    );
-    Ok(())
-}
-
 /// The enrolment service's refusal says nothing about any learner (withheld learners come in the
 /// stream): its code and message say why a read failed.
 fn refused(status: tonic::Status) -> Error {
@@ -387,30 +310,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_settings_take_their_keys_check_the_scheme_and_leave_the_rest() {
+    fn the_settings_take_their_keys_and_leave_the_rest() {
         let section = serde_json::json!({
             "enrolment_endpoint": "http://enrolment:50051",
             "notice_interval_secs": 5,
         });
         let (settings, rest) = EnrolmentSettings::split("sharing", Some(&section)).unwrap();
-        assert_eq!(settings.enrolment_endpoint, "http://enrolment:50051");
+        assert_eq!(settings.endpoint(), "http://enrolment:50051");
         assert_eq!(rest, serde_json::json!({ "notice_interval_secs": 5 }));
         let (settings, rest) = EnrolmentSettings::split("survey", None).unwrap();
-        assert!(settings.enrolment_endpoint.is_empty());
+        assert!(settings.endpoint().is_empty());
         assert_eq!(rest, serde_json::json!({}));
+        // The checks are the peer settings' (tutela_host::peer), named for the section.
         let bare = serde_json::json!({ "enrolment_endpoint": "enrolment:50051" });
         let err = EnrolmentSettings::split("survey", Some(&bare)).unwrap_err();
         assert!(err.contains("survey.enrolment_endpoint"), "{err}");
-        let tls = serde_json::json!({ "enrolment_endpoint": "https://enrolment:50051" });
-        let err = EnrolmentSettings::split("survey", Some(&tls)).unwrap_err();
-        assert!(err.contains("survey.enrolment_ca_file"), "{err}");
-        let tls = serde_json::json!({
-            "enrolment_endpoint": "https://enrolment:50051",
-            "enrolment_ca_file": "/etc/tutela/ca.pem",
-        });
-        assert!(EnrolmentSettings::split("survey", Some(&tls)).is_ok());
-        let wrong = serde_json::json!({ "enrolment_endpoint": 1 });
-        let err = EnrolmentSettings::split("sharing", Some(&wrong)).unwrap_err();
-        assert!(err.starts_with("sharing settings"), "{err}");
     }
 }

@@ -81,10 +81,10 @@ mod tests {
 
     #[test]
     fn the_settings_are_the_enrolment_endpoint_and_nothing_else() {
-        assert!(settings(None).unwrap().enrolment_endpoint.is_empty());
+        assert!(settings(None).unwrap().endpoint().is_empty());
         let remote = serde_json::json!({ "enrolment_endpoint": "http://enrolment:50051" });
         assert_eq!(
-            settings(Some(&remote)).unwrap().enrolment_endpoint,
+            settings(Some(&remote)).unwrap().endpoint(),
             "http://enrolment:50051"
         );
         let err = settings(Some(&serde_json::json!({ "x": 1 }))).unwrap_err();
