@@ -6,8 +6,8 @@
 //!
 //! each beside the same release made in memory by `tutela-anonymise` from the same answers, in
 //! the same run: the difference is what the service adds (reading the responses with their key
-//! rows in one statement, opening 100,000 data keys and sealed responses, writing the immutable
-//! record with the links erasure follows, and the budget's conditional update). Each is run three
+//! rows in one statement, opening 100,000 data keys and sealed responses on every core, writing
+//! the immutable record, and the budget's conditional update). Each is run three
 //! times; the median is printed with its ratio to the in-memory release.
 //!
 //! Setup is not measured: one survey (a rating, a single choice, a number) in 10 cohorts,

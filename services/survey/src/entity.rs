@@ -82,23 +82,6 @@ pub mod release {
     tutela_policy::scoped_entity!(tenant: Tenant);
 }
 
-/// Whose responses a release was made from: only so that their erasure marks it.
-pub mod release_input {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "survey_release_inputs")]
-    pub struct Model {
-        #[sea_orm(primary_key)]
-        pub seq: i64,
-        pub tenant: String,
-        pub release_id: String,
-        pub subject_id: String,
-    }
-
-    tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);
-}
-
 /// A learner's invitation to a survey and where it stands: `invited`, `declined` or
 /// `responded`. The only link from a learner to a survey they answered.
 pub mod invitation {

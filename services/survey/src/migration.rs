@@ -82,15 +82,6 @@ mod m20261203_000001_surveys {
     }
 
     #[derive(DeriveIden)]
-    enum SurveyReleaseInputs {
-        Table,
-        Seq,
-        Tenant,
-        ReleaseId,
-        SubjectId,
-    }
-
-    #[derive(DeriveIden)]
     enum SurveyInvitations {
         Table,
         Seq,
@@ -123,7 +114,6 @@ mod m20261203_000001_surveys {
     impl MigrationTrait for Migration {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             use SurveyInvitations as I;
-            use SurveyReleaseInputs as N;
             use SurveyReleases as L;
             use SurveyResponses as R;
             use SurveySurveys as S;
@@ -315,33 +305,11 @@ mod m20261203_000001_surveys {
             )
             .await?;
 
-            // Which learners' responses went into which release: erasure marks the releases
-            // (and deletes these rows with the rest of the learner's).
-            manager
-                .create_table(
-                    Table::create()
-                        .table(N::Table)
-                        .col(seq(N::Seq))
-                        .col(text(N::Tenant))
-                        .col(text(N::ReleaseId))
-                        .col(text(N::SubjectId))
-                        .to_owned(),
-                )
-                .await?;
-            index(
-                manager,
-                "survey_release_inputs_by_subject",
-                N::Table,
-                vec![N::Tenant.into_iden(), N::SubjectId.into_iden()],
-                false,
-            )
-            .await?;
             Ok(())
         }
 
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             for table in [
-                SurveyReleaseInputs::Table.into_iden(),
                 SurveyReleases::Table.into_iden(),
                 SurveyResponses::Table.into_iden(),
                 SurveyInvitations::Table.into_iden(),

@@ -179,8 +179,9 @@ impl SubjectDataProvider for SurveyRights {
             .exec(&txn)
             .await?
             .rows_affected;
-        // The releases made from their responses stay (they are anonymous) and are marked.
-        erased += crate::releases::mark_erased(&txn, access).await?;
+        // The releases made from their responses stay (they are anonymous) and are marked; a
+        // mark is no record of the learner, so it does not count as erased.
+        crate::releases::mark_erased(&txn, access, &responses).await?;
         txn.commit().await?;
         // After the rows are gone, the key: any copy of a response elsewhere (a backup) stays
         // sealed for good. Shredding again on a re-run is harmless.

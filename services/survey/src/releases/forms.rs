@@ -29,7 +29,6 @@ pub(crate) struct Respondent {
     pub(crate) response_id: String,
     /// Neither held for review nor withheld by it: its comments may be published.
     pub(crate) comments_publishable: bool,
-    pub(crate) subject_id: String,
     pub(crate) cohort: String,
     pub(crate) sealed: Sealed,
 }
@@ -48,8 +47,6 @@ pub(crate) struct Made {
     pub(crate) levels: Vec<u32>,
     /// DIFFERENTIALLY_PRIVATE: what it spent.
     pub(crate) spend: Option<Spend>,
-    /// Whose responses went in.
-    pub(crate) subjects: Vec<String>,
 }
 
 /// INVALID_ARGUMENT naming `field`.
@@ -281,7 +278,6 @@ fn make_aggregate(
         hierarchies: Vec::new(),
         levels: Vec::new(),
         spend: None,
-        subjects: respondents.iter().map(|r| r.subject_id.clone()).collect(),
     })
 }
 
@@ -346,7 +342,6 @@ fn make_microdata(
         }
     };
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let mut subjects = Vec::new();
     for r in respondents {
         let Some(answer) = label(&r.sealed) else {
             continue;
@@ -363,7 +358,6 @@ fn make_microdata(
             .collect();
         row.push(answer);
         rows.push(row);
-        subjects.push(r.subject_id.clone());
     }
     if rows.len() < m.k as usize {
         return Err(too_few("fewer responses answer the question than k"));
@@ -427,7 +421,6 @@ fn make_microdata(
             .map(|l| u32::try_from(*l).unwrap_or(u32::MAX))
             .collect(),
         spend: None,
-        subjects,
     })
 }
 
@@ -541,7 +534,6 @@ fn make_dp(
         hierarchies: Vec::new(),
         levels: Vec::new(),
         spend: Some(release.spend),
-        subjects: used.iter().map(|r| r.subject_id.clone()).collect(),
     })
 }
 

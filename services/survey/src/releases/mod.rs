@@ -2,8 +2,9 @@
 //! opens the survey's responses (each under its respondent's key, read with its key row in one
 //! statement), hands them to `tutela-anonymise` in one of three forms ([`forms`]), and writes an
 //! immutable record: the parameters applied, the hierarchies used, SHA-256 of input and output,
-//! recipient, purpose and requester, the results as handed out, and whose responses went in (so
-//! that erasing one of them marks the release). A differentially private release spends the
+//! recipient, purpose and requester, and the results as handed out. A release reads every
+//! response its survey has when it is made, so erasing a respondent marks the releases of their
+//! survey made since they answered ([`mark_erased`]). A differentially private release spends the
 //! survey's privacy budget in the same transaction, by a conditional update that cannot take the
 //! spend past the budget however many releases run at once.
 
@@ -13,8 +14,8 @@ mod hierarchies;
 use prost::Message;
 use sea_orm::sea_query::{Alias, Expr, JoinType};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, QueryTrait, Set,
+    ActiveModelTrait, ColumnTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Set,
 };
 use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
@@ -37,11 +38,11 @@ use tutela_proto::survey::{
     CommentDecision, HeldComment, ListHeldCommentsRequest, ListHeldCommentsResponse,
     ReviewHeldCommentRequest, ReviewHeldCommentResponse,
 };
-use tutela_store::StoredKey;
 use tutela_store::vault::KEYS_TABLE;
+use tutela_store::{KeyVault, StoredKey};
 
 use crate::answers::Sealed;
-use crate::entity::{invitation, release, release_input, response, survey};
+use crate::entity::{invitation, release, response, survey};
 use crate::questions;
 use crate::responses::{precondition, sealed_field};
 use crate::surveys::Surveys;
@@ -317,6 +318,42 @@ struct Row {
     wrapped_key: Option<Vec<u8>>,
 }
 
+impl Row {
+    /// Neither held for review nor withheld by it.
+    fn publishable(&self) -> bool {
+        !self.held_for_review && !self.comment_withheld
+    }
+}
+
+/// The responses of `rows`, each opened with its respondent's key from the row's key columns.
+fn open_rows(vault: &KeyVault, tenant: &str, rows: &[Row]) -> Result<Vec<Respondent>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (Some(kek_id), Some(key_seq)) = (&row.kek_id, row.key_seq) else {
+            return Err(tutela_store::StoreError::KeyNotFound.into());
+        };
+        let key = vault.stored_key(
+            StoredKey {
+                tenant,
+                subject: &row.subject_id,
+                kek_id,
+                wrapped_key: row.wrapped_key.as_deref(),
+            },
+            key_seq,
+        )?;
+        let json = key.open_string(&sealed_field(&row.response_id), &row.sealed)?;
+        let sealed: Sealed = serde_json::from_str(&json)
+            .map_err(|_| Error::internal("a stored response does not parse"))?;
+        out.push(Respondent {
+            response_id: row.response_id.clone(),
+            comments_publishable: row.publishable(),
+            cohort: row.cohort.clone(),
+            sealed,
+        });
+    }
+    Ok(out)
+}
+
 /// `tutela.survey.v1.ReleaseService`.
 #[derive(Clone)]
 pub struct ReleaseService {
@@ -388,36 +425,33 @@ impl ReleaseService {
         let tenant = call.tenant().to_owned();
         tokio::task::spawn_blocking(move || {
             let mut hash = Sha256::new();
-            let mut out = Vec::with_capacity(rows.len());
-            for row in rows {
+            for row in &rows {
                 hash.update((row.response_id.len() as u64).to_be_bytes());
                 hash.update(row.response_id.as_bytes());
                 hash.update((row.sealed.len() as u64).to_be_bytes());
                 hash.update(&row.sealed);
-                let publishable = !row.held_for_review && !row.comment_withheld;
-                hash.update([u8::from(publishable)]);
-                let (Some(kek_id), Some(key_seq)) = (&row.kek_id, row.key_seq) else {
-                    return Err(tutela_store::StoreError::KeyNotFound.into());
-                };
-                let key = vault.stored_key(
-                    StoredKey {
-                        tenant: &tenant,
-                        subject: &row.subject_id,
-                        kek_id,
-                        wrapped_key: row.wrapped_key.as_deref(),
-                    },
-                    key_seq,
-                )?;
-                let json = key.open_string(&sealed_field(&row.response_id), &row.sealed)?;
-                let sealed: Sealed = serde_json::from_str(&json)
-                    .map_err(|_| Error::internal("a stored response does not parse"))?;
-                out.push(Respondent {
-                    response_id: row.response_id,
-                    comments_publishable: publishable,
-                    subject_id: row.subject_id,
-                    cohort: row.cohort,
-                    sealed,
-                });
+                hash.update([u8::from(row.publishable())]);
+            }
+            // Unwrapping a key and opening a response per row is the bulk of a release's work:
+            // spread over the cores, in chunks that keep the rows' order.
+            let threads = std::thread::available_parallelism().map_or(1, usize::from);
+            let chunk = rows.len().div_ceil(threads).max(1);
+            let opened: Vec<Result<Vec<Respondent>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = rows
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(|| open_rows(&vault, &tenant, part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(Error::internal("opening a response panicked")))
+                    })
+                    .collect()
+            });
+            let mut out = Vec::with_capacity(rows.len());
+            for part in opened {
+                out.extend(part?);
             }
             Ok((out, hex::encode(hash.finalize())))
         })
@@ -576,18 +610,6 @@ impl ReleaseService {
         .insert(&txn)
         .await
         .map_err(idempotency::key_taken)?;
-        for chunk in made.subjects.chunks(500) {
-            release_input::Entity::insert_many(chunk.iter().map(|subject| {
-                release_input::ActiveModel {
-                    tenant: Set(call.tenant().to_owned()),
-                    release_id: Set(release_id.clone()),
-                    subject_id: Set(subject.clone()),
-                    ..Default::default()
-                }
-            }))
-            .exec_without_returning(&txn)
-            .await?;
-        }
         txn.commit().await?;
         Ok(row)
     }
@@ -800,31 +822,27 @@ impl ReleaseApi for ReleaseService {
     }
 }
 
-/// Marks the releases built from `subject`'s responses and deletes the links, within the
-/// erasure's transaction.
+/// Marks the releases built from `responses` (a learner's, being erased) within the erasure's
+/// transaction. A release reads every response of its survey there is when it is made (what
+/// its input hash covers), so it was built from a response when it is of the same survey and
+/// was made at or after the response came in. Returns how many releases were marked.
 pub(crate) async fn mark_erased(
     txn: &sea_orm::DatabaseTransaction,
     access: &tutela_policy::SubjectAccess,
+    responses: &[response::Model],
 ) -> Result<u64> {
-    let ids: Vec<String> = access
-        .find::<release_input::Entity>()
-        .select_only()
-        .column(release_input::Column::ReleaseId)
-        .into_tuple::<String>()
-        .all(txn)
-        .await?;
-    if !ids.is_empty() {
-        access
+    let mut marked = 0;
+    for r in responses {
+        marked += access
             .call()
             .update::<release::Entity>()
             .col_expr(release::Column::BuiltFromErased, Expr::value(true))
-            .filter(release::Column::ReleaseId.is_in(ids))
+            .filter(release::Column::SurveyId.eq(r.survey_id.as_str()))
+            .filter(release::Column::CreatedAt.gte(r.submitted_at))
+            .filter(release::Column::BuiltFromErased.eq(false))
             .exec(txn)
-            .await?;
+            .await?
+            .rows_affected;
     }
-    Ok(access
-        .delete::<release_input::Entity>()
-        .exec(txn)
-        .await?
-        .rows_affected)
+    Ok(marked)
 }
