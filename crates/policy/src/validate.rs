@@ -353,6 +353,15 @@ pub fn page_token(last: i64) -> String {
     format!("r{last}")
 }
 
+/// The size of a page a request asks for (see `tutela.common.v1.PageRequest`): the default
+/// when unset or 0, capped at the largest.
+pub fn page_size(page: Option<&PageRequest>) -> u64 {
+    match page.map(|p| u64::from(p.page_size)).unwrap_or_default() {
+        0 => DEFAULT_PAGE_SIZE,
+        n => Ord::min(n, MAX_PAGE_SIZE),
+    }
+}
+
 /// Keeps the first `size` of `rows` (fetched one over) and returns the token of the next page,
 /// made from the last row kept by `token`; empty when there is no next page.
 pub fn next_page<T>(rows: &mut Vec<T>, size: u64, token: impl Fn(&T) -> String) -> String {

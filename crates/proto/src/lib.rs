@@ -186,6 +186,20 @@ pub fn unruled_string_fields(pool: &DescriptorPool) -> Vec<String> {
         .collect()
 }
 
+impl survey::release::Results {
+    /// The protobuf encoding of the one results message that is set: what a release stores and
+    /// what its `output_sha256` is the hash of, so that the survey service that makes a release
+    /// and the sharing service that checks it hash the same bytes.
+    pub fn encoded(&self) -> Vec<u8> {
+        use prost::Message;
+        match self {
+            Self::Aggregate(r) => r.encode_to_vec(),
+            Self::Microdata(r) => r.encode_to_vec(),
+            Self::DifferentiallyPrivate(r) => r.encode_to_vec(),
+        }
+    }
+}
+
 /// `short_name` / `from_short_name` for a proto enum from its table of short names (the spelling
 /// configuration, metadata, the register and audit records use).
 macro_rules! short_names {

@@ -21,7 +21,6 @@ use tutela_proto::common::PageResponse;
 use tutela_proto::sharing::{
     PullSharedReleasesRequest, PullSharedReleasesResponse, ShareReleaseRequest, SharedRelease,
 };
-use tutela_proto::survey::release::Results;
 use tutela_proto::survey::release_service_client::ReleaseServiceClient;
 use tutela_proto::survey::{GetReleaseRequest, Release};
 
@@ -90,16 +89,11 @@ impl Surveys {
             }
         }
         .ok_or_else(|| Error::Unavailable("the survey service sent no release".into()))?;
-        let encoded = match &release.results {
-            Some(Results::Aggregate(r)) => r.encode_to_vec(),
-            Some(Results::Microdata(r)) => r.encode_to_vec(),
-            Some(Results::DifferentiallyPrivate(r)) => r.encode_to_vec(),
-            None => {
-                return Err(Error::Unavailable(
-                    "the release came without results".into(),
-                ));
-            }
-        };
+        let encoded = release
+            .results
+            .as_ref()
+            .ok_or_else(|| Error::Unavailable("the release came without results".into()))?
+            .encoded();
         if hex::encode(Sha256::digest(&encoded)) != release.output_sha256 {
             // What came is not what the survey service recorded making: share nothing.
             return Err(Error::internal(

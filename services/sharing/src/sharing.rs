@@ -131,13 +131,4 @@ pub(crate) fn record_id(value: &str, field: &str) -> Result<String> {
     c.parsed(id)
 }
 
-/// The size of a page (see `tutela.common.v1.PageRequest`).
-pub(crate) fn page_size(page: Option<&tutela_proto::common::PageRequest>) -> u64 {
-    use tutela_policy::validate::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
-    match page.map(|p| u64::from(p.page_size)).unwrap_or_default() {
-        0 => DEFAULT_PAGE_SIZE,
-        n => Ord::min(n, MAX_PAGE_SIZE),
-    }
-}
-
-pub(crate) use tutela_policy::validate::next_page;
+pub(crate) use tutela_policy::validate::{next_page, page_size};

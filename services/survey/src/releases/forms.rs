@@ -558,15 +558,6 @@ pub(crate) fn make(
     }
 }
 
-/// The encoding of the results' one message: what is stored and what the output hash covers.
-pub(crate) fn encode(results: &Results) -> Vec<u8> {
-    match results {
-        Results::Aggregate(r) => r.encode_to_vec(),
-        Results::Microdata(r) => r.encode_to_vec(),
-        Results::DifferentiallyPrivate(r) => r.encode_to_vec(),
-    }
-}
-
 /// Stored results of a release of `form`.
 pub(crate) fn decode_results(
     form: ReleaseForm,

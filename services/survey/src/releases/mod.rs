@@ -23,9 +23,7 @@ use tutela_anonymise::dp::{self, Budget, MicroEpsilon, PicoDelta, Spend};
 use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::register::Releases;
 use tutela_policy::scope::found;
-use tutela_policy::validate::{
-    Checks, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, next_page, page_token, timestamp,
-};
+use tutela_policy::validate::{Checks, next_page, page_size, page_token, timestamp};
 use tutela_policy::{Authorized, Error, Precondition, Result};
 use tutela_proto::common::PageResponse;
 use tutela_proto::survey::release_service_server::ReleaseService as ReleaseApi;
@@ -520,7 +518,7 @@ impl ReleaseService {
                 .await
                 .map_err(|_| Error::internal("making the release stopped"))??
         };
-        let results = forms::encode(&made.results);
+        let results = made.results.encoded();
         let output_sha256 = hex::encode(Sha256::digest(&results));
         let (form, params) = match &asked {
             Asked::Aggregate(a) => (ReleaseForm::Aggregate, (Some(*a), None, None)),
@@ -632,10 +630,7 @@ impl ReleaseService {
             token => c.uuid(token, "page.page_token"),
         };
         let (survey_id, after) = c.parsed((survey_id, after))?;
-        let size = match r.page.as_ref().map_or(0, |p| u64::from(p.page_size)) {
-            0 => DEFAULT_PAGE_SIZE,
-            n => Ord::min(n, MAX_PAGE_SIZE),
-        };
+        let size = page_size(r.page.as_ref());
         let s = &self.surveys;
         s.survey(&s.db, call, &survey_id).await?;
         let (mut held, _) = self
