@@ -29,7 +29,7 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:50051).
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Host only this service (repeatable): enrolment, sharing, survey, subscription.
+        /// Host only this service (repeatable): enrolment, sharing, survey, subscription, rights.
         /// Without it, every service is hosted.
         #[arg(long = "service", value_name = "NAME")]
         services: Vec<String>,

@@ -183,6 +183,7 @@ impl Shared {
             max_message_bytes: config.server.max_message_bytes,
             local_endpoint: local.map(local_endpoint),
             service_tokens: Arc::new(crate::auth::ServiceTokenFiles::new(config)?),
+            suite: crate::services::available(),
         })
     }
 }

@@ -6,15 +6,16 @@ use anyhow::bail;
 use tutela_host::HostedService;
 
 /// Every service of the suite, in the order they are hosted.
-pub const KNOWN: [&str; 4] = ["enrolment", "sharing", "survey", "subscription"];
+pub const KNOWN: [&str; 5] = ["enrolment", "sharing", "survey", "subscription", "rights"];
 
 /// The services built into this binary. Adding a service is its crate and one line here.
-pub fn all() -> [&'static dyn HostedService; 4] {
+pub fn all() -> [&'static dyn HostedService; 5] {
     [
         tutela_enrolment::HOSTED,
         tutela_sharing::HOSTED,
         tutela_survey::HOSTED,
         tutela_subscription::HOSTED,
+        tutela_rights::HOSTED,
     ]
 }
 
@@ -129,7 +130,7 @@ mod tests {
     fn an_unknown_service_is_refused_with_the_list_of_services() {
         let err = resolve(&["enrollment".to_owned()]).unwrap_err().to_string();
         assert!(
-            err.contains("enrolment, sharing, survey, subscription"),
+            err.contains("enrolment, sharing, survey, subscription, rights"),
             "{err}"
         );
     }
@@ -138,7 +139,7 @@ mod tests {
     fn no_request_means_every_service() {
         assert_eq!(
             resolve(&[]).unwrap(),
-            ["enrolment", "sharing", "survey", "subscription"]
+            ["enrolment", "sharing", "survey", "subscription", "rights"]
         );
         assert_eq!(resolve(&[]).unwrap(), available());
     }

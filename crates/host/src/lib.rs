@@ -160,6 +160,9 @@ pub struct Context {
     pub local_endpoint: Option<String>,
     /// Bearer tokens of `service` principals, for calls this process makes to the others.
     pub service_tokens: Arc<dyn ServiceTokens>,
+    /// Every service of the suite built into this binary, hosted here or not, in hosting order:
+    /// what a deployment has, and so where a rights request is carried out.
+    pub suite: Vec<&'static str>,
 }
 
 /// Where a service's calls to another service get their bearer token: one `service` principal

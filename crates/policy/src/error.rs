@@ -128,6 +128,10 @@ preconditions! {
     TooFewResponses => "TOO_FEW_RESPONSES",
     /// No generalisation reaches the anonymity asked for within the suppression allowed.
     AnonymityNotReached => "ANONYMITY_NOT_REACHED",
+    /// The rights request is not in a state the call applies to.
+    RightsRequestNotPending => "RIGHTS_REQUEST_NOT_PENDING",
+    /// The rights request's deadline was extended already.
+    RightsRequestAlreadyExtended => "RIGHTS_REQUEST_ALREADY_EXTENDED",
 }
 
 impl std::fmt::Display for Precondition {

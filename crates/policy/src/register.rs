@@ -37,6 +37,14 @@ struct RawRegister {
     transfers: Option<RawTransfers>,
     #[serde(default)]
     releases: Option<RawReleases>,
+    #[serde(default)]
+    rights: Option<RawRights>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRights {
+    dpo_approval: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -149,7 +157,8 @@ impl Retention {
             .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
     }
 
-    fn describe(&self) -> String {
+    /// The period in words, e.g. "6 year(s) after the end of the programme".
+    pub fn describe(&self) -> String {
         let period = match (self.months, self.days) {
             (m, 0) if m % 12 == 0 => format!("{} year(s)", m / 12),
             (m, 0) => format!("{m} month(s)"),
@@ -221,6 +230,35 @@ pub struct Register {
     pub transfers: Transfers,
     /// The least any release of survey results withholds (V1).
     pub releases: Releases,
+    /// How rights requests are handled (E8).
+    pub rights: Rights,
+}
+
+/// The kinds of rights request (`tutela.rights.v1.RightsRequestKind`, by short name).
+pub const RIGHTS_REQUEST_KINDS: [&str; 4] = ["access", "portability", "erasure", "restriction"];
+
+/// How rights requests are handled: which kinds a dpo must approve once the requester's identity
+/// is verified (the others go ahead on the verification alone).
+#[derive(Debug, Clone, Serialize)]
+pub struct Rights {
+    /// Short names out of [`RIGHTS_REQUEST_KINDS`].
+    pub dpo_approval: std::collections::BTreeSet<String>,
+}
+
+impl Default for Rights {
+    /// What cannot be undone, or stops the organisation's work, waits for a dpo.
+    fn default() -> Self {
+        Self {
+            dpo_approval: ["erasure", "restriction"].map(str::to_owned).into(),
+        }
+    }
+}
+
+impl Rights {
+    /// Whether a request of `kind` (a short name) waits for a dpo's approval.
+    pub fn needs_approval(&self, kind: &str) -> bool {
+        self.dpo_approval.contains(kind)
+    }
 }
 
 /// The floors of survey releases (V1): a release may ask for larger thresholds, never smaller.
@@ -752,6 +790,24 @@ impl Source<'_> {
         })
     }
 
+    fn rights(&self, r: &RawRights) -> Result<Rights, RegisterError> {
+        let mut dpo_approval = std::collections::BTreeSet::new();
+        for kind in &r.dpo_approval {
+            if !RIGHTS_REQUEST_KINDS.contains(&kind.get_ref().as_str()) {
+                return Err(self.err(
+                    kind.span(),
+                    format!(
+                        "unknown kind of rights request {:?}; the kinds are {}",
+                        kind.get_ref(),
+                        RIGHTS_REQUEST_KINDS.join(", ")
+                    ),
+                ));
+            }
+            dpo_approval.insert(kind.get_ref().clone());
+        }
+        Ok(Rights { dpo_approval })
+    }
+
     fn communications(&self, c: &RawCommunications) -> Result<Communications, RegisterError> {
         let days = *c.event_retention_days.get_ref();
         if !(1..=3650).contains(&days) {
@@ -805,6 +861,9 @@ impl Register {
             releases: raw
                 .releases
                 .map_or(Ok(Releases::default()), |r| src.releases(&r))?,
+            rights: raw
+                .rights
+                .map_or(Ok(Rights::default()), |r| src.rights(&r))?,
         })
     }
 
@@ -897,6 +956,25 @@ impl Register {
             md,
             "Survey results are released only aggregated or anonymised. A group (cohort) with fewer than {} responses is left out of aggregate results entirely, and a count below {} is suppressed, together with any count it could be worked out from; anonymised records are released only in groups of at least {} people.",
             self.releases.min_cohort, self.releases.min_cell, self.releases.min_cell
+        );
+        let _ = writeln!(md, "\n## Rights requests\n");
+        let approval: Vec<&str> = self
+            .rights
+            .dpo_approval
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let _ = writeln!(
+            md,
+            "A request to exercise a right is carried out once the requester's identity is verified{}. It is answered within one month of receipt; the deadline may be extended once by two months, with the reason recorded and told to the requester.",
+            if approval.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", and, for {}, once the data protection officer has approved it",
+                    approval.join(" and ")
+                )
+            }
         );
         let _ = writeln!(md, "\n## Transfers abroad\n");
         let t = &self.transfers;

@@ -29,6 +29,11 @@ pub mod tutela {
             include!(concat!(env!("OUT_DIR"), "/tutela.privacy.v1.rs"));
         }
     }
+    pub mod rights {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/tutela.rights.v1.rs"));
+        }
+    }
     pub mod sharing {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/tutela.sharing.v1.rs"));
@@ -50,6 +55,7 @@ pub use tutela::common::v1 as common;
 pub use tutela::consent::v1 as consent;
 pub use tutela::enrolment::v1 as enrolment;
 pub use tutela::privacy::v1 as privacy;
+pub use tutela::rights::v1 as rights;
 pub use tutela::sharing::v1 as sharing;
 pub use tutela::subscription::v1 as subscription;
 pub use tutela::survey::v1 as survey;

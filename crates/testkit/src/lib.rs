@@ -138,6 +138,15 @@ impl TestSuite {
         config.auth.dev_secret = secrecy::SecretString::from(DEV_SECRET);
         adjust(&mut config);
 
+        Self::serve(config, database, data_dir).await
+    }
+
+    /// Serves `config` (on its `server.listen`) over `database` and `data_dir`, once serving.
+    async fn serve(
+        config: Config,
+        database: TestDatabase,
+        data_dir: tempfile::TempDir,
+    ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -156,6 +165,21 @@ impl TestSuite {
         };
         suite.wait_until_serving().await?;
         Ok(suite)
+    }
+
+    /// Stops the server as SIGTERM does and starts it again on the same database, data dir,
+    /// keys and address: what a process restart does to everything held in the database.
+    pub async fn restart(mut self) -> anyhow::Result<Self> {
+        self.begin_shutdown();
+        if let Some(handle) = self.handle.take() {
+            handle.await??;
+        }
+        let mut config = self.config.clone();
+        config.server.listen = self.addr;
+        // Moved out of a value that has a Drop: an unused SQLite directory stands in.
+        let database = std::mem::replace(&mut self.database, TestDatabase::sqlite()?);
+        let data_dir = std::mem::replace(&mut self._data_dir, tempfile::tempdir()?);
+        Self::serve(config, database, data_dir).await
     }
 
     /// Waits for SERVING, or returns the error the server stopped with.
@@ -566,6 +590,18 @@ impl TestSuite {
     /// A `tutela.survey.v1.ResponseService` client sending `credentials`.
     pub fn responses(&self, credentials: Credentials) -> ResponseServiceClient<Authed> {
         ResponseServiceClient::with_interceptor(self.channel(), credentials)
+    }
+
+    /// A `tutela.rights.v1.RightsRequestService` client sending `credentials`.
+    pub fn rights(
+        &self,
+        credentials: Credentials,
+    ) -> tutela_proto::rights::rights_request_service_client::RightsRequestServiceClient<Authed>
+    {
+        tutela_proto::rights::rights_request_service_client::RightsRequestServiceClient::with_interceptor(
+            self.channel(),
+            credentials,
+        )
     }
 
     /// Signals shutdown (as SIGTERM does) without waiting for it.

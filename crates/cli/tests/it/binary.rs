@@ -41,8 +41,18 @@ pub(crate) fn serve(dir: &Path, env: &[(&str, &OsStr)]) -> Served {
 
 /// [`serve`], with standard output going to `stdout`.
 pub(crate) fn serve_with_stdout(dir: &Path, env: &[(&str, &OsStr)], stdout: Stdio) -> Served {
+    spawn(dir, &["serve", "--listen", "127.0.0.1:0"], env, stdout)
+}
+
+/// `tutela` with `args` (a `serve` command, e.g. with `--service`) on `dir`.
+pub(crate) fn serve_args(dir: &Path, args: &[&str], env: &[(&str, &OsStr)]) -> Served {
+    spawn(dir, args, env, Stdio::null())
+}
+
+fn spawn(dir: &Path, args: &[&str], env: &[(&str, &OsStr)], stdout: Stdio) -> Served {
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(args)
+        .arg("--data-dir")
         .arg(dir)
         .env("TUTELA_TELEMETRY__FORMAT", "json")
         .env("RUST_LOG", "info")

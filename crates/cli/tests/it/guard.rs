@@ -132,7 +132,10 @@ async fn the_dpo_reaches_the_rights_endpoint_for_subject_rights() {
         .into_inner();
     // Every hosted service answers for itself: none holds anything for an unknown subject.
     let services: Vec<&str> = reply.services.iter().map(|s| s.service.as_str()).collect();
-    assert_eq!(services, ["enrolment", "sharing", "survey", "subscription"]);
+    assert_eq!(
+        services,
+        ["enrolment", "sharing", "survey", "subscription", "rights"]
+    );
     assert!(reply.services.iter().all(|s| s.categories.is_empty()));
 
     // The same dpo, for marketing, is denied.

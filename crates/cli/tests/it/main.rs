@@ -12,6 +12,7 @@ mod dev_keys;
 mod export;
 mod guard;
 mod principal;
+mod rights;
 mod serve;
 mod sweep;
 mod traces;

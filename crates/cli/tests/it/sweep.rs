@@ -12,12 +12,13 @@ use crate::binary::BIN;
 
 const ELSEWHERE: &str = "replica-elsewhere/41/0f0f0f0f";
 /// Every sweeper the default build schedules: the test holds all their leases elsewhere.
-const SWEEPERS: [(&str, &str); 5] = [
+const SWEEPERS: [(&str, &str); 6] = [
     ("enrolment", "retention"),
     ("enrolment", "learner changes"),
     ("sharing", "recipient notices"),
     ("sharing", "webhook deliveries"),
     ("subscription", "delivery events"),
+    ("rights", "rights requests"),
 ];
 
 fn tutela(dir: &Path, args: &[&str]) -> Output {

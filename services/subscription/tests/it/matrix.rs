@@ -49,6 +49,7 @@ fn granted(rpc: &str, role: &str, purpose: Purpose) -> bool {
         || subscription_granted(method, role, purpose)
         || sharing_granted(method, role, purpose)
         || survey_granted(method, role, purpose)
+        || rights_granted(method, role, purpose)
     {
         return true;
     }
@@ -56,9 +57,11 @@ fn granted(rpc: &str, role: &str, purpose: Purpose) -> bool {
         Purpose::SubjectRights if method == "RecordIdentityVerification" && !ledger_rpc => {
             ["dpo", "registrar"].contains(&role)
         }
+        // The rights coordinator carries requests out in every service as a `service`.
         Purpose::SubjectRights => {
-            (rights_read.contains(&method) && ["dpo", "learner", "guardian"].contains(&role))
-                || (rights_write.contains(&method) && role == "dpo")
+            (rights_read.contains(&method)
+                && ["dpo", "learner", "guardian", "service"].contains(&role))
+                || (rights_write.contains(&method) && ["dpo", "service"].contains(&role))
         }
         Purpose::ConsentManagement
             if method == "RecordRestriction"
@@ -78,6 +81,26 @@ fn granted(rpc: &str, role: &str, purpose: Purpose) -> bool {
                 ]
                 .contains(&role)
         }
+        _ => false,
+    }
+}
+
+/// The rights service's grants: the dpo and registrars record, verify and follow requests; the
+/// dpo alone decides them and hands out bundles.
+fn rights_granted(method: &str, role: &str, purpose: Purpose) -> bool {
+    if purpose != Purpose::SubjectRights {
+        return false;
+    }
+    match method {
+        "SubmitRightsRequest"
+        | "VerifyRequesterIdentity"
+        | "GetRightsRequest"
+        | "ListRightsRequests" => ["dpo", "registrar"].contains(&role),
+        "ApproveRightsRequest"
+        | "RefuseRightsRequest"
+        | "ExtendRightsRequestDeadline"
+        | "RetryRightsRequest"
+        | "DownloadAccessBundle" => role == "dpo",
         _ => false,
     }
 }
