@@ -8,7 +8,9 @@ pub mod export;
 pub mod guard;
 pub mod handshake;
 pub mod keys;
+pub mod remote;
 pub mod retention;
+pub mod rights;
 pub mod server;
 pub mod services;
 

@@ -78,6 +78,12 @@ enum Command {
         #[command(subcommand)]
         command: RetentionCommand,
     },
+    /// Rights requests (access, erasure, ...) of the running suite: their status, and a
+    /// learner's access bundle.
+    Rights {
+        #[command(subcommand)]
+        command: RightsCommand,
+    },
     /// Data sharing with partners, through the running suite.
     Sharing {
         #[command(subcommand)]
@@ -119,22 +125,123 @@ enum SharingCommand {
         /// Where to write the file; it must not exist.
         #[arg(long)]
         out: PathBuf,
-        /// The server.
-        #[arg(long, default_value = "http://127.0.0.1:50051")]
-        endpoint: String,
-        /// PEM of the CA that signed the server's certificate (with an https endpoint).
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
-        /// A bearer token of staff who may disclose for the purpose; default: the development
-        /// admin token `serve` wrote to the data dir.
-        #[arg(long, env = "TUTELA_CLI_TOKEN", hide_env_values = true)]
-        token: Option<String>,
         /// Makes a retried export answer with the same delivery (8 to 128 of [A-Za-z0-9_-]).
         #[arg(long)]
         idempotency_key: Option<String>,
         #[command(flatten)]
+        remote: RemoteArgs,
+        #[command(flatten)]
         common: Common,
     },
+}
+
+/// Where the running suite is, and who a command acts as there.
+#[derive(Debug, Args)]
+struct RemoteArgs {
+    /// The server.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    endpoint: String,
+    /// PEM of the CA that signed the server's certificate (with an https endpoint).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// A bearer token of the staff member the command acts as (a dpo for rights requests, staff
+    /// who may disclose for the purpose for sharing); default: the development admin token
+    /// `serve` wrote to the data dir.
+    #[arg(long, env = "TUTELA_CLI_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl RemoteArgs {
+    /// The suite to reach, with the token given or else the development admin token.
+    fn remote(
+        self,
+        cli_config: Option<&PathBuf>,
+        common: Common,
+    ) -> anyhow::Result<tutela::remote::Remote> {
+        let token = match self.token {
+            Some(token) => token,
+            None => {
+                // The development admin token, where `serve` wrote it.
+                let config = load(cli_config, common.overrides())?;
+                let path = config.data_dir.join(tutela::server::ADMIN_TOKEN_FILE);
+                std::fs::read_to_string(&path)
+                    .map(|t| t.trim().to_owned())
+                    .map_err(|_| {
+                        anyhow::anyhow!(
+                            "no --token (or TUTELA_CLI_TOKEN), and no development admin token in {}",
+                            path.display()
+                        )
+                    })?
+            }
+        };
+        Ok(tutela::remote::Remote {
+            endpoint: self.endpoint,
+            ca_file: self.ca_file,
+            token,
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum RightsCommand {
+    /// List rights requests, newest first, with their services' progress; overdue and stuck
+    /// ones are flagged, with what holds them up.
+    Status {
+        /// Only unfinished requests past their deadline.
+        #[arg(long)]
+        overdue: bool,
+        /// Only stuck requests (a service failing three times in a row, or a week waiting for
+        /// approval).
+        #[arg(long)]
+        stuck: bool,
+        /// Print one JSON object per request instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Write a learner's access bundle (a ZIP with a readable index.html and one JSON document
+    /// per service): of their newest access request, or of a new one with --submit, waiting for
+    /// every service with a progress bar.
+    Export {
+        /// The learner's id.
+        subject: String,
+        /// Where to write the bundle; it must not exist.
+        #[arg(long)]
+        out: PathBuf,
+        /// Record a new access request and the check of the requester's identity first.
+        #[arg(long, requires_all = ["method", "evidence_reference"])]
+        submit: bool,
+        /// How the requester's identity was checked (with --submit).
+        #[arg(long, value_enum)]
+        method: Option<Method>,
+        /// A reference to the note of the identity check, never a copy of a document (with
+        /// --submit).
+        #[arg(long)]
+        evidence_reference: Option<String>,
+        /// How long to wait for the services (seconds).
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// How a requester's identity was checked (`rights export --submit`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Method {
+    /// An official photo ID seen in person.
+    PhotoIdInPerson,
+    /// An official photo ID checked on a video call.
+    PhotoIdVideo,
+    /// Knowledge only the learner has, checked against the record.
+    KnowledgeCheck,
+    /// The request came from the learner's own authenticated account.
+    AuthenticatedAccount,
 }
 
 /// The layouts of `sharing export`.
@@ -500,33 +607,14 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     layout,
                     course,
                     out,
-                    endpoint,
-                    ca_file,
-                    token,
                     idempotency_key,
+                    remote,
                     common,
                 },
         } => {
-            let token = match token {
-                Some(token) => token,
-                None => {
-                    // The development admin token, where `serve` wrote it.
-                    let config = load(cli.config.as_ref(), common.overrides())?;
-                    let path = config.data_dir.join(tutela::server::ADMIN_TOKEN_FILE);
-                    std::fs::read_to_string(&path)
-                        .map(|t| t.trim().to_owned())
-                        .map_err(|_| {
-                            anyhow::anyhow!(
-                                "no --token (or TUTELA_CLI_TOKEN), and no development admin token in {}",
-                                path.display()
-                            )
-                        })?
-                }
-            };
+            let remote = remote.remote(cli.config.as_ref(), common)?;
             let done = tutela::export::export(tutela::export::ExportRequest {
-                endpoint,
-                ca_file,
-                token,
+                remote,
                 purpose,
                 partner_id: partner,
                 learners,
@@ -548,6 +636,70 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             );
             for (reason, count) in done.withheld {
                 println!("not disclosed: {count} learner(s), {reason}");
+            }
+            Ok(())
+        }
+        Command::Rights {
+            command:
+                RightsCommand::Status {
+                    overdue,
+                    stuck,
+                    json,
+                    remote,
+                    common,
+                },
+        } => {
+            let remote = remote.remote(cli.config.as_ref(), common)?;
+            let filter = tutela::rights::Filter { overdue, stuck };
+            print!("{}", tutela::rights::status(&remote, filter, json).await?);
+            Ok(())
+        }
+        Command::Rights {
+            command:
+                RightsCommand::Export {
+                    subject,
+                    out,
+                    submit,
+                    method,
+                    evidence_reference,
+                    wait_secs,
+                    remote,
+                    common,
+                },
+        } => {
+            use tutela_proto::privacy::VerificationMethod as V;
+            let remote = remote.remote(cli.config.as_ref(), common)?;
+            let submit = match (submit, method, evidence_reference) {
+                (true, Some(method), Some(evidence_reference)) => Some(tutela::rights::Submit {
+                    method: match method {
+                        Method::PhotoIdInPerson => V::PhotoIdInPerson,
+                        Method::PhotoIdVideo => V::PhotoIdVideo,
+                        Method::KnowledgeCheck => V::KnowledgeCheck,
+                        Method::AuthenticatedAccount => V::AuthenticatedAccount,
+                    },
+                    evidence_reference,
+                }),
+                _ => None,
+            };
+            let done = tutela::rights::export(
+                &remote,
+                &subject,
+                &out,
+                submit,
+                std::time::Duration::from_secs(wait_secs),
+            )
+            .await?;
+            println!(
+                "request {}: bundle of {} bytes written to {}, sha256 {}",
+                done.request_id,
+                done.bytes,
+                out.display(),
+                done.sha256
+            );
+            if done.partial {
+                println!(
+                    "some services' parts are missing (see index.html); `tutela rights status` shows why"
+                );
             }
             Ok(())
         }

@@ -420,7 +420,7 @@ mod m20261124_000003_identity_verifications {
 }
 
 /// Identity verifications keep how the identity was checked as a short name of
-/// `tutela.privacy.v1.VerificationMethod`. Before, the ledger's own RPC took free text, and an SSN
+/// `tutela.common.v1.VerificationMethod`. Before, the ledger's own RPC took free text, and an SSN
 /// sent there was stored in clear: rows naming one of the four methods (by enum name, as the
 /// SubjectData RPC stored them, or by short name) get its short name; anything else becomes
 /// `other`, since free text may hold anything and the note of the check is where the detail

@@ -235,7 +235,13 @@ pub struct Register {
 }
 
 /// The kinds of rights request (`tutela.rights.v1.RightsRequestKind`, by short name).
-pub const RIGHTS_REQUEST_KINDS: [&str; 4] = ["access", "portability", "erasure", "restriction"];
+pub const RIGHTS_REQUEST_KINDS: [&str; 5] = [
+    "access",
+    "portability",
+    "erasure",
+    "restriction",
+    "rectification",
+];
 
 /// How rights requests are handled: which kinds a dpo must approve once the requester's identity
 /// is verified (the others go ahead on the verification alone).
@@ -249,7 +255,9 @@ impl Default for Rights {
     /// What cannot be undone, or stops the organisation's work, waits for a dpo.
     fn default() -> Self {
         Self {
-            dpo_approval: ["erasure", "restriction"].map(str::to_owned).into(),
+            dpo_approval: ["erasure", "restriction", "rectification"]
+                .map(str::to_owned)
+                .into(),
         }
     }
 }

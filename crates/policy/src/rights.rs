@@ -10,8 +10,9 @@ use tutela_proto::privacy::subject_data_server::SubjectData;
 use tutela_proto::privacy::{
     DescribeSubjectRequest, DescribeSubjectResponse, EraseSubjectRequest, EraseSubjectResponse,
     ExportSubjectRequest, ExportSubjectResponse, RecordIdentityVerificationRequest,
-    RecordIdentityVerificationResponse, RestrictSubjectRequest, RestrictSubjectResponse,
-    ServiceErasure, ServiceExport, ServiceHoldings, VerificationMethod,
+    RecordIdentityVerificationResponse, RectifySubjectRequest, RectifySubjectResponse,
+    RestrictSubjectRequest, RestrictSubjectResponse, ServiceErasure, ServiceExport,
+    ServiceHoldings, ServiceRectification, VerificationMethod,
 };
 
 /// How long a recorded identity verification releases exports.
@@ -38,7 +39,44 @@ pub trait SubjectDataProvider: Send + Sync + 'static {
     async fn export(&self, access: &SubjectAccess) -> Result<ServiceExport>;
     /// Erases the subject's data except what a legal hold keeps.
     async fn erase(&self, access: &SubjectAccess, reason: &str) -> Result<ServiceErasure>;
+    /// Corrects the fields `correction` names where the service holds them. By default a
+    /// service holds no copy of the profile's fields: it reports every one as not held.
+    async fn rectify(
+        &self,
+        access: &SubjectAccess,
+        correction: &Correction<'_>,
+    ) -> Result<ServiceRectification> {
+        let _ = access;
+        Ok(ServiceRectification {
+            service: self.service().to_owned(),
+            rectified: Vec::new(),
+            not_held: correction.paths.to_vec(),
+            rectified_at: Some(crate::validate::timestamp(chrono::Utc::now())),
+        })
+    }
 }
+
+/// A correction of a subject's profile (`RectifySubject`): the fields named and their values,
+/// and the idempotency of the request. Hand-written Debug: the values are personal data.
+pub struct Correction<'a> {
+    /// The corrected values (of the fields `paths` names).
+    pub profile: Option<&'a tutela_proto::enrolment::LearnerProfile>,
+    /// The fields, by their proto names.
+    pub paths: &'a [String],
+    /// The retry safety of the request, where it has a key.
+    pub idempotency: Option<&'a crate::idempotency::Idempotency>,
+}
+
+impl std::fmt::Debug for Correction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Correction")
+            .field("paths", &self.paths)
+            .field("profile", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+const RECTIFY: &str = "tutela.privacy.v1.SubjectData/RectifySubject";
 
 /// The `SubjectData` endpoint of a process, with the providers of the services it hosts.
 #[derive(Clone, Default)]
@@ -68,7 +106,7 @@ pub fn parse_verification_method(c: &mut Checks, method: i32) -> Field<Verificat
     c.parse(
         method,
         "method",
-        "required: how the identity was checked, a tutela.privacy.v1.VerificationMethod",
+        "required: how the identity was checked, a tutela.common.v1.VerificationMethod",
     )
 }
 
@@ -203,6 +241,41 @@ impl SubjectData for SubjectDataDispatcher {
             services.push(p.erase(&access, reason).await?);
         }
         Ok(Response::new(EraseSubjectResponse { services }))
+    }
+
+    async fn rectify_subject(
+        &self,
+        request: Request<RectifySubjectRequest>,
+    ) -> std::result::Result<Response<RectifySubjectResponse>, Status> {
+        let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
+        let r = request.get_ref();
+        let paths: Vec<String> = r
+            .update_mask
+            .as_ref()
+            .map(|m| m.paths.clone())
+            .unwrap_or_default();
+        let mut c = Checks::new();
+        let reason = c.required(&r.reason, "reason", 500);
+        let key = c.key(r.idempotency_key.as_ref(), "idempotency_key");
+        c.ensure(
+            !paths.is_empty(),
+            "update_mask",
+            "required: the fields of profile to correct",
+        );
+        let (_, key) = c.parsed((reason, key))?;
+        let idempotency = crate::idempotency::Idempotency::of_request(key, RECTIFY, r, |m| {
+            m.idempotency_key = None;
+        });
+        let correction = Correction {
+            profile: r.profile.as_ref(),
+            paths: &paths,
+            idempotency: idempotency.as_ref(),
+        };
+        let mut services = Vec::new();
+        for p in self.select(&r.services)? {
+            services.push(p.rectify(&access, &correction).await?);
+        }
+        Ok(Response::new(RectifySubjectResponse { services }))
     }
 
     async fn restrict_subject(

@@ -27,6 +27,9 @@ pub mod tutela {
     pub mod privacy {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/tutela.privacy.v1.rs"));
+            /// Defined in `tutela.common.v1` (the ledger and the rights contract both name it),
+            /// used with the rights contract.
+            pub use super::super::common::v1::VerificationMethod;
         }
     }
     pub mod rights {

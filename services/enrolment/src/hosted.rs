@@ -42,15 +42,17 @@ impl HostedService for Enrolment {
     fn build(&self, ctx: &Context, served: &mut Served) -> Result<(), BuildError> {
         let learners = learners(ctx);
         let records = Records::new(ctx.db.clone(), learners.clone());
+        let learner_service = LearnerService::new(learners.clone(), ctx.register.clone());
         served.subject_data(Arc::new(EnrolmentRights::new(
-            learners.clone(),
+            learner_service.clone(),
+            learners,
             records.clone(),
             Holds::new(ctx.db.clone()),
         )));
         let max = ctx.max_message_bytes;
         served
             .grpc(
-                LearnerServiceServer::new(LearnerService::new(learners, ctx.register.clone()))
+                LearnerServiceServer::new(learner_service)
                     .max_decoding_message_size(max)
                     .max_encoding_message_size(max),
             )

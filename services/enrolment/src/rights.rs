@@ -3,17 +3,21 @@
 use tutela_policy::rights::SubjectDataProvider;
 use tutela_policy::validate::timestamp;
 use tutela_policy::{Error, Result, SubjectAccess, fields};
-use tutela_proto::privacy::{RetainedRecord, ServiceErasure, ServiceExport, ServiceHoldings};
+use tutela_proto::privacy::{
+    RetainedRecord, ServiceErasure, ServiceExport, ServiceHoldings, ServiceRectification,
+};
 
 use crate::SERVICE;
 use crate::holds::Holds;
-use crate::learners::Learners;
+use crate::learners::{LearnerService, Learners};
 use crate::outcomes::Outcomes;
 use crate::records::{Records, to_enrolment, to_result};
 
 /// Describe, export and erase a learner's enrolment records.
 #[derive(Debug, Clone)]
 pub struct EnrolmentRights {
+    /// Corrections go through the same checks and writes as UpdateLearner.
+    service: LearnerService,
     learners: Learners,
     records: Records,
     holds: Holds,
@@ -21,9 +25,16 @@ pub struct EnrolmentRights {
 }
 
 impl EnrolmentRights {
-    /// The provider over `learners`, their `records` and the `holds` on them.
-    pub fn new(learners: Learners, records: Records, holds: Holds) -> Self {
+    /// The provider over `learners`, their `records` and the `holds` on them, correcting
+    /// profiles through `service`.
+    pub fn new(
+        service: LearnerService,
+        learners: Learners,
+        records: Records,
+        holds: Holds,
+    ) -> Self {
         Self {
+            service,
             learners,
             outcomes: Outcomes::new(records.clone()),
             records,
@@ -129,8 +140,20 @@ impl SubjectDataProvider for EnrolmentRights {
         } else {
             tutela_policy::CategorySet::EMPTY
         };
+        // Each enrolment names its course's title beside its id: the person reads the export.
+        let titles = self
+            .records
+            .course_titles(
+                access.call(),
+                enrolments.iter().map(|e| e.course_id.clone()).collect(),
+            )
+            .await?;
         let enrolments = section(&enrolments, EDUCATION, readable, &mut held, |e| {
-            json_of(&to_enrolment(e), "tutela.enrolment.v1.Enrolment")
+            let mut json = json_of(&to_enrolment(e), "tutela.enrolment.v1.Enrolment")?;
+            if let Some(title) = titles.get(&e.course_id) {
+                json["course_title"] = title.clone().into();
+            }
+            Ok(json)
         })?;
         let results = section(&results, ASSESSMENT, readable, &mut held, |r| {
             json_of(&to_result(r), "tutela.enrolment.v1.AssessmentResult")
@@ -162,6 +185,39 @@ impl SubjectDataProvider for EnrolmentRights {
             document["legal_hold_reasons"] = self.holds.of(access).await?.reasons.into();
         }
         export_of(&document, held.intersect(readable))
+    }
+
+    async fn rectify(
+        &self,
+        access: &SubjectAccess,
+        correction: &tutela_policy::rights::Correction<'_>,
+    ) -> Result<ServiceRectification> {
+        let call = access.call();
+        let r = self.service.parse_rectification(
+            call,
+            correction.profile,
+            correction.paths,
+            tutela_policy::validate::Checks::new(),
+        )?;
+        let now = timestamp(chrono::Utc::now());
+        if !self.learners.exists(access).await? {
+            // Never enrolled here, or erased: no profile to correct.
+            return Ok(ServiceRectification {
+                service: SERVICE.to_owned(),
+                rectified: Vec::new(),
+                not_held: r.names().into_iter().map(str::to_owned).collect(),
+                rectified_at: Some(now),
+            });
+        }
+        self.service
+            .rectify(call, access, &r, correction.idempotency)
+            .await?;
+        Ok(ServiceRectification {
+            service: SERVICE.to_owned(),
+            rectified: r.names().into_iter().map(str::to_owned).collect(),
+            not_held: Vec::new(),
+            rectified_at: Some(now),
+        })
     }
 
     async fn erase(&self, access: &SubjectAccess, _reason: &str) -> Result<ServiceErasure> {

@@ -52,95 +52,89 @@ fn purposes(rights: &Rights) -> Vec<PurposeInfo> {
         .collect()
 }
 
+/// Calls `f` with every JSON object in `value`, outermost first.
+fn objects(
+    value: &serde_json::Value,
+    f: &mut impl FnMut(&serde_json::Map<String, serde_json::Value>),
+) {
+    match value {
+        serde_json::Value::Object(map) => {
+            f(map);
+            for v in map.values() {
+                objects(v, f);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                objects(v, f);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The organisations a service's export says received the subject's data: every object with a
 /// `recipient` name (the sharing service's disclosure log), once per recipient and purpose.
 fn recipients(documents: &[ServiceDocument]) -> Vec<RecipientInfo> {
-    fn walk(value: &serde_json::Value, out: &mut BTreeMap<(String, String), RecipientInfo>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                if let Some(name) = map.get("recipient").and_then(|v| v.as_str()) {
-                    let text = |key: &str| {
-                        map.get(key)
-                            .and_then(|v| v.as_str())
-                            .unwrap_or_default()
-                            .to_owned()
-                    };
-                    let purpose = text("purpose");
-                    let entry = out
-                        .entry((name.to_owned(), purpose.clone()))
-                        .or_insert_with(|| RecipientInfo {
-                            name: name.to_owned(),
-                            purpose,
-                            country: text("recipient_country"),
-                            fields: Vec::new(),
-                            safeguard: map
-                                .get("transfer_safeguard")
-                                .and_then(|v| v.as_str())
-                                .filter(|s| !s.is_empty())
-                                .map(str::to_owned),
-                        });
-                    if let Some(fields) = map.get("fields").and_then(|v| v.as_array()) {
-                        for f in fields.iter().filter_map(|f| f.as_str()) {
-                            if !entry.fields.iter().any(|have| have == f) {
-                                entry.fields.push(f.to_owned());
-                            }
-                        }
-                    }
-                }
-                for v in map.values() {
-                    walk(v, out);
-                }
-            }
-            serde_json::Value::Array(items) => {
-                for v in items {
-                    walk(v, out);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut found = BTreeMap::new();
+    let mut found: BTreeMap<(String, String), RecipientInfo> = BTreeMap::new();
     for d in documents {
-        walk(&d.document, &mut found);
+        objects(&d.document, &mut |map| {
+            let Some(name) = map.get("recipient").and_then(|v| v.as_str()) else {
+                return;
+            };
+            let text = |key: &str| {
+                map.get(key)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let purpose = text("purpose");
+            let entry = found
+                .entry((name.to_owned(), purpose.clone()))
+                .or_insert_with(|| RecipientInfo {
+                    name: name.to_owned(),
+                    purpose,
+                    country: text("recipient_country"),
+                    fields: Vec::new(),
+                    safeguard: Some(text("transfer_safeguard")).filter(|s| !s.is_empty()),
+                });
+            for f in map
+                .get("fields")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|f| f.as_str())
+            {
+                if !entry.fields.iter().any(|have| have == f) {
+                    entry.fields.push(f.to_owned());
+                }
+            }
+        });
     }
     found.into_values().collect()
 }
 
-/// The ids a service's export names beside a human name (`survey_id` with `survey`), so that
-/// the index shows names wherever those ids appear.
+/// The ids a service's export names beside a human name (`survey_id` with `survey`,
+/// `course_id` with `course_title`), so that the index shows names wherever those ids appear.
 fn names(documents: &[ServiceDocument]) -> BTreeMap<String, String> {
-    fn walk(value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (key, id) in map {
-                    let (Some(stem), Some(id)) = (key.strip_suffix("_id"), id.as_str()) else {
-                        continue;
-                    };
-                    for name_key in [
-                        stem.to_owned(),
-                        format!("{stem}_name"),
-                        format!("{stem}_title"),
-                    ] {
-                        if let Some(name) = map.get(&name_key).and_then(|v| v.as_str()) {
-                            out.insert(id.to_owned(), name.to_owned());
-                        }
-                    }
-                }
-                for v in map.values() {
-                    walk(v, out);
-                }
-            }
-            serde_json::Value::Array(items) => {
-                for v in items {
-                    walk(v, out);
-                }
-            }
-            _ => {}
-        }
-    }
     let mut out = BTreeMap::new();
     for d in documents {
-        walk(&d.document, &mut out);
+        objects(&d.document, &mut |map| {
+            for (key, id) in map {
+                let (Some(stem), Some(id)) = (key.strip_suffix("_id"), id.as_str()) else {
+                    continue;
+                };
+                for name_key in [
+                    stem.to_owned(),
+                    format!("{stem}_name"),
+                    format!("{stem}_title"),
+                ] {
+                    if let Some(name) = map.get(&name_key).and_then(|v| v.as_str()) {
+                        out.insert(id.to_owned(), name.to_owned());
+                    }
+                }
+            }
+        });
     }
     out
 }

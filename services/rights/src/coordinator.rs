@@ -28,13 +28,15 @@ use tutela_policy::scope::Tenant;
 use tutela_policy::{Error, Result};
 use tutela_proto::common::{DataCategory, IdempotencyKey, SubjectRef};
 use tutela_proto::privacy::subject_data_client::SubjectDataClient;
-use tutela_proto::privacy::{EraseSubjectRequest, ExportSubjectRequest, RestrictSubjectRequest};
-use tutela_proto::rights::TaskOutcome;
+use tutela_proto::privacy::{
+    EraseSubjectRequest, ExportSubjectRequest, RectifySubjectRequest, RestrictSubjectRequest,
+};
+use tutela_proto::rights::{Correction, TaskOutcome};
 
 use crate::Rights;
 use crate::assemble::export_field;
 use crate::entity::{request, task};
-use crate::requests::{state, task_state};
+use crate::requests::{correction_field, state, task_state};
 
 /// How many tasks one run takes on at most; the rest wait for the next run.
 const MAX_PER_RUN: u64 = 200;
@@ -79,7 +81,7 @@ pub(crate) fn outcome_categories(t: &task::Model) -> Result<Vec<DataCategory>> {
 /// What one attempt came to.
 enum Attempt {
     /// The service answered: the outcome, and the export to keep (access).
-    Done(TaskOutcome, Option<Vec<u8>>),
+    Done(Box<TaskOutcome>, Option<Vec<u8>>),
     /// It did not; `retry` says whether trying again may help.
     Failed { error: String, retry: bool },
 }
@@ -240,84 +242,120 @@ impl Coordinator {
         });
         let services = vec![t.service.clone()];
         let reason = format!("rights request {}", row.request_id);
-        let result = match row.kind.as_str() {
-            "access" | "portability" => {
-                let request = self.authorised(ExportSubjectRequest { subject, services }, &token);
-                match request {
-                    Err(e) => Err(e),
-                    Ok(request) => client.export_subject(request).await.map(|r| {
-                        let export = r.into_inner().exports.into_iter().next();
-                        let categories = export.as_ref().map(|e| e.categories.clone());
-                        (
-                            TaskOutcome {
-                                categories: categories.unwrap_or_default(),
-                                ..Default::default()
-                            },
-                            Some(export.map(|e| e.document).unwrap_or_default()),
-                        )
-                    }),
+        // One key per request and service: a repeat after a lost answer is the same erasure
+        // or correction, never a second one.
+        let idempotency_key = Some(IdempotencyKey {
+            key: format!("rights-{}-{}", row.request_id, t.service),
+        });
+        let correction = if row.kind == "rectification" {
+            match self.correction(row).await {
+                Ok(correction) => Some(correction),
+                Err(e) => {
+                    return Attempt::Failed {
+                        error: format!("the correction could not be read: {e}"),
+                        retry: false,
+                    };
                 }
             }
-            "erasure" => {
-                let request = self.authorised(
-                    EraseSubjectRequest {
+        } else {
+            None
+        };
+        let call = async {
+            let done = match (row.kind.as_str(), correction) {
+                ("access" | "portability", _) => {
+                    let request = ExportSubjectRequest { subject, services };
+                    let export = client
+                        .export_subject(self.authorised(request, &token)?)
+                        .await?
+                        .into_inner()
+                        .exports
+                        .into_iter()
+                        .next();
+                    let outcome = TaskOutcome {
+                        categories: export
+                            .as_ref()
+                            .map(|e| e.categories.clone())
+                            .unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    (
+                        outcome,
+                        Some(export.map(|e| e.document).unwrap_or_default()),
+                    )
+                }
+                ("erasure", _) => {
+                    let request = EraseSubjectRequest {
                         subject,
                         services,
                         reason,
-                        // One key per request and service: a repeat after a lost answer is
-                        // the same erasure, never a second one.
-                        idempotency_key: Some(IdempotencyKey {
-                            key: format!("rights-{}-{}", row.request_id, t.service),
-                        }),
-                    },
-                    &token,
-                );
-                match request {
-                    Err(e) => Err(e),
-                    Ok(request) => client.erase_subject(request).await.map(|r| {
-                        (
-                            TaskOutcome {
-                                erasure: r.into_inner().services.into_iter().next(),
-                                ..Default::default()
-                            },
-                            None,
-                        )
-                    }),
+                        idempotency_key,
+                    };
+                    let erasure = client
+                        .erase_subject(self.authorised(request, &token)?)
+                        .await?
+                        .into_inner()
+                        .services
+                        .into_iter()
+                        .next();
+                    let outcome = TaskOutcome {
+                        erasure,
+                        ..Default::default()
+                    };
+                    (outcome, None)
                 }
-            }
-            "restriction" => {
-                let request = self.authorised(
-                    RestrictSubjectRequest {
+                ("restriction", _) => {
+                    let request = RestrictSubjectRequest {
                         subject,
                         services,
                         restricted: true,
                         reason,
-                    },
-                    &token,
-                );
-                match request {
-                    Err(e) => Err(e),
-                    Ok(request) => client.restrict_subject(request).await.map(|r| {
-                        let restricted = r.into_inner().services.iter().all(|s| s.restricted);
-                        (
-                            TaskOutcome {
-                                restricted,
-                                ..Default::default()
-                            },
-                            None,
-                        )
-                    }),
+                    };
+                    let restricted = client
+                        .restrict_subject(self.authorised(request, &token)?)
+                        .await?
+                        .into_inner()
+                        .services
+                        .iter()
+                        .all(|s| s.restricted);
+                    let outcome = TaskOutcome {
+                        restricted,
+                        ..Default::default()
+                    };
+                    (outcome, None)
                 }
-            }
-            other => {
-                return Attempt::Failed {
-                    error: format!("unknown kind of request {other:?}"),
-                    retry: false,
-                };
-            }
+                ("rectification", Some(correction)) => {
+                    let request = RectifySubjectRequest {
+                        subject,
+                        services,
+                        profile: correction.profile,
+                        update_mask: correction.update_mask,
+                        reason,
+                        idempotency_key,
+                    };
+                    let rectification = client
+                        .rectify_subject(self.authorised(request, &token)?)
+                        .await?
+                        .into_inner()
+                        .services
+                        .into_iter()
+                        .next();
+                    let outcome = TaskOutcome {
+                        rectification,
+                        ..Default::default()
+                    };
+                    (outcome, None)
+                }
+                (other, _) => {
+                    return Err(tonic::Status::internal(format!(
+                        "unknown kind of request {other:?}"
+                    )));
+                }
+            };
+            Ok::<_, tonic::Status>(done)
         };
+        let result = call.await;
         match result {
-            Ok((outcome, export)) => Attempt::Done(outcome, export),
+            Ok((outcome, export)) => Attempt::Done(Box::new(outcome), export),
             Err(status) => {
                 tracing::warn!(code = ?status.code(), "rights task attempt failed");
                 Attempt::Failed {
@@ -326,6 +364,25 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// The correction a RECTIFICATION request carries, opened.
+    async fn correction(&self, row: &request::Model) -> Result<Correction> {
+        let sealed = row
+            .correction
+            .as_ref()
+            .ok_or_else(|| Error::internal("a rectification request without its correction"))?;
+        let key = self
+            .rights
+            .vault
+            .get(&row.tenant, &row.subject_id)
+            .await
+            .map_err(Error::from)?;
+        let bytes = key
+            .open(&correction_field(&row.request_id), sealed)
+            .map_err(Error::from)?;
+        Correction::decode(bytes.as_slice())
+            .map_err(|_| Error::internal("a stored correction does not decode"))
     }
 
     /// `message` with the service principal's token, the purpose and the trace context.
@@ -443,6 +500,16 @@ impl Coordinator {
             .update::<request::Entity>()
             .col_expr(request::Column::State, Expr::value(to))
             .col_expr(request::Column::FinishedAt, Expr::value(now))
+            // A correction's values are needed only until every service applied them; a
+            // retry of a failed task keeps them.
+            .col_expr(
+                request::Column::Correction,
+                if to == state::COMPLETED {
+                    Expr::value(Option::<Vec<u8>>::None)
+                } else {
+                    Expr::col(request::Column::Correction)
+                },
+            )
             .filter(request::Column::RequestId.eq(&row.request_id))
             .filter(request::Column::State.eq(state::IN_PROGRESS))
             .exec(&self.rights.db)

@@ -6,7 +6,7 @@
 pub mod request {
     use sea_orm::entity::prelude::*;
 
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "rights_requests")]
     pub struct Model {
         /// Row number: the order requests were recorded in (pages run newest first).
@@ -35,6 +35,26 @@ pub mod request {
         pub recorded_by: String,
         pub idempotency_key: Option<String>,
         pub request_hash: Option<String>,
+        /// RECTIFICATION: the names of the fields to correct, comma-separated; empty otherwise.
+        pub corrected_fields: String,
+        /// RECTIFICATION: the correction (a `tutela.rights.v1.Correction`, protobuf-encoded),
+        /// sealed under the subject's key in the rights service's vault scope; dropped once the
+        /// request is finished.
+        pub correction: Option<Vec<u8>>,
+    }
+
+    impl std::fmt::Debug for Model {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RightsRequest")
+                .field("request_id", &self.request_id)
+                .field("kind", &self.kind)
+                .field("state", &self.state)
+                .field(
+                    "correction",
+                    &self.correction.as_ref().map(|_| "[redacted]"),
+                )
+                .finish_non_exhaustive()
+        }
     }
 
     tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);

@@ -51,6 +51,8 @@ mod m20261203_000001_rights {
         RecordedBy,
         IdempotencyKey,
         RequestHash,
+        CorrectedFields,
+        Correction,
     }
 
     #[derive(DeriveIden)]
@@ -97,6 +99,8 @@ mod m20261203_000001_rights {
                         .col(text(Q::RecordedBy))
                         .col(optional(Q::IdempotencyKey))
                         .col(optional(Q::RequestHash))
+                        .col(text(Q::CorrectedFields))
+                        .col(ColumnDef::new(Q::Correction).binary().null())
                         .to_owned(),
                 )
                 .await?;

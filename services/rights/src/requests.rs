@@ -20,13 +20,13 @@ use tonic::{Request, Response, Status};
 use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::rights::parse_verification_method;
 use tutela_policy::scope::found;
-use tutela_policy::validate::{Checks, next_page, page_token, timestamp};
-use tutela_policy::{Authorized, CategorySet, Error, Precondition, Result, SubjectAccess};
+use tutela_policy::validate::{Checks, Field, next_page, page_token, timestamp};
+use tutela_policy::{Authorized, CategorySet, Error, Precondition, Result, SubjectAccess, fields};
 use tutela_proto::common::{DataCategory, PageResponse, SubjectRef};
 use tutela_proto::rights::rights_request_service_server::RightsRequestService as Api;
 use tutela_proto::rights::{
-    ApproveRightsRequestRequest, ApproveRightsRequestResponse, DownloadAccessBundleRequest,
-    DownloadAccessBundleResponse, ExtendRightsRequestDeadlineRequest,
+    ApproveRightsRequestRequest, ApproveRightsRequestResponse, Correction,
+    DownloadAccessBundleRequest, DownloadAccessBundleResponse, ExtendRightsRequestDeadlineRequest,
     ExtendRightsRequestDeadlineResponse, GetRightsRequestRequest, GetRightsRequestResponse,
     ListRightsRequestsRequest, ListRightsRequestsResponse, RefuseRightsRequestRequest,
     RefuseRightsRequestResponse, Requester, RetryRightsRequestRequest, RetryRightsRequestResponse,
@@ -79,6 +79,7 @@ pub(crate) fn kind_name(kind: RightsRequestKind) -> Option<&'static str> {
         RightsRequestKind::Portability => Some("portability"),
         RightsRequestKind::Erasure => Some("erasure"),
         RightsRequestKind::Restriction => Some("restriction"),
+        RightsRequestKind::Rectification => Some("rectification"),
         RightsRequestKind::Unspecified => None,
     }
 }
@@ -89,6 +90,7 @@ fn kind_of(name: &str) -> RightsRequestKind {
         "portability" => RightsRequestKind::Portability,
         "erasure" => RightsRequestKind::Erasure,
         "restriction" => RightsRequestKind::Restriction,
+        "rectification" => RightsRequestKind::Rectification,
         _ => RightsRequestKind::Unspecified,
     }
 }
@@ -223,6 +225,12 @@ fn to_proto(
         overdue: overdue(row, now),
         stuck: stuck(row, tasks, now),
         tasks: tasks.iter().map(task_to_proto).collect::<Result<_>>()?,
+        corrected_fields: row
+            .corrected_fields
+            .split(',')
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .collect(),
     })
 }
 
@@ -234,6 +242,58 @@ struct NewRequest {
     reference: String,
     received_at: Option<DateTime<Utc>>,
     idempotency: Option<Idempotency>,
+    /// RECTIFICATION: the correction, the names of its fields and their categories.
+    correction: Option<(Correction, Vec<String>, CategorySet)>,
+}
+
+const PROFILE: &str = "tutela.enrolment.v1.LearnerProfile";
+
+/// The correction of a RECTIFICATION request (required there, refused elsewhere): its fields
+/// must be fields of the learner profile; their values are checked by the services that hold
+/// them, as UpdateLearner checks them.
+fn parse_correction(
+    c: &mut Checks,
+    kind: Option<&str>,
+    correction: Option<&Correction>,
+) -> Field<Option<(Correction, Vec<String>, CategorySet)>> {
+    match (kind, correction) {
+        (Some("rectification"), None) => {
+            Err(c.flag("correction", "required for a RECTIFICATION request"))
+        }
+        (Some("rectification"), Some(correction)) => {
+            let paths = correction
+                .update_mask
+                .as_ref()
+                .map(|m| m.paths.clone())
+                .unwrap_or_default();
+            if paths.is_empty() {
+                return Err(c.flag(
+                    "correction.update_mask",
+                    "required: the fields of correction.profile to correct",
+                ));
+            }
+            let masked = fields::descriptor(PROFILE).and_then(|d| {
+                fields::masked(&d, &paths, "correction.profile", "correction.update_mask")
+            });
+            match masked {
+                Ok(masked) => {
+                    let names = masked.iter().map(|(f, _, _)| f.name().to_owned()).collect();
+                    let categories = masked.iter().map(|(_, _, c)| *c).collect();
+                    Ok(Some((correction.clone(), names, categories)))
+                }
+                Err(Error::InvalidArgument(violations)) => {
+                    let mut flagged = None;
+                    for v in violations {
+                        flagged = Some(c.flag(v.field, v.description));
+                    }
+                    Err(flagged.unwrap_or_else(|| c.flag("correction", "not a correction")))
+                }
+                Err(_) => Err(c.flag("correction", "not a correction of the learner profile")),
+            }
+        }
+        (_, Some(_)) => Err(c.flag("correction", "only for a RECTIFICATION request")),
+        (_, None) => Ok(None),
+    }
 }
 
 fn parse_submit(r: &SubmitRightsRequestRequest, now: DateTime<Utc>) -> Result<NewRequest> {
@@ -243,7 +303,7 @@ fn parse_submit(r: &SubmitRightsRequestRequest, now: DateTime<Utc>) -> Result<Ne
     let kind = c.parse(
         kind,
         "kind",
-        "required: ACCESS, PORTABILITY, ERASURE or RESTRICTION",
+        "required: ACCESS, PORTABILITY, ERASURE, RESTRICTION or RECTIFICATION",
     );
     let requester = Requester::try_from(r.requester)
         .ok()
@@ -269,8 +329,16 @@ fn parse_submit(r: &SubmitRightsRequestRequest, now: DateTime<Utc>) -> Result<Ne
         }
     };
     let key = c.key(r.idempotency_key.as_ref(), "idempotency_key");
-    let (subject_id, kind, requester, reference, received_at, key) =
-        c.parsed((subject, kind, requester, reference, received_at, key))?;
+    let correction = parse_correction(&mut c, kind.as_ref().ok().copied(), r.correction.as_ref());
+    let (subject_id, kind, requester, reference, received_at, key, correction) = c.parsed((
+        subject,
+        kind,
+        requester,
+        reference,
+        received_at,
+        key,
+        correction,
+    ))?;
     Ok(NewRequest {
         subject_id,
         kind,
@@ -278,7 +346,13 @@ fn parse_submit(r: &SubmitRightsRequestRequest, now: DateTime<Utc>) -> Result<Ne
         reference: reference.to_owned(),
         received_at,
         idempotency: Idempotency::of_request(key, SUBMIT, r, |m| m.idempotency_key = None),
+        correction,
     })
+}
+
+/// The field a RECTIFICATION request's correction is sealed under.
+pub(crate) fn correction_field(request_id: &str) -> String {
+    format!("correction/{request_id}")
 }
 
 /// The one UUID a request names, parsed.
@@ -376,12 +450,31 @@ impl RightsRequestService {
         let access = call.subject(&new.subject_id).await?;
         let received_at = new.received_at.unwrap_or(now);
         let (key, request_hash) = Idempotency::columns(new.idempotency.as_ref());
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let mut written = CategorySet::of(&[DataCategory::Identity]);
+        let (corrected_fields, sealed) = match &new.correction {
+            None => (String::new(), None),
+            Some((correction, names, categories)) => {
+                written = written.union(*categories);
+                // The corrected values are the subject's data: sealed until they are applied.
+                let key = self
+                    .rights
+                    .vault
+                    .get_or_create(call.tenant(), &new.subject_id)
+                    .await
+                    .map_err(Error::from)?;
+                let sealed = key
+                    .seal(&correction_field(&request_id), &correction.encode_to_vec())
+                    .map_err(Error::from)?;
+                (names.join(","), Some(sealed))
+            }
+        };
         let txn = tutela_store::begin(db).await?;
-        access
-            .record_in(&txn, CategorySet::of(&[DataCategory::Identity]))
-            .await?;
+        access.record_in(&txn, written).await?;
         let row = request::ActiveModel {
-            request_id: Set(uuid::Uuid::now_v7().to_string()),
+            request_id: Set(request_id),
+            corrected_fields: Set(corrected_fields),
+            correction: Set(sealed),
             tenant: Set(call.tenant().to_owned()),
             subject_id: Set(new.subject_id.clone()),
             kind: Set(new.kind.to_owned()),

@@ -400,3 +400,76 @@ async fn requests_complete_across_separate_processes_through_a_stopped_service_a
     assert_eq!(part["data"]["learner"]["profile"]["given_name"], "Given2");
     drop((subscription, enrolment, sharing));
 }
+
+// Multi-threaded: the binary is waited for synchronously while this process serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rights_export_records_waits_and_writes_the_bundle_and_status_lists_the_request() {
+    let suite = tutela_testkit::TestSuite::start_with(|c| {
+        c.sections
+            .insert("rights".into(), serde_json::json!({ "interval_secs": 1 }));
+    })
+    .await
+    .unwrap();
+    let ids = suite
+        .create_learners("acme", [tutela_testkit::sample_profile(5)], 1)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bundle.zip");
+    let token = suite.token("acme", "dpo-1", &["dpo"]);
+    let endpoint = format!("http://{}", suite.addr());
+    let tutela = |args: &[&str]| {
+        std::process::Command::new(crate::binary::BIN)
+            .args(args)
+            .args(["--endpoint", &endpoint, "--token", &token])
+            .env_remove("TUTELA_CLI_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let run = tutela(&[
+        "rights",
+        "export",
+        &ids[0],
+        "--out",
+        out.to_str().unwrap(),
+        "--submit",
+        "--method",
+        "photo-id-in-person",
+        "--evidence-reference",
+        "desk note 12",
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("bundle of"), "{stdout}");
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
+    let mut index = String::new();
+    zip.by_name("index.html")
+        .unwrap()
+        .read_to_string(&mut index)
+        .unwrap();
+    assert!(
+        index.contains("Given5"),
+        "the profile is in the readable index"
+    );
+
+    // The file is never overwritten.
+    let again = tutela(&["rights", "export", &ids[0], "--out", out.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+
+    let status = tutela(&["rights", "status"]);
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    assert!(table.contains("access"), "{table}");
+    assert!(table.contains("completed"), "{table}");
+    assert!(table.contains("5/5"), "{table}");
+    let stuck = tutela(&["rights", "status", "--stuck"]);
+    assert_eq!(
+        String::from_utf8_lossy(&stuck.stdout),
+        "no rights requests\n"
+    );
+}

@@ -696,6 +696,30 @@ fn check_profile(
     }
 }
 
+/// A checked correction of a learner's profile (see [`LearnerService::parse_rectification`]).
+/// Hand-written Debug: the values are personal data.
+pub(crate) struct Rectification {
+    profile: LearnerProfile,
+    written: DynamicMessage,
+    masked: Vec<(prost_reflect::FieldDescriptor, String, DataCategory)>,
+}
+
+impl std::fmt::Debug for Rectification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rectification")
+            .field("fields", &self.names())
+            .field("values", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Rectification {
+    /// The names of the fields corrected.
+    pub(crate) fn names(&self) -> Vec<&str> {
+        self.masked.iter().map(|(f, _, _)| f.name()).collect()
+    }
+}
+
 /// `tutela.enrolment.v1.LearnerService`.
 #[derive(Debug, Clone)]
 pub struct LearnerService {
@@ -765,6 +789,76 @@ impl LearnerService {
     }
 
     // Prohibited identifiers never get here: the guard scans every request before its handler.
+    /// A correction of the profile as UpdateLearner and the rights path (RectifySubject) ask
+    /// for it: the fields of `profile` named by `paths`, trimmed and checked as CreateLearner
+    /// checks them (violations named `profile.<field>` and `update_mask`, beside what `c` found
+    /// already), and only categories the call's purpose may touch.
+    pub(crate) fn parse_rectification(
+        &self,
+        call: &Authorized,
+        profile: Option<&LearnerProfile>,
+        paths: &[String],
+        mut c: Checks,
+    ) -> Result<Rectification> {
+        let descriptor = fields::descriptor(PROFILE)?;
+        let masked = fields::masked(&descriptor, paths, "profile", "update_mask")?;
+        let mut profile = profile.cloned().unwrap_or_default();
+        trim_all(&mut profile);
+        let names: Vec<&str> = masked.iter().map(|(f, _, _)| f.name()).collect();
+        check_profile(
+            &mut c,
+            &profile,
+            &|name| names.contains(&name),
+            self.learners.clock.now().date_naive(),
+        );
+        c.finish()?;
+        let whole = fields::to_dynamic(&profile, PROFILE)?;
+        let mut written = DynamicMessage::new(descriptor);
+        for (field, _, _) in &masked {
+            fields::copy_field(&whole, &mut written, field);
+        }
+        self.admit(call, masked.iter().map(|(_, path, c)| (path.as_str(), *c)))?;
+        Ok(Rectification {
+            profile,
+            written,
+            masked,
+        })
+    }
+
+    /// Writes `r` to the learner `access` names, once per idempotency key: the change feed then
+    /// names the fields (never their values) for the sharing service to tell recipients.
+    pub(crate) async fn rectify(
+        &self,
+        call: &Authorized,
+        access: &SubjectAccess,
+        r: &Rectification,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<()> {
+        match self.learners.replay(call, idempotency).await? {
+            Some(id) if id != access.subject_id() => Err(Error::AlreadyExists("idempotency key")),
+            Some(_) => Ok(()),
+            None => {
+                let names = r.names();
+                // E4 holds for rectification too: a date of birth (or country) that makes the
+                // learner a minor needs a guardian's consent in the ledger.
+                if names.contains(&"date_of_birth") || names.contains(&"country") {
+                    let born_or_moved = LearnerProfile {
+                        date_of_birth: r.profile.date_of_birth.clone(),
+                        country: r.profile.country.clone(),
+                        ..Default::default()
+                    };
+                    self.require_guardian_if_minor(call, access, &names, born_or_moved)
+                        .await?;
+                }
+                self.learners
+                    .update(access, &r.written, &r.masked, idempotency)
+                    .await?;
+                tracing::info!(fields = r.masked.len(), "learner rectified");
+                Ok(())
+            }
+        }
+    }
+
     fn admit<'a>(
         &self,
         call: &Authorized,
@@ -1096,55 +1190,16 @@ impl LearnerApi for LearnerService {
             .as_ref()
             .map(|m| m.paths.clone())
             .unwrap_or_default();
-        let descriptor = fields::descriptor(PROFILE)?;
-        let masked = fields::masked(&descriptor, &paths, "profile", "update_mask")?;
-        let mut profile = r.profile.clone().unwrap_or_default();
-        trim_all(&mut profile);
         let mut c = Checks::new();
         let key = c.idempotency_key(r.idempotency_key.as_ref(), "idempotency_key");
-        let names: Vec<&str> = masked.iter().map(|(f, _, _)| f.name()).collect();
-        check_profile(
-            &mut c,
-            &profile,
-            &|name| names.contains(&name),
-            self.learners.clock.now().date_naive(),
-        );
-        c.finish()?;
-        let whole = fields::to_dynamic(&profile, PROFILE)?;
-        let mut written = DynamicMessage::new(descriptor);
-        for (field, _, _) in &masked {
-            fields::copy_field(&whole, &mut written, field);
-        }
-        self.admit(&call, masked.iter().map(|(_, path, c)| (path.as_str(), *c)))?;
+        let rectification = self.parse_rectification(&call, r.profile.as_ref(), &paths, c)?;
         let access = Self::access(&call, r.learner.as_ref()).await?;
-        let born_or_moved = LearnerProfile {
-            date_of_birth: profile.date_of_birth.clone(),
-            country: profile.country.clone(),
-            ..Default::default()
-        };
         let mut canonical = r.clone();
         canonical.idempotency_key = None;
-        canonical.profile = Some(profile);
+        canonical.profile = Some(rectification.profile.clone());
         let idempotency = Idempotency::new(key, UPDATE, &canonical);
-        let replayed = self.learners.replay(&call, idempotency.as_ref()).await?;
-        match replayed {
-            Some(id) if id != access.subject_id() => {
-                return Err(Error::AlreadyExists("idempotency key").into());
-            }
-            Some(_) => {}
-            None => {
-                // E4 holds for rectification too: a date of birth (or country) that makes the
-                // learner a minor needs a guardian's consent in the ledger.
-                if names.contains(&"date_of_birth") || names.contains(&"country") {
-                    self.require_guardian_if_minor(&call, &access, &names, born_or_moved)
-                        .await?;
-                }
-                self.learners
-                    .update(&access, &written, &masked, idempotency.as_ref())
-                    .await?;
-                tracing::info!(fields = masked.len(), "learner rectified");
-            }
-        }
+        self.rectify(&call, &access, &rectification, idempotency.as_ref())
+            .await?;
         let learner = self.learners.learner(&access, call.readable()).await?;
         Ok(Response::new(UpdateLearnerResponse {
             learner: Some(learner),

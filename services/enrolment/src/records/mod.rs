@@ -164,6 +164,25 @@ impl Records {
         )
     }
 
+    /// The titles of the courses `ids` names (those that exist), for an export a person reads.
+    pub(crate) async fn course_titles(
+        &self,
+        call: &Authorized,
+        ids: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        if ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        Ok(call
+            .find::<course::Entity>()
+            .filter(course::Column::CourseId.is_in(ids))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|c| (c.course_id, c.title))
+            .collect())
+    }
+
     pub(crate) async fn enrolment(
         &self,
         call: &Authorized,

@@ -4,16 +4,13 @@
 //! service away for good: the request is partially completed, says which part is missing, and
 //! runs again on RetryRightsRequest.
 
-use std::io::Read;
-
-use futures::StreamExt;
 use tutela_proto::rights::{
-    ApproveRightsRequestRequest, DownloadAccessBundleRequest, ListRightsRequestsRequest,
-    RetryRightsRequestRequest, RightsRequestKind, RightsRequestState, TaskState,
+    ApproveRightsRequestRequest, ListRightsRequestsRequest, RetryRightsRequestRequest,
+    RightsRequestKind, RightsRequestState, TaskState,
 };
 use tutela_testkit::TestSuite;
 
-use crate::{dpo, finished, learner, submit, suite_with, verify, wait_until};
+use crate::{download, dpo, file, finished, learner, submit, suite_with, verify, wait_until};
 
 /// A loopback port nothing listens on (yet).
 fn free_port() -> u16 {
@@ -136,29 +133,14 @@ async fn a_service_away_for_good_leaves_the_request_partially_completed_and_retr
     assert_eq!(sharing.attempts, 2);
 
     // What was collected can be handed out, saying what is missing.
-    let mut stream = suite
-        .rights(dpo(&suite))
-        .download_access_bundle(DownloadAccessBundleRequest {
-            request_id: request.request_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut archive = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        archive.extend_from_slice(&chunk.unwrap().data);
-    }
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
-    let mut manifest = String::new();
-    zip.by_name("manifest.json")
-        .unwrap()
-        .read_to_string(&mut manifest)
-        .unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    let archive = download(&suite, &request.request_id).await.unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&file(&archive, "manifest.json")).unwrap();
     assert_eq!(
         manifest["incomplete"][0]["service"], "sharing",
         "{manifest}"
     );
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
     assert!(zip.by_name("services/sharing.json").is_err());
     assert!(zip.by_name("services/enrolment.json").is_ok());
 

@@ -8,14 +8,19 @@
 mod away;
 mod requests;
 
+use std::io::Read;
 use std::time::Duration;
+
+use futures::StreamExt;
+use sha2::Digest;
 
 use tutela_proto::common::SubjectRef;
 use tutela_proto::enrolment::EnrolmentStatus;
 use tutela_proto::privacy::VerificationMethod;
 use tutela_proto::rights::{
-    GetRightsRequestRequest, Requester, RightsRequest, RightsRequestKind, RightsRequestState,
-    SubmitRightsRequestRequest, VerifyRequesterIdentityRequest,
+    DownloadAccessBundleRequest, GetRightsRequestRequest, Requester, RightsRequest,
+    RightsRequestKind, RightsRequestState, SubmitRightsRequestRequest,
+    VerifyRequesterIdentityRequest,
 };
 use tutela_testkit::{Credentials, TestSuite};
 pub use tutela_testkit::{fields, reason};
@@ -148,4 +153,37 @@ pub async fn finished(suite: &TestSuite, request_id: &str) -> RightsRequest {
         .contains(&r.state)
     })
     .await
+}
+
+/// The bundle of `request_id`, downloaded as the dpo and checked against the hash sent with it.
+pub async fn download(suite: &TestSuite, request_id: &str) -> Result<Vec<u8>, tonic::Status> {
+    let mut stream = suite
+        .rights(dpo(suite))
+        .download_access_bundle(DownloadAccessBundleRequest {
+            request_id: request_id.into(),
+        })
+        .await?
+        .into_inner();
+    let mut archive = Vec::new();
+    let mut sha = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if sha.is_empty() {
+            sha = chunk.archive_sha256;
+        }
+        archive.extend_from_slice(&chunk.data);
+    }
+    assert_eq!(sha, hex::encode(sha2::Sha256::digest(&archive)));
+    Ok(archive)
+}
+
+/// The text of `name` in `archive`.
+pub fn file(archive: &[u8], name: &str) -> String {
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
+    let mut text = String::new();
+    zip.by_name(name)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
 }

@@ -2,10 +2,6 @@
 //! and its bundle, erasure after a dpo's approval (once per service), restriction, refusal, the
 //! one extension, and what the contract refuses.
 
-use std::io::Read;
-
-use futures::StreamExt;
-use sha2::Digest;
 use tutela_proto::common::{IdempotencyKey, SubjectRef};
 use tutela_proto::privacy::VerificationMethod;
 use tutela_proto::rights::{
@@ -13,42 +9,13 @@ use tutela_proto::rights::{
     ListRightsRequestsRequest, RefuseRightsRequestRequest, Requester, RightsRequestKind,
     RightsRequestState, SubmitRightsRequestRequest, TaskState, VerifyRequesterIdentityRequest,
 };
-use tutela_testkit::TestSuite;
 
-use crate::{dpo, fields, finished, get, learner, reason, registrar, submit, suite_with, verify};
+use crate::{
+    download, dpo, fields, file, finished, get, learner, reason, registrar, submit, suite_with,
+    verify,
+};
 
 const SERVICES: [&str; 5] = ["enrolment", "sharing", "survey", "subscription", "rights"];
-
-async fn download(suite: &TestSuite, request_id: &str) -> Result<Vec<u8>, tonic::Status> {
-    let mut stream = suite
-        .rights(dpo(suite))
-        .download_access_bundle(DownloadAccessBundleRequest {
-            request_id: request_id.into(),
-        })
-        .await?
-        .into_inner();
-    let mut archive = Vec::new();
-    let mut sha = String::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        if sha.is_empty() {
-            sha = chunk.archive_sha256;
-        }
-        archive.extend_from_slice(&chunk.data);
-    }
-    assert_eq!(sha, hex::encode(sha2::Sha256::digest(&archive)));
-    Ok(archive)
-}
-
-fn file(archive: &[u8], name: &str) -> String {
-    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(archive)).unwrap();
-    let mut text = String::new();
-    zip.by_name(name)
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    text
-}
 
 #[tokio::test]
 async fn an_access_request_is_carried_out_in_every_service_and_its_bundle_is_one_a_person_can_read()
@@ -105,8 +72,15 @@ async fn an_access_request_is_carried_out_in_every_service_and_its_bundle_is_one
         enrolment["data"]["enrolments"][0]["course_id"],
         course.as_str()
     );
+    let title = enrolment["data"]["enrolments"][0]["course_title"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(title.starts_with("Course RIGHTS-71"), "{title}");
     let index = file(&archive, "index.html");
     assert!(index.contains("Given71"), "the profile is shown");
+    // Ids are shown with the names of what they name.
+    assert!(index.contains(&title), "the course is named");
     assert!(index.contains("course_administration") || index.contains("Course administration"));
     // The rights service's own part lists this very request.
     let own: serde_json::Value =
@@ -413,4 +387,143 @@ async fn bad_requests_name_their_fields_and_a_retried_submission_is_one_request(
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_rectification_is_applied_where_the_field_is_held_and_reported_where_it_is_not() {
+    use tutela_proto::enrolment::{GetLearnerRequest, LearnerProfile};
+    use tutela_proto::rights::Correction;
+    let suite = suite_with(serde_json::json!({})).await;
+    let (me, _) = learner(&suite, 75).await;
+    let correction = |field: &str| Correction {
+        profile: Some(LearnerProfile {
+            family_name: "Corrected-Name".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec![field.into()],
+        }),
+    };
+    let submit =
+        |kind: RightsRequestKind, correction: Option<Correction>| SubmitRightsRequestRequest {
+            subject: Some(SubjectRef {
+                subject_id: me.clone(),
+            }),
+            kind: kind as i32,
+            requester: Requester::Subject as i32,
+            correction,
+            ..Default::default()
+        };
+
+    // What the contract refuses: a correction of a field the profile does not have, a
+    // correction on another kind, and a rectification without one.
+    let err = suite
+        .rights(dpo(&suite))
+        .submit_rights_request(submit(
+            RightsRequestKind::Rectification,
+            Some(correction("shoe_size")),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["correction.update_mask.paths[0]"], "{err:?}");
+    let err = suite
+        .rights(dpo(&suite))
+        .submit_rights_request(submit(
+            RightsRequestKind::Access,
+            Some(correction("family_name")),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["correction"]);
+    let err = suite
+        .rights(dpo(&suite))
+        .submit_rights_request(submit(RightsRequestKind::Rectification, None))
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["correction"]);
+
+    let request = suite
+        .rights(dpo(&suite))
+        .submit_rights_request(submit(
+            RightsRequestKind::Rectification,
+            Some(correction("family_name")),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    // The fields are named, never their values.
+    assert_eq!(request.corrected_fields, ["family_name"]);
+    assert!(!format!("{request:?}").contains("Corrected-Name"));
+    let verified = verify(&suite, dpo(&suite), &request.request_id)
+        .await
+        .unwrap();
+    assert_eq!(verified.state, RightsRequestState::IdentityVerified as i32);
+    suite
+        .rights(dpo(&suite))
+        .approve_rights_request(ApproveRightsRequestRequest {
+            request_id: request.request_id.clone(),
+        })
+        .await
+        .unwrap();
+    let done = finished(&suite, &request.request_id).await;
+    assert_eq!(done.state, RightsRequestState::Completed as i32, "{done:?}");
+    let outcome = |service: &str| {
+        done.tasks
+            .iter()
+            .find(|t| t.service == service)
+            .unwrap()
+            .outcome
+            .clone()
+            .unwrap()
+            .rectification
+            .unwrap()
+    };
+    assert_eq!(outcome("enrolment").rectified, ["family_name"]);
+    assert_eq!(outcome("survey").not_held, ["family_name"]);
+    assert!(outcome("survey").rectified.is_empty());
+
+    let registrar = tutela_testkit::Credentials::new(
+        &suite.token("acme", "registrar-1", &["registrar"]),
+        "course_administration",
+    );
+    let learner = suite
+        .learners(registrar)
+        .get_learner(GetLearnerRequest {
+            learner: Some(SubjectRef {
+                subject_id: me.clone(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .learner
+        .unwrap();
+    let profile = learner.profile.unwrap();
+    assert_eq!(profile.family_name, "Corrected-Name");
+    assert_eq!(
+        profile.given_name, "Given75",
+        "only the field named changes"
+    );
+
+    // The correction is in the change feed the sharing service follows to tell recipients
+    // (Art. 19): the field's name, never its value.
+    let platform = tutela_testkit::Credentials::new(
+        &suite.token("acme", "sharing", &["service"]),
+        "legal_obligation",
+    );
+    let changes = suite
+        .learners(platform)
+        .list_learner_changes(tutela_proto::enrolment::ListLearnerChangesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .changes;
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.learner_id == me && c.fields == ["family_name"]),
+        "{changes:?}"
+    );
 }

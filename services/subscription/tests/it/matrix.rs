@@ -38,7 +38,7 @@ fn granted(rpc: &str, role: &str, purpose: Purpose) -> bool {
     // One method name in two services: the ledger's is for platform services recording it.
     let ledger_rpc = rpc.starts_with("tutela.consent.");
     let rights_read = ["DescribeSubject", "ExportSubject"];
-    let rights_write = ["EraseSubject", "RestrictSubject"];
+    let rights_write = ["EraseSubject", "RestrictSubject", "RectifySubject"];
     let ledger = [
         "RecordConsent",
         "WithdrawConsent",
