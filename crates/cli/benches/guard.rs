@@ -148,6 +148,7 @@ async fn bench_audit(label: &str, db: TestDatabase) {
         ]),
         outcome: Outcome::Allow,
         reason: "registrar-reads-administrative-data".into(),
+        write: false,
     };
     let (tasks, per_task) = (1024, 100);
     let start = Instant::now();

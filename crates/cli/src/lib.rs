@@ -2,6 +2,7 @@
 //! tests and the testkit run exactly what `tutela serve` runs.
 
 pub mod auth;
+pub mod breach;
 pub mod check;
 pub mod config;
 pub mod export;

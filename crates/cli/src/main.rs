@@ -289,12 +289,49 @@ enum AuditCommand {
         /// Resolve pseudonyms to subject ids; needs `--token` of the tenant's dpo.
         #[arg(long, requires = "token")]
         resolve: bool,
-        /// A bearer token (for `--resolve`).
+        /// A bearer token (for `--resolve`, and a dpo's for `--endpoint`).
         #[arg(long, env = "TUTELA_CLI_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Ask these running processes (repeatable: every process of a deployment, each with
+        /// its own log) over gRPC instead of reading the database; answers in subject ids, each
+        /// access listed with its process, changes apart from reads.
+        #[arg(long = "endpoint", requires = "token")]
+        endpoints: Vec<String>,
+        /// PEM of the CA that signed the processes' certificates (https endpoints).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Who accessed one learner's data in a time window, across every process of a deployment
+    /// (asked over gRPC): each access with its process, principal, RPC, purpose and categories,
+    /// changes apart from reads.
+    WhoAccessed {
+        /// The learner's id.
+        #[arg(long)]
+        subject: String,
+        /// Start of the window (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// End of the window (RFC 3339).
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// The processes to ask (repeatable).
+        #[arg(long = "endpoint", default_value = "http://127.0.0.1:50051")]
+        endpoints: Vec<String>,
+        /// PEM of the CA that signed the processes' certificates (https endpoints).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// A dpo's bearer token; default: the development admin token `serve` wrote to the data
+        /// dir.
+        #[arg(long, env = "TUTELA_CLI_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print JSON lines instead of tables.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -436,9 +473,28 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                     to,
                     resolve,
                     token,
+                    endpoints,
+                    ca_file,
                     json,
                 },
         } => {
+            if !endpoints.is_empty() {
+                let question = tutela::breach::Question {
+                    principal: Some(principal),
+                    subject: None,
+                    from,
+                    to,
+                };
+                let found = tutela::breach::ask(
+                    &endpoints,
+                    ca_file,
+                    token.as_deref().unwrap_or_default(),
+                    &question,
+                )
+                .await?;
+                print!("{}", tutela::breach::render(&found, json));
+                return Ok(());
+            }
             let config = load(cli.config.as_ref(), common.overrides())?;
             // Only the tenant's dpo may turn pseudonyms back into subject ids.
             if resolve {
@@ -637,6 +693,35 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             for (reason, count) in done.withheld {
                 println!("not disclosed: {count} learner(s), {reason}");
             }
+            Ok(())
+        }
+        Command::Audit {
+            command:
+                AuditCommand::WhoAccessed {
+                    subject,
+                    from,
+                    to,
+                    endpoints,
+                    ca_file,
+                    token,
+                    json,
+                    common,
+                },
+        } => {
+            let remote = RemoteArgs {
+                endpoint: endpoints.first().cloned().unwrap_or_default(),
+                ca_file: ca_file.clone(),
+                token,
+            }
+            .remote(cli.config.as_ref(), common)?;
+            let question = tutela::breach::Question {
+                principal: None,
+                subject: Some(subject),
+                from,
+                to,
+            };
+            let found = tutela::breach::ask(&endpoints, ca_file, &remote.token, &question).await?;
+            print!("{}", tutela::breach::render(&found, json));
             Ok(())
         }
         Command::Rights {

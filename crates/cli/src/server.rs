@@ -29,6 +29,7 @@ const HEALTH: &str = "grpc.health.v1.Health";
 const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 const SUBJECT_DATA: &str = "tutela.privacy.v1.SubjectData";
+const AUDIT: &str = "tutela.audit.v1.AuditService";
 
 /// Connects to the configured database and applies the audit log's and every hosted service's
 /// migrations.
@@ -235,6 +236,7 @@ pub async fn assemble(
         register: register.clone(),
     }
     .context(config, &hosted, true, local)?;
+    let audit_log = audit.clone();
     let guard = Arc::new(crate::guard::build(
         config,
         audit,
@@ -291,6 +293,7 @@ pub async fn assemble(
     health_names.extend(hosted.iter().map(|s| s.name().to_owned()));
     // ...and under the full gRPC names of the services they expose, as generic clients ask.
     health_names.push(SUBJECT_DATA.to_owned());
+    health_names.push(AUDIT.to_owned());
     health_names.extend(names.iter().map(|n| (*n).to_owned()));
     set_all(&reporter, &health_names, ServingStatus::Serving).await;
 
@@ -307,7 +310,15 @@ pub async fn assemble(
         .max_decoding_message_size(s.max_message_bytes)
         .max_encoding_message_size(s.max_message_bytes),
     );
-    let mut advertised = vec![HEALTH, SUBJECT_DATA];
+    // Every process answers for its own audit log (the breach question, X2).
+    routes.add_service(
+        tutela_proto::audit::audit_service_server::AuditServiceServer::new(
+            tutela_policy::audit::service::AuditQueries::new(ctx.db.clone(), audit_log),
+        )
+        .max_decoding_message_size(s.max_message_bytes)
+        .max_encoding_message_size(s.max_message_bytes),
+    );
+    let mut advertised = vec![HEALTH, SUBJECT_DATA, AUDIT];
     advertised.extend(names);
     if s.reflection {
         advertised.extend([REFLECTION_V1, REFLECTION_V1ALPHA]);

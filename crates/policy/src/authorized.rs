@@ -375,14 +375,20 @@ impl Authorized {
         }
     }
 
-    /// This call's access to `categories` of `subject_id`'s data.
-    pub(crate) fn access(&self, subject_id: &str, categories: CategorySet) -> AuditEvent {
+    /// This call's read (or, with `write`, change) of `categories` of `subject_id`'s data.
+    pub(crate) fn access(
+        &self,
+        subject_id: &str,
+        categories: CategorySet,
+        write: bool,
+    ) -> AuditEvent {
         AuditEvent::SubjectAccess {
             caller: self.caller(),
             subject: self.0.audit.subject(self.tenant(), subject_id),
             categories,
             outcome: Outcome::Allow,
             reason: self.policy_reason(),
+            write,
         }
     }
 
@@ -394,6 +400,7 @@ impl Authorized {
             categories: CategorySet::EMPTY,
             outcome: Outcome::Deny,
             reason: reason.to_owned(),
+            write: false,
         }
     }
 
@@ -492,7 +499,7 @@ impl SubjectAccess {
         txn: &sea_orm::DatabaseTransaction,
         categories: CategorySet,
     ) -> Result<()> {
-        let event = self.call.access(&self.subject, categories);
+        let event = self.call.access(&self.subject, categories, true);
         let id = self.call.0.audit.stage(txn, event).await?;
         self.call.record_access(&self.subject, categories, Some(id));
         Ok(())

@@ -538,16 +538,19 @@ impl Guard {
             let refusal = authorized.refusal(&subject, reason);
             appends.push(self.audit.append_staged(refusal, Vec::new(), false));
         }
+        // A subject whose data the call changed (its write staged a record in the change's
+        // transaction) gets a write record; one it only read, a read record.
+        let writes: Vec<bool> = accesses.iter().map(|a| !a.staged.is_empty()).collect();
         // The access records carry the decision: the first takes its staged rows.
         if let Some(first) = accesses.first_mut() {
             first.staged.extend(decision_staged);
         }
         // An access record carries the decision too (principal, RPC, purpose, deciding
         // policies), so a call that touched subjects needs no separate decision record.
-        for access in accesses {
+        for (access, write) in accesses.into_iter().zip(writes) {
             let only_staged = !access.unstaged;
             appends.push(self.audit.append_staged(
-                authorized.access(&access.subject, access.categories),
+                authorized.access(&access.subject, access.categories, write),
                 access.staged,
                 only_staged,
             ));

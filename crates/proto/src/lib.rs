@@ -9,6 +9,11 @@ use prost_reflect::{DescriptorPool, FieldDescriptor, Kind, MethodDescriptor, Val
 
 /// Generated code, one module per proto package (prost's relative paths need this nesting).
 pub mod tutela {
+    pub mod audit {
+        pub mod v1 {
+            include!(concat!(env!("OUT_DIR"), "/tutela.audit.v1.rs"));
+        }
+    }
     pub mod common {
         pub mod v1 {
             include!(concat!(env!("OUT_DIR"), "/tutela.common.v1.rs"));
@@ -54,6 +59,7 @@ pub mod tutela {
     }
 }
 
+pub use tutela::audit::v1 as audit;
 pub use tutela::common::v1 as common;
 pub use tutela::consent::v1 as consent;
 pub use tutela::enrolment::v1 as enrolment;

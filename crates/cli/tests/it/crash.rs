@@ -307,7 +307,7 @@ async fn every_write_survives_kill_9_with_its_audit_record() {
     let audited: HashSet<(String, String)> = pairs(
         &db,
         "SELECT rpc, subject FROM tutela_audit_log \
-         WHERE kind = 'access' AND decision = 'allow' AND subject IS NOT NULL",
+         WHERE kind = 'write' AND decision = 'allow' AND subject IS NOT NULL",
     )
     .await
     .into_iter()

@@ -360,6 +360,61 @@ async fn requests_complete_across_separate_processes_through_a_stopped_service_a
     }
     assert_eq!(task(&done, "enrolment").outcome, enrolment_outcome);
 
+    // A rectification for the other learner, carried out in the enrolment process (which holds
+    // the profile) and reported as not held by the others.
+    let mut client = rights(&coordinator).await;
+    let rectification = client
+        .submit_rights_request(SubmitRightsRequestRequest {
+            subject: Some(SubjectRef {
+                subject_id: other.clone(),
+            }),
+            kind: RightsRequestKind::Rectification as i32,
+            requester: Requester::Subject as i32,
+            correction: Some(tutela_proto::rights::Correction {
+                profile: Some(LearnerProfile {
+                    family_name: "Rectified".into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["family_name".into()],
+                }),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap()
+        .request_id;
+    client
+        .verify_requester_identity(VerifyRequesterIdentityRequest {
+            request_id: rectification.clone(),
+            method: VerificationMethod::PhotoIdInPerson as i32,
+            evidence_reference: "front desk note".into(),
+        })
+        .await
+        .unwrap();
+    client
+        .approve_rights_request(ApproveRightsRequestRequest {
+            request_id: rectification.clone(),
+        })
+        .await
+        .unwrap();
+    let done = wait_until(&coordinator, &rectification, "completed", |r| {
+        r.state == RightsRequestState::Completed as i32
+    })
+    .await;
+    let report = |service: &str| {
+        task(&done, service)
+            .outcome
+            .clone()
+            .and_then(|o| o.rectification)
+            .unwrap()
+    };
+    assert_eq!(report("enrolment").rectified, ["family_name"]);
+    assert_eq!(report("sharing").not_held, ["family_name"]);
+
     // An access request for another learner afterwards: every service's part in the bundle.
     let access = submit(&coordinator, &other, RightsRequestKind::Access).await;
     let done = wait_until(&coordinator, &access, "completed", |r| {
@@ -398,6 +453,95 @@ async fn requests_complete_across_separate_processes_through_a_stopped_service_a
         .unwrap();
     let part: serde_json::Value = serde_json::from_str(&enrolment_part).unwrap();
     assert_eq!(part["data"]["learner"]["profile"]["given_name"], "Given2");
+    assert_eq!(
+        part["data"]["learner"]["profile"]["family_name"],
+        "Rectified"
+    );
+
+    // The breach question across the deployment: who reached this learner, asked of every
+    // process (each with its own log and pseudonym key), answered in ids, changes apart.
+    let from = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let to = (chrono::Utc::now() + chrono::Duration::minutes(1)).to_rfc3339();
+    let endpoints: Vec<String> = [&subscription, &enrolment, &sharing, &survey, &coordinator]
+        .iter()
+        .map(|p| p.endpoint())
+        .collect();
+    let mut args = vec![
+        "audit".to_owned(),
+        "who-accessed".into(),
+        "--subject".into(),
+        other.clone(),
+        "--from".into(),
+        from.clone(),
+        "--to".into(),
+        to.clone(),
+        "--token".into(),
+        dev_token("dpo-1", &["dpo"]),
+    ];
+    for e in &endpoints {
+        args.extend(["--endpoint".to_owned(), e.clone()]);
+    }
+    let out = std::process::Command::new(crate::binary::BIN)
+        .args(&args)
+        .env_remove("TUTELA_CLI_TOKEN")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (changed, read) = table.split_once("\nread: ").unwrap();
+    // The registrar created and enrolled the learner in the enrolment process...
+    assert!(
+        changed.lines().any(|l| l.contains(&enrolment.endpoint())
+            && l.contains("registrar-1")
+            && l.contains("LearnerService/CreateLearner")
+            && l.contains(&other)),
+        "{table}"
+    );
+    // ...and the coordinator read their data in every service for the access request.
+    for e in &endpoints {
+        assert!(
+            read.lines()
+                .any(|l| l.contains(e.as_str()) && l.contains("SubjectData/ExportSubject")),
+            "no export at {e}: {table}"
+        );
+    }
+    // The same from the principal's side, in one process.
+    let out = std::process::Command::new(crate::binary::BIN)
+        .args([
+            "audit",
+            "accessed",
+            "--tenant",
+            "acme",
+            "--principal",
+            "registrar-1",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "--endpoint",
+            &enrolment.endpoint(),
+            "--token",
+            &dev_token("dpo-1", &["dpo"]),
+            "--json",
+        ])
+        .env_remove("TUTELA_CLI_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["subject"] == me.as_str() && l["kind"] == "write"),
+        "{lines:?}"
+    );
     drop((subscription, enrolment, sharing));
 }
 

@@ -121,6 +121,7 @@ async fn the_suite_reports_serving_and_lists_its_services_by_reflection() {
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection",
+            "tutela.audit.v1.AuditService",
             "tutela.consent.v1.ConsentLedger",
             "tutela.enrolment.v1.CertificateService",
             "tutela.enrolment.v1.CourseService",

@@ -244,6 +244,9 @@ pub enum AuditEvent {
         outcome: Outcome,
         /// The deciding policy ids, or the refusal's reason code.
         reason: String,
+        /// Whether the call changed the data (staged in the change's transaction) rather than
+        /// read it.
+        write: bool,
     },
     /// A call a signed token in its message authorised.
     TokenCall {
@@ -295,8 +298,13 @@ impl AuditEvent {
                 categories,
                 outcome,
                 reason,
+                write,
             } => (
-                EventKind::Access,
+                if write {
+                    EventKind::Write
+                } else {
+                    EventKind::Access
+                },
                 caller,
                 Some(subject),
                 categories,

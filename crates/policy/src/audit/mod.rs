@@ -28,6 +28,7 @@ pub mod migration;
 pub mod outbox;
 pub mod query;
 pub mod record;
+pub mod service;
 pub mod verify;
 pub mod writer;
 

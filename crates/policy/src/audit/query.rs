@@ -37,7 +37,7 @@ pub async fn accessed_by(
         .filter(C::Principal.eq(principal))
         .filter(C::At.gte(from))
         .filter(C::At.lte(to))
-        .filter(C::Kind.eq(EventKind::Access.as_str()))
+        .filter(C::Kind.is_in([EventKind::Access.as_str(), EventKind::Write.as_str()]))
         .filter(C::Decision.eq(Outcome::Allow.as_str()))
         .filter(C::Subject.is_not_null())
         .order_by_asc(C::Seq)

@@ -8,8 +8,11 @@ use chrono::{DateTime, Utc};
 pub enum EventKind {
     /// The guard's decision on a call.
     Decision,
-    /// A handler read or changed a subject's data.
+    /// A handler read a subject's data (or, in records written before writes had a kind of
+    /// their own, read or changed it).
     Access,
+    /// A handler changed a subject's data, in the change's own transaction.
+    Write,
 }
 
 impl EventKind {
@@ -18,17 +21,23 @@ impl EventKind {
         match self {
             Self::Decision => "decision",
             Self::Access => "access",
+            Self::Write => "write",
         }
     }
 
-    /// As read back: anything but `access` reads as a decision (and then fails verification
-    /// if it was stored otherwise).
+    /// As read back: anything but `access` and `write` reads as a decision (and then fails
+    /// verification if it was stored otherwise).
     pub(super) fn parse(stored: &str) -> Self {
-        if stored == "access" {
-            Self::Access
-        } else {
-            Self::Decision
+        match stored {
+            "access" => Self::Access,
+            "write" => Self::Write,
+            _ => Self::Decision,
         }
+    }
+
+    /// Whether the record is of a subject's data being read or changed.
+    pub fn touches_data(self) -> bool {
+        matches!(self, Self::Access | Self::Write)
     }
 }
 

@@ -48,6 +48,7 @@ fn record(log: &AuditLog, n: usize) -> AuditEvent {
         categories: CategorySet::of(&[DataCategory::Identity, DataCategory::Contact]),
         outcome: Outcome::Allow,
         reason: "dpo-handles-rights-requests".into(),
+        write: false,
     }
 }
 
