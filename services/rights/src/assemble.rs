@@ -115,20 +115,22 @@ fn recipients(documents: &[ServiceDocument]) -> Vec<RecipientInfo> {
 }
 
 /// The ids a service's export names beside a human name (`survey_id` with `survey`,
-/// `course_id` with `course_title`), so that the index shows names wherever those ids appear.
+/// `course_id` with `course_title`, `topic` with `topic_title`), so that the index shows names
+/// wherever those ids appear.
 fn names(documents: &[ServiceDocument]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for d in documents {
         objects(&d.document, &mut |map| {
             for (key, id) in map {
-                let (Some(stem), Some(id)) = (key.strip_suffix("_id"), id.as_str()) else {
-                    continue;
+                let Some(id) = id.as_str() else { continue };
+                // `course_id` is named by `course`, `course_name` or `course_title`; a bare
+                // `topic` by `topic_name` or `topic_title`.
+                let (stem, bare) = match key.strip_suffix("_id") {
+                    Some(stem) => (stem, Some(stem.to_owned())),
+                    None => (key.as_str(), None),
                 };
-                for name_key in [
-                    stem.to_owned(),
-                    format!("{stem}_name"),
-                    format!("{stem}_title"),
-                ] {
+                let keys = [format!("{stem}_name"), format!("{stem}_title")];
+                for name_key in bare.into_iter().chain(keys) {
                     if let Some(name) = map.get(&name_key).and_then(|v| v.as_str()) {
                         out.insert(id.to_owned(), name.to_owned());
                     }
@@ -252,11 +254,16 @@ mod tests {
                 { "survey_id": "s-1", "survey": "End of course" },
                 { "course_id": "c-1", "course_title": "Welding" },
                 { "topic_id": "t-1" },
+                { "topic": "future_courses", "topic_title": "Courses starting next year" },
             ]}),
         )];
         let names = names(&docs);
         assert_eq!(names.get("s-1").map(String::as_str), Some("End of course"));
         assert_eq!(names.get("c-1").map(String::as_str), Some("Welding"));
+        assert_eq!(
+            names.get("future_courses").map(String::as_str),
+            Some("Courses starting next year")
+        );
         assert!(!names.contains_key("t-1"));
     }
 }

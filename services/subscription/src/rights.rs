@@ -12,7 +12,7 @@ use tutela_proto::common::DataCategory;
 use tutela_proto::privacy::{ServiceErasure, ServiceExport, ServiceHoldings};
 
 use crate::SERVICE;
-use crate::subscriptions::entity::{contact, event, evidence, subscription};
+use crate::subscriptions::entity::{contact, event, evidence, subscription, topic};
 use crate::subscriptions::{Subscriptions, suppress};
 
 /// What an export says about erasure, as the register does.
@@ -94,13 +94,29 @@ impl SubjectDataProvider for SubscriptionRights {
                     DataCategory::Communication,
                 ]));
             }
+            // Each subscription names its topic's description beside its id: the person reads
+            // the export.
+            let ids: Vec<String> = subscriptions.iter().map(|o| o.row.topic.clone()).collect();
+            let titles: std::collections::HashMap<String, String> = access
+                .call()
+                .find::<topic::Entity>()
+                .filter(topic::Column::TopicId.is_in(ids))
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|t| (t.topic_id, t.description))
+                .collect();
             document["subscriptions"] = subscriptions
                 .iter()
                 .map(|o| {
-                    Ok(fields::to_json(&fields::to_dynamic(
+                    let mut json = fields::to_json(&fields::to_dynamic(
                         &Subscriptions::to_subscription(&o.row, o.address.clone()),
                         "tutela.subscription.v1.Subscription",
-                    )?))
+                    )?);
+                    if let Some(title) = titles.get(&o.row.topic) {
+                        json["topic_title"] = title.clone().into();
+                    }
+                    Ok(json)
                 })
                 .collect::<Result<Vec<_>>>()?
                 .into();

@@ -738,6 +738,8 @@ async fn export_and_erasure_keep_only_a_keyed_hash_on_the_suppression_list() {
         .into_inner();
     let doc: serde_json::Value = serde_json::from_slice(&export.exports[0].document).unwrap();
     assert_eq!(doc["subscriptions"][0]["address"], "eve@example.org");
+    // The topic is named beside its id, for the person reading the export.
+    assert_eq!(doc["subscriptions"][0]["topic_title"], "news about courses");
     assert_eq!(
         doc["subscription_evidence"].as_array().unwrap().len(),
         2,
