@@ -105,7 +105,7 @@ fn categories(r: &AccessRecord) -> String {
 
 fn at(r: &AccessRecord) -> String {
     r.at.as_ref()
-        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .and_then(tutela_policy::validate::time_of)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .unwrap_or_default()
 }

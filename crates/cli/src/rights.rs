@@ -52,17 +52,11 @@ fn state_name(state: i32) -> &'static str {
 }
 
 fn kind_name(kind: i32) -> &'static str {
-    match RightsRequestKind::try_from(kind) {
-        Ok(RightsRequestKind::Access) => "access",
-        Ok(RightsRequestKind::Portability) => "portability",
-        Ok(RightsRequestKind::Erasure) => "erasure",
-        Ok(RightsRequestKind::Restriction) => "restriction",
-        _ => "unknown",
-    }
+    RightsRequestKind::try_from(kind).map_or("unknown", RightsRequestKind::short_name)
 }
 
 fn date(ts: Option<&prost_types::Timestamp>) -> String {
-    ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+    ts.and_then(tutela_policy::validate::time_of)
         .map(|t| t.format("%Y-%m-%d").to_string())
         .unwrap_or_default()
 }

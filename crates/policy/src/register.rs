@@ -234,20 +234,11 @@ pub struct Register {
     pub rights: Rights,
 }
 
-/// The kinds of rights request (`tutela.rights.v1.RightsRequestKind`, by short name).
-pub const RIGHTS_REQUEST_KINDS: [&str; 5] = [
-    "access",
-    "portability",
-    "erasure",
-    "restriction",
-    "rectification",
-];
-
 /// How rights requests are handled: which kinds a dpo must approve once the requester's identity
 /// is verified (the others go ahead on the verification alone).
 #[derive(Debug, Clone, Serialize)]
 pub struct Rights {
-    /// Short names out of [`RIGHTS_REQUEST_KINDS`].
+    /// Short names of `tutela.rights.v1.RightsRequestKind` (`tutela_proto::RIGHTS_REQUEST_KIND_NAMES`).
     pub dpo_approval: std::collections::BTreeSet<String>,
 }
 
@@ -801,13 +792,17 @@ impl Source<'_> {
     fn rights(&self, r: &RawRights) -> Result<Rights, RegisterError> {
         let mut dpo_approval = std::collections::BTreeSet::new();
         for kind in &r.dpo_approval {
-            if !RIGHTS_REQUEST_KINDS.contains(&kind.get_ref().as_str()) {
+            if tutela_proto::rights::RightsRequestKind::from_short_name(kind.get_ref()).is_none() {
+                let kinds: Vec<&str> = tutela_proto::RIGHTS_REQUEST_KIND_NAMES
+                    .iter()
+                    .map(|(_, name)| *name)
+                    .collect();
                 return Err(self.err(
                     kind.span(),
                     format!(
                         "unknown kind of rights request {:?}; the kinds are {}",
                         kind.get_ref(),
-                        RIGHTS_REQUEST_KINDS.join(", ")
+                        kinds.join(", ")
                     ),
                 ));
             }

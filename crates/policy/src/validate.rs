@@ -348,6 +348,11 @@ pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     }
 }
 
+/// A protobuf timestamp as a time, if it is one (the inverse of [`timestamp`]).
+pub fn time_of(t: &prost_types::Timestamp) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
 /// The page token that continues after row number `last`.
 pub fn page_token(last: i64) -> String {
     format!("r{last}")

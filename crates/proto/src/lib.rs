@@ -292,6 +292,45 @@ pub const LEGAL_BASIS_NAMES: [(LegalBasis, &str); 6] = [
 
 short_names!(LegalBasis, LEGAL_BASIS_NAMES);
 
+/// Short names of the kinds of rights request, as the rights service stores them and the
+/// register's `[rights] dpo_approval` names them.
+pub const RIGHTS_REQUEST_KIND_NAMES: [(rights::RightsRequestKind, &str); 5] = [
+    (rights::RightsRequestKind::Access, "access"),
+    (rights::RightsRequestKind::Portability, "portability"),
+    (rights::RightsRequestKind::Erasure, "erasure"),
+    (rights::RightsRequestKind::Restriction, "restriction"),
+    (rights::RightsRequestKind::Rectification, "rectification"),
+];
+
+short_names!(rights::RightsRequestKind, RIGHTS_REQUEST_KIND_NAMES);
+
+/// Short names of the states of a rights request, as the rights service stores them.
+pub const RIGHTS_REQUEST_STATE_NAMES: [(rights::RightsRequestState, &str); 6] = [
+    (rights::RightsRequestState::Received, "received"),
+    (
+        rights::RightsRequestState::IdentityVerified,
+        "identity_verified",
+    ),
+    (rights::RightsRequestState::InProgress, "in_progress"),
+    (rights::RightsRequestState::Completed, "completed"),
+    (
+        rights::RightsRequestState::PartiallyCompleted,
+        "partially_completed",
+    ),
+    (rights::RightsRequestState::Refused, "refused"),
+];
+
+short_names!(rights::RightsRequestState, RIGHTS_REQUEST_STATE_NAMES);
+
+/// Short names of who asked for a rights request, as the rights service stores them.
+pub const REQUESTER_NAMES: [(rights::Requester, &str); 3] = [
+    (rights::Requester::Subject, "subject"),
+    (rights::Requester::Guardian, "guardian"),
+    (rights::Requester::AuthorisedAgent, "authorised_agent"),
+];
+
+short_names!(rights::Requester, REQUESTER_NAMES);
+
 /// Short names of the ways a rights requester's identity is checked, as the consent ledger
 /// stores them.
 pub const VERIFICATION_METHOD_NAMES: [(privacy::VerificationMethod, &str); 4] = [

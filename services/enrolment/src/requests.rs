@@ -217,7 +217,7 @@ impl NewResult {
         let assessed_at = given
             .assessed_at
             .as_ref()
-            .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?));
+            .and_then(tutela_policy::validate::time_of);
         let assessed_at = match c.parse(
             assessed_at,
             "result.assessed_at",

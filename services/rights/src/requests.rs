@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::rights::parse_verification_method;
 use tutela_policy::scope::found;
-use tutela_policy::validate::{Checks, Field, next_page, page_token, timestamp};
+use tutela_policy::validate::{Checks, Field, next_page, page_token, time_of, timestamp};
 use tutela_policy::{Authorized, CategorySet, Error, Precondition, Result, SubjectAccess, fields};
 use tutela_proto::common::{DataCategory, PageResponse, SubjectRef};
 use tutela_proto::rights::rights_request_service_server::RightsRequestService as Api;
@@ -55,7 +55,9 @@ const STUCK_APPROVAL: chrono::Duration = chrono::Duration::days(7);
 /// The largest piece of a bundle per message.
 const CHUNK: usize = 1 << 20;
 
-/// The states a request is in, as stored.
+/// The states a request is in, as stored: the short names of `RightsRequestState`
+/// (`tutela_proto::RIGHTS_REQUEST_STATE_NAMES`, which a test holds these to), as constants for
+/// the queries.
 pub(crate) mod state {
     pub const RECEIVED: &str = "received";
     pub const IDENTITY_VERIFIED: &str = "identity_verified";
@@ -72,71 +74,6 @@ pub(crate) mod task_state {
     pub const FAILED: &str = "failed";
 }
 
-/// The stored name of a kind (the register's spelling).
-pub(crate) fn kind_name(kind: RightsRequestKind) -> Option<&'static str> {
-    match kind {
-        RightsRequestKind::Access => Some("access"),
-        RightsRequestKind::Portability => Some("portability"),
-        RightsRequestKind::Erasure => Some("erasure"),
-        RightsRequestKind::Restriction => Some("restriction"),
-        RightsRequestKind::Rectification => Some("rectification"),
-        RightsRequestKind::Unspecified => None,
-    }
-}
-
-fn kind_of(name: &str) -> RightsRequestKind {
-    match name {
-        "access" => RightsRequestKind::Access,
-        "portability" => RightsRequestKind::Portability,
-        "erasure" => RightsRequestKind::Erasure,
-        "restriction" => RightsRequestKind::Restriction,
-        "rectification" => RightsRequestKind::Rectification,
-        _ => RightsRequestKind::Unspecified,
-    }
-}
-
-fn requester_name(requester: Requester) -> Option<&'static str> {
-    match requester {
-        Requester::Subject => Some("subject"),
-        Requester::Guardian => Some("guardian"),
-        Requester::AuthorisedAgent => Some("authorised_agent"),
-        Requester::Unspecified => None,
-    }
-}
-
-fn requester_of(name: &str) -> Requester {
-    match name {
-        "subject" => Requester::Subject,
-        "guardian" => Requester::Guardian,
-        "authorised_agent" => Requester::AuthorisedAgent,
-        _ => Requester::Unspecified,
-    }
-}
-
-fn state_of(name: &str) -> RightsRequestState {
-    match name {
-        state::RECEIVED => RightsRequestState::Received,
-        state::IDENTITY_VERIFIED => RightsRequestState::IdentityVerified,
-        state::IN_PROGRESS => RightsRequestState::InProgress,
-        state::COMPLETED => RightsRequestState::Completed,
-        state::PARTIALLY_COMPLETED => RightsRequestState::PartiallyCompleted,
-        state::REFUSED => RightsRequestState::Refused,
-        _ => RightsRequestState::Unspecified,
-    }
-}
-
-fn state_name(state: RightsRequestState) -> Option<&'static str> {
-    match state {
-        RightsRequestState::Received => Some(state::RECEIVED),
-        RightsRequestState::IdentityVerified => Some(state::IDENTITY_VERIFIED),
-        RightsRequestState::InProgress => Some(state::IN_PROGRESS),
-        RightsRequestState::Completed => Some(state::COMPLETED),
-        RightsRequestState::PartiallyCompleted => Some(state::PARTIALLY_COMPLETED),
-        RightsRequestState::Refused => Some(state::REFUSED),
-        RightsRequestState::Unspecified => None,
-    }
-}
-
 /// Whether a request in `state` is finished with (nothing more is owed).
 fn finished(state: &str) -> bool {
     state == state::COMPLETED || state == state::REFUSED
@@ -147,10 +84,6 @@ fn not_pending(message: impl Into<String>) -> Error {
         reason: Precondition::RightsRequestNotPending,
         message: message.into(),
     }
-}
-
-fn time_of(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
 }
 
 /// One month from `at` (Art. 12(3)), or `months` generally.
@@ -211,9 +144,9 @@ fn to_proto(
         subject: Some(SubjectRef {
             subject_id: row.subject_id.clone(),
         }),
-        kind: kind_of(&row.kind) as i32,
-        requester: requester_of(&row.requester) as i32,
-        state: state_of(&row.state) as i32,
+        kind: RightsRequestKind::from_short_name(&row.kind).unwrap_or_default() as i32,
+        requester: Requester::from_short_name(&row.requester).unwrap_or_default() as i32,
+        state: RightsRequestState::from_short_name(&row.state).unwrap_or_default() as i32,
         reference: row.reference.clone(),
         received_at: Some(timestamp(row.received_at)),
         deadline: Some(timestamp(row.deadline)),
@@ -299,7 +232,10 @@ fn parse_correction(
 fn parse_submit(r: &SubmitRightsRequestRequest, now: DateTime<Utc>) -> Result<NewRequest> {
     let mut c = Checks::new();
     let subject = c.subject(r.subject.as_ref(), "subject");
-    let kind = RightsRequestKind::try_from(r.kind).ok().and_then(kind_name);
+    let kind = RightsRequestKind::try_from(r.kind)
+        .ok()
+        .filter(|k| *k != RightsRequestKind::Unspecified)
+        .map(RightsRequestKind::short_name);
     let kind = c.parse(
         kind,
         "kind",
@@ -307,7 +243,8 @@ fn parse_submit(r: &SubmitRightsRequestRequest, now: DateTime<Utc>) -> Result<Ne
     );
     let requester = Requester::try_from(r.requester)
         .ok()
-        .and_then(requester_name);
+        .filter(|q| *q != Requester::Unspecified)
+        .map(Requester::short_name);
     let requester = c.parse(
         requester,
         "requester",
@@ -773,7 +710,8 @@ impl RightsRequestService {
         let mut c = Checks::new();
         let (size, after) = c.page(r.page.as_ref(), "page");
         let wanted = match RightsRequestState::try_from(r.state) {
-            Ok(s) => Ok(state_name(s)),
+            Ok(RightsRequestState::Unspecified) => Ok(None),
+            Ok(s) => Ok(Some(s.short_name())),
             Err(_) => c.parse(None, "state", "a tutela.rights.v1.RightsRequestState"),
         };
         let subject = match &r.subject {
@@ -830,11 +768,19 @@ impl RightsRequestService {
         let ids: Vec<String> = rows.iter().map(|r| r.request_id.clone()).collect();
         let tasks = self.tasks_of(call, &ids).await?;
         // Each subject listed is an access to their data (their id and their requests).
-        let mut subjects: Vec<&str> = rows.iter().map(|r| r.subject_id.as_str()).collect();
+        // Their consent states are read in one batch, not one look-up per subject.
+        let mut subjects: Vec<String> = rows.iter().map(|r| r.subject_id.clone()).collect();
         subjects.sort_unstable();
         subjects.dedup();
-        for s in subjects {
-            call.subject(s).await?.record_response();
+        for access in call
+            .subjects_for(
+                &subjects,
+                None,
+                tutela_policy::consent::ConsentNeed::Register,
+            )
+            .await?
+        {
+            access?.record_response();
         }
         Ok(ListRightsRequestsResponse {
             requests: rows
@@ -992,5 +938,25 @@ impl Api for RightsRequestService {
             })
             .collect();
         Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stored_states_are_the_short_names_of_the_contract() {
+        use RightsRequestState as S;
+        for (constant, value) in [
+            (state::RECEIVED, S::Received),
+            (state::IDENTITY_VERIFIED, S::IdentityVerified),
+            (state::IN_PROGRESS, S::InProgress),
+            (state::COMPLETED, S::Completed),
+            (state::PARTIALLY_COMPLETED, S::PartiallyCompleted),
+            (state::REFUSED, S::Refused),
+        ] {
+            assert_eq!(constant, value.short_name());
+        }
     }
 }

@@ -115,10 +115,7 @@ impl Sharing {
     }
 }
 
-/// A protobuf timestamp as a time, if it is one.
-pub(crate) fn time_of(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-}
+pub(crate) use tutela_policy::validate::time_of;
 
 /// A required id of a record at `field`, as a UUID in its one spelling.
 pub(crate) fn record_id(value: &str, field: &str) -> Result<String> {

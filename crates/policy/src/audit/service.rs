@@ -14,7 +14,7 @@ use tutela_proto::common::{DataCategory, PageResponse, SubjectRef};
 use super::entity;
 use super::record::{EventKind, Outcome};
 use super::writer::AuditLog;
-use crate::validate::{Checks, next_page, page_token, timestamp};
+use crate::validate::{Checks, next_page, page_token, time_of, timestamp};
 use crate::{Authorized, CategorySet, Result};
 
 /// The service over this process's log.
@@ -42,17 +42,16 @@ impl AuditQueries {
             None => Ok(None),
             Some(s) => c.subject(Some(s), "subject").map(Some),
         };
-        let time = |ts: Option<&prost_types::Timestamp>| {
-            ts.and_then(|t| {
-                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-            })
-        };
         let from = c.parse(
-            time(r.from.as_ref()),
+            r.from.as_ref().and_then(time_of),
             "from",
             "required: the start of the window",
         );
-        let to = c.parse(time(r.to.as_ref()), "to", "required: the end of the window");
+        let to = c.parse(
+            r.to.as_ref().and_then(time_of),
+            "to",
+            "required: the end of the window",
+        );
         if let (Ok(from), Ok(to)) = (&from, &to) {
             c.ensure(from <= to, "to", "not before from");
         }
@@ -89,13 +88,15 @@ impl AuditQueries {
         pseudonyms.dedup();
         let ids = super::query::resolve_pseudonyms(&self.db, tenant, &pseudonyms).await?;
         // Naming a subject is reading their identity: one access per subject named.
-        let mut named: Vec<&String> = ids.values().collect();
+        // Their consent states are read in one batch, not one look-up per subject.
+        let mut named: Vec<String> = ids.values().cloned().collect();
         named.sort_unstable();
         named.dedup();
-        for id in named {
-            call.subject(id)
-                .await?
-                .record(CategorySet::of(&[DataCategory::Identity]));
+        for access in call
+            .subjects_for(&named, None, crate::consent::ConsentNeed::Register)
+            .await?
+        {
+            access?.record(CategorySet::of(&[DataCategory::Identity]));
         }
         let records = rows
             .into_iter()

@@ -241,9 +241,10 @@ impl ConsentSource for RemoteLedger {
         let response = response.into_inner();
         let mut snapshot = ConsentSnapshot {
             restricted: response.restricted,
-            identity_verified_at: response.identity_verified_at.and_then(|t| {
-                chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
-            }),
+            identity_verified_at: response
+                .identity_verified_at
+                .as_ref()
+                .and_then(crate::validate::time_of),
             ..ConsentSnapshot::default()
         };
         for state in response.states {
