@@ -88,15 +88,16 @@ impl ServiceTokenFiles {
     }
 }
 
-impl tutela_host::ServiceTokens for ServiceTokenFiles {
-    fn token(&self, tenant: &str) -> Result<String, tutela_host::BuildError> {
-        if let Some(token) = tutela_policy::consent::tenant_token(&self.dir, tenant) {
-            return Ok(token);
-        }
+impl ServiceTokenFiles {
+    /// A service token of `tenant` signed with the development secret; `None` where there is
+    /// none (with an identity provider, or in production).
+    pub fn minted(&self, tenant: &str) -> Option<String> {
+        self.dev_token(tenant).ok().flatten()
+    }
+
+    fn dev_token(&self, tenant: &str) -> Result<Option<String>, tutela_host::BuildError> {
         let Some(secret) = &self.dev_secret else {
-            return Err(
-                format!("no service token for this tenant in {}", self.dir.display()).into(),
-            );
+            return Ok(None);
         };
         let request = TokenRequest {
             tenant: tenant.to_owned(),
@@ -107,12 +108,23 @@ impl tutela_host::ServiceTokens for ServiceTokenFiles {
             wards: Vec::new(),
             ttl: chrono::Duration::minutes(5),
         };
-        Ok(issue_hs256(
+        Ok(Some(issue_hs256(
             secret,
             &self.issuer,
             &self.audience,
             &request,
             chrono::Utc::now(),
-        )?)
+        )?))
+    }
+}
+
+impl tutela_host::ServiceTokens for ServiceTokenFiles {
+    fn token(&self, tenant: &str) -> Result<String, tutela_host::BuildError> {
+        if let Some(token) = tutela_policy::consent::tenant_token(&self.dir, tenant) {
+            return Ok(token);
+        }
+        self.dev_token(tenant)?.ok_or_else(|| {
+            format!("no service token for this tenant in {}", self.dir.display()).into()
+        })
     }
 }

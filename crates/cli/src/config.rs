@@ -128,6 +128,8 @@ pub struct ServerConfig {
     pub max_header_bytes: u32,
     pub drain_delay_secs: u64,
     pub shutdown_grace_secs: u64,
+    /// TLS on the port.
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// Settings of the database.
@@ -298,6 +300,9 @@ impl Config {
             return Err(ConfigError(
                 "server.request_timeout_secs must be positive".into(),
             ));
+        }
+        if let Some(problem) = s.tls.problem() {
+            return Err(ConfigError(format!("server.{problem}")));
         }
         if s.handshake_timeout_secs == 0 || s.max_pending_handshakes == 0 {
             return Err(ConfigError(

@@ -24,8 +24,9 @@ use futures::future::{Either, MapOk};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 /// The first 24 bytes of every HTTP/2 connection (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -111,7 +112,10 @@ fn h2_verdict(received: &[u8]) -> Verdict {
 }
 
 /// Reads until the connection has proved a protocol; the bytes read come back with it.
-async fn check(mut stream: TcpStream, max_head_bytes: usize) -> io::Result<Option<Admitted>> {
+async fn check<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    max_head_bytes: usize,
+) -> io::Result<Option<Admitted<S>>> {
     let mut received = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -145,17 +149,41 @@ async fn check(mut stream: TcpStream, max_head_bytes: usize) -> io::Result<Optio
 
 /// Accepts connections on `listener` and yields those that prove a protocol within the limits,
 /// until the returned stream is dropped (then the listener is closed too).
-pub fn admit(listener: TcpListener, limits: Limits) -> ReceiverStream<io::Result<Admitted>> {
+pub fn admit(
+    listener: TcpListener,
+    limits: Limits,
+) -> ReceiverStream<io::Result<Admitted<TcpStream>>> {
     let (admitted, incoming) = mpsc::channel(limits.max_pending);
-    tokio::spawn(accept_loop(listener, limits, admitted));
+    tokio::spawn(accept_loop(listener, limits, admitted, |stream| async {
+        Ok(stream)
+    }));
     ReceiverStream::new(incoming)
 }
 
-async fn accept_loop(
+/// [`admit`] over TLS: the handshake with the acceptor's current certificate comes first, within
+/// the same timeout, and the protocol is proved by the decrypted bytes.
+pub fn admit_tls(
     listener: TcpListener,
     limits: Limits,
-    admitted: mpsc::Sender<io::Result<Admitted>>,
-) {
+    acceptor: crate::tls::Acceptor,
+) -> ReceiverStream<io::Result<Admitted<TlsStream<TcpStream>>>> {
+    let (admitted, incoming) = mpsc::channel(limits.max_pending);
+    tokio::spawn(accept_loop(listener, limits, admitted, move |stream| {
+        acceptor.current().accept(stream)
+    }));
+    ReceiverStream::new(incoming)
+}
+
+async fn accept_loop<S, F, Fut>(
+    listener: TcpListener,
+    limits: Limits,
+    admitted: mpsc::Sender<io::Result<Admitted<S>>>,
+    secure: F,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+{
     let pending = Arc::new(Semaphore::new(limits.max_pending));
     loop {
         let permit = tokio::select! {
@@ -181,9 +209,12 @@ async fn accept_loop(
             tracing::debug!(error = %err, "TCP_NODELAY not set");
         }
         let admitted = admitted.clone();
+        let secured = secure(stream);
         tokio::spawn(async move {
-            let checked =
-                tokio::time::timeout(limits.timeout, check(stream, limits.max_head_bytes)).await;
+            let checked = tokio::time::timeout(limits.timeout, async {
+                check(secured.await?, limits.max_head_bytes).await
+            })
+            .await;
             drop(permit);
             match checked {
                 Ok(Ok(Some(connection))) => {
@@ -194,7 +225,7 @@ async fn accept_loop(
                     tracing::debug!("connection closed: not HTTP/2 or HTTP/1.1 within limits")
                 }
                 Ok(Err(err)) => {
-                    tracing::debug!(error = %err, "connection failed before its preface")
+                    tracing::debug!(error = %err, "connection failed before its preface (or its TLS handshake)")
                 }
                 Err(_) => {
                     tracing::debug!("connection closed: no preface within the handshake timeout")
@@ -206,13 +237,13 @@ async fn accept_loop(
 
 /// A connection that has proved a protocol. Reads first return the bytes read while checking.
 #[derive(Debug)]
-pub struct Admitted {
-    stream: TcpStream,
+pub struct Admitted<S> {
+    stream: S,
     replay: Vec<u8>,
     replayed: usize,
 }
 
-impl AsyncRead for Admitted {
+impl<S: AsyncRead + Unpin> AsyncRead for Admitted<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -234,7 +265,7 @@ impl AsyncRead for Admitted {
     }
 }
 
-impl AsyncWrite for Admitted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Admitted<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -264,9 +295,10 @@ impl AsyncWrite for Admitted {
     }
 }
 
-impl Connected for Admitted {
-    // The same as a plain TCP stream's, so that request extensions look as they always did.
-    type ConnectInfo = TcpConnectInfo;
+impl<S: Connected> Connected for Admitted<S> {
+    // The same as the stream's (TCP, or TLS over TCP with the client's certificates), so that
+    // request extensions look as tonic's own listeners make them.
+    type ConnectInfo = S::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.stream.connect_info()

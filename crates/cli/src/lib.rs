@@ -5,6 +5,7 @@ pub mod auth;
 pub mod breach;
 pub mod check;
 pub mod config;
+pub mod devcerts;
 pub mod export;
 pub mod guard;
 pub mod handshake;
@@ -14,5 +15,6 @@ pub mod retention;
 pub mod rights;
 pub mod server;
 pub mod services;
+pub mod tls;
 
 pub use config::{Config, Overrides};

@@ -73,6 +73,26 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Make a development CA and, signed by it, a server certificate and a client certificate
+    /// (for mTLS), as PEM files in DIR: ca.pem, server.pem/server-key.pem, client.pem/
+    /// client-key.pem. Never overwrites. For development only: the CA's key is written beside
+    /// them.
+    DevCerts {
+        /// Where to write them.
+        #[arg(long, default_value = "./data/tls")]
+        dir: PathBuf,
+        /// A further host name or IP address of the server certificate (repeatable);
+        /// `localhost` and `127.0.0.1` are always in it.
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
+        /// The client certificate's name (its common name, and its URI SAN
+        /// `urn:tutela:principal:NAME`).
+        #[arg(long, default_value = "tutela-dev-client")]
+        client: String,
+        /// How many days they are valid.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+    },
     /// Retention: remove what the register's retention periods make due.
     Retention {
         #[command(subcommand)]
@@ -607,6 +627,24 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             } else {
                 print!("{}", std::fs::read_to_string(&config.access.policies_file)?);
             }
+            Ok(())
+        }
+        Command::DevCerts {
+            dir,
+            hosts,
+            client,
+            days,
+        } => {
+            for path in tutela::devcerts::write(&dir, &hosts, &client, days)? {
+                println!("{}", path.display());
+            }
+            println!(
+                "serve with TLS: TUTELA_SERVER__TLS__CERT_FILE={0}/server.pem \
+                 TUTELA_SERVER__TLS__KEY_FILE={0}/server-key.pem; for mTLS also \
+                 TUTELA_SERVER__TLS__CLIENT_CA_FILE={0}/ca.pem \
+                 TUTELA_SERVER__TLS__CLIENT_CERTS=required",
+                dir.display()
+            );
             Ok(())
         }
         Command::Token {

@@ -165,10 +165,15 @@ impl Shared {
         let consent = match &ledger {
             Some(ledger) => ledger.gate(),
             None => Arc::new(match config.remote_ledger().filter(|_| remote) {
-                Some(settings) => tutela_policy::ConsentGate::new(
-                    Arc::new(tutela_policy::consent::RemoteLedger::new(&settings)?),
-                    tutela_policy::consent::MAX_TTL,
-                ),
+                Some(settings) => {
+                    let tokens = crate::auth::ServiceTokenFiles::new(config)?;
+                    let ledger = tutela_policy::consent::RemoteLedger::new(&settings)?
+                        .with_minted_tokens(Arc::new(move |tenant| tokens.minted(tenant)));
+                    tutela_policy::ConsentGate::new(
+                        Arc::new(ledger),
+                        tutela_policy::consent::MAX_TTL,
+                    )
+                }
                 None => tutela_policy::ConsentGate::without_ledger(),
             }),
         };
@@ -250,7 +255,7 @@ pub async fn assemble(
     if let Some(ledger) = &ctx.ledger {
         served.grpc(
             tutela_proto::consent::consent_ledger_server::ConsentLedgerServer::new(
-                tutela_ledger::ConsentLedgerService::new(ledger, register),
+                tutela_ledger::ConsentLedgerService::new(ledger, register.clone()),
             )
             .max_decoding_message_size(s.max_message_bytes)
             .max_encoding_message_size(s.max_message_bytes),
@@ -305,7 +310,7 @@ pub async fn assemble(
     // One SubjectData endpoint with a provider per hosted service.
     routes.add_service(
         tutela_proto::privacy::subject_data_server::SubjectDataServer::new(
-            tutela_policy::rights::SubjectDataDispatcher::new(providers),
+            tutela_policy::rights::SubjectDataDispatcher::new(providers, register.clone()),
         )
         .max_decoding_message_size(s.max_message_bytes)
         .max_encoding_message_size(s.max_message_bytes),
@@ -376,15 +381,18 @@ where
     <G::Service as tower::Service<http::Request<tonic::body::Body>>>::Future: Send + 'static,
 {
     let s = &settings;
-    let incoming = handshake::admit(
-        listener,
-        handshake::Limits {
-            timeout: Duration::from_secs(s.handshake_timeout_secs),
-            max_pending: s.max_pending_handshakes,
-            max_head_bytes: s.max_header_bytes as usize,
-        },
-    );
-    tonic::transport::Server::builder()
+    let limits = handshake::Limits {
+        timeout: Duration::from_secs(s.handshake_timeout_secs),
+        max_pending: s.max_pending_handshakes,
+        max_head_bytes: s.max_header_bytes as usize,
+    };
+    // Loaded before the port serves, so that a wrong file stops the start with its name.
+    let tls = if s.tls.enabled() {
+        Some(crate::tls::Acceptor::start(&s.tls).context("server.tls")?)
+    } else {
+        None
+    };
+    let router = tonic::transport::Server::builder()
         // gRPC stays HTTP/2; HTTP/1.1 is for the unsubscribe endpoint only.
         .accept_http1(true)
         .http2_keepalive_interval(Some(Duration::from_secs(s.keepalive_interval_secs)))
@@ -398,10 +406,23 @@ where
             s.concurrency_limit,
         ))
         .layer(guard)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await
-        .context("server failed")
+        .add_routes(routes);
+    match tls {
+        Some(acceptor) => {
+            router
+                .serve_with_incoming_shutdown(
+                    handshake::admit_tls(listener, limits, acceptor),
+                    signal,
+                )
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(handshake::admit(listener, limits), signal)
+                .await
+        }
+    }
+    .context("server failed")
 }
 
 /// The names server spans may carry: every RPC of the contract, of health and of reflection, and

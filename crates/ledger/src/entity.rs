@@ -52,6 +52,29 @@ pub mod restriction {
     tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);
 }
 
+/// Objections to processing (GDPR Art. 21) per purpose, recorded and lifted, append-only: the
+/// latest row of a subject and purpose says whether the objection stands.
+pub mod objection {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "objections")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub seq: i64,
+        pub tenant: String,
+        pub subject_id: String,
+        /// The purpose's short name.
+        pub purpose: String,
+        pub objected: bool,
+        pub reason: String,
+        pub recorded_by: String,
+        pub recorded_at: DateTimeUtc,
+    }
+
+    tutela_policy::scoped_entity!(tenant: Tenant, subject: SubjectId);
+}
+
 /// Staff members' checks of rights requesters' identities, append-only.
 pub mod verification {
     use sea_orm::entity::prelude::*;

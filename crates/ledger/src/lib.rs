@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status};
 use tutela_policy::audit::StageAudit;
 use tutela_policy::consent::{
     ConsentFact, ConsentGate, ConsentSnapshot, ConsentSource, GuardianGrant, IdentityVerification,
-    Restriction, parse_evidence,
+    Objection, Restriction, parse_evidence,
 };
 use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::validate::{Checks, page_token, timestamp};
@@ -37,9 +37,9 @@ use tutela_proto::consent::{
     ConsentAction, ConsentActor, ConsentEntry, ConsentEvidence, ConsentMethod, ConsentState,
     GetConsentStateRequest, GetConsentStateResponse, Guardian, ListConsentHistoryRequest,
     ListConsentHistoryResponse, RecordConsentRequest, RecordConsentResponse,
-    RecordIdentityVerificationRequest, RecordIdentityVerificationResponse,
-    RecordRestrictionRequest, RecordRestrictionResponse, WithdrawConsentRequest,
-    WithdrawConsentResponse,
+    RecordIdentityVerificationRequest, RecordIdentityVerificationResponse, RecordObjectionRequest,
+    RecordObjectionResponse, RecordRestrictionRequest, RecordRestrictionResponse,
+    WithdrawConsentRequest, WithdrawConsentResponse,
 };
 use tutela_store::{KeyVault, Keyring, SharedClock, StoreError, SubjectKey, placeholders};
 
@@ -162,21 +162,27 @@ pub(crate) struct Store {
 }
 
 /// A subject's consent state in one statement: their entries in ledger order (only what
-/// [`fold`] reads), each beside the latest restriction and identity verification. The one-row
-/// derived table makes a subject without entries still answer one row (with NULL entry columns),
-/// so restriction and verification are read either way. One statement instead of three because
+/// [`fold`] reads), each beside the latest restriction and identity verification, then their
+/// objection rows in order (`kind` 1; [`fold_objections`] reads them). The one-row derived table
+/// makes a subject without entries still answer one row (with NULL entry columns), so
+/// restriction and verification are read either way. One statement instead of four because
 /// every guarded call that misses the consent cache waits for it.
-const SNAPSHOT: &str = "SELECT c.seq, c.purpose, c.recipient, c.granted, c.actor, \
+const SNAPSHOT: &str = "SELECT CAST(0 AS BIGINT) AS kind, c.seq AS seq, c.purpose AS purpose, \
+     c.recipient AS recipient, c.granted AS granted, c.actor AS actor, \
      (SELECT r.restricted FROM restrictions r WHERE r.tenant = $1 AND r.subject_id = $2 \
       ORDER BY r.seq DESC LIMIT 1) AS restricted, \
      (SELECT v.verified_at FROM identity_verifications v WHERE v.tenant = $3 \
       AND v.subject_id = $4 ORDER BY v.seq DESC LIMIT 1) AS verified_at \
      FROM (SELECT 1 AS one) o LEFT JOIN consent_entries c ON c.tenant = $5 AND c.subject_id = $6 \
-     ORDER BY c.seq";
+     UNION ALL \
+     SELECT CAST(1 AS BIGINT), x.seq, x.purpose, NULL, x.objected, NULL, NULL, NULL \
+     FROM objections x WHERE x.tenant = $7 AND x.subject_id = $8 \
+     ORDER BY kind, seq";
 
 /// One row of [`SNAPSHOT`].
 #[derive(FromQueryResult)]
 struct SnapshotRow {
+    kind: i64,
     seq: Option<i64>,
     purpose: Option<String>,
     recipient: Option<String>,
@@ -231,11 +237,21 @@ impl Store {
         let rows = SnapshotRow::find_by_statement(Statement::from_sql_and_values(
             self.db.get_database_backend(),
             self.snapshot_sql.as_str(),
-            [t.clone(), s.clone(), t.clone(), s.clone(), t, s],
+            [
+                t.clone(),
+                s.clone(),
+                t.clone(),
+                s.clone(),
+                t.clone(),
+                s.clone(),
+                t,
+                s,
+            ],
         ))
         .all(&self.db)
         .await?;
-        let mut snapshot = fold(rows.iter().filter_map(|r| {
+        let (entries, objections) = rows.split_at(rows.partition_point(|r| r.kind == 0));
+        let mut snapshot = fold(entries.iter().filter_map(|r| {
             Some(Entry {
                 seq: r.seq?,
                 purpose: r.purpose.as_deref()?,
@@ -244,10 +260,16 @@ impl Store {
                 actor: r.actor.as_deref()?,
             })
         }));
-        if let Some(first) = rows.first() {
+        if let Some(first) = entries.first() {
             snapshot.restricted = first.restricted.unwrap_or(false);
             snapshot.identity_verified_at = first.verified_at;
         }
+        fold_objections(
+            &mut snapshot,
+            objections
+                .iter()
+                .filter_map(|r| Some((r.purpose.as_deref()?, r.granted?))),
+        );
         Ok(snapshot)
     }
 
@@ -276,6 +298,19 @@ impl Store {
             .order_by_asc(entity::verification::Column::Seq)
             .all(&self.db)
             .await?;
+        let objections = tenant
+            .find::<entity::objection::Entity>()
+            .filter(entity::objection::Column::SubjectId.is_in(subjects))
+            .order_by_asc(entity::objection::Column::Seq)
+            .all(&self.db)
+            .await?;
+        let mut objected: HashMap<&str, Vec<(&str, bool)>> = HashMap::new();
+        for o in &objections {
+            objected
+                .entry(&o.subject_id)
+                .or_default()
+                .push((&o.purpose, o.objected));
+        }
         let mut by_subject: HashMap<&str, Vec<&entity::Model>> = HashMap::new();
         for row in &entries {
             by_subject.entry(&row.subject_id).or_default().push(row);
@@ -297,6 +332,9 @@ impl Store {
                     fold(rows.unwrap_or_default().iter().map(|row| Entry::from(*row)));
                 snapshot.restricted = restricted.get(subject.as_str()).copied().unwrap_or(false);
                 snapshot.identity_verified_at = verified.get(subject.as_str()).copied();
+                if let Some(rows) = objected.get(subject.as_str()) {
+                    fold_objections(&mut snapshot, rows.iter().copied());
+                }
                 snapshot
             })
             .collect())
@@ -350,6 +388,27 @@ impl Store {
             .map(|row| row.restricted))
     }
 
+    /// The purposes the subject objects to now, and whether any objection row exists at all.
+    async fn objections(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        tenant: &Tenant,
+        subject: &str,
+    ) -> Result<(ConsentSnapshot, bool)> {
+        let rows = tenant
+            .find::<entity::objection::Entity>()
+            .filter(entity::objection::Column::SubjectId.eq(subject))
+            .order_by_asc(entity::objection::Column::Seq)
+            .all(db)
+            .await?;
+        let mut snapshot = ConsentSnapshot::default();
+        fold_objections(
+            &mut snapshot,
+            rows.iter().map(|r| (r.purpose.as_str(), r.objected)),
+        );
+        Ok((snapshot, !rows.is_empty()))
+    }
+
     /// When a requester's identity was last verified for the subject.
     async fn identity_verified_at(
         &self,
@@ -365,8 +424,8 @@ impl Store {
             .map(|row| row.verified_at))
     }
 
-    /// Subjects whose latest `marketing` entry for the purpose as a whole is a withdrawal, or whose
-    /// processing is restricted.
+    /// Subjects whose latest `marketing` entry for the purpose as a whole is a withdrawal, whose
+    /// processing is restricted, or who objected to marketing.
     async fn left_out_of_marketing(&self, tenant: &Tenant) -> Result<HashSet<String>> {
         let tenant = tenant.as_str();
         #[derive(FromQueryResult)]
@@ -432,6 +491,25 @@ impl Store {
             restricted.insert(r.subject_id, r.restricted);
         }
         out.extend(restricted.into_iter().filter(|(_, r)| *r).map(|(s, _)| s));
+
+        // An objection to direct marketing (Art. 21(3)) leaves the subject out whatever they
+        // consented to.
+        let objections = Restriction::find_by_statement(Statement::from_sql_and_values(
+            backend,
+            placeholders(
+                backend,
+                "SELECT subject_id, objected AS restricted FROM objections \
+                 WHERE tenant = $1 AND purpose = $2 ORDER BY seq",
+            ),
+            [Value::from(tenant), Value::from(marketing)],
+        ))
+        .all(&self.db)
+        .await?;
+        let mut objected: HashMap<String, bool> = HashMap::new();
+        for o in objections {
+            objected.insert(o.subject_id, o.restricted);
+        }
+        out.extend(objected.into_iter().filter(|(_, o)| *o).map(|(s, _)| s));
         Ok(out)
     }
 
@@ -580,6 +658,19 @@ impl<'a> From<&'a entity::Model> for Entry<'a> {
     }
 }
 
+/// Folds objection rows (purpose short name, objected; in ledger order) into `snapshot`: the
+/// latest row of each purpose decides.
+fn fold_objections<'a>(
+    snapshot: &mut ConsentSnapshot,
+    rows: impl IntoIterator<Item = (&'a str, bool)>,
+) {
+    for (purpose, objected) in rows {
+        if let Some(purpose) = Purpose::from_short_name(purpose) {
+            snapshot.set_objection(purpose, objected);
+        }
+    }
+}
+
 /// Folds entries (in ledger order) into the current state.
 fn fold<'a>(rows: impl IntoIterator<Item = Entry<'a>>) -> ConsentSnapshot {
     let mut snapshot = ConsentSnapshot::default();
@@ -706,6 +797,47 @@ impl ConsentSource for Store {
         txn.commit().await?;
         tracing::info!(restricted = change.restricted, "restriction recorded");
         Ok(())
+    }
+
+    async fn object(&self, change: &Objection<'_>) -> Result<()> {
+        let txn = tutela_store::begin(&self.db).await?;
+        // What already stands is not recorded again, so a retried request adds nothing.
+        let (now, _) = self.objections(&txn, change.tenant, change.subject).await?;
+        let at = self.clock.now();
+        let mut changed = 0;
+        for purpose in change.purposes {
+            if now.objects_to(*purpose) == change.objected {
+                continue;
+            }
+            entity::objection::ActiveModel {
+                tenant: Set(change.tenant.as_str().to_owned()),
+                subject_id: Set(change.subject.to_owned()),
+                purpose: Set(purpose.short_name().to_owned()),
+                objected: Set(change.objected),
+                reason: Set(change.reason.to_owned()),
+                recorded_by: Set(change.recorded_by.to_owned()),
+                recorded_at: Set(at),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+            changed += 1;
+        }
+        change.audit.stage_in(&txn, CategorySet::EMPTY).await?;
+        txn.commit().await?;
+        tracing::info!(objected = change.objected, changed, "objection recorded");
+        Ok(())
+    }
+}
+
+/// Who a record names as its author: the caller, or, when a service records it for the staff
+/// member who handled the request (`on_behalf_of`), both of them.
+fn on_behalf(call: &Authorized, on_behalf_of: &str) -> String {
+    let principal = &call.principal().id;
+    if on_behalf_of.is_empty() {
+        principal.clone()
+    } else {
+        format!("{on_behalf_of} via {principal}")
     }
 }
 
@@ -1042,7 +1174,16 @@ impl ConsentLedger for ConsentLedgerService {
             .ledger
             .erased(access.tenant(), access.subject_id())
             .await?;
-        if rows.is_empty() && restricted.is_none() && verified.is_none() && !erased {
+        let (objections, any_objection) = self
+            .ledger
+            .objections(&self.ledger.db, call.scope(), access.subject_id())
+            .await?;
+        if rows.is_empty()
+            && restricted.is_none()
+            && verified.is_none()
+            && !any_objection
+            && !erased
+        {
             return Err(Error::NotFound("consent entries for the subject").into());
         }
         let snapshot = fold(rows.iter().map(Entry::from));
@@ -1069,6 +1210,7 @@ impl ConsentLedger for ConsentLedgerService {
             restricted: restricted.unwrap_or(false),
             identity_verified_at: verified.map(timestamp),
             subject_erased: erased,
+            objected_to: objections.objections().map(|p| p as i32).collect(),
         }))
     }
 
@@ -1085,14 +1227,7 @@ impl ConsentLedger for ConsentLedgerService {
         let (id, reason, requested_by) = c.parsed((id, reason, requested_by))?;
         let access = call.subject(&id).await?;
         access.record(CategorySet::EMPTY);
-        // A service records restrictions for the dpo who handled the request; the record names
-        // both.
-        let principal = &call.principal().id;
-        let recorded_by = if requested_by.is_empty() {
-            principal.clone()
-        } else {
-            format!("{requested_by} via {principal}")
-        };
+        let recorded_by = on_behalf(&call, requested_by);
         self.gate
             .restrict(&Restriction {
                 tenant: call.scope(),
@@ -1105,6 +1240,48 @@ impl ConsentLedger for ConsentLedgerService {
             .await?;
         Ok(Response::new(RecordRestrictionResponse {
             restricted: r.restricted,
+            recorded_at: Some(timestamp(self.ledger.clock.now())),
+        }))
+    }
+
+    async fn record_objection(
+        &self,
+        request: Request<RecordObjectionRequest>,
+    ) -> std::result::Result<Response<RecordObjectionResponse>, Status> {
+        let call = Authorized::of(&request)?;
+        let r = request.get_ref();
+        let mut c = Checks::new();
+        let id = c.subject(r.subject.as_ref(), "subject");
+        let purposes = tutela_policy::rights::objection_purposes(
+            &mut c,
+            &self.register,
+            &r.purposes,
+            "purposes",
+        );
+        let reason = c.required(&r.reason, "reason", 500);
+        let requested_by = c.optional(&r.requested_by, "requested_by", 200);
+        let (id, purposes, reason, requested_by) =
+            c.parsed((id, purposes, reason, requested_by))?;
+        let access = call.subject(&id).await?;
+        access.record(CategorySet::EMPTY);
+        let recorded_by = on_behalf(&call, requested_by);
+        self.gate
+            .object(&Objection {
+                tenant: call.scope(),
+                subject: access.subject_id(),
+                purposes: &purposes,
+                objected: r.objected,
+                reason,
+                recorded_by: &recorded_by,
+                audit: &access,
+            })
+            .await?;
+        let (now, _) = self
+            .ledger
+            .objections(&self.ledger.db, call.scope(), access.subject_id())
+            .await?;
+        Ok(Response::new(RecordObjectionResponse {
+            objected_to: now.objections().map(|p| p as i32).collect(),
             recorded_at: Some(timestamp(self.ledger.clock.now())),
         }))
     }
@@ -1124,12 +1301,7 @@ impl ConsentLedger for ConsentLedgerService {
             c.parsed((id, method, reference, verified_by))?;
         let access = call.subject(&id).await?;
         access.record(CategorySet::of(&[DataCategory::IdentityDocument]));
-        let principal = &call.principal().id;
-        let by = if verified_by.is_empty() {
-            principal.clone()
-        } else {
-            format!("{verified_by} via {principal}")
-        };
+        let by = on_behalf(&call, verified_by);
         self.gate
             .verify_identity(&IdentityVerification {
                 tenant: call.scope(),

@@ -1,4 +1,4 @@
-//! The consent ledger's tables: its entries, restrictions and identity verifications.
+//! The consent ledger's tables: its entries, restrictions, objections and identity verifications.
 //!
 //! Until the ledger had a crate of its own, the subscription service's migrator created these
 //! tables, and databases made then record those migrations in the subscription history. The
@@ -31,6 +31,8 @@ impl MigratorTrait for LedgerMigrator {
             Box::new(Adopting(
                 m20261201_000006_verification_method_names::Migration,
             )),
+            // Made after the ledger had its own history: nothing to adopt.
+            Box::new(m20261203_000002_objections::Migration),
         ]
     }
 
@@ -494,6 +496,74 @@ mod m20261201_000006_verification_method_names {
         async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
             Err(DbErr::Migration(
                 "the free text this migration replaced is gone on purpose".into(),
+            ))
+        }
+    }
+}
+
+/// Objections to processing (GDPR Art. 21), one row per subject, purpose and change.
+mod m20261203_000002_objections {
+    use sea_orm_migration::prelude::*;
+    use tutela_store::migration::columns::{index, seq, text, time};
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261203_000002_objections"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum Objections {
+        Table,
+        Seq,
+        Tenant,
+        SubjectId,
+        Purpose,
+        Objected,
+        Reason,
+        RecordedBy,
+        RecordedAt,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            use Objections as O;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(O::Table)
+                        .col(seq(O::Seq))
+                        .col(text(O::Tenant))
+                        .col(text(O::SubjectId))
+                        .col(text(O::Purpose))
+                        .col(ColumnDef::new(O::Objected).boolean().not_null())
+                        .col(text(O::Reason))
+                        .col(text(O::RecordedBy))
+                        .col(time(O::RecordedAt))
+                        .to_owned(),
+                )
+                .await?;
+            index(
+                manager,
+                "objections_by_subject",
+                O::Table,
+                vec![
+                    O::Tenant.into_iden(),
+                    O::SubjectId.into_iden(),
+                    O::Seq.into_iden(),
+                ],
+                false,
+            )
+            .await?;
+            super::append_only(manager, "objections").await
+        }
+
+        async fn down(&self, _manager: &SchemaManager) -> Result<(), DbErr> {
+            Err(DbErr::Migration(
+                "objections are evidence and are never dropped by a migration".into(),
             ))
         }
     }

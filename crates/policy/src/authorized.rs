@@ -577,6 +577,34 @@ impl SubjectAccess {
             .await
     }
 
+    /// The purposes the subject objects to (Art. 21), in enum order.
+    pub async fn objections(&self) -> Result<Vec<Purpose>> {
+        let call = &self.call.0;
+        Ok(call
+            .consent
+            .snapshot(&call.tenant, &self.subject)
+            .await?
+            .objections()
+            .collect())
+    }
+
+    /// Records the subject's objection to processing for `purposes` (each one the register lets
+    /// a person object to), or lifts it, in the ledger.
+    pub async fn object(&self, purposes: &[Purpose], objected: bool, reason: &str) -> Result<()> {
+        let call = &self.call.0;
+        call.consent
+            .object(&crate::consent::Objection {
+                tenant: &call.tenant,
+                subject: &self.subject,
+                purposes,
+                objected,
+                reason,
+                recorded_by: &call.principal.id,
+                audit: self,
+            })
+            .await
+    }
+
     /// Restricts processing of the subject's data (or lifts the restriction) in every service:
     /// recorded in the consent ledger, which every guard reads.
     pub async fn restrict(&self, restricted: bool, reason: &str) -> Result<()> {

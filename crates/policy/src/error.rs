@@ -132,6 +132,8 @@ preconditions! {
     RightsRequestNotPending => "RIGHTS_REQUEST_NOT_PENDING",
     /// The rights request's deadline was extended already.
     RightsRequestAlreadyExtended => "RIGHTS_REQUEST_ALREADY_EXTENDED",
+    /// The subject objected to processing for the call's purpose (GDPR Art. 21).
+    ProcessingObjected => "PROCESSING_OBJECTED",
 }
 
 impl std::fmt::Display for Precondition {
@@ -225,6 +227,12 @@ pub enum Error {
     /// Processing of the subject's data is restricted (GDPR Art. 18).
     #[error("processing of this subject's data is restricted")]
     Restricted,
+    /// The subject objected to processing of their data for the purpose (GDPR Art. 21).
+    #[error("the subject objected to processing for {purpose}")]
+    Objected {
+        /// The purpose's short name.
+        purpose: &'static str,
+    },
     /// The subject is under the age of consent and the ledger holds no parent's or guardian's
     /// consent to processing for the purpose (GDPR Art. 8; E4, C5).
     #[error("a guardian's consent for {purpose} is required")]
@@ -312,6 +320,12 @@ impl Error {
         Self::Internal(cause.to_string())
     }
 
+    /// Whether this is a refusal of one subject that a listing for the purpose answers by leaving
+    /// the subject out rather than failing: no consent to the purpose, or an objection to it.
+    pub fn leaves_subject_out(&self) -> bool {
+        matches!(self, Self::ConsentRequired { .. } | Self::Objected { .. })
+    }
+
     /// The machine-readable reason a client can switch on.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -324,6 +338,7 @@ impl Error {
             Self::PurposeNotRegistered(_) => Precondition::PurposeNotRegistered.reason(),
             Self::ConsentRequired { .. } => Precondition::ConsentRequired.reason(),
             Self::Restricted => Precondition::ProcessingRestricted.reason(),
+            Self::Objected { .. } => Precondition::ProcessingObjected.reason(),
             Self::GuardianConsentRequired { .. } => Precondition::GuardianConsentRequired.reason(),
             Self::LegalHold => Precondition::LegalHold.reason(),
             Self::TransferSafeguardRequired { .. } => {
@@ -353,6 +368,7 @@ impl Error {
             Self::PurposeNotRegistered(_) => Some(Precondition::PurposeNotRegistered),
             Self::ConsentRequired { .. } => Some(Precondition::ConsentRequired),
             Self::Restricted => Some(Precondition::ProcessingRestricted),
+            Self::Objected { .. } => Some(Precondition::ProcessingObjected),
             Self::GuardianConsentRequired { .. } => Some(Precondition::GuardianConsentRequired),
             Self::LegalHold => Some(Precondition::LegalHold),
             Self::TransferSafeguardRequired { .. } => Some(Precondition::TransferSafeguardRequired),
@@ -377,6 +393,7 @@ impl Error {
             Self::PurposeNotRegistered(_)
             | Self::ConsentRequired { .. }
             | Self::Restricted
+            | Self::Objected { .. }
             | Self::GuardianConsentRequired { .. }
             | Self::LegalHold
             | Self::TransferSafeguardRequired { .. }
@@ -475,6 +492,16 @@ impl From<Error> for Status {
                     "CONSENT",
                     subject,
                     "the subject has not given (or has withdrawn) consent for this purpose",
+                );
+                err.to_string()
+            }
+            Error::Objected { purpose } => {
+                metadata.insert("purpose".into(), (*purpose).to_owned());
+                details.add_precondition_failure_violation(
+                    "OBJECTION",
+                    *purpose,
+                    "the subject objected to processing of their data for this purpose \
+                     (GDPR Art. 21) and the objection stands",
                 );
                 err.to_string()
             }
@@ -632,6 +659,13 @@ mod tests {
                 "PROCESSING_RESTRICTED",
             ),
             (
+                Error::Objected {
+                    purpose: "quality_assurance",
+                },
+                Code::FailedPrecondition,
+                "PROCESSING_OBJECTED",
+            ),
+            (
                 Error::GuardianConsentRequired {
                     purpose: "course_administration",
                     age_of_consent: 16,
@@ -724,6 +758,9 @@ mod tests {
                     recipient: None,
                 },
                 Error::Restricted,
+                Error::Objected {
+                    purpose: "marketing",
+                },
                 Error::GuardianConsentRequired {
                     purpose: "marketing",
                     age_of_consent: 13,

@@ -246,7 +246,7 @@ impl Default for Rights {
     /// What cannot be undone, or stops the organisation's work, waits for a dpo.
     fn default() -> Self {
         Self {
-            dpo_approval: ["erasure", "restriction", "rectification"]
+            dpo_approval: ["erasure", "restriction", "rectification", "objection"]
                 .map(str::to_owned)
                 .into(),
         }
@@ -878,6 +878,43 @@ impl Register {
             message: format!("cannot read: {e}"),
         })?;
         Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Whether a person may object to processing for `purpose` (GDPR Art. 21), and if not, why
+    /// not. They may where the register bases it on legitimate interests or a public task (Art.
+    /// 21(1)), and always to direct marketing (Art. 21(2)). Processing for rights handling, legal
+    /// obligations and the record of consent is never open to objection (and is what a
+    /// restriction leaves running too); for any other purpose based on consent, the person
+    /// withdraws the consent instead.
+    pub fn objection(&self, purpose: Purpose) -> Result<(), &'static str> {
+        use tutela_proto::common::LegalBasis;
+        let Some(rule) = self.rule(purpose) else {
+            return Err("the processing register does not list this purpose");
+        };
+        if crate::consent::ConsentSnapshot::allows_while_restricted(purpose) {
+            return Err(
+                "processing for rights handling, legal obligations and the record of \
+                        consent is not open to objection",
+            );
+        }
+        let bases = &rule.legal_bases;
+        if purpose == Purpose::Marketing
+            || bases.contains(&LegalBasis::LegitimateInterests)
+            || bases.contains(&LegalBasis::PublicTask)
+        {
+            Ok(())
+        } else if bases.contains(&LegalBasis::Consent) {
+            Err(
+                "this purpose rests on consent: the person withdraws it instead \
+                 (tutela.consent.v1.ConsentLedger/WithdrawConsent)",
+            )
+        } else {
+            Err(
+                "this purpose rests on contract or legal obligation, which is not open to \
+                 objection (Art. 21 covers legitimate interests, a public task and direct \
+                 marketing)",
+            )
+        }
     }
 
     /// The rule for `purpose`, if the register lists it.

@@ -9,7 +9,8 @@ use tonic::{Request, Response, Status};
 use tutela_proto::privacy::subject_data_server::SubjectData;
 use tutela_proto::privacy::{
     DescribeSubjectRequest, DescribeSubjectResponse, EraseSubjectRequest, EraseSubjectResponse,
-    ExportSubjectRequest, ExportSubjectResponse, RecordIdentityVerificationRequest,
+    ExportSubjectRequest, ExportSubjectResponse, ObjectToProcessingRequest,
+    ObjectToProcessingResponse, RecordIdentityVerificationRequest,
     RecordIdentityVerificationResponse, RectifySubjectRequest, RectifySubjectResponse,
     RestrictSubjectRequest, RestrictSubjectResponse, ServiceErasure, ServiceExport,
     ServiceHoldings, ServiceRectification, VerificationMethod,
@@ -18,8 +19,11 @@ use tutela_proto::privacy::{
 /// How long a recorded identity verification releases exports.
 pub const VERIFICATION_VALIDITY: chrono::Duration = chrono::Duration::days(90);
 
+use tutela_proto::common::Purpose;
+
 use crate::authorized::{Authorized, SubjectAccess};
 use crate::error::{Error, Result, Violation};
+use crate::register::Register;
 use crate::validate::{Checks, Field};
 
 /// A time as every service's access export writes it: RFC 3339, whole seconds, UTC (`Z`).
@@ -78,10 +82,45 @@ impl std::fmt::Debug for Correction<'_> {
 
 const RECTIFY: &str = "tutela.privacy.v1.SubjectData/RectifySubject";
 
+/// The purposes of an objection (GDPR Art. 21) as `field` of a request gives them: at least
+/// one, each at most once, each one the register lets a person object to (a violation of
+/// `field[i]` says why not). Sorted in enum order.
+pub fn objection_purposes(
+    c: &mut Checks,
+    register: &Register,
+    purposes: &[i32],
+    field: &str,
+) -> Field<Vec<Purpose>> {
+    let before = c.len();
+    c.ensure(
+        !purposes.is_empty(),
+        field,
+        "required: the purposes objected to (tutela.common.v1.Purpose)",
+    );
+    let mut chosen = Vec::with_capacity(purposes.len());
+    for (i, value) in purposes.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        match Purpose::try_from(*value) {
+            Ok(Purpose::Unspecified) | Err(_) => {
+                c.fail(at, "not a purpose of tutela.common.v1.Purpose");
+            }
+            Ok(purpose) if chosen.contains(&purpose) => c.fail(at, "named twice"),
+            Ok(purpose) => match register.objection(purpose) {
+                Ok(()) => chosen.push(purpose),
+                Err(why) => c.fail(at, why),
+            },
+        }
+    }
+    chosen.sort_unstable();
+    c.clean_since(before, || chosen)
+}
+
 /// The `SubjectData` endpoint of a process, with the providers of the services it hosts.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct SubjectDataDispatcher {
     providers: Vec<Arc<dyn SubjectDataProvider>>,
+    /// Says which purposes a person may object to.
+    register: Arc<Register>,
 }
 
 impl std::fmt::Debug for SubjectDataDispatcher {
@@ -117,9 +156,35 @@ fn subject_id(subject: Option<&tutela_proto::common::SubjectRef>) -> Result<Stri
 }
 
 impl SubjectDataDispatcher {
-    /// A dispatcher over `providers`.
-    pub fn new(providers: Vec<Arc<dyn SubjectDataProvider>>) -> Self {
-        Self { providers }
+    /// A dispatcher over `providers`, under `register`.
+    pub fn new(providers: Vec<Arc<dyn SubjectDataProvider>>, register: Arc<Register>) -> Self {
+        Self {
+            providers,
+            register,
+        }
+    }
+
+    /// Each chosen provider's holdings, with the subject's restriction and objections as the
+    /// ledger has them now.
+    async fn holdings(
+        access: &SubjectAccess,
+        chosen: Vec<&Arc<dyn SubjectDataProvider>>,
+    ) -> Result<Vec<ServiceHoldings>> {
+        let restricted = access.is_restricted().await?;
+        let objected: Vec<i32> = access
+            .objections()
+            .await?
+            .into_iter()
+            .map(|p| p as i32)
+            .collect();
+        let mut services = Vec::with_capacity(chosen.len());
+        for p in chosen {
+            let mut holdings = p.describe(access).await?;
+            holdings.restricted = restricted;
+            holdings.objected_to = objected.clone();
+            services.push(holdings);
+        }
+        Ok(services)
     }
 
     /// The providers `services` selects (all when empty); an unknown name is an error.
@@ -165,13 +230,8 @@ impl SubjectData for SubjectDataDispatcher {
         request: Request<DescribeSubjectRequest>,
     ) -> std::result::Result<Response<DescribeSubjectResponse>, Status> {
         let access = Self::prepare(&request, request.get_ref().subject.as_ref()).await?;
-        let restricted = access.is_restricted().await?;
-        let mut services = Vec::new();
-        for p in self.select(&request.get_ref().services)? {
-            let mut holdings = p.describe(&access).await?;
-            holdings.restricted = restricted;
-            services.push(holdings);
-        }
+        let chosen = self.select(&request.get_ref().services)?;
+        let services = Self::holdings(&access, chosen).await?;
         Ok(Response::new(DescribeSubjectResponse { services }))
     }
 
@@ -295,12 +355,26 @@ impl SubjectData for SubjectDataDispatcher {
         // Restriction is the guard's to enforce, for every service at once: it is recorded
         // with the subject's consents, which every process's guard reads.
         access.restrict(body.restricted, reason).await?;
-        let mut services = Vec::new();
-        for p in chosen {
-            let mut holdings = p.describe(&access).await?;
-            holdings.restricted = body.restricted;
-            services.push(holdings);
-        }
+        let services = Self::holdings(&access, chosen).await?;
         Ok(Response::new(RestrictSubjectResponse { services }))
+    }
+
+    async fn object_to_processing(
+        &self,
+        request: Request<ObjectToProcessingRequest>,
+    ) -> std::result::Result<Response<ObjectToProcessingResponse>, Status> {
+        let body = request.get_ref();
+        let mut c = Checks::new();
+        let subject = c.subject(body.subject.as_ref(), "subject");
+        let purposes = objection_purposes(&mut c, &self.register, &body.purposes, "purposes");
+        let reason = c.required(&body.reason, "reason", 500);
+        let (_, purposes, reason) = c.parsed((subject, purposes, reason))?;
+        let chosen = self.select(&body.services)?;
+        let access = Self::prepare(&request, body.subject.as_ref()).await?;
+        // Like a restriction, an objection is the guard's to enforce in every service at once:
+        // it is recorded with the subject's consents, which every process's guard reads.
+        access.object(&purposes, body.objected, reason).await?;
+        let services = Self::holdings(&access, chosen).await?;
+        Ok(Response::new(ObjectToProcessingResponse { services }))
     }
 }

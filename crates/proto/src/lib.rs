@@ -294,12 +294,13 @@ short_names!(LegalBasis, LEGAL_BASIS_NAMES);
 
 /// Short names of the kinds of rights request, as the rights service stores them and the
 /// register's `[rights] dpo_approval` names them.
-pub const RIGHTS_REQUEST_KIND_NAMES: [(rights::RightsRequestKind, &str); 5] = [
+pub const RIGHTS_REQUEST_KIND_NAMES: [(rights::RightsRequestKind, &str); 6] = [
     (rights::RightsRequestKind::Access, "access"),
     (rights::RightsRequestKind::Portability, "portability"),
     (rights::RightsRequestKind::Erasure, "erasure"),
     (rights::RightsRequestKind::Restriction, "restriction"),
     (rights::RightsRequestKind::Rectification, "rectification"),
+    (rights::RightsRequestKind::Objection, "objection"),
 ];
 
 short_names!(rights::RightsRequestKind, RIGHTS_REQUEST_KIND_NAMES);

@@ -141,6 +141,12 @@ impl TestSuite {
         Self::serve(config, database, data_dir).await
     }
 
+    /// A channel to the server, over TLS with the certificates of [`client_tls`] when the server
+    /// speaks TLS.
+    pub fn connect(&self) -> anyhow::Result<Channel> {
+        Ok(client_endpoint(&self.config, self.addr)?.connect_lazy())
+    }
+
     /// Serves `config` (on its `server.listen`) over `database` and `data_dir`, once serving.
     async fn serve(
         config: Config,
@@ -153,7 +159,7 @@ impl TestSuite {
         let handle = tokio::spawn(tutela::server::run(config.clone(), listener, async {
             let _ = stopped.await;
         }));
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
+        let channel = client_endpoint(&config, addr)?.connect_lazy();
         let mut suite = Self {
             addr,
             channel,
@@ -705,4 +711,37 @@ pub fn sample_result(enrolment: &str, score: f64) -> tutela_proto::enrolment::Re
         }),
         ..Default::default()
     }
+}
+
+/// How a test reaches a server that speaks TLS, in the layout `tutela dev-certs` writes: the CA
+/// is `ca.pem` beside the server's certificate, and, where the server asks for client
+/// certificates, the client's are `client.pem` and `client-key.pem` there too. `None` for
+/// plaintext.
+pub fn client_tls(config: &Config) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let tls = &config.server.tls;
+    if !tls.enabled() {
+        return Ok(None);
+    }
+    let dir = tls
+        .cert_file
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("server.tls.cert_file has no directory"))?;
+    let mut client = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(dir.join("ca.pem"))?))
+        .domain_name("localhost");
+    if tls.client_certs != tutela::tls::ClientCerts::None {
+        client = client.identity(Identity::from_pem(
+            std::fs::read(dir.join("client.pem"))?,
+            std::fs::read(dir.join("client-key.pem"))?,
+        ));
+    }
+    Ok(Some(client))
+}
+
+fn client_endpoint(config: &Config, addr: SocketAddr) -> anyhow::Result<Endpoint> {
+    Ok(match client_tls(config)? {
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+    })
 }

@@ -114,6 +114,7 @@ impl SubjectDataProvider for EnrolmentRights {
             service: SERVICE.to_owned(),
             categories: held.iter().map(|c| c as i32).collect(),
             restricted: false,
+            objected_to: Vec::new(),
             legal_hold: self.holds.of(access).await?.any(),
         })
     }

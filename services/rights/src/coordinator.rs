@@ -9,9 +9,9 @@
 //! attempt, so a coordinator that stops (or dies) half-way resumes where it was at its next run,
 //! in this replica or another. A task's outcome and its state are written together, after the
 //! service answered; a task whose answer was lost runs again, which the services make harmless
-//! (an erasure erases nothing the second time, with the same idempotency key; an export or a
-//! restriction is the same again). A request whose tasks are all settled is finished in the same
-//! run: COMPLETED, or PARTIALLY_COMPLETED when a task failed.
+//! (an erasure erases nothing the second time, with the same idempotency key; an export, a
+//! restriction or an objection is the same again). A request whose tasks are all settled is
+//! finished in the same run: COMPLETED, or PARTIALLY_COMPLETED when a task failed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -29,7 +29,8 @@ use tutela_policy::{Error, Result};
 use tutela_proto::common::{DataCategory, IdempotencyKey, SubjectRef};
 use tutela_proto::privacy::subject_data_client::SubjectDataClient;
 use tutela_proto::privacy::{
-    EraseSubjectRequest, ExportSubjectRequest, RectifySubjectRequest, RestrictSubjectRequest,
+    EraseSubjectRequest, ExportSubjectRequest, ObjectToProcessingRequest, RectifySubjectRequest,
+    RestrictSubjectRequest,
 };
 use tutela_proto::rights::{Correction, TaskOutcome};
 
@@ -319,6 +320,32 @@ impl Coordinator {
                         .all(|s| s.restricted);
                     let outcome = TaskOutcome {
                         restricted,
+                        ..Default::default()
+                    };
+                    (outcome, None)
+                }
+                ("objection", _) => {
+                    let request = ObjectToProcessingRequest {
+                        subject,
+                        services,
+                        purposes: crate::requests::objected_purposes(row)
+                            .into_iter()
+                            .map(|p| p as i32)
+                            .collect(),
+                        objected: true,
+                        reason,
+                    };
+                    let objected_to = client
+                        .object_to_processing(self.authorised(request, &token)?)
+                        .await?
+                        .into_inner()
+                        .services
+                        .into_iter()
+                        .next()
+                        .map(|s| s.objected_to)
+                        .unwrap_or_default();
+                    let outcome = TaskOutcome {
+                        objected_to,
                         ..Default::default()
                     };
                     (outcome, None)

@@ -15,7 +15,7 @@ pub mod request {
         pub request_id: String,
         pub tenant: String,
         pub subject_id: String,
-        /// `access`, `portability`, `erasure` or `restriction`.
+        /// A short name of `tutela.rights.v1.RightsRequestKind` (`access`, `erasure`, ...).
         pub kind: String,
         /// `subject`, `guardian` or `authorised_agent`.
         pub requester: String,
@@ -41,6 +41,9 @@ pub mod request {
         /// sealed under the subject's key in the rights service's vault scope; dropped once the
         /// request is finished.
         pub correction: Option<Vec<u8>>,
+        /// OBJECTION: the short names of the purposes objected to, comma-separated; empty
+        /// otherwise.
+        pub purposes: String,
     }
 
     impl std::fmt::Debug for Model {

@@ -10,7 +10,10 @@ pub struct RightsMigrator;
 
 impl MigratorTrait for RightsMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261203_000001_rights::Migration)]
+        vec![
+            Box::new(m20261203_000001_rights::Migration),
+            Box::new(m20261203_000002_objection_purposes::Migration),
+        ]
     }
 
     fn migration_table_name() -> DynIden {
@@ -199,6 +202,55 @@ mod m20261203_000001_rights {
                     .await?;
             }
             Ok(())
+        }
+    }
+}
+
+/// OBJECTION requests name the purposes objected to.
+mod m20261203_000002_objection_purposes {
+    use sea_orm_migration::prelude::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261203_000002_objection_purposes"
+        }
+    }
+
+    #[derive(DeriveIden)]
+    enum RightsRequests {
+        Table,
+        Purposes,
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(RightsRequests::Table)
+                        .add_column(
+                            ColumnDef::new(RightsRequests::Purposes)
+                                .string()
+                                .not_null()
+                                .default(""),
+                        )
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(RightsRequests::Table)
+                        .drop_column(RightsRequests::Purposes)
+                        .to_owned(),
+                )
+                .await
         }
     }
 }

@@ -73,6 +73,7 @@ impl SubjectDataProvider for OwnRights {
             service: SERVICE.to_owned(),
             categories: held(&requests, exports).iter().map(|c| c as i32).collect(),
             restricted: false,
+            objected_to: Vec::new(),
             legal_hold: false,
         })
     }

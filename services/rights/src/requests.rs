@@ -21,8 +21,10 @@ use tutela_policy::idempotency::{self, Idempotency};
 use tutela_policy::rights::parse_verification_method;
 use tutela_policy::scope::found;
 use tutela_policy::validate::{Checks, Field, next_page, page_token, time_of, timestamp};
-use tutela_policy::{Authorized, CategorySet, Error, Precondition, Result, SubjectAccess, fields};
-use tutela_proto::common::{DataCategory, PageResponse, SubjectRef};
+use tutela_policy::{
+    Authorized, CategorySet, Error, Precondition, Register, Result, SubjectAccess, fields,
+};
+use tutela_proto::common::{DataCategory, PageResponse, Purpose, SubjectRef};
 use tutela_proto::rights::rights_request_service_server::RightsRequestService as Api;
 use tutela_proto::rights::{
     ApproveRightsRequestRequest, ApproveRightsRequestResponse, Correction,
@@ -164,7 +166,19 @@ fn to_proto(
             .filter(|f| !f.is_empty())
             .map(str::to_owned)
             .collect(),
+        purposes: objected_purposes(row)
+            .into_iter()
+            .map(|p| p as i32)
+            .collect(),
     })
+}
+
+/// OBJECTION: the purposes `row` objects to (none for another kind).
+pub(crate) fn objected_purposes(row: &request::Model) -> Vec<Purpose> {
+    row.purposes
+        .split(',')
+        .filter_map(Purpose::from_short_name)
+        .collect()
 }
 
 /// A parsed SubmitRightsRequest.
@@ -177,6 +191,8 @@ struct NewRequest {
     idempotency: Option<Idempotency>,
     /// RECTIFICATION: the correction, the names of its fields and their categories.
     correction: Option<(Correction, Vec<String>, CategorySet)>,
+    /// OBJECTION: the purposes objected to.
+    purposes: Vec<Purpose>,
 }
 
 const PROFILE: &str = "tutela.enrolment.v1.LearnerProfile";
@@ -229,7 +245,27 @@ fn parse_correction(
     }
 }
 
-fn parse_submit(r: &SubmitRightsRequestRequest, now: DateTime<Utc>) -> Result<NewRequest> {
+/// The purposes of an OBJECTION request (required there, refused elsewhere).
+fn parse_purposes(
+    c: &mut Checks,
+    register: &Register,
+    kind: Option<&str>,
+    purposes: &[i32],
+) -> Field<Vec<Purpose>> {
+    match kind {
+        Some("objection") => {
+            tutela_policy::rights::objection_purposes(c, register, purposes, "purposes")
+        }
+        _ if !purposes.is_empty() => Err(c.flag("purposes", "only for an OBJECTION request")),
+        _ => Ok(Vec::new()),
+    }
+}
+
+fn parse_submit(
+    r: &SubmitRightsRequestRequest,
+    register: &Register,
+    now: DateTime<Utc>,
+) -> Result<NewRequest> {
     let mut c = Checks::new();
     let subject = c.subject(r.subject.as_ref(), "subject");
     let kind = RightsRequestKind::try_from(r.kind)
@@ -239,7 +275,7 @@ fn parse_submit(r: &SubmitRightsRequestRequest, now: DateTime<Utc>) -> Result<Ne
     let kind = c.parse(
         kind,
         "kind",
-        "required: ACCESS, PORTABILITY, ERASURE, RESTRICTION or RECTIFICATION",
+        "required: ACCESS, PORTABILITY, ERASURE, RESTRICTION, RECTIFICATION or OBJECTION",
     );
     let requester = Requester::try_from(r.requester)
         .ok()
@@ -267,15 +303,18 @@ fn parse_submit(r: &SubmitRightsRequestRequest, now: DateTime<Utc>) -> Result<Ne
     };
     let key = c.key(r.idempotency_key.as_ref(), "idempotency_key");
     let correction = parse_correction(&mut c, kind.as_ref().ok().copied(), r.correction.as_ref());
-    let (subject_id, kind, requester, reference, received_at, key, correction) = c.parsed((
-        subject,
-        kind,
-        requester,
-        reference,
-        received_at,
-        key,
-        correction,
-    ))?;
+    let purposes = parse_purposes(&mut c, register, kind.as_ref().ok().copied(), &r.purposes);
+    let (subject_id, kind, requester, reference, received_at, key, correction, purposes) = c
+        .parsed((
+            subject,
+            kind,
+            requester,
+            reference,
+            received_at,
+            key,
+            correction,
+            purposes,
+        ))?;
     Ok(NewRequest {
         subject_id,
         kind,
@@ -284,6 +323,7 @@ fn parse_submit(r: &SubmitRightsRequestRequest, now: DateTime<Utc>) -> Result<Ne
         received_at,
         idempotency: Idempotency::of_request(key, SUBMIT, r, |m| m.idempotency_key = None),
         correction,
+        purposes,
     })
 }
 
@@ -377,7 +417,7 @@ impl RightsRequestService {
         r: &SubmitRightsRequestRequest,
     ) -> Result<RightsRequest> {
         let now = self.rights.now();
-        let new = parse_submit(r, now)?;
+        let new = parse_submit(r, &self.rights.register, now)?;
         let db = &self.rights.db;
         if let Some(row) =
             idempotency::replay::<request::Entity>(call, db, new.idempotency.as_ref()).await?
@@ -412,6 +452,12 @@ impl RightsRequestService {
             request_id: Set(request_id),
             corrected_fields: Set(corrected_fields),
             correction: Set(sealed),
+            purposes: Set(new
+                .purposes
+                .iter()
+                .map(|p| p.short_name())
+                .collect::<Vec<_>>()
+                .join(",")),
             tenant: Set(call.tenant().to_owned()),
             subject_id: Set(new.subject_id.clone()),
             kind: Set(new.kind.to_owned()),

@@ -726,7 +726,7 @@ impl InboundApi for InboundService {
             // Each learner listed is an access to their data, recorded per learner.
             match call.subject(&row.subject_id).await {
                 Ok(access) => access.record_response(),
-                Err(Error::ConsentRequired { .. }) => continue,
+                Err(err) if err.leaves_subject_out() => continue,
                 Err(err) => return Err(err.into()),
             }
             bookings.push(to_booking(row));

@@ -101,6 +101,7 @@ impl SubjectDataProvider for SharingRights {
             // values, which left with the deliveries); and the learner's exam bookings.
             categories: held.iter().map(|c| c as i32).collect(),
             restricted: false,
+            objected_to: Vec::new(),
             legal_hold: false,
         })
     }

@@ -75,6 +75,7 @@ impl SubjectDataProvider for SubscriptionRights {
             service: SERVICE.to_owned(),
             categories: held.iter().map(|c| c as i32).collect(),
             restricted: false,
+            objected_to: Vec::new(),
             legal_hold: false,
         })
     }

@@ -15,5 +15,6 @@ mod principal;
 mod rights;
 mod serve;
 mod sweep;
+mod tls;
 mod traces;
 mod validation;

@@ -8,7 +8,7 @@
 //! that time. A read that raced an invalidation never repopulates the cache with the state from
 //! before it (see [`ConsentGate::invalidate`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,6 +52,8 @@ pub struct ConsentSnapshot {
     pub restricted: bool,
     /// When a staff member last recorded that a requester's identity was verified.
     pub identity_verified_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The purposes (enum values) the subject objected to, whose objection stands (Art. 21).
+    objected: BTreeSet<i32>,
 }
 
 impl ConsentSnapshot {
@@ -115,6 +117,27 @@ impl ConsentSnapshot {
     /// Whether the ledger holds no entry for the subject.
     pub fn is_empty(&self) -> bool {
         self.facts.is_empty()
+    }
+
+    /// Records that the subject's objection to `purpose` stands (or was lifted).
+    pub fn set_objection(&mut self, purpose: Purpose, objected: bool) {
+        if objected {
+            self.objected.insert(purpose as i32);
+        } else {
+            self.objected.remove(&(purpose as i32));
+        }
+    }
+
+    /// Whether the subject objected to processing for `purpose` and the objection stands.
+    pub fn objects_to(&self, purpose: Purpose) -> bool {
+        self.objected.contains(&(purpose as i32))
+    }
+
+    /// The purposes the subject objects to, in enum order.
+    pub fn objections(&self) -> impl Iterator<Item = Purpose> + '_ {
+        self.objected
+            .iter()
+            .filter_map(|p| Purpose::try_from(*p).ok())
     }
 
     /// Whether processing for `purpose` is allowed while the subject's processing is restricted:
@@ -181,10 +204,15 @@ pub(crate) fn consented_to_recipient(
 }
 
 /// PROCESSING_RESTRICTED when `snapshot` is restricted and `purpose` is not one a restriction
-/// allows.
+/// allows; PROCESSING_OBJECTED when the subject objected to `purpose`. (No purpose a restriction
+/// allows is open to objection: see [`crate::Register::objection`].)
 pub(crate) fn unrestricted(snapshot: &ConsentSnapshot, purpose: Purpose) -> Result<()> {
     if snapshot.restricted && !ConsentSnapshot::allows_while_restricted(purpose) {
         Err(Error::Restricted)
+    } else if snapshot.objects_to(purpose) {
+        Err(Error::Objected {
+            purpose: purpose.short_name(),
+        })
     } else {
         Ok(())
     }
@@ -215,6 +243,11 @@ pub trait ConsentSource: Send + Sync + 'static {
     /// Records that processing of the subject's data is restricted (or no longer), at the
     /// subject's request, with the reason and who recorded it.
     async fn restrict(&self, change: &Restriction<'_>) -> Result<()>;
+
+    /// Records the subject's objection to processing for some purposes (or lifts it), with the
+    /// reason and who recorded it. Purposes whose state already is the one asked for are left
+    /// alone.
+    async fn object(&self, change: &Objection<'_>) -> Result<()>;
 
     /// Records that a staff member verified the identity of someone asking for the subject's
     /// data.
@@ -311,6 +344,38 @@ impl std::fmt::Debug for Restriction<'_> {
     }
 }
 
+/// An objection to processing (GDPR Art. 21) for some purposes, or its lifting.
+#[derive(Clone, Copy)]
+pub struct Objection<'a> {
+    /// The tenant.
+    pub tenant: &'a Tenant,
+    /// The subject.
+    pub subject: &'a str,
+    /// The purposes, each one [`crate::Register::objection`] allows.
+    pub purposes: &'a [Purpose],
+    /// Objected from now on, or lifted.
+    pub objected: bool,
+    /// Why (e.g. "art21 request 2026-031").
+    pub reason: &'a str,
+    /// The principal who recorded it.
+    pub recorded_by: &'a str,
+    /// Stages the write's audit record in the ledger's transaction (a remote ledger leaves it
+    /// to the ledger service's own guard).
+    pub audit: &'a dyn crate::audit::StageAudit,
+}
+
+impl std::fmt::Debug for Objection<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let purposes: Vec<&str> = self.purposes.iter().map(|p| p.short_name()).collect();
+        f.debug_struct("Objection")
+            .field("tenant", &self.tenant)
+            .field("subject", &"[redacted]")
+            .field("purposes", &purposes)
+            .field("objected", &self.objected)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The source of a process that neither hosts the ledger nor knows where it is: every purpose
 /// that needs consent fails closed.
 #[derive(Debug, Clone, Copy, Default)]
@@ -327,6 +392,12 @@ impl ConsentSource for NoLedger {
     async fn restrict(&self, _change: &Restriction<'_>) -> Result<()> {
         Err(Error::Unavailable(
             "this process has no consent ledger to record a restriction in".into(),
+        ))
+    }
+
+    async fn object(&self, _change: &Objection<'_>) -> Result<()> {
+        Err(Error::Unavailable(
+            "this process has no consent ledger to record an objection in".into(),
         ))
     }
 
@@ -483,6 +554,13 @@ impl ConsentGate {
         Ok(())
     }
 
+    /// Records an objection (or its lifting) in the ledger; applies to the next call here.
+    pub async fn object(&self, change: &Objection<'_>) -> Result<()> {
+        self.source.object(change).await?;
+        self.invalidate(change.tenant, change.subject);
+        Ok(())
+    }
+
     /// Records a guardian's consent in the ledger; seen by the next call here.
     pub async fn record_guardian_consent(&self, grant: &GuardianGrant<'_>) -> Result<()> {
         self.source.record_guardian_consent(grant).await?;
@@ -552,6 +630,23 @@ mod tests {
     }
 
     #[test]
+    fn an_objection_refuses_its_purpose_only_until_lifted() {
+        let mut s = ConsentSnapshot::default();
+        unrestricted(&s, Purpose::QualityAssurance).unwrap();
+        s.set_objection(Purpose::QualityAssurance, true);
+        let err = unrestricted(&s, Purpose::QualityAssurance).unwrap_err();
+        assert_eq!(err.reason(), "PROCESSING_OBJECTED");
+        unrestricted(&s, Purpose::CourseAdministration).unwrap();
+        assert_eq!(
+            s.objections().collect::<Vec<_>>(),
+            [Purpose::QualityAssurance]
+        );
+        s.set_objection(Purpose::QualityAssurance, false);
+        unrestricted(&s, Purpose::QualityAssurance).unwrap();
+        assert!(!s.objects_to(Purpose::QualityAssurance));
+    }
+
+    #[test]
     fn a_recipient_withdrawal_leaves_the_others() {
         let mut s = ConsentSnapshot::default();
         s.apply(Purpose::Marketing, "", fact(true, 1));
@@ -591,6 +686,10 @@ mod tests {
         }
 
         async fn restrict(&self, _change: &Restriction<'_>) -> Result<()> {
+            Ok(())
+        }
+
+        async fn object(&self, _change: &Objection<'_>) -> Result<()> {
             Ok(())
         }
 

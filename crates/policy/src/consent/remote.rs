@@ -15,11 +15,12 @@ use tutela_proto::common::{Purpose, SubjectRef};
 use tutela_proto::consent::consent_ledger_client::ConsentLedgerClient;
 use tutela_proto::consent::{
     ConsentActor, GetConsentStateRequest, RecordConsentRequest, RecordIdentityVerificationRequest,
-    RecordRestrictionRequest,
+    RecordObjectionRequest, RecordRestrictionRequest,
 };
 
 use super::{
-    ConsentFact, ConsentSnapshot, ConsentSource, GuardianGrant, IdentityVerification, Restriction,
+    ConsentFact, ConsentSnapshot, ConsentSource, GuardianGrant, IdentityVerification, Objection,
+    Restriction,
 };
 use crate::error::{Error, Result};
 use crate::guard::WITHHELD_HEADER;
@@ -42,10 +43,23 @@ pub struct RemoteLedgerSettings {
     pub token_dir: PathBuf,
 }
 
+/// What a refused write to the ledger becomes here: UNAVAILABLE naming `what` and only the
+/// ledger's status code (its message may be anything).
+fn refused(status: &tonic::Status, what: &str) -> Error {
+    Error::Unavailable(format!(
+        "the consent ledger answered {:?} to {what}",
+        status.code()
+    ))
+}
+
+/// Mints a service token for a tenant: see [`RemoteLedger::with_minted_tokens`].
+pub type MintToken = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// The ledger service as a [`ConsentSource`].
 pub struct RemoteLedger {
     client: ConsentLedgerClient<Channel>,
     token_dir: PathBuf,
+    mint: Option<MintToken>,
 }
 
 impl std::fmt::Debug for RemoteLedger {
@@ -75,16 +89,27 @@ impl RemoteLedger {
         Ok(Self {
             client: ConsentLedgerClient::new(endpoint.connect_lazy()),
             token_dir: settings.token_dir.clone(),
+            mint: None,
         })
     }
 
+    /// For a tenant whose token directory holds no token, a token from `mint`: in a development
+    /// setup, whose processes share one development secret, each signs its own service tokens
+    /// as it does for its other calls to services, so nobody has to write token files first.
+    pub fn with_minted_tokens(mut self, mint: MintToken) -> Self {
+        self.mint = Some(mint);
+        self
+    }
+
     fn token(&self, tenant: &str) -> Result<String> {
-        tenant_token(&self.token_dir, tenant).ok_or_else(|| {
-            Error::Unavailable(format!(
-                "no consent ledger token for this tenant in {}",
-                self.token_dir.display()
-            ))
-        })
+        tenant_token(&self.token_dir, tenant)
+            .or_else(|| self.mint.as_ref().and_then(|mint| mint(tenant)))
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "no consent ledger token for this tenant in {}",
+                    self.token_dir.display()
+                ))
+            })
     }
 }
 
@@ -145,12 +170,28 @@ impl ConsentSource for RemoteLedger {
             .record_restriction(request)
             .await
             .map(|_| ())
-            .map_err(|status| {
-                Error::Unavailable(format!(
-                    "the consent ledger answered {:?} to a restriction",
-                    status.code()
-                ))
-            })
+            .map_err(|status| refused(&status, "a restriction"))
+    }
+
+    async fn object(&self, change: &Objection<'_>) -> Result<()> {
+        let request = self.request(
+            change.tenant.as_str(),
+            RecordObjectionRequest {
+                subject: Some(SubjectRef {
+                    subject_id: change.subject.to_owned(),
+                }),
+                purposes: change.purposes.iter().map(|p| *p as i32).collect(),
+                objected: change.objected,
+                reason: change.reason.to_owned(),
+                requested_by: change.recorded_by.to_owned(),
+            },
+        )?;
+        self.client
+            .clone()
+            .record_objection(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| refused(&status, "an objection"))
     }
 
     async fn verify_identity(&self, v: &IdentityVerification<'_>) -> Result<()> {
@@ -170,12 +211,7 @@ impl ConsentSource for RemoteLedger {
             .record_identity_verification(request)
             .await
             .map(|_| ())
-            .map_err(|status| {
-                Error::Unavailable(format!(
-                    "the consent ledger answered {:?} to an identity verification",
-                    status.code()
-                ))
-            })
+            .map_err(|status| refused(&status, "an identity verification"))
     }
 
     async fn record_guardian_consent(&self, grant: &GuardianGrant<'_>) -> Result<()> {
@@ -201,12 +237,7 @@ impl ConsentSource for RemoteLedger {
             .record_consent(request)
             .await
             .map(|_| ())
-            .map_err(|status| {
-                Error::Unavailable(format!(
-                    "the consent ledger answered {:?} to a guardian's consent",
-                    status.code()
-                ))
-            })
+            .map_err(|status| refused(&status, "a guardian's consent"))
     }
 
     async fn snapshot(&self, tenant: &Tenant, subject: &str) -> Result<ConsentSnapshot> {
@@ -247,6 +278,12 @@ impl ConsentSource for RemoteLedger {
                 .and_then(crate::validate::time_of),
             ..ConsentSnapshot::default()
         };
+        for purpose in response.objected_to {
+            // A purpose newer than this build is not one it processes for.
+            if let Ok(purpose) = Purpose::try_from(purpose) {
+                snapshot.set_objection(purpose, true);
+            }
+        }
         for state in response.states {
             let Ok(purpose) = Purpose::try_from(state.purpose) else {
                 // A purpose newer than this build cannot be one this build checks.

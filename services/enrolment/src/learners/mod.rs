@@ -1259,7 +1259,7 @@ impl LearnerApi for LearnerService {
             let access = match call.subject(&row.learner_id).await {
                 Ok(access) => access,
                 // Listing for a purpose that needs consent shows only learners who gave it.
-                Err(Error::ConsentRequired { .. }) => continue,
+                Err(err) if err.leaves_subject_out() => continue,
                 Err(err) => return Err(err.into()),
             };
             let (profile, held) = match parts.get(&row.learner_id) {

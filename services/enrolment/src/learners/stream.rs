@@ -125,7 +125,7 @@ async fn produce(
         for (row, check) in rows.iter().zip(checks) {
             match check {
                 Ok(_) => allowed.push(row),
-                Err(err @ (Error::ConsentRequired { .. } | Error::Restricted)) => {
+                Err(err) if err.leaves_subject_out() || matches!(err, Error::Restricted) => {
                     withheld.push(WithheldLearner {
                         learner_id: row.learner_id.clone(),
                         reason: err.reason().to_owned(),

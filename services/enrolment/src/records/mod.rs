@@ -579,7 +579,7 @@ impl EnrolmentApi for EnrolmentService {
             // consent, shown only with it).
             match call.subject(&row.learner_id).await {
                 Ok(access) => access.record_response(),
-                Err(Error::ConsentRequired { .. }) => continue,
+                Err(err) if err.leaves_subject_out() => continue,
                 Err(err) => return Err(err.into()),
             }
             enrolments.push(to_enrolment(row));

@@ -38,7 +38,12 @@ fn granted(rpc: &str, role: &str, purpose: Purpose) -> bool {
     // One method name in two services: the ledger's is for platform services recording it.
     let ledger_rpc = rpc.starts_with("tutela.consent.");
     let rights_read = ["DescribeSubject", "ExportSubject"];
-    let rights_write = ["EraseSubject", "RestrictSubject", "RectifySubject"];
+    let rights_write = [
+        "EraseSubject",
+        "RestrictSubject",
+        "RectifySubject",
+        "ObjectToProcessing",
+    ];
     let ledger = [
         "RecordConsent",
         "WithdrawConsent",
@@ -66,6 +71,7 @@ fn granted(rpc: &str, role: &str, purpose: Purpose) -> bool {
         }
         Purpose::ConsentManagement
             if method == "RecordRestriction"
+                || method == "RecordObjection"
                 || (method == "RecordIdentityVerification" && ledger_rpc) =>
         {
             ["dpo", "service"].contains(&role)

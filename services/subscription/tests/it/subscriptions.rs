@@ -3,7 +3,9 @@
 
 use tonic::Code;
 use tutela_proto::common::Purpose;
-use tutela_proto::consent::{ConsentActor, GetConsentStateRequest, RecordRestrictionRequest};
+use tutela_proto::consent::{
+    ConsentActor, GetConsentStateRequest, RecordObjectionRequest, RecordRestrictionRequest,
+};
 use tutela_proto::privacy::{
     EraseSubjectRequest, ExportSubjectRequest, RecordIdentityVerificationRequest,
     VerificationMethod,
@@ -564,17 +566,19 @@ async fn the_three_opt_outs() {
 }
 
 #[tokio::test]
-async fn the_audience_leaves_out_withdrawn_restricted_and_suppressed_contacts_and_is_audited() {
+async fn the_audience_leaves_out_withdrawn_restricted_objecting_and_suppressed_contacts_and_is_audited()
+ {
     let suite = TestSuite::start().await.unwrap();
     let c = clients(&suite, TENANT);
     topic(&suite, &c, "courses").await;
     let withdrawn = confirmed(&suite, &c, Channel::Email, "courses", "w@example.org").await;
     let restricted = confirmed(&suite, &c, Channel::Email, "courses", "r@example.org").await;
+    let objecting = confirmed(&suite, &c, Channel::Email, "courses", "o@example.org").await;
     let bounced = confirmed(&suite, &c, Channel::Email, "courses", "b@example.org").await;
     let kept = confirmed(&suite, &c, Channel::Email, "courses", "k@example.org").await;
     assert_eq!(
         audience(&suite, &c, "courses", Channel::Email).await.len(),
-        4
+        5
     );
 
     let mut ledger = suite.consent_ledger(c.staff.clone());
@@ -587,7 +591,7 @@ async fn the_audience_leaves_out_withdrawn_restricted_and_suppressed_contacts_an
         "consent_management",
     );
     suite
-        .consent_ledger(dpo)
+        .consent_ledger(dpo.clone())
         .record_restriction(RecordRestrictionRequest {
             subject: subject(&contact_of(&restricted)),
             restricted: true,
@@ -596,6 +600,44 @@ async fn the_audience_leaves_out_withdrawn_restricted_and_suppressed_contacts_an
         })
         .await
         .unwrap();
+    // An objection to direct marketing (Art. 21(2)) leaves the contact out whatever they
+    // consented to; the ledger says it stands.
+    let objected = suite
+        .consent_ledger(dpo.clone())
+        .record_objection(RecordObjectionRequest {
+            subject: subject(&contact_of(&objecting)),
+            purposes: vec![Purpose::Marketing as i32],
+            objected: true,
+            reason: "art21 request 2026-031".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(objected.objected_to, [Purpose::Marketing as i32]);
+    let state = suite
+        .consent_ledger(dpo.clone())
+        .get_consent_state(GetConsentStateRequest {
+            subject: subject(&contact_of(&objecting)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state.objected_to, [Purpose::Marketing as i32]);
+    // Not an objection to the record of consent itself.
+    let err = suite
+        .consent_ledger(dpo.clone())
+        .record_objection(RecordObjectionRequest {
+            subject: subject(&contact_of(&objecting)),
+            purposes: vec![Purpose::ConsentManagement as i32],
+            objected: true,
+            reason: "art21 request 2026-031".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&err), ["purposes[0]"]);
     let events = suite
         .subscriptions(c.marketing.clone())
         .record_events(RecordEventsRequest {
@@ -658,7 +700,7 @@ async fn the_audience_leaves_out_withdrawn_restricted_and_suppressed_contacts_an
         .map(|r| r.try_get("", "reason").unwrap())
         .collect();
     assert!(
-        reasons.iter().any(|r| r.ends_with("4 recipients")),
+        reasons.iter().any(|r| r.ends_with("5 recipients")),
         "{reasons:?}"
     );
     assert!(
