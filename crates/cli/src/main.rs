@@ -640,7 +640,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             println!(
                 "serve with TLS: TUTELA_SERVER__TLS__CERT_FILE={0}/server.pem \
-                 TUTELA_SERVER__TLS__KEY_FILE={0}/server-key.pem; for mTLS also \
+                 TUTELA_SERVER__TLS__KEY_FILE={0}/server-key.pem \
+                 TUTELA_SERVER__TLS__CA_FILE={0}/ca.pem; for mTLS also \
                  TUTELA_SERVER__TLS__CLIENT_CA_FILE={0}/ca.pem \
                  TUTELA_SERVER__TLS__CLIENT_CERTS=required",
                 dir.display()

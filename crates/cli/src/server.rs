@@ -187,7 +187,7 @@ impl Shared {
             ledger,
             settings: serde_json::Value::Null,
             max_message_bytes: config.server.max_message_bytes,
-            local_endpoint: local.map(local_endpoint),
+            local_endpoint: local.map(|addr| local_endpoint(addr, &config.server.tls)),
             service_tokens: Arc::new(crate::auth::ServiceTokenFiles::new(config)?),
             suite: crate::services::available(),
         })
@@ -208,14 +208,21 @@ pub(crate) fn for_service(
 
 /// Where a service of this process reaches another hosted in it: the listen address, with an
 /// unspecified one (`0.0.0.0`, `[::]`) replaced by the loopback address of its family.
-fn local_endpoint(addr: std::net::SocketAddr) -> String {
+fn local_endpoint(
+    addr: std::net::SocketAddr,
+    tls: &crate::tls::TlsConfig,
+) -> tutela_host::LocalEndpoint {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+    let scheme = if tls.enabled() { "https" } else { "http" };
+    tutela_host::LocalEndpoint {
+        url: format!("{scheme}://{}", std::net::SocketAddr::new(ip, addr.port())),
+        ca_file: tls.enabled().then(|| tls.ca_file.clone()),
+    }
 }
 
 /// Connects, migrates and builds everything `run` serves, for a process listening on `local`

@@ -44,6 +44,10 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
+    /// PEM of the CA that signed `cert_file`: the process calls its own services over the port
+    /// (the rights coordinator; sharing and survey reading enrolment when hosted with it), as
+    /// `https://localhost`, and trusts this CA for it.
+    pub ca_file: PathBuf,
     /// PEM bundle of the CAs whose client certificates are accepted.
     pub client_ca_file: PathBuf,
     /// Whether clients must present a certificate.
@@ -68,6 +72,11 @@ impl TlsConfig {
             Some("client certificates need TLS: set tls.cert_file and tls.key_file")
         } else if (self.client_certs != ClientCerts::None) != ca {
             Some("tls.client_certs = optional or required goes with tls.client_ca_file")
+        } else if self.enabled() && self.ca_file.as_os_str().is_empty() {
+            Some(
+                "tls.ca_file (the CA that signed tls.cert_file) is required with TLS: the process \
+                 calls its own services over the port",
+            )
         } else if self.enabled() && self.reload_interval_secs == 0 {
             Some("tls.reload_interval_secs must be positive")
         } else {

@@ -53,7 +53,7 @@ impl EnrolmentSettings {
     /// process's own address); `None` for a command that does not serve and has none configured.
     pub fn client(
         &self,
-        local_endpoint: Option<&str>,
+        local_endpoint: Option<&tutela_host::LocalEndpoint>,
         tokens: Arc<dyn ServiceTokens>,
     ) -> std::result::Result<Option<Arc<Enrolment>>, tutela_host::BuildError> {
         Ok(self

@@ -25,6 +25,8 @@ use tutela_store::{Keyring, Migrations, SharedClock};
 
 pub mod peer;
 
+pub use peer::LocalEndpoint;
+
 pub use tutela_ledger::Ledger;
 
 /// Why a service could not be built (its settings, usually).
@@ -154,10 +156,10 @@ pub struct Context {
     pub settings: serde_json::Value,
     /// The largest gRPC message, each way.
     pub max_message_bytes: usize,
-    /// Where this process serves gRPC (`http://127.0.0.1:50051`), when it serves: a hosted
-    /// service calls another hosted in the same process there, through the guard like any
-    /// client. `None` for commands that do not serve.
-    pub local_endpoint: Option<String>,
+    /// Where this process serves gRPC, when it serves: a hosted service calls another hosted in
+    /// the same process there, through the guard like any client. `None` for commands that do
+    /// not serve.
+    pub local_endpoint: Option<peer::LocalEndpoint>,
     /// Bearer tokens of `service` principals, for calls this process makes to the others.
     pub service_tokens: Arc<dyn ServiceTokens>,
     /// Every service of the suite built into this binary, hosted here or not, in hosting order:

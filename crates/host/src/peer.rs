@@ -16,6 +16,15 @@ use crate::BuildError;
 /// How long to wait to connect to a peer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// This process's own gRPC port, as its services call each other there.
+#[derive(Debug, Clone)]
+pub struct LocalEndpoint {
+    /// `http://127.0.0.1:50051`, or `https://...` when the port speaks TLS.
+    pub url: String,
+    /// With TLS, the CA that signed the port's certificate (which names `localhost`).
+    pub ca_file: Option<PathBuf>,
+}
+
 /// Where a peer service is: the `<peer>_endpoint` and `<peer>_ca_file` keys of a service's
 /// settings section.
 #[derive(Debug, Clone, Default)]
@@ -81,29 +90,40 @@ impl PeerSettings {
     }
 
     /// A channel to the configured endpoint, or else to `local_endpoint` (this process's own
-    /// address), connecting on first use so that this process starts whether or not the peer is
+    /// port, over TLS when it speaks TLS), connecting on first use so that this process starts whether or not the peer is
     /// up; `None` for a command that does not serve and has none configured. Each call of it
     /// times out after `timeout`.
     pub fn channel(
         &self,
-        local_endpoint: Option<&str>,
+        local_endpoint: Option<&LocalEndpoint>,
         timeout: Duration,
     ) -> std::result::Result<Option<Channel>, BuildError> {
-        let endpoint = match self.endpoint.as_str() {
-            "" => local_endpoint,
-            configured => Some(configured),
+        // The CA to trust, the setting that names it, and the name the certificate must carry.
+        let (url, ca, setting, domain) = match (self.endpoint.as_str(), local_endpoint) {
+            ("", None) => return Ok(None),
+            ("", Some(local)) => (
+                local.url.as_str(),
+                local.ca_file.clone(),
+                "server.tls.ca_file".to_owned(),
+                Some("localhost"),
+            ),
+            (configured, _) => (
+                configured,
+                Some(self.ca_file.clone()).filter(|f| !f.as_os_str().is_empty()),
+                format!("{}_ca_file", self.name),
+                None,
+            ),
         };
-        let Some(endpoint) = endpoint else {
-            return Ok(None);
-        };
-        let mut endpoint = Endpoint::from_shared(endpoint.to_owned())?
+        let mut endpoint = Endpoint::from_shared(url.to_owned())?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(timeout);
-        if !self.ca_file.as_os_str().is_empty() {
-            let pem = std::fs::read(&self.ca_file)
-                .map_err(|e| format!("{}_ca_file {}: {e}", self.name, self.ca_file.display()))?;
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))?;
+        if let Some(ca) = ca {
+            let pem = std::fs::read(&ca).map_err(|e| format!("{setting} {}: {e}", ca.display()))?;
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem));
+            if let Some(domain) = domain {
+                tls = tls.domain_name(domain);
+            }
+            endpoint = endpoint.tls_config(tls)?;
         }
         Ok(Some(endpoint.connect_lazy()))
     }
@@ -164,11 +184,21 @@ mod tests {
     async fn without_an_endpoint_the_process_own_address_is_used_and_without_either_none() {
         let (s, _) = take(serde_json::json!({})).unwrap();
         assert!(s.channel(None, CONNECT_TIMEOUT).unwrap().is_none());
-        assert!(
-            s.channel(Some("http://127.0.0.1:1"), CONNECT_TIMEOUT)
-                .unwrap()
-                .is_some()
-        );
+        let local = LocalEndpoint {
+            url: "http://127.0.0.1:1".into(),
+            ca_file: None,
+        };
+        assert!(s.channel(Some(&local), CONNECT_TIMEOUT).unwrap().is_some());
+        // A TLS port is trusted through the CA the process was given, named in an error.
+        let tls = LocalEndpoint {
+            url: "https://127.0.0.1:1".into(),
+            ca_file: Some("/nonexistent/ca.pem".into()),
+        };
+        let err = s
+            .channel(Some(&tls), CONNECT_TIMEOUT)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.tls.ca_file"), "{err}");
         let (s, _) = take(serde_json::json!({
             "survey_endpoint": "https://survey:50051",
             "survey_ca_file": "/nonexistent/ca.pem",

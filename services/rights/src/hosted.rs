@@ -165,7 +165,7 @@ impl HostedService for Hosted {
             let peer = settings.peers.get(service).cloned().unwrap_or_default();
             targets.insert(
                 service.clone(),
-                peer.channel(ctx.local_endpoint.as_deref(), CALL_TIMEOUT)?,
+                peer.channel(ctx.local_endpoint.as_ref(), CALL_TIMEOUT)?,
             );
         }
         let own = &settings.own;

@@ -132,7 +132,7 @@ impl HostedService for Hosted {
                     enrolment.clone(),
                     Surveys::new(
                         &settings.survey,
-                        ctx.local_endpoint.as_deref(),
+                        ctx.local_endpoint.as_ref(),
                         ctx.service_tokens.clone(),
                     )?,
                 ))
@@ -205,7 +205,7 @@ fn sharing(ctx: &Context) -> Sharing {
 fn enrolment(ctx: &Context, settings: &Settings) -> Result<Option<Arc<Enrolment>>, BuildError> {
     settings
         .enrolment
-        .client(ctx.local_endpoint.as_deref(), ctx.service_tokens.clone())
+        .client(ctx.local_endpoint.as_ref(), ctx.service_tokens.clone())
 }
 
 /// The outbox's due messages, sent every so often (`None`: with the retention sweeps).

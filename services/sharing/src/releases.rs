@@ -53,7 +53,7 @@ impl Surveys {
     /// `None` for a command that does not serve and has none configured.
     pub fn new(
         settings: &PeerSettings,
-        local_endpoint: Option<&str>,
+        local_endpoint: Option<&tutela_host::LocalEndpoint>,
         tokens: Arc<dyn ServiceTokens>,
     ) -> std::result::Result<Option<Self>, BuildError> {
         Ok(settings

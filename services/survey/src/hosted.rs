@@ -45,7 +45,7 @@ impl HostedService for Hosted {
 
     fn build(&self, ctx: &Context, served: &mut Served) -> Result<(), BuildError> {
         let enrolment = settings(Some(&ctx.settings))?
-            .client(ctx.local_endpoint.as_deref(), ctx.service_tokens.clone())?;
+            .client(ctx.local_endpoint.as_ref(), ctx.service_tokens.clone())?;
         let surveys = Surveys::new(ctx.db.clone(), ctx.keyring.clone(), ctx.clock.clone());
         let max = ctx.max_message_bytes;
         served

@@ -2,7 +2,8 @@
 //! and a client that does not trust the certificate are not; with client certificates required,
 //! a client without one fails its handshake and one with it is served, its certificate visible
 //! to the server; a renewed certificate is picked up by new connections while calls on open ones
-//! go on without a failure.
+//! go on without a failure; and the process's calls to its own services (the rights coordinator
+//! here) go over TLS too.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +25,12 @@ async fn suite(dir: &Path, client_certs: ClientCerts) -> TestSuite {
     TestSuite::start_with(|c| {
         c.server.tls.cert_file = dir.join("server.pem");
         c.server.tls.key_file = dir.join("server-key.pem");
+        c.server.tls.ca_file = dir.join("ca.pem");
         c.server.tls.reload_interval_secs = 1;
+        c.sections.insert(
+            "rights".into(),
+            serde_json::json!({ "interval_secs": 1, "retry_base_secs": 1 }),
+        );
         if client_certs != ClientCerts::None {
             c.server.tls.client_ca_file = dir.join("ca.pem");
             c.server.tls.client_certs = client_certs;
@@ -204,4 +210,70 @@ fn dev_certs_never_overwrite() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o077, 0, "keys are readable by their owner only");
+}
+
+#[tokio::test]
+async fn with_tls_the_process_calls_its_own_services_over_it() {
+    use tutela_proto::common::SubjectRef;
+    use tutela_proto::privacy::VerificationMethod;
+    use tutela_proto::rights::{
+        GetRightsRequestRequest, Requester, RightsRequestKind, RightsRequestState,
+        SubmitRightsRequestRequest, VerifyRequesterIdentityRequest,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path());
+    let suite = suite(dir.path(), ClientCerts::None).await;
+    let me = suite
+        .create_learners("acme", [tutela_testkit::sample_profile(7)], 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let dpo = || {
+        tutela_testkit::Credentials::new(&suite.token("acme", "dpo-1", &["dpo"]), "subject_rights")
+    };
+    let request = suite
+        .rights(dpo())
+        .submit_rights_request(SubmitRightsRequestRequest {
+            subject: Some(SubjectRef { subject_id: me }),
+            kind: RightsRequestKind::Access as i32,
+            requester: Requester::Subject as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .request
+        .unwrap();
+    suite
+        .rights(dpo())
+        .verify_requester_identity(VerifyRequesterIdentityRequest {
+            request_id: request.request_id.clone(),
+            method: VerificationMethod::PhotoIdInPerson as i32,
+            evidence_reference: "front desk note 7".into(),
+        })
+        .await
+        .unwrap();
+    // The coordinator calls every service's SubjectData at this process's own TLS port.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = suite
+            .rights(dpo())
+            .get_rights_request(GetRightsRequestRequest {
+                request_id: request.request_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .request
+            .unwrap();
+        if now.state == RightsRequestState::Completed as i32 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not completed: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    suite.stop().await.unwrap();
 }
